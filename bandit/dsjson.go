@@ -1,0 +1,691 @@
+package bandit
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"unicode/utf8"
+)
+
+// ErrSkip reports a DSJson line that VW silently drops: a blank line, an
+// event without actions ("a" missing or empty) or one with "_skipLearn":true.
+// Test for it with errors.Is.
+var ErrSkip = errors.New("event skipped")
+
+var (
+	errBlank     = fmt.Errorf("%w: blank line", ErrSkip)
+	errNoActions = fmt.Errorf(`%w: "a" is missing or empty`, ErrSkip)
+	errSkipLearn = fmt.Errorf(`%w: "_skipLearn" is true`, ErrSkip)
+)
+
+// maxDepth bounds the nesting of a DSJson line, so hostile input cannot
+// exhaust the stack.
+const maxDepth = 256
+
+// DSJSONParser reads Decision Service JSON lines ("DSJson", what vw --dsjson
+// reads) into events with VW 9.11.2's rules: features as [Example] describes
+// them, a label only from "_label_cost", "_label_probability" and
+// "_labelIndex" given before "c", numbers converted exactly as VW's
+// RapidJSON does. Keys VW ignores are skipped (but must be valid JSON). The
+// zero value is ready to use; a parser is not safe for concurrent use.
+type DSJSONParser struct {
+	s     []byte
+	pos   int
+	depth int
+	str   []byte // unescaped string value
+	key   []byte // unescaped key
+
+	label     dsLabel
+	cDone     bool
+	nActions  int // length of "a"
+	skipLearn bool
+}
+
+// dsLabel collects the "_label*" keys until "c" ends, where VW applies them.
+type dsLabel struct {
+	index            int // -1 if absent
+	cost, prob       float32
+	hasCost, hasProb bool
+}
+
+// Parse parses one DSJson line into e (which it resets). It returns an error
+// that wraps [ErrSkip] for events VW drops, and a descriptive error, with the
+// byte offset, for malformed lines.
+func (d *DSJSONParser) Parse(line []byte, e *Event) error {
+	e.Reset()
+	*d = DSJSONParser{s: line, str: d.str[:0], key: d.key[:0], label: dsLabel{index: -1}}
+	d.ws()
+	if d.pos == len(d.s) {
+		return errBlank
+	}
+	if d.s[d.pos] != '{' || d.pos != 0 {
+		return d.errorf("a DSJson line must start with '{'")
+	}
+	if err := d.event(e); err != nil {
+		return err
+	}
+	if d.ws(); d.pos != len(d.s) {
+		return d.errorf("unexpected data after the event object")
+	}
+	if d.skipLearn {
+		e.SkipLearn = true
+		return errSkipLearn
+	}
+	if d.nActions == 0 {
+		return errNoActions
+	}
+	if !d.cDone {
+		return errors.New(`missing "c"`)
+	}
+	if e.n == 0 {
+		return errors.New(`"c" has no actions in "_multi"`)
+	}
+	return nil
+}
+
+func (d *DSJSONParser) errorf(format string, args ...any) error {
+	return fmt.Errorf("offset %d: %s", d.pos, fmt.Sprintf(format, args...))
+}
+
+// event parses the top-level object (VW's DecisionServiceState).
+func (d *DSJSONParser) event(e *Event) error {
+	return d.members(func(key []byte) error {
+		switch string(key) {
+		case "a":
+			return d.actionIDs()
+		case "p", "_p":
+			return d.numbers()
+		case "c":
+			if d.cDone {
+				return d.errorf(`"c" appears twice`)
+			}
+			if d.peek() != '{' {
+				return d.errorf(`"c" must be an object`)
+			}
+			if err := d.object(e, &e.shared, ctxShared); err != nil {
+				return err
+			}
+			d.cDone = true
+			return d.applyLabel(e)
+		case "pdrop":
+			n, null, err := d.number()
+			if err != nil || null {
+				return err
+			}
+			if !(n.value >= 0 && n.value < 1) {
+				return d.errorf("pdrop %v is not in [0, 1)", n.value)
+			}
+			e.SetPdrop(n.value)
+			return nil
+		case "EventId":
+			s, null, err := d.stringOrNull()
+			if err == nil && !null {
+				e.eventID = append(e.eventID[:0], s...)
+			}
+			return err
+		case "Timestamp":
+			_, _, err := d.stringOrNull()
+			return err
+		case "_skipLearn":
+			b, err := d.boolean()
+			d.skipLearn = b
+			return err
+		case "_original_label_cost":
+			_, _, err := d.number()
+			return err
+		case "_ba":
+			return d.numbers()
+		case "pdf", "_outcomes":
+			return d.errorf("%q is not supported (continuous actions, CCB and slates are not)", key)
+		}
+		if bytes.HasPrefix(key, []byte("_label")) {
+			if err, ok := d.labelKey(key); ok {
+				return err
+			}
+		}
+		return d.skip() // VW ignores every other key
+	})
+}
+
+// labelKey handles the "_label*" keys. ok is false for "_label..." keys VW
+// ignores at the top level.
+func (d *DSJSONParser) labelKey(key []byte) (err error, ok bool) {
+	switch {
+	case len(key) > 7 && key[6] == '_':
+		return d.labelProperty(key[7:]), true
+	case len(key) == 6:
+		return d.errorf(`"_label" is not supported; use "_label_cost" and "_label_probability"`), true
+	case bytesEqualFold(key, "_labelIndex"):
+		if d.peek() == 'n' {
+			return d.null(), true
+		}
+		n, err := d.uint()
+		d.label.index = n
+		return err, true
+	}
+	return nil, false
+}
+
+// labelProperty parses "_label_<prop>" (prop compared case-insensitively,
+// as VW).
+func (d *DSJSONParser) labelProperty(prop []byte) error {
+	if len(prop) >= 2 && string(prop[:2]) == "ca" {
+		return d.errorf("_label_%s is not supported (continuous actions are not)", prop)
+	}
+	if d.peek() == 'n' {
+		return d.null()
+	}
+	if d.peek() == '"' {
+		return d.errorf("_label_%s is a string; VW only accepts \"NaN\" there, which cannot be learned", prop)
+	}
+	n, _, err := d.number()
+	if err != nil {
+		return err
+	}
+	switch {
+	case bytesEqualFold(prop, "cost"):
+		if math.IsInf(float64(n.value), 0) {
+			return d.errorf("_label_cost %v overflows float32", n.value)
+		}
+		d.label.cost, d.label.hasCost = n.value, true
+	case bytesEqualFold(prop, "probability"):
+		if !(n.value > 0 && n.value <= 1) {
+			return d.errorf("_label_probability %v is not in (0, 1]", n.value)
+		}
+		d.label.prob, d.label.hasProb = n.value, true
+	case bytesEqualFold(prop, "action"):
+		// VW keeps it but cb_explore_adf uses _labelIndex.
+	default:
+		return d.errorf("label property _label_%s is not supported", prop)
+	}
+	return nil
+}
+
+// applyLabel labels e at the end of "c", where VW injects the label: labels
+// given after "c" are never applied.
+func (d *DSJSONParser) applyLabel(e *Event) error {
+	l := d.label
+	if l.index >= e.n {
+		return fmt.Errorf("_labelIndex %d is out of range: %d actions", l.index, e.n)
+	}
+	if !l.hasCost && !l.hasProb {
+		return nil
+	}
+	if l.index < 0 {
+		return errors.New(`the label has no "_labelIndex" before "c" (VW: only one cost can be known)`)
+	}
+	if !l.hasCost || !l.hasProb {
+		return errors.New(`a label needs both "_label_cost" and "_label_probability"`)
+	}
+	e.SetLabel(l.index, l.cost, l.prob)
+	return nil
+}
+
+// Where an object is: it decides which "_" keys mean something.
+const (
+	ctxShared    = iota // the top of "c"
+	ctxAction           // the top of a "_multi" element
+	ctxNamespace        // any nested object
+)
+
+// object parses a JSON object of features into x (VW's DefaultState).
+func (d *DSJSONParser) object(e *Event, x *Example, where int) error {
+	return d.members(func(key []byte) error {
+		if len(key) > 0 && key[0] == '_' {
+			return d.special(e, x, where, key)
+		}
+		switch c := d.peek(); {
+		case c == '{':
+			x.pushBytes(key)
+			err := d.object(e, x, ctxNamespace)
+			x.pop()
+			return err
+		case c == '[':
+			return d.array(e, x, key)
+		case c == '"':
+			v, err := d.string(&d.str)
+			if err == nil {
+				addString(x, key, v)
+			}
+			return err
+		case c == 't' || c == 'f':
+			b, err := d.boolean()
+			if b {
+				addNumber(x, key, 1)
+			}
+			return err
+		case c == 'n':
+			return d.null()
+		}
+		// Like VW, a number beyond float32 becomes an infinite feature.
+		n, _, err := d.number()
+		if err == nil {
+			addNumber(x, key, n.value)
+		}
+		return err
+	})
+}
+
+// special handles keys starting with '_' inside "c".
+func (d *DSJSONParser) special(e *Event, x *Example, where int, key []byte) error {
+	switch {
+	case bytes.HasPrefix(key, []byte("_label")):
+		if err, ok := d.labelKey(key); ok {
+			return err
+		}
+		return d.errorf("unsupported key %q", key)
+	case string(key) == "_text":
+		v, err := d.string(&d.str)
+		if err == nil {
+			x.text(v)
+		}
+		return err
+	case string(key) == "_multi":
+		if where != ctxShared {
+			return d.errorf(`"_multi" must be at the top of "c"`)
+		}
+		if e.n > 0 {
+			return d.errorf(`"_multi" appears twice`)
+		}
+		return d.elements(func() error {
+			if d.peek() != '{' {
+				return d.errorf(`"_multi" elements must be objects`)
+			}
+			return d.object(e, e.AddAction(), ctxAction)
+		})
+	case bytesEqualFold(key, "_tag"):
+		v, err := d.string(&d.str)
+		if err == nil && x == &e.shared {
+			e.tag = append(e.tag, v...)
+		}
+		return err
+	case string(key) == "_slots", string(key) == "_graph", string(key) == "_slot_id", bytesEqualFold(key, "__aid"):
+		return d.errorf("%q is not supported", key)
+	}
+	return d.skip()
+}
+
+// array parses "key":[...] (VW's ArrayState): numbers become features of
+// namespace key indexed by position, objects are namespaces named key.
+func (d *DSJSONParser) array(e *Event, x *Example, key []byte) error {
+	x.pushBytes(key)
+	defer x.pop()
+	i := 0
+	return d.elements(func() error {
+		switch c := d.peek(); {
+		case c == '{':
+			f := x.top()
+			x.pushHashed(f.ns, f.hash)
+			err := d.object(e, x, ctxNamespace)
+			x.pop()
+			return err
+		case c == 'n':
+			return d.null()
+		case c == '[':
+			return d.errorf("nested arrays are not supported")
+		case c == '"' || c == 't' || c == 'f':
+			return d.errorf("feature arrays hold numbers or objects")
+		}
+		n, _, err := d.number()
+		if err == nil {
+			x.arrayNumber(i, n.value)
+			i++
+		}
+		return err
+	})
+}
+
+// actionIDs parses "a": VW only checks that it is not empty.
+func (d *DSJSONParser) actionIDs() error {
+	if d.peek() != '[' {
+		if d.peek() == 'n' {
+			return d.null()
+		}
+		_, err := d.uint()
+		d.nActions++
+		return err
+	}
+	return d.elements(func() error {
+		_, err := d.uint()
+		d.nActions++
+		return err
+	})
+}
+
+// numbers parses an array of numbers (or one number, or null), as VW's
+// ArrayToVectorState; the values are not used.
+func (d *DSJSONParser) numbers() error {
+	if d.peek() != '[' {
+		_, _, err := d.number()
+		return err
+	}
+	return d.elements(func() error {
+		_, _, err := d.number()
+		return err
+	})
+}
+
+// --- JSON scanning -------------------------------------------------------
+
+func (d *DSJSONParser) peek() byte {
+	if d.pos < len(d.s) {
+		return d.s[d.pos]
+	}
+	return 0
+}
+
+// ws skips JSON whitespace.
+func (d *DSJSONParser) ws() {
+	for d.pos < len(d.s) {
+		switch d.s[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+// atEnd explains an error at the end of the line.
+func (d *DSJSONParser) atEnd() string {
+	if d.pos >= len(d.s) {
+		return " (unexpected end of line)"
+	}
+	return ""
+}
+
+func (d *DSJSONParser) expect(c byte, what string) error {
+	d.ws()
+	if d.peek() != c {
+		if d.pos >= len(d.s) {
+			return d.errorf("unexpected end of line, expected %s", what)
+		}
+		return d.errorf("expected %s, found %q", what, d.s[d.pos])
+	}
+	d.pos++
+	return nil
+}
+
+// members parses an object, calling member with each key; member must parse
+// the value. The key is valid until the value is parsed.
+func (d *DSJSONParser) members(member func(key []byte) error) error {
+	if err := d.expect('{', "'{'"); err != nil {
+		return err
+	}
+	if d.depth++; d.depth > maxDepth {
+		return d.errorf("nesting deeper than %d", maxDepth)
+	}
+	defer func() { d.depth-- }()
+	if d.ws(); d.peek() == '}' {
+		d.pos++
+		return nil
+	}
+	for {
+		if d.ws(); d.peek() != '"' {
+			return d.errorf("expected a key")
+		}
+		key, err := d.string(&d.key)
+		if err != nil {
+			return err
+		}
+		if err := d.expect(':', "':' after the key"); err != nil {
+			return err
+		}
+		d.ws()
+		if err := member(key); err != nil {
+			return err
+		}
+		d.ws()
+		switch d.peek() {
+		case ',':
+			d.pos++
+		case '}':
+			d.pos++
+			return nil
+		default:
+			return d.errorf("expected ',' or '}' in object%s", d.atEnd())
+		}
+	}
+}
+
+// elements parses an array, calling element for each value.
+func (d *DSJSONParser) elements(element func() error) error {
+	if err := d.expect('[', "'['"); err != nil {
+		return err
+	}
+	if d.depth++; d.depth > maxDepth {
+		return d.errorf("nesting deeper than %d", maxDepth)
+	}
+	defer func() { d.depth-- }()
+	if d.ws(); d.peek() == ']' {
+		d.pos++
+		return nil
+	}
+	for {
+		d.ws()
+		if err := element(); err != nil {
+			return err
+		}
+		d.ws()
+		switch d.peek() {
+		case ',':
+			d.pos++
+		case ']':
+			d.pos++
+			return nil
+		default:
+			return d.errorf("expected ',' or ']' in array%s", d.atEnd())
+		}
+	}
+}
+
+// skip parses and discards any JSON value.
+func (d *DSJSONParser) skip() error {
+	switch c := d.peek(); {
+	case c == '{':
+		return d.members(func([]byte) error { return d.skip() })
+	case c == '[':
+		return d.elements(d.skip)
+	case c == '"':
+		_, err := d.string(&d.str)
+		return err
+	case c == 't' || c == 'f':
+		_, err := d.boolean()
+		return err
+	case c == 'n':
+		return d.null()
+	}
+	_, _, err := d.number()
+	return err
+}
+
+func (d *DSJSONParser) literal(word string) bool {
+	if bytes.HasPrefix(d.s[d.pos:], []byte(word)) {
+		d.pos += len(word)
+		return true
+	}
+	return false
+}
+
+func (d *DSJSONParser) null() error {
+	if !d.literal("null") {
+		return d.errorf("invalid value")
+	}
+	return nil
+}
+
+func (d *DSJSONParser) boolean() (bool, error) {
+	switch {
+	case d.literal("true"):
+		return true, nil
+	case d.literal("false"):
+		return false, nil
+	}
+	return false, d.errorf("expected true or false")
+}
+
+// number parses a number, or null (null is true then).
+func (d *DSJSONParser) number() (n jsonNumber, null bool, err error) {
+	if d.peek() == 'n' {
+		return n, true, d.null()
+	}
+	if c := d.peek(); c != '-' && (c < '0' || c > '9') {
+		return n, false, d.errorf("expected a number")
+	}
+	n, used, err := parseNumber(d.s[d.pos:])
+	d.pos += used
+	if err != nil {
+		return n, false, d.errorf("%v", err)
+	}
+	return n, false, nil
+}
+
+// uint parses an unsigned 32-bit integer, which VW's uint-only keys
+// ("_labelIndex", action ids) require.
+func (d *DSJSONParser) uint() (int, error) {
+	start := d.pos
+	if c := d.peek(); c < '0' || c > '9' {
+		return 0, d.errorf("expected an unsigned integer")
+	}
+	n, _, err := d.number()
+	if err != nil {
+		return 0, err
+	}
+	if n.kind != numUint {
+		d.pos = start
+		return 0, d.errorf("expected an unsigned integer")
+	}
+	return int(n.u), nil
+}
+
+func (d *DSJSONParser) stringOrNull() ([]byte, bool, error) {
+	if d.peek() == 'n' {
+		return nil, true, d.null()
+	}
+	s, err := d.string(&d.str)
+	return s, false, err
+}
+
+// string parses a JSON string. Without escapes it returns a slice of the
+// line; otherwise it unescapes into *buf.
+func (d *DSJSONParser) string(buf *[]byte) ([]byte, error) {
+	if d.peek() != '"' {
+		return nil, d.errorf("expected a string")
+	}
+	d.pos++
+	start := d.pos
+	for d.pos < len(d.s) {
+		switch c := d.s[d.pos]; {
+		case c == '"':
+			d.pos++
+			return d.s[start : d.pos-1], nil
+		case c == '\\':
+			*buf = append((*buf)[:0], d.s[start:d.pos]...)
+			return d.unescape(buf)
+		case c < 0x20:
+			return nil, d.errorf("control character in string")
+		}
+		d.pos++
+	}
+	return nil, d.errorf("unterminated string")
+}
+
+func (d *DSJSONParser) unescape(buf *[]byte) ([]byte, error) {
+	b := *buf
+	defer func() { *buf = b }()
+	for d.pos < len(d.s) {
+		c := d.s[d.pos]
+		d.pos++
+		switch {
+		case c == '"':
+			return b, nil
+		case c < 0x20:
+			return nil, d.errorf("control character in string")
+		case c != '\\':
+			b = append(b, c)
+			continue
+		}
+		if d.pos >= len(d.s) {
+			break
+		}
+		c = d.s[d.pos]
+		d.pos++
+		switch c {
+		case '"', '\\', '/':
+			b = append(b, c)
+		case 'b':
+			b = append(b, '\b')
+		case 'f':
+			b = append(b, '\f')
+		case 'n':
+			b = append(b, '\n')
+		case 'r':
+			b = append(b, '\r')
+		case 't':
+			b = append(b, '\t')
+		case 'u':
+			r, ok := d.hex4()
+			if !ok {
+				return nil, d.errorf("invalid \\u escape")
+			}
+			if r >= 0xD800 && r <= 0xDFFF {
+				// Only a high surrogate followed by a low one is valid.
+				if r > 0xDBFF || !d.literal(`\u`) {
+					return nil, d.errorf("invalid surrogate in \\u escape")
+				}
+				r2, ok := d.hex4()
+				if !ok || r2 < 0xDC00 || r2 > 0xDFFF {
+					return nil, d.errorf("invalid surrogate in \\u escape")
+				}
+				r = (r-0xD800)<<10 | (r2 - 0xDC00) + 0x10000
+			}
+			b = utf8.AppendRune(b, r)
+		default:
+			return nil, d.errorf("invalid escape \\%c", c)
+		}
+	}
+	return nil, d.errorf("unterminated string")
+}
+
+func (d *DSJSONParser) hex4() (rune, bool) {
+	if d.pos+4 > len(d.s) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range d.s[d.pos : d.pos+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	d.pos += 4
+	return r, true
+}
+
+// bytesEqualFold compares ASCII case-insensitively, as C's strcasecmp.
+func bytesEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

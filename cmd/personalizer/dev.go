@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
+	"github.com/open-personalizer/personalizer/joiner"
+	"github.com/open-personalizer/personalizer/learner"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
+	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
+	"github.com/open-personalizer/personalizer/server"
+)
+
+// devConfig is everything `personalizer dev` runs.
+type devConfig struct {
+	GRPCAddr    string
+	HTTPAddr    string
+	DataDir     string
+	Loop        string
+	EventBuffer int
+	LogLevel    string
+	Broker      kafkalog.BrokerConfig
+	Joiner      joiner.Config
+	Learner     learner.Config
+}
+
+func (c *devConfig) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (health)")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "where the broker and the learner keep their data")
+	fs.StringVar(&c.Loop, "loop", "default", "learning loop name")
+	fs.IntVar(&c.EventBuffer, "event-buffer", 100000, "records the server buffers while the broker is slow or away")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	c.Broker.RegisterFlags(fs, "")
+	c.Joiner.RegisterFlags(fs, "")
+	c.Learner.RegisterFlags(fs, "")
+	// Seconds, not Personalizer's minutes, so that learning shows at once.
+	setDefault(fs, "reward-wait", "2s")
+	setDefault(fs, "tick-interval", "500ms")
+	setDefault(fs, "model-export-frequency", "2s")
+}
+
+func (c *devConfig) validate() error {
+	c.Broker.DataDir = filepath.Join(c.DataDir, "broker")
+	c.Learner.Dir = filepath.Join(c.DataDir, "learner", c.Loop)
+	c.Learner.Loop = c.Loop
+	return errors.Join(c.Broker.Validate(), c.Joiner.Validate(), c.Learner.Validate())
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg devConfig
+	cfg.registerFlags(fs)
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	d, err := startDev(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "personalizer dev: gRPC %s, HTTP %s, Kafka %s, data %s\n", d.grpcAddr(), d.httpLis.Addr(), d.broker.Addrs()[0], cfg.DataDir)
+	select {
+	case <-ctx.Done():
+	case <-d.failed:
+	}
+	return d.close()
+}
+
+// dev is the whole loop in one process.
+type dev struct {
+	log     *slog.Logger
+	broker  *kafkalog.Broker
+	events  *kafkalog.Writer // personalizer.events: server records and ticks
+	joined  *kafkalog.Writer // personalizer.joined
+	pub     *server.Publisher
+	srv     *server.Server
+	joiner  *joiner.Joiner
+	learner *learner.Learner
+	store   *learner.Store
+	grpc    *grpc.Server
+	health  *health.Server
+	grpcLis net.Listener
+	httpLis net.Listener
+	http    *http.Server
+
+	// Each stage stops on its own, in shutdown order.
+	serve, publish, roles stage
+	failed                chan struct{} // closed when any stage fails
+	err                   error
+}
+
+// stage is a group of goroutines stopped together.
+type stage struct {
+	cancel context.CancelFunc
+	g      *errgroup.Group
+}
+
+func (d *dev) start(s *stage, ctx context.Context, fns ...func(context.Context) error) {
+	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.g = new(errgroup.Group)
+	for _, fn := range fns {
+		s.g.Go(func() error {
+			err := fn(ctx)
+			if err != nil && ctx.Err() == nil {
+				d.log.Error("component failed", "err", err)
+				d.fail(err)
+			}
+			return err
+		})
+	}
+}
+
+func (d *dev) fail(err error) {
+	select {
+	case <-d.failed:
+	default:
+		d.err = err
+		close(d.failed)
+	}
+}
+
+func (s *stage) stop() error {
+	if s.cancel == nil {
+		return nil
+	}
+	s.cancel()
+	return s.g.Wait()
+}
+
+// startDev starts the broker, the learner, the joiner and the server, and
+// returns once all of them are serving.
+func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error) {
+	d := &dev{log: log, failed: make(chan struct{})}
+	var err error
+	if d.broker, err = kafkalog.StartBroker(cfg.Broker, log); err != nil {
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	brokers := d.broker.Addrs()
+	d.events = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.EventsTopic})
+	d.joined = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.JoinedTopic})
+	d.store = learner.NewStore()
+	if d.learner, err = learner.New(cfg.Learner, log, d.store, time.Now); err != nil {
+		d.closeKafka()
+		return nil, err
+	}
+	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: "personalizer-joiner", Topic: eventlog.EventsTopic}, log)
+	d.joiner = joiner.New(cfg.Joiner, log, group, d.joined, d.events, time.Now)
+	d.pub = server.NewPublisher(d.events, cfg.EventBuffer, log)
+	d.srv = server.New(server.Config{Loop: cfg.Loop}, d.pub, log, time.Now)
+	if mv := d.store.Latest(); mv != nil { // resumed: serve the learned model from the first request
+		if err := d.srv.Load(mv); err != nil {
+			d.closeKafka()
+			return nil, err
+		}
+	}
+
+	if d.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		d.closeKafka()
+		return nil, fmt.Errorf("grpc listen: %w", err)
+	}
+	if d.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		d.grpcLis.Close()
+		d.closeKafka()
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	d.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(4 << 20))
+	personalizerv1.RegisterPersonalizerServiceServer(d.grpc, d.srv)
+	eventsv1.RegisterModelServiceServer(d.grpc, learner.NewService(cfg.Loop, d.store))
+	d.health = health.NewServer()
+	healthpb.RegisterHealthServer(d.grpc, d.health)
+	reflection.Register(d.grpc)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
+		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
+	}
+	d.start(&d.roles, ctx, d.joiner.Run, func(ctx context.Context) error { return d.learner.Run(ctx, open) })
+	d.start(&d.publish, ctx, func(ctx context.Context) error { return d.pub.Run(ctx, 10*time.Second) })
+	d.start(&d.serve, ctx,
+		func(ctx context.Context) error { return d.srv.WatchModels(ctx, d.store) },
+		func(context.Context) error { return d.grpc.Serve(d.grpcLis) },
+		func(context.Context) error {
+			if err := d.http.Serve(d.httpLis); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	)
+	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	return d, nil
+}
+
+func (d *dev) grpcAddr() string { return d.grpcLis.Addr().String() }
+
+// close shuts down in a fixed order: stop taking requests, flush the
+// events the server accepted, then stop the joiner and the learner (which
+// publishes and checkpoints a last time), then the broker.
+func (d *dev) close() error {
+	d.health.Shutdown()
+	d.srv.Shutdown()
+	stopped := make(chan struct{})
+	go func() { d.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		d.grpc.Stop()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := []error{d.http.Shutdown(ctx), d.serve.stop(), d.publish.stop(), d.roles.stop()}
+	d.closeKafka()
+	select {
+	case <-d.failed:
+		errs = append(errs, d.err)
+	default:
+	}
+	return errors.Join(errs...)
+}
+
+func (d *dev) closeKafka() {
+	if d.events != nil {
+		d.events.Close()
+	}
+	if d.joined != nil {
+		d.joined.Close()
+	}
+	d.broker.Close()
+}

@@ -1,0 +1,96 @@
+// Command personalizer is the self-hosted decision service: one binary with
+// a subcommand per role.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "personalizer:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: personalizer <command> [flags]
+
+commands:
+  dev        run everything in one process: gRPC server, joiner, learner and an embedded Kafka broker
+  simulate   drive a running service with simulated users and print the reward it collects
+  train      train offline on a DSJson file, like vw --dsjson
+
+Run personalizer <command> -h for a command's flags. Every flag can also be
+set with an environment variable: --reward-wait is PERSONALIZER_REWARD_WAIT.
+`
+
+// run is the whole program but for process exit: it parses args and runs
+// one command until ctx ends.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer, func(string) string) error{
+		"dev":      runDev,
+		"simulate": runSimulate,
+		"train":    runTrain,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+	return cmd(ctx, args[1:], stdout, stderr, getenv)
+}
+
+// parseFlags applies, in rising order of precedence, the defaults already
+// registered, PERSONALIZER_* environment variables and the command line.
+func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		key := "PERSONALIZER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(key); v != "" && err == nil {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s: %w", key, serr)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return fs.Parse(args)
+}
+
+// setDefault changes a registered flag's default, as shown in -h too.
+func setDefault(fs *flag.FlagSet, name, value string) {
+	if err := fs.Set(name, value); err != nil {
+		panic(fmt.Sprintf("default for -%s: %v", name, err)) // a programming error
+	}
+	fs.Lookup(name).DefValue = value
+}
+
+// newLogger returns a JSON logger at level ("debug", "info", "warn", "error").
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

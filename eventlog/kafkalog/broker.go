@@ -1,0 +1,157 @@
+package kafkalog
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/open-personalizer/personalizer/eventlog"
+)
+
+// BrokerConfig configures the embedded broker.
+type BrokerConfig struct {
+	// Addr is the host:port the broker listens on and advertises to
+	// clients. Default 127.0.0.1:9092; tests use 127.0.0.1:0.
+	Addr string
+	// DataDir is where the broker keeps topics, records and group offsets.
+	// It is required: without it kfake keeps everything in memory.
+	DataDir string
+	// EventsPartitions is the partition count of [eventlog.EventsTopic]
+	// when it is created. Default 4.
+	EventsPartitions int
+	// JoinedPartitions is the partition count of [eventlog.JoinedTopic]
+	// when it is created. Default 1.
+	JoinedPartitions int
+}
+
+// Default values of [BrokerConfig].
+const (
+	DefaultBrokerAddr       = "127.0.0.1:9092"
+	DefaultEventsPartitions = 4
+	DefaultJoinedPartitions = 1
+)
+
+// RegisterFlags registers the broker flags on fs, each name prefixed with
+// prefix. DataDir has no flag here: the command owns --data-dir. Environment
+// fallbacks (PERSONALIZER_BROKER_ADDR, ...) are the command's job, because
+// libraries never read the environment.
+func (c *BrokerConfig) RegisterFlags(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&c.Addr, prefix+"broker-addr", DefaultBrokerAddr, "embedded broker listen and advertised address (host:port)")
+	fs.IntVar(&c.EventsPartitions, prefix+"events-partitions", DefaultEventsPartitions, "partitions of "+eventlog.EventsTopic+" when the broker creates it")
+	fs.IntVar(&c.JoinedPartitions, prefix+"joined-partitions", DefaultJoinedPartitions, "partitions of "+eventlog.JoinedTopic+" when the broker creates it")
+}
+
+// Validate reports whether c can start a broker. Zero Addr and partition
+// counts are valid and mean the defaults.
+func (c *BrokerConfig) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("broker data dir is required")
+	}
+	if c.EventsPartitions < 0 || c.JoinedPartitions < 0 {
+		return fmt.Errorf("partition counts must not be negative, got events %d, joined %d", c.EventsPartitions, c.JoinedPartitions)
+	}
+	if c.Addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return fmt.Errorf("broker addr: %w", err)
+	}
+	// kfake advertises the listener's own address in metadata, and clients
+	// then dial what is advertised: 0.0.0.0 or :: would send them nowhere.
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("broker addr %q: need a concrete host, it is advertised to clients", c.Addr)
+	}
+	return nil
+}
+
+func (c BrokerConfig) withDefaults() BrokerConfig {
+	if c.Addr == "" {
+		c.Addr = DefaultBrokerAddr
+	}
+	if c.EventsPartitions == 0 {
+		c.EventsPartitions = DefaultEventsPartitions
+	}
+	if c.JoinedPartitions == 0 {
+		c.JoinedPartitions = DefaultJoinedPartitions
+	}
+	return c
+}
+
+// Broker is the embedded single-node Kafka-protocol broker.
+type Broker struct {
+	c *kfake.Cluster
+}
+
+// StartBroker starts kfake on cfg.Addr with cfg.DataDir and creates the
+// events and joined topics unless they exist. A restart with the same data
+// dir keeps topics, records and committed group offsets; the partition
+// counts of existing topics are left alone.
+func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		// kfake always asks for 127.0.0.1:<port>; listening on our own
+		// address instead lets a host name or another loopback address
+		// work, and kfake advertises whatever the listener reports.
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, cfg.Addr)
+		}),
+		kfake.DataDir(cfg.DataDir),
+		kfake.WithLogger(kfakeLogger{log}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start broker on %s: %w", cfg.Addr, err)
+	}
+	b := &Broker{c: c}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = EnsureTopics(ctx, b.Addrs(),
+		TopicSpec{Name: eventlog.EventsTopic, Partitions: cfg.EventsPartitions},
+		TopicSpec{Name: eventlog.JoinedTopic, Partitions: cfg.JoinedPartitions},
+	)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	log.Info("embedded broker started", "addr", b.Addrs(), "data_dir", cfg.DataDir)
+	return b, nil
+}
+
+// Addrs returns the addresses the broker listens on and advertises.
+func (b *Broker) Addrs() []string { return b.c.ListenAddrs() }
+
+// Cluster returns the kfake cluster, for fault injection in tests.
+func (b *Broker) Cluster() *kfake.Cluster { return b.c }
+
+// Close stops the broker and flushes its state to the data dir. It is safe
+// to call more than once.
+func (b *Broker) Close() { b.c.Close() }
+
+// kfakeLogger sends kfake's logs to slog. kfake logs every request at info,
+// so its info becomes our debug.
+type kfakeLogger struct{ log *slog.Logger }
+
+func (l kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
+	lvl := slog.LevelDebug
+	switch level {
+	case kfake.LogLevelError:
+		lvl = slog.LevelError
+	case kfake.LogLevelWarn:
+		lvl = slog.LevelWarn
+	}
+	ctx := context.Background()
+	if !l.log.Enabled(ctx, lvl) {
+		return
+	}
+	l.log.Log(ctx, lvl, fmt.Sprintf(format, args...), "component", "kfake")
+}

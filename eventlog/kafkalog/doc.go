@@ -1,0 +1,15 @@
+// Package kafkalog implements the [eventlog] interfaces over Kafka with
+// kafka-go, and owns the embedded Kafka-protocol broker (kfake) that
+// `personalizer dev`, `personalizer broker` and the tests run.
+//
+// It owns: converting kafka.Message to and from [eventlog.Record]; the
+// partitioning rule (a keyed record goes to the partition its key hashes to
+// with kafka-go's Hash balancer, a keyless record to [eventlog.Record.Partition]);
+// producer, fetch and consumer-group settings; topic creation.
+//
+// kafkalog is the only package of the project that imports kafka-go, kfake or
+// franz-go. It must never commit an offset by itself: offsets move only through
+// [eventlog.Claim.Commit], so the joiner decides what is durable. It must never
+// run the embedded broker without a data directory, because kfake then keeps
+// every record in memory.
+package kafkalog

@@ -1,0 +1,67 @@
+package kafkalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// TopicSpec names a topic and the partition count to create it with.
+type TopicSpec struct {
+	Name       string
+	Partitions int
+}
+
+// EnsureTopics creates the topics that do not exist yet, with the broker's
+// default replication factor. Existing topics are left as they are, even if
+// their partition count differs.
+func EnsureTopics(ctx context.Context, brokers []string, topics ...TopicSpec) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	req := &kafka.CreateTopicsRequest{}
+	for _, t := range topics {
+		if t.Partitions < 1 {
+			return fmt.Errorf("topic %s: partitions must be at least 1, got %d", t.Name, t.Partitions)
+		}
+		// -1 asks for the broker's default replication factor (KIP-464).
+		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: -1})
+	}
+	resp, err := c.CreateTopics(ctx, req)
+	if err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	var errs []error
+	for _, t := range topics {
+		if err := resp.Errors[t.Name]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+			errs = append(errs, fmt.Errorf("create topic %s: %w", t.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// partitionCount returns the number of partitions of topic.
+func partitionCount(ctx context.Context, brokers []string, topic string) (int, error) {
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	resp, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	for _, t := range resp.Topics {
+		if t.Name != topic {
+			continue
+		}
+		if t.Error != nil {
+			return 0, fmt.Errorf("metadata of %s: %w", topic, t.Error)
+		}
+		return len(t.Partitions), nil
+	}
+	return 0, fmt.Errorf("metadata of %s: %w", topic, kafka.UnknownTopicOrPartition)
+}

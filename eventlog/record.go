@@ -1,0 +1,86 @@
+package eventlog
+
+import (
+	"context"
+	"time"
+)
+
+// Topic names shared by every role.
+const (
+	// EventsTopic holds rank, reward, activate and tick records, keyed
+	// loop/eventId so both halves of an event share a partition.
+	EventsTopic = "personalizer.events"
+	// JoinedTopic holds one DSJson line per joined event, keyed loop/eventId.
+	JoinedTopic = "personalizer.joined"
+)
+
+// TypeHeader is the record header that names the payload type.
+const TypeHeader = "type"
+
+// Payload types carried in [TypeHeader].
+const (
+	TypeRank     = "rank"
+	TypeReward   = "reward"
+	TypeActivate = "activate"
+	TypeTick     = "tick"
+	TypeJoined   = "joined"
+)
+
+// Record is one log record. On write, a record with a key goes to the
+// partition its key hashes to; a record without a key goes to Partition.
+// Time is the event time; writers set it, readers get it back unchanged.
+type Record struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+	Time      time.Time
+}
+
+// Header is one record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Header returns the value of the first header named key, or nil.
+func (r *Record) Header(key string) []byte {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return h.Value
+		}
+	}
+	return nil
+}
+
+// Type returns the record's [TypeHeader] value.
+func (r *Record) Type() string { return string(r.Header(TypeHeader)) }
+
+// Writer appends records. Write returns once every record is acknowledged,
+// or with an error, in which case any of them may or may not be stored.
+type Writer interface {
+	Write(ctx context.Context, recs ...Record) error
+}
+
+// Claim is one partition of a topic owned by one group member for one
+// generation of the group. Fetch returns records in offset order starting at
+// the group's committed offset. Commit stores next as the offset to resume
+// from; it covers every earlier offset of the partition.
+type Claim interface {
+	Partition() int
+	Fetch(ctx context.Context) (Record, error)
+	Commit(ctx context.Context, next int64) error
+}
+
+// ClaimFunc handles one claim until its context ends (the generation ended
+// or the consumer stopped) or it fails.
+type ClaimFunc func(ctx context.Context, c Claim) error
+
+// Reader reads records of one topic from chosen offsets, all partitions
+// merged; records of one partition come in offset order.
+type Reader interface {
+	Fetch(ctx context.Context) (Record, error)
+	Close() error
+}

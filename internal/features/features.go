@@ -1,0 +1,187 @@
+// Package features maps the typed API features onto Vowpal Wabbit's JSON
+// feature semantics, once for scoring ([Build], hashed into a bandit.Event)
+// and once for the log ([AppendContext], the DSJson "c" object). The two
+// must agree feature for feature: the learner reads the log and the server
+// scores with what the learner learned.
+//
+// The mapping is Personalizer's: context namespaces become namespaces of
+// "c" (the unnamed one is VW's default namespace); each action becomes an
+// element of "_multi" with "_tag" set to its id, namespace "i" holding
+// {"constant":1,"id":<id>}, its unnamed namespace under "j" and its named
+// namespaces as they are.
+//
+// features performs no I/O.
+package features
+
+import (
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/open-personalizer/personalizer/bandit"
+	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
+)
+
+// ActionNamespace is where an action's unnamed features go, as in Personalizer.
+const ActionNamespace = "j"
+
+// idNamespace holds the action id features Personalizer added to every action.
+const idNamespace = "i"
+
+// Build fills e with the shared features of context and one action example
+// per action, in order. e must be empty.
+func Build(e *bandit.Event, context []*personalizerv1.Namespace, actions []*personalizerv1.Action) {
+	sh := e.Shared()
+	for _, ns := range context {
+		sh.Namespace(ns.GetName())
+		addFeatures(sh, ns.GetFeatures())
+	}
+	for _, a := range actions {
+		x := e.AddAction()
+		x.Namespace(idNamespace)
+		x.Number("constant", 1)
+		x.String("id", a.GetId())
+		for _, ns := range a.GetFeatures() {
+			name := ns.GetName()
+			if name == "" {
+				name = ActionNamespace
+			}
+			x.Namespace(name)
+			addFeatures(x, ns.GetFeatures())
+		}
+	}
+}
+
+func addFeatures(x *bandit.Example, fs []*personalizerv1.Feature) {
+	for _, f := range fs {
+		switch v := f.GetValue().(type) {
+		case *personalizerv1.Feature_StringValue:
+			x.String(f.GetName(), v.StringValue)
+		case *personalizerv1.Feature_NumberValue:
+			x.Number(f.GetName(), v.NumberValue)
+		case *personalizerv1.Feature_BoolValue:
+			x.Bool(f.GetName(), v.BoolValue)
+		}
+	}
+}
+
+// AppendContext appends the DSJson "c" object for context and actions to b.
+// Parsing it with the bandit DSJson reader gives the features [Build] gives.
+func AppendContext(b []byte, context []*personalizerv1.Namespace, actions []*personalizerv1.Action) []byte {
+	b = append(b, '{')
+	first := true
+	for _, ns := range context {
+		if ns.GetName() == "" {
+			b, first = appendFeatures(b, ns.GetFeatures(), first)
+			continue
+		}
+		b, first = appendNamespace(b, ns.GetName(), ns.GetFeatures(), first)
+	}
+	if !first {
+		b = append(b, ',')
+	}
+	b = append(b, `"_multi":[`...)
+	for i, a := range actions {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"_tag":`...)
+		b = AppendString(b, a.GetId())
+		b = append(b, `,"i":{"constant":1,"id":`...)
+		b = AppendString(b, a.GetId())
+		b = append(b, '}')
+		for _, ns := range a.GetFeatures() {
+			name := ns.GetName()
+			if name == "" {
+				name = ActionNamespace
+			}
+			b, _ = appendNamespace(b, name, ns.GetFeatures(), false)
+		}
+		b = append(b, '}')
+	}
+	return append(b, "]}"...)
+}
+
+func appendNamespace(b []byte, name string, fs []*personalizerv1.Feature, first bool) ([]byte, bool) {
+	if !first {
+		b = append(b, ',')
+	}
+	b = AppendString(b, name)
+	b = append(b, ":{"...)
+	b, _ = appendFeatures(b, fs, true)
+	return append(b, '}'), false
+}
+
+func appendFeatures(b []byte, fs []*personalizerv1.Feature, first bool) ([]byte, bool) {
+	for _, f := range fs {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = AppendString(b, f.GetName())
+		b = append(b, ':')
+		switch v := f.GetValue().(type) {
+		case *personalizerv1.Feature_StringValue:
+			b = AppendString(b, v.StringValue)
+		case *personalizerv1.Feature_NumberValue:
+			b = AppendNumber(b, v.NumberValue)
+		case *personalizerv1.Feature_BoolValue:
+			b = strconv.AppendBool(b, v.BoolValue)
+		default:
+			b = append(b, "null"...)
+		}
+	}
+	return b, first
+}
+
+// AppendNumber appends v in the shortest form that parses back to the same
+// float64. Non-finite values, which validation rejects, become 0.
+func AppendNumber(b []byte, v float64) []byte {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return append(b, '0')
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
+}
+
+// AppendString appends s as a JSON string.
+func AppendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = append(b, s[start:i]...)
+				b = append(b, `\ufffd`...)
+				i += size
+				start = i
+				continue
+			}
+			i += size
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\r':
+			b = append(b, '\\', 'r')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		i++
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,97 @@
+package features
+
+import (
+	"encoding/json"
+	"math"
+	"testing"
+
+	"github.com/open-personalizer/personalizer/bandit"
+	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
+)
+
+func str(name, v string) *personalizerv1.Feature {
+	return &personalizerv1.Feature{Name: name, Value: &personalizerv1.Feature_StringValue{StringValue: v}}
+}
+func num(name string, v float64) *personalizerv1.Feature {
+	return &personalizerv1.Feature{Name: name, Value: &personalizerv1.Feature_NumberValue{NumberValue: v}}
+}
+func boolean(name string, v bool) *personalizerv1.Feature {
+	return &personalizerv1.Feature{Name: name, Value: &personalizerv1.Feature_BoolValue{BoolValue: v}}
+}
+
+// request has every kind of feature and the awkward strings: JSON escapes,
+// characters VW replaces in values, digits-only names, unicode.
+func request() ([]*personalizerv1.Namespace, []*personalizerv1.Action) {
+	context := []*personalizerv1.Namespace{
+		{Features: []*personalizerv1.Feature{str("timeOfDay", "Morning"), num("hour", 9.25)}},
+		{Name: "User", Features: []*personalizerv1.Feature{str("tier", `go"ld\ `), num("age", 0.1), boolean("mobile", true), boolean("tablet", false), num("zero", 0)}},
+		{Name: "Umlaut", Features: []*personalizerv1.Feature{str("city", "Zürich:a|b\tc"), num("7", 1e-7), str("ctl", "a\x01b\n")}},
+	}
+	actions := []*personalizerv1.Action{
+		{Id: "news", Features: []*personalizerv1.Namespace{{Features: []*personalizerv1.Feature{str("type", "News"), num("len", 0.3)}}}},
+		{Id: "sport s", Features: []*personalizerv1.Namespace{
+			{Features: []*personalizerv1.Feature{str("type", "Sports")}},
+			{Name: "Meta", Features: []*personalizerv1.Feature{num("pop", math.MaxFloat64), num("tiny", math.SmallestNonzeroFloat64)}},
+		}},
+		{Id: "123"},
+	}
+	return context, actions
+}
+
+// TestBuildMatchesDSJSON checks that scoring a request and learning from
+// its logged DSJson see the same hashed features.
+func TestBuildMatchesDSJSON(t *testing.T) {
+	context, actions := request()
+	policy, err := bandit.ParsePolicy(bandit.DefaultPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var built bandit.Event
+	Build(&built, context, actions)
+
+	c := AppendContext(nil, context, actions)
+	if !json.Valid(c) {
+		t.Fatalf("invalid JSON: %s", c)
+	}
+	line := append([]byte(`{"_label_cost":-1,"_label_probability":0.5,"_label_Action":1,"_labelIndex":0,"a":[1,2,3],"c":`), c...)
+	line = append(line, `,"p":[0.5,0.25,0.25]}`...)
+	var parsed bandit.Event
+	var parser bandit.DSJSONParser
+	if err := parser.Parse(line, &parsed); err != nil {
+		t.Fatalf("parse %s: %v", line, err)
+	}
+	if got, want := bandit.Features(&parsed, policy), bandit.Features(&built, policy); !equal(got, want) {
+		t.Errorf("features differ\nbuilt:  %v\nparsed: %v", want, got)
+	}
+}
+
+func equal(a, b [][]bandit.HashedFeature) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if len(a[i]) != len(b[i]) {
+			return false
+		}
+		for j := range a[i] {
+			if a[i][j] != b[i][j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func TestAppendString(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"", "plain", `q"b\s`, "tab\tnl\ncr\r", "\x00\x1f\x7f", "ünï©ode ✓", "bad\xffutf8"} {
+		var got string
+		if err := json.Unmarshal(AppendString(nil, s), &got); err != nil {
+			t.Errorf("%q: %v", s, err)
+			continue
+		}
+		if want := string([]rune(s)); got != want && s != "bad\xffutf8" {
+			t.Errorf("%q round-trips to %q", s, got)
+		}
+	}
+}

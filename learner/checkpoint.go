@@ -1,0 +1,120 @@
+package learner
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// checkpoint is what the learner needs to resume exactly: the model, the
+// next offset of every joined partition, and the remembered event keys.
+type checkpoint struct {
+	version  uint64
+	examples uint64
+	offsets  map[int]int64
+	seen     []uint64
+	model    []byte // bandit model file
+}
+
+const checkpointMagic = "PZCKPT01"
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+func (c *checkpoint) marshal() []byte {
+	b := []byte(checkpointMagic)
+	b = binary.AppendUvarint(b, c.version)
+	b = binary.AppendUvarint(b, c.examples)
+	parts := make([]int, 0, len(c.offsets))
+	for p := range c.offsets {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	b = binary.AppendUvarint(b, uint64(len(parts)))
+	for _, p := range parts {
+		b = binary.AppendUvarint(b, uint64(p))
+		b = binary.AppendVarint(b, c.offsets[p])
+	}
+	b = binary.AppendUvarint(b, uint64(len(c.seen)))
+	for _, k := range c.seen {
+		b = binary.LittleEndian.AppendUint64(b, k)
+	}
+	b = binary.AppendUvarint(b, uint64(len(c.model)))
+	b = append(b, c.model...)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+}
+
+var errCorrupt = errors.New("corrupt checkpoint")
+
+func unmarshalCheckpoint(b []byte) (*checkpoint, error) {
+	if len(b) < len(checkpointMagic)+4 || string(b[:len(checkpointMagic)]) != checkpointMagic {
+		return nil, fmt.Errorf("%w: not a learner checkpoint", errCorrupt)
+	}
+	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, crcTable) != sum {
+		return nil, fmt.Errorf("%w: checksum mismatch", errCorrupt)
+	}
+	r := bytes.NewReader(body[len(checkpointMagic):])
+	c := &checkpoint{offsets: map[int]int64{}}
+	var err error
+	uv := func() uint64 {
+		v, e := binary.ReadUvarint(r)
+		err = errors.Join(err, e)
+		return v
+	}
+	c.version, c.examples = uv(), uv()
+	for n := uv(); n > 0 && err == nil; n-- {
+		p := uv()
+		off, e := binary.ReadVarint(r)
+		err = errors.Join(err, e)
+		c.offsets[int(p)] = off
+	}
+	n := uv()
+	if err == nil && n > uint64(r.Len())/8 {
+		err = errors.New("too many event keys")
+	}
+	for ; n > 0 && err == nil; n-- {
+		var k uint64
+		err = binary.Read(r, binary.LittleEndian, &k)
+		c.seen = append(c.seen, k)
+	}
+	n = uv()
+	if err == nil && n != uint64(r.Len()) {
+		err = fmt.Errorf("model is %d bytes, %d left", n, r.Len())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
+	}
+	c.model = body[len(body)-r.Len():]
+	return c, nil
+}
+
+// writeFileAtomic replaces path with data so that a crash leaves either the
+// old file or the new one.
+func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}

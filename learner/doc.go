@@ -1,0 +1,10 @@
+// Package learner trains a loop's model the way Vowpal Wabbit's
+// cb_explore_adf does, online from personalizer.joined ([Learner]) and
+// offline from a DSJson file ([Train]), and publishes model versions that
+// servers pull ([Store], [Service]).
+//
+// One learner runs per loop. It checkpoints its model together with the
+// offsets it has learned up to, so a restart neither loses nor repeats an
+// example, and it drops joined events whose id it has already learned.
+// The learner never writes to the event log.
+package learner

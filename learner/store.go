@@ -1,0 +1,108 @@
+package learner
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
+)
+
+// Store holds the latest published model version of a loop and wakes
+// whoever waits for a newer one. It is safe for concurrent use.
+type Store struct {
+	mu      sync.Mutex
+	cur     *eventsv1.GetModelResponse
+	changed chan struct{} // closed and replaced on every publish
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store { return &Store{changed: make(chan struct{})} }
+
+// Publish makes v the latest version. v must not be modified afterwards.
+func (s *Store) Publish(v *eventsv1.GetModelResponse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cur = v
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Latest returns the latest version, or nil before the first.
+func (s *Store) Latest() *eventsv1.GetModelResponse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur
+}
+
+// Next blocks until a version newer than after is published and returns
+// the latest one.
+func (s *Store) Next(ctx context.Context, after uint64) (*eventsv1.GetModelResponse, error) {
+	for {
+		s.mu.Lock()
+		cur, changed := s.cur, s.changed
+		s.mu.Unlock()
+		if cur != nil && cur.GetInfo().GetVersion() > after {
+			return cur, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// Service serves a store's versions to servers in other processes.
+type Service struct {
+	eventsv1.UnimplementedModelServiceServer
+	loop  string
+	store *Store
+}
+
+// NewService returns the ModelService of loop's store.
+func NewService(loop string, store *Store) *Service { return &Service{loop: loop, store: store} }
+
+// WatchModel implements ModelService.WatchModel: the latest version's
+// metadata now, then every newer one.
+func (s *Service) WatchModel(req *eventsv1.WatchModelRequest, stream eventsv1.ModelService_WatchModelServer) error {
+	if err := s.checkLoop(req.GetLoop()); err != nil {
+		return err
+	}
+	var after uint64
+	for {
+		v, err := s.store.Next(stream.Context(), after)
+		if err != nil {
+			return status.FromContextError(err).Err()
+		}
+		if err := stream.Send(&eventsv1.WatchModelResponse{Info: v.GetInfo()}); err != nil {
+			return err
+		}
+		after = v.GetInfo().GetVersion()
+	}
+}
+
+// GetModel implements ModelService.GetModel. Only the latest version is
+// kept; version 0 asks for it.
+func (s *Service) GetModel(_ context.Context, req *eventsv1.GetModelRequest) (*eventsv1.GetModelResponse, error) {
+	if err := s.checkLoop(req.GetLoop()); err != nil {
+		return nil, err
+	}
+	v := s.store.Latest()
+	switch {
+	case v == nil:
+		return nil, status.Error(codes.NotFound, "no model published yet")
+	case req.GetVersion() != 0 && req.GetVersion() != v.GetInfo().GetVersion():
+		return nil, status.Errorf(codes.NotFound, "model version %d is not the latest (%d)", req.GetVersion(), v.GetInfo().GetVersion())
+	}
+	return v, nil
+}
+
+func (s *Service) checkLoop(loop string) error {
+	if loop != s.loop {
+		return status.Errorf(codes.NotFound, "unknown loop %q", loop)
+	}
+	return nil
+}

@@ -1,0 +1,39 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+var errShuttingDown = errors.New("server is shutting down")
+
+// toStatus translates an error into the gRPC status the client sees. It is
+// the only place errors become statuses; internal details are logged, not
+// sent.
+func (s *Server) toStatus(err error) error {
+	var inv *invalidError
+	switch {
+	case errors.As(err, &inv):
+		st := status.New(codes.InvalidArgument, inv.Error())
+		if d, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
+			{Field: inv.Field, Description: inv.Reason},
+		}}); derr == nil {
+			st = d
+		}
+		return st.Err()
+	case errors.Is(err, errBufferFull):
+		return status.Error(codes.ResourceExhausted, "event buffer is full; retry later")
+	case errors.Is(err, errShuttingDown):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	s.log.Error("internal error", "err", err)
+	return status.Error(codes.Internal, "internal error")
+}

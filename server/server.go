@@ -1,0 +1,300 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/open-personalizer/personalizer/bandit"
+	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/internal/features"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
+	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
+)
+
+// Config configures a [Server].
+type Config struct {
+	Loop   string // the learning loop this server answers for; keys are Loop/eventId
+	Limits Limits
+}
+
+// ModelSource delivers published model versions.
+type ModelSource interface {
+	// Next blocks until a version newer than after is published, and
+	// returns it.
+	Next(ctx context.Context, after uint64) (*eventsv1.GetModelResponse, error)
+}
+
+// Server implements the PersonalizerService.
+type Server struct {
+	personalizerv1.UnimplementedPersonalizerServiceServer
+
+	cfg    Config
+	events *Publisher
+	log    *slog.Logger
+	now    func() time.Time
+	model  atomic.Pointer[servingModel]
+	done   chan struct{} // closed by Shutdown to end streams
+	once   sync.Once
+	pool   sync.Pool // *scratch
+}
+
+// servingModel is a model version as Rank uses it.
+type servingModel struct {
+	model   *bandit.Model
+	version uint64
+	label   string // version as the API reports it
+}
+
+// scratch is per-Rank working memory, pooled so Rank allocates little.
+type scratch struct {
+	ev       bandit.Event
+	pred     bandit.Prediction
+	pmf      []bandit.ActionProb
+	excluded []bool
+}
+
+// New returns a server that appends events through events.
+func New(cfg Config, events *Publisher, log *slog.Logger, now func() time.Time) *Server {
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits
+	}
+	s := &Server{cfg: cfg, events: events, log: log, now: now, done: make(chan struct{})}
+	s.pool.New = func() any { return new(scratch) }
+	return s
+}
+
+// Shutdown ends open RankStream calls so that a graceful stop can finish.
+func (s *Server) Shutdown() { s.once.Do(func() { close(s.done) }) }
+
+// ModelVersion returns the version Rank uses, 0 before the first model.
+func (s *Server) ModelVersion() uint64 {
+	if m := s.model.Load(); m != nil {
+		return m.version
+	}
+	return 0
+}
+
+// WatchModels swaps in every version src publishes until ctx ends. A
+// version whose checksum or format is wrong is logged and skipped.
+func (s *Server) WatchModels(ctx context.Context, src ModelSource) error {
+	backoff := 100 * time.Millisecond
+	for {
+		mv, err := src.Next(ctx, s.ModelVersion())
+		if err == nil {
+			err = s.Load(mv)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			s.log.Warn("model update failed; serving the previous model", "version", s.ModelVersion(), "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+}
+
+// Load verifies a model version and makes it the one Rank uses.
+func (s *Server) Load(mv *eventsv1.GetModelResponse) error {
+	info := mv.GetInfo()
+	sum := sha256.Sum256(mv.GetData())
+	if !bytes.Equal(sum[:], info.GetSha256()) {
+		return fmt.Errorf("model version %d: checksum mismatch", info.GetVersion())
+	}
+	m, err := bandit.ReadModel(bytes.NewReader(mv.GetData()))
+	if err != nil {
+		return fmt.Errorf("model version %d: %w", info.GetVersion(), err)
+	}
+	s.model.Store(&servingModel{model: m, version: info.GetVersion(), label: strconv.FormatUint(info.GetVersion(), 10)})
+	s.log.Info("model swapped", "version", info.GetVersion(), "examples", info.GetExamples())
+	return nil
+}
+
+// Rank implements PersonalizerService.Rank.
+func (s *Server) Rank(ctx context.Context, req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
+	resp, err := s.rank(req)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	return resp, nil
+}
+
+// RankStream implements PersonalizerService.RankStream: requests are
+// answered one by one, in order.
+func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStreamServer) error {
+	type recv struct {
+		req *personalizerv1.RankStreamRequest
+		err error
+	}
+	ch := make(chan recv)
+	ctx := stream.Context()
+	go func() { // exits when Recv fails, which it does once the call ends
+		for {
+			req, err := stream.Recv()
+			select {
+			case ch <- recv{req, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		var r recv
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return s.toStatus(errShuttingDown)
+		}
+		if errors.Is(r.err, io.EOF) {
+			return nil
+		}
+		if r.err != nil {
+			return r.err
+		}
+		resp, err := s.rank(r.req.GetRequest())
+		if err != nil {
+			return s.toStatus(err)
+		}
+		if err := stream.Send(&personalizerv1.RankStreamResponse{Response: resp}); err != nil {
+			return err
+		}
+	}
+}
+
+// rank decides and logs one request.
+func (s *Server) rank(req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
+	sc := s.pool.Get().(*scratch)
+	defer s.pool.Put(sc)
+	excluded, err := s.cfg.Limits.validateRank(req, sc.excluded)
+	if err != nil {
+		return nil, err
+	}
+	sc.excluded = excluded
+	eventID := req.GetEventId()
+	if req.EventId == nil {
+		eventID = rand.Text()
+	}
+	actions := req.GetActions()
+	eligible := make([]*personalizerv1.Action, 0, len(actions))
+	for i, a := range actions {
+		if !excluded[i] {
+			eligible = append(eligible, a)
+		}
+	}
+
+	sm := s.model.Load()
+	sc.pmf = sc.pmf[:0]
+	if sm == nil {
+		// Before the first model every action is equally likely, which is
+		// also what an empty model's all-tied scores give.
+		p := 1 / float32(len(eligible))
+		for i := range eligible {
+			sc.pmf = append(sc.pmf, bandit.ActionProb{Action: i, Prob: p})
+		}
+	} else {
+		sc.ev.Reset()
+		features.Build(&sc.ev, req.GetContextFeatures(), eligible)
+		sm.model.Predict(&sc.ev, &sc.pred)
+		sc.pmf = append(sc.pmf, sc.pred.PMF()...)
+	}
+	// Sample, then put the sampled action first as VW's clients do.
+	k := bandit.SampleIndex(eventID, sc.pmf)
+	sc.pmf[0], sc.pmf[k] = sc.pmf[k], sc.pmf[0]
+
+	resp := &personalizerv1.RankResponse{
+		Ranking:        make([]*personalizerv1.RankedAction, 0, len(actions)),
+		EventId:        eventID,
+		RewardActionId: eligible[sc.pmf[0].Action].GetId(),
+	}
+	ev := &eventsv1.RankEvent{
+		Loop:            s.cfg.Loop,
+		EventId:         eventID,
+		ContextFeatures: req.GetContextFeatures(),
+		Actions:         eligible,
+		Ranking:         make([]uint32, len(sc.pmf)),
+		Probabilities:   make([]float32, len(sc.pmf)),
+		Deferred:        req.GetDeferActivation(),
+	}
+	if sm != nil {
+		resp.ModelVersion = sm.label
+		ev.ModelVersion = sm.label
+	}
+	for i, ap := range sc.pmf {
+		resp.Ranking = append(resp.Ranking, &personalizerv1.RankedAction{Id: eligible[ap.Action].GetId(), Probability: ap.Prob})
+		ev.Ranking[i] = uint32(ap.Action)
+		ev.Probabilities[i] = ap.Prob
+	}
+	for i, a := range actions {
+		if excluded[i] {
+			resp.Ranking = append(resp.Ranking, &personalizerv1.RankedAction{Id: a.GetId()})
+		}
+	}
+	if err := s.publish(eventlog.TypeRank, eventID, ev); err != nil {
+		// The decision stands: the caller gets its ranking, the event is
+		// not learned from, and the publisher has counted it.
+		s.log.Warn("rank event not logged", "event_id", eventID, "err", err)
+	}
+	return resp, nil
+}
+
+// Reward implements PersonalizerService.Reward.
+func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) (*personalizerv1.RewardResponse, error) {
+	if err := s.cfg.Limits.validateReward(req); err != nil {
+		return nil, s.toStatus(err)
+	}
+	ev := &eventsv1.RewardEvent{Loop: s.cfg.Loop, EventId: req.GetEventId(), Value: req.GetValue()}
+	if err := s.publish(eventlog.TypeReward, req.GetEventId(), ev); err != nil {
+		return nil, s.toStatus(err)
+	}
+	return &personalizerv1.RewardResponse{}, nil
+}
+
+// Activate implements PersonalizerService.Activate.
+func (s *Server) Activate(ctx context.Context, req *personalizerv1.ActivateRequest) (*personalizerv1.ActivateResponse, error) {
+	if err := s.cfg.Limits.validateEventID("event_id", req.GetEventId()); err != nil {
+		return nil, s.toStatus(err)
+	}
+	ev := &eventsv1.ActivateEvent{Loop: s.cfg.Loop, EventId: req.GetEventId()}
+	if err := s.publish(eventlog.TypeActivate, req.GetEventId(), ev); err != nil {
+		return nil, s.toStatus(err)
+	}
+	return &personalizerv1.ActivateResponse{}, nil
+}
+
+// publish queues one event record keyed loop/eventId.
+func (s *Server) publish(typ, eventID string, m proto.Message) error {
+	value, err := proto.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s event %s: %w", typ, eventID, err)
+	}
+	return s.events.Publish(eventlog.Record{
+		Topic:   eventlog.EventsTopic,
+		Key:     []byte(s.cfg.Loop + "/" + eventID),
+		Value:   value,
+		Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(typ)}},
+		Time:    s.now(),
+	})
+}
