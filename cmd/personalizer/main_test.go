@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/open-personalizer/personalizer/bandit"
+	"github.com/open-personalizer/personalizer/learner"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
+	"github.com/open-personalizer/personalizer/server"
+)
+
+func noEnv(string) string { return "" }
+
+// TestTrainCommand runs `personalizer train` as a user would, on VW's
+// reference data, for both reference learning rates.
+func TestTrainCommand(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ lr, loss, preds string }{
+		{"0.001", "average loss = -0.428200", "pmf_mtr_lr0.001.pred.gz"},
+		{"0.1", "average loss = -0.580200", "pmf_mtr_lr0.1.pred.gz"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.lr, func(t *testing.T) {
+			t.Parallel()
+			preds := filepath.Join(t.TempDir(), "preds")
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), []string{"train", "--dsjson", "../../testdata/vw/public_train.dsjson.gz",
+				"--policy", "--cb_explore_adf --epsilon 0.2 --power_t 0 -l " + tt.lr + " --cb_type mtr -q ::", "-p", preds}, &stdout, &stderr, noEnv)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr.String())
+			}
+			if out := stdout.String() + stderr.String(); !strings.Contains(out, tt.loss+"\n") {
+				t.Errorf("output does not say %q:\n%s", tt.loss, out)
+			}
+			got, err := os.ReadFile(preds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := gunzip(t, "../../testdata/vw/"+tt.preds); !bytes.Equal(got, want) {
+				t.Errorf("-p output differs from VW's %s", tt.preds)
+			}
+		})
+	}
+}
+
+func TestCommandErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, nil, "no command"},
+		{[]string{"serve"}, nil, `unknown command "serve"`},
+		{[]string{"train"}, nil, "--dsjson"},
+		{[]string{"train", "--dsjson", "x", "--policy", "--cb_explore_adf --bogus"}, nil, "--bogus"},
+		{[]string{"dev", "--reward-aggregation", "mean"}, nil, "aggregation"},
+		{[]string{"dev"}, map[string]string{"PERSONALIZER_REWARD_WAIT": "soon"}, "PERSONALIZER_REWARD_WAIT"},
+		{[]string{"dev", "--policy", "--cb_explore_adf --cb_type nope"}, nil, "policy"},
+	}
+	for _, tt := range tests {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), tt.args, &stdout, &stderr, func(k string) string { return tt.env[k] })
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: error %v, want it to mention %q", tt.args, err, tt.want)
+		}
+	}
+}
+
+// TestRemoteModels pulls versions from a learner's ModelService over gRPC,
+// as a server in another process does, and refuses a corrupted one.
+func TestRemoteModels(t *testing.T) {
+	t.Parallel()
+	store := learner.NewStore()
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	eventsv1.RegisterModelServiceServer(gs, learner.NewService("loop", store))
+	go gs.Serve(lis)
+	defer gs.Stop()
+	conn, err := grpc.NewClient("passthrough:///bufconn",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	remote := server.NewRemoteModels(eventsv1.NewModelServiceClient(conn), "loop")
+	srv := server.New(server.Config{Loop: "loop"}, nil, slog.New(slog.DiscardHandler), time.Now)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	policy, err := bandit.ParsePolicy(bandit.DefaultPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := bandit.NewModel(policy).WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(v uint64, data []byte, sum []byte) {
+		store.Publish(&eventsv1.GetModelResponse{Info: &eventsv1.ModelInfo{Loop: "loop", Version: v, Sha256: sum}, Data: data})
+	}
+	good := sha256.Sum256(buf.Bytes())
+	publish(1, buf.Bytes(), good[:])
+	mv, err := remote.Next(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Load(mv); err != nil || srv.ModelVersion() != 1 {
+		t.Fatalf("load version 1: %v (serving %d)", err, srv.ModelVersion())
+	}
+	publish(2, buf.Bytes(), make([]byte, 32))
+	mv, err = remote.Next(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Load(mv); err == nil || !strings.Contains(err.Error(), "checksum") || srv.ModelVersion() != 1 {
+		t.Fatalf("corrupt version 2: err %v, serving %d; want a checksum error and version 1 kept", err, srv.ModelVersion())
+	}
+	if _, err := server.NewRemoteModels(eventsv1.NewModelServiceClient(conn), "other").Next(ctx, 0); err == nil {
+		t.Error("a server of another loop got this loop's model")
+	}
+}
+
+func gunzip(t *testing.T, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,93 @@
+package learner
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// writeDSJSON writes n uniformly logged events with nActions actions of
+// nFeatures features (namespace "A") and nShared shared features
+// (namespace "U"), a third of the features strings, to a file.
+func writeEvents(tb testing.TB, n, nActions, nFeatures, nShared int) (path string, size int64) {
+	tb.Helper()
+	path = filepath.Join(tb.TempDir(), "events.dsjson")
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	r := rand.New(rand.NewPCG(1, 2))
+	feats := func(prefix string, k int) {
+		for i := range k {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			if i%3 == 0 {
+				fmt.Fprintf(w, `"%s%d":"v%d"`, prefix, i, r.IntN(10))
+			} else {
+				fmt.Fprintf(w, `"%s%d":%.4f`, prefix, i, r.NormFloat64())
+			}
+		}
+	}
+	for e := range n {
+		chosen := r.IntN(nActions)
+		fmt.Fprintf(w, `{"_label_cost":%d,"_label_probability":%g,"_label_Action":%d,"_labelIndex":%d,"EventId":"e%d","a":[%d`,
+			-r.IntN(2), 1/float64(nActions), chosen+1, chosen, e, chosen+1)
+		for a := range nActions {
+			if a != chosen {
+				fmt.Fprintf(w, ",%d", a+1)
+			}
+		}
+		w.WriteString(`],"c":{"U":{`)
+		feats("u", nShared)
+		w.WriteString(`},"_multi":[`)
+		for a := range nActions {
+			if a > 0 {
+				w.WriteByte(',')
+			}
+			fmt.Fprintf(w, `{"A":{"id":"%d",`, a)
+			feats("f", nFeatures)
+			w.WriteString("}}")
+		}
+		fmt.Fprintf(w, "]},\"p\":[%g", 1/float64(nActions))
+		for range nActions - 1 {
+			fmt.Fprintf(w, ",%g", 1/float64(nActions))
+		}
+		w.WriteString("]}\n")
+	}
+	if err := w.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.Close()
+	return path, st.Size()
+}
+
+// BenchmarkTrain is `personalizer train` on DSJson: reading, parsing and
+// learning, with 10 actions x 10 features, 10 shared features and -q ::.
+func BenchmarkTrain(b *testing.B) {
+	for _, cbType := range []string{"mtr", "ips", "dr"} {
+		b.Run(cbType, func(b *testing.B) {
+			const events = 20000
+			path, size := writeEvents(b, events, 10, 10, 10)
+			cfg := TrainConfig{Data: path, Policy: "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type " + cbType + " -q ::", Quiet: true}
+			b.SetBytes(size)
+			for b.Loop() {
+				s, err := Train(context.Background(), cfg, io.Discard, io.Discard)
+				if err != nil || s.Examples != events {
+					b.Fatalf("trained %d events: %v", s.Examples, err)
+				}
+			}
+			b.ReportMetric(float64(events*b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
