@@ -57,7 +57,7 @@ func AppendDSJSON(b []byte, j *Joined) []byte {
 		b = strconv.AppendUint(b, uint64(a)+1, 10)
 	}
 	b = append(b, `],"c":`...)
-	b = features.AppendContext(b, r.GetContextFeatures(), r.GetActions())
+	b = append(b, r.GetContext()...)
 	b = append(b, `,"p":[`...)
 	for i, p := range probs {
 		if i > 0 {

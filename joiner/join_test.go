@@ -24,7 +24,7 @@ func (s script) at(d time.Duration, in Input) script {
 }
 
 func rank(key string, deferred bool) Input {
-	return Input{Kind: Rank, Key: key, Rank: &eventsv1.RankEvent{EventId: key, Deferred: deferred, Ranking: []uint32{0}, Probabilities: []float32{1}}}
+	return Input{Kind: Rank, Key: key, Rank: &eventsv1.RankEvent{EventId: key, Context: []byte(`{"_multi":[{"a":1}]}`), Deferred: deferred, Ranking: []uint32{0}, Probabilities: []float32{1}}}
 }
 func reward(key string, v float32) Input { return Input{Kind: Reward, Key: key, Value: v} }
 func activate(key string) Input          { return Input{Kind: Activate, Key: key} }

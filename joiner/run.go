@@ -245,12 +245,13 @@ func decode(rec eventlog.Record) (Input, error) {
 		if err := proto.Unmarshal(rec.Value, ev); err != nil {
 			return in, fmt.Errorf("rank: %w", err)
 		}
-		if len(ev.GetActions()) == 0 || len(ev.GetRanking()) != len(ev.GetActions()) || len(ev.GetProbabilities()) != len(ev.GetRanking()) {
-			return in, fmt.Errorf("rank %q: %d actions, %d ranked, %d probabilities", ev.GetEventId(), len(ev.GetActions()), len(ev.GetRanking()), len(ev.GetProbabilities()))
+		n := len(ev.GetRanking())
+		if n == 0 || len(ev.GetProbabilities()) != n || len(ev.GetContext()) == 0 {
+			return in, fmt.Errorf("rank %q: %d ranked, %d probabilities, %d bytes of context", ev.GetEventId(), n, len(ev.GetProbabilities()), len(ev.GetContext()))
 		}
 		for _, a := range ev.GetRanking() {
-			if int(a) >= len(ev.GetActions()) {
-				return in, fmt.Errorf("rank %q: ranking names action %d of %d", ev.GetEventId(), a, len(ev.GetActions()))
+			if int(a) >= n {
+				return in, fmt.Errorf("rank %q: ranking names action %d of %d", ev.GetEventId(), a, n)
 			}
 		}
 		in.Kind, in.Rank = Rank, ev

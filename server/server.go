@@ -63,6 +63,14 @@ type scratch struct {
 	pred     bandit.Prediction
 	pmf      []bandit.ActionProb
 	excluded []bool
+	context  []byte
+}
+
+// appendContext renders the DSJson context into the pooled buffer and
+// returns a copy sized to fit, which the rank record keeps.
+func (sc *scratch) appendContext(context []*personalizerv1.Namespace, actions []*personalizerv1.Action) []byte {
+	sc.context = features.AppendContext(sc.context[:0], context, actions)
+	return bytes.Clone(sc.context)
 }
 
 // New returns a server that appends events through events.
@@ -230,13 +238,12 @@ func (s *Server) rank(req *personalizerv1.RankRequest) (*personalizerv1.RankResp
 		RewardActionId: eligible[sc.pmf[0].Action].GetId(),
 	}
 	ev := &eventsv1.RankEvent{
-		Loop:            s.cfg.Loop,
-		EventId:         eventID,
-		ContextFeatures: req.GetContextFeatures(),
-		Actions:         eligible,
-		Ranking:         make([]uint32, len(sc.pmf)),
-		Probabilities:   make([]float32, len(sc.pmf)),
-		Deferred:        req.GetDeferActivation(),
+		Loop:          s.cfg.Loop,
+		EventId:       eventID,
+		Context:       sc.appendContext(req.GetContextFeatures(), eligible),
+		Ranking:       make([]uint32, len(sc.pmf)),
+		Probabilities: make([]float32, len(sc.pmf)),
+		Deferred:      req.GetDeferActivation(),
 	}
 	if sm != nil {
 		resp.ModelVersion = sm.label

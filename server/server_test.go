@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/internal/features"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -220,7 +221,14 @@ func TestRankAnswersAndLogs(t *testing.T) {
 	if err := proto.Unmarshal(rec.Value, &ev); err != nil {
 		t.Fatal(err)
 	}
-	if len(ev.Actions) != 4 || len(ev.Ranking) != 4 || ev.Actions[ev.Ranking[0]].Id != resp.RewardActionId || ev.Probabilities[0] != 0.25 {
+	var eligible []*personalizerv1.Action
+	for _, a := range req.Actions {
+		if a.Id != req.ExcludedActions[0] {
+			eligible = append(eligible, a)
+		}
+	}
+	if len(ev.Ranking) != 4 || eligible[ev.Ranking[0]].Id != resp.RewardActionId || ev.Probabilities[0] != 0.25 ||
+		string(ev.Context) != string(features.AppendContext(nil, req.ContextFeatures, eligible)) {
 		t.Errorf("rank event = %v", &ev)
 	}
 }

@@ -7,7 +7,6 @@
 package eventsv1
 
 import (
-	v1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -23,23 +22,26 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// RankEvent is the record the server writes for every Rank: the request's
-// features and the decision. Record header "type" is "rank"; key "loop/eventId".
-// The record's timestamp is the rank time that starts the reward window.
+// RankEvent is the record the server writes for every Rank: the decision
+// and the request's features, already in the form the joined DSJson needs.
+// Record header "type" is "rank"; key "loop/eventId". The record's timestamp
+// is the rank time that starts the reward window.
 type RankEvent struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Loop            string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
-	EventId         string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
-	ContextFeatures []*v1.Namespace        `protobuf:"bytes,3,rep,name=context_features,json=contextFeatures,proto3" json:"context_features,omitempty"`
-	// The eligible (non-excluded) actions, in request order.
-	Actions []*v1.Action `protobuf:"bytes,4,rep,name=actions,proto3" json:"actions,omitempty"`
-	// Ranking as 0-based indices into actions, the chosen action first.
-	Ranking []uint32 `protobuf:"varint,5,rep,packed,name=ranking,proto3" json:"ranking,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Loop    string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	EventId string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// The DSJson "c" object: the context features and, under "_multi", the
+	// eligible (non-excluded) actions in request order. Rendering it at Rank
+	// time means the joiner copies bytes instead of decoding features.
+	Context []byte `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
+	// Ranking as 0-based indices into the eligible actions, the chosen action
+	// first.
+	Ranking []uint32 `protobuf:"varint,4,rep,packed,name=ranking,proto3" json:"ranking,omitempty"`
 	// Probabilities aligned with ranking.
-	Probabilities []float32 `protobuf:"fixed32,6,rep,packed,name=probabilities,proto3" json:"probabilities,omitempty"`
-	Deferred      bool      `protobuf:"varint,7,opt,name=deferred,proto3" json:"deferred,omitempty"`
+	Probabilities []float32 `protobuf:"fixed32,5,rep,packed,name=probabilities,proto3" json:"probabilities,omitempty"`
+	Deferred      bool      `protobuf:"varint,6,opt,name=deferred,proto3" json:"deferred,omitempty"`
 	// The model version that decided; empty before the first model.
-	ModelVersion  string `protobuf:"bytes,8,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	ModelVersion  string `protobuf:"bytes,7,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -88,16 +90,9 @@ func (x *RankEvent) GetEventId() string {
 	return ""
 }
 
-func (x *RankEvent) GetContextFeatures() []*v1.Namespace {
+func (x *RankEvent) GetContext() []byte {
 	if x != nil {
-		return x.ContextFeatures
-	}
-	return nil
-}
-
-func (x *RankEvent) GetActions() []*v1.Action {
-	if x != nil {
-		return x.Actions
+		return x.Context
 	}
 	return nil
 }
@@ -560,16 +555,15 @@ var File_personalizer_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"personalizer/v1/personalizer.proto\"\xb5\x02\n" +
+	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x01\n" +
 	"\tRankEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
-	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12E\n" +
-	"\x10context_features\x18\x03 \x03(\v2\x1a.personalizer.v1.NamespaceR\x0fcontextFeatures\x121\n" +
-	"\aactions\x18\x04 \x03(\v2\x17.personalizer.v1.ActionR\aactions\x12\x18\n" +
-	"\aranking\x18\x05 \x03(\rR\aranking\x12$\n" +
-	"\rprobabilities\x18\x06 \x03(\x02R\rprobabilities\x12\x1a\n" +
-	"\bdeferred\x18\a \x01(\bR\bdeferred\x12#\n" +
-	"\rmodel_version\x18\b \x01(\tR\fmodelVersion\"R\n" +
+	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x18\n" +
+	"\acontext\x18\x03 \x01(\fR\acontext\x12\x18\n" +
+	"\aranking\x18\x04 \x03(\rR\aranking\x12$\n" +
+	"\rprobabilities\x18\x05 \x03(\x02R\rprobabilities\x12\x1a\n" +
+	"\bdeferred\x18\x06 \x01(\bR\bdeferred\x12#\n" +
+	"\rmodel_version\x18\a \x01(\tR\fmodelVersion\"R\n" +
 	"\vRewardEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x14\n" +
@@ -622,25 +616,21 @@ var file_personalizer_events_v1_events_proto_goTypes = []any{
 	(*WatchModelResponse)(nil),    // 6: personalizer.events.v1.WatchModelResponse
 	(*GetModelRequest)(nil),       // 7: personalizer.events.v1.GetModelRequest
 	(*GetModelResponse)(nil),      // 8: personalizer.events.v1.GetModelResponse
-	(*v1.Namespace)(nil),          // 9: personalizer.v1.Namespace
-	(*v1.Action)(nil),             // 10: personalizer.v1.Action
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_personalizer_events_v1_events_proto_depIdxs = []int32{
-	9,  // 0: personalizer.events.v1.RankEvent.context_features:type_name -> personalizer.v1.Namespace
-	10, // 1: personalizer.events.v1.RankEvent.actions:type_name -> personalizer.v1.Action
-	11, // 2: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
-	5,  // 3: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	5,  // 4: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	4,  // 5: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
-	7,  // 6: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
-	6,  // 7: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
-	8,  // 8: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
-	7,  // [7:9] is the sub-list for method output_type
-	5,  // [5:7] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	9, // 0: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
+	5, // 1: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	5, // 2: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	4, // 3: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
+	7, // 4: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
+	6, // 5: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
+	8, // 6: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_events_v1_events_proto_init() }
