@@ -31,6 +31,7 @@ commands:
   dev        run everything in one process: gRPC server, joiner, learner and an embedded Kafka broker
   simulate   drive a running service with simulated users and print the reward it collects
   train      train offline on a DSJson file, like vw --dsjson
+  bench      load a running service with Rank requests and report QPS and latency
 
 Run personalizer <command> -h for a command's flags. Every flag can also be
 set with an environment variable: --reward-wait is PERSONALIZER_REWARD_WAIT.
@@ -47,6 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		"dev":      runDev,
 		"simulate": runSimulate,
 		"train":    runTrain,
+		"bench":    runBench,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
