@@ -16,8 +16,8 @@ help: ## list the targets
 build: ## build bin/personalizer
 	$(GO) build -o $(BIN)/personalizer ./cmd/personalizer
 
-run: build ## run everything in one process (gRPC 127.0.0.1:50051, HTTP :8080, Kafka :9092, data in ./data)
-	$(BIN)/personalizer dev
+run: build ## run everything in one process (gRPC 127.0.0.1:50051, HTTP :8080, Kafka :9092, data in ./data); ARGS adds dev flags
+	$(BIN)/personalizer dev $(ARGS)
 
 test: ## run every test with the race detector
 	$(GO) vet ./...
