@@ -8,7 +8,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test bench proto checkgenerate lint tools clean
+.PHONY: help build run test bench proto proto-python checkgenerate lint tools deps examples clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,14 @@ test: ## run every test with the race detector
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+deps: ## install what the polyglot examples need (Debian packages, npm packages); needs root
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
+	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+	cd client/node && npm ci --no-audit --no-fund
+
+examples: build ## run the Python and Node examples against a live server (after make deps)
+	client/run-examples.sh
+
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## install code generators into ./bin
 
 $(BIN)/buf:
@@ -38,6 +46,9 @@ $(BIN)/protoc-gen-go-grpc:
 proto: tools ## lint the protos and regenerate the Go code
 	$(BIN)/buf lint
 	$(BIN)/buf generate
+
+proto-python: tools ## regenerate the Python stubs in client/python (needs Debian's protoc and grpc_python_plugin: make deps)
+	$(BIN)/buf generate --template buf.gen.python.yaml
 
 checkgenerate: proto ## fail if the committed generated code is stale
 	@git diff --exit-code -- proto || (echo "generated code is stale: run make proto and commit" >&2; exit 1)
