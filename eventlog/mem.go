@@ -1,9 +1,11 @@
 package eventlog
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"time"
 )
@@ -13,13 +15,18 @@ import (
 type Mem struct {
 	mu        sync.Mutex
 	topics    map[string][][]Record
-	committed map[string]int64 // group/topic/partition -> next offset
-	grew      chan struct{}    // closed and replaced on every write
+	committed map[string]memCommit // group/topic/partition -> next offset
+	grew      chan struct{}        // closed and replaced on every write
+}
+
+type memCommit struct {
+	next     int64
+	metadata string
 }
 
 // NewMem returns a log with the given topics and partition counts.
 func NewMem(partitions map[string]int) *Mem {
-	m := &Mem{topics: map[string][][]Record{}, committed: map[string]int64{}, grew: make(chan struct{})}
+	m := &Mem{topics: map[string][][]Record{}, committed: map[string]memCommit{}, grew: make(chan struct{})}
 	for t, n := range partitions {
 		m.topics[t] = make([][]Record, n)
 	}
@@ -28,6 +35,19 @@ func NewMem(partitions map[string]int) *Mem {
 
 // Write appends recs, stamping Offset, Partition and a zero Time.
 func (m *Mem) Write(ctx context.Context, recs ...Record) error {
+	return m.write(recs, false)
+}
+
+// Direct returns a writer that puts every record, keyed or not, in
+// Partition modulo the topic's partition count, as kafkalog's writer does
+// with ByPartition.
+func (m *Mem) Direct() Writer { return memDirect{m} }
+
+type memDirect struct{ m *Mem }
+
+func (d memDirect) Write(ctx context.Context, recs ...Record) error { return d.m.write(recs, true) }
+
+func (m *Mem) write(recs []Record, direct bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range recs {
@@ -35,7 +55,12 @@ func (m *Mem) Write(ctx context.Context, recs ...Record) error {
 		if !ok {
 			return fmt.Errorf("unknown topic %q", r.Topic)
 		}
-		if len(r.Key) > 0 {
+		if direct {
+			if r.Partition < 0 {
+				return fmt.Errorf("negative partition %d", r.Partition)
+			}
+			r.Partition %= len(parts)
+		} else if len(r.Key) > 0 {
 			// kafka-go's Hash balancer: abs(int32(fnv1a) % n).
 			h := fnv.New32a()
 			h.Write(r.Key)
@@ -47,6 +72,9 @@ func (m *Mem) Write(ctx context.Context, recs ...Record) error {
 		if r.Time.IsZero() {
 			r.Time = time.Now()
 		}
+		// A log stores copies: writers may reuse their buffers.
+		r.Key, r.Value = bytes.Clone(r.Key), bytes.Clone(r.Value)
+		r.Headers = slices.Clone(r.Headers)
 		r.Offset = int64(len(parts[r.Partition]))
 		parts[r.Partition] = append(parts[r.Partition], r)
 	}
@@ -93,7 +121,10 @@ func (m *Mem) Consume(ctx context.Context, group, topic string, fn ClaimFunc) er
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	for p := range m.Partitions(topic) {
-		c := &memClaim{m: m, group: group, topic: topic, p: p, next: m.Committed(group, topic, p)}
+		c := &memClaim{m: m, group: group, topic: topic, p: p, start: -1}
+		if next, meta, ok := m.committedAt(group, topic, p); ok {
+			c.start, c.next, c.meta = next, next, meta
+		}
 		wg.Go(func() {
 			if err := fn(ctx, c); err != nil {
 				cancel(err)
@@ -104,11 +135,18 @@ func (m *Mem) Consume(ctx context.Context, group, topic string, fn ClaimFunc) er
 	return context.Cause(ctx)
 }
 
-// Committed returns group's committed offset for a topic partition.
-func (m *Mem) Committed(group, topic string, partition int) int64 {
+// Committed returns group's committed offset for a topic partition and
+// the metadata committed with it (0 and "" when none).
+func (m *Mem) Committed(group, topic string, partition int) (next int64, metadata string) {
+	next, metadata, _ = m.committedAt(group, topic, partition)
+	return next, metadata
+}
+
+func (m *Mem) committedAt(group, topic string, partition int) (int64, string, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.committed[claimKey(group, topic, partition)]
+	c, ok := m.committed[claimKey(group, topic, partition)]
+	return c.next, c.metadata, ok
 }
 
 func claimKey(group, topic string, p int) string { return fmt.Sprintf("%s/%s/%d", group, topic, p) }
@@ -118,10 +156,14 @@ type memClaim struct {
 	group string
 	topic string
 	p     int
+	start int64
+	meta  string
 	next  int64
 }
 
 func (c *memClaim) Partition() int { return c.p }
+
+func (c *memClaim) Start() (int64, string) { return c.start, c.meta }
 
 func (c *memClaim) Fetch(ctx context.Context) (Record, error) {
 	r, err := c.m.fetch(ctx, c.topic, c.p, c.next)
@@ -131,10 +173,10 @@ func (c *memClaim) Fetch(ctx context.Context) (Record, error) {
 	return r, err
 }
 
-func (c *memClaim) Commit(_ context.Context, next int64) error {
+func (c *memClaim) Commit(_ context.Context, next int64, metadata string) error {
 	c.m.mu.Lock()
 	defer c.m.mu.Unlock()
-	c.m.committed[claimKey(c.group, c.topic, c.p)] = next
+	c.m.committed[claimKey(c.group, c.topic, c.p)] = memCommit{next: next, metadata: metadata}
 	return nil
 }
 

@@ -10,8 +10,16 @@ const (
 	// EventsTopic holds rank, reward, activate and tick records, keyed
 	// loop/eventId so both halves of an event share a partition.
 	EventsTopic = "personalizer.events"
-	// JoinedTopic holds one DSJson line per joined event, keyed loop/eventId.
+	// JoinedTopic holds one DSJson line per joined event, keyed
+	// loop/eventId, in the partition of the events record it came from.
 	JoinedTopic = "personalizer.joined"
+	// AuditTopic holds one record per outcome the joiner did not learn
+	// (late or dangling), keyed loop/eventId.
+	AuditTopic = "personalizer.audit"
+	// DeadLetterTopic holds the events records the joiner could not
+	// decode, unchanged, with [DeadLetterPartitionHeader],
+	// [DeadLetterOffsetHeader] and [DeadLetterErrorHeader] added.
+	DeadLetterTopic = "personalizer.deadletter"
 )
 
 // TypeHeader is the record header that names the payload type.
@@ -24,6 +32,15 @@ const (
 	TypeActivate = "activate"
 	TypeTick     = "tick"
 	TypeJoined   = "joined"
+	TypeAudit    = "audit"
+)
+
+// Headers a dead-lettered record carries besides its own: where it was in
+// [EventsTopic] (decimal) and why it did not decode.
+const (
+	DeadLetterPartitionHeader = "dead_letter.partition"
+	DeadLetterOffsetHeader    = "dead_letter.offset"
+	DeadLetterErrorHeader     = "dead_letter.error"
 )
 
 // Record is one log record. On write, a record with a key goes to the
@@ -60,6 +77,7 @@ func (r *Record) Type() string { return string(r.Header(TypeHeader)) }
 
 // Writer appends records. Write returns once every record is acknowledged,
 // or with an error, in which case any of them may or may not be stored.
+// Once Write returned nil the caller may reuse the records' memory.
 type Writer interface {
 	Write(ctx context.Context, recs ...Record) error
 }
@@ -67,11 +85,17 @@ type Writer interface {
 // Claim is one partition of a topic owned by one group member for one
 // generation of the group. Fetch returns records in offset order starting at
 // the group's committed offset. Commit stores next as the offset to resume
-// from; it covers every earlier offset of the partition.
+// from, with metadata for whoever resumes there; it covers every earlier
+// offset of the partition.
 type Claim interface {
 	Partition() int
+	// Start returns the committed offset Fetch starts from and the
+	// metadata committed with it; offset -1 and "" when the group has
+	// committed nothing for the partition (Fetch then starts at the
+	// earliest record).
+	Start() (offset int64, metadata string)
 	Fetch(ctx context.Context) (Record, error)
-	Commit(ctx context.Context, next int64) error
+	Commit(ctx context.Context, next int64, metadata string) error
 }
 
 // ClaimFunc handles one claim until its context ends (the generation ended

@@ -1,7 +1,12 @@
 package joiner
 
 import (
+	"errors"
+	"fmt"
+	"math"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/open-personalizer/personalizer/internal/features"
 )
@@ -10,24 +15,31 @@ import (
 const timestampLayout = "2006-01-02T15:04:05.0000000Z"
 
 // AppendDSJSON appends j as one DSJson line (without the newline), the way
-// `vw --dsjson` reads it: label fields before "c", cost = -reward, the
-// chosen action first in "a" (1-based), "p" aligned with "a", every outcome
-// in "o", and "_skipLearn" for events that must not be learned.
-func AppendDSJSON(b []byte, j *Joined) []byte {
+// `vw --dsjson` reads it: every label field before "c" ("_labelIndex"
+// included, VW needs it), cost = -reward, _label_probability = p[0]
+// times the chance the event survived subsampling, the chosen action first
+// in "a" (1-based, never empty), "p" aligned with "a", every joined outcome
+// in "o", "pdrop" when the server subsampled, and "_skipLearn" for events
+// that must not be learned.
+func AppendDSJSON(b []byte, j *Joined) []byte { return appendDSJSON(b, j, nil) }
+
+// appendDSJSON is AppendDSJSON writing floats through fc, which may be nil.
+func appendDSJSON(b []byte, j *Joined, fc *floatCache) []byte {
 	r := j.Rank
 	ranking, probs := r.GetRanking(), r.GetProbabilities()
-	b = append(b, '{')
-	if !j.Learnable {
-		b = append(b, `"_skipLearn":true,`...)
-	}
-	b = append(b, `"_label_cost":`...)
+	pdrop := r.GetPdrop()
+	b = append(b, `{"_label_cost":`...)
 	b = appendFloat32(b, -j.Reward)
 	b = append(b, `,"_label_probability":`...)
-	b = appendFloat32(b, probs[0])
+	b = appendFloat32(b, probs[0]*(1-pdrop))
 	b = append(b, `,"_label_Action":`...)
 	b = strconv.AppendUint(b, uint64(ranking[0])+1, 10)
 	b = append(b, `,"_labelIndex":`...)
 	b = strconv.AppendUint(b, uint64(ranking[0]), 10)
+	if pdrop > 0 {
+		b = append(b, `,"pdrop":`...)
+		b = appendFloat32(b, pdrop)
+	}
 	b = append(b, `,"o":[`...)
 	for i, o := range j.Outcomes {
 		if i > 0 {
@@ -63,7 +75,7 @@ func AppendDSJSON(b []byte, j *Joined) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendFloat32(b, p)
+		b = fc.append(b, p)
 	}
 	b = append(b, `],"VWState":{"m":`...)
 	m := r.GetModelVersion()
@@ -72,11 +84,114 @@ func AppendDSJSON(b []byte, j *Joined) []byte {
 	}
 	b = features.AppendString(b, m)
 	b = append(b, `},"_original_label_cost":`...)
-	b = appendFloat32(b, -j.Reward)
+	b = appendFloat32(b, -j.Original)
+	if !j.Learnable {
+		b = append(b, `,"_skipLearn":true`...)
+	}
+	return append(b, '}')
+}
+
+// AppendAudit appends a as one JSON object: why the outcome was not
+// learned, the outcome as it would have appeared in "o", its time and
+// where it was in the events topic, and for a late outcome its rank's time.
+func AppendAudit(b []byte, a *Audit, partition int) []byte {
+	b = append(b, `{"Reason":"`...)
+	b = append(b, a.Reason...)
+	b = append(b, `","Key":`...)
+	b = features.AppendString(b, a.Key)
+	if !a.Outcome.Activate {
+		b = append(b, `,"v":`...)
+		b = appendFloat32(b, a.Outcome.Value)
+	}
+	b = append(b, `,"ActionTaken":`...)
+	b = strconv.AppendBool(b, a.Outcome.Activate)
+	b = append(b, `,"Timestamp":"`...)
+	b = a.Outcome.Time.UTC().AppendFormat(b, timestampLayout)
+	b = append(b, '"')
+	if a.Reason == Late {
+		b = append(b, `,"RankTimestamp":"`...)
+		b = a.Rank.UTC().AppendFormat(b, timestampLayout)
+		b = append(b, '"')
+	}
+	b = append(b, `,"Partition":`...)
+	b = strconv.AppendInt(b, int64(partition), 10)
+	b = append(b, `,"Offset":`...)
+	b = strconv.AppendInt(b, a.Offset, 10)
 	return append(b, '}')
 }
 
 // appendFloat32 appends the shortest text that parses back to v.
 func appendFloat32(b []byte, v float32) []byte {
 	return strconv.AppendFloat(b, float64(v), 'g', -1, 32)
+}
+
+// floatCache remembers the text of recently written float32 values. The
+// probabilities of epsilon-greedy take a few values (1-ε+ε/K and ε/K for
+// each K), and finding the shortest text of a float is most of the cost
+// of a line after copying its context. One goroutine owns a cache.
+type floatCache struct {
+	bits [64]uint32
+	n    [64]uint8 // 0: empty
+	text [64][16]byte
+}
+
+func (c *floatCache) append(b []byte, v float32) []byte {
+	if c == nil {
+		return appendFloat32(b, v)
+	}
+	bits := math.Float32bits(v)
+	i := (bits ^ bits>>6 ^ bits>>13 ^ bits>>23) & 63
+	if n := c.n[i]; n > 0 && c.bits[i] == bits {
+		return append(b, c.text[i][:n]...)
+	}
+	start := len(b)
+	b = appendFloat32(b, v)
+	if t := b[start:]; len(t) <= len(c.text[i]) {
+		c.bits[i], c.n[i] = bits, uint8(copy(c.text[i][:], t))
+	}
+	return b
+}
+
+// checkpointPrefix starts the commit metadata of a [Checkpoint]; the
+// version lets a later format tell old metadata apart.
+const checkpointPrefix = "pzj1 "
+
+// String encodes cp as commit metadata: "pzj1 <offset> <watermark as Unix
+// nanoseconds> <next>".
+func (cp Checkpoint) String() string {
+	var wm int64
+	if !cp.Watermark.IsZero() {
+		wm = cp.Watermark.UnixNano()
+	}
+	return fmt.Sprintf("%s%d %d %d", checkpointPrefix, cp.Offset, wm, cp.Next)
+}
+
+var errNoCheckpoint = errors.New("no joiner checkpoint")
+
+// ParseCheckpoint decodes commit metadata written by [Checkpoint.String].
+func ParseCheckpoint(s string) (Checkpoint, error) {
+	rest, ok := strings.CutPrefix(s, checkpointPrefix)
+	if !ok {
+		return Checkpoint{}, errNoCheckpoint
+	}
+	f := strings.Fields(rest)
+	if len(f) != 3 {
+		return Checkpoint{}, fmt.Errorf("checkpoint %q: want 3 fields", s)
+	}
+	var n [3]int64
+	for i := range n {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return Checkpoint{}, fmt.Errorf("checkpoint %q: %w", s, err)
+		}
+		n[i] = v
+	}
+	cp := Checkpoint{Offset: n[0], Next: n[2]}
+	if n[1] != 0 {
+		cp.Watermark = time.Unix(0, n[1])
+	}
+	if cp.Offset < 0 || cp.Next < cp.Offset {
+		return Checkpoint{}, fmt.Errorf("checkpoint %q: offsets out of order", s)
+	}
+	return cp, nil
 }

@@ -1,30 +1,46 @@
 package joiner
 
 import (
-	"container/heap"
 	"fmt"
+	"slices"
 	"time"
 
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
 
-// Aggregations name how several rewards for one event combine.
+// Aggregation names how several rewards for one event combine
+// (Personalizer's rewardAggregation; the back-end's RewardFunction).
+type Aggregation string
+
+// The aggregations. Activations never count as rewards.
 const (
-	Earliest = "earliest" // the reward with the earliest time counts
-	Sum      = "sum"      // rewards add up
+	Earliest Aggregation = "earliest" // the reward with the earliest time; the first to arrive on a tie
+	Sum      Aggregation = "sum"      // rewards add up, in arrival order (float32)
+	Average  Aggregation = "average"  // the sum divided by the count
+	Median   Aggregation = "median"   // the middle value; the mean of the two middle ones for an even count
+	Min      Aggregation = "min"      // the smallest reward
+	Max      Aggregation = "max"      // the largest reward
 )
 
 // Rules are a loop's join settings.
 type Rules struct {
-	// RewardWait is the window after a rank in which rewards count.
+	// RewardWait is the window after a rank in which rewards count:
+	// Personalizer's rewardWaitTime.
 	RewardWait time.Duration
-	// Backward is how long before its rank a reward may arrive and still
-	// count (records can be reordered); Personalizer used 2 minutes.
+	// Backward is how long before its rank a reward may be stamped and
+	// still count (records can be reordered); Personalizer used 2 minutes.
 	Backward time.Duration
+	// Slack is how far behind the newest record time the watermark runs,
+	// so that records stamped up to Slack before a later one are still on
+	// time. Windows close Slack after their end.
+	Slack time.Duration
 	// DefaultReward is the reward of an event without rewards in its window.
 	DefaultReward float32
-	// Aggregation is [Earliest] or [Sum].
-	Aggregation string
+	// Aggregation combines several rewards.
+	Aggregation Aggregation
+	// LearningMode is the loop's mode (unspecified means online). Ranks
+	// logged in another mode are emitted but not learnable.
+	LearningMode eventsv1.LearningMode
 }
 
 // Validate reports rules that cannot work.
@@ -34,10 +50,21 @@ func (r Rules) Validate() error {
 		return fmt.Errorf("reward wait time must be positive, got %v", r.RewardWait)
 	case r.Backward < 0:
 		return fmt.Errorf("backward join window must not be negative, got %v", r.Backward)
+	case r.Slack < 0:
+		return fmt.Errorf("join slack must not be negative, got %v", r.Slack)
 	case r.DefaultReward < -1 || r.DefaultReward > 1:
 		return fmt.Errorf("default reward must be between -1 and 1, got %v", r.DefaultReward)
-	case r.Aggregation != Earliest && r.Aggregation != Sum:
-		return fmt.Errorf("reward aggregation must be %q or %q, got %q", Earliest, Sum, r.Aggregation)
+	}
+	switch r.Aggregation {
+	case Earliest, Sum, Average, Median, Min, Max:
+	default:
+		return fmt.Errorf("reward aggregation must be earliest, sum, average, median, min or max, got %q", r.Aggregation)
+	}
+	switch r.LearningMode {
+	case eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED, eventsv1.LearningMode_LEARNING_MODE_ONLINE,
+		eventsv1.LearningMode_LEARNING_MODE_APPRENTICE, eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY:
+	default:
+		return fmt.Errorf("learning mode must be Online, Apprentice or LoggingOnly, got %v", r.LearningMode)
 	}
 	return nil
 }
@@ -47,13 +74,14 @@ type Kind int
 
 // The kinds of input.
 const (
-	Tick Kind = iota // only time passes
-	Rank
-	Reward
-	Activate
+	Tick     Kind = iota // only time passes
+	Rank                 // a decision
+	Reward               // an outcome with a value
+	Activate             // an outcome that activates a deferred decision
+	Bad                  // a record that did not decode; only its time counts
 )
 
-// Input is one decoded record of a partition.
+// Input is one record of a partition.
 type Input struct {
 	Kind   Kind
 	Key    string    // loop/eventId: the record key that pairs outcomes with their rank
@@ -61,13 +89,19 @@ type Input struct {
 	Offset int64
 	Rank   *eventsv1.RankEvent // for Rank
 	Value  float32             // for Reward
+	// ID is a Reward's or Activate's id: copies of one record carry the
+	// same id and count once. 0 is never deduplicated.
+	ID uint64
+	// Err is why a Bad record did not decode.
+	Err error
 }
 
-// Outcome is a reward or an activation joined to a rank.
+// Outcome is a reward or an activation.
 type Outcome struct {
 	Activate bool
 	Value    float32
 	Time     time.Time
+	ID       uint64
 }
 
 // Joined is one event whose window has closed.
@@ -75,247 +109,581 @@ type Joined struct {
 	Key      string // loop/eventId
 	Rank     *eventsv1.RankEvent
 	Time     time.Time // rank time
-	Outcomes []Outcome // in arrival order
-	// Reward is the aggregated reward, or the default reward when no
-	// reward arrived in the window.
+	Outcomes []Outcome // every outcome joined, in arrival order
+	// Reward is the reward to learn: the aggregated reward, the default
+	// reward when none came, or in Apprentice mode 1 if the model chose
+	// the baseline and 0 if not.
 	Reward float32
-	// Learnable is false for a deferred event that was never activated.
+	// Original is the aggregated (or default) reward, whatever the mode.
+	Original float32
+	// Learnable is false for a deferred event never activated, a
+	// LoggingOnly event, and an event logged in another learning mode
+	// than the loop's.
 	Learnable bool
 }
 
-// Stats count what a [Window] has seen.
-type Stats struct {
-	Emitted        int64 // joined events
-	DefaultRewards int64 // emitted with the default reward
-	NotActivated   int64 // deferred and never activated: emitted, not learnable
-	Late           int64 // outcomes outside their rank's window
-	Dangling       int64 // outcomes whose rank never came
-	DuplicateRanks int64 // ranks for an event already pending
+// AuditReason says why an outcome was not learned.
+type AuditReason string
+
+// The audit reasons.
+const (
+	Late     AuditReason = "late"     // its rank came, but it is outside the rank's window
+	Dangling AuditReason = "dangling" // no rank for it came within the backward window
+)
+
+// Audit is an outcome that was not joined.
+type Audit struct {
+	Key     string
+	Reason  AuditReason
+	Outcome Outcome
+	Offset  int64     // of the outcome record
+	Rank    time.Time // the rank's time, for Late
 }
 
-// Window is the join state of one partition. It is not safe for concurrent
-// use; one goroutine owns it.
+// BadRecord is a record that did not decode.
+type BadRecord struct {
+	Offset int64
+	Err    error
+}
+
+// Output collects what inputs produce. Callers reset it between uses.
+type Output struct {
+	Joined []Joined
+	Audits []Audit
+	Bad    []BadRecord
+}
+
+// Reset empties o, keeping its memory.
+func (o *Output) Reset() {
+	clear(o.Joined)
+	o.Joined, o.Audits, o.Bad = o.Joined[:0], o.Audits[:0], o.Bad[:0]
+}
+
+// Stats count what a [Window] has produced. Outputs suppressed after a
+// resume count only as Suppressed, so that the counters of a partition
+// add up to those of one uninterrupted run.
+type Stats struct {
+	Emitted           int64 // joined events
+	Learnable         int64 // of them, learnable
+	DefaultRewards    int64 // of them, without a reward in the window
+	NotActivated      int64 // deferred and never activated
+	LoggingOnly       int64 // logged in LoggingOnly mode
+	OtherMode         int64 // logged in another learning mode than the loop's
+	Late              int64 // outcomes outside their rank's window
+	Dangling          int64 // outcomes whose rank never came
+	DuplicateRanks    int64 // ranks for an event already known
+	DuplicateOutcomes int64 // outcome records already counted (same id)
+	Undecodable       int64 // records that did not decode
+	Suppressed        int64 // outputs an earlier owner of the partition already wrote
+}
+
+// Add adds o to s.
+func (s *Stats) Add(o Stats) {
+	s.Emitted += o.Emitted
+	s.Learnable += o.Learnable
+	s.DefaultRewards += o.DefaultRewards
+	s.NotActivated += o.NotActivated
+	s.LoggingOnly += o.LoggingOnly
+	s.OtherMode += o.OtherMode
+	s.Late += o.Late
+	s.Dangling += o.Dangling
+	s.DuplicateRanks += o.DuplicateRanks
+	s.DuplicateOutcomes += o.DuplicateOutcomes
+	s.Undecodable += o.Undecodable
+	s.Suppressed += o.Suppressed
+}
+
+// Sub returns s minus o.
+func (s Stats) Sub(o Stats) Stats {
+	o.Emitted, o.Learnable, o.DefaultRewards, o.NotActivated = -o.Emitted, -o.Learnable, -o.DefaultRewards, -o.NotActivated
+	o.LoggingOnly, o.OtherMode, o.Late, o.Dangling = -o.LoggingOnly, -o.OtherMode, -o.Late, -o.Dangling
+	o.DuplicateRanks, o.DuplicateOutcomes, o.Undecodable, o.Suppressed = -o.DuplicateRanks, -o.DuplicateOutcomes, -o.Undecodable, -o.Suppressed
+	s.Add(o)
+	return s
+}
+
+// Checkpoint is what a partition's next owner needs to rebuild the window
+// exactly: replay from Offset with the watermark at Watermark, and
+// suppress whatever records before Next produce, because it was written.
+type Checkpoint struct {
+	Offset    int64     // the committed offset: the first record any open state needs
+	Watermark time.Time // the newest record time before Offset
+	Next      int64     // everything records before Next produced is written
+}
+
+// Window is the join state of one partition: a pure function of the
+// records it is given. It is not safe for concurrent use; one goroutine
+// owns it.
+//
+// An event goes through three states: pending (its window is open),
+// closed (emitted, but remembered until Backward after its window and
+// after its latest late outcome, so that late outcomes are told from
+// dangling ones and repeats are recognised), and forgotten. Outcomes whose
+// rank has not come yet wait as "early" until the watermark is Backward
+// past their own time.
 type Window struct {
 	rules     Rules
-	pending   map[string]*pending
-	deadlines pendingHeap
-	early     map[string][]*early // outcomes that came before their rank
-	earlyQ    earlyHeap
-	watermark time.Time
-	next      int64 // offset after the last input
+	events    map[string]*event   // pending and closed
+	early     map[string][]*early // outcomes waiting for their rank
+	deadlines timeHeap            // pending events by deadline
+	forgets   timeHeap            // closed events by when to forget them
+	earlyQ    earlyHeap           // early outcomes by when they dangle
+	live      marks               // the records open state still needs, in offset order
+	maxTime   time.Time           // the newest record time
+	next      int64               // offset after the last input
+	resume    int64               // outputs of records before it are suppressed
+	out       *Output             // nil while suppressing
 	stats     Stats
 }
 
-type pending struct {
+type event struct {
 	Joined
-	offset    int64 // of the rank
-	minOffset int64 // of the rank and every outcome joined to it
-	deadline  time.Time
+	deadline time.Time // rank time + RewardWait
+	// forget is when a closed event is forgotten: Backward after its
+	// deadline or after its latest late outcome, whichever is later, so
+	// that every outcome it took is forgotten with it (see Checkpoint).
+	forget    time.Time
+	offset    int64    // of the rank
+	ids       []uint64 // outcome ids seen, joined or late
+	closed    bool
+	forgotten bool
 }
 
 type early struct {
-	id      string
+	key     string
 	outcome Outcome
 	offset  int64
-	taken   bool // joined to its rank or expired
+	owner   *event // the event it joined, if any
+	done    bool   // joined, late or dangling
 }
 
 // NewWindow returns an empty window. The rules must be valid.
 func NewWindow(r Rules) *Window {
-	return &Window{rules: r, pending: map[string]*pending{}, early: map[string][]*early{}}
+	r.LearningMode = normalMode(r.LearningMode)
+	return &Window{rules: r, events: map[string]*event{}, early: map[string][]*early{}}
+}
+
+// normalMode treats the unspecified mode (records and settings from before
+// learning modes) as online.
+func normalMode(m eventsv1.LearningMode) eventsv1.LearningMode {
+	if m == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
+		return eventsv1.LearningMode_LEARNING_MODE_ONLINE
+	}
+	return m
+}
+
+// Resume makes an empty window continue where cp was taken. The caller
+// then gives it the records from cp.Offset on.
+func (w *Window) Resume(cp Checkpoint) {
+	w.maxTime, w.next, w.resume = cp.Watermark, cp.Offset, cp.Next
 }
 
 // Stats returns the window's counters.
 func (w *Window) Stats() Stats { return w.stats }
 
-// Pending returns how many ranks wait for their window to close.
-func (w *Window) Pending() int { return len(w.pending) }
+// Pending returns how many events wait for their window to close.
+func (w *Window) Pending() int { return len(w.deadlines) }
 
-// Add applies one input and returns the events whose windows it closed, in
-// deadline order. The watermark is the latest input time seen.
-func (w *Window) Add(in Input) []Joined {
-	if in.Time.After(w.watermark) {
-		w.watermark = in.Time
+// Add applies one input and appends to out what it produces: the events
+// whose windows it closed (in deadline order, then rank offset order), the
+// outcomes it found late or dangling, and the input itself if it is Bad.
+// Nothing is appended for inputs before the resume point.
+func (w *Window) Add(in Input, out *Output) {
+	w.out = out
+	if in.Offset < w.resume {
+		w.out = nil
+	}
+	before := w.maxTime
+	if in.Time.After(w.maxTime) {
+		w.maxTime = in.Time
 	}
 	w.next = in.Offset + 1
 	switch in.Kind {
 	case Rank:
-		w.addRank(in)
+		w.addRank(in, before)
 	case Reward, Activate:
-		w.addOutcome(in)
+		w.addOutcome(in, before)
+	case Bad:
+		if w.count(&w.stats.Undecodable) {
+			w.out.Bad = append(w.out.Bad, BadRecord{Offset: in.Offset, Err: in.Err})
+		}
 	}
-	return w.expire()
+	w.expire()
+	w.out = nil
 }
 
-func (w *Window) addRank(in Input) {
-	if _, dup := w.pending[in.Key]; dup {
-		w.stats.DuplicateRanks++
+// count increments c, or Suppressed while replaying what was written, and
+// reports whether output goes out.
+func (w *Window) count(c *int64) bool {
+	if w.out == nil {
+		w.stats.Suppressed++
+		return false
+	}
+	*c++
+	return true
+}
+
+func (w *Window) addRank(in Input, before time.Time) {
+	if _, dup := w.events[in.Key]; dup {
+		w.count(&w.stats.DuplicateRanks)
 		return
 	}
-	p := &pending{
-		Joined:    Joined{Key: in.Key, Rank: in.Rank, Time: in.Time},
-		offset:    in.Offset,
-		minOffset: in.Offset,
-		deadline:  in.Time.Add(w.rules.RewardWait),
+	ev := &event{
+		Joined:   Joined{Key: in.Key, Rank: in.Rank, Time: in.Time},
+		deadline: in.Time.Add(w.rules.RewardWait),
+		offset:   in.Offset,
 	}
+	w.events[in.Key] = ev
+	w.live.push(mark{offset: in.Offset, before: before, ev: ev})
 	for _, e := range w.early[in.Key] {
-		if e.taken {
+		if e.done {
 			continue
 		}
-		e.taken = true
-		if !w.inWindow(p, e.outcome.Time) {
-			w.stats.Late++
+		e.done = true
+		ev.ids = appendID(ev.ids, e.outcome.ID)
+		if !w.inWindow(ev, e.outcome.Time) {
+			w.late(ev, e.outcome, e.offset)
 			continue
 		}
-		p.Outcomes = append(p.Outcomes, e.outcome)
-		p.minOffset = min(p.minOffset, e.offset)
+		e.owner = ev
+		ev.Outcomes = append(ev.Outcomes, e.outcome)
 	}
 	delete(w.early, in.Key)
-	w.pending[in.Key] = p
-	heap.Push(&w.deadlines, p)
+	w.deadlines.push(timed{at: ev.deadline.UnixNano(), offset: ev.offset, ev: ev})
 }
 
-func (w *Window) addOutcome(in Input) {
-	o := Outcome{Activate: in.Kind == Activate, Value: in.Value, Time: in.Time}
-	if p, ok := w.pending[in.Key]; ok {
-		if !w.inWindow(p, o.Time) {
-			w.stats.Late++
+func (w *Window) addOutcome(in Input, before time.Time) {
+	o := Outcome{Activate: in.Kind == Activate, Value: in.Value, Time: in.Time, ID: in.ID}
+	if ev, ok := w.events[in.Key]; ok {
+		if hasID(ev.ids, o.ID) {
+			w.count(&w.stats.DuplicateOutcomes)
 			return
 		}
-		p.Outcomes = append(p.Outcomes, o)
+		ev.ids = appendID(ev.ids, o.ID)
+		if ev.closed || !w.inWindow(ev, o.Time) {
+			w.late(ev, o, in.Offset)
+			return
+		}
+		// The rank's mark, at a lower offset, keeps this record needed.
+		ev.Outcomes = append(ev.Outcomes, o)
 		return
 	}
-	e := &early{id: in.Key, outcome: o, offset: in.Offset}
-	w.early[in.Key] = append(w.early[in.Key], e)
-	heap.Push(&w.earlyQ, e)
+	waiting := w.early[in.Key]
+	for _, e := range waiting {
+		if o.ID != 0 && e.outcome.ID == o.ID {
+			w.count(&w.stats.DuplicateOutcomes)
+			return
+		}
+	}
+	e := &early{key: in.Key, outcome: o, offset: in.Offset}
+	w.early[in.Key] = append(waiting, e)
+	w.earlyQ.push(e)
+	w.live.push(mark{offset: in.Offset, before: before, out: e})
 }
 
-// inWindow reports whether an outcome at t counts for p: less than
+// inWindow reports whether an outcome at t counts for ev: less than
 // RewardWait after the rank, and less than Backward before it.
-func (w *Window) inWindow(p *pending, t time.Time) bool {
-	return t.Sub(p.Time) < w.rules.RewardWait && p.Time.Sub(t) < w.rules.Backward
+func (w *Window) inWindow(ev *event, t time.Time) bool {
+	return t.Sub(ev.Time) < w.rules.RewardWait && ev.Time.Sub(t) < w.rules.Backward
 }
 
-// expire emits every pending event whose deadline the watermark reached and
-// drops early outcomes too old for any rank still to come.
-func (w *Window) expire() []Joined {
-	for len(w.earlyQ) > 0 && !w.earlyQ[0].outcome.Time.Add(w.rules.Backward).After(w.watermark) {
-		e := heap.Pop(&w.earlyQ).(*early)
-		if e.taken {
+// late audits an outcome of a known event that it does not count for,
+// and keeps the event remembered as long as the outcome would have waited
+// had the event been unknown. That makes a restart exact: if the event is
+// forgotten before a checkpoint, so is every trace of its outcomes.
+func (w *Window) late(ev *event, o Outcome, offset int64) {
+	w.audit(Audit{Key: ev.Key, Reason: Late, Outcome: o, Offset: offset, Rank: ev.Time})
+	if t := o.Time.Add(w.rules.Backward); t.After(ev.forget) {
+		ev.forget = t
+		if ev.closed {
+			w.forgets.push(timed{at: t.UnixNano(), offset: ev.offset, ev: ev})
+		}
+	}
+}
+
+func (w *Window) audit(a Audit) {
+	c := &w.stats.Late
+	if a.Reason == Dangling {
+		c = &w.stats.Dangling
+	}
+	if w.count(c) {
+		w.out.Audits = append(w.out.Audits, a)
+	}
+}
+
+// watermark is the time up to which every record is taken to have come.
+func (w *Window) watermark() time.Time { return w.maxTime.Add(-w.rules.Slack) }
+
+// expire moves on what the watermark has passed: early outcomes too old
+// for any rank still to come dangle, pending events close, closed events
+// are forgotten.
+func (w *Window) expire() {
+	wm := w.watermark()
+	wmNano := wm.UnixNano()
+	for len(w.earlyQ) > 0 && !w.earlyQ[0].outcome.Time.Add(w.rules.Backward).After(wm) {
+		e := w.earlyQ.pop()
+		if e.done {
 			continue
 		}
-		e.taken = true
-		w.stats.Dangling++
-		rest := w.early[e.id][:0]
-		for _, x := range w.early[e.id] {
-			if !x.taken {
-				rest = append(rest, x)
-			}
-		}
+		e.done = true
+		w.audit(Audit{Key: e.key, Reason: Dangling, Outcome: e.outcome, Offset: e.offset})
+		rest := slices.DeleteFunc(w.early[e.key], func(x *early) bool { return x.done })
 		if len(rest) == 0 {
-			delete(w.early, e.id)
+			delete(w.early, e.key)
 		} else {
-			w.early[e.id] = rest
+			w.early[e.key] = rest
 		}
 	}
-	var out []Joined
-	for len(w.deadlines) > 0 && !w.deadlines[0].deadline.After(w.watermark) {
-		p := heap.Pop(&w.deadlines).(*pending)
-		delete(w.pending, p.Key)
-		out = append(out, w.close(p))
+	for len(w.deadlines) > 0 && w.deadlines[0].at <= wmNano {
+		ev := w.deadlines.pop().ev
+		w.close(ev)
+		ev.closed = true
+		if t := ev.deadline.Add(w.rules.Backward); t.After(ev.forget) {
+			ev.forget = t
+		}
+		w.forgets.push(timed{at: ev.forget.UnixNano(), offset: ev.offset, ev: ev})
 	}
-	return out
+	for len(w.forgets) > 0 && w.forgets[0].at <= wmNano {
+		f := w.forgets.pop()
+		if f.at != f.ev.forget.UnixNano() || f.ev.forgotten {
+			continue // pushed again with a later time
+		}
+		f.ev.forgotten = true
+		delete(w.events, f.ev.Key)
+	}
 }
 
-// close applies the reward rules to a pending event.
-func (w *Window) close(p *pending) Joined {
-	j := p.Joined
-	j.Learnable = !j.Rank.GetDeferred()
+// close applies the reward rules to an event whose window closed.
+func (w *Window) close(ev *event) {
+	j := ev.Joined
+	// Closed events keep only what late outcomes and repeated ranks need.
+	ev.Rank, ev.Outcomes = nil, nil
+
+	var n int
+	j.Original, n = aggregate(w.rules.Aggregation, j.Outcomes)
+	if n == 0 {
+		j.Original = w.rules.DefaultReward
+	}
+	j.Reward = j.Original
+	mode := normalMode(j.Rank.GetLearningMode())
+	if mode == eventsv1.LearningMode_LEARNING_MODE_APPRENTICE {
+		// Imitation: the model is rewarded for choosing the baseline,
+		// the first eligible action.
+		j.Reward = 0
+		if j.Rank.GetRanking()[0] == 0 {
+			j.Reward = 1
+		}
+	}
+	activated := slices.ContainsFunc(j.Outcomes, func(o Outcome) bool { return o.Activate })
+	var notLearnable *int64
+	switch {
+	case mode != w.rules.LearningMode:
+		notLearnable = &w.stats.OtherMode
+	case mode == eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY:
+		notLearnable = &w.stats.LoggingOnly
+	case j.Rank.GetDeferred() && !activated:
+		notLearnable = &w.stats.NotActivated
+	}
+	j.Learnable = notLearnable == nil
+	if !w.count(&w.stats.Emitted) {
+		return
+	}
+	if n == 0 {
+		w.stats.DefaultRewards++
+	}
+	if j.Learnable {
+		w.stats.Learnable++
+	} else {
+		*notLearnable++
+	}
+	w.out.Joined = append(w.out.Joined, j)
+}
+
+// aggregate combines the rewards among outcomes, in float32 as
+// Personalizer's joiner does, and returns how many there were.
+func aggregate(agg Aggregation, outcomes []Outcome) (float32, int) {
+	var values []float32
 	var first *Outcome
-	var sum float32
-	n := 0
-	for i := range j.Outcomes {
-		o := &j.Outcomes[i]
+	for i := range outcomes {
+		o := &outcomes[i]
 		if o.Activate {
-			j.Learnable = true
 			continue
 		}
+		values = append(values, o.Value)
 		if first == nil || o.Time.Before(first.Time) {
 			first = o
 		}
-		sum += o.Value
-		n++
 	}
-	switch {
-	case n == 0:
-		j.Reward = w.rules.DefaultReward
-		w.stats.DefaultRewards++
-	case w.rules.Aggregation == Sum:
-		j.Reward = sum
-	default:
-		j.Reward = first.Value
+	n := len(values)
+	if n == 0 {
+		return 0, 0
 	}
-	if !j.Learnable {
-		w.stats.NotActivated++
+	var sum float32
+	for _, v := range values {
+		sum += v
 	}
-	w.stats.Emitted++
-	return j
-}
-
-// CommitOffset is the offset to resume from after a restart: the lowest
-// offset any pending event still needs, or the offset after the last input.
-func (w *Window) CommitOffset() int64 {
-	off := w.next
-	for _, p := range w.pending {
-		off = min(off, p.minOffset)
-	}
-	for _, es := range w.early {
-		for _, e := range es {
-			if !e.taken {
-				off = min(off, e.offset)
-			}
+	switch agg {
+	case Sum:
+		return sum, n
+	case Average:
+		return sum / float32(n), n
+	case Median:
+		slices.Sort(values)
+		if n%2 == 0 {
+			return (values[n/2-1] + values[n/2]) / 2, n
 		}
+		return values[n/2], n
+	case Min:
+		return slices.Min(values), n
+	case Max:
+		return slices.Max(values), n
 	}
-	return off
+	return first.Value, n
 }
 
-// pendingHeap orders pending events by deadline, then by rank offset, so
-// that output order depends only on the input.
-type pendingHeap []*pending
+func hasID(ids []uint64, id uint64) bool { return id != 0 && slices.Contains(ids, id) }
 
-func (h pendingHeap) Len() int { return len(h) }
-func (h pendingHeap) Less(i, j int) bool {
-	if !h[i].deadline.Equal(h[j].deadline) {
-		return h[i].deadline.Before(h[j].deadline)
+func appendID(ids []uint64, id uint64) []uint64 {
+	if id == 0 {
+		return ids
 	}
-	return h[i].offset < h[j].offset
-}
-func (h pendingHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *pendingHeap) Push(x any)   { *h = append(*h, x.(*pending)) }
-func (h *pendingHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	return x
+	return append(ids, id)
 }
 
-// earlyHeap orders early outcomes by time, then offset.
-type earlyHeap []*early
-
-func (h earlyHeap) Len() int { return len(h) }
-func (h earlyHeap) Less(i, j int) bool {
-	if !h[i].outcome.Time.Equal(h[j].outcome.Time) {
-		return h[i].outcome.Time.Before(h[j].outcome.Time)
+// Checkpoint returns where a new owner of the partition resumes: at the
+// first record that a pending or remembered event or an early outcome
+// still needs, or after the last input when nothing is open.
+func (w *Window) Checkpoint() Checkpoint {
+	cp := Checkpoint{Offset: w.next, Watermark: w.maxTime, Next: max(w.next, w.resume)}
+	if m, ok := w.live.first(); ok {
+		cp.Offset, cp.Watermark = m.offset, m.before
 	}
-	return h[i].offset < h[j].offset
+	return cp
 }
-func (h earlyHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *earlyHeap) Push(x any)   { *h = append(*h, x.(*early)) }
-func (h *earlyHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
+
+// mark is a record that open state may still need after a restart: a rank
+// (needed until its event is forgotten) or an outcome that came before its
+// rank (needed until it dangles, or until the event it joined is
+// forgotten). Outcomes that come after their rank need no mark: the rank's
+// mark, at a lower offset, covers them.
+type mark struct {
+	offset int64
+	before time.Time // the newest record time before this record
+	ev     *event
+	out    *early
+}
+
+func (m *mark) needed() bool {
+	switch {
+	case m.ev != nil:
+		return !m.ev.forgotten
+	case m.out.owner != nil:
+		return !m.out.owner.forgotten
+	}
+	return !m.out.done
+}
+
+// marks is a FIFO of marks in offset order; records come in offset order,
+// so the first needed mark is the lowest needed offset.
+type marks struct {
+	q    []mark
+	head int
+}
+
+func (ms *marks) push(m mark) {
+	if len(ms.q) == cap(ms.q) {
+		ms.first() // make room at the front rather than grow
+	}
+	ms.q = append(ms.q, m)
+}
+
+// first drops marks no longer needed from the front and returns the first
+// needed one.
+func (ms *marks) first() (mark, bool) {
+	for ms.head < len(ms.q) && !ms.q[ms.head].needed() {
+		ms.q[ms.head] = mark{}
+		ms.head++
+	}
+	if ms.head > 64 && ms.head >= len(ms.q)/2 {
+		n := copy(ms.q, ms.q[ms.head:])
+		clear(ms.q[n:])
+		ms.q, ms.head = ms.q[:n], 0
+	}
+	if ms.head == len(ms.q) {
+		return mark{}, false
+	}
+	return ms.q[ms.head], true
+}
+
+// timed is an event due at a time, in Unix nanoseconds: cheaper to
+// compare than time.Time, and record times (milliseconds) fit.
+type timed struct {
+	at     int64
+	offset int64 // of the rank
+	ev     *event
+}
+
+// before orders by time, then by rank offset, so that output order
+// depends only on the input.
+func (t timed) before(o timed) bool {
+	if t.at != o.at {
+		return t.at < o.at
+	}
+	return t.offset < o.offset
+}
+
+// before orders early outcomes by time, then offset.
+func (e *early) before(o *early) bool {
+	if !e.outcome.Time.Equal(o.outcome.Time) {
+		return e.outcome.Time.Before(o.outcome.Time)
+	}
+	return e.offset < o.offset
+}
+
+// minHeap is a binary min-heap. (container/heap would put every element
+// in an interface, an allocation per push for timed.)
+type minHeap[T interface{ before(T) bool }] []T
+
+type (
+	timeHeap  = minHeap[timed]
+	earlyHeap = minHeap[*early]
+)
+
+func (h *minHeap[T]) push(x T) {
+	*h = append(*h, x)
+	q := *h
+	for j := len(q) - 1; j > 0; {
+		i := (j - 1) / 2
+		if !q[j].before(q[i]) {
+			break
+		}
+		q[i], q[j] = q[j], q[i]
+		j = i
+	}
+}
+
+func (h *minHeap[T]) pop() T {
+	q := *h
+	n := len(q) - 1
+	x := q[0]
+	q[0] = q[n]
+	var zero T
+	q[n] = zero
+	q = q[:n]
+	*h = q
+	for i := 0; ; {
+		j := 2*i + 1
+		if j >= n {
+			break
+		}
+		if k := j + 1; k < n && q[k].before(q[j]) {
+			j = k
+		}
+		if !q[j].before(q[i]) {
+			break
+		}
+		q[i], q[j] = q[j], q[i]
+		i = j
+	}
 	return x
 }

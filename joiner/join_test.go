@@ -1,6 +1,9 @@
 package joiner
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,10 +12,22 @@ import (
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-const wait = 10 * time.Second
+const (
+	wait = 10 * time.Second
+	back = 2 * time.Minute
+	ms   = time.Millisecond
+)
 
-func rules(agg string) Rules {
-	return Rules{RewardWait: wait, Backward: 2 * time.Minute, DefaultReward: -0.5, Aggregation: agg}
+var (
+	online     = eventsv1.LearningMode_LEARNING_MODE_ONLINE
+	apprentice = eventsv1.LearningMode_LEARNING_MODE_APPRENTICE
+	logging    = eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY
+)
+
+// testRules are the rules of the table tests: default reward -0.5 so that
+// it cannot be mistaken for a real reward.
+func testRules() Rules {
+	return Rules{RewardWait: wait, Backward: back, DefaultReward: -0.5, Aggregation: Earliest, LearningMode: online}
 }
 
 // script builds inputs with consecutive offsets.
@@ -23,188 +38,502 @@ func (s script) at(d time.Duration, in Input) script {
 	return append(s, in)
 }
 
-func rank(key string, deferred bool) Input {
-	return Input{Kind: Rank, Key: key, Rank: &eventsv1.RankEvent{EventId: key, Context: []byte(`{"_multi":[{"a":1}]}`), Deferred: deferred, Ranking: []uint32{0}, Probabilities: []float32{1}}}
+// rankEvent is a rank of 3 eligible actions; chosen is the model's choice.
+func rankEvent(key string, chosen uint32, deferred bool, mode eventsv1.LearningMode) *eventsv1.RankEvent {
+	ranking := []uint32{chosen}
+	for a := range uint32(3) {
+		if a != chosen {
+			ranking = append(ranking, a)
+		}
+	}
+	return &eventsv1.RankEvent{
+		Loop: "l", EventId: key, Context: []byte(`{"U":{"x":1},"_multi":[{"a":1},{"b":1},{"c":1}]}`),
+		Ranking: ranking, Probabilities: []float32{0.8, 0.1, 0.1}, Deferred: deferred, LearningMode: mode,
+	}
+}
+
+func rank(key string) Input {
+	return Input{Kind: Rank, Key: key, Rank: rankEvent(key, 1, false, online)}
+}
+func deferredRank(key string) Input {
+	return Input{Kind: Rank, Key: key, Rank: rankEvent(key, 1, true, online)}
+}
+func modeRank(key string, chosen uint32, mode eventsv1.LearningMode) Input {
+	return Input{Kind: Rank, Key: key, Rank: rankEvent(key, chosen, false, mode)}
 }
 func reward(key string, v float32) Input { return Input{Kind: Reward, Key: key, Value: v} }
-func activate(key string) Input          { return Input{Kind: Activate, Key: key} }
-func tick() Input                        { return Input{Kind: Tick} }
+func rewardID(key string, v float32, id uint64) Input {
+	return Input{Kind: Reward, Key: key, Value: v, ID: id}
+}
+func activate(key string) Input { return Input{Kind: Activate, Key: key} }
+func tick() Input               { return Input{Kind: Tick} }
 
-// run feeds every input and returns everything emitted.
-func run(w *Window, s script) []Joined {
-	var out []Joined
+// run feeds every input and describes everything produced, each line
+// prefixed with the offset of the input that produced it.
+func run(w *Window, s script) []string {
+	var got []string
+	var out Output
 	for _, in := range s {
-		out = append(out, w.Add(in)...)
+		w.Add(in, &out)
+		for _, j := range out.Joined {
+			got = append(got, fmt.Sprintf("@%d %s", in.Offset, describe(j)))
+		}
+		for _, a := range out.Audits {
+			got = append(got, fmt.Sprintf("@%d %s", in.Offset, describeAudit(a)))
+		}
+		for _, b := range out.Bad {
+			got = append(got, fmt.Sprintf("@%d bad %d", in.Offset, b.Offset))
+		}
+		out.Reset()
 	}
-	return out
+	return got
+}
+
+// describe renders what the tests check of a joined event: key, reward,
+// original reward, learnable and every outcome with its time after t0.
+func describe(j Joined) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s reward=%v original=%v learnable=%v o=[", j.Key, j.Reward, j.Original, j.Learnable)
+	for i, o := range j.Outcomes {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		if o.Activate {
+			fmt.Fprintf(&b, "act@%v", o.Time.Sub(t0))
+		} else {
+			fmt.Fprintf(&b, "%v@%v", o.Value, o.Time.Sub(t0))
+		}
+	}
+	b.WriteString("]")
+	return b.String()
+}
+
+func describeAudit(a Audit) string {
+	what := fmt.Sprint(a.Outcome.Value)
+	if a.Outcome.Activate {
+		what = "act"
+	}
+	return fmt.Sprintf("%s %s %s@%v offset=%d", a.Reason, a.Key, what, a.Outcome.Time.Sub(t0), a.Offset)
 }
 
 func TestWindowRules(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name  string
-		agg   string
+		rules func(*Rules)
 		in    script
-		want  []Joined // Key, Reward, Learnable and outcome count are compared
+		want  []string
 		stats Stats
 	}{
 		{
-			name:  "reward inside the window counts",
-			in:    script{}.at(0, rank("e", false)).at(wait-time.Millisecond, reward("e", 1)).at(wait, tick()),
-			want:  []Joined{{Key: "e", Reward: 1, Learnable: true, Outcomes: make([]Outcome, 1)}},
-			stats: Stats{Emitted: 1},
+			name: "reward at window - 1ms counts",
+			in:   script{}.at(0, rank("e")).at(wait-ms, reward("e", 1)).at(wait, tick()),
+			want: []string{
+				"@2 e reward=1 original=1 learnable=true o=[1@9.999s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1},
 		},
 		{
-			name:  "reward at the window end is late",
-			in:    script{}.at(0, rank("e", false)).at(wait, reward("e", 1)),
-			want:  []Joined{{Key: "e", Reward: -0.5, Learnable: true}},
-			stats: Stats{Emitted: 1, DefaultRewards: 1, Late: 1},
+			name: "reward at the window end is late",
+			in:   script{}.at(0, rank("e")).at(wait, reward("e", 1)),
+			want: []string{
+				"@1 e reward=-0.5 original=-0.5 learnable=true o=[]",
+				"@1 late e 1@10s offset=1",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1, Late: 1},
 		},
 		{
-			name:  "reward after the window closed is late",
-			in:    script{}.at(0, rank("e", false)).at(wait+time.Millisecond, tick()).at(wait+time.Millisecond, reward("e", 1)).at(3*time.Minute, tick()),
-			want:  []Joined{{Key: "e", Reward: -0.5, Learnable: true}},
-			stats: Stats{Emitted: 1, DefaultRewards: 1, Dangling: 1},
+			name: "reward at window + 1ms is late",
+			in:   script{}.at(0, rank("e")).at(wait+ms, reward("e", 1)),
+			want: []string{
+				"@1 e reward=-0.5 original=-0.5 learnable=true o=[]",
+				"@1 late e 1@10.001s offset=1",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1, Late: 1},
 		},
 		{
-			name:  "reward before its rank within the backward window counts",
-			in:    script{}.at(0, reward("e", 0.7)).at(2*time.Minute-time.Millisecond, rank("e", false)).at(3*time.Minute, tick()),
-			want:  []Joined{{Key: "e", Reward: 0.7, Learnable: true, Outcomes: make([]Outcome, 1)}},
-			stats: Stats{Emitted: 1},
+			name: "reward stamped inside the window but arriving after it closed is late",
+			in:   script{}.at(0, rank("e")).at(wait, tick()).at(wait-ms, reward("e", 1)),
+			want: []string{
+				"@1 e reward=-0.5 original=-0.5 learnable=true o=[]",
+				"@2 late e 1@9.999s offset=2",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1, Late: 1},
 		},
 		{
-			name:  "reward with no rank dangles once the backward window passes",
-			in:    script{}.at(0, reward("x", 1)).at(2*time.Minute-time.Millisecond, tick()).at(2*time.Minute, tick()),
+			name:  "slack keeps the window open for reordered records",
+			rules: func(r *Rules) { r.Slack = time.Second },
+			in: script{}.at(0, rank("e")).at(wait+999*ms, tick()).at(wait-ms, reward("e", 1)).
+				at(wait+time.Second, tick()),
+			want: []string{
+				"@3 e reward=1 original=1 learnable=true o=[1@9.999s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1},
+		},
+		{
+			name: "reward before its rank within the backward window counts",
+			in:   script{}.at(0, reward("e", 0.7)).at(back-ms, rank("e")).at(back-ms+wait, tick()),
+			want: []string{
+				"@2 e reward=0.7 original=0.7 learnable=true o=[0.7@0s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1},
+		},
+		{
+			name: "reward the backward window before its rank is late",
+			in:   script{}.at(0, reward("e", 0.7)).at(back, rank("e")).at(back+wait, tick()),
+			want: []string{
+				"@1 late e 0.7@0s offset=0",
+				"@2 e reward=-0.5 original=-0.5 learnable=true o=[]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1, Late: 1},
+		},
+		{
+			name: "reward with no rank dangles once the backward window passes",
+			in:   script{}.at(0, reward("x", 1)).at(back-ms, tick()).at(back, tick()),
+			want: []string{
+				"@2 dangling x 1@0s offset=0",
+			},
 			stats: Stats{Dangling: 1},
 		},
 		{
-			name:  "idle partition closes on a tick",
-			in:    script{}.at(0, rank("e", false)).at(wait-time.Millisecond, tick()).at(wait, tick()),
-			want:  []Joined{{Key: "e", Reward: -0.5, Learnable: true}},
-			stats: Stats{Emitted: 1, DefaultRewards: 1},
+			name: "idle partition closes on a tick and not before",
+			in:   script{}.at(0, rank("e")).at(wait-ms, tick()).at(wait, tick()),
+			want: []string{
+				"@2 e reward=-0.5 original=-0.5 learnable=true o=[]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1},
 		},
 		{
-			name:  "deferred and never activated is not learnable",
-			in:    script{}.at(0, rank("e", true)).at(time.Second, reward("e", 1)).at(wait, tick()),
-			want:  []Joined{{Key: "e", Reward: 1, Outcomes: make([]Outcome, 1)}},
+			name: "deferred and never activated is emitted not learnable",
+			in:   script{}.at(0, deferredRank("e")).at(time.Second, reward("e", 1)).at(wait, tick()),
+			want: []string{
+				"@2 e reward=1 original=1 learnable=false o=[1@1s]",
+			},
 			stats: Stats{Emitted: 1, NotActivated: 1},
 		},
 		{
-			name:  "deferred and activated without reward gets the default reward",
-			in:    script{}.at(0, rank("e", true)).at(time.Second, activate("e")).at(wait, tick()),
-			want:  []Joined{{Key: "e", Reward: -0.5, Learnable: true, Outcomes: make([]Outcome, 1)}},
-			stats: Stats{Emitted: 1, DefaultRewards: 1},
+			name: "deferred, activated and rewarded learns the reward",
+			in:   script{}.at(0, deferredRank("e")).at(time.Second, activate("e")).at(2*time.Second, reward("e", 0.25)).at(wait, tick()),
+			want: []string{
+				"@3 e reward=0.25 original=0.25 learnable=true o=[act@1s 0.25@2s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1},
 		},
 		{
-			name:  "activation after the window does not activate",
-			in:    script{}.at(0, rank("e", true)).at(wait, activate("e")),
-			want:  []Joined{{Key: "e", Reward: -0.5}},
+			name: "deferred and activated without reward gets the default reward",
+			in:   script{}.at(0, deferredRank("e")).at(time.Second, activate("e")).at(wait, tick()),
+			want: []string{
+				"@2 e reward=-0.5 original=-0.5 learnable=true o=[act@1s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1},
+		},
+		{
+			name: "activation before its rank activates",
+			in:   script{}.at(0, activate("e")).at(time.Second, deferredRank("e")).at(time.Second+wait, tick()),
+			want: []string{
+				"@2 e reward=-0.5 original=-0.5 learnable=true o=[act@0s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1},
+		},
+		{
+			name: "activation after the window does not activate",
+			in:   script{}.at(0, deferredRank("e")).at(wait, activate("e")),
+			want: []string{
+				"@1 e reward=-0.5 original=-0.5 learnable=false o=[]",
+				"@1 late e act@10s offset=1",
+			},
 			stats: Stats{Emitted: 1, DefaultRewards: 1, NotActivated: 1, Late: 1},
 		},
 		{
-			name:  "duplicate rank counts once",
-			in:    script{}.at(0, rank("e", false)).at(time.Millisecond, rank("e", false)).at(wait, tick()),
-			want:  []Joined{{Key: "e", Reward: -0.5, Learnable: true}},
-			stats: Stats{Emitted: 1, DefaultRewards: 1, DuplicateRanks: 1},
-		},
-		{
-			name:  "earliest takes the reward with the earliest time",
-			in:    script{}.at(0, rank("e", false)).at(2*time.Second, reward("e", 0.2)).at(time.Second, reward("e", 0.9)).at(wait, tick()),
-			want:  []Joined{{Key: "e", Reward: 0.9, Learnable: true, Outcomes: make([]Outcome, 2)}},
-			stats: Stats{Emitted: 1},
-		},
-		{
-			name:  "sum adds every reward",
-			agg:   Sum,
-			in:    script{}.at(0, rank("e", false)).at(time.Second, reward("e", 0.75)).at(2*time.Second, reward("e", 0.5)).at(wait, tick()),
-			want:  []Joined{{Key: "e", Reward: 1.25, Learnable: true, Outcomes: make([]Outcome, 2)}},
-			stats: Stats{Emitted: 1},
-		},
-		{
-			name: "events close in deadline order",
-			in: script{}.at(0, rank("a", false)).at(time.Second, rank("b", false)).
-				at(2*time.Second, reward("b", 1)).at(wait+time.Second, tick()),
-			want: []Joined{
-				{Key: "a", Reward: -0.5, Learnable: true},
-				{Key: "b", Reward: 1, Learnable: true, Outcomes: make([]Outcome, 1)},
+			name: "duplicate rank counts once, the first wins",
+			in: script{}.at(0, rank("e")).at(time.Second, reward("e", 1)).at(5*time.Second, rank("e")).
+				at(wait, tick()),
+			want: []string{
+				"@3 e reward=1 original=1 learnable=true o=[1@1s]",
 			},
-			stats: Stats{Emitted: 2, DefaultRewards: 1},
+			stats: Stats{Emitted: 1, Learnable: 1, DuplicateRanks: 1},
 		},
+		{
+			name: "duplicate rank after its window closed is not joined again",
+			in:   script{}.at(0, rank("e")).at(wait, tick()).at(0, rank("e")).at(wait+back, tick()),
+			want: []string{
+				"@1 e reward=-0.5 original=-0.5 learnable=true o=[]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1, DuplicateRanks: 1},
+		},
+		{
+			name:  "duplicate reward record counts once, a second reward twice",
+			rules: func(r *Rules) { r.Aggregation = Sum },
+			in: script{}.at(0, rank("e")).at(time.Second, rewardID("e", 0.5, 7)).at(time.Second, rewardID("e", 0.5, 7)).
+				at(2*time.Second, rewardID("e", 0.5, 8)).at(wait, tick()).at(time.Second, rewardID("e", 0.5, 8)),
+			want: []string{
+				"@4 e reward=1 original=1 learnable=true o=[0.5@1s 0.5@2s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DuplicateOutcomes: 2},
+		},
+		{
+			name:  "duplicate reward before its rank counts once",
+			rules: func(r *Rules) { r.Aggregation = Sum },
+			in: script{}.at(0, rewardID("e", 0.5, 7)).at(0, rewardID("e", 0.5, 7)).at(time.Second, rank("e")).
+				at(time.Second, rewardID("e", 0.5, 7)).at(time.Second+wait, tick()),
+			want: []string{
+				"@4 e reward=0.5 original=0.5 learnable=true o=[0.5@0s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DuplicateOutcomes: 2},
+		},
+		{
+			name: "rewards without ids are never merged",
+			in: script{}.at(0, rank("e")).at(time.Second, reward("e", 0.5)).at(time.Second, reward("e", 0.5)).
+				at(wait, tick()),
+			want: []string{
+				"@3 e reward=0.5 original=0.5 learnable=true o=[0.5@1s 0.5@1s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1},
+		},
+		{
+			name: "a rank behind the watermark closes at once with what came before it",
+			in: script{}.at(0, reward("e", 0.3)).at(20*time.Second, tick()).at(ms, rank("e")).
+				at(2*time.Second, reward("e", 1)),
+			want: []string{
+				"@2 e reward=0.3 original=0.3 learnable=true o=[0.3@0s]",
+				"@3 late e 1@2s offset=3",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, Late: 1},
+		},
+		{
+			name: "a closed event is forgotten the backward window after its window or its last late outcome",
+			in: script{}.at(0, rank("e")).at(wait, tick()).at(wait+back-ms, reward("e", 1)).
+				at(wait+back, tick()).at(wait+back, reward("e", 0.5)).at(wait+2*back, tick()).
+				at(wait+2*back, reward("e", 0.25)).at(wait+3*back, tick()),
+			want: []string{
+				"@1 e reward=-0.5 original=-0.5 learnable=true o=[]",
+				"@2 late e 1@2m9.999s offset=2",
+				"@4 late e 0.5@2m10s offset=4",
+				"@7 dangling e 0.25@4m10s offset=6",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1, Late: 2, Dangling: 1},
+		},
+		{
+			name: "events close in deadline order, then rank order",
+			in: script{}.at(time.Second, rank("b")).at(0, rank("a")).at(time.Second, rank("c")).
+				at(2*time.Second, reward("b", 1)).at(wait+time.Second, tick()),
+			want: []string{
+				"@4 a reward=-0.5 original=-0.5 learnable=true o=[]",
+				"@4 b reward=1 original=1 learnable=true o=[1@2s]",
+				"@4 c reward=-0.5 original=-0.5 learnable=true o=[]",
+			},
+			stats: Stats{Emitted: 3, Learnable: 3, DefaultRewards: 2},
+		},
+		{
+			name: "an undecodable record is reported and its time still counts",
+			in:   script{}.at(0, rank("e")).at(wait, Input{Kind: Bad}),
+			want: []string{
+				"@1 e reward=-0.5 original=-0.5 learnable=true o=[]",
+				"@1 bad 1",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1, Undecodable: 1},
+		},
+		{
+			name:  "apprentice: the model chose the baseline, reward 1",
+			rules: func(r *Rules) { r.LearningMode = apprentice },
+			in:    script{}.at(0, modeRank("e", 0, apprentice)).at(time.Second, reward("e", 0.25)).at(wait, tick()),
+			want: []string{
+				"@2 e reward=1 original=0.25 learnable=true o=[0.25@1s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1},
+		},
+		{
+			name:  "apprentice: the model chose another action, reward 0",
+			rules: func(r *Rules) { r.LearningMode = apprentice },
+			in:    script{}.at(0, modeRank("e", 2, apprentice)).at(time.Second, reward("e", 0.25)).at(wait, tick()),
+			want: []string{
+				"@2 e reward=0 original=0.25 learnable=true o=[0.25@1s]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1},
+		},
+		{
+			name:  "apprentice without a reward keeps the default as original",
+			rules: func(r *Rules) { r.LearningMode = apprentice },
+			in:    script{}.at(0, modeRank("e", 0, apprentice)).at(wait, tick()),
+			want: []string{
+				"@1 e reward=1 original=-0.5 learnable=true o=[]",
+			},
+			stats: Stats{Emitted: 1, Learnable: 1, DefaultRewards: 1},
+		},
+		{
+			name:  "logging only: joined with its reward, never learned",
+			rules: func(r *Rules) { r.LearningMode = logging },
+			in:    script{}.at(0, modeRank("e", 0, logging)).at(time.Second, reward("e", 0.25)).at(wait, tick()),
+			want: []string{
+				"@2 e reward=0.25 original=0.25 learnable=false o=[0.25@1s]",
+			},
+			stats: Stats{Emitted: 1, LoggingOnly: 1},
+		},
+		{
+			name: "a rank logged in another learning mode is not learned",
+			in: script{}.at(0, modeRank("e", 0, apprentice)).at(0, modeRank("f", 0, eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED)).
+				at(wait, tick()),
+			want: []string{
+				"@2 e reward=1 original=-0.5 learnable=false o=[]",
+				"@2 f reward=-0.5 original=-0.5 learnable=true o=[]",
+			},
+			stats: Stats{Emitted: 2, Learnable: 1, DefaultRewards: 2, OtherMode: 1},
+		},
+	}
+	// Every aggregation over the same four rewards: arriving 0.5 at 3s,
+	// 0.25 at 1s, 1 at 2s, -0.5 at 4s, and an activation that never counts.
+	aggs := []struct {
+		agg  Aggregation
+		want string
+	}{
+		{Earliest, "0.25"},                  // the earliest time, though it arrived second
+		{Sum, "1.25"},                       // 0.5 + 0.25 + 1 - 0.5
+		{Average, "0.3125"},                 // 1.25 / 4
+		{Median, "0.375"},                   // (0.25 + 0.5) / 2 of -0.5 0.25 0.5 1
+		{Min, "-0.5"},                       //
+		{Max, "1"},                          //
+		{Aggregation("median3"), "0.5"},     // odd count: below, without the -0.5
+		{Aggregation("sum-float32"), "0.3"}, // float32 arithmetic: 0.1 + 0.2
+	}
+	for _, a := range aggs {
+		in := script{}.at(0, rank("e")).at(3*time.Second, reward("e", 0.5)).at(time.Second, reward("e", 0.25)).
+			at(2*time.Second, reward("e", 1)).at(5*time.Second, activate("e")).at(4*time.Second, reward("e", -0.5)).at(wait, tick())
+		o := "0.5@3s 0.25@1s 1@2s act@5s -0.5@4s"
+		agg := a.agg
+		switch a.agg {
+		case "median3":
+			agg = Median
+			in = slices.Delete(in, 5, 6)
+			in[5].Offset = 5
+			o = "0.5@3s 0.25@1s 1@2s act@5s"
+		case "sum-float32":
+			agg = Sum
+			in = script{}.at(0, rank("e")).at(time.Second, reward("e", 0.1)).at(2*time.Second, reward("e", 0.2)).
+				at(wait, tick())
+			o = "0.1@1s 0.2@2s"
+		}
+		last := in[len(in)-1].Offset
+		tests = append(tests, struct {
+			name  string
+			rules func(*Rules)
+			in    script
+			want  []string
+			stats Stats
+		}{
+			name:  "aggregation " + string(a.agg),
+			rules: func(r *Rules) { r.Aggregation = agg },
+			in:    in,
+			want:  []string{fmt.Sprintf("@%d e reward=%s original=%s learnable=true o=[%s]", last, a.want, a.want, o)},
+			stats: Stats{Emitted: 1, Learnable: 1},
+		})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			agg := tt.agg
-			if agg == "" {
-				agg = Earliest
+			r := testRules()
+			if tt.rules != nil {
+				tt.rules(&r)
 			}
-			w := NewWindow(rules(agg))
+			if err := r.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			w := NewWindow(r)
 			got := run(w, tt.in)
-			if len(got) != len(tt.want) {
-				t.Fatalf("emitted %d events, want %d: %+v", len(got), len(tt.want), got)
-			}
-			for i, g := range got {
-				want := tt.want[i]
-				if g.Key != want.Key || g.Reward != want.Reward || g.Learnable != want.Learnable || len(g.Outcomes) != len(want.Outcomes) {
-					t.Errorf("event %d = key %q reward %v learnable %v outcomes %d, want key %q reward %v learnable %v outcomes %d",
-						i, g.Key, g.Reward, g.Learnable, len(g.Outcomes), want.Key, want.Reward, want.Learnable, len(want.Outcomes))
-				}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("got\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(tt.want, "\n\t"))
 			}
 			if w.Stats() != tt.stats {
-				t.Errorf("stats = %+v, want %+v", w.Stats(), tt.stats)
+				t.Errorf("stats = %+v\nwant    %+v", w.Stats(), tt.stats)
 			}
 		})
 	}
 }
 
-func TestWindowCommitOffset(t *testing.T) {
+func TestRulesValidate(t *testing.T) {
 	t.Parallel()
-	w := NewWindow(rules(Earliest))
-	steps := []struct {
-		in   Input
-		d    time.Duration
-		want int64 // commit offset after the input
+	tests := []struct {
+		name string
+		mod  func(*Rules)
+		ok   bool
 	}{
-		{tick(), 0, 1},                          // nothing pending: after the last input
-		{reward("a", 1), time.Second, 1},        // early reward at 1 must be replayed
-		{rank("b", false), 2 * time.Second, 1},  // b pending at 2, the reward at 1 still early
-		{rank("a", false), 3 * time.Second, 1},  // a took its early reward at offset 1
-		{tick(), 3*time.Second + wait, 5},       // a and b closed
-		{rank("c", false), 14 * time.Second, 5}, // c pending at 5
-		{tick(), 14*time.Second + wait, 7},
+		{"valid", func(*Rules) {}, true},
+		{"unspecified mode is online", func(r *Rules) { r.LearningMode = 0 }, true},
+		{"zero wait", func(r *Rules) { r.RewardWait = 0 }, false},
+		{"negative backward", func(r *Rules) { r.Backward = -1 }, false},
+		{"negative slack", func(r *Rules) { r.Slack = -1 }, false},
+		{"default reward above 1", func(r *Rules) { r.DefaultReward = 1.5 }, false},
+		{"unknown aggregation", func(r *Rules) { r.Aggregation = "mean" }, false},
+		{"unknown mode", func(r *Rules) { r.LearningMode = 9 }, false},
 	}
-	for i, s := range steps {
-		s.in.Time, s.in.Offset = t0.Add(s.d), int64(i)
-		w.Add(s.in)
-		if got := w.CommitOffset(); got != s.want {
-			t.Fatalf("after input %d: commit offset %d, want %d", i, got, s.want)
+	for _, tt := range tests {
+		r := testRules()
+		tt.mod(&r)
+		if err := r.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%s: Validate() = %v, want ok %v", tt.name, err, tt.ok)
 		}
-	}
-	if w.Pending() != 0 {
-		t.Errorf("pending = %d, want 0", w.Pending())
 	}
 }
 
-// TestWindowDeterministic checks that the same input gives the same output.
-func TestWindowDeterministic(t *testing.T) {
+// TestWindowCheckpoint follows the checkpoint through a script: the first
+// record open state needs, the newest time before it, and the input after
+// the last one.
+func TestWindowCheckpoint(t *testing.T) {
 	t.Parallel()
-	var s script
-	for i := range 200 {
-		key := string(rune('a' + i%26))
-		s = s.at(time.Duration(i)*100*time.Millisecond, rank(key+string(rune('0'+i/26)), i%3 == 0))
-		if i%2 == 0 {
-			s = s.at(time.Duration(i)*100*time.Millisecond+time.Second, reward(key+string(rune('0'+i/26)), float32(i%5)/5))
+	w := NewWindow(testRules())
+	s := script{}.
+		at(0, tick()).                          // 0: nothing open
+		at(time.Second, reward("a", 1)).        // 1: early reward needed
+		at(2*time.Second, rank("b")).           // 2: b pending
+		at(3*time.Second, rank("a")).           // 3: a takes the reward at 1
+		at(3*time.Second+wait, tick()).         // 4: a, b closed, remembered
+		at(3*time.Second+wait+back-ms, tick()). // 5: b forgotten (deadline 12s + 2m), a not yet
+		at(3*time.Second+wait+back, tick()).    // 6: a forgotten with its reward
+		at(4*time.Minute, reward("x", 1)).      // 7: early
+		at(4*time.Minute+back, tick())          // 8: x dangles
+	want := []Checkpoint{
+		{Offset: 1, Watermark: t0, Next: 1},
+		{Offset: 1, Watermark: t0, Next: 2},
+		{Offset: 1, Watermark: t0, Next: 3},
+		{Offset: 1, Watermark: t0, Next: 4},
+		{Offset: 1, Watermark: t0, Next: 5},
+		{Offset: 1, Watermark: t0, Next: 6},
+		{Offset: 7, Watermark: t0.Add(3*time.Second + wait + back), Next: 7},
+		{Offset: 7, Watermark: t0.Add(3*time.Second + wait + back), Next: 8},
+		{Offset: 9, Watermark: t0.Add(4*time.Minute + back), Next: 9},
+	}
+	var out Output
+	for i, in := range s {
+		w.Add(in, &out)
+		if got := w.Checkpoint(); got.Offset != want[i].Offset || !got.Watermark.Equal(want[i].Watermark) || got.Next != want[i].Next {
+			t.Errorf("after input %d: checkpoint %+v, want %+v", i, got, want[i])
 		}
 	}
-	s = s.at(time.Hour, tick())
-	a, b := run(NewWindow(rules(Earliest)), s), run(NewWindow(rules(Earliest)), s)
-	if len(a) != 200 || len(b) != 200 {
-		t.Fatalf("emitted %d and %d, want 200", len(a), len(b))
+	if w.Pending() != 0 || len(w.events) != 0 || len(w.early) != 0 {
+		t.Errorf("state left: %d pending, %d events, %d early", w.Pending(), len(w.events), len(w.early))
 	}
-	for i := range a {
-		la, lb := AppendDSJSON(nil, &a[i]), AppendDSJSON(nil, &b[i])
-		if string(la) != string(lb) {
-			t.Fatalf("line %d differs:\n%s\n%s", i, la, lb)
+}
+
+func TestCheckpointEncoding(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		cp   Checkpoint
+		text string
+	}{
+		{Checkpoint{Offset: 0, Next: 0}, "pzj1 0 0 0"},
+		{Checkpoint{Offset: 12, Watermark: time.Unix(1_767_225_600, 123_000_000), Next: 40}, "pzj1 12 1767225600123000000 40"},
+	}
+	for _, tt := range tests {
+		if got := tt.cp.String(); got != tt.text {
+			t.Errorf("%+v encodes as %q, want %q", tt.cp, got, tt.text)
+		}
+		back, err := ParseCheckpoint(tt.text)
+		if err != nil || back.Offset != tt.cp.Offset || back.Next != tt.cp.Next || !back.Watermark.Equal(tt.cp.Watermark) {
+			t.Errorf("%q decodes as %+v, %v", tt.text, back, err)
+		}
+	}
+	for _, bad := range []string{"", "something else", "pzj1 1 2", "pzj1 a b c", "pzj1 5 0 4", "pzj1 -1 0 0"} {
+		if cp, err := ParseCheckpoint(bad); err == nil {
+			t.Errorf("%q decodes as %+v, want an error", bad, cp)
 		}
 	}
 }

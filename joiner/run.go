@@ -2,15 +2,21 @@ package joiner
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"strconv"
-	"sync/atomic"
+	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/eventlog"
@@ -32,8 +38,12 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet, p string) {
 	fs.DurationVar(&c.RewardWait, p+"reward-wait", 10*time.Minute, "reward wait time: rewards count if they arrive within this long after the rank")
 	fs.DurationVar(&c.Backward, p+"backward-window", 2*time.Minute, "how long before its rank a reward may arrive (reordering) and still count")
+	fs.DurationVar(&c.Slack, p+"join-slack", 5*time.Second, "how far the watermark runs behind the newest record time, so slightly reordered records are on time")
 	fs.Var((*float32Value)(&c.DefaultReward), p+"default-reward", "reward of an event with no reward in its window")
-	fs.StringVar(&c.Aggregation, p+"reward-aggregation", Earliest, "how several rewards combine: earliest or sum")
+	c.Aggregation = Earliest
+	fs.Var((*aggregationValue)(&c.Aggregation), p+"reward-aggregation", "how several rewards combine: earliest, sum, average, median, min or max")
+	c.LearningMode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
+	fs.Var((*modeValue)(&c.LearningMode), p+"learning-mode", "Online, Apprentice (answer with the baseline, learn to imitate it) or LoggingOnly (answer with the baseline, learn nothing)")
 	fs.DurationVar(&c.TickInterval, p+"tick-interval", time.Second, "how often each owned partition gets a tick record, so idle windows close")
 	fs.DurationVar(&c.CommitInterval, p+"commit-interval", time.Second, "least time between offset commits of a partition")
 }
@@ -46,6 +56,33 @@ func (f *float32Value) Set(s string) error {
 	v, err := strconv.ParseFloat(s, 32)
 	*f = float32Value(v)
 	return err
+}
+
+// aggregationValue is a flag.Value for an [Aggregation]; Validate checks it.
+type aggregationValue Aggregation
+
+func (a *aggregationValue) String() string     { return string(*a) }
+func (a *aggregationValue) Set(s string) error { *a = aggregationValue(strings.ToLower(s)); return nil }
+
+// modeNames are Personalizer's names of the learning modes.
+var modeNames = map[eventsv1.LearningMode]string{
+	eventsv1.LearningMode_LEARNING_MODE_ONLINE:       "Online",
+	eventsv1.LearningMode_LEARNING_MODE_APPRENTICE:   "Apprentice",
+	eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY: "LoggingOnly",
+}
+
+// modeValue is a flag.Value for a learning mode, by Personalizer's name.
+type modeValue eventsv1.LearningMode
+
+func (m *modeValue) String() string { return modeNames[normalMode(eventsv1.LearningMode(*m))] }
+func (m *modeValue) Set(s string) error {
+	for mode, name := range modeNames {
+		if strings.EqualFold(s, name) {
+			*m = modeValue(mode)
+			return nil
+		}
+	}
+	return fmt.Errorf("learning mode must be Online, Apprentice or LoggingOnly, got %q", s)
 }
 
 // Validate reports settings that cannot work.
@@ -64,35 +101,60 @@ type Source interface {
 	Consume(ctx context.Context, fn eventlog.ClaimFunc) error
 }
 
-// Joiner joins the partitions it is given.
+// Joiner joins the partitions a consumer group gives it.
 type Joiner struct {
 	cfg   Config
 	log   *slog.Logger
 	src   Source
-	out   eventlog.Writer // personalizer.joined
+	out   eventlog.Writer // joined lines, audits, dead letters
 	ticks eventlog.Writer // personalizer.events
 	now   func() time.Time
 
-	emitted, learnable, undecodable atomic.Int64
+	mu      sync.Mutex
+	stats   Stats
+	changed chan struct{} // closed and replaced when stats change
 }
 
-// Counters are a [Joiner]'s totals over all partitions.
-type Counters struct {
-	Emitted     int64 // joined lines written and acknowledged
-	Learnable   int64 // of them, not marked _skipLearn
-	Undecodable int64 // records skipped because they did not decode
-}
-
-// New returns a joiner reading src and writing joined lines to out and
-// tick records to ticks. now stamps ticks only; the join itself uses the
-// records' times.
+// New returns a joiner reading src. It writes joined lines, audit records
+// and dead letters to out, which must put each record in its Partition
+// (modulo the topic's partition count) whether it has a key or not, and
+// tick records to ticks. now stamps ticks and paces commits; the join
+// itself uses only the records' times.
 func New(cfg Config, log *slog.Logger, src Source, out, ticks eventlog.Writer, now func() time.Time) *Joiner {
-	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now}
+	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, changed: make(chan struct{})}
 }
 
-// Counters returns the joiner's totals.
-func (j *Joiner) Counters() Counters {
-	return Counters{Emitted: j.emitted.Load(), Learnable: j.learnable.Load(), Undecodable: j.undecodable.Load()}
+// Counters returns the joiner's [Stats] summed over every partition it has
+// joined, each counted once the output it describes is acknowledged.
+func (j *Joiner) Counters() Stats {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.stats
+}
+
+// Wait blocks until cond holds for the joiner's counters or ctx ends.
+func (j *Joiner) Wait(ctx context.Context, cond func(Stats) bool) error {
+	for {
+		j.mu.Lock()
+		st, changed := j.stats, j.changed
+		j.mu.Unlock()
+		if cond(st) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+func (j *Joiner) addStats(s Stats) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.stats.Add(s)
+	close(j.changed)
+	j.changed = make(chan struct{})
 }
 
 // Run joins until ctx ends.
@@ -104,32 +166,119 @@ func (j *Joiner) Run(ctx context.Context) error {
 	return err
 }
 
-// claim joins one partition for one group generation. A fresh window
-// replays from the committed offset, so emitting again what an earlier
-// owner emitted but did not commit is expected; the learner drops repeats.
+// Sizes of the per-partition pipeline.
+const (
+	fetchQueue      = 1024    // records fetched ahead of the join
+	batchQueue      = 4       // output batches joined ahead of the write
+	batchRecords    = 1000    // most input records per batch
+	batchBytes      = 4 << 20 // most output bytes per batch
+	bufChunk        = 1 << 20 // a batch's buffer grows by chunks of this
+	flushGrace      = 5 * time.Second
+	maxWriteBackoff = 2 * time.Second
+)
+
+// batch is the output of consecutive input records, with the checkpoint to
+// commit once it is written. The keys and values of recs are slices of
+// buffers the batch allocates a chunk at a time; the last chunk is reused
+// once the batch is written.
+type batch struct {
+	recs  []eventlog.Record
+	buf   []byte // the chunk being filled
+	size  int    // bytes of keys and values in recs
+	cp    Checkpoint
+	stats Stats
+}
+
+// append adds a record whose key is key and whose value is what value
+// appends, which should take at most about size bytes. When buf is full it
+// starts a new one rather than grow it: the records already in the batch
+// keep pointing into the old one.
+func (b *batch) append(topic string, p int, key string, headers []eventlog.Header, at time.Time, size int, value func([]byte) []byte) {
+	if len(b.buf)+len(key)+size > cap(b.buf) {
+		b.buf = make([]byte, 0, max(bufChunk, len(key)+size))
+	}
+	start := len(b.buf)
+	b.buf = append(b.buf, key...)
+	k := b.buf[start:len(b.buf):len(b.buf)]
+	b.buf = value(b.buf)
+	v := b.buf[start+len(k) : len(b.buf) : len(b.buf)]
+	b.recs = append(b.recs, eventlog.Record{Topic: topic, Partition: p, Key: k, Value: v, Headers: headers, Time: at})
+	b.size += len(k) + len(v)
+}
+
+// claim joins one partition for one group generation, in three goroutines
+// it owns: fetch → join (the only one touching the window) → write and
+// commit, plus a ticker. A claim starts from the committed checkpoint:
+// it replays from the committed offset with the watermark the previous
+// owner had there, and suppresses what that owner already wrote, so a
+// rebalance repeats nothing and a crash repeats only what was written after
+// the last commit (the learner drops those repeats).
 func (j *Joiner) claim(ctx context.Context, c eventlog.Claim) error {
-	g, ctx := errgroup.WithContext(ctx)
-	records := make(chan eventlog.Record, 1024)
-	g.Go(func() error {
-		for {
-			rec, err := c.Fetch(ctx)
-			if err != nil {
-				return err
-			}
-			select {
-			case records <- rec:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+	p := c.Partition()
+	w := NewWindow(j.cfg.Rules)
+	if start, meta := c.Start(); meta != "" {
+		cp, err := ParseCheckpoint(meta)
+		switch {
+		case err != nil:
+			j.log.Warn("ignoring commit metadata", "partition", p, "err", err)
+		case cp.Offset != start:
+			j.log.Warn("ignoring checkpoint of another offset", "partition", p, "committed", start, "checkpoint", cp.Offset)
+		default:
+			w.Resume(cp)
 		}
+	}
+	records := make(chan eventlog.Record, fetchQueue)
+	batches := make(chan batch, batchQueue)
+	// Written batches come back to be filled again.
+	free := make(chan batch, batchQueue+2)
+	// Writes outlive ctx by flushGrace, so that what was joined before a
+	// rebalance is written and committed and the next owner need not
+	// repeat it.
+	wctx, cancelWrites := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWrites()
+	g, gctx := errgroup.WithContext(ctx)
+	stop := context.AfterFunc(gctx, func() { time.AfterFunc(flushGrace, cancelWrites) })
+	defer stop()
+	g.Go(func() error { return j.fetch(gctx, c, records) })
+	g.Go(func() error { return j.tick(gctx, p) })
+	g.Go(func() error {
+		defer close(batches)
+		return j.join(gctx, p, w, records, batches, free)
 	})
-	g.Go(func() error { return j.tick(ctx, c.Partition()) })
-	g.Go(func() error { return j.join(ctx, c, records) })
+	g.Go(func() error { return j.write(wctx, c, batches, free) })
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// fetch feeds records until ctx ends. Fetch errors are retried: a
+// partition must not stop for a broker hiccup.
+func (j *Joiner) fetch(ctx context.Context, c eventlog.Claim, records chan<- eventlog.Record) error {
+	backoff := 50 * time.Millisecond
+	for {
+		rec, err := c.Fetch(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			j.log.Warn("fetch failed; retrying", "partition", c.Partition(), "err", err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxWriteBackoff)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		select {
+		case records <- rec:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // tick writes a tick record into partition p every TickInterval.
@@ -154,14 +303,12 @@ func (j *Joiner) tick(ctx context.Context, p int) error {
 	}
 }
 
-// join owns the partition's window: it applies records, writes what they
-// close, and commits.
-func (j *Joiner) join(ctx context.Context, c eventlog.Claim, records <-chan eventlog.Record) error {
-	w := NewWindow(j.cfg.Rules)
-	var out []eventlog.Record
-	var line []byte
-	lastCommit := j.now()
-	committed := int64(-1)
+// join owns the partition's window: it applies records and hands what
+// they produce, with the checkpoint after them, to the writer.
+func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan eventlog.Record, batches chan<- batch, free <-chan batch) error {
+	var out Output
+	var fc floatCache
+	prev := w.Stats()
 	for {
 		var rec eventlog.Record
 		select {
@@ -169,106 +316,286 @@ func (j *Joiner) join(ctx context.Context, c eventlog.Claim, records <-chan even
 			return ctx.Err()
 		case rec = <-records:
 		}
+		var b batch
+		select {
+		case b = <-free:
+		default:
+		}
 		// Take what is already fetched, so output is written in batches.
-		for n := 0; ; n++ {
-			in, err := decode(rec)
-			if err != nil {
-				j.undecodable.Add(1)
-				j.log.Warn("skipping undecodable record", "partition", rec.Partition, "offset", rec.Offset, "err", err)
-				in = Input{Kind: Tick, Time: rec.Time, Offset: rec.Offset}
-			}
-			for _, jd := range w.Add(in) {
-				line = AppendDSJSON(line[:0], &jd)
-				out = append(out, eventlog.Record{
-					Topic:   eventlog.JoinedTopic,
-					Key:     []byte(jd.Key),
-					Value:   append([]byte(nil), line...),
-					Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeJoined)}},
-					Time:    jd.Time,
-				})
-				if jd.Learnable {
-					j.learnable.Add(1)
-				}
-			}
-			if n == 1000 || len(records) == 0 {
+		for n := 1; ; n++ {
+			w.Add(decode(rec), &out)
+			render(&b, p, &out, &rec, &fc)
+			out.Reset()
+			if n == batchRecords || b.size >= batchBytes || len(records) == 0 {
 				break
 			}
 			rec = <-records
 		}
-		if len(out) > 0 {
-			if err := j.write(ctx, out); err != nil {
-				return err
-			}
-			j.emitted.Add(int64(len(out)))
-			clear(out)
-			out = out[:0]
-		}
-		if now := j.now(); now.Sub(lastCommit) >= j.cfg.CommitInterval {
-			if off := w.CommitOffset(); off != committed {
-				if err := c.Commit(ctx, off); err != nil {
-					return fmt.Errorf("commit partition %d offset %d: %w", c.Partition(), off, err)
-				}
-				committed = off
-			}
-			lastCommit = now
+		b.cp = w.Checkpoint()
+		st := w.Stats()
+		b.stats, prev = st.Sub(prev), st
+		select {
+		case batches <- b:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
 
-// write retries until the joined lines are acknowledged or ctx ends: the
-// partition must not move past output that is not stored.
-func (j *Joiner) write(ctx context.Context, recs []eventlog.Record) error {
+var (
+	joinedHeaders = []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeJoined)}}
+	auditHeaders  = []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeAudit)}}
+)
+
+// render appends out's records to b, all in partition p. rec is the
+// input that produced out; fc is the join goroutine's float cache.
+func render(b *batch, p int, out *Output, rec *eventlog.Record, fc *floatCache) {
+	for i := range out.Joined {
+		jd := &out.Joined[i]
+		size := len(jd.Rank.GetContext()) + 40*len(jd.Rank.GetRanking()) + 60*len(jd.Outcomes) + 512
+		b.append(eventlog.JoinedTopic, p, jd.Key, joinedHeaders, jd.Time, size, func(buf []byte) []byte { return appendDSJSON(buf, jd, fc) })
+	}
+	for i := range out.Audits {
+		a := &out.Audits[i]
+		b.append(eventlog.AuditTopic, p, a.Key, auditHeaders, a.Outcome.Time, 512, func(buf []byte) []byte { return AppendAudit(buf, a, p) })
+	}
+	for _, bad := range out.Bad {
+		hs := append(slices.Clip(rec.Headers),
+			eventlog.Header{Key: eventlog.DeadLetterPartitionHeader, Value: strconv.AppendInt(nil, int64(p), 10)},
+			eventlog.Header{Key: eventlog.DeadLetterOffsetHeader, Value: strconv.AppendInt(nil, bad.Offset, 10)},
+			eventlog.Header{Key: eventlog.DeadLetterErrorHeader, Value: []byte(bad.Err.Error())})
+		b.recs = append(b.recs, eventlog.Record{Topic: eventlog.DeadLetterTopic, Partition: p, Key: rec.Key, Value: rec.Value, Headers: hs, Time: rec.Time})
+		b.size += len(rec.Key) + len(rec.Value)
+	}
+}
+
+// write writes batches in order and commits their checkpoints, at most
+// every CommitInterval, and once more when the claim ends. Its ctx ends
+// flushGrace after the claim's.
+func (j *Joiner) write(ctx context.Context, c eventlog.Claim, batches <-chan batch, free chan<- batch) error {
+	var acked, committed Checkpoint
+	lastCommit := j.now()
+	commit := func(ctx context.Context) {
+		if acked == committed {
+			return
+		}
+		if err := c.Commit(ctx, acked.Offset, acked.String()); err != nil {
+			// The next commit covers this one; a lost generation
+			// ends the claim through its context.
+			j.log.Warn("commit failed", "partition", c.Partition(), "offset", acked.Offset, "err", err)
+			return
+		}
+		committed = acked
+	}
+	for b := range batches {
+		if len(b.recs) > 0 {
+			if err := j.writeAll(ctx, b.recs); err != nil {
+				return err
+			}
+		}
+		acked = b.cp
+		j.addStats(b.stats)
+		// The writer holds no reference to a batch it acknowledged.
+		clear(b.recs)
+		b.recs, b.buf, b.size = b.recs[:0], b.buf[:0], 0
+		select {
+		case free <- b:
+		default:
+		}
+		if now := j.now(); now.Sub(lastCommit) >= j.cfg.CommitInterval {
+			commit(ctx)
+			lastCommit = now
+		}
+	}
+	if acked.Next > 0 {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushGrace)
+		defer cancel()
+		commit(cctx)
+	}
+	return nil
+}
+
+// writeAll retries until recs are acknowledged or ctx ends: the partition
+// must not move past output that is not stored.
+func (j *Joiner) writeAll(ctx context.Context, recs []eventlog.Record) error {
 	backoff := 50 * time.Millisecond
 	for {
 		err := j.out.Write(ctx, recs...)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		j.log.Warn("joined write failed; retrying", "records", len(recs), "err", err)
+		j.log.Warn("joiner output write failed; retrying", "records", len(recs), "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, maxWriteBackoff)
 	}
 }
 
-// decode turns an events record into an [Input].
-func decode(rec eventlog.Record) (Input, error) {
+// decode turns an events record into an [Input]; a record that does not
+// decode, or decodes to something the join cannot use, is [Bad].
+func decode(rec eventlog.Record) Input {
 	in := Input{Key: string(rec.Key), Time: rec.Time, Offset: rec.Offset}
+	var err error
 	switch typ := rec.Type(); typ {
 	case eventlog.TypeTick:
 		in.Kind = Tick
+		return in
 	case eventlog.TypeRank:
-		ev := new(eventsv1.RankEvent)
-		if err := proto.Unmarshal(rec.Value, ev); err != nil {
-			return in, fmt.Errorf("rank: %w", err)
-		}
-		n := len(ev.GetRanking())
-		if n == 0 || len(ev.GetProbabilities()) != n || len(ev.GetContext()) == 0 {
-			return in, fmt.Errorf("rank %q: %d ranked, %d probabilities, %d bytes of context", ev.GetEventId(), n, len(ev.GetProbabilities()), len(ev.GetContext()))
-		}
-		for _, a := range ev.GetRanking() {
-			if int(a) >= n {
-				return in, fmt.Errorf("rank %q: ranking names action %d of %d", ev.GetEventId(), a, n)
-			}
+		var ev *eventsv1.RankEvent
+		if ev, err = unmarshalRank(rec.Value); err == nil {
+			err = checkRank(ev)
 		}
 		in.Kind, in.Rank = Rank, ev
 	case eventlog.TypeReward:
-		ev := new(eventsv1.RewardEvent)
-		if err := proto.Unmarshal(rec.Value, ev); err != nil {
-			return in, fmt.Errorf("reward: %w", err)
+		var ev eventsv1.RewardEvent
+		if err = proto.Unmarshal(rec.Value, &ev); err == nil && !finite(ev.GetValue()) {
+			err = fmt.Errorf("reward value %v", ev.GetValue())
 		}
-		in.Kind, in.Value = Reward, ev.GetValue()
+		in.Kind, in.Value, in.ID = Reward, ev.GetValue(), ev.GetId()
 	case eventlog.TypeActivate:
-		ev := new(eventsv1.ActivateEvent)
-		if err := proto.Unmarshal(rec.Value, ev); err != nil {
-			return in, fmt.Errorf("activate: %w", err)
-		}
-		in.Kind = Activate
+		var ev eventsv1.ActivateEvent
+		err = proto.Unmarshal(rec.Value, &ev)
+		in.Kind, in.ID = Activate, ev.GetId()
 	default:
-		return in, fmt.Errorf("unknown record type %q", typ)
+		err = fmt.Errorf("unknown record type %q", typ)
 	}
-	return in, nil
+	if err == nil && in.Key == "" {
+		err = errors.New("no key")
+	}
+	if err != nil {
+		return Input{Kind: Bad, Time: rec.Time, Offset: rec.Offset, Err: fmt.Errorf("%s record: %w", rec.Type(), err)}
+	}
+	return in
 }
+
+// unmarshalRank decodes a RankEvent as proto.Unmarshal does, except that
+// Context is not copied but points into b: the context is most of a rank
+// record's bytes, and the joiner keeps it until the window closes anyway,
+// so the record's buffer is kept instead of a copy of it. b must not
+// change afterwards.
+func unmarshalRank(b []byte) (*eventsv1.RankEvent, error) {
+	ev := new(eventsv1.RankEvent)
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		if !num.IsValid() {
+			return nil, fmt.Errorf("invalid field number %d", num)
+		}
+		b = b[n:]
+		var v []byte
+		var x uint64
+		switch {
+		case typ == protowire.BytesType:
+			v, n = protowire.ConsumeBytes(b)
+		case typ == protowire.VarintType:
+			x, n = protowire.ConsumeVarint(b)
+		case typ == protowire.Fixed32Type:
+			var f uint32
+			f, n = protowire.ConsumeFixed32(b)
+			x = uint64(f)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			num = 0 // skip
+		}
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		var err error
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			ev.Loop, err = utf8String(v)
+		case num == 2 && typ == protowire.BytesType:
+			ev.EventId, err = utf8String(v)
+		case num == 3 && typ == protowire.BytesType:
+			ev.Context = v[:len(v):len(v)]
+		case num == 4 && typ == protowire.VarintType:
+			ev.Ranking = append(ev.Ranking, uint32(x))
+		case num == 4 && typ == protowire.BytesType: // packed
+			ev.Ranking = slices.Grow(ev.Ranking, countVarints(v))
+			for len(v) > 0 {
+				x, n := protowire.ConsumeVarint(v)
+				if n < 0 {
+					return nil, protowire.ParseError(n)
+				}
+				ev.Ranking, v = append(ev.Ranking, uint32(x)), v[n:]
+			}
+		case num == 5 && typ == protowire.Fixed32Type:
+			ev.Probabilities = append(ev.Probabilities, math.Float32frombits(uint32(x)))
+		case num == 5 && typ == protowire.BytesType: // packed
+			if len(v)%4 != 0 {
+				return nil, errors.New("probabilities: truncated")
+			}
+			ev.Probabilities = slices.Grow(ev.Probabilities, len(v)/4)
+			for ; len(v) > 0; v = v[4:] {
+				ev.Probabilities = append(ev.Probabilities, math.Float32frombits(binary.LittleEndian.Uint32(v)))
+			}
+		case num == 6 && typ == protowire.VarintType:
+			ev.Deferred = x != 0
+		case num == 7 && typ == protowire.BytesType:
+			ev.ModelVersion, err = utf8String(v)
+		case num == 8 && typ == protowire.VarintType:
+			ev.LearningMode = eventsv1.LearningMode(int32(x))
+		case num == 9 && typ == protowire.Fixed32Type:
+			ev.Pdrop = math.Float32frombits(uint32(x))
+		case num >= 1 && num <= 9:
+			return nil, fmt.Errorf("field %d has wire type %d", num, typ)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return ev, nil
+}
+
+// countVarints counts the varints in b by their last bytes.
+func countVarints(b []byte) int {
+	n := 0
+	for _, c := range b {
+		if c < 0x80 {
+			n++
+		}
+	}
+	return n
+}
+
+func utf8String(b []byte) (string, error) {
+	if !utf8.Valid(b) {
+		return "", errors.New("string field is not UTF-8")
+	}
+	return string(b), nil
+}
+
+// checkRank rejects a rank the DSJson line could not be written from.
+func checkRank(ev *eventsv1.RankEvent) error {
+	ranking, probs := ev.GetRanking(), ev.GetProbabilities()
+	n := len(ranking)
+	switch ctx := ev.GetContext(); {
+	case n == 0 || len(probs) != n:
+		return fmt.Errorf("%d ranked actions, %d probabilities", n, len(probs))
+	case len(ctx) < 2 || ctx[0] != '{' || ctx[len(ctx)-1] != '}':
+		return errors.New("context is not a JSON object")
+	case !(probs[0] > 0 && probs[0] <= 1):
+		return fmt.Errorf("chosen action has probability %v", probs[0])
+	case !(ev.GetPdrop() >= 0 && ev.GetPdrop() < 1):
+		return fmt.Errorf("pdrop %v is not in [0, 1)", ev.GetPdrop())
+	}
+	seen := make([]bool, n)
+	for i, a := range ranking {
+		if int(a) >= n || seen[a] {
+			return fmt.Errorf("ranking names action %d of %d twice or out of range", a, n)
+		}
+		seen[a] = true
+		if !finite(probs[i]) || probs[i] < 0 || probs[i] > 1 {
+			return fmt.Errorf("probability %v", probs[i])
+		}
+	}
+	return nil
+}
+
+func finite(v float32) bool { return !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) }

@@ -33,6 +33,10 @@ type Config struct {
 	Dir string
 	// Remember is how many recent event keys are kept to drop repeats.
 	Remember int
+	// Learned, when set, is called from Run's goroutine with the key and
+	// the cost of every event learned, after the model learned it. Tests
+	// use it to check exactly what reached the model.
+	Learned func(key []byte, cost float32)
 }
 
 // RegisterFlags registers the learner's flags with prefix p.
@@ -186,8 +190,40 @@ func (l *Learner) Wait(ctx context.Context, cond func(Stats) bool) error {
 type Open func(ctx context.Context, start map[int]int64) (eventlog.Reader, error)
 
 // Run learns until ctx ends, publishing a version every ExportEvery, and
-// a last one on the way out.
+// a last one on the way out. When reading fails (a broker restart, say)
+// it reopens the reader where it stands and goes on.
 func (l *Learner) Run(ctx context.Context, open Open) error {
+	export := time.NewTicker(l.cfg.ExportEvery)
+	defer export.Stop()
+	backoff := 100 * time.Millisecond
+	for {
+		err := l.read(ctx, open, export.C)
+		var failed exportError
+		switch {
+		case ctx.Err() != nil:
+			return l.export()
+		case errors.As(err, &failed):
+			return failed.err
+		}
+		l.log.Warn("reading joined events failed; reopening", "loop", l.cfg.Loop, "backoff", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return l.export()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// exportError is a failed export, which ends Run.
+type exportError struct{ err error }
+
+func (e exportError) Error() string { return e.err.Error() }
+
+// read learns from a reader opened at the learner's offsets until ctx ends
+// or reading fails. Records fetched but not learned are dropped with the
+// reader: the next one starts after the last record learned.
+func (l *Learner) read(ctx context.Context, open Open, export <-chan time.Time) error {
 	r, err := open(ctx, l.offsets)
 	if err != nil {
 		return fmt.Errorf("open joined events: %w", err)
@@ -213,25 +249,19 @@ func (l *Learner) Run(ctx context.Context, open Open) error {
 	}()
 	defer func() { stop(); <-fetchErr }()
 
-	export := time.NewTicker(l.cfg.ExportEvery)
-	defer export.Stop()
 	var batch Stats
+	defer l.addStats(&batch)
 	for {
 		select {
 		case <-ctx.Done():
-			l.addStats(&batch)
-			return l.export()
+			return ctx.Err()
 		case err := <-fetchErr:
 			fetchErr <- err // for the deferred wait
-			l.addStats(&batch)
-			if ctx.Err() != nil {
-				return l.export()
-			}
 			return fmt.Errorf("read joined events: %w", err)
-		case <-export.C:
+		case <-export:
 			l.addStats(&batch)
 			if err := l.export(); err != nil {
-				return err
+				return exportError{err}
 			}
 		case rec := <-recs:
 			l.learn(rec, &batch)
@@ -269,6 +299,10 @@ func (l *Learner) learn(rec eventlog.Record, batch *Stats) {
 	}
 	batch.Learned++
 	l.dirty = true
+	if l.cfg.Learned != nil {
+		_, cost, _, _ := l.ev.Label()
+		l.cfg.Learned(rec.Key, cost)
+	}
 }
 
 // addStats folds batch into the shared stats and wakes waiters.

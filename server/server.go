@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,12 @@ import (
 type Config struct {
 	Loop   string // the learning loop this server answers for; keys are Loop/eventId
 	Limits Limits
+	// LearningMode is Personalizer's learningMode; unspecified is
+	// online. In apprentice mode Rank answers with the baseline (the
+	// first eligible action, the rest in request order) and logs the
+	// model's decision, so that the model learns to imitate the baseline;
+	// in logging-only mode it answers and logs the baseline order.
+	LearningMode eventsv1.LearningMode
 }
 
 // ModelSource delivers published model versions.
@@ -62,6 +69,7 @@ type scratch struct {
 	ev       bandit.Event
 	pred     bandit.Prediction
 	pmf      []bandit.ActionProb
+	baseline []bandit.ActionProb // eligible actions in request order
 	excluded []bool
 	context  []byte
 }
@@ -231,28 +239,55 @@ func (s *Server) rank(req *personalizerv1.RankRequest) (*personalizerv1.RankResp
 	// Sample, then put the sampled action first as VW's clients do.
 	k := bandit.SampleIndex(eventID, sc.pmf)
 	sc.pmf[0], sc.pmf[k] = sc.pmf[k], sc.pmf[0]
+	// logged is the decision the rank record carries and answer the one
+	// the caller gets. Online, both are the model's. Apprentice logs the
+	// model's decision and answers with the baseline order (the first
+	// eligible action first). LoggingOnly logs and answers the baseline
+	// order, with the model's probabilities, as Personalizer's client
+	// library reset the ranking before logging there.
+	mode := s.cfg.LearningMode
+	if mode == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
+		mode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
+	}
+	logged, answer := sc.pmf, sc.pmf
+	if mode != eventsv1.LearningMode_LEARNING_MODE_ONLINE {
+		sc.baseline = sc.baseline[:0]
+		for i := range eligible {
+			sc.baseline = append(sc.baseline, bandit.ActionProb{Action: i})
+		}
+		for _, ap := range sc.pmf {
+			sc.baseline[ap.Action].Prob = ap.Prob
+		}
+		answer = sc.baseline
+		if mode == eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY {
+			logged = sc.baseline
+		}
+	}
 
 	resp := &personalizerv1.RankResponse{
 		Ranking:        make([]*personalizerv1.RankedAction, 0, len(actions)),
 		EventId:        eventID,
-		RewardActionId: eligible[sc.pmf[0].Action].GetId(),
+		RewardActionId: eligible[answer[0].Action].GetId(),
 	}
 	ev := &eventsv1.RankEvent{
 		Loop:          s.cfg.Loop,
 		EventId:       eventID,
 		Context:       sc.appendContext(req.GetContextFeatures(), eligible),
-		Ranking:       make([]uint32, len(sc.pmf)),
-		Probabilities: make([]float32, len(sc.pmf)),
+		Ranking:       make([]uint32, len(logged)),
+		Probabilities: make([]float32, len(logged)),
 		Deferred:      req.GetDeferActivation(),
+		LearningMode:  mode,
 	}
 	if sm != nil {
 		resp.ModelVersion = sm.label
 		ev.ModelVersion = sm.label
 	}
-	for i, ap := range sc.pmf {
-		resp.Ranking = append(resp.Ranking, &personalizerv1.RankedAction{Id: eligible[ap.Action].GetId(), Probability: ap.Prob})
+	for i, ap := range logged {
 		ev.Ranking[i] = uint32(ap.Action)
 		ev.Probabilities[i] = ap.Prob
+	}
+	for _, ap := range answer {
+		resp.Ranking = append(resp.Ranking, &personalizerv1.RankedAction{Id: eligible[ap.Action].GetId(), Probability: ap.Prob})
 	}
 	for i, a := range actions {
 		if excluded[i] {
@@ -272,7 +307,7 @@ func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) 
 	if err := s.cfg.Limits.validateReward(req); err != nil {
 		return nil, s.toStatus(err)
 	}
-	ev := &eventsv1.RewardEvent{Loop: s.cfg.Loop, EventId: req.GetEventId(), Value: req.GetValue()}
+	ev := &eventsv1.RewardEvent{Loop: s.cfg.Loop, EventId: req.GetEventId(), Value: req.GetValue(), Id: outcomeID()}
 	if err := s.publish(eventlog.TypeReward, req.GetEventId(), ev); err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -284,11 +319,21 @@ func (s *Server) Activate(ctx context.Context, req *personalizerv1.ActivateReque
 	if err := s.cfg.Limits.validateEventID("event_id", req.GetEventId()); err != nil {
 		return nil, s.toStatus(err)
 	}
-	ev := &eventsv1.ActivateEvent{Loop: s.cfg.Loop, EventId: req.GetEventId()}
+	ev := &eventsv1.ActivateEvent{Loop: s.cfg.Loop, EventId: req.GetEventId(), Id: outcomeID()}
 	if err := s.publish(eventlog.TypeActivate, req.GetEventId(), ev); err != nil {
 		return nil, s.toStatus(err)
 	}
 	return &personalizerv1.ActivateResponse{}, nil
+}
+
+// outcomeID returns a random non-zero id for a reward or activate record:
+// copies a writer retry makes share it, two calls never do (in practice).
+func outcomeID() uint64 {
+	for {
+		if id := mrand.Uint64(); id != 0 {
+			return id
+		}
+	}
 }
 
 // publish queues one event record keyed loop/eventId.

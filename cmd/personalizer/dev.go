@@ -35,6 +35,7 @@ type devConfig struct {
 	Loop        string
 	EventBuffer int
 	LogLevel    string
+	Compression string
 	Broker      kafkalog.BrokerConfig
 	Joiner      joiner.Config
 	Learner     learner.Config
@@ -47,11 +48,13 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Loop, "loop", "default", "learning loop name")
 	fs.IntVar(&c.EventBuffer, "event-buffer", 100000, "records the server buffers while the broker is slow or away")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.Compression, "kafka-compression", "none", "compression of the records written to Kafka: none, gzip, snappy, lz4 or zstd")
 	c.Broker.RegisterFlags(fs, "")
 	c.Joiner.RegisterFlags(fs, "")
 	c.Learner.RegisterFlags(fs, "")
 	// Seconds, not Personalizer's minutes, so that learning shows at once.
 	setDefault(fs, "reward-wait", "2s")
+	setDefault(fs, "join-slack", "250ms")
 	setDefault(fs, "tick-interval", "500ms")
 	setDefault(fs, "model-export-frequency", "2s")
 }
@@ -60,7 +63,8 @@ func (c *devConfig) validate() error {
 	c.Broker.DataDir = filepath.Join(c.DataDir, "broker")
 	c.Learner.Dir = filepath.Join(c.DataDir, "learner", c.Loop)
 	c.Learner.Loop = c.Loop
-	return errors.Join(c.Broker.Validate(), c.Joiner.Validate(), c.Learner.Validate())
+	return errors.Join(c.Broker.Validate(), c.Joiner.Validate(), c.Learner.Validate(),
+		kafkalog.WriterConfig{Compression: c.Compression}.Validate())
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -95,7 +99,7 @@ type dev struct {
 	log     *slog.Logger
 	broker  *kafkalog.Broker
 	events  *kafkalog.Writer // personalizer.events: server records and ticks
-	joined  *kafkalog.Writer // personalizer.joined
+	joined  *kafkalog.Writer // joiner output: personalizer.joined, .audit, .deadletter
 	pub     *server.Publisher
 	srv     *server.Server
 	joiner  *joiner.Joiner
@@ -160,8 +164,8 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
 	brokers := d.broker.Addrs()
-	d.events = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.EventsTopic})
-	d.joined = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.JoinedTopic})
+	d.events = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.EventsTopic, Compression: cfg.Compression})
+	d.joined = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, ByPartition: true, Compression: cfg.Compression})
 	d.store = learner.NewStore()
 	if d.learner, err = learner.New(cfg.Learner, log, d.store, time.Now); err != nil {
 		d.closeKafka()
@@ -170,7 +174,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: "personalizer-joiner", Topic: eventlog.EventsTopic}, log)
 	d.joiner = joiner.New(cfg.Joiner, log, group, d.joined, d.events, time.Now)
 	d.pub = server.NewPublisher(d.events, cfg.EventBuffer, log)
-	d.srv = server.New(server.Config{Loop: cfg.Loop}, d.pub, log, time.Now)
+	d.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.Joiner.LearningMode}, d.pub, log, time.Now)
 	if mv := d.store.Latest(); mv != nil { // resumed: serve the learned model from the first request
 		if err := d.srv.Load(mv); err != nil {
 			d.closeKafka()

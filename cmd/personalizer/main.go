@@ -29,6 +29,8 @@ const usage = `usage: personalizer <command> [flags]
 
 commands:
   dev        run everything in one process: gRPC server, joiner, learner and an embedded Kafka broker
+  broker     run the embedded Kafka broker alone
+  joiner     join rank and reward records from Kafka into DSJson (one member of the joiners' group)
   simulate   drive a running service with simulated users and print the reward it collects
   train      train offline on a DSJson file, like vw --dsjson
   bench      load a running service with Rank requests and report QPS and latency
@@ -46,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer, func(string) string) error{
 		"dev":      runDev,
+		"broker":   runBroker,
+		"joiner":   runJoiner,
 		"simulate": runSimulate,
 		"train":    runTrain,
 		"bench":    runBench,

@@ -77,7 +77,7 @@ func BenchmarkGroupFetch(b *testing.B) {
 				return err
 			}
 			if i%1000 == 0 {
-				if err := c.Commit(ctx, rec.Offset+1); err != nil {
+				if err := c.Commit(ctx, rec.Offset+1, ""); err != nil {
 					return err
 				}
 			}

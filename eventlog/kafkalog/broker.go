@@ -25,16 +25,24 @@ type BrokerConfig struct {
 	// EventsPartitions is the partition count of [eventlog.EventsTopic]
 	// when it is created. Default 4.
 	EventsPartitions int
-	// JoinedPartitions is the partition count of [eventlog.JoinedTopic]
-	// when it is created. Default 1.
+	// JoinedPartitions is the partition count of [eventlog.JoinedTopic],
+	// [eventlog.AuditTopic] and [eventlog.DeadLetterTopic] when they are
+	// created. Default: EventsPartitions, so that each joined partition
+	// holds exactly what the joiner made of one events partition.
 	JoinedPartitions int
+	// MinSessionTimeout is the least session timeout the broker grants a
+	// group member (Kafka's group.min.session.timeout.ms). Default 6s;
+	// tests lower it to notice killed members sooner.
+	MinSessionTimeout time.Duration
+	// WrapConn, when set, wraps every connection the broker accepts. Tests
+	// use it to inject network faults.
+	WrapConn func(net.Conn) net.Conn
 }
 
 // Default values of [BrokerConfig].
 const (
 	DefaultBrokerAddr       = "127.0.0.1:9092"
 	DefaultEventsPartitions = 4
-	DefaultJoinedPartitions = 1
 )
 
 // RegisterFlags registers the broker flags on fs, each name prefixed with
@@ -44,7 +52,8 @@ const (
 func (c *BrokerConfig) RegisterFlags(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&c.Addr, prefix+"broker-addr", DefaultBrokerAddr, "embedded broker listen and advertised address (host:port)")
 	fs.IntVar(&c.EventsPartitions, prefix+"events-partitions", DefaultEventsPartitions, "partitions of "+eventlog.EventsTopic+" when the broker creates it")
-	fs.IntVar(&c.JoinedPartitions, prefix+"joined-partitions", DefaultJoinedPartitions, "partitions of "+eventlog.JoinedTopic+" when the broker creates it")
+	fs.IntVar(&c.JoinedPartitions, prefix+"joined-partitions", 0, "partitions of "+eventlog.JoinedTopic+", "+eventlog.AuditTopic+" and "+eventlog.DeadLetterTopic+" when the broker creates them (0: as many as "+eventlog.EventsTopic+")")
+	fs.DurationVar(&c.MinSessionTimeout, prefix+"min-session-timeout", 6*time.Second, "least session timeout the broker grants a consumer group member")
 }
 
 // Validate reports whether c can start a broker. Zero Addr and partition
@@ -55,6 +64,9 @@ func (c *BrokerConfig) Validate() error {
 	}
 	if c.EventsPartitions < 0 || c.JoinedPartitions < 0 {
 		return fmt.Errorf("partition counts must not be negative, got events %d, joined %d", c.EventsPartitions, c.JoinedPartitions)
+	}
+	if c.MinSessionTimeout < 0 {
+		return fmt.Errorf("min session timeout must not be negative, got %v", c.MinSessionTimeout)
 	}
 	if c.Addr == "" {
 		return nil
@@ -79,7 +91,10 @@ func (c BrokerConfig) withDefaults() BrokerConfig {
 		c.EventsPartitions = DefaultEventsPartitions
 	}
 	if c.JoinedPartitions == 0 {
-		c.JoinedPartitions = DefaultJoinedPartitions
+		c.JoinedPartitions = c.EventsPartitions
+	}
+	if c.MinSessionTimeout == 0 {
+		c.MinSessionTimeout = 6 * time.Second
 	}
 	return c
 }
@@ -104,9 +119,14 @@ func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 		// address instead lets a host name or another loopback address
 		// work, and kfake advertises whatever the listener reports.
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
-			return net.Listen(network, cfg.Addr)
+			l, err := net.Listen(network, cfg.Addr)
+			if err != nil || cfg.WrapConn == nil {
+				return l, err
+			}
+			return wrappedListener{l, cfg.WrapConn}, nil
 		}),
 		kfake.DataDir(cfg.DataDir),
+		kfake.GroupMinSessionTimeout(cfg.MinSessionTimeout),
 		kfake.WithLogger(kfakeLogger{log}),
 	)
 	if err != nil {
@@ -118,6 +138,8 @@ func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 	err = EnsureTopics(ctx, b.Addrs(),
 		TopicSpec{Name: eventlog.EventsTopic, Partitions: cfg.EventsPartitions},
 		TopicSpec{Name: eventlog.JoinedTopic, Partitions: cfg.JoinedPartitions},
+		TopicSpec{Name: eventlog.AuditTopic, Partitions: cfg.JoinedPartitions},
+		TopicSpec{Name: eventlog.DeadLetterTopic, Partitions: cfg.JoinedPartitions},
 	)
 	if err != nil {
 		c.Close()
@@ -136,6 +158,20 @@ func (b *Broker) Cluster() *kfake.Cluster { return b.c }
 // Close stops the broker and flushes its state to the data dir. It is safe
 // to call more than once.
 func (b *Broker) Close() { b.c.Close() }
+
+// wrappedListener wraps the connections a listener accepts.
+type wrappedListener struct {
+	net.Listener
+	wrap func(net.Conn) net.Conn
+}
+
+func (l wrappedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.wrap(c), nil
+}
 
 // kfakeLogger sends kfake's logs to slog. kfake logs every request at info,
 // so its info becomes our debug.

@@ -4,11 +4,14 @@
 //
 // It owns: converting kafka.Message to and from [eventlog.Record]; the
 // partitioning rule (a keyed record goes to the partition its key hashes to
-// with kafka-go's Hash balancer, a keyless record to [eventlog.Record.Partition]);
-// producer, fetch and consumer-group settings; topic creation.
+// with kafka-go's Hash balancer, a keyless record to [eventlog.Record.Partition],
+// and with [WriterConfig.ByPartition] every record to its Partition);
+// producer, fetch and consumer-group settings; committing offsets with
+// metadata and reading them back when a claim starts; topic creation.
 //
 // kafkalog is the only package of the project that imports kafka-go, kfake or
-// franz-go. It must never commit an offset by itself: offsets move only through
+// franz-go (tests elsewhere inject broker faults through [Broker.Cluster]
+// with kfake's own types). It must never commit an offset by itself: offsets move only through
 // [eventlog.Claim.Commit], so the joiner decides what is durable. It must never
 // run the embedded broker without a data directory, because kfake then keeps
 // every record in memory.

@@ -97,6 +97,12 @@ func (g *Group) Consume(ctx context.Context, fn eventlog.ClaimFunc) error {
 	defer fail(nil)
 	stop := context.AfterFunc(runCtx, func() { cg.Close() })
 	defer stop()
+	// Offsets are committed and read back through a Client rather than
+	// the Generation, whose CommitOffsets cannot carry metadata. The
+	// transport sends group requests to the group's coordinator.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(g.cfg.Brokers...), Transport: tr}
 
 	for runCtx.Err() == nil {
 		gen, err := cg.Next(runCtx)
@@ -109,7 +115,7 @@ func (g *Group) Consume(ctx context.Context, fn eventlog.ClaimFunc) error {
 		}
 		g.log.Debug("consumer group generation", "group", g.cfg.GroupID, "generation", gen.ID,
 			"member", gen.MemberID, "partitions", len(gen.Assignments[g.cfg.Topic]))
-		g.runGeneration(runCtx, gen, fn, fail)
+		g.runGeneration(runCtx, gen, client, fn, fail)
 	}
 	cg.Close()
 	if ctx.Err() != nil {
@@ -120,7 +126,7 @@ func (g *Group) Consume(ctx context.Context, fn eventlog.ClaimFunc) error {
 
 // runGeneration runs one claim per assigned partition and returns when all
 // of them returned, which happens when the generation ends.
-func (g *Group) runGeneration(ctx context.Context, gen *kafka.Generation, fn eventlog.ClaimFunc, fail context.CancelCauseFunc) {
+func (g *Group) runGeneration(ctx context.Context, gen *kafka.Generation, client *kafka.Client, fn eventlog.ClaimFunc, fail context.CancelCauseFunc) {
 	var wg sync.WaitGroup
 	for _, a := range gen.Assignments[g.cfg.Topic] {
 		wg.Add(1)
@@ -129,13 +135,13 @@ func (g *Group) runGeneration(ctx context.Context, gen *kafka.Generation, fn eve
 		// the offset this claim has not committed yet) while it runs.
 		gen.Start(func(genCtx context.Context) {
 			defer wg.Done()
-			g.runClaim(ctx, genCtx, gen, a, fn, fail)
+			g.runClaim(ctx, genCtx, &claim{client: client, gen: gen, topic: g.cfg.Topic, partition: a.ID}, fn, fail)
 		})
 	}
 	wg.Wait()
 }
 
-func (g *Group) runClaim(ctx, genCtx context.Context, gen *kafka.Generation, a kafka.PartitionAssignment, fn eventlog.ClaimFunc, fail context.CancelCauseFunc) {
+func (g *Group) runClaim(ctx, genCtx context.Context, c *claim, fn eventlog.ClaimFunc, fail context.CancelCauseFunc) {
 	// The claim lives exactly as long as the generation: it keeps ctx's
 	// values but not its cancellation, which reaches it through Close
 	// ending the generation (see Consume).
@@ -143,9 +149,10 @@ func (g *Group) runClaim(ctx, genCtx context.Context, gen *kafka.Generation, a k
 	defer cancel()
 	stop := context.AfterFunc(genCtx, cancel)
 	defer stop()
+	c.lost = cancel
 
-	if err := g.serveClaim(claimCtx, gen, a, fn, cancel); err != nil && claimCtx.Err() == nil {
-		fail(fmt.Errorf("claim %s/%d: %w", g.cfg.Topic, a.ID, err))
+	if err := g.serveClaim(claimCtx, c, fn); err != nil && claimCtx.Err() == nil {
+		fail(fmt.Errorf("claim %s/%d: %w", g.cfg.Topic, c.partition, err))
 	}
 	// Returning from a gen.Start function ends the generation for every
 	// claim, so an fn that finished early, or failed, waits here for the
@@ -153,27 +160,88 @@ func (g *Group) runClaim(ctx, genCtx context.Context, gen *kafka.Generation, a k
 	<-claimCtx.Done()
 }
 
-// serveClaim runs fn on partition a with a reader at the committed offset.
-func (g *Group) serveClaim(ctx context.Context, gen *kafka.Generation, a kafka.PartitionAssignment, fn eventlog.ClaimFunc, lost context.CancelFunc) error {
-	r, err := newPartitionReader(g.cfg.Brokers, g.cfg.Topic, a.ID, a.Offset)
+// serveClaim runs fn on the claim's partition with a reader at the
+// committed offset.
+func (g *Group) serveClaim(ctx context.Context, c *claim, fn eventlog.ClaimFunc) error {
+	if err := g.fetchCommitted(ctx, c); err != nil {
+		return err
+	}
+	start := c.start
+	if start < 0 {
+		start = kafka.FirstOffset
+	}
+	r, err := newPartitionReader(g.cfg.Brokers, g.cfg.Topic, c.partition, start)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	return fn(ctx, &claim{r: r, gen: gen, topic: g.cfg.Topic, partition: a.ID, lost: lost})
+	c.r = r
+	return fn(ctx, c)
+}
+
+// fetchCommitted reads the claim's committed offset and metadata, retrying
+// until it succeeds or ctx ends: the generation's assignment carries the
+// offset but not the metadata, and a claim must not start without what its
+// previous owner left for it.
+func (g *Group) fetchCommitted(ctx context.Context, c *claim) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := c.fetchCommitted(ctx, g.cfg.GroupID)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		g.log.Warn("reading committed offset failed, retrying", "group", g.cfg.GroupID, "partition", c.partition, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
 }
 
 // claim is one partition of one generation. Fetch and Commit may be called
 // from different goroutines.
 type claim struct {
-	r         *kafka.Reader
+	client    *kafka.Client
 	gen       *kafka.Generation
 	topic     string
 	partition int
+	start     int64  // committed offset, -1 if none
+	metadata  string // committed with start
+	r         *kafka.Reader
 	lost      context.CancelFunc // ends the claim's context
 }
 
 func (c *claim) Partition() int { return c.partition }
+
+func (c *claim) Start() (int64, string) { return c.start, c.metadata }
+
+func (c *claim) fetchCommitted(ctx context.Context, group string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := c.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{c.topic: {c.partition}}})
+	if err == nil {
+		err = resp.Error
+	}
+	if err != nil {
+		return fmt.Errorf("committed offset of %s/%d: %w", c.topic, c.partition, err)
+	}
+	for _, p := range resp.Topics[c.topic] {
+		if p.Partition != c.partition {
+			continue
+		}
+		if p.Error != nil {
+			return fmt.Errorf("committed offset of %s/%d: %w", c.topic, c.partition, p.Error)
+		}
+		c.start, c.metadata = p.CommittedOffset, p.Metadata
+		if c.start < 0 {
+			c.start, c.metadata = -1, ""
+		}
+		return nil
+	}
+	return fmt.Errorf("committed offset of %s/%d: partition missing from the answer", c.topic, c.partition)
+}
 
 func (c *claim) Fetch(ctx context.Context) (eventlog.Record, error) {
 	m, err := c.r.FetchMessage(ctx)
@@ -183,16 +251,25 @@ func (c *claim) Fetch(ctx context.Context) (eventlog.Record, error) {
 	return toRecord(m), nil
 }
 
-// Commit stores next for this partition under this generation. The broker
-// refuses a commit from a generation the group has left behind, so a member
-// that lost the partition cannot move the new owner's offset.
-func (c *claim) Commit(ctx context.Context, next int64) error {
-	// CommitOffsets takes no context; kafka-go bounds it with its own 5s
-	// network timeout.
-	if err := ctx.Err(); err != nil {
-		return err
+// Commit stores next and metadata for this partition under this
+// generation. The broker refuses a commit from a generation the group has
+// left behind, so a member that lost the partition cannot move the new
+// owner's offset.
+func (c *claim) Commit(ctx context.Context, next int64, metadata string) error {
+	resp, err := c.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+		GroupID:      c.gen.GroupID,
+		GenerationID: int(c.gen.ID),
+		MemberID:     c.gen.MemberID,
+		Topics:       map[string][]kafka.OffsetCommit{c.topic: {{Partition: c.partition, Offset: next, Metadata: metadata}}},
+	})
+	if err == nil {
+		err = fmt.Errorf("partition missing from the answer")
+		for _, p := range resp.Topics[c.topic] {
+			if p.Partition == c.partition {
+				err = p.Error
+			}
+		}
 	}
-	err := c.gen.CommitOffsets(map[string]map[int]int64{c.topic: {c.partition: next}})
 	if err == nil {
 		return nil
 	}

@@ -176,7 +176,7 @@ func (tr *tracker) claimFunc(member string, stopAt map[int]int64) eventlog.Claim
 				tr.seen[partOff{p, rec.Offset}]++
 				tr.seenBy[member]++
 			})
-			if err := c.Commit(ctx, rec.Offset+1); err != nil {
+			if err := c.Commit(ctx, rec.Offset+1, ""); err != nil {
 				tr.update(func() { tr.failedCommits++ })
 				return err
 			}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -535,9 +537,9 @@ func TestBrokerConfigFlags(t *testing.T) {
 		args []string
 		want kafkalog.BrokerConfig
 	}{
-		{"defaults", nil, kafkalog.BrokerConfig{Addr: "127.0.0.1:9092", EventsPartitions: 4, JoinedPartitions: 1}},
-		{"set", []string{"-x.broker-addr=localhost:19092", "-x.events-partitions=8", "-x.joined-partitions=2"},
-			kafkalog.BrokerConfig{Addr: "localhost:19092", EventsPartitions: 8, JoinedPartitions: 2}},
+		{"defaults", nil, kafkalog.BrokerConfig{Addr: "127.0.0.1:9092", EventsPartitions: 4, MinSessionTimeout: 6 * time.Second}},
+		{"set", []string{"-x.broker-addr=localhost:19092", "-x.events-partitions=8", "-x.joined-partitions=2", "-x.min-session-timeout=1s"},
+			kafkalog.BrokerConfig{Addr: "localhost:19092", EventsPartitions: 8, JoinedPartitions: 2, MinSessionTimeout: time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -547,9 +549,150 @@ func TestBrokerConfigFlags(t *testing.T) {
 			if err := fs.Parse(tt.args); err != nil {
 				t.Fatal(err)
 			}
-			if got != tt.want {
+			if got.Addr != tt.want.Addr || got.EventsPartitions != tt.want.EventsPartitions ||
+				got.JoinedPartitions != tt.want.JoinedPartitions || got.MinSessionTimeout != tt.want.MinSessionTimeout {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestGroupCommitMetadata checks that what a claim commits, offset and
+// metadata, is what the next claim of the partition starts from, also in
+// another member after the first left, and that a partition nobody
+// committed starts at -1 with no metadata.
+func TestGroupCommitMetadata(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	b := startBroker(t, t.TempDir())
+	w := newWriter(t, b, eventlog.EventsTopic)
+	writeKeyless(t, ctx, w, partitions, 3, 0)
+
+	type start struct {
+		off  int64
+		meta string
+	}
+	run := func(commit bool) map[int]start {
+		var mu sync.Mutex
+		starts := map[int]start{}
+		done := make(chan struct{})
+		var once sync.Once
+		g := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: b.Addrs(), GroupID: "meta", Topic: eventlog.EventsTopic}, testLog())
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() {
+			errc <- g.Consume(cctx, func(ctx context.Context, c eventlog.Claim) error {
+				off, meta := c.Start()
+				if commit {
+					if err := c.Commit(ctx, int64(c.Partition()+1), fmt.Sprintf("meta of %d", c.Partition())); err != nil {
+						return err
+					}
+				}
+				mu.Lock()
+				starts[c.Partition()] = start{off, meta}
+				if len(starts) == partitions {
+					once.Do(func() { close(done) })
+				}
+				mu.Unlock()
+				<-ctx.Done()
+				return ctx.Err()
+			})
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			t.Fatal("claims did not start")
+		}
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Consume returned %v", err)
+		}
+		return starts
+	}
+	for p, s := range run(true) {
+		if s.off != -1 || s.meta != "" {
+			t.Errorf("fresh partition %d started at %d %q, want -1 and no metadata", p, s.off, s.meta)
+		}
+	}
+	for p, s := range run(false) {
+		if want := fmt.Sprintf("meta of %d", p); s.off != int64(p+1) || s.meta != want {
+			t.Errorf("partition %d started at %d %q, want %d %q", p, s.off, s.meta, p+1, want)
+		}
+	}
+}
+
+// TestWriterByPartitionAndCompression checks that ByPartition puts keyed
+// records in Partition (modulo the partition count), that compressed
+// batches read back intact, and that EndOffsets counts them.
+func TestWriterByPartitionAndCompression(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	b := startBroker(t, t.TempDir())
+	for _, c := range []string{"none", "gzip", "snappy", "lz4", "zstd"} {
+		if err := (kafkalog.WriterConfig{Compression: c}).Validate(); err != nil {
+			t.Errorf("%s: %v", c, err)
+		}
+	}
+	if err := (kafkalog.WriterConfig{Compression: "brotli"}).Validate(); err == nil {
+		t.Error("brotli accepted")
+	}
+	w := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: b.Addrs(), Topic: eventlog.JoinedTopic, ByPartition: true, Compression: "zstd"})
+	defer w.Close()
+	var recs []eventlog.Record
+	for i := range 40 {
+		recs = append(recs, eventlog.Record{Key: fmt.Appendf(nil, "k%d", i), Partition: i % 6, Value: bytes.Repeat(fmt.Appendf(nil, "v%d ", i), 100)})
+	}
+	if err := w.Write(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	ends, err := kafkalog.EndOffsets(ctx, b.Addrs(), eventlog.JoinedTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range ends {
+		total += int(n)
+	}
+	if len(ends) != partitions || total != 40 {
+		t.Fatalf("end offsets %v, want %d partitions and 40 records", ends, partitions)
+	}
+	r, err := kafkalog.NewTopicReader(ctx, b.Addrs(), eventlog.JoinedTopic, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, g := range readN(t, ctx, r, 40) {
+		var i int
+		fmt.Sscanf(string(g.Key), "k%d", &i)
+		if g.Partition != (i%6)%partitions || !bytes.Equal(g.Value, recs[i].Value) {
+			t.Errorf("record %s in partition %d (%d bytes), want partition %d, %d bytes", g.Key, g.Partition, len(g.Value), (i%6)%partitions, len(recs[i].Value))
+		}
+	}
+	// The broker made the joiner's other topics too.
+	for _, topic := range []string{eventlog.AuditTopic, eventlog.DeadLetterTopic} {
+		if n, err := kafkalog.PartitionCount(ctx, b.Addrs(), topic); err != nil || n != partitions {
+			t.Errorf("%s has %d partitions (%v), want %d", topic, n, err, partitions)
+		}
+	}
+}
+
+// TestBrokerWrapConn checks that WrapConn sees every connection clients
+// make, so tests can inject faults into them.
+func TestBrokerWrapConn(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	var conns atomic.Int32
+	b, err := kafkalog.StartBroker(kafkalog.BrokerConfig{Addr: "127.0.0.1:0", DataDir: t.TempDir(),
+		WrapConn: func(c net.Conn) net.Conn { conns.Add(1); return c }}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	before := conns.Load()
+	w := newWriter(t, b, eventlog.EventsTopic)
+	writeKeyless(t, ctx, w, 1, 1, 0)
+	if conns.Load() <= before || before == 0 {
+		t.Errorf("wrapped %d connections before the write and %d after", before, conns.Load())
 	}
 }

@@ -77,7 +77,7 @@ func NewTopicReader(ctx context.Context, brokers []string, topic string, start m
 	if len(brokers) == 0 {
 		return nil, errors.New("topic reader: no brokers")
 	}
-	n, err := partitionCount(ctx, brokers, topic)
+	n, err := PartitionCount(ctx, brokers, topic)
 	if err != nil {
 		return nil, err
 	}

@@ -45,8 +45,8 @@ func EnsureTopics(ctx context.Context, brokers []string, topics ...TopicSpec) er
 	return errors.Join(errs...)
 }
 
-// partitionCount returns the number of partitions of topic.
-func partitionCount(ctx context.Context, brokers []string, topic string) (int, error) {
+// PartitionCount returns the number of partitions of topic.
+func PartitionCount(ctx context.Context, brokers []string, topic string) (int, error) {
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
@@ -64,4 +64,35 @@ func partitionCount(ctx context.Context, brokers []string, topic string) (int, e
 		return len(t.Partitions), nil
 	}
 	return 0, fmt.Errorf("metadata of %s: %w", topic, kafka.UnknownTopicOrPartition)
+}
+
+// EndOffsets returns, for every partition of topic, the offset the next
+// record will get.
+func EndOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	n, err := PartitionCount(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
+	for p := range n {
+		req.Topics[topic] = append(req.Topics[topic], kafka.LastOffsetOf(p))
+	}
+	resp, err := c.ListOffsets(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	ends := map[int]int64{}
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return nil, fmt.Errorf("end offset of %s/%d: %w", topic, p.Partition, p.Error)
+		}
+		ends[p.Partition] = p.LastOffset
+	}
+	if len(ends) != n {
+		return nil, fmt.Errorf("end offsets of %s: %d of %d partitions answered", topic, len(ends), n)
+	}
+	return ends, nil
 }

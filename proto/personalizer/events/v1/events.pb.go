@@ -22,6 +22,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// LearningMode is Personalizer's learningMode, as logged with each rank.
+type LearningMode int32
+
+const (
+	// Records written before the field existed: online.
+	LearningMode_LEARNING_MODE_UNSPECIFIED LearningMode = 0
+	// Rank answers with the model's sampled action; rewards train the model.
+	LearningMode_LEARNING_MODE_ONLINE LearningMode = 1
+	// Rank answers with the baseline; the model learns to imitate it.
+	LearningMode_LEARNING_MODE_APPRENTICE LearningMode = 2
+	// Rank answers with the baseline; events are logged, never learned.
+	LearningMode_LEARNING_MODE_LOGGING_ONLY LearningMode = 3
+)
+
+// Enum value maps for LearningMode.
+var (
+	LearningMode_name = map[int32]string{
+		0: "LEARNING_MODE_UNSPECIFIED",
+		1: "LEARNING_MODE_ONLINE",
+		2: "LEARNING_MODE_APPRENTICE",
+		3: "LEARNING_MODE_LOGGING_ONLY",
+	}
+	LearningMode_value = map[string]int32{
+		"LEARNING_MODE_UNSPECIFIED":  0,
+		"LEARNING_MODE_ONLINE":       1,
+		"LEARNING_MODE_APPRENTICE":   2,
+		"LEARNING_MODE_LOGGING_ONLY": 3,
+	}
+)
+
+func (x LearningMode) Enum() *LearningMode {
+	p := new(LearningMode)
+	*p = x
+	return p
+}
+
+func (x LearningMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LearningMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_personalizer_events_v1_events_proto_enumTypes[0].Descriptor()
+}
+
+func (LearningMode) Type() protoreflect.EnumType {
+	return &file_personalizer_events_v1_events_proto_enumTypes[0]
+}
+
+func (x LearningMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LearningMode.Descriptor instead.
+func (LearningMode) EnumDescriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{0}
+}
+
 // RankEvent is the record the server writes for every Rank: the decision
 // and the request's features, already in the form the joined DSJson needs.
 // Record header "type" is "rank"; key "loop/eventId". The record's timestamp
@@ -41,7 +98,17 @@ type RankEvent struct {
 	Probabilities []float32 `protobuf:"fixed32,5,rep,packed,name=probabilities,proto3" json:"probabilities,omitempty"`
 	Deferred      bool      `protobuf:"varint,6,opt,name=deferred,proto3" json:"deferred,omitempty"`
 	// The model version that decided; empty before the first model.
-	ModelVersion  string `protobuf:"bytes,7,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	ModelVersion string `protobuf:"bytes,7,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// The learning mode the server ran in. In LEARNING_MODE_APPRENTICE the
+	// caller got the baseline while ranking and probabilities are the model's
+	// decision; in LEARNING_MODE_LOGGING_ONLY ranking is the baseline order
+	// (the baseline, index 0, first) with the model's probabilities.
+	LearningMode LearningMode `protobuf:"varint,8,opt,name=learning_mode,json=learningMode,proto3,enum=personalizer.events.v1.LearningMode" json:"learning_mode,omitempty"`
+	// The probability that the server dropped an event like this one before
+	// logging it (subsampling), in [0, 1). The joiner writes it as DSJson
+	// "pdrop", so the event weighs 1/(1-pdrop), and multiplies
+	// _label_probability by 1-pdrop.
+	Pdrop         float32 `protobuf:"fixed32,9,opt,name=pdrop,proto3" json:"pdrop,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -125,12 +192,31 @@ func (x *RankEvent) GetModelVersion() string {
 	return ""
 }
 
+func (x *RankEvent) GetLearningMode() LearningMode {
+	if x != nil {
+		return x.LearningMode
+	}
+	return LearningMode_LEARNING_MODE_UNSPECIFIED
+}
+
+func (x *RankEvent) GetPdrop() float32 {
+	if x != nil {
+		return x.Pdrop
+	}
+	return 0
+}
+
 // RewardEvent is one Reward call. Header "type" is "reward".
 type RewardEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
-	EventId       string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
-	Value         float32                `protobuf:"fixed32,3,opt,name=value,proto3" json:"value,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Loop    string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	EventId string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	Value   float32                `protobuf:"fixed32,3,opt,name=value,proto3" json:"value,omitempty"`
+	// Random and unique per Reward call. A writer that retries a record it
+	// could not confirm may store it twice; both copies carry the same id, so
+	// the joiner counts the reward once. 0 (records from before the field)
+	// is never deduplicated.
+	Id            uint64 `protobuf:"fixed64,4,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -186,11 +272,20 @@ func (x *RewardEvent) GetValue() float32 {
 	return 0
 }
 
+func (x *RewardEvent) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
 // ActivateEvent is one Activate call. Header "type" is "activate".
 type ActivateEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
-	EventId       string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Loop    string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	EventId string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// Unique per Activate call, as RewardEvent.id.
+	Id            uint64 `protobuf:"fixed64,3,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -237,6 +332,13 @@ func (x *ActivateEvent) GetEventId() string {
 		return x.EventId
 	}
 	return ""
+}
+
+func (x *ActivateEvent) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
 }
 
 // TickEvent carries only time: the joiner writes one to each partition it
@@ -555,7 +657,7 @@ var File_personalizer_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x01\n" +
+	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x02\n" +
 	"\tRankEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x18\n" +
@@ -563,14 +665,18 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\aranking\x18\x04 \x03(\rR\aranking\x12$\n" +
 	"\rprobabilities\x18\x05 \x03(\x02R\rprobabilities\x12\x1a\n" +
 	"\bdeferred\x18\x06 \x01(\bR\bdeferred\x12#\n" +
-	"\rmodel_version\x18\a \x01(\tR\fmodelVersion\"R\n" +
+	"\rmodel_version\x18\a \x01(\tR\fmodelVersion\x12I\n" +
+	"\rlearning_mode\x18\b \x01(\x0e2$.personalizer.events.v1.LearningModeR\flearningMode\x12\x14\n" +
+	"\x05pdrop\x18\t \x01(\x02R\x05pdrop\"b\n" +
 	"\vRewardEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\x02R\x05value\">\n" +
+	"\x05value\x18\x03 \x01(\x02R\x05value\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\x06R\x02id\"N\n" +
 	"\rActivateEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
-	"\bevent_id\x18\x02 \x01(\tR\aeventId\"\v\n" +
+	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\x06R\x02id\"\v\n" +
 	"\tTickEvent\"'\n" +
 	"\x11WatchModelRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\"\xa3\x01\n" +
@@ -587,7 +693,12 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"]\n" +
 	"\x10GetModelResponse\x125\n" +
 	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data2\xd4\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data*\x85\x01\n" +
+	"\fLearningMode\x12\x1d\n" +
+	"\x19LEARNING_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14LEARNING_MODE_ONLINE\x10\x01\x12\x1c\n" +
+	"\x18LEARNING_MODE_APPRENTICE\x10\x02\x12\x1e\n" +
+	"\x1aLEARNING_MODE_LOGGING_ONLY\x10\x032\xd4\x01\n" +
 	"\fModelService\x12e\n" +
 	"\n" +
 	"WatchModel\x12).personalizer.events.v1.WatchModelRequest\x1a*.personalizer.events.v1.WatchModelResponse0\x01\x12]\n" +
@@ -605,32 +716,35 @@ func file_personalizer_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_personalizer_events_v1_events_proto_rawDescData
 }
 
+var file_personalizer_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_personalizer_events_v1_events_proto_goTypes = []any{
-	(*RankEvent)(nil),             // 0: personalizer.events.v1.RankEvent
-	(*RewardEvent)(nil),           // 1: personalizer.events.v1.RewardEvent
-	(*ActivateEvent)(nil),         // 2: personalizer.events.v1.ActivateEvent
-	(*TickEvent)(nil),             // 3: personalizer.events.v1.TickEvent
-	(*WatchModelRequest)(nil),     // 4: personalizer.events.v1.WatchModelRequest
-	(*ModelInfo)(nil),             // 5: personalizer.events.v1.ModelInfo
-	(*WatchModelResponse)(nil),    // 6: personalizer.events.v1.WatchModelResponse
-	(*GetModelRequest)(nil),       // 7: personalizer.events.v1.GetModelRequest
-	(*GetModelResponse)(nil),      // 8: personalizer.events.v1.GetModelResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(LearningMode)(0),             // 0: personalizer.events.v1.LearningMode
+	(*RankEvent)(nil),             // 1: personalizer.events.v1.RankEvent
+	(*RewardEvent)(nil),           // 2: personalizer.events.v1.RewardEvent
+	(*ActivateEvent)(nil),         // 3: personalizer.events.v1.ActivateEvent
+	(*TickEvent)(nil),             // 4: personalizer.events.v1.TickEvent
+	(*WatchModelRequest)(nil),     // 5: personalizer.events.v1.WatchModelRequest
+	(*ModelInfo)(nil),             // 6: personalizer.events.v1.ModelInfo
+	(*WatchModelResponse)(nil),    // 7: personalizer.events.v1.WatchModelResponse
+	(*GetModelRequest)(nil),       // 8: personalizer.events.v1.GetModelRequest
+	(*GetModelResponse)(nil),      // 9: personalizer.events.v1.GetModelResponse
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_personalizer_events_v1_events_proto_depIdxs = []int32{
-	9, // 0: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
-	5, // 1: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	5, // 2: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	4, // 3: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
-	7, // 4: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
-	6, // 5: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
-	8, // 6: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0,  // 0: personalizer.events.v1.RankEvent.learning_mode:type_name -> personalizer.events.v1.LearningMode
+	10, // 1: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
+	6,  // 2: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	6,  // 3: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	5,  // 4: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
+	8,  // 5: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
+	7,  // 6: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
+	9,  // 7: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
+	6,  // [6:8] is the sub-list for method output_type
+	4,  // [4:6] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_events_v1_events_proto_init() }
@@ -643,13 +757,14 @@ func file_personalizer_events_v1_events_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_events_v1_events_proto_rawDesc), len(file_personalizer_events_v1_events_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_personalizer_events_v1_events_proto_goTypes,
 		DependencyIndexes: file_personalizer_events_v1_events_proto_depIdxs,
+		EnumInfos:         file_personalizer_events_v1_events_proto_enumTypes,
 		MessageInfos:      file_personalizer_events_v1_events_proto_msgTypes,
 	}.Build()
 	File_personalizer_events_v1_events_proto = out.File

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
+	"github.com/open-personalizer/personalizer/joiner"
+)
+
+// joinerConfig is what `personalizer joiner` runs: one member of the
+// joiners' consumer group against a Kafka cluster.
+type joinerConfig struct {
+	Brokers     string
+	Group       string
+	LogLevel    string
+	Compression string
+	Joiner      joiner.Config
+	// Consumer group timing: how soon a dead member is noticed and how
+	// long a rebalance may take.
+	SessionTimeout    time.Duration
+	RebalanceTimeout  time.Duration
+	HeartbeatInterval time.Duration
+}
+
+func (c *joinerConfig) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Brokers, "kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap addresses, comma-separated")
+	fs.StringVar(&c.Group, "group", "personalizer-joiner", "consumer group of the joiners")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.Compression, "kafka-compression", "none", "compression of the records the joiner writes: none, gzip, snappy, lz4 or zstd")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", kafkalog.DefaultSessionTimeout, "how long the group keeps a silent member before rebalancing without it")
+	fs.DurationVar(&c.RebalanceTimeout, "rebalance-timeout", kafkalog.DefaultRebalanceTimeout, "how long a rebalance waits for members to rejoin")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", kafkalog.DefaultHeartbeatInterval, "how often a member checks in with the group")
+	c.Joiner.RegisterFlags(fs, "")
+}
+
+func (c *joinerConfig) brokers() []string {
+	var out []string
+	for _, b := range strings.Split(c.Brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func (c *joinerConfig) validate() error {
+	var errs []error
+	if len(c.brokers()) == 0 {
+		errs = append(errs, errors.New("--kafka-brokers is empty"))
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("--group is empty"))
+	}
+	errs = append(errs, kafkalog.WriterConfig{Compression: c.Compression}.Validate())
+	return errors.Join(append(errs, c.Joiner.Validate())...)
+}
+
+func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("joiner", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg joinerConfig
+	cfg.registerFlags(fs)
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	brokers := cfg.brokers()
+	// The outputs need as many partitions as the input for each output
+	// partition to hold what one input partition gave (kafkalog's broker
+	// creates them so; against other Kafka they may exist already).
+	setup, cancel := context.WithTimeout(ctx, 30*time.Second)
+	n, err := kafkalog.PartitionCount(setup, brokers, eventlog.EventsTopic)
+	if err == nil {
+		err = kafkalog.EnsureTopics(setup, brokers,
+			kafkalog.TopicSpec{Name: eventlog.JoinedTopic, Partitions: n},
+			kafkalog.TopicSpec{Name: eventlog.AuditTopic, Partitions: n},
+			kafkalog.TopicSpec{Name: eventlog.DeadLetterTopic, Partitions: n})
+	}
+	cancel()
+	if err != nil {
+		return err
+	}
+	group := kafkalog.NewGroup(kafkalog.GroupConfig{
+		Brokers: brokers, GroupID: cfg.Group, Topic: eventlog.EventsTopic,
+		SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+	}, log)
+	out := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, ByPartition: true, Compression: cfg.Compression})
+	ticks := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.EventsTopic, Compression: cfg.Compression})
+	j := joiner.New(cfg.Joiner, log, group, out, ticks, time.Now)
+	fmt.Fprintf(stdout, "personalizer joiner: group %s, brokers %s\n", cfg.Group, strings.Join(brokers, ","))
+	err = j.Run(ctx)
+	return errors.Join(err, out.Close(), ticks.Close())
+}
