@@ -9,14 +9,19 @@ import (
 )
 
 // ErrSkip reports a DSJson line that VW silently drops: a blank line, an
-// event without actions ("a" missing or empty) or one with "_skipLearn":true.
-// Test for it with errors.Is.
+// event without actions ("a" missing or empty) or one with "_skipLearn":true
+// ([ErrSkipLearn]). Test for it with errors.Is.
 var ErrSkip = errors.New("event skipped")
+
+// ErrSkipLearn reports an event marked "_skipLearn":true (a deferred event
+// that was never activated): a normal part of Personalizer logs, which VW
+// drops without a word. It wraps [ErrSkip].
+var ErrSkipLearn = fmt.Errorf(`%w: "_skipLearn" is true`, ErrSkip)
 
 var (
 	errBlank     = fmt.Errorf("%w: blank line", ErrSkip)
 	errNoActions = fmt.Errorf(`%w: "a" is missing or empty`, ErrSkip)
-	errSkipLearn = fmt.Errorf(`%w: "_skipLearn" is true`, ErrSkip)
+	errSkipLearn = ErrSkipLearn
 )
 
 // maxDepth bounds the nesting of a DSJson line, so hostile input cannot
@@ -30,6 +35,10 @@ const maxDepth = 256
 // RapidJSON does. Keys VW ignores are skipped (but must be valid JSON). The
 // zero value is ready to use; a parser is not safe for concurrent use.
 type DSJSONParser struct {
+	// KeepNames makes the parsed events keep every feature's name, which
+	// [Names] needs (vw --invert_hash). It costs allocations.
+	KeepNames bool
+
 	s     []byte
 	pos   int
 	depth int
@@ -54,7 +63,8 @@ type dsLabel struct {
 // byte offset, for malformed lines.
 func (d *DSJSONParser) Parse(line []byte, e *Event) error {
 	e.Reset()
-	*d = DSJSONParser{s: line, str: d.str[:0], key: d.key[:0], label: dsLabel{index: -1}}
+	e.SetKeepNames(d.KeepNames)
+	*d = DSJSONParser{KeepNames: d.KeepNames, s: line, str: d.str[:0], key: d.key[:0], label: dsLabel{index: -1}}
 	d.ws()
 	if d.pos == len(d.s) {
 		return errBlank
@@ -231,40 +241,168 @@ const (
 
 // object parses a JSON object of features into x (VW's DefaultState).
 func (d *DSJSONParser) object(e *Event, x *Example, where int) error {
-	return d.members(func(key []byte) error {
-		if len(key) > 0 && key[0] == '_' {
-			return d.special(e, x, where, key)
+	if err := d.open('{', "'{'"); err != nil {
+		return err
+	}
+	defer func() { d.depth-- }()
+	if d.ws(); d.peek() == '}' {
+		d.pos++
+		return nil
+	}
+	for {
+		if done := d.flatMembers(x); done {
+			return nil
 		}
-		switch c := d.peek(); {
-		case c == '{':
-			x.pushBytes(key)
-			err := d.object(e, x, ctxNamespace)
-			x.pop()
+		// A member flatMembers leaves to the general path, which also
+		// reports every syntax error.
+		if d.ws(); d.peek() != '"' {
+			return d.errorf("expected a key")
+		}
+		key, err := d.string(&d.key)
+		if err != nil {
 			return err
-		case c == '[':
-			return d.array(e, x, key)
+		}
+		if err := d.expect(':', "':' after the key"); err != nil {
+			return err
+		}
+		d.ws()
+		if err := d.member(e, x, where, key); err != nil {
+			return err
+		}
+		d.ws()
+		switch d.peek() {
+		case ',':
+			d.pos++
+		case '}':
+			d.pos++
+			return nil
+		default:
+			return d.errorf("expected ',' or '}' in object%s", d.atEnd())
+		}
+	}
+}
+
+// flatMembers is the fast path of object for the members that make up most
+// of a DSJson line: "key":"string" and "key":number without escapes or
+// whitespace surprises. It adds them to x and stops, with d.pos at the next
+// member, at anything else, which object parses; done reports that it
+// consumed the closing '}'. It never fails: malformed input is left to the
+// general path to report.
+func (d *DSJSONParser) flatMembers(x *Example) (done bool) {
+	s, pos := d.s, d.pos
+	for {
+		pos = skipWS(s, pos)
+		if pos >= len(s) || s[pos] != '"' {
+			return false
+		}
+		start := pos
+		i := pos + 1
+		for i < len(s) && !strStop[s[i]] {
+			i++
+		}
+		if i == len(s) || s[i] != '"' || i == pos+1 || s[pos+1] == '_' {
+			return false // an escape, an empty or special key, or the end
+		}
+		key := s[pos+1 : i]
+		pos = skipWS(s, i+1)
+		if pos >= len(s) || s[pos] != ':' {
+			d.pos = start
+			return false
+		}
+		pos = skipWS(s, pos+1)
+		if pos >= len(s) {
+			d.pos = start
+			return false
+		}
+		switch c := s[pos]; {
 		case c == '"':
-			v, err := d.string(&d.str)
-			if err == nil {
-				addString(x, key, v)
+			j := pos + 1
+			for j < len(s) && !strStop[s[j]] {
+				j++
 			}
-			return err
-		case c == 't' || c == 'f':
-			b, err := d.boolean()
-			if b {
-				addNumber(x, key, 1)
+			if j == len(s) || s[j] != '"' {
+				d.pos = start
+				return false
 			}
-			return err
-		case c == 'n':
-			return d.null()
+			addString(x, key, s[pos+1:j], false)
+			pos = j + 1
+		case c == '-' || c-'0' <= 9:
+			v, used, ok := shortFeatureValue(s[pos:])
+			if !ok {
+				d.pos = start
+				return false
+			}
+			addNumber(x, key, v, false)
+			pos += used
+		default:
+			d.pos = start
+			return false
 		}
-		// Like VW, a number beyond float32 becomes an infinite feature.
-		n, _, err := d.number()
+		pos = skipWS(s, pos)
+		if pos >= len(s) {
+			d.pos = pos
+			return false
+		}
+		switch s[pos] {
+		case ',':
+			pos++
+			d.pos = pos
+		case '}':
+			d.pos = pos + 1
+			return true
+		default:
+			d.pos = pos
+			return false
+		}
+	}
+}
+
+// skipWS returns the position of the first non-whitespace byte of s from
+// pos on.
+func skipWS(s []byte, pos int) int {
+	for pos < len(s) {
+		if c := s[pos]; c > ' ' || (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+			return pos
+		}
+		pos++
+	}
+	return pos
+}
+
+// member parses the value of one member of a feature object.
+func (d *DSJSONParser) member(e *Event, x *Example, where int, key []byte) error {
+	if len(key) > 0 && key[0] == '_' {
+		return d.special(e, x, where, key)
+	}
+	switch c := d.peek(); {
+	case c == '{':
+		x.pushBytes(key)
+		err := d.object(e, x, ctxNamespace)
+		x.pop()
+		return err
+	case c == '[':
+		return d.array(e, x, key)
+	case c == '"':
+		v, err := d.string(&d.str)
 		if err == nil {
-			addNumber(x, key, n.value)
+			addString(x, key, v, true)
 		}
 		return err
-	})
+	case c == 't' || c == 'f':
+		b, err := d.boolean()
+		if b {
+			addNumber(x, key, 1, true)
+		}
+		return err
+	case c == 'n':
+		return d.null()
+	}
+	// Like VW, a number beyond float32 becomes an infinite feature.
+	n, _, err := d.number()
+	if err == nil {
+		addNumber(x, key, n.value, true)
+	}
+	return err
 }
 
 // special handles keys starting with '_' inside "c".
@@ -316,7 +454,7 @@ func (d *DSJSONParser) array(e *Event, x *Example, key []byte) error {
 		switch c := d.peek(); {
 		case c == '{':
 			f := x.top()
-			x.pushHashed(f.ns, f.hash)
+			x.pushFrame(*f)
 			err := d.object(e, x, ctxNamespace)
 			x.pop()
 			return err
@@ -378,12 +516,10 @@ func (d *DSJSONParser) peek() byte {
 // ws skips JSON whitespace.
 func (d *DSJSONParser) ws() {
 	for d.pos < len(d.s) {
-		switch d.s[d.pos] {
-		case ' ', '\t', '\n', '\r':
-			d.pos++
-		default:
+		if c := d.s[d.pos]; c > ' ' || (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
 			return
 		}
+		d.pos++
 	}
 }
 
@@ -407,14 +543,23 @@ func (d *DSJSONParser) expect(c byte, what string) error {
 	return nil
 }
 
-// members parses an object, calling member with each key; member must parse
-// the value. The key is valid until the value is parsed.
-func (d *DSJSONParser) members(member func(key []byte) error) error {
-	if err := d.expect('{', "'{'"); err != nil {
+// open consumes the opening c of an object or array and checks the
+// nesting depth, which the caller decrements when it is done.
+func (d *DSJSONParser) open(c byte, what string) error {
+	if err := d.expect(c, what); err != nil {
 		return err
 	}
 	if d.depth++; d.depth > maxDepth {
 		return d.errorf("nesting deeper than %d", maxDepth)
+	}
+	return nil
+}
+
+// members parses an object, calling member with each key; member must parse
+// the value. The key is valid until the value is parsed.
+func (d *DSJSONParser) members(member func(key []byte) error) error {
+	if err := d.open('{', "'{'"); err != nil {
+		return err
 	}
 	defer func() { d.depth-- }()
 	if d.ws(); d.peek() == '}' {
@@ -567,28 +712,42 @@ func (d *DSJSONParser) stringOrNull() ([]byte, bool, error) {
 	return s, false, err
 }
 
+// strStop marks the bytes that end the fast scan of a JSON string: the
+// closing quote, an escape and the control characters JSON forbids.
+var strStop = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
 // string parses a JSON string. Without escapes it returns a slice of the
 // line; otherwise it unescapes into *buf.
 func (d *DSJSONParser) string(buf *[]byte) ([]byte, error) {
 	if d.peek() != '"' {
 		return nil, d.errorf("expected a string")
 	}
-	d.pos++
-	start := d.pos
-	for d.pos < len(d.s) {
-		switch c := d.s[d.pos]; {
-		case c == '"':
-			d.pos++
-			return d.s[start : d.pos-1], nil
-		case c == '\\':
-			*buf = append((*buf)[:0], d.s[start:d.pos]...)
-			return d.unescape(buf)
-		case c < 0x20:
-			return nil, d.errorf("control character in string")
-		}
-		d.pos++
+	s := d.s
+	start := d.pos + 1
+	i := start
+	for i < len(s) && !strStop[s[i]] {
+		i++
 	}
-	return nil, d.errorf("unterminated string")
+	switch {
+	case i == len(s):
+		d.pos = i
+		return nil, d.errorf("unterminated string")
+	case s[i] == '"':
+		d.pos = i + 1
+		return s[start:i], nil
+	case s[i] == '\\':
+		d.pos = i
+		*buf = append((*buf)[:0], s[start:i]...)
+		return d.unescape(buf)
+	}
+	d.pos = i
+	return nil, d.errorf("control character in string")
 }
 
 func (d *DSJSONParser) unescape(buf *[]byte) ([]byte, error) {

@@ -282,8 +282,9 @@ func TestParseNumber(t *testing.T) {
 	}
 }
 
-// FuzzParseDSJSON checks that no line makes the parser panic and that what
-// it accepts can be predicted and learned.
+// FuzzParseDSJSON checks that no line makes the parser panic, that what it
+// accepts can be predicted and learned, and that a prepared event predicts
+// as the unprepared one.
 func FuzzParseDSJSON(f *testing.F) {
 	for _, path := range []string{"../testdata/vw/tiny.dsjson", "../testdata/vw/minimal_accepted.dsjson"} {
 		for _, line := range readLines(f, path) {
@@ -305,10 +306,39 @@ func FuzzParseDSJSON(f *testing.F) {
 		if err := e.Validate(); err != nil {
 			t.Fatalf("accepted an invalid event: %v\n%s", err, line)
 		}
-		var p Prediction
+		var p, q Prediction
+		m.Predict(&e, &p)
+		e.Prepare(policy)
+		m.Predict(&e, &q)
+		if !reflect.DeepEqual(p.PMF(), q.PMF()) || p.NumFeatures() != q.NumFeatures() {
+			t.Fatalf("prepared event predicts %v, unprepared %v\n%s", q.PMF(), p.PMF(), line)
+		}
 		m.Learn(&e, &p)
 		if len(p.PMF()) != e.NumActions() {
 			t.Fatalf("PMF has %d entries for %d actions", len(p.PMF()), e.NumActions())
+		}
+	})
+}
+
+// FuzzParseNumber checks the fast path for short numbers against RapidJSON's
+// algorithm: whenever it accepts a number, the result is the same bit for
+// bit.
+func FuzzParseNumber(f *testing.F) {
+	for _, s := range []string{"0", "-0", "0.1", "-0.41476", "123456789012345", "1.5e3", "2147483647", "-2147483648",
+		"4294967295", "0.000000000000001", "999999999999999", "9007199254740993", "01", "1.", "-", "3.4028236e38"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		fast, used, ok := parseShortNumber(s)
+		if v, n, ok2 := shortFeatureValue(s); ok2 != ok || (ok && (n != used || math.Float32bits(v) != math.Float32bits(fast.value))) {
+			t.Fatalf("%q: shortFeatureValue %v %d %v, parseShortNumber %+v %d %v", s, v, n, ok2, fast, used, ok)
+		}
+		if !ok {
+			return
+		}
+		slow, slowUsed, err := parseRapidJSON(s)
+		if err != nil || used != slowUsed || fast.kind != slow.kind || math.Float32bits(fast.value) != math.Float32bits(slow.value) || fast.u != slow.u {
+			t.Fatalf("%q: fast %+v (%d bytes), RapidJSON %+v (%d bytes, %v)", s, fast, used, slow, slowUsed, err)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 )
 
 // Event is one decision: a shared (context) example, one example per action
@@ -17,6 +18,9 @@ type Event struct {
 	pdrop   float32
 	eventID []byte
 	tag     []byte
+	names   bool
+	prep    prepared // see Prepare
+	changes uint64   // counts changes to the features (see version)
 
 	// SkipLearn marks an event that must not be learned from (DSJson
 	// "_skipLearn":true, e.g. a deferred event that was never activated).
@@ -32,11 +36,13 @@ type label struct {
 
 // Reset empties e for reuse, keeping its memory.
 func (e *Event) Reset() {
+	e.own()
 	e.shared.reset()
 	for _, x := range e.actions[:e.n] {
 		x.reset()
 	}
 	e.n = 0
+	e.prep.policy = nil
 	e.label = label{}
 	e.pdrop = 0
 	e.eventID = e.eventID[:0]
@@ -44,9 +50,26 @@ func (e *Event) Reset() {
 	e.SkipLearn = false
 }
 
+// SetKeepNames makes e keep the name of every feature added from now on
+// (VW's audit strings: "Namespace^name"), which [Names] reports. Parsing
+// for --invert_hash needs it; it costs allocations.
+func (e *Event) SetKeepNames(on bool) {
+	if e.names == on && e.shared.names == on {
+		return
+	}
+	e.names = on
+	e.shared.names = on
+	for _, x := range e.actions {
+		x.names = on
+	}
+}
+
 // Shared returns the shared (context) example whose features every action
 // sees.
-func (e *Event) Shared() *Example { return &e.shared }
+func (e *Event) Shared() *Example {
+	e.own()
+	return &e.shared
+}
 
 // AddAction appends an action example and returns it. Actions are numbered
 // from 0 in the order they are added.
@@ -55,6 +78,8 @@ func (e *Event) AddAction() *Example {
 		e.actions = append(e.actions, new(Example))
 	}
 	x := e.actions[e.n]
+	x.names = e.names
+	x.changes = &e.changes
 	e.n++
 	return x
 }
@@ -146,37 +171,63 @@ type Example struct {
 	stack   []frame     // open namespaces above the root
 	root    frame       // the default namespace ' ' (hash 0), open until the end
 	scratch []byte      // key+value bytes of a string feature
+	names   bool        // keep feature names (for --invert_hash); allocates
+	changes *uint64     // the change counter of the event x belongs to, see Event.Prepare
 }
 
 type group struct {
 	ns    byte
 	feats []feature
+	names []string // with Example.names: each feature's name as VW's audit prints it
 }
 
-// feature is one parsed feature. index is the hash before VW masks it to -b
-// bits; numbers in a JSON array are not masked (raw) in VW, so they keep
-// their unmasked index.
+// feature is one parsed feature. hash is its hash under --hash strings (the
+// default), alt under --hash all; the two differ only for names that are
+// all digits or have surrounding blanks. VW masks the hash to -b bits,
+// except for the numbers of a JSON array: their index is the namespace's
+// hash plus their position, unmasked, and pos is that position plus 1.
+// (16 bytes: parsing writes and preparation reads millions of these.)
 type feature struct {
-	index uint64
-	value float32
-	raw   bool
+	hash, alt uint32
+	value     float32
+	pos       uint32
 }
 
-// frame is an open namespace: its index, its hash (the seed of its features'
-// hashes) and how many features it received, which decides whether closing
-// it registers the namespace.
+// frame is an open namespace: its index, its hashes (the seeds of its
+// features' hashes under --hash strings and --hash all) and how many
+// features it received, which decides whether closing it registers the
+// namespace.
 type frame struct {
-	ns    byte
-	hash  uint32
-	count int
+	ns        byte
+	hash, alt uint32
+	count     int
+	name      string // with Example.names
+}
+
+// version counts every change to e's features: it only grows. The
+// examples count into e.changes, so that checking it reads e alone (the
+// learning goroutine of personalizer train reads no example).
+func (e *Event) version() uint64 { return e.changes + uint64(e.n) }
+
+// own makes e's shared example count its changes into e (after e was
+// created or copied).
+func (e *Event) own() {
+	if e.shared.changes != &e.changes {
+		e.shared.changes = &e.changes
+		e.changes++
+	}
 }
 
 func (x *Example) reset() {
+	if x.changes != nil {
+		*x.changes++
+	}
 	for _, g := range x.groups {
 		x.slot[g.ns] = 0
 	}
 	for i := range x.groups {
 		x.groups[i].feats = x.groups[i].feats[:0]
+		x.groups[i].names = x.groups[i].names[:0]
 	}
 	x.groups = x.groups[:0]
 	x.order = x.order[:0]
@@ -197,12 +248,25 @@ func (x *Example) Namespace(name string) {
 	}
 }
 
-func (x *Example) push(name string) { x.pushHashed(namespaceIndex(name), hashString(name, 0)) }
+func (x *Example) push(name string) { pushName(x, name) }
 
-func (x *Example) pushBytes(name []byte) { x.pushHashed(namespaceIndex(name), hashString(name, 0)) }
+func (x *Example) pushBytes(name []byte) { pushName(x, name) }
 
-func (x *Example) pushHashed(ns byte, hash uint32) {
-	x.stack = append(x.stack, frame{ns: ns, hash: hash})
+func pushName[T stringish](x *Example, name T) {
+	name = cstring(name)
+	h, alt := hashBoth(name, 0, 0)
+	f := frame{ns: namespaceIndex(name), hash: h, alt: alt}
+	if x.names {
+		f.name = string(cstring(name))
+	}
+	x.stack = append(x.stack, f)
+}
+
+// pushFrame opens a namespace like f (the objects of a JSON array of
+// namespaces share the array's namespace).
+func (x *Example) pushFrame(f frame) {
+	f.count = 0
+	x.stack = append(x.stack, f)
 }
 
 // pop closes the innermost namespace. Like VW, it registers the namespace
@@ -224,16 +288,24 @@ func (x *Example) register(ns byte) {
 	x.order = append(x.order, ns)
 }
 
+var defaultNamespaceAll = murmur3(" ", 0)
+
 func (x *Example) top() *frame {
 	if len(x.stack) == 0 {
-		x.root.ns = ' ' // so that the zero Example is ready to use
+		// Set here so that the zero Example is ready to use. VW names the
+		// default namespace " ": its hash is 0 under --hash strings (blanks
+		// are trimmed) but murmur3(" ") under --hash all.
+		x.root.ns, x.root.alt = ' ', defaultNamespaceAll
 		return &x.root
 	}
 	return &x.stack[len(x.stack)-1]
 }
 
 // add appends a feature to the innermost open namespace.
-func (x *Example) add(index uint64, value float32, raw bool) {
+func (x *Example) add(hash, alt uint32, value float32, pos uint32) {
+	if x.changes != nil {
+		*x.changes++
+	}
 	f := x.top()
 	f.count++
 	s := x.slot[f.ns]
@@ -248,15 +320,30 @@ func (x *Example) add(index uint64, value float32, raw bool) {
 		x.slot[f.ns] = s
 	}
 	g := &x.groups[s-1]
-	g.feats = append(g.feats, feature{index: index, value: value, raw: raw})
+	g.feats = append(g.feats, feature{hash: hash, alt: alt, value: value, pos: pos})
+}
+
+// addName records the name of the feature just added, as VW's audit
+// prints it: "Namespace^name", or just "name" in the default namespace.
+func (x *Example) addName(name []byte) {
+	f := x.top()
+	g := &x.groups[x.slot[f.ns]-1]
+	if f.name == "" {
+		g.names = append(g.names, string(name))
+	} else {
+		g.names = append(g.names, f.name+"^"+string(name))
+	}
 }
 
 // String adds the feature VW's JSON parser makes of "key":"value": the hash of
 // key and value concatenated, with ' ', '\t', '|' and ':' in the value
 // replaced by '_', and value 1.
-func (x *Example) String(key, value string) { addString(x, key, value) }
+func (x *Example) String(key, value string) { addString(x, key, value, true) }
 
-func addString[K, V stringish](x *Example, key K, value V) {
+// addString adds "key":"value". mayHaveNUL is false when the caller knows
+// that neither holds a NUL byte (a JSON string without escapes), which
+// spares a scan.
+func addString[K, V stringish](x *Example, key K, value V, mayHaveNUL bool) {
 	x.scratch = append(x.scratch[:0], key...)
 	for i := range len(value) {
 		c := value[i]
@@ -266,17 +353,34 @@ func addString[K, V stringish](x *Example, key K, value V) {
 		}
 		x.scratch = append(x.scratch, c)
 	}
-	x.add(uint64(hashString(x.scratch, x.top().hash)), 1, false)
+	f := x.top()
+	name := x.scratch
+	if mayHaveNUL {
+		name = cstring(name)
+	}
+	h, alt := hashBoth(name, f.hash, f.alt)
+	x.add(h, alt, 1, 0)
+	if x.names {
+		x.addName(name)
+	}
 }
 
 // Number adds the feature VW's JSON parser makes of "key":v: the hash of key
 // with value float32(v). Like VW, it drops features whose float32 value is 0.
 // Callers must not pass NaN or infinities (VW would learn garbage from them).
-func (x *Example) Number(key string, v float64) { addNumber(x, key, float32(v)) }
+func (x *Example) Number(key string, v float64) { addNumber(x, key, float32(v), true) }
 
-func addNumber[K stringish](x *Example, key K, v float32) {
+func addNumber[K stringish](x *Example, key K, v float32, mayHaveNUL bool) {
 	if v != 0 {
-		x.add(uint64(hashString(key, x.top().hash)), v, false)
+		f := x.top()
+		if mayHaveNUL {
+			key = cstring(key)
+		}
+		h, alt := hashBoth(key, f.hash, f.alt)
+		x.add(h, alt, v, 0)
+		if x.names {
+			x.addName([]byte(key))
+		}
 	}
 }
 
@@ -284,7 +388,7 @@ func addNumber[K stringish](x *Example, key K, v float32) {
 // key with value 1. Like VW, "key":false adds nothing.
 func (x *Example) Bool(key string, v bool) {
 	if v {
-		addNumber(x, key, 1)
+		addNumber(x, key, 1, true)
 	}
 }
 
@@ -294,7 +398,11 @@ func (x *Example) arrayNumber(i int, v float32) {
 	if v == 0 {
 		return
 	}
-	x.add(uint64(x.top().hash)+uint64(i), v, true)
+	f := x.top()
+	x.add(f.hash, f.alt, v, uint32(i)+1)
+	if x.names {
+		x.addName([]byte("[" + strconv.Itoa(i) + "]"))
+	}
 }
 
 // text adds VW's "_text" features: one value-1 feature per word, words split
@@ -313,7 +421,12 @@ func (x *Example) text(s []byte) {
 				}
 				x.scratch = append(x.scratch, c)
 			}
-			x.add(uint64(hashString(x.scratch, x.top().hash)), 1, false)
+			f := x.top()
+			h, alt := hashBoth(cstring(x.scratch), f.hash, f.alt)
+			x.add(h, alt, 1, 0)
+			if x.names {
+				x.addName(x.scratch)
+			}
 		}
 		start = i + 1
 	}

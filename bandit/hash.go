@@ -21,9 +21,8 @@ func murmur3[T stringish](data T, seed uint32) uint32 {
 	const c1, c2 = 0xcc9e2d51, 0x1b873593
 	h := seed
 	n := len(data)
-	nblocks := n / 4
-	for i := range nblocks {
-		k := uint32(data[4*i]) | uint32(data[4*i+1])<<8 | uint32(data[4*i+2])<<16 | uint32(data[4*i+3])<<24
+	for ; len(data) >= 4; data = data[4:] {
+		k := uint32(data[0]) | uint32(data[1])<<8 | uint32(data[2])<<16 | uint32(data[3])<<24
 		k *= c1
 		k = bits.RotateLeft32(k, 15)
 		k *= c2
@@ -32,16 +31,15 @@ func murmur3[T stringish](data T, seed uint32) uint32 {
 		h = h*5 + 0xe6546b64
 	}
 	var k uint32
-	tail := 4 * nblocks
-	switch n & 3 {
+	switch len(data) {
 	case 3:
-		k ^= uint32(data[tail+2]) << 16
+		k ^= uint32(data[2]) << 16
 		fallthrough
 	case 2:
-		k ^= uint32(data[tail+1]) << 8
+		k ^= uint32(data[1]) << 8
 		fallthrough
 	case 1:
-		k ^= uint32(data[tail])
+		k ^= uint32(data[0])
 		k *= c1
 		k = bits.RotateLeft32(k, 15)
 		k *= c2
@@ -67,11 +65,13 @@ func cstring[T stringish](s T) T {
 	return s
 }
 
-// hashString is VW's hashstring (the default --hash strings): surrounding
-// bytes <= 0x20 are trimmed, a name made only of ASCII digits hashes to its
-// value plus the seed, anything else to murmur3.
-func hashString[T stringish](s T, seed uint32) uint32 {
-	s = cstring(s)
+// hashStrings is VW's hashstring (the default --hash strings) of a name
+// already cut at a NUL (see cstring): surrounding bytes <= 0x20 are trimmed,
+// a name made only of ASCII digits hashes to its value plus the seed,
+// anything else to murmur3. plain reports that the hash is murmur3 of the
+// whole name, as --hash all would hash it.
+func hashStrings[T stringish](s T, seed uint32) (h uint32, plain bool) {
+	n := len(s)
 	for len(s) > 0 && s[0] <= 0x20 {
 		s = s[1:]
 	}
@@ -82,11 +82,23 @@ func hashString[T stringish](s T, seed uint32) uint32 {
 	for i := range len(s) {
 		c := s[i]
 		if c < '0' || c > '9' {
-			return murmur3(s, seed)
+			return murmur3(s, seed), len(s) == n
 		}
 		v = 10*v + uint64(c-'0')
 	}
-	return uint32(v) + seed
+	return uint32(v) + seed, false
+}
+
+// hashBoth returns the hash of name (already cut at a NUL, see cstring)
+// under --hash strings with seed and under --hash all (VW's hashall:
+// murmur3, no trimming) with seedAll. The second hash costs nothing in the
+// usual case where the two agree.
+func hashBoth[T stringish](name T, seed, seedAll uint32) (h, all uint32) {
+	h, plain := hashStrings(name, seed)
+	if plain && seed == seedAll {
+		return h, h
+	}
+	return h, murmur3(name, seedAll)
 }
 
 // namespaceIndex is the namespace a name belongs to: VW keys namespaces by

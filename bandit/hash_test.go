@@ -36,6 +36,12 @@ func TestMurmur3(t *testing.T) {
 	}
 }
 
+// hashString is VW's hashstring of a Go string, which may hold a NUL.
+func hashString[T stringish](s T, seed uint32) uint32 {
+	h, _ := hashStrings(cstring(s), seed)
+	return h
+}
+
 func TestHashString(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -47,6 +47,15 @@ var pow10 = func() (t [309]float64) {
 // result is the significand divided or multiplied by a power of ten in double
 // precision. It returns the number and how many bytes it used.
 func parseNumber(s []byte) (jsonNumber, int, error) {
+	if n, used, ok := parseShortNumber(s); ok {
+		return n, used, nil
+	}
+	return parseRapidJSON(s)
+}
+
+// parseRapidJSON is RapidJSON's number parser; parseNumber tries the short
+// path first.
+func parseRapidJSON(s []byte) (jsonNumber, int, error) {
 	pos := 0
 	peek := func() byte {
 		if pos < len(s) {
@@ -221,4 +230,83 @@ func fastPath(significand float64, exp int) float64 {
 		return significand * pow10[exp]
 	}
 	return significand / pow10[-exp]
+}
+
+// parseShortNumber parses the common numbers quickly: an optional minus, at
+// most 15 digits with an optional fraction and no exponent. For those
+// RapidJSON's algorithm reduces to the digits as an integer (exact in a
+// double) divided by a power of ten, or to the integer itself, so the
+// result is the same bit for bit. ok is false for anything else.
+func parseShortNumber(s []byte) (n jsonNumber, used int, ok bool) {
+	v, used, frac, ok := shortDigits(s)
+	switch {
+	case !ok:
+		return n, 0, false
+	case frac > 0:
+		return jsonNumber{kind: numDouble, value: shortValue(s[0] == '-', v, frac)}, used, true
+	case v > math.MaxInt32:
+		return n, 0, false // let the full parser pick the integer kind
+	case s[0] == '-':
+		return jsonNumber{kind: numInt, value: float32(-int64(v)), u: v}, used, true
+	}
+	return jsonNumber{kind: numUint, value: float32(v), u: v}, used, true
+}
+
+// shortDigits reads a short number's digits as one integer v, with frac
+// of them after the decimal point.
+func shortDigits(s []byte) (v uint64, used, frac int, ok bool) {
+	pos := 0
+	if pos < len(s) && s[pos] == '-' {
+		pos++
+	}
+	start := pos
+	for pos < len(s) && s[pos]-'0' <= 9 {
+		v = v*10 + uint64(s[pos]-'0')
+		pos++
+	}
+	intDigits := pos - start
+	if intDigits == 0 || intDigits > 15 || (intDigits > 1 && s[start] == '0') {
+		return 0, 0, 0, false
+	}
+	if pos < len(s) && s[pos] == '.' {
+		pos++
+		for pos < len(s) && s[pos]-'0' <= 9 {
+			v = v*10 + uint64(s[pos]-'0')
+			pos++
+			frac++
+		}
+		if frac == 0 || intDigits+frac > 15 {
+			return 0, 0, 0, false
+		}
+	}
+	if pos < len(s) && (s[pos] == 'e' || s[pos] == 'E') {
+		return 0, 0, 0, false
+	}
+	return v, pos, frac, true
+}
+
+// shortValue is the float32 of a short number with a fraction.
+func shortValue(minus bool, v uint64, frac int) float32 {
+	d := float64(v) / pow10[frac]
+	if minus {
+		d = -d
+	}
+	return float32(d)
+}
+
+// shortFeatureValue is the float32 VW makes of a short number, the value of
+// a "key":number feature.
+func shortFeatureValue(s []byte) (value float32, used int, ok bool) {
+	v, used, frac, ok := shortDigits(s)
+	switch {
+	case !ok:
+		return 0, 0, false
+	case frac > 0:
+		return shortValue(s[0] == '-', v, frac), used, true
+	case v > math.MaxInt32:
+		return 0, 0, false
+	case s[0] == '-':
+		return float32(-int64(v)), used, true
+	}
+	return float32(v), used, true
 }

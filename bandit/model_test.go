@@ -2,60 +2,12 @@ package bandit
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"math"
 	"reflect"
-	"strings"
 	"sync"
 	"testing"
 )
-
-func TestParsePolicy(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		args    string
-		epsilon float32
-		cbType  string
-		bits    uint
-		pairs   [][2]byte
-		err     string
-	}{
-		{args: DefaultPolicy, epsilon: 0.2, cbType: "mtr", bits: 18, pairs: [][2]byte{{':', ':'}}},
-		{args: "--cb_explore_adf", epsilon: 0.05, cbType: "mtr", bits: 18},
-		{args: "--cb_explore_adf --epsilon=0.1 --cb_type ips -qUA --quadratic AB -b20 --dsjson --quiet --learning_rate 0.5 --power_t 0.5 --initial_t 1",
-			epsilon: 0.1, cbType: "ips", bits: 20, pairs: [][2]byte{{'U', 'A'}, {'A', 'B'}}},
-		{args: "--cb_explore_adf --cb_type dr --json", epsilon: 0.05, cbType: "dr", bits: 18},
-		{args: "--epsilon 0.2", err: "--cb_explore_adf is required"},
-		{args: "--cb_explore_adf --bag 5", err: "option --bag is not supported"},
-		{args: "--cb_explore_adf --cb_type dm", err: `--cb_type "dm" is not supported`},
-		{args: "--cb_explore_adf -q ABC", err: "two namespace characters"},
-		{args: "--cb_explore_adf --epsilon", err: "needs a value"},
-		{args: "--cb_explore_adf --epsilon 2", err: "not in [0, 1]"},
-		{args: "--cb_explore_adf -l 0", err: "must be positive"},
-		{args: "--cb_explore_adf -l x", err: "not a number"},
-		{args: "--cb_explore_adf -b 40", err: "number of bits"},
-		{args: "--cb_explore_adf -l 0.1 --learning_rate 0.2", err: "given twice"},
-		{args: "--cb_explore_adf --quiet=1", err: "takes no value"},
-		{args: "--cb_explore_adf stray", err: "unexpected argument"},
-	}
-	for _, tt := range tests {
-		p, err := ParsePolicy(tt.args)
-		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) {
-				t.Errorf("ParsePolicy(%q) = %v, want error containing %q", tt.args, err, tt.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("ParsePolicy(%q): %v", tt.args, err)
-			continue
-		}
-		if p.Epsilon() != tt.epsilon || p.CBType() != tt.cbType || p.bits != tt.bits || !reflect.DeepEqual(p.interactions, tt.pairs) || p.String() != tt.args {
-			t.Errorf("ParsePolicy(%q) = %+v", tt.args, p)
-		}
-	}
-}
 
 // event builds an event with n actions of k features each and k shared
 // features, labelled with action 1.
@@ -91,38 +43,6 @@ func TestNewModelIsUniform(t *testing.T) {
 	}
 }
 
-func TestExplore(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name   string
-		scores []float32
-		want   []ActionProb
-	}{
-		{"best first, then by score", []float32{0.3, -1, 2, 0.1},
-			[]ActionProb{{1, 0.85}, {3, 0.05}, {0, 0.05}, {2, 0.05}}},
-		{"ties within a relative 1e-4 share 1-epsilon", []float32{0.3, -1, -1.00005, 2},
-			[]ActionProb{{2, 0.45}, {1, 0.45}, {0, 0.05}, {3, 0.05}}},
-		{"equal scores order by action", []float32{1, 0, 0, 0.5},
-			[]ActionProb{{1, 0.45}, {2, 0.45}, {3, 0.05}, {0, 0.05}}},
-		{"a tie must touch the best", []float32{0, 1, 1.00001},
-			[]ActionProb{{0, 0.8 + 0.2/3}, {1, 0.2 / 3}, {2, 0.2 / 3}}},
-	}
-	m := &Model{policy: mustPolicy(t, "--cb_explore_adf --epsilon 0.2")}
-	for _, tt := range tests {
-		var p Prediction
-		for a, s := range tt.scores {
-			p.ranked = append(p.ranked, ranked{score: s, action: a})
-		}
-		m.explore(&p)
-		for i, ap := range p.PMF() {
-			if ap.Action != tt.want[i].Action || math.Abs(float64(ap.Prob-tt.want[i].Prob)) > 1e-6 {
-				t.Errorf("%s: PMF = %v, want %v", tt.name, p.PMF(), tt.want)
-				break
-			}
-		}
-	}
-}
-
 // replay learns lines with m, returning the PMFs predicted before each.
 func replay(t *testing.T, m *Model, lines [][]byte) [][]ActionProb {
 	t.Helper()
@@ -143,14 +63,28 @@ func replay(t *testing.T, m *Model, lines [][]byte) [][]ActionProb {
 }
 
 // TestModelRoundTrip trains half of the data, saves, loads and trains the
-// rest: the PMFs must be those of one uninterrupted run, for every cb_type.
+// rest: the PMFs must be those of one uninterrupted run, for every cb_type,
+// exploration algorithm and update rule (the state each keeps besides the
+// weights is saved).
 func TestModelRoundTrip(t *testing.T) {
 	t.Parallel()
 	lines := readLines(t, "../testdata/vw/public_train.dsjson.gz")[:1000]
-	for _, cbType := range []string{"mtr", "ips", "dr"} {
-		t.Run(cbType, func(t *testing.T) {
+	for _, args := range []string{
+		"--cb_type mtr --initial_t 3",
+		"--cb_type ips --initial_t 3",
+		"--cb_type dr --initial_t 3",
+		"--first 700 --epsilon 0.1",
+		"--softmax --lambda 3 --epsilon 0.05",
+		"--squarecb --gamma_scale 5",
+		"--bag 3 --cb_type dr --random_seed 9",
+		"--bag 2 --greedify --first_only",
+		"--sgd --l1 1e-5 --l2 1e-4",
+		"--normalized --invariant --power_t 0.5 --hash all",
+		"--adaptive --cubic ::: --ignore_linear U",
+	} {
+		t.Run(args, func(t *testing.T) {
 			t.Parallel()
-			policy := mustPolicy(t, "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 -q :: --initial_t 3 --cb_type "+cbType)
+			policy := mustPolicy(t, "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 -q :: "+args)
 			whole := replay(t, NewModel(policy), lines)
 
 			first := NewModel(policy)
@@ -170,45 +104,10 @@ func TestModelRoundTrip(t *testing.T) {
 			if !reflect.DeepEqual(resumed, whole) {
 				t.Error("PMFs after a save and load differ from an uninterrupted run")
 			}
-			if c := second.Clone(); !reflect.DeepEqual(c, second) || &c.w[0] == &second.w[0] {
+			if c := second.Clone(); !reflect.DeepEqual(c, second) || &c.w[0] == &second.w[0] || (len(c.gd) > 0 && &c.gd[0] == &second.gd[0]) {
 				t.Error("Clone is not a deep copy")
 			}
 		})
-	}
-}
-
-func TestReadModelErrors(t *testing.T) {
-	t.Parallel()
-	m := NewModel(mustPolicy(t, "--cb_explore_adf -b 8"))
-	var e Event
-	var p Prediction
-	event(&e, 3, 3)
-	m.Learn(&e, &p)
-	var buf bytes.Buffer
-	if _, err := m.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	good := buf.Bytes()
-	corrupt := bytes.Clone(good)
-	corrupt[len(corrupt)/2] ^= 1
-	tests := []struct {
-		name string
-		data []byte
-		want string
-	}{
-		{"corrupted byte", corrupt, ErrChecksum.Error()},
-		{"truncated", good[:len(good)-9], ErrChecksum.Error()},
-		{"empty", nil, "not a bandit model"},
-		{"other file", []byte("PK\x03\x04 some zip"), "not a bandit model"},
-		{"future version", append([]byte(modelMagic), 9, 0, 0, 0, 0, 0, 0, 0), "unsupported format version 9"},
-	}
-	for _, tt := range tests {
-		if _, err := ReadModel(bytes.NewReader(tt.data)); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: ReadModel = %v, want an error containing %q", tt.name, err, tt.want)
-		}
-	}
-	if _, err := ReadModel(bytes.NewReader(corrupt)); !errors.Is(err, ErrChecksum) {
-		t.Errorf("ReadModel(corrupt) = %v, want ErrChecksum", err)
 	}
 }
 
@@ -268,7 +167,7 @@ func TestLearnSkips(t *testing.T) {
 			t.Errorf("%s: Learn = %v, %v with %d probabilities; want 0, false and a prediction", tt.name, loss, learned, len(p.PMF()))
 		}
 	}
-	if m.eventSum != 0 {
+	if m.mtr[0].events != 0 {
 		t.Error("the model learned from an event it should skip")
 	}
 }

@@ -1,6 +1,7 @@
 package bandit
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -17,131 +18,455 @@ const (
 	cbDR  = "dr"  // doubly robust: a cost model plus an IPS-corrected policy model
 )
 
-// maxBits caps -b: the weights take 16<<b bytes.
-const maxBits = 28
+// Exploration algorithms (VW's cb_explore_adf_* reductions).
+const (
+	exploreGreedy   = iota // epsilon-greedy, the default
+	exploreFirst           // --first N: uniform for N learned events, then greedy
+	exploreSoftmax         // --softmax: probabilities proportional to exp(-lambda*score)
+	exploreSquareCB        // --squarecb: inverse-gap weighting
+	exploreBag             // --bag N: N bootstrapped models vote
+)
+
+// Limits that keep a hostile policy string from exhausting memory.
+const (
+	maxBits       = 28   // -b: the weights take 16<<b bytes
+	maxWidth      = 1024 // --bag times the cb_type's models per feature
+	maxTermLength = 16   // namespaces in one --interactions term
+)
 
 // Policy is a parsed VW command line for --cb_explore_adf. It is immutable.
 type Policy struct {
-	args         string
-	epsilon      float32
-	cbType       string
-	eta          float32
-	powerT       float32
-	initialT     float32
-	bits         uint
-	interactions [][2]byte // -q terms in command-line order; ':' is the wildcard
+	args string
+
+	explore                   int
+	epsilon                   float32
+	firstOnly                 bool    // --first_only: ties do not share the greedy mass
+	tau                       uint64  // --first
+	lambda                    float32 // --softmax
+	gammaScale, gammaExponent float32
+	bag                       int  // --bag
+	greedify                  bool // --greedify
+	randomSeed                uint64
+
+	cbType string
+
+	// gd: VW's update rule and its options, resolved as gd_setup does.
+	eta, powerT, initialT float32
+	sqrtRate              bool // power_t == 0.5: VW's specialised update
+	adaptive, normalized  bool
+	invariant             bool
+	l1, l2                float32
+	bits                  uint
+
+	// Features.
+	hashAll      bool
+	noConstant   bool
+	ignore       [256]bool
+	ignoreLinear [256]bool
+	anyIgnoreLin bool
+	terms        []term // -q, --cubic and --interactions after VW's sort and deduplication
+	wildcard     bool   // some term has ':', so terms are compiled per event
+
+	shape *Model // a model without weights: enough to hash and expand features
 }
 
-// ParsePolicy parses a VW command line. Options not given take VW's
-// defaults. Unknown or unsupported options are errors.
-func ParsePolicy(args string) (*Policy, error) {
-	p := &Policy{args: args, epsilon: 0.05, cbType: cbMTR, eta: 0.5, powerT: 0.5, bits: 18}
-	explore := false
-	seen := map[string]bool{}
-	fields := strings.Fields(args)
-	for i := 0; i < len(fields); i++ {
-		name, value, hasValue := splitOption(fields[i])
-		if name == "" {
-			return nil, fmt.Errorf("policy %q: unexpected argument %q", args, fields[i])
+// option describes one VW argument: whether it takes a value and how to
+// apply it. Repeatable options may be given more than once.
+type option struct {
+	value      bool
+	repeatable bool
+	apply      func(p *Policy, v string) error
+}
+
+// flag returns an option without a value that sets *field(p).
+func flag(field func(p *Policy) *bool) option {
+	return option{apply: func(p *Policy, _ string) error { *field(p) = true; return nil }}
+}
+
+// number returns an option whose value is a float32 checked by ok (which
+// names the allowed range).
+func number(field func(p *Policy) *float32, check func(float32) string) option {
+	return option{value: true, apply: func(p *Policy, v string) error {
+		f, err := strconv.ParseFloat(v, 32)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			return fmt.Errorf("%q is not a number", v)
 		}
-		canonical := name
-		switch name {
-		case "l":
-			canonical = "learning_rate"
-		case "b":
-			canonical = "bit_precision"
-		case "q", "quadratic":
-			canonical = "" // repeatable
+		*field(p) = float32(f)
+		if check != nil {
+			if why := check(float32(f)); why != "" {
+				return fmt.Errorf("%v %s", float32(f), why)
+			}
 		}
-		if canonical != "" && seen[canonical] {
-			return nil, fmt.Errorf("policy %q: option %s is given twice", args, fields[i])
+		return nil
+	}}
+}
+
+func count(field func(p *Policy) *uint64, min, max uint64) option {
+	return option{value: true, apply: func(p *Policy, v string) error {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n < min || n > max {
+			return fmt.Errorf("%q: want a whole number from %d to %d", v, min, max)
 		}
-		seen[canonical] = true
-		needValue := func() (string, error) {
-			if hasValue {
-				return value, nil
-			}
-			if i+1 >= len(fields) {
-				return "", fmt.Errorf("option %s needs a value", fields[i])
-			}
-			i++
-			return fields[i], nil
-		}
-		var err error
-		var v string
-		switch name {
-		case "cb_explore_adf", "dsjson", "json", "quiet":
-			// --dsjson, --json and --quiet are input and output settings:
-			// they do not change what is learned.
-			explore = explore || name == "cb_explore_adf"
-			if hasValue {
-				err = fmt.Errorf("option --%s takes no value", name)
-			}
-		case "epsilon":
-			if v, err = needValue(); err == nil {
-				p.epsilon, err = parseFloat32(name, v)
-			}
-			if err == nil && !(p.epsilon >= 0 && p.epsilon <= 1) {
-				err = fmt.Errorf("--epsilon %v is not in [0, 1]", p.epsilon)
-			}
-		case "cb_type":
-			if v, err = needValue(); err == nil {
-				switch v {
-				case cbMTR, cbIPS, cbDR:
-					p.cbType = v
-				default:
-					err = fmt.Errorf("--cb_type %q is not supported (want mtr, ips or dr)", v)
-				}
-			}
-		case "q", "quadratic":
-			if v, err = needValue(); err == nil {
-				if len(v) != 2 || strings.Contains(v, `\`) {
-					err = fmt.Errorf("-q %q: want two namespace characters, ':' for any", v)
-				} else {
-					p.interactions = append(p.interactions, [2]byte{v[0], v[1]})
-				}
-			}
-		case "l", "learning_rate":
-			if v, err = needValue(); err == nil {
-				p.eta, err = parseFloat32(name, v)
-			}
-			if err == nil && !(p.eta > 0) {
-				err = fmt.Errorf("--learning_rate %v must be positive", p.eta)
-			}
-		case "power_t":
-			if v, err = needValue(); err == nil {
-				p.powerT, err = parseFloat32(name, v)
-			}
-			if err == nil && p.powerT < 0 {
-				err = fmt.Errorf("--power_t %v must not be negative", p.powerT)
-			}
-		case "initial_t":
-			if v, err = needValue(); err == nil {
-				p.initialT, err = parseFloat32(name, v)
-			}
-			if err == nil && p.initialT < 0 {
-				err = fmt.Errorf("--initial_t %v must not be negative", p.initialT)
-			}
-		case "b", "bit_precision":
-			if v, err = needValue(); err == nil {
-				var b uint64
-				b, err = strconv.ParseUint(v, 10, 8)
-				if err != nil || b < 1 || b > maxBits {
-					err = fmt.Errorf("-b %q: want a number of bits from 1 to %d", v, maxBits)
-				}
-				p.bits = uint(b)
-			}
-		default:
-			err = fmt.Errorf("option %s is not supported", fields[i])
-		}
-		if err != nil {
-			return nil, fmt.Errorf("policy %q: %w", args, err)
-		}
+		*field(p) = n
+		return nil
+	}}
+}
+
+func nonNegative(f float32) string {
+	if f < 0 {
+		return "must not be negative"
 	}
-	if !explore {
-		return nil, fmt.Errorf("policy %q: --cb_explore_adf is required", args)
+	return ""
+}
+
+func probability(f float32) string {
+	if f < 0 || f > 1 {
+		return "is not in [0, 1]"
+	}
+	return ""
+}
+
+// parsed collects what ParsePolicy needs besides the Policy fields: which
+// options were given, and the raw interaction terms.
+type parsed struct {
+	given                map[string]bool
+	values               map[string]string
+	quadratic, cubic     []string
+	interactions         []string
+	ignore, ignoreLinear []string
+	first, bag           uint64
+	sgd                  bool
+}
+
+// options lists every supported argument by its long name. VW reads the
+// same names; everything else is rejected by name.
+var options = map[string]option{
+	// Input and output settings: they do not change what is learned.
+	"cb_explore_adf": {},
+	"cb_adf":         {}, // implied by --cb_explore_adf; VW writes it into saved options
+	"dsjson":         {},
+	"json":           {},
+	"quiet":          {},
+	"id":             {value: true, apply: func(*Policy, string) error { return nil }}, // a model id, as in Personalizer's "--id N/A"
+
+	// Exploration.
+	"epsilon":        number(func(p *Policy) *float32 { return &p.epsilon }, probability),
+	"first_only":     flag(func(p *Policy) *bool { return &p.firstOnly }),
+	"first":          {value: true},
+	"softmax":        {},
+	"lambda":         number(func(p *Policy) *float32 { return &p.lambda }, nil),
+	"squarecb":       {},
+	"gamma_scale":    number(func(p *Policy) *float32 { return &p.gammaScale }, nonNegative),
+	"gamma_exponent": number(func(p *Policy) *float32 { return &p.gammaExponent }, nonNegative),
+	"bag":            {value: true},
+	"greedify":       flag(func(p *Policy) *bool { return &p.greedify }),
+	"random_seed":    count(func(p *Policy) *uint64 { return &p.randomSeed }, 0, math.MaxUint64),
+
+	// Reduction.
+	"cb_type": {value: true, apply: func(p *Policy, v string) error {
+		switch v {
+		case cbMTR, cbIPS, cbDR:
+			p.cbType = v
+			return nil
+		case "dm", "sm":
+			return fmt.Errorf("%q is not supported (want mtr, ips or dr)", v)
+		}
+		return fmt.Errorf("%q is not a cb_type (want mtr, ips or dr)", v)
+	}},
+
+	// Update rule.
+	"learning_rate": number(func(p *Policy) *float32 { return &p.eta }, func(f float32) string {
+		if !(f > 0) {
+			return "must be positive (VW treats 0 as test only: use personalizer train -t)"
+		}
+		return ""
+	}),
+	"power_t":    number(func(p *Policy) *float32 { return &p.powerT }, nonNegative),
+	"initial_t":  number(func(p *Policy) *float32 { return &p.initialT }, nonNegative),
+	"l1":         number(func(p *Policy) *float32 { return &p.l1 }, nonNegative),
+	"l2":         number(func(p *Policy) *float32 { return &p.l2 }, nonNegative),
+	"sgd":        {},
+	"adaptive":   flag(func(p *Policy) *bool { return &p.adaptive }),
+	"normalized": flag(func(p *Policy) *bool { return &p.normalized }),
+	"invariant":  flag(func(p *Policy) *bool { return &p.invariant }),
+	"bit_precision": {value: true, apply: func(p *Policy, v string) error {
+		b, err := strconv.ParseUint(v, 10, 8)
+		if err != nil || b < 1 || b > maxBits {
+			return fmt.Errorf("%q: want a number of bits from 1 to %d", v, maxBits)
+		}
+		p.bits = uint(b)
+		return nil
+	}},
+
+	// Features.
+	"hash": {value: true, apply: func(p *Policy, v string) error {
+		switch v {
+		case "strings":
+			p.hashAll = false
+		case "all":
+			p.hashAll = true
+		default:
+			return fmt.Errorf("%q: want strings or all", v)
+		}
+		return nil
+	}},
+	"noconstant":    flag(func(p *Policy) *bool { return &p.noConstant }),
+	"quadratic":     {value: true, repeatable: true},
+	"cubic":         {value: true, repeatable: true},
+	"interactions":  {value: true, repeatable: true},
+	"ignore":        {value: true, repeatable: true},
+	"ignore_linear": {value: true, repeatable: true},
+}
+
+// overridable lists the options VW lets a command line give twice (with
+// allow_override): the first value counts.
+var overridable = map[string]bool{"epsilon": true, "lambda": true, "learning_rate": true, "power_t": true}
+
+// shortNames maps VW's one-letter options to their long names.
+var shortNames = map[string]string{"q": "quadratic", "l": "learning_rate", "b": "bit_precision"}
+
+// notPolicy names VW options that are run settings of personalizer train,
+// not part of a learning policy.
+var notPolicy = map[string]string{
+	"t": "-t", "testonly": "-t", "passes": "--passes", "d": "--dsjson FILE", "data": "--dsjson FILE",
+	"p": "-p", "predictions": "-p", "f": "-f", "final_regressor": "-f", "i": "-i", "initial_regressor": "-i",
+	"readable_model": "--readable_model", "invert_hash": "--invert_hash", "holdout_off": "--holdout_off",
+	"c": "--passes (no cache is needed)", "cache": "--passes (no cache is needed)",
+}
+
+// ParsePolicy parses a VW command line for --cb_explore_adf. Options not
+// given take VW 9.11.2's defaults. Unknown or unsupported options are errors
+// that name the option.
+func ParsePolicy(args string) (*Policy, error) {
+	p, err := parsePolicy(args)
+	if err != nil {
+		return nil, fmt.Errorf("policy %q: %w", args, err)
 	}
 	return p, nil
+}
+
+func parsePolicy(args string) (*Policy, error) {
+	p := &Policy{args: args, cbType: cbMTR, eta: 0.5, powerT: 0.5, bits: 18, lambda: 1, gammaScale: 10, gammaExponent: 0.5}
+	st := parsed{given: map[string]bool{}, values: map[string]string{}}
+	fields := strings.Fields(args)
+	for i := 0; i < len(fields); i++ {
+		arg := fields[i]
+		name, value, hasValue := splitOption(arg)
+		if name == "" {
+			return nil, fmt.Errorf("unexpected argument %q", arg)
+		}
+		if long, ok := shortNames[name]; ok {
+			name = long
+		} else if len(name) == 1 || strings.HasPrefix(arg, "--") == false {
+			if how, ok := notPolicy[name]; ok {
+				return nil, fmt.Errorf("option %s is not a learning policy option; give it to personalizer train as %s", arg, how)
+			}
+			return nil, fmt.Errorf("option %s is not supported", arg)
+		}
+		opt, ok := options[name]
+		if !ok {
+			if how, ok := notPolicy[name]; ok {
+				return nil, fmt.Errorf("option %s is not a learning policy option; give it to personalizer train as %s", arg, how)
+			}
+			return nil, fmt.Errorf("option %s is not supported", arg)
+		}
+		switch {
+		case !opt.value && hasValue:
+			return nil, fmt.Errorf("option --%s takes no value", name)
+		case opt.value && !hasValue:
+			if i+1 >= len(fields) {
+				return nil, fmt.Errorf("option %s needs a value", arg)
+			}
+			i++
+			value = fields[i]
+		}
+		// VW reads an option given twice only if both values agree, except
+		// for a few options where the first one wins.
+		if prev, ok := st.values[name]; ok && !opt.repeatable {
+			if prev != value && !overridable[name] {
+				return nil, fmt.Errorf("option --%s is given twice with different values %q and %q", name, prev, value)
+			}
+			continue
+		}
+		st.given[name] = true
+		st.values[name] = value
+		var err error
+		switch name {
+		case "quadratic":
+			st.quadratic = append(st.quadratic, value)
+		case "cubic":
+			st.cubic = append(st.cubic, value)
+		case "interactions":
+			st.interactions = append(st.interactions, value)
+		case "ignore":
+			st.ignore = append(st.ignore, value)
+		case "ignore_linear":
+			st.ignoreLinear = append(st.ignoreLinear, value)
+		case "first":
+			err = count(func(*Policy) *uint64 { return &st.first }, 0, math.MaxUint64).apply(p, value)
+		case "bag":
+			err = count(func(*Policy) *uint64 { return &st.bag }, 1, maxWidth/2).apply(p, value)
+		case "sgd":
+			st.sgd = true
+		default:
+			if opt.apply != nil {
+				err = opt.apply(p, value)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--%s %w", name, err)
+		}
+	}
+	if !st.given["cb_explore_adf"] {
+		return nil, errors.New("--cb_explore_adf is required")
+	}
+	if err := p.resolveExplore(&st); err != nil {
+		return nil, err
+	}
+	p.resolveUpdate(&st)
+	if err := p.resolveFeatures(&st); err != nil {
+		return nil, err
+	}
+	p.shape = shape(p)
+	return p, nil
+}
+
+// resolveExplore picks the exploration algorithm and its defaults, as the
+// cb_explore_adf_* setup functions do: epsilon defaults to 0.05 for
+// epsilon-greedy and to 0 for the others.
+func (p *Policy) resolveExplore(st *parsed) error {
+	var chosen []string
+	for _, name := range []string{"first", "bag", "squarecb", "softmax"} {
+		if st.given[name] {
+			chosen = append(chosen, "--"+name)
+		}
+	}
+	if len(chosen) > 1 {
+		return fmt.Errorf("%s cannot be combined: choose one exploration algorithm", strings.Join(chosen, " and "))
+	}
+	only := func(opt, with string) error {
+		if st.given[opt] && !st.given[with] {
+			return fmt.Errorf("--%s is only used with --%s", opt, with)
+		}
+		return nil
+	}
+	for _, o := range [][2]string{{"lambda", "softmax"}, {"gamma_scale", "squarecb"}, {"gamma_exponent", "squarecb"}, {"greedify", "bag"}} {
+		if err := only(o[0], o[1]); err != nil {
+			return err
+		}
+	}
+	switch {
+	case st.given["first"]:
+		p.explore, p.tau = exploreFirst, st.first
+	case st.given["bag"]:
+		p.explore, p.bag = exploreBag, int(st.bag)
+	case st.given["squarecb"]:
+		p.explore = exploreSquareCB
+		if p.cbType != cbMTR {
+			return fmt.Errorf("--squarecb supports only --cb_type mtr, not %s", p.cbType)
+		}
+	case st.given["softmax"]:
+		p.explore = exploreSoftmax
+		p.lambda = float32(math.Abs(float64(p.lambda))) // VW uses |lambda|: scores are costs
+	default:
+		p.explore = exploreGreedy
+		if !st.given["epsilon"] {
+			p.epsilon = 0.05
+		}
+	}
+	if st.given["first_only"] && p.explore != exploreGreedy && p.explore != exploreBag {
+		return errors.New("--first_only is only used with epsilon-greedy or --bag exploration")
+	}
+	if p.bag == 0 {
+		p.bag = 1
+	}
+	return nil
+}
+
+// resolveUpdate applies gd_setup's rules: adaptive, normalized and invariant
+// are all on unless one of --sgd, --adaptive, --normalized or --invariant is
+// given, in which case only the named ones are, the learning rate defaults
+// to 10 unless both adaptive and normalized, and plain SGD starts its
+// example counter t at 1.
+func (p *Policy) resolveUpdate(st *parsed) {
+	if st.sgd || p.adaptive || p.normalized || p.invariant {
+		if !st.given["learning_rate"] && !(p.adaptive && p.normalized) {
+			p.eta = 10
+		}
+		if !p.adaptive && !p.normalized {
+			if !st.given["initial_t"] {
+				p.initialT = 1
+			}
+			p.eta *= powf(p.initialT, p.powerT)
+		}
+	} else {
+		p.adaptive, p.normalized, p.invariant = true, true, true
+	}
+	p.sqrtRate = p.powerT == 0.5
+}
+
+// resolveFeatures decodes the namespace arguments and prepares the
+// interaction terms as parse_feature_tweaks does.
+func (p *Policy) resolveFeatures(st *parsed) error {
+	for _, v := range st.ignore {
+		for _, c := range []byte(decodeInlineHex(v)) {
+			p.ignore[c] = true
+		}
+	}
+	for _, v := range st.ignoreLinear {
+		for _, c := range []byte(decodeInlineHex(v)) {
+			p.ignoreLinear[c] = true
+			p.anyIgnoreLin = true
+		}
+	}
+	var terms [][]byte
+	add := func(opt string, vs []string, ok func(n int) bool, want string) error {
+		for _, v := range vs {
+			t := []byte(decodeInlineHex(v))
+			if !ok(len(t)) {
+				return fmt.Errorf("--%s %q: %s", opt, v, want)
+			}
+			terms = append(terms, t)
+		}
+		return nil
+	}
+	if err := add("quadratic", st.quadratic, func(n int) bool { return n == 2 }, "want two namespace characters, ':' for any"); err != nil {
+		return err
+	}
+	if err := add("cubic", st.cubic, func(n int) bool { return n == 3 }, "want three namespace characters, ':' for any"); err != nil {
+		return err
+	}
+	if err := add("interactions", st.interactions, func(n int) bool { return n >= 2 && n <= maxTermLength },
+		fmt.Sprintf("want 2 to %d namespace characters, ':' for any", maxTermLength)); err != nil {
+		return err
+	}
+	p.terms = sortTerms(terms)
+	for _, t := range p.terms {
+		p.wildcard = p.wildcard || t.hasWildcard()
+	}
+	return nil
+}
+
+// decodeInlineHex replaces \xHH escapes, as VW does for namespace arguments
+// (so that -q '\x20A' names the default namespace).
+func decodeInlineHex(s string) string {
+	if len(s) < 4 {
+		return s
+	}
+	var b strings.Builder
+	i := 0
+	for ; i < len(s)-3; i++ {
+		if s[i] == '\\' && s[i+1] == 'x' {
+			if v, err := strconv.ParseUint(s[i+2:i+4], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteString(s[i:])
+	return b.String()
 }
 
 // splitOption splits "--name=value", "--name", "-x" and "-xVALUE" into the
@@ -160,28 +485,26 @@ func splitOption(arg string) (name, value string, hasValue bool) {
 	return "", "", false
 }
 
-func parseFloat32(name, v string) (float32, error) {
-	f, err := strconv.ParseFloat(v, 32)
-	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-		return 0, fmt.Errorf("--%s %q is not a number", name, v)
-	}
-	return float32(f), nil
-}
-
 // String returns the command line p was parsed from.
 func (p *Policy) String() string { return p.args }
 
-// Epsilon returns the exploration probability: each action gets Epsilon/K,
-// the best action(s) share the rest.
+// Epsilon returns the exploration probability: with epsilon-greedy each
+// action gets Epsilon/K and the best action(s) share the rest; the other
+// algorithms use it as a floor, as VW's enforce_minimum_probability.
 func (p *Policy) Epsilon() float32 { return p.epsilon }
 
 // CBType returns the --cb_type: "mtr", "ips" or "dr".
 func (p *Policy) CBType() string { return p.cbType }
 
-// width is VW's total feature width: dr keeps two models per feature.
-func (p *Policy) width() uint64 {
+// cbWidth is the number of models cb_adf keeps per feature: dr keeps a cost
+// model besides the policy.
+func (p *Policy) cbWidth() uint64 {
 	if p.cbType == cbDR {
 		return 2
 	}
 	return 1
 }
+
+// width is VW's total feature width: the models --bag and the cb_type keep
+// per feature.
+func (p *Policy) width() uint64 { return uint64(p.bag) * p.cbWidth() }

@@ -3,6 +3,7 @@ package learner
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,8 +12,12 @@ import (
 	"testing"
 )
 
-// writeDSJSON writes n uniformly logged events with nActions actions of
-// nFeatures features (namespace "A") and nShared shared features
+// The issue's benchmark set has 500,000 events (-events 500000, about 800
+// MB of DSJson); the default keeps `go test -bench .` quick.
+var benchEvents = flag.Int("events", 20000, "events in the generated BenchmarkTrain data")
+
+// writeEvents writes n uniformly logged events with nActions actions of an
+// "id" and nFeatures features (namespace "A") and nShared shared features
 // (namespace "U"), a third of the features strings, to a file.
 func writeEvents(tb testing.TB, n, nActions, nFeatures, nShared int) (path string, size int64) {
 	tb.Helper()
@@ -73,21 +78,40 @@ func writeEvents(tb testing.TB, n, nActions, nFeatures, nShared int) (path strin
 }
 
 // BenchmarkTrain is `personalizer train` on DSJson: reading, parsing and
-// learning, with 10 actions x 10 features, 10 shared features and -q ::.
+// learning, with 10 actions x 10 features, 10 shared features and -q ::,
+// for each cb_type, and with -t (scoring only, from a model trained on the
+// same data).
 func BenchmarkTrain(b *testing.B) {
+	events := *benchEvents
+	path, size := writeEvents(b, events, 10, 10, 10)
+	policy := func(cbType string) string {
+		return "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type " + cbType + " -q ::"
+	}
 	for _, cbType := range []string{"mtr", "ips", "dr"} {
 		b.Run(cbType, func(b *testing.B) {
-			const events = 20000
-			path, size := writeEvents(b, events, 10, 10, 10)
-			cfg := TrainConfig{Data: path, Policy: "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type " + cbType + " -q ::", Quiet: true}
+			cfg := TrainConfig{Data: path, Policy: policy(cbType), Quiet: true}
 			b.SetBytes(size)
 			for b.Loop() {
 				s, err := Train(context.Background(), cfg, io.Discard, io.Discard)
-				if err != nil || s.Examples != events {
+				if err != nil || s.Examples != int64(events) {
 					b.Fatalf("trained %d events: %v", s.Examples, err)
 				}
 			}
 			b.ReportMetric(float64(events*b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+	b.Run("test-only", func(b *testing.B) {
+		s, err := Train(context.Background(), TrainConfig{Data: path, Policy: policy("mtr"), Quiet: true}, io.Discard, io.Discard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := TrainConfig{Data: path, Init: s.Model, Test: true, Quiet: true}
+		b.SetBytes(size)
+		for b.Loop() {
+			if _, err := Train(context.Background(), cfg, io.Discard, io.Discard); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(events*b.N)/b.Elapsed().Seconds(), "events/s")
+	})
 }

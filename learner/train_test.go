@@ -1,12 +1,14 @@
 package learner
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -152,6 +154,10 @@ func writeFile(t *testing.T, name string, lines ...string) string {
 	return path
 }
 
+// TestTrainSkipsBadLines: every malformed line is skipped with a message
+// naming its line number and counted in the summary; events VW drops are
+// counted too, and reported unless they are the "_skipLearn" events
+// Personalizer logs normally have.
 func TestTrainSkipsBadLines(t *testing.T) {
 	t.Parallel()
 	tiny, err := os.ReadFile("../testdata/vw/tiny.dsjson")
@@ -159,74 +165,255 @@ func TestTrainSkipsBadLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := strings.Split(strings.TrimSpace(string(tiny)), "\n")
-	data := writeDSJSON(t,
-		good[0],
-		"",
-		`{"a":[1],"c":{"_multi":[{"A":{"x":1}}]`, // truncated
-		`{"_skipLearn":true,"a":[1],"c":{"_multi":[{"A":{"x":1}}]}}`,
-		`{"a":[],"c":{"_multi":[{"A":{"x":1}}]}}`,
-		`not json`,
-		good[1],
-	)
+	const c = `"c":{"_multi":[{"A":{"x":1}},{"A":{"y":1}}]}`
+	bad := []struct {
+		line, why string
+	}{
+		{`{"a":[1],"c":{"_multi":[{"A":{"x":1}}]`, "unexpected end of line"},
+		{`{"_label_cost":"high","_label_probability":0.5,"_labelIndex":0,"a":[1],` + c + `}`, `_label_cost is a string`},
+		{`{"_label_cost":1,"_label_probability":0.5,"_labelIndex":"0","a":[1],` + c + `}`, "expected an unsigned integer"},
+		{`{"a":"1",` + c + `}`, "expected an unsigned integer"},
+		{`{"a":[1],"c":[]}`, `"c" must be an object`},
+		{`{"_label_cost":1,"_label_probability":0.5,"a":[1],` + c + `}`, `no "_labelIndex"`},
+		{`{"_label_cost":"NaN","_label_probability":0.5,"_labelIndex":0,"a":[1],` + c + `}`, "NaN"},
+		{`{"_label_cost":1,"_label_probability":0,"_labelIndex":0,"a":[1],` + c + `}`, "_label_probability 0 is not in (0, 1]"},
+		{`{"_label_cost":1,"_label_probability":1.5,"_labelIndex":0,"a":[1],` + c + `}`, "_label_probability 1.5 is not in (0, 1]"},
+		{`{"_label_cost":1,"_label_probability":0.5,"_labelIndex":5,"a":[1],` + c + `}`, "_labelIndex 5 is out of range: 2 actions"},
+		{`not json`, "must start with '{'"},
+	}
+	dropped := []struct{ line, why string }{
+		{`{"a":[],` + c + `}`, `"a" is missing or empty`},
+		{`{` + c + `}`, `"a" is missing or empty`},
+	}
+	lines := []string{good[0], ""}
+	for _, b := range bad {
+		lines = append(lines, b.line)
+	}
+	for _, d := range dropped {
+		lines = append(lines, d.line)
+	}
+	lines = append(lines, `{"_skipLearn":true,"a":[1],`+c+`}`, good[1])
+	data := writeDSJSON(t, lines...)
 	var stderr bytes.Buffer
 	s, err := Train(context.Background(), TrainConfig{Data: data, Policy: bandit.DefaultPolicy, Quiet: true}, io.Discard, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Examples != 2 || s.Dropped != 2 || s.Malformed != 2 {
-		t.Errorf("examples %d dropped %d malformed %d, want 2, 2, 2", s.Examples, s.Dropped, s.Malformed)
+	if s.Examples != 2 || s.Dropped != len(dropped)+1 || s.Malformed != len(bad) {
+		t.Errorf("examples %d dropped %d malformed %d, want 2, %d, %d", s.Examples, s.Dropped, s.Malformed, len(dropped)+1, len(bad))
 	}
-	for _, w := range []string{"warning: line 3 skipped", "warning: line 6 skipped"} {
-		if !strings.Contains(stderr.String(), w) {
-			t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
+	for i, b := range append(bad, dropped...) {
+		want := fmt.Sprintf("warning: line %d skipped: ", i+3)
+		var got string
+		for l := range strings.Lines(stderr.String()) {
+			if strings.HasPrefix(l, want) {
+				got = l
+			}
+		}
+		if !strings.Contains(got, b.why) {
+			t.Errorf("line %d: message %q, want %q and %q", i+3, got, want, b.why)
 		}
 	}
-	if strings.Contains(stderr.String(), "line 4") || strings.Contains(stderr.String(), "finished run") {
-		t.Errorf("unexpected output with Quiet:\n%s", stderr.String())
+	if n := strings.Count(stderr.String(), "warning:"); n != len(bad)+len(dropped) {
+		t.Errorf("%d warnings, want %d (none for blank and _skipLearn lines):\n%s", n, len(bad)+len(dropped), stderr.String())
+	}
+	if strings.Contains(stderr.String(), "finished run") {
+		t.Errorf("summary printed with Quiet:\n%s", stderr.String())
+	}
+
+	// Without Quiet the summary counts them.
+	stderr.Reset()
+	if _, err := Train(context.Background(), TrainConfig{Data: data, Policy: bandit.DefaultPolicy}, io.Discard, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("events dropped = %d\nmalformed lines skipped = %d\n", len(dropped)+1, len(bad))
+	if !strings.Contains(stderr.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, stderr.String())
 	}
 }
 
-// TestTrainResume trains on the first half, saves and loads the model and
-// trains on the second half: the predictions must be those of one run.
-func TestTrainResume(t *testing.T) {
-	t.Parallel()
+// splitData writes the reference data's first n lines and the rest to two
+// files.
+func splitData(t *testing.T, n int) (first, second string) {
+	t.Helper()
 	lines := strings.SplitAfter(string(gunzipFile(t, vwTrainData)), "\n")
 	dir := t.TempDir()
-	first, second := filepath.Join(dir, "first"), filepath.Join(dir, "second")
-	if err := os.WriteFile(first, []byte(strings.Join(lines[:1500], "")), 0o600); err != nil {
+	first, second = filepath.Join(dir, "first"), filepath.Join(dir, "second")
+	if err := os.WriteFile(first, []byte(strings.Join(lines[:n], "")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(second, []byte(strings.Join(lines[1500:], "")), 0o600); err != nil {
+	if err := os.WriteFile(second, []byte(strings.Join(lines[n:], "")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	policy := "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 --cb_type dr -q ::"
-	run := func(cfg TrainConfig) (Summary, []byte) {
-		cfg.Preds = filepath.Join(t.TempDir(), "pred")
-		cfg.Quiet = true
-		s, err := Train(context.Background(), cfg, io.Discard, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(cfg.Preds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s, b
-	}
+	return first, second
+}
 
-	_, whole := run(TrainConfig{Data: vwTrainData, Policy: policy})
-	s1, p1 := run(TrainConfig{Data: first, Policy: policy})
-	var buf bytes.Buffer
-	if _, err := s1.Model.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	m, err := bandit.ReadModel(&buf)
+func trainPreds(t *testing.T, cfg TrainConfig) (Summary, []byte) {
+	t.Helper()
+	cfg.Preds = filepath.Join(t.TempDir(), "pred")
+	cfg.Quiet = true
+	s, err := Train(context.Background(), cfg, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, p2 := run(TrainConfig{Data: second, Init: m})
-	if !bytes.Equal(append(p1, p2...), whole) {
-		t.Error("resumed training predicts differently from one run")
+	b, err := os.ReadFile(cfg.Preds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, b
+}
+
+// TestTrainResume trains on the first part with -f, then on the rest from
+// that file with -i: the predictions must be those of one run over the
+// whole file, for every cb_type and exploration algorithm.
+func TestTrainResume(t *testing.T) {
+	t.Parallel()
+	first, second := splitData(t, 1500)
+	for _, args := range []string{
+		"--cb_type mtr", "--cb_type ips", "--cb_type dr", "--first 2000 --epsilon 0.1", "--softmax --lambda 5",
+		"--squarecb", "--bag 3 --cb_type dr", "--sgd --l2 1e-5",
+	} {
+		t.Run(args, func(t *testing.T) {
+			t.Parallel()
+			policy := "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 -q :: " + args
+			_, whole := trainPreds(t, TrainConfig{Data: vwTrainData, Policy: policy})
+			model := filepath.Join(t.TempDir(), "model")
+			_, p1 := trainPreds(t, TrainConfig{Data: first, Policy: policy, Final: model})
+			f, err := os.Open(model)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := bandit.ReadModel(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, p2 := trainPreds(t, TrainConfig{Data: second, Init: m})
+			if !bytes.Equal(append(p1, p2...), whole) {
+				t.Error("resumed training predicts differently from one run")
+			}
+		})
+	}
+}
+
+// TestTrainTestOnly checks -t: the model predicts every event as it stands
+// and learns nothing, and the loss is still reported.
+func TestTrainTestOnly(t *testing.T) {
+	t.Parallel()
+	first, second := splitData(t, 2000)
+	policy := "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 -q :: --l1 1e-6 --l2 1e-6"
+	trained, _ := trainPreds(t, TrainConfig{Data: first, Policy: policy})
+	var buf bytes.Buffer
+	if _, err := trained.Model.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	before := bytes.Clone(buf.Bytes())
+	s, preds := trainPreds(t, TrainConfig{Data: second, Init: trained.Model, Test: true})
+
+	// The same predictions, one by one, from the model with its lazy
+	// regularization applied, as VW applies it when it loads a model to
+	// test with.
+	m := trained.Model.Clone()
+	m.ApplyRegularization()
+	var want bytes.Buffer
+	var d bandit.DSJSONParser
+	var e bandit.Event
+	var p bandit.Prediction
+	for _, line := range bytes.Split(bytes.TrimSpace(gunzipFile(t, vwTrainData)), []byte("\n"))[2000:] {
+		if err := d.Parse(line, &e); err != nil {
+			t.Fatal(err)
+		}
+		m.Predict(&e, &p)
+		bw := bufio.NewWriter(&want)
+		writePMF(bw, p.PMF(), "")
+		bw.Flush()
+	}
+	if !bytes.Equal(preds, want.Bytes()) {
+		t.Error("-t predictions differ from the model's")
+	}
+	buf.Reset()
+	trained.Model.WriteTo(&buf)
+	if !bytes.Equal(buf.Bytes(), before) {
+		t.Error("-t changed the initial model")
+	}
+	if s.Examples != 2000 || math.IsNaN(s.AverageLoss) || s.AverageLoss >= 0 {
+		t.Errorf("summary %+v", s)
+	}
+}
+
+// TestTrainPasses checks several passes: VW holds out every tenth event
+// of each pass (learned, but its loss counted apart), reports the best
+// pass's holdout loss, keeps the model of that pass, and stops after three
+// passes without improvement.
+func TestTrainPasses(t *testing.T) {
+	t.Parallel()
+	policy := "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.4 -q ::"
+	dir := t.TempDir()
+	var stderr bytes.Buffer
+	model := filepath.Join(dir, "model")
+	s, err := Train(context.Background(), TrainConfig{Data: vwTrainData, Policy: policy, Passes: 12, Final: model}, io.Discard, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := stderr.String()
+	if s.Examples != 3600*int64(s.Passes) || math.IsNaN(s.HoldoutLoss) {
+		t.Errorf("summary %+v, want 3600 examples per pass and a holdout loss", s)
+	}
+	for _, want := range []string{
+		"number of examples per pass = 3600\n", fmt.Sprintf("passes used = %d\n", s.Passes),
+		"average loss = " + strconv.FormatFloat(s.HoldoutLoss, 'f', 6, 32) + " h\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, " h\n") || strings.Count(out, "\n") < 10 {
+		t.Errorf("no holdout progress lines:\n%s", out)
+	}
+	if s.Passes == 12 {
+		t.Fatalf("training never stopped early (holdout loss %v); pick a policy that overfits", s.HoldoutLoss)
+	}
+	// It stopped three passes after the best one and kept that model:
+	// training that many passes gives the same file.
+	best := filepath.Join(dir, "best")
+	if _, err := Train(context.Background(), TrainConfig{Data: vwTrainData, Policy: policy, Passes: s.Passes - 3, Final: best, Quiet: true}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(model)
+	b, _ := os.ReadFile(best)
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Errorf("the model after early termination is not the best pass's")
+	}
+
+	// --holdout_off: every event counts, the loss is progressive.
+	s, err = Train(context.Background(), TrainConfig{Data: vwTrainData, Policy: policy, Passes: 2, HoldoutOff: true, Quiet: true}, io.Discard, io.Discard)
+	if err != nil || s.Examples != 8000 || s.Passes != 2 || !math.IsNaN(s.HoldoutLoss) || math.IsNaN(s.AverageLoss) {
+		t.Errorf("--holdout_off: summary %+v, %v", s, err)
+	}
+}
+
+// TestTrainReadable checks --readable_model and --invert_hash.
+func TestTrainReadable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	readable, inverted := filepath.Join(dir, "readable"), filepath.Join(dir, "inverted")
+	cfg := TrainConfig{Data: "../testdata/vw/tiny.dsjson", Policy: bandit.DefaultPolicy, Readable: readable, InvertHash: inverted, Quiet: true}
+	if _, err := Train(context.Background(), cfg, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := os.ReadFile(readable)
+	inv, _ := os.ReadFile(inverted)
+	// tiny.dsjson.audit.txt: User^gender=f is slot 43308, Constant 116060,
+	// Action^id=politics*User^gender=f 242549.
+	for _, want := range []string{"\n43308:", "\n116060:", "\n242549:"} {
+		if !bytes.Contains(r, []byte(want)) {
+			t.Errorf("readable model lacks %q:\n%s", want, r)
+		}
+	}
+	for _, want := range []string{"\nUser^gender=f:43308:", "\nConstant:116060:", "\nAction^id=politics*User^gender=f:242549:"} {
+		if !bytes.Contains(inv, []byte(want)) {
+			t.Errorf("inverted model lacks %q:\n%s", want, inv)
+		}
 	}
 }
 
