@@ -7,16 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
@@ -86,7 +82,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "personalizer dev: gRPC %s, HTTP %s, Kafka %s, data %s\n", d.grpcAddr(), d.httpLis.Addr(), d.broker.Addrs()[0], cfg.DataDir)
+	fmt.Fprintf(stdout, "personalizer dev: gRPC %s, HTTP %s, Kafka %s, data %s\n", d.grpcAddr(), d.api.httpLis.Addr(), d.broker.Addrs()[0], cfg.DataDir)
 	select {
 	case <-ctx.Done():
 	case <-d.failed:
@@ -105,11 +101,7 @@ type dev struct {
 	joiner  *joiner.Joiner
 	learner *learner.Learner
 	store   *learner.Store
-	grpc    *grpc.Server
-	health  *health.Server
-	grpcLis net.Listener
-	httpLis net.Listener
-	http    *http.Server
+	api     *api
 
 	// Each stage stops on its own, in shutdown order.
 	serve, publish, roles stage
@@ -182,24 +174,14 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		}
 	}
 
-	if d.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+	d.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, func(g *grpc.Server) {
+		personalizerv1.RegisterPersonalizerServiceServer(g, d.srv)
+		eventsv1.RegisterModelServiceServer(g, learner.NewService(cfg.Loop, d.store))
+	})
+	if err != nil {
 		d.closeKafka()
-		return nil, fmt.Errorf("grpc listen: %w", err)
+		return nil, err
 	}
-	if d.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		d.grpcLis.Close()
-		d.closeKafka()
-		return nil, fmt.Errorf("http listen: %w", err)
-	}
-	d.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(4 << 20))
-	personalizerv1.RegisterPersonalizerServiceServer(d.grpc, d.srv)
-	eventsv1.RegisterModelServiceServer(d.grpc, learner.NewService(cfg.Loop, d.store))
-	d.health = health.NewServer()
-	healthpb.RegisterHealthServer(d.grpc, d.health)
-	reflection.Register(d.grpc)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
@@ -208,36 +190,19 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	d.start(&d.publish, ctx, func(ctx context.Context) error { return d.pub.Run(ctx, 10*time.Second) })
 	d.start(&d.serve, ctx,
 		func(ctx context.Context) error { return d.srv.WatchModels(ctx, d.store) },
-		func(context.Context) error { return d.grpc.Serve(d.grpcLis) },
-		func(context.Context) error {
-			if err := d.http.Serve(d.httpLis); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		},
-	)
-	d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		d.api.serveGRPC, d.api.serveHTTP)
+	d.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return d, nil
 }
 
-func (d *dev) grpcAddr() string { return d.grpcLis.Addr().String() }
+func (d *dev) grpcAddr() string { return d.api.grpcAddr() }
 
 // close shuts down in a fixed order: stop taking requests, flush the
 // events the server accepted, then stop the joiner and the learner (which
 // publishes and checkpoints a last time), then the broker.
 func (d *dev) close() error {
-	d.health.Shutdown()
 	d.srv.Shutdown()
-	stopped := make(chan struct{})
-	go func() { d.grpc.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		d.grpc.Stop()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	errs := []error{d.http.Shutdown(ctx), d.serve.stop(), d.publish.stop(), d.roles.stop()}
+	errs := []error{d.api.drain(), d.serve.stop(), d.publish.stop(), d.roles.stop()}
 	d.closeKafka()
 	select {
 	case <-d.failed:
