@@ -3,12 +3,13 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 RACE    ?= -race
 
-BUF_VERSION                := v1.75.0
-PROTOC_GEN_GO_VERSION      := v1.36.12
-PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+BUF_VERSION                   := v1.75.0
+PROTOC_GEN_GO_VERSION         := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION    := v1.6.2
+PROTOC_GEN_GO_VTPROTO_VERSION := v0.6.0
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test bench proto proto-python checkgenerate lint tools deps examples clean
+.PHONY: help build run test bench proto proto-python checkgenerate lint tools deps examples up down checkcompose clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,7 +22,7 @@ run: build ## run everything in one process (gRPC 127.0.0.1:50051, HTTP :8080, K
 
 test: ## run every test with the race detector
 	$(GO) vet ./...
-	$(GO) test $(RACE) -count=1 ./...
+	$(GO) test $(RACE) -count=1 -timeout 30m ./...
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -34,7 +35,16 @@ deps: ## install what the polyglot examples need (Debian packages, npm packages)
 examples: build ## run the Python and Node examples against a live server (after make deps)
 	client/run-examples.sh
 
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## install code generators into ./bin
+up: ## build the image and start Kafka, the topics, a learner, a joiner and two servers (docker-compose.yml)
+	docker compose up -d --build
+
+down: ## stop and remove what make up started (the data volumes stay)
+	docker compose down
+
+checkcompose: ## validate docker-compose.yml with a real Compose parser (Debian's docker-compose)
+	docker-compose -f docker-compose.yml config -q
+
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go-vtproto ## install code generators into ./bin
 
 $(BIN)/buf:
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -42,6 +52,8 @@ $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+$(BIN)/protoc-gen-go-vtproto:
+	GOBIN=$(BIN) $(GO) install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@$(PROTOC_GEN_GO_VTPROTO_VERSION)
 
 proto: tools ## lint the protos and regenerate the Go code
 	$(BIN)/buf lint

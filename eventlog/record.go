@@ -75,6 +75,48 @@ func (r *Record) Header(key string) []byte {
 // Type returns the record's [TypeHeader] value.
 func (r *Record) Type() string { return string(r.Header(TypeHeader)) }
 
+// TraceparentHeader is the W3C trace context header. A rank record written
+// while its call was traced carries it, and so does the joined line made
+// from it, so that the joiner's and the learner's spans join the Rank's
+// trace.
+const TraceparentHeader = "traceparent"
+
+// HeaderCarrier is a record's headers as OpenTelemetry's
+// propagation.TextMapCarrier (through a pointer, as
+// (*HeaderCarrier)(&rec.Headers)), so that trace context travels in records
+// without this package depending on OpenTelemetry.
+type HeaderCarrier []Header
+
+// Get returns the value of the first header named key, or "".
+func (c *HeaderCarrier) Get(key string) string {
+	for _, h := range *c {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// Set replaces the value of the first header named key, or adds the header.
+func (c *HeaderCarrier) Set(key, value string) {
+	for i, h := range *c {
+		if h.Key == key {
+			(*c)[i].Value = []byte(value)
+			return
+		}
+	}
+	*c = append(*c, Header{Key: key, Value: []byte(value)})
+}
+
+// Keys returns the header names.
+func (c *HeaderCarrier) Keys() []string {
+	keys := make([]string, len(*c))
+	for i, h := range *c {
+		keys[i] = h.Key
+	}
+	return keys
+}
+
 // Writer appends records. Write returns once every record is acknowledged,
 // or with an error, in which case any of them may or may not be stored.
 // Once Write returned nil the caller may reuse the records' memory.

@@ -43,4 +43,11 @@
 //
 // The joiner never reads the wall clock inside the join: now only stamps
 // tick records and paces commits.
+//
+// A rank record's W3C trace context (its traceparent header) rides along
+// with the event; when the window closes, the shell records the joiner's
+// span as a child of it and gives the joined line that span's context, so
+// the learner's span joins the same trace. With a tracer provider the
+// header names the joiner's span, which differs from one replay to the
+// next; the line itself does not.
 package joiner

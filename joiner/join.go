@@ -88,7 +88,10 @@ type Input struct {
 	Time   time.Time // event time: the record's timestamp
 	Offset int64
 	Rank   *eventsv1.RankEvent // for Rank
-	Value  float32             // for Reward
+	// Trace is a Rank record's W3C trace context (its traceparent
+	// header), nil when the call was not traced; it goes to the joined line.
+	Trace []byte
+	Value float32 // for Reward
 	// ID is a Reward's or Activate's id: copies of one record carry the
 	// same id and count once. 0 is never deduplicated.
 	ID uint64
@@ -109,6 +112,7 @@ type Joined struct {
 	Key      string // loop/eventId
 	Rank     *eventsv1.RankEvent
 	Time     time.Time // rank time
+	Trace    []byte    // the rank's trace context, see [Input.Trace]
 	Outcomes []Outcome // every outcome joined, in arrival order
 	// Reward is the reward to learn: the aggregated reward, the default
 	// reward when none came, or in Apprentice mode 1 if the model chose
@@ -329,7 +333,7 @@ func (w *Window) addRank(in Input, before time.Time) {
 		return
 	}
 	ev := &event{
-		Joined:   Joined{Key: in.Key, Rank: in.Rank, Time: in.Time},
+		Joined:   Joined{Key: in.Key, Rank: in.Rank, Time: in.Time, Trace: in.Trace},
 		deadline: in.Time.Add(w.rules.RewardWait),
 		offset:   in.Offset,
 	}
@@ -457,7 +461,7 @@ func (w *Window) expire() {
 func (w *Window) close(ev *event) {
 	j := ev.Joined
 	// Closed events keep only what late outcomes and repeated ranks need.
-	ev.Rank, ev.Outcomes = nil, nil
+	ev.Rank, ev.Outcomes, ev.Trace = nil, nil, nil
 
 	var n int
 	j.Original, n = aggregate(w.rules.Aggregation, j.Outcomes)

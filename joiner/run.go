@@ -15,6 +15,10 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -32,6 +36,11 @@ type Config struct {
 	// CommitInterval is the least time between two offset commits of a
 	// partition.
 	CommitInterval time.Duration
+	// TracerProvider, when set, records a span for every joined event
+	// whose rank record carries trace context, a child of the Rank call's
+	// span, and the joined line carries that span's context on to the
+	// learner. Nil records nothing, but the context still travels.
+	TracerProvider trace.TracerProvider
 }
 
 // RegisterFlags registers the joiner's flags with prefix p.
@@ -42,8 +51,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, p string) {
 	fs.Var((*float32Value)(&c.DefaultReward), p+"default-reward", "reward of an event with no reward in its window")
 	c.Aggregation = Earliest
 	fs.Var((*aggregationValue)(&c.Aggregation), p+"reward-aggregation", "how several rewards combine: earliest, sum, average, median, min or max")
-	c.LearningMode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
-	fs.Var((*modeValue)(&c.LearningMode), p+"learning-mode", "Online, Apprentice (answer with the baseline, learn to imitate it) or LoggingOnly (answer with the baseline, learn nothing)")
+	LearningModeVar(fs, &c.LearningMode, p+"learning-mode")
 	fs.DurationVar(&c.TickInterval, p+"tick-interval", time.Second, "how often each owned partition gets a tick record, so idle windows close")
 	fs.DurationVar(&c.CommitInterval, p+"commit-interval", time.Second, "least time between offset commits of a partition")
 }
@@ -69,6 +77,14 @@ var modeNames = map[eventsv1.LearningMode]string{
 	eventsv1.LearningMode_LEARNING_MODE_ONLINE:       "Online",
 	eventsv1.LearningMode_LEARNING_MODE_APPRENTICE:   "Apprentice",
 	eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY: "LoggingOnly",
+}
+
+// LearningModeVar registers flag name for a learning mode, by
+// Personalizer's name (Online, Apprentice, LoggingOnly), defaulting *m to
+// online. Servers and joiners take the same flag.
+func LearningModeVar(fs *flag.FlagSet, m *eventsv1.LearningMode, name string) {
+	*m = eventsv1.LearningMode_LEARNING_MODE_ONLINE
+	fs.Var((*modeValue)(m), name, "Online, Apprentice (answer with the baseline, learn to imitate it) or LoggingOnly (answer with the baseline, learn nothing)")
 }
 
 // modeValue is a flag.Value for a learning mode, by Personalizer's name.
@@ -109,6 +125,7 @@ type Joiner struct {
 	out   eventlog.Writer // joined lines, audits, dead letters
 	ticks eventlog.Writer // personalizer.events
 	now   func() time.Time
+	trace trace.Tracer
 
 	mu      sync.Mutex
 	stats   Stats
@@ -121,7 +138,12 @@ type Joiner struct {
 // tick records to ticks. now stamps ticks and paces commits; the join
 // itself uses only the records' times.
 func New(cfg Config, log *slog.Logger, src Source, out, ticks eventlog.Writer, now func() time.Time) *Joiner {
-	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, changed: make(chan struct{})}
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, changed: make(chan struct{}),
+		trace: tp.Tracer("github.com/open-personalizer/personalizer/joiner")}
 }
 
 // Counters returns the joiner's [Stats] summed over every partition it has
@@ -324,7 +346,7 @@ func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan even
 		// Take what is already fetched, so output is written in batches.
 		for n := 1; ; n++ {
 			w.Add(decode(rec), &out)
-			render(&b, p, &out, &rec, &fc)
+			j.render(&b, p, &out, &rec, &fc)
 			out.Reset()
 			if n == batchRecords || b.size >= batchBytes || len(records) == 0 {
 				break
@@ -349,11 +371,15 @@ var (
 
 // render appends out's records to b, all in partition p. rec is the
 // input that produced out; fc is the join goroutine's float cache.
-func render(b *batch, p int, out *Output, rec *eventlog.Record, fc *floatCache) {
+func (j *Joiner) render(b *batch, p int, out *Output, rec *eventlog.Record, fc *floatCache) {
 	for i := range out.Joined {
 		jd := &out.Joined[i]
 		size := len(jd.Rank.GetContext()) + 40*len(jd.Rank.GetRanking()) + 60*len(jd.Outcomes) + 512
-		b.append(eventlog.JoinedTopic, p, jd.Key, joinedHeaders, jd.Time, size, func(buf []byte) []byte { return appendDSJSON(buf, jd, fc) })
+		headers := joinedHeaders
+		if jd.Trace != nil {
+			headers = j.traced(jd, p)
+		}
+		b.append(eventlog.JoinedTopic, p, jd.Key, headers, jd.Time, size, func(buf []byte) []byte { return appendDSJSON(buf, jd, fc) })
 	}
 	for i := range out.Audits {
 		a := &out.Audits[i]
@@ -368,6 +394,28 @@ func render(b *batch, p int, out *Output, rec *eventlog.Record, fc *floatCache) 
 		b.size += len(rec.Key) + len(rec.Value)
 	}
 }
+
+// traced records the joiner's span for a joined event whose rank was
+// traced, as a child of the rank's span, and returns the joined line's
+// headers, which carry the span's context to the learner.
+func (j *Joiner) traced(jd *Joined, p int) []eventlog.Header {
+	rank := eventlog.HeaderCarrier{{Key: eventlog.TraceparentHeader, Value: jd.Trace}}
+	ctx, span := j.trace.Start(traceContext.Extract(context.Background(), &rank), "personalizer.joiner.join",
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("personalizer.event_key", jd.Key),
+			attribute.Int("personalizer.partition", p),
+			attribute.Int("personalizer.outcomes", len(jd.Outcomes)),
+			attribute.Float64("personalizer.reward", float64(jd.Reward)),
+			attribute.Bool("personalizer.learnable", jd.Learnable)))
+	defer span.End()
+	hs := eventlog.HeaderCarrier{joinedHeaders[0]}
+	traceContext.Inject(ctx, &hs)
+	return hs
+}
+
+// traceContext reads and writes W3C traceparent headers.
+var traceContext propagation.TraceContext
 
 // write writes batches in order and commits their checkpoints, at most
 // every CommitInterval, and once more when the claim ends. Its ctx ends
@@ -448,7 +496,7 @@ func decode(rec eventlog.Record) Input {
 		if ev, err = unmarshalRank(rec.Value); err == nil {
 			err = checkRank(ev)
 		}
-		in.Kind, in.Rank = Rank, ev
+		in.Kind, in.Rank, in.Trace = Rank, ev, rec.Header(eventlog.TraceparentHeader)
 	case eventlog.TypeReward:
 		var ev eventsv1.RewardEvent
 		if err = proto.Unmarshal(rec.Value, &ev); err == nil && !finite(ev.GetValue()) {

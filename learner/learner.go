@@ -14,6 +14,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/open-personalizer/personalizer/bandit"
@@ -37,6 +41,10 @@ type Config struct {
 	// the cost of every event learned, after the model learned it. Tests
 	// use it to check exactly what reached the model.
 	Learned func(key []byte, cost float32)
+	// TracerProvider, when set, records a span for every joined line
+	// that carries trace context (its rank was traced), a child of the
+	// joiner's span. Nil records nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // RegisterFlags registers the learner's flags with prefix p.
@@ -79,6 +87,7 @@ type Learner struct {
 	log   *slog.Logger
 	store *Store
 	now   func() time.Time
+	trace trace.Tracer
 
 	// Owned by the Run goroutine.
 	model   *bandit.Model
@@ -102,6 +111,10 @@ func New(cfg Config, log *slog.Logger, store *Store, now func() time.Time) (*Lea
 		return nil, err
 	}
 	policy, _ := bandit.ParsePolicy(cfg.Policy)
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
 	l := &Learner{
 		cfg: cfg, log: log, store: store, now: now,
 		model:   bandit.NewModel(policy),
@@ -109,6 +122,7 @@ func New(cfg Config, log *slog.Logger, store *Store, now func() time.Time) (*Lea
 		seen:    newDedupe(cfg.Remember),
 		prefix:  []byte(cfg.Loop + "/"),
 		changed: make(chan struct{}),
+		trace:   tp.Tracer("github.com/open-personalizer/personalizer/learner"),
 	}
 	data, err := os.ReadFile(l.checkpointPath())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -275,6 +289,17 @@ func (l *Learner) read(ctx context.Context, open Open, export <-chan time.Time) 
 // learn learns one joined record, counting into batch.
 func (l *Learner) learn(rec eventlog.Record, batch *Stats) {
 	l.offsets[rec.Partition] = rec.Offset + 1
+	if rec.Header(eventlog.TraceparentHeader) != nil {
+		before := *batch
+		_, span := l.trace.Start(traceContext.Extract(context.Background(), (*eventlog.HeaderCarrier)(&rec.Headers)), "personalizer.learner.learn",
+			trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("personalizer.event_key", string(rec.Key))))
+		defer func() {
+			span.SetAttributes(attribute.Bool("personalizer.learned", batch.Learned > before.Learned),
+				attribute.Bool("personalizer.duplicate", batch.Duplicates > before.Duplicates))
+			span.End()
+		}()
+	}
 	switch {
 	case !bytes.HasPrefix(rec.Key, l.prefix):
 		batch.OtherLoops++
@@ -304,6 +329,9 @@ func (l *Learner) learn(rec eventlog.Record, batch *Stats) {
 		l.cfg.Learned(rec.Key, cost)
 	}
 }
+
+// traceContext reads W3C traceparent headers.
+var traceContext propagation.TraceContext
 
 // addStats folds batch into the shared stats and wakes waiters.
 func (l *Learner) addStats(batch *Stats) {

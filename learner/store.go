@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
@@ -60,10 +61,18 @@ type Service struct {
 	eventsv1.UnimplementedModelServiceServer
 	loop  string
 	store *Store
+	done  chan struct{} // closed by Shutdown to end watches
+	once  sync.Once
 }
 
 // NewService returns the ModelService of loop's store.
-func NewService(loop string, store *Store) *Service { return &Service{loop: loop, store: store} }
+func NewService(loop string, store *Store) *Service {
+	return &Service{loop: loop, store: store, done: make(chan struct{})}
+}
+
+// Shutdown ends open WatchModel calls (they never end on their own) so
+// that a graceful stop can finish; watchers get Unavailable and retry.
+func (s *Service) Shutdown() { s.once.Do(func() { close(s.done) }) }
 
 // WatchModel implements ModelService.WatchModel: the latest version's
 // metadata now, then every newer one.
@@ -71,9 +80,28 @@ func (s *Service) WatchModel(req *eventsv1.WatchModelRequest, stream eventsv1.Mo
 	if err := s.checkLoop(req.GetLoop()); err != nil {
 		return err
 	}
+	if s.stopping() {
+		return errStopping
+	}
+	// Headers now tell the watcher it is connected, model or not.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	var after uint64
 	for {
-		v, err := s.store.Next(stream.Context(), after)
+		v, err := s.store.Next(ctx, after)
+		if s.stopping() {
+			return errStopping
+		}
 		if err != nil {
 			return status.FromContextError(err).Err()
 		}
@@ -81,6 +109,19 @@ func (s *Service) WatchModel(req *eventsv1.WatchModelRequest, stream eventsv1.Mo
 			return err
 		}
 		after = v.GetInfo().GetVersion()
+	}
+}
+
+// errStopping ends the watches of a learner that shuts down; the watchers
+// retry until it, or another, is back.
+var errStopping = status.Error(codes.Unavailable, "the learner is shutting down")
+
+func (s *Service) stopping() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -6,4 +6,9 @@
 // The server never learns and never reads the event log; it reaches the
 // learner only through a [ModelSource]. Models are swapped atomically, so a
 // Rank sees exactly one model version.
+//
+// The same methods answer gRPC and Personalizer's REST API ([REST]), which
+// maps Personalizer's JSON onto the gRPC types. A [Guard] checks API keys
+// (stored hashed, compared in constant time) and per-key rate limits for
+// both; a server serves one loop and refuses other loops' keys.
 package server

@@ -16,7 +16,8 @@ var errBufferFull = errors.New("event buffer is full")
 // Publisher appends records to a log in the background through a bounded
 // buffer, so that answering a request never waits for the broker. Records
 // the buffer accepted are retried until written or until shutdown flushing
-// gives up; a record the buffer cannot take is refused and counted.
+// gives up; a record the buffer cannot take is refused, counted, and logged
+// in a summary at most every 10 s.
 type Publisher struct {
 	w        eventlog.Writer
 	log      *slog.Logger
@@ -26,12 +27,21 @@ type Publisher struct {
 	written atomic.Int64
 	refused atomic.Int64
 	lost    atomic.Int64
+	// loggedAt is when an overflow was last logged (Unix nanoseconds) and
+	// loggedRefused the refused count then.
+	loggedAt      atomic.Int64
+	loggedRefused atomic.Int64
 }
+
+// overflowLogInterval is the least time between two warnings about
+// records refused because the buffer was full.
+const overflowLogInterval = 10 * time.Second
 
 // PublisherStats are a [Publisher]'s counters.
 type PublisherStats struct {
 	Written  int64 // acknowledged by the log
 	Buffered int   // waiting in the buffer
+	Capacity int   // the buffer's size
 	Refused  int64 // not taken because the buffer was full
 	Lost     int64 // taken, then not written before shutdown gave up
 }
@@ -48,14 +58,21 @@ func (p *Publisher) Publish(rec eventlog.Record) error {
 	case p.ch <- rec:
 		return nil
 	default:
-		p.refused.Add(1)
-		return errBufferFull
 	}
+	refused := p.refused.Add(1)
+	// One goroutine in an interval wins the swap and logs; the others
+	// only count. The clock here paces a log line, it decides nothing.
+	now, last := time.Now().UnixNano(), p.loggedAt.Load()
+	if now-last >= int64(overflowLogInterval) && p.loggedAt.CompareAndSwap(last, now) {
+		p.log.Warn("event buffer full; records refused and not learned",
+			"capacity", cap(p.ch), "refused", refused-p.loggedRefused.Swap(refused), "refused_total", refused)
+	}
+	return errBufferFull
 }
 
 // Stats returns the publisher's counters.
 func (p *Publisher) Stats() PublisherStats {
-	return PublisherStats{Written: p.written.Load(), Buffered: len(p.ch), Refused: p.refused.Load(), Lost: p.lost.Load()}
+	return PublisherStats{Written: p.written.Load(), Buffered: len(p.ch), Capacity: cap(p.ch), Refused: p.refused.Load(), Lost: p.lost.Load()}
 }
 
 // Run writes queued records in batches until ctx ends, then flushes what is
@@ -98,6 +115,9 @@ func (p *Publisher) write(ctx context.Context, batch []eventlog.Record) error {
 		err := p.w.Write(ctx, batch...)
 		if err == nil {
 			p.written.Add(int64(len(batch)))
+			if backoff > 50*time.Millisecond {
+				p.log.Info("event log writes recovered", "buffered", len(p.ch), "refused_total", p.refused.Load())
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -113,11 +133,12 @@ func (p *Publisher) write(ctx context.Context, batch []eventlog.Record) error {
 	}
 }
 
-// flush writes pending (a batch that was in flight) and the buffer's rest.
+// flush writes pending (a batch that was in flight, possibly empty) and
+// the buffer's rest.
 func (p *Publisher) flush(ctx context.Context, timeout time.Duration, pending []eventlog.Record) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for batch := pending; ; batch = p.fill(batch[:0]) {
+	for batch := p.fill(pending); ; batch = p.fill(batch[:0]) {
 		if len(batch) == 0 {
 			return nil
 		}

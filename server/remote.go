@@ -3,30 +3,72 @@ package server
 import (
 	"context"
 	"fmt"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
 
 // RemoteModels is a [ModelSource] that pulls versions from a learner in
-// another process over its ModelService.
+// another process over its ModelService. [Server.WatchModels] calls Next
+// again, with backoff, after every failure, so a learner that goes away and
+// comes back is reconnected to.
 type RemoteModels struct {
 	client eventsv1.ModelServiceClient
 	loop   string
+	notify func(reachable bool)
+
+	mu        sync.Mutex
+	reachable bool
 }
 
-// NewRemoteModels returns a source of loop's models behind client.
-func NewRemoteModels(client eventsv1.ModelServiceClient, loop string) *RemoteModels {
-	return &RemoteModels{client: client, loop: loop}
+// NewRemoteModels returns a source of loop's models behind client. notify,
+// if not nil, is called whenever the learner becomes reachable or
+// unreachable; it starts unreachable.
+func NewRemoteModels(client eventsv1.ModelServiceClient, loop string, notify func(reachable bool)) *RemoteModels {
+	return &RemoteModels{client: client, loop: loop, notify: notify}
+}
+
+// Reachable reports whether the learner answered the last attempt to
+// watch it and the watch is still open.
+func (r *RemoteModels) Reachable() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reachable
+}
+
+func (r *RemoteModels) setReachable(ok bool) {
+	r.mu.Lock()
+	changed := r.reachable != ok
+	r.reachable = ok
+	r.mu.Unlock()
+	if changed && r.notify != nil {
+		r.notify(ok)
+	}
 }
 
 // Next watches for a version newer than after and fetches it.
 func (r *RemoteModels) Next(ctx context.Context, after uint64) (*eventsv1.GetModelResponse, error) {
+	mv, err := r.next(ctx, after)
+	if err != nil && ctx.Err() == nil {
+		r.setReachable(false)
+	}
+	return mv, err
+}
+
+func (r *RemoteModels) next(ctx context.Context, after uint64) (*eventsv1.GetModelResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the watch
 	stream, err := r.client.WatchModel(ctx, &eventsv1.WatchModelRequest{Loop: r.loop})
+	if err == nil {
+		_, err = stream.Header() // the learner answered, with or without a model
+	}
 	if err != nil {
 		return nil, fmt.Errorf("watch models: %w", err)
 	}
+	r.setReachable(true)
 	for {
 		w, err := stream.Recv()
 		if err != nil {
@@ -34,6 +76,9 @@ func (r *RemoteModels) Next(ctx context.Context, after uint64) (*eventsv1.GetMod
 		}
 		if v := w.GetInfo().GetVersion(); v > after {
 			mv, err := r.client.GetModel(ctx, &eventsv1.GetModelRequest{Loop: r.loop, Version: v})
+			if status.Code(err) == codes.NotFound {
+				continue // a newer version replaced it; the watch announces that one
+			}
 			if err != nil {
 				return nil, fmt.Errorf("get model version %d: %w", v, err)
 			}

@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/proto"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
@@ -62,6 +62,7 @@ type servingModel struct {
 	model   *bandit.Model
 	version uint64
 	label   string // version as the API reports it
+	info    *eventsv1.ModelInfo
 }
 
 // scratch is per-Rank working memory, pooled so Rank allocates little.
@@ -71,14 +72,8 @@ type scratch struct {
 	pmf      []bandit.ActionProb
 	baseline []bandit.ActionProb // eligible actions in request order
 	excluded []bool
-	context  []byte
-}
-
-// appendContext renders the DSJson context into the pooled buffer and
-// returns a copy sized to fit, which the rank record keeps.
-func (sc *scratch) appendContext(context []*personalizerv1.Namespace, actions []*personalizerv1.Action) []byte {
-	sc.context = features.AppendContext(sc.context[:0], context, actions)
-	return bytes.Clone(sc.context)
+	eligible []*personalizerv1.Action
+	context  []byte // the rank record's context: publish copies it when it encodes the record
 }
 
 // New returns a server that appends events through events.
@@ -100,6 +95,15 @@ func (s *Server) ModelVersion() uint64 {
 		return m.version
 	}
 	return 0
+}
+
+// ModelInfo returns the metadata of the version Rank uses (its creation
+// time gives the model's age), nil before the first model.
+func (s *Server) ModelInfo() *eventsv1.ModelInfo {
+	if m := s.model.Load(); m != nil {
+		return m.info
+	}
+	return nil
 }
 
 // WatchModels swaps in every version src publishes until ctx ends. A
@@ -139,14 +143,14 @@ func (s *Server) Load(mv *eventsv1.GetModelResponse) error {
 	if err != nil {
 		return fmt.Errorf("model version %d: %w", info.GetVersion(), err)
 	}
-	s.model.Store(&servingModel{model: m, version: info.GetVersion(), label: strconv.FormatUint(info.GetVersion(), 10)})
+	s.model.Store(&servingModel{model: m, version: info.GetVersion(), label: strconv.FormatUint(info.GetVersion(), 10), info: info})
 	s.log.Info("model swapped", "version", info.GetVersion(), "examples", info.GetExamples())
 	return nil
 }
 
 // Rank implements PersonalizerService.Rank.
 func (s *Server) Rank(ctx context.Context, req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
-	resp, err := s.rank(req)
+	resp, err := s.rank(ctx, req)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -190,7 +194,7 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 		if r.err != nil {
 			return r.err
 		}
-		resp, err := s.rank(r.req.GetRequest())
+		resp, err := s.rank(ctx, r.req.GetRequest())
 		if err != nil {
 			return s.toStatus(err)
 		}
@@ -201,9 +205,12 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 }
 
 // rank decides and logs one request.
-func (s *Server) rank(req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
+func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
 	sc := s.pool.Get().(*scratch)
-	defer s.pool.Put(sc)
+	defer func() {
+		clear(sc.eligible) // not to keep the request alive
+		s.pool.Put(sc)
+	}()
 	excluded, err := s.cfg.Limits.validateRank(req, sc.excluded)
 	if err != nil {
 		return nil, err
@@ -214,12 +221,13 @@ func (s *Server) rank(req *personalizerv1.RankRequest) (*personalizerv1.RankResp
 		eventID = rand.Text()
 	}
 	actions := req.GetActions()
-	eligible := make([]*personalizerv1.Action, 0, len(actions))
+	eligible := sc.eligible[:0]
 	for i, a := range actions {
 		if !excluded[i] {
 			eligible = append(eligible, a)
 		}
 	}
+	sc.eligible = eligible
 
 	sm := s.model.Load()
 	sc.pmf = sc.pmf[:0]
@@ -264,6 +272,7 @@ func (s *Server) rank(req *personalizerv1.RankRequest) (*personalizerv1.RankResp
 		}
 	}
 
+	sc.context = features.AppendContext(sc.context[:0], req.GetContextFeatures(), eligible)
 	resp := &personalizerv1.RankResponse{
 		Ranking:        make([]*personalizerv1.RankedAction, 0, len(actions)),
 		EventId:        eventID,
@@ -272,7 +281,7 @@ func (s *Server) rank(req *personalizerv1.RankRequest) (*personalizerv1.RankResp
 	ev := &eventsv1.RankEvent{
 		Loop:          s.cfg.Loop,
 		EventId:       eventID,
-		Context:       sc.appendContext(req.GetContextFeatures(), eligible),
+		Context:       sc.context,
 		Ranking:       make([]uint32, len(logged)),
 		Probabilities: make([]float32, len(logged)),
 		Deferred:      req.GetDeferActivation(),
@@ -286,18 +295,23 @@ func (s *Server) rank(req *personalizerv1.RankRequest) (*personalizerv1.RankResp
 		ev.Ranking[i] = uint32(ap.Action)
 		ev.Probabilities[i] = ap.Prob
 	}
-	for _, ap := range answer {
-		resp.Ranking = append(resp.Ranking, &personalizerv1.RankedAction{Id: eligible[ap.Action].GetId(), Probability: ap.Prob})
+	ranked := make([]personalizerv1.RankedAction, len(actions)) // one allocation for all
+	for i, ap := range answer {
+		ranked[i].Id, ranked[i].Probability = eligible[ap.Action].GetId(), ap.Prob
+		resp.Ranking = append(resp.Ranking, &ranked[i])
 	}
 	for i, a := range actions {
 		if excluded[i] {
-			resp.Ranking = append(resp.Ranking, &personalizerv1.RankedAction{Id: a.GetId()})
+			r := &ranked[len(resp.Ranking)]
+			r.Id = a.GetId()
+			resp.Ranking = append(resp.Ranking, r)
 		}
 	}
-	if err := s.publish(eventlog.TypeRank, eventID, ev); err != nil {
-		// The decision stands: the caller gets its ranking, the event is
-		// not learned from, and the publisher has counted it.
-		s.log.Warn("rank event not logged", "event_id", eventID, "err", err)
+	// The decision stands even if the event cannot be buffered: the caller
+	// gets its ranking, the event is not learned from, and the publisher
+	// has counted it and logs the overflow (at most every few seconds).
+	if err := s.publish(ctx, eventlog.TypeRank, eventID, ev); err != nil && !errors.Is(err, errBufferFull) {
+		s.log.Error("rank event not logged", "event_id", eventID, "err", err)
 	}
 	return resp, nil
 }
@@ -308,7 +322,7 @@ func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) 
 		return nil, s.toStatus(err)
 	}
 	ev := &eventsv1.RewardEvent{Loop: s.cfg.Loop, EventId: req.GetEventId(), Value: req.GetValue(), Id: outcomeID()}
-	if err := s.publish(eventlog.TypeReward, req.GetEventId(), ev); err != nil {
+	if err := s.publish(ctx, eventlog.TypeReward, req.GetEventId(), ev); err != nil {
 		return nil, s.toStatus(err)
 	}
 	return &personalizerv1.RewardResponse{}, nil
@@ -320,7 +334,7 @@ func (s *Server) Activate(ctx context.Context, req *personalizerv1.ActivateReque
 		return nil, s.toStatus(err)
 	}
 	ev := &eventsv1.ActivateEvent{Loop: s.cfg.Loop, EventId: req.GetEventId(), Id: outcomeID()}
-	if err := s.publish(eventlog.TypeActivate, req.GetEventId(), ev); err != nil {
+	if err := s.publish(ctx, eventlog.TypeActivate, req.GetEventId(), ev); err != nil {
 		return nil, s.toStatus(err)
 	}
 	return &personalizerv1.ActivateResponse{}, nil
@@ -336,17 +350,28 @@ func outcomeID() uint64 {
 	}
 }
 
-// publish queues one event record keyed loop/eventId.
-func (s *Server) publish(typ, eventID string, m proto.Message) error {
-	value, err := proto.Marshal(m)
+// event is an event record message; vtprotobuf generated MarshalVT, which
+// encodes as proto.Marshal does, faster.
+type event interface{ MarshalVT() ([]byte, error) }
+
+// publish queues one event record keyed loop/eventId. When ctx carries a
+// span (the call is traced), the record carries its W3C trace context.
+func (s *Server) publish(ctx context.Context, typ, eventID string, m event) error {
+	value, err := m.MarshalVT()
 	if err != nil {
 		return fmt.Errorf("encode %s event %s: %w", typ, eventID, err)
 	}
-	return s.events.Publish(eventlog.Record{
+	rec := eventlog.Record{
 		Topic:   eventlog.EventsTopic,
 		Key:     []byte(s.cfg.Loop + "/" + eventID),
 		Value:   value,
 		Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(typ)}},
 		Time:    s.now(),
-	})
+	}
+	traceContext.Inject(ctx, (*eventlog.HeaderCarrier)(&rec.Headers))
+	return s.events.Publish(rec)
 }
+
+// traceContext writes W3C traceparent headers; it writes nothing for a
+// context without a span, so untraced calls pay one context lookup.
+var traceContext propagation.TraceContext

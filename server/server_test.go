@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,6 +114,11 @@ func TestRankRejectsBadInput(t *testing.T) {
 		}, "context_features[0].features[0]"},
 		{"oversized request", func(r *personalizerv1.RankRequest) {
 			r.ContextFeatures[0].Features[0] = str("blob", strings.Repeat("b", DefaultLimits.MaxFeatureBytes))
+		}, "request"},
+		{"too many features", func(r *personalizerv1.RankRequest) {
+			for i := range DefaultLimits.MaxFeatures {
+				r.ContextFeatures[0].Features = append(r.ContextFeatures[0].Features, num("f", float64(i)))
+			}
 		}, "request"},
 	}
 	for _, tt := range tests {
@@ -279,4 +286,51 @@ func TestRankStreamKeepsOrder(t *testing.T) {
 	}
 	_, err = stream.Recv()
 	assertInvalid(t, err, "actions")
+}
+
+// TestRankRecordsKeepTheirContext: Rank renders the context into pooled
+// memory and encodes the record from it; concurrent calls each log their
+// own request's context, whole.
+func TestRankRecordsKeepTheirContext(t *testing.T) {
+	t.Parallel()
+	client, mem, _ := newTestServer(t)
+	const n = 40
+	reqs := map[string]*personalizerv1.RankRequest{}
+	for i := range n {
+		req := validRank()
+		req.EventId = proto.String(fmt.Sprintf("event-%d", i))
+		req.ContextFeatures[0].Features = append(req.ContextFeatures[0].Features, num("n", float64(i)+0.5), str("s", strings.Repeat("x", i)))
+		req.Actions = actions(1 + i%7)
+		reqs[req.GetEventId()] = req
+	}
+	var wg sync.WaitGroup
+	for _, req := range reqs {
+		wg.Go(func() {
+			if _, err := client.Rank(context.Background(), req); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	r := mem.Reader(eventlog.EventsTopic, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range n {
+		rec, err := r.Fetch(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev eventsv1.RankEvent
+		if err := proto.Unmarshal(rec.Value, &ev); err != nil {
+			t.Fatal(err)
+		}
+		req := reqs[ev.EventId]
+		if req == nil {
+			t.Fatalf("record for unknown or repeated event %q", ev.EventId)
+		}
+		delete(reqs, ev.EventId)
+		if want := features.AppendContext(nil, req.ContextFeatures, req.Actions); string(ev.Context) != string(want) {
+			t.Errorf("event %s logged context\n%s\nwant\n%s", ev.EventId, ev.Context, want)
+		}
+	}
 }

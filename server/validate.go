@@ -1,6 +1,8 @@
 package server
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"math"
 
@@ -12,10 +14,31 @@ type Limits struct {
 	MaxActions      int // per Rank; Personalizer's limit is 50
 	MaxIDLength     int // action and event ids; Personalizer's limit is 256
 	MaxFeatureBytes int // names and string values of one request, summed
+	MaxFeatures     int // context and action features of one request, counted
 }
 
-// DefaultLimits are Personalizer's limits and a 1 MiB feature budget.
-var DefaultLimits = Limits{MaxActions: 50, MaxIDLength: 256, MaxFeatureBytes: 1 << 20}
+// DefaultLimits are Personalizer's limits, a 1 MiB feature budget and
+// 10000 features (200 for each of 50 actions).
+var DefaultLimits = Limits{MaxActions: 50, MaxIDLength: 256, MaxFeatureBytes: 1 << 20, MaxFeatures: 10000}
+
+// RegisterFlags registers the limits' flags, with [DefaultLimits] as defaults.
+func (l *Limits) RegisterFlags(fs *flag.FlagSet, prefix string) {
+	fs.IntVar(&l.MaxActions, prefix+"max-actions", DefaultLimits.MaxActions, "most actions in one Rank")
+	fs.IntVar(&l.MaxIDLength, prefix+"max-id-length", DefaultLimits.MaxIDLength, "longest action or event id, in bytes")
+	fs.IntVar(&l.MaxFeatureBytes, prefix+"max-feature-bytes", DefaultLimits.MaxFeatureBytes, "most bytes of feature names and string values in one Rank")
+	fs.IntVar(&l.MaxFeatures, prefix+"max-features", DefaultLimits.MaxFeatures, "most context and action features in one Rank")
+}
+
+// Validate checks that every limit is positive.
+func (l Limits) Validate() error {
+	if l.MaxActions < 1 || l.MaxIDLength < 1 || l.MaxFeatureBytes < 1 || l.MaxFeatures < 1 {
+		return errors.New("limits: --max-actions, --max-id-length, --max-feature-bytes and --max-features must be at least 1")
+	}
+	return nil
+}
+
+// featureBudget is what is left of a request's feature limits.
+type featureBudget struct{ bytes, features int }
 
 // invalidError is a request that breaks a rule; Field names the offending
 // field the way a client spells it in its request.
@@ -42,7 +65,7 @@ func (l Limits) validateRank(req *personalizerv1.RankRequest, excluded []bool) (
 			return nil, err
 		}
 	}
-	budget := l.MaxFeatureBytes
+	budget := featureBudget{bytes: l.MaxFeatureBytes, features: l.MaxFeatures}
 	if err := l.validateNamespaces(func() string { return "context_features" }, req.GetContextFeatures(), &budget); err != nil {
 		return nil, err
 	}
@@ -90,23 +113,21 @@ func (l Limits) validateRank(req *personalizerv1.RankRequest, excluded []bool) (
 // validateNamespaces checks names and values and charges their bytes to
 // budget. Field paths are formatted only on error: this runs for every
 // feature of every Rank.
-func (l Limits) validateNamespaces(field func() string, nss []*personalizerv1.Namespace, budget *int) error {
+func (l Limits) validateNamespaces(field func() string, nss []*personalizerv1.Namespace, budget *featureBudget) error {
 	for i, ns := range nss {
 		name := ns.GetName()
-		if len(name) > 0 && (name[0] == '_' || name[0] <= ' ') {
-			return invalid(fmt.Sprintf("%s[%d].name", field(), i), "namespace names must not start with '_', a space or a control character")
+		if reason := namespaceNameProblem(name); reason != "" {
+			return invalid(fmt.Sprintf("%s[%d].name", field(), i), "%s", reason)
 		}
-		*budget -= len(name)
+		budget.bytes -= len(name)
 		for j, f := range ns.GetFeatures() {
 			at := func(suffix string) string { return fmt.Sprintf("%s[%d].features[%d]%s", field(), i, j, suffix) }
 			fname := f.GetName()
-			switch {
-			case fname == "":
-				return invalid(at(".name"), "feature names must not be empty")
-			case fname[0] == '_':
-				return invalid(at(".name"), "feature names must not start with '_'")
+			if reason := featureNameProblem(fname); reason != "" {
+				return invalid(at(".name"), "%s", reason)
 			}
-			*budget -= len(fname) + 8
+			budget.bytes -= len(fname) + 8
+			budget.features--
 			switch v := f.GetValue().(type) {
 			case nil:
 				return invalid(at(""), "feature %q has no value", fname)
@@ -115,14 +136,37 @@ func (l Limits) validateNamespaces(field func() string, nss []*personalizerv1.Na
 					return invalid(at(".number_value"), "must be a finite number, got %v", v.NumberValue)
 				}
 			case *personalizerv1.Feature_StringValue:
-				*budget -= len(v.StringValue)
+				budget.bytes -= len(v.StringValue)
 			}
-			if *budget < 0 {
+			if budget.bytes < 0 {
 				return invalid("request", "features exceed the limit of %d bytes", l.MaxFeatureBytes)
+			}
+			if budget.features < 0 {
+				return invalid("request", "more than the limit of %d features", l.MaxFeatures)
 			}
 		}
 	}
 	return nil
+}
+
+// namespaceNameProblem says what is wrong with a namespace name, or "".
+// The empty name is the default namespace.
+func namespaceNameProblem(name string) string {
+	if len(name) > 0 && (name[0] == '_' || name[0] <= ' ') {
+		return "namespace names must not start with '_', a space or a control character"
+	}
+	return ""
+}
+
+// featureNameProblem says what is wrong with a feature name, or "".
+func featureNameProblem(name string) string {
+	switch {
+	case name == "":
+		return "feature names must not be empty"
+	case name[0] == '_':
+		return "feature names must not start with '_'"
+	}
+	return ""
 }
 
 func (l Limits) validateEventID(field, id string) error {

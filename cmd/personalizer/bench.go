@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,64 +29,251 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	addr := fs.String("addr", "127.0.0.1:50051", "gRPC address of the service")
 	concurrency := fs.Int("concurrency", 8, "requests in flight")
 	duration := fs.Duration("duration", 10*time.Second, "how long to send requests")
+	qps := fs.Float64("qps", 0, "send at this fixed rate, latency counted from when each request was due (0: as fast as possible)")
+	echo := fs.Bool("echo", true, "also measure a plain gRPC echo of the same request, served in this process, and report Rank's share of its QPS")
+	serverPID := fs.Int("server-pid", 0, "report the CPU time this local process (the server) spends per Rank request, from /proc")
 	actions := fs.Int("actions", 20, "actions per request")
 	features := fs.Int("features", 15, "features per action")
 	nContext := fs.Int("context", 15, "context features")
+	var caller callerConfig
+	caller.registerFlags(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	switch {
+	case *concurrency < 1:
+		return errors.New("--concurrency: want at least 1")
+	case *duration <= 0:
+		return errors.New("--duration: want a positive duration")
+	case *qps < 0:
+		return errors.New("--qps: want 0 or a positive rate")
+	}
+	dial, err := caller.dialOptions()
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(*addr, dial...)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", *addr, err)
 	}
 	defer conn.Close()
 	client := personalizerv1.NewPersonalizerServiceClient(conn)
 	req := sim.Request(rand.New(rand.NewPCG(1, 2)), *actions, *features, *nContext)
-	if _, err := client.Rank(ctx, req); err != nil {
+	rank := func(ctx context.Context) error {
+		_, err := client.Rank(ctx, req)
+		return err
+	}
+	if err := rank(ctx); err != nil {
 		return fmt.Errorf("rank: %w", err)
 	}
-	fmt.Fprintf(stdout, "Rank: %d B request (%d actions x %d features, %d context features), %d in flight, %v\n",
-		proto.Size(req), *actions, *features, *nContext, *concurrency, *duration)
+	if *serverPID != 0 {
+		if _, err := processCPU(*serverPID); err != nil {
+			return fmt.Errorf("--server-pid: %w", err)
+		}
+	}
+	rate := "as fast as possible"
+	if *qps > 0 {
+		rate = fmt.Sprintf("at %.0f QPS", *qps)
+	}
+	fmt.Fprintf(stdout, "Rank: %d B request (%d actions x %d features, %d context features), %d in flight, %v, %s\n",
+		proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rate)
 
-	// Requests use ctx itself, not a context with the run's deadline: the
-	// server would fail in-flight requests at the deadline.
+	var cpu0 time.Duration
+	if *serverPID != 0 {
+		cpu0, _ = processCPU(*serverPID)
+	}
+	r, err := measure(ctx, rank, *concurrency, *duration, *qps)
+	if err != nil {
+		return fmt.Errorf("rank: %w", err)
+	}
+	fmt.Fprintf(stdout, "rank  %v", r)
+	if *serverPID != 0 {
+		cpu1, err := processCPU(*serverPID)
+		if err != nil {
+			return fmt.Errorf("--server-pid: %w", err)
+		}
+		fmt.Fprintf(stdout, "  server CPU %.0f µs/request", float64((cpu1-cpu0).Microseconds())/float64(r.requests))
+	}
+	fmt.Fprintln(stdout)
+	if !*echo {
+		return nil
+	}
+
+	e, err := startEcho()
+	if err != nil {
+		return err
+	}
+	defer e.stop()
+	econn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dial echo: %w", err)
+	}
+	defer econn.Close()
+	call := func(ctx context.Context) error {
+		return econn.Invoke(ctx, echoMethod, req, new(personalizerv1.RankRequest))
+	}
+	if err := call(ctx); err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	er, err := measure(ctx, call, *concurrency, *duration, *qps)
+	if err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	fmt.Fprintf(stdout, "echo  %v\n", er)
+	if *qps == 0 {
+		fmt.Fprintf(stdout, "rank/echo QPS %.2f\n", r.qps()/er.qps())
+	}
+	return nil
+}
+
+// benchResult is what one measure run found.
+type benchResult struct {
+	requests int
+	elapsed  time.Duration
+	lat      []time.Duration // sorted
+}
+
+func (r benchResult) qps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+func (r benchResult) quantile(p float64) time.Duration {
+	return r.lat[min(len(r.lat)-1, int(p*float64(len(r.lat))))]
+}
+
+func (r benchResult) String() string {
+	return fmt.Sprintf("requests %d  QPS %.0f  latency p50 %v  p90 %v  p99 %v  max %v",
+		r.requests, r.qps(), r.quantile(0.5), r.quantile(0.9), r.quantile(0.99), r.lat[len(r.lat)-1])
+}
+
+// measure calls call from concurrency goroutines for d: each as fast as it
+// can when qps is 0, else at qps calls per second in all, each call's
+// latency counted from when it was due so that a slow server cannot hide
+// its queue. The first error stops the run.
+func measure(ctx context.Context, call func(context.Context) error, concurrency int, d time.Duration, qps float64) (benchResult, error) {
+	// Calls use ctx itself, not a context with the run's deadline: the
+	// server would fail in-flight calls at the deadline.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	start := time.Now()
+	end := start.Add(d)
+	// due hands out the time each call is due: now, or the next tick.
+	due := func() (time.Time, bool) {
+		t := time.Now()
+		return t, t.Before(end) && ctx.Err() == nil
+	}
+	if qps > 0 {
+		ticks := make(chan time.Time, concurrency)
+		go func() {
+			defer close(ticks)
+			interval := time.Duration(float64(time.Second) / qps)
+			for t := start; t.Before(end); t = t.Add(interval) {
+				time.Sleep(time.Until(t))
+				select {
+				case ticks <- t:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		due = func() (time.Time, bool) {
+			t, ok := <-ticks
+			return t, ok && ctx.Err() == nil
+		}
+	}
 	var mu sync.Mutex
-	var lat []time.Duration
+	var r benchResult
 	var firstErr error
 	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(*duration)
-	for range *concurrency {
+	for range concurrency {
 		wg.Go(func() {
 			var mine []time.Duration
-			for t := time.Now(); t.Before(end) && ctx.Err() == nil; t = time.Now() {
-				_, err := client.Rank(ctx, req)
-				if err != nil {
-					if ctx.Err() == nil {
-						mu.Lock()
+			for t, ok := due(); ok; t, ok = due() {
+				if err := call(ctx); err != nil {
+					mu.Lock()
+					if firstErr == nil && ctx.Err() == nil {
 						firstErr = err
-						mu.Unlock()
-						cancel()
 					}
+					mu.Unlock()
+					cancel()
 					break
 				}
 				mine = append(mine, time.Since(t))
 			}
 			mu.Lock()
-			lat = append(lat, mine...)
+			r.lat = append(r.lat, mine...)
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	r.elapsed = time.Since(start)
 	if firstErr != nil {
-		return fmt.Errorf("rank: %w", firstErr)
+		return r, firstErr
 	}
-	slices.Sort(lat)
-	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	fmt.Fprintf(stdout, "requests %d  QPS %.0f  latency p50 %v  p90 %v  p99 %v  max %v\n",
-		len(lat), float64(len(lat))/elapsed.Seconds(), q(0.5), q(0.9), q(0.99), lat[len(lat)-1])
-	return nil
+	if err := ctx.Err(); err != nil || len(r.lat) == 0 {
+		return r, fmt.Errorf("no calls completed: %w", err)
+	}
+	slices.Sort(r.lat)
+	r.requests = len(r.lat)
+	return r, nil
+}
+
+// echoMethod is the plain gRPC service bench measures Rank against: it
+// answers each request with the request itself, decoded and encoded by the
+// same codec Rank's are, and does nothing else.
+const echoMethod = "/personalizer.bench.Echo/Echo"
+
+var echoService = grpc.ServiceDesc{
+	ServiceName: "personalizer.bench.Echo",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Echo",
+		Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			req := new(personalizerv1.RankRequest)
+			if err := dec(req); err != nil {
+				return nil, err
+			}
+			return req, nil
+		},
+	}},
+}
+
+type echoServer struct {
+	addr string
+	stop func()
+}
+
+// startEcho serves the echo service on a loopback port.
+func startEcho() (*echoServer, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("echo server: %w", err)
+	}
+	gs := grpc.NewServer()
+	gs.RegisterService(&echoService, nil)
+	go gs.Serve(lis)
+	return &echoServer{addr: lis.Addr().String(), stop: gs.Stop}, nil
+}
+
+// processCPU returns the user and system CPU time process pid has used,
+// from /proc/pid/stat (Linux; clock ticks of 10 ms).
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, is in parentheses and may hold spaces:
+	// fields 14 and 15 (utime, stime) are the 12th and 13th after it.
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the command name, want at least 13", pid, len(fields))
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }

@@ -6,17 +6,25 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/learner"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
+	"github.com/open-personalizer/personalizer/server"
 )
 
 // BenchmarkPipeline measures the whole loop in dev mode: 5 KB Rank
@@ -85,4 +93,90 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ReportMetric(float64(learned)/secs, "events/s")
 	b.ReportMetric(float64(learned)*float64(size)/secs/1e6, "MB/s")
 	b.ReportMetric(0, "ns/op")
+}
+
+// startRankServer serves Rank on a loopback port, its events going to
+// memory, and returns the address.
+func startRankServer(t *testing.T) string {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	pub := server.NewPublisher(eventlog.NewMem(map[string]int{eventlog.EventsTopic: 1}), 1<<16, log)
+	srv := server.New(server.Config{Loop: "bench"}, pub, log, time.Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- pub.Run(ctx, time.Second) }()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	personalizerv1.RegisterPersonalizerServiceServer(gs, srv)
+	go gs.Serve(lis)
+	t.Cleanup(func() {
+		gs.Stop()
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return lis.Addr().String()
+}
+
+// TestBenchCommand runs personalizer bench against a live server, as fast
+// as it can and at a fixed rate.
+func TestBenchCommand(t *testing.T) {
+	addr := startRankServer(t)
+	const result = `requests [1-9][0-9]*  QPS [0-9]+  latency p50 \S+  p90 \S+  p99 \S+  max \S+`
+	for _, tc := range []struct {
+		args []string
+		want []string // the output's lines after the first, as regular expressions
+	}{
+		{
+			[]string{"--concurrency", "2", "--server-pid", strconv.Itoa(os.Getpid())},
+			[]string{"rank  " + result + `  server CPU [0-9]+ µs/request`, "echo  " + result, `rank/echo QPS [0-9]+\.[0-9]{2}`},
+		},
+		{
+			[]string{"--concurrency", "4", "--qps", "200"},
+			[]string{"rank  " + result, "echo  " + result},
+		},
+		{
+			[]string{"--echo=false", "--actions", "3"},
+			[]string{"rank  " + result},
+		},
+	} {
+		var out, errOut strings.Builder
+		args := append([]string{"bench", "--addr", addr, "--duration", "200ms"}, tc.args...)
+		if err := run(context.Background(), args, &out, &errOut, noEnv); err != nil {
+			t.Fatalf("%v: %v\n%s", tc.args, err, errOut.String())
+		}
+		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		if len(lines) != 1+len(tc.want) || !strings.HasPrefix(lines[0], "Rank: ") {
+			t.Fatalf("%v: output\n%s", tc.args, out.String())
+		}
+		for i, re := range tc.want {
+			if !regexp.MustCompile("^" + re + "$").MatchString(lines[1+i]) {
+				t.Errorf("%v: line %q does not match %q", tc.args, lines[1+i], re)
+			}
+		}
+	}
+}
+
+func TestBenchCommandErrors(t *testing.T) {
+	addr := startRankServer(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--qps", "-1"}, "--qps"},
+		{[]string{"--concurrency", "0"}, "--concurrency"},
+		{[]string{"--duration", "0s"}, "--duration"},
+		{[]string{"--server-pid", "-3"}, "--server-pid"},
+		{[]string{"--actions", "0"}, "rank"}, // the server refuses a request without actions
+	} {
+		args := append([]string{"bench", "--addr", addr, "--duration", "100ms"}, tc.args...)
+		err := run(context.Background(), args, io.Discard, io.Discard, noEnv)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one about %s", tc.args, err, tc.want)
+		}
+	}
 }

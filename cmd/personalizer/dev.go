@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/sync/errgroup"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -35,11 +35,16 @@ type devConfig struct {
 	Broker      kafkalog.BrokerConfig
 	Joiner      joiner.Config
 	Learner     learner.Config
+	Limits      server.Limits
+	Security    securityConfig
+	// Tracing records spans of Rank, the join and learning; nil is off.
+	// runDev sets it from the OTEL_* environment; tests set their own.
+	Tracing trace.TracerProvider
 }
 
 func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
-	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (health)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (health, REST API)")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "where the broker and the learner keep their data")
 	fs.StringVar(&c.Loop, "loop", "default", "learning loop name")
 	fs.IntVar(&c.EventBuffer, "event-buffer", 100000, "records the server buffers while the broker is slow or away")
@@ -48,6 +53,8 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	c.Broker.RegisterFlags(fs, "")
 	c.Joiner.RegisterFlags(fs, "")
 	c.Learner.RegisterFlags(fs, "")
+	c.Limits.RegisterFlags(fs, "")
+	c.Security.registerFlags(fs)
 	// Seconds, not Personalizer's minutes, so that learning shows at once.
 	setDefault(fs, "reward-wait", "2s")
 	setDefault(fs, "join-slack", "250ms")
@@ -59,25 +66,19 @@ func (c *devConfig) validate() error {
 	c.Broker.DataDir = filepath.Join(c.DataDir, "broker")
 	c.Learner.Dir = filepath.Join(c.DataDir, "learner", c.Loop)
 	c.Learner.Loop = c.Loop
+	c.Security.Loop = c.Loop
 	return errors.Join(c.Broker.Validate(), c.Joiner.Validate(), c.Learner.Validate(),
-		kafkalog.WriterConfig{Compression: c.Compression}.Validate())
+		kafkalog.WriterConfig{Compression: c.Compression}.Validate(), c.Limits.Validate(), c.Security.validate())
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var cfg devConfig
-	cfg.registerFlags(fs)
-	if err := parseFlags(fs, args, getenv); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	log, err := newLogger(stderr, cfg.LogLevel)
+	log, tp, stopTracing, err := startRole(ctx, "dev", &cfg, &cfg.LogLevel, args, stderr, getenv)
 	if err != nil {
 		return err
 	}
+	defer stopTracing()
+	cfg.Tracing = tp
 	d, err := startDev(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -92,7 +93,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 
 // dev is the whole loop in one process.
 type dev struct {
-	log     *slog.Logger
+	supervisor
 	broker  *kafkalog.Broker
 	events  *kafkalog.Writer // personalizer.events: server records and ticks
 	joined  *kafkalog.Writer // joiner output: personalizer.joined, .audit, .deadletter
@@ -101,56 +102,18 @@ type dev struct {
 	joiner  *joiner.Joiner
 	learner *learner.Learner
 	store   *learner.Store
+	models  *learner.Service // the store's versions for servers in other processes
 	api     *api
 
 	// Each stage stops on its own, in shutdown order.
 	serve, publish, roles stage
-	failed                chan struct{} // closed when any stage fails
-	err                   error
-}
-
-// stage is a group of goroutines stopped together.
-type stage struct {
-	cancel context.CancelFunc
-	g      *errgroup.Group
-}
-
-func (d *dev) start(s *stage, ctx context.Context, fns ...func(context.Context) error) {
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	s.g = new(errgroup.Group)
-	for _, fn := range fns {
-		s.g.Go(func() error {
-			err := fn(ctx)
-			if err != nil && ctx.Err() == nil {
-				d.log.Error("component failed", "err", err)
-				d.fail(err)
-			}
-			return err
-		})
-	}
-}
-
-func (d *dev) fail(err error) {
-	select {
-	case <-d.failed:
-	default:
-		d.err = err
-		close(d.failed)
-	}
-}
-
-func (s *stage) stop() error {
-	if s.cancel == nil {
-		return nil
-	}
-	s.cancel()
-	return s.g.Wait()
 }
 
 // startDev starts the broker, the learner, the joiner and the server, and
 // returns once all of them are serving.
 func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error) {
-	d := &dev{log: log, failed: make(chan struct{})}
+	d := new(dev)
+	d.init(log)
 	var err error
 	if d.broker, err = kafkalog.StartBroker(cfg.Broker, log); err != nil {
 		return nil, fmt.Errorf("start broker: %w", err)
@@ -159,6 +122,8 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	d.events = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.EventsTopic, Compression: cfg.Compression})
 	d.joined = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, ByPartition: true, Compression: cfg.Compression})
 	d.store = learner.NewStore()
+	d.models = learner.NewService(cfg.Loop, d.store)
+	cfg.Joiner.TracerProvider, cfg.Learner.TracerProvider = cfg.Tracing, cfg.Tracing
 	if d.learner, err = learner.New(cfg.Learner, log, d.store, time.Now); err != nil {
 		d.closeKafka()
 		return nil, err
@@ -166,7 +131,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: "personalizer-joiner", Topic: eventlog.EventsTopic}, log)
 	d.joiner = joiner.New(cfg.Joiner, log, group, d.joined, d.events, time.Now)
 	d.pub = server.NewPublisher(d.events, cfg.EventBuffer, log)
-	d.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.Joiner.LearningMode}, d.pub, log, time.Now)
+	d.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.Joiner.LearningMode, Limits: cfg.Limits}, d.pub, log, time.Now)
 	if mv := d.store.Latest(); mv != nil { // resumed: serve the learned model from the first request
 		if err := d.srv.Load(mv); err != nil {
 			d.closeKafka()
@@ -174,14 +139,19 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		}
 	}
 
-	d.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, func(g *grpc.Server) {
+	d.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
 		personalizerv1.RegisterPersonalizerServiceServer(g, d.srv)
-		eventsv1.RegisterModelServiceServer(g, learner.NewService(cfg.Loop, d.store))
-	})
+		eventsv1.RegisterModelServiceServer(g, d.models)
+	}, tracingOptions(cfg.Tracing)...)
 	if err != nil {
 		d.closeKafka()
 		return nil, err
 	}
+	// The model source is this process's own learner, always reachable.
+	registerServer(d.api.metrics, d.srv, d.pub, func() bool { return true })
+	registerJoiner(d.api.metrics, d.joiner)
+	registerLearner(d.api.metrics, d.learner, d.store)
+	d.api.handleREST(d.srv)
 
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
@@ -202,14 +172,10 @@ func (d *dev) grpcAddr() string { return d.api.grpcAddr() }
 // publishes and checkpoints a last time), then the broker.
 func (d *dev) close() error {
 	d.srv.Shutdown()
+	d.models.Shutdown()
 	errs := []error{d.api.drain(), d.serve.stop(), d.publish.stop(), d.roles.stop()}
 	d.closeKafka()
-	select {
-	case <-d.failed:
-		errs = append(errs, d.err)
-	default:
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, d.failure())...)
 }
 
 func (d *dev) closeKafka() {

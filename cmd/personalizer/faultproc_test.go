@@ -41,14 +41,35 @@ type process struct {
 }
 
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed and replaced on every write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
+}
+
+// line returns the first complete line starting with prefix, or a channel
+// closed on the next write.
+func (s *syncBuffer) line(prefix string) (string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := range strings.Lines(s.b.String()) {
+		if strings.HasPrefix(l, prefix) && strings.HasSuffix(l, "\n") {
+			return strings.TrimSuffix(l, "\n"), nil
+		}
+	}
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return "", s.changed
 }
 
 func (s *syncBuffer) String() string {
@@ -64,6 +85,7 @@ func startProcess(t *testing.T, args ...string) *process {
 	t.Helper()
 	p := &process{cmd: exec.Command(os.Args[0], args...), out: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), asCommand+"=1")
+	p.cmd.SysProcAttr = childAttr // dies with the test binary, even one killed by -timeout
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -77,6 +99,27 @@ func startProcess(t *testing.T, args ...string) *process {
 		}
 	})
 	return p
+}
+
+// waitLine waits until the process prints a line starting with prefix
+// (its announcement: roles print where they listen once they do) and
+// returns it. The test fails if the process exits first or ctx ends.
+func (p *process) waitLine(ctx context.Context, t *testing.T, prefix string) string {
+	t.Helper()
+	for {
+		l, changed := p.out.line(prefix)
+		if changed == nil {
+			return l
+		}
+		select {
+		case <-changed:
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("%s exited with %v before printing %q:\n%s", p.cmd.Args[1], err, prefix, p.out.String())
+		case <-ctx.Done():
+			t.Fatalf("%s printed no %q: %v\n%s", p.cmd.Args[1], prefix, ctx.Err(), p.out.String())
+		}
+	}
 }
 
 // kill sends SIGKILL: no shutdown, no flush, no last commit.
@@ -98,7 +141,7 @@ func (p *process) stop(t *testing.T) {
 	err := <-p.done
 	p.done <- err
 	if err != nil {
-		t.Errorf("joiner exited with %v:\n%s", err, p.out.String())
+		t.Errorf("%s exited with %v:\n%s", p.cmd.Args[1], err, p.out.String())
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 type joinerConfig struct {
 	Brokers     string
 	Group       string
+	HTTPAddr    string
 	LogLevel    string
 	Compression string
 	Joiner      joiner.Config
@@ -32,6 +33,7 @@ type joinerConfig struct {
 func (c *joinerConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Brokers, "kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap addresses, comma-separated")
 	fs.StringVar(&c.Group, "group", "personalizer-joiner", "consumer group of the joiners")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "", "HTTP listen address for GET /metrics and /healthz (empty: none)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.Compression, "kafka-compression", "none", "compression of the records the joiner writes: none, gzip, snappy, lz4 or zstd")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", kafkalog.DefaultSessionTimeout, "how long the group keeps a silent member before rebalancing without it")
@@ -40,9 +42,12 @@ func (c *joinerConfig) registerFlags(fs *flag.FlagSet) {
 	c.Joiner.RegisterFlags(fs, "")
 }
 
-func (c *joinerConfig) brokers() []string {
+func (c *joinerConfig) brokers() []string { return splitBrokers(c.Brokers) }
+
+// splitBrokers parses --kafka-brokers: addresses separated by commas.
+func splitBrokers(list string) []string {
 	var out []string
-	for _, b := range strings.Split(c.Brokers, ",") {
+	for _, b := range strings.Split(list, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			out = append(out, b)
 		}
@@ -63,20 +68,13 @@ func (c *joinerConfig) validate() error {
 }
 
 func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("joiner", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var cfg joinerConfig
-	cfg.registerFlags(fs)
-	if err := parseFlags(fs, args, getenv); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return err
-	}
-	log, err := newLogger(stderr, cfg.LogLevel)
+	log, tp, stopTracing, err := startRole(ctx, "joiner", &cfg, &cfg.LogLevel, args, stderr, getenv)
 	if err != nil {
 		return err
 	}
+	defer stopTracing()
+	cfg.Joiner.TracerProvider = tp
 	brokers := cfg.brokers()
 	// The outputs need as many partitions as the input for each output
 	// partition to hold what one input partition gave (kafkalog's broker
@@ -100,7 +98,18 @@ func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	out := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, ByPartition: true, Compression: cfg.Compression})
 	ticks := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.EventsTopic, Compression: cfg.Compression})
 	j := joiner.New(cfg.Joiner, log, group, out, ticks, time.Now)
-	fmt.Fprintf(stdout, "personalizer joiner: group %s, brokers %s\n", cfg.Group, strings.Join(brokers, ","))
+	httpAddr := ""
+	if cfg.HTTPAddr != "" {
+		reg := newRegistry()
+		registerJoiner(reg, j)
+		m, err := serveMetrics(cfg.HTTPAddr, reg)
+		if err != nil {
+			return errors.Join(err, out.Close(), ticks.Close())
+		}
+		defer m.close()
+		httpAddr = fmt.Sprintf(", HTTP %s", m.addr)
+	}
+	fmt.Fprintf(stdout, "personalizer joiner: group %s, brokers %s%s\n", cfg.Group, strings.Join(brokers, ","), httpAddr)
 	err = j.Run(ctx)
 	return errors.Join(err, out.Close(), ticks.Close())
 }

@@ -13,6 +13,9 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	// Every gRPC client and server of the process uses the faster codec.
+	_ "github.com/open-personalizer/personalizer/internal/vtcodec"
 )
 
 func main() {
@@ -30,10 +33,14 @@ const usage = `usage: personalizer <command> [flags]
 commands:
   dev        run everything in one process: gRPC server, joiner, learner and an embedded Kafka broker
   broker     run the embedded Kafka broker alone
+  server     the gRPC API alone: writes events to Kafka, pulls models from a learner
   joiner     join rank and reward records from Kafka into DSJson (one member of the joiners' group)
+  learner    learn from the joined events in Kafka and serve model versions to servers
+  health     check a running process's gRPC health (exit 0 when SERVING), for container health checks
   simulate   drive a running service with simulated users and print the reward it collects
   train      train offline on a DSJson file, like vw --dsjson
   bench      load a running service with Rank requests and report QPS and latency
+  keygen     print a new API key and its line for the --api-keys file
 
 Run personalizer <command> -h for a command's flags. Every flag can also be
 set with an environment variable: --reward-wait is PERSONALIZER_REWARD_WAIT.
@@ -49,10 +56,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer, func(string) string) error{
 		"dev":      runDev,
 		"broker":   runBroker,
+		"server":   runServer,
 		"joiner":   runJoiner,
+		"learner":  runLearner,
+		"health":   runHealth,
 		"simulate": runSimulate,
 		"train":    runTrain,
 		"bench":    runBench,
+		"keygen":   runKeygen,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

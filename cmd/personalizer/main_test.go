@@ -72,6 +72,15 @@ func TestCommandErrors(t *testing.T) {
 		{[]string{"dev", "--reward-aggregation", "mean"}, nil, "aggregation"},
 		{[]string{"dev"}, map[string]string{"PERSONALIZER_REWARD_WAIT": "soon"}, "PERSONALIZER_REWARD_WAIT"},
 		{[]string{"dev", "--policy", "--cb_explore_adf --cb_type nope"}, nil, "policy"},
+		{[]string{"server", "--kafka-brokers", " , "}, nil, "--kafka-brokers"},
+		{[]string{"server", "--learner-addr", ""}, nil, "--learner-addr"},
+		{[]string{"server", "--learning-mode", "Sometimes"}, nil, "learning mode"},
+		{[]string{"server", "--event-buffer", "0"}, nil, "--event-buffer"},
+		{[]string{"server"}, map[string]string{"PERSONALIZER_MAX_MODEL_BYTES": "-1"}, "--max-model-bytes"},
+		{[]string{"learner", "--kafka-brokers", ""}, nil, "--kafka-brokers"},
+		{[]string{"learner", "--policy", "--cb_explore_adf --cb_type nope"}, nil, "policy"},
+		{[]string{"learner", "--model-export-frequency", "0s"}, nil, "export frequency"},
+		{[]string{"health", "--addr", ""}, nil, "--addr"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
@@ -100,7 +109,7 @@ func TestRemoteModels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	remote := server.NewRemoteModels(eventsv1.NewModelServiceClient(conn), "loop")
+	remote := server.NewRemoteModels(eventsv1.NewModelServiceClient(conn), "loop", nil)
 	srv := server.New(server.Config{Loop: "loop"}, nil, slog.New(slog.DiscardHandler), time.Now)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -133,9 +142,109 @@ func TestRemoteModels(t *testing.T) {
 	if err := srv.Load(mv); err == nil || !strings.Contains(err.Error(), "checksum") || srv.ModelVersion() != 1 {
 		t.Fatalf("corrupt version 2: err %v, serving %d; want a checksum error and version 1 kept", err, srv.ModelVersion())
 	}
-	if _, err := server.NewRemoteModels(eventsv1.NewModelServiceClient(conn), "other").Next(ctx, 0); err == nil {
+	if _, err := server.NewRemoteModels(eventsv1.NewModelServiceClient(conn), "other", nil).Next(ctx, 0); err == nil {
 		t.Error("a server of another loop got this loop's model")
 	}
+}
+
+// TestRemoteModelsReconnect stops the learner a server pulls from and
+// starts it again on the same address: meanwhile the server keeps its
+// model and reports the learner unreachable; then it reconnects by itself
+// and takes the next version.
+func TestRemoteModelsReconnect(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store := learner.NewStore()
+	// serve starts a learner's ModelService on addr and returns the
+	// address it got.
+	var gs *grpc.Server
+	serve := func(addr string) string {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs = grpc.NewServer()
+		eventsv1.RegisterModelServiceServer(gs, learner.NewService("loop", store))
+		go gs.Serve(lis)
+		t.Cleanup(gs.Stop)
+		return lis.Addr().String()
+	}
+	addr := serve("127.0.0.1:0")
+	conn, err := dialLearner(addr, insecure.NewCredentials(), defaultMaxModelBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reachable := make(chan bool, 16)
+	asked := make(chan uint64, 1024)
+	src := askLog{server.NewRemoteModels(eventsv1.NewModelServiceClient(conn), "loop", func(ok bool) { reachable <- ok }), asked}
+	srv := server.New(server.Config{Loop: "loop"}, nil, slog.New(slog.DiscardHandler), time.Now)
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.WatchModels(wctx, src) }()
+	defer func() { stop(); <-done }()
+
+	expect := func(want bool) {
+		t.Helper()
+		select {
+		case got := <-reachable:
+			if got != want {
+				t.Fatalf("learner reachable %v, want %v", got, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("waiting for reachable %v: %v", want, ctx.Err())
+		}
+	}
+	// waitServed waits until WatchModels asks for a version after v: it
+	// serves v.
+	waitServed := func(v uint64) {
+		t.Helper()
+		for {
+			select {
+			case after := <-asked:
+				if after == v {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("version %d never served (serving %d)", v, srv.ModelVersion())
+			}
+		}
+	}
+	publish := func(v uint64) {
+		var buf bytes.Buffer
+		policy, _ := bandit.ParsePolicy(bandit.DefaultPolicy)
+		if _, err := bandit.NewModel(policy).WriteTo(&buf); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(buf.Bytes())
+		store.Publish(&eventsv1.GetModelResponse{Info: &eventsv1.ModelInfo{Loop: "loop", Version: v, Sha256: sum[:]}, Data: buf.Bytes()})
+	}
+
+	expect(true) // connected before any model exists
+	publish(1)
+	waitServed(1)
+	gs.Stop()
+	expect(false)
+	if v := srv.ModelVersion(); v != 1 {
+		t.Fatalf("serving version %d with the learner away, want 1", v)
+	}
+	publish(2)
+	serve(addr)
+	expect(true)
+	waitServed(2)
+}
+
+// askLog records the version after which a [server.ModelSource] is asked
+// for the next one.
+type askLog struct {
+	server.ModelSource
+	asked chan<- uint64
+}
+
+func (a askLog) Next(ctx context.Context, after uint64) (*eventsv1.GetModelResponse, error) {
+	a.asked <- after
+	return a.ModelSource.Next(ctx, after)
 }
 
 func gunzip(t *testing.T, path string) []byte {

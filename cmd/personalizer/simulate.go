@@ -8,7 +8,6 @@ import (
 	"io"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/open-personalizer/personalizer/internal/sim"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
@@ -25,10 +24,16 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	fs.IntVar(&cfg.Window, "window", 0, "events per reported window (default events/10)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 4, "users in parallel")
 	fs.Float64Var(&cfg.Rate, "rate", 1000, "events per second (0: as fast as the service answers)")
+	var caller callerConfig
+	caller.registerFlags(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dial, err := caller.dialOptions()
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(*addr, dial...)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", *addr, err)
 	}

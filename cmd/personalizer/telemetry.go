@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/open-personalizer/personalizer/internal/telemetry"
+	"github.com/open-personalizer/personalizer/joiner"
+	"github.com/open-personalizer/personalizer/learner"
+	"github.com/open-personalizer/personalizer/server"
+)
+
+// startTracing sets up trace export from the OTEL_* environment (see
+// [telemetry.Tracing]); tp is nil when tracing is off. stop flushes the
+// spans not yet exported.
+func startTracing(ctx context.Context, getenv func(string) string, service string, log *slog.Logger) (tp trace.TracerProvider, stop func(), err error) {
+	tp, shutdown, err := telemetry.Tracing(ctx, getenv, service)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tp != nil {
+		log.Info("tracing on: exporting spans over OTLP", "service", service)
+	}
+	return tp, func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(ctx); err != nil {
+			log.Warn("spans not exported", "err", err)
+		}
+	}, nil
+}
+
+// tracingOptions are the gRPC server options that make a span of every
+// call with tp, a child of the caller's span when the call carries W3C
+// trace context: none when tp is nil, so untraced calls cost nothing.
+func tracingOptions(tp trace.TracerProvider) []grpc.ServerOption {
+	if tp == nil {
+		return nil
+	}
+	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(
+		otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(propagation.TraceContext{})))}
+}
+
+// newRegistry returns a process's metrics registry with the Go runtime's
+// and the process's own metrics. Every process, and every test, has its
+// own: nothing is registered globally.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// metric is one value read from a component's counters at scrape time.
+type metric struct {
+	name, help string
+	counter    bool // a counter, else a gauge
+	value      func() float64
+}
+
+func register(reg prometheus.Registerer, ms ...metric) {
+	for _, m := range ms {
+		if m.counter {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help}, m.value))
+		} else {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: m.name, Help: m.help}, m.value))
+		}
+	}
+}
+
+// ageSeconds is how long ago t was; 0 for no time (no model yet).
+func ageSeconds(t *timestamppb.Timestamp) float64 {
+	if t == nil {
+		return 0
+	}
+	return time.Since(t.AsTime()).Seconds()
+}
+
+// registerServer registers the metrics of a server and its event
+// publisher. sourceUp reports whether the server reaches its model source
+// (the learner).
+func registerServer(reg prometheus.Registerer, srv *server.Server, pub *server.Publisher, sourceUp func() bool) {
+	stat := func(f func(server.PublisherStats) int64) func() float64 {
+		return func() float64 { return float64(f(pub.Stats())) }
+	}
+	register(reg,
+		metric{"personalizer_events_written_total", "Event records (rank, reward, activate) the broker acknowledged.", true,
+			stat(func(s server.PublisherStats) int64 { return s.Written })},
+		metric{"personalizer_events_buffered", "Event records waiting in the buffer for the broker.", false,
+			stat(func(s server.PublisherStats) int64 { return int64(s.Buffered) })},
+		metric{"personalizer_events_buffer_capacity", "Size of the event buffer (--event-buffer).", false,
+			stat(func(s server.PublisherStats) int64 { return int64(s.Capacity) })},
+		metric{"personalizer_events_refused_total", "Event records refused because the buffer was full: their ranks are not learned, their Reward or Activate calls failed with ResourceExhausted.", true,
+			stat(func(s server.PublisherStats) int64 { return s.Refused })},
+		metric{"personalizer_events_lost_total", "Buffered event records not written before shutdown gave up.", true,
+			stat(func(s server.PublisherStats) int64 { return s.Lost })},
+		metric{"personalizer_server_model_version", "Model version Rank uses; 0 before the first (the uniform policy).", false,
+			func() float64 { return float64(srv.ModelVersion()) }},
+		metric{"personalizer_server_model_age_seconds", "Time since the learner made the model Rank uses; 0 before the first.", false,
+			func() float64 { return ageSeconds(srv.ModelInfo().GetCreated()) }},
+		metric{"personalizer_server_model_source_up", "1 while the server reaches the learner it pulls models from, else 0.", false,
+			func() float64 { return b2f(sourceUp()) }},
+	)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// registerJoiner registers a joiner's counters: each counts once the
+// output it describes is acknowledged by the broker.
+func registerJoiner(reg prometheus.Registerer, j *joiner.Joiner) {
+	stat := func(f func(joiner.Stats) int64) func() float64 {
+		return func() float64 { return float64(f(j.Counters())) }
+	}
+	register(reg,
+		metric{"personalizer_joiner_joined_total", "Ranks whose reward window closed and that were written to personalizer.joined.", true,
+			stat(func(s joiner.Stats) int64 { return s.Emitted })},
+		metric{"personalizer_joiner_learnable_total", "Joined ranks to learn from (the rest are written with _skipLearn).", true,
+			stat(func(s joiner.Stats) int64 { return s.Learnable })},
+		metric{"personalizer_joiner_default_reward_total", "Joined ranks with no reward in their window: they get --default-reward.", true,
+			stat(func(s joiner.Stats) int64 { return s.DefaultRewards })},
+		metric{"personalizer_joiner_late_total", "Rewards and activations outside their rank's window, written to personalizer.audit.", true,
+			stat(func(s joiner.Stats) int64 { return s.Late })},
+		metric{"personalizer_joiner_dangling_total", "Rewards and activations whose rank never came, written to personalizer.audit.", true,
+			stat(func(s joiner.Stats) int64 { return s.Dangling })},
+		metric{"personalizer_joiner_dead_letter_total", "Records that did not decode, copied to personalizer.deadletter.", true,
+			stat(func(s joiner.Stats) int64 { return s.Undecodable })},
+	)
+}
+
+// registerLearner registers a learner's counters and its model.
+func registerLearner(reg prometheus.Registerer, l *learner.Learner, store *learner.Store) {
+	stat := func(f func(learner.Stats) int64) func() float64 {
+		return func() float64 { return float64(f(l.Stats())) }
+	}
+	register(reg,
+		metric{"personalizer_learner_examples_total", "Examples learned, all time (kept across restarts by the checkpoint).", true,
+			stat(func(s learner.Stats) int64 { return s.Learned })},
+		metric{"personalizer_learner_duplicates_total", "Joined events dropped as repeats of one already learned.", true,
+			stat(func(s learner.Stats) int64 { return s.Duplicates })},
+		metric{"personalizer_learner_malformed_total", "Joined lines that did not parse.", true,
+			stat(func(s learner.Stats) int64 { return s.Malformed })},
+		metric{"personalizer_learner_model_version", "Latest model version published.", false,
+			stat(func(s learner.Stats) int64 { return int64(s.Version) })},
+		metric{"personalizer_learner_model_age_seconds", "Time since the latest model version was made; 0 before the first.", false,
+			func() float64 { return ageSeconds(store.Latest().GetInfo().GetCreated()) }},
+	)
+}
+
+// metricsServer serves GET /metrics and /healthz for a process without an
+// API of its own (the joiner).
+type metricsServer struct {
+	addr   net.Addr
+	http   *http.Server
+	served chan error
+}
+
+// serveMetrics serves reg on addr until close.
+func serveMetrics(addr string, reg *prometheus.Registry) (*metricsServer, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	m := &metricsServer{addr: lis.Addr(), http: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, served: make(chan error, 1)}
+	go func() { m.served <- m.http.Serve(lis) }() // ends at close
+	return m, nil
+}
+
+func (m *metricsServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m.http.Shutdown(ctx)
+	<-m.served
+}
+
+// roleConfig is a role's configuration: its flags and their checks.
+type roleConfig interface {
+	registerFlags(*flag.FlagSet)
+	validate() error
+}
+
+// startRole parses and checks a role's flags into cfg, then starts its
+// logger (at *logLevel, which the flags set) and its tracing.
+func startRole(ctx context.Context, name string, cfg roleConfig, logLevel *string, args []string, stderr io.Writer, getenv func(string) string) (*slog.Logger, trace.TracerProvider, func(), error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.registerFlags(fs)
+	if err := parseFlags(fs, args, getenv); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, nil, nil, err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tp, stop, err := startTracing(ctx, getenv, "personalizer-"+name, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return log, tp, stop, nil
+}
