@@ -168,8 +168,9 @@ type api struct {
 
 	guard           *server.Guard
 	maxMessageBytes int
-	hup             chan os.Signal // SIGHUP reloads the API keys
-	stopReload      chan struct{}  // closed by drain
+	wrapREST        func(http.Handler) http.Handler // the REST API's recovery, logging and metrics
+	hup             chan os.Signal                  // SIGHUP reloads the API keys
+	stopReload      chan struct{}                   // closed by drain
 	// status, when set before serving starts, is what GET /healthz
 	// answers, as JSON; without it the answer is "ok".
 	status func() any
@@ -201,7 +202,8 @@ func listenAPI(grpcAddr, httpAddr string, sec securityConfig, log *slog.Logger, 
 	public := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service == personalizerv1.PersonalizerService_ServiceDesc.ServiceName
 	})
-	unary, stream := telemetry.ServerInterceptors(log, a.metrics)
+	unary, stream, wrapREST := telemetry.ServerInterceptors(log, a.metrics)
+	a.wrapREST = wrapREST
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(sec.MaxMessageBytes),
 		grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...)}, opts...)
 	opts = append(opts,
@@ -268,9 +270,10 @@ func (a *api) reloadKeys(log *slog.Logger, file string) {
 }
 
 // handleREST serves srv's Personalizer REST API under /personalizer/,
-// with the same keys, rate limits and size limit as the gRPC API.
+// with the same keys, rate limits, size limit, logging and metrics as the
+// gRPC API.
 func (a *api) handleREST(srv *server.Server) {
-	a.mux.Handle("/personalizer/", server.NewREST(srv, a.guard, int64(a.maxMessageBytes)))
+	a.mux.Handle("/personalizer/", a.wrapREST(server.NewREST(srv, a.guard, int64(a.maxMessageBytes))))
 }
 
 func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {

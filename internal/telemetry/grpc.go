@@ -3,7 +3,9 @@ package telemetry
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,8 +29,9 @@ var rankBuckets = []float64{.00005, .0001, .00025, .0005, .001, .002, .005, .01,
 // the Rank latency histogram. It registers personalizer_rank_duration_seconds
 // and personalizer_grpc_panics_total with reg. Interceptors that may refuse
 // a call (authentication, rate limits) go after these, so that refusals
-// are logged and a panic in them is recovered.
-func ServerInterceptors(log *slog.Logger, reg prometheus.Registerer) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+// are logged and a panic in them is recovered. wrapHTTP does the same for the
+// REST API's handler: Rank there counts in the same histogram.
+func ServerInterceptors(log *slog.Logger, reg prometheus.Registerer) (unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor, wrapHTTP func(http.Handler) http.Handler) {
 	panics := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "personalizer_grpc_panics_total",
 		Help: "Panics in gRPC handlers, answered with Internal.",
@@ -55,7 +58,7 @@ func ServerInterceptors(log *slog.Logger, reg prometheus.Registerer) ([]grpc.Una
 		}),
 	}
 	logger := slogLogger(log)
-	unary := []grpc.UnaryServerInterceptor{
+	unary = []grpc.UnaryServerInterceptor{
 		recovery.UnaryServerInterceptor(rec),
 		logFailures(log, logging.UnaryServerInterceptor(logger, logOpts...)),
 		func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -68,7 +71,7 @@ func ServerInterceptors(log *slog.Logger, reg prometheus.Registerer) ([]grpc.Una
 			return resp, err
 		},
 	}
-	stream := []grpc.StreamServerInterceptor{
+	stream = []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(rec),
 		logging.StreamServerInterceptor(logger, logOpts...),
 		func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
@@ -78,7 +81,67 @@ func ServerInterceptors(log *slog.Logger, reg prometheus.Registerer) ([]grpc.Una
 			return handler(srv, &timedStream{ServerStream: ss, h: rank})
 		},
 	}
-	return unary, stream
+	wrapHTTP = func(next http.Handler) http.Handler {
+		return restHandler{next: next, log: log, rank: rank, panics: panics}
+	}
+	return unary, stream, wrapHTTP
+}
+
+// restHandler is ServerInterceptors' counterpart for the REST API: it
+// recovers a panic as a 500, logs every call at Debug and failed ones (a
+// status of 400 or more) at Info or worse, and times Rank.
+type restHandler struct {
+	next   http.Handler
+	log    *slog.Logger
+	rank   prometheus.Observer
+	panics prometheus.Counter
+}
+
+func (h restHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		if p := recover(); p != nil {
+			h.panics.Inc()
+			h.log.ErrorContext(r.Context(), "panic in HTTP handler", "http.path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			if !sw.wrote {
+				http.Error(sw, `{"error":{"code":"InternalServerError","message":"internal error"}}`, http.StatusInternalServerError)
+			}
+		}
+		took := time.Since(start)
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/rank") && sw.status < 300 {
+			h.rank.Observe(took.Seconds())
+		}
+		level := slog.LevelDebug
+		switch {
+		case sw.status >= 500:
+			level = slog.LevelError
+		case sw.status >= 400:
+			level = slog.LevelInfo
+		}
+		h.log.Log(r.Context(), level, "finished call", "http.method", r.Method, "http.path", r.URL.Path,
+			"http.status", sw.status, "http.start_time", start.Format(time.RFC3339), "http.time_ms", float64(took.Microseconds())/1000)
+	}()
+	h.next.ServeHTTP(sw, r)
+}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
 }
 
 // logFailures runs go-grpc-middleware's logging interceptor for every call

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,7 +30,7 @@ import (
 // a successful Rank call when the log is at Info, as in production.
 func BenchmarkServerInterceptors(b *testing.B) {
 	log := slog.New(slog.NewJSONHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	unary, _ := ServerInterceptors(log, prometheus.NewRegistry())
+	unary, _, _ := ServerInterceptors(log, prometheus.NewRegistry())
 	info := &grpc.UnaryServerInfo{FullMethod: personalizerv1.PersonalizerService_Rank_FullMethodName}
 	h := grpc.UnaryHandler(func(ctx context.Context, req any) (any, error) { return req, nil })
 	for i := len(unary) - 1; i >= 0; i-- { // chained as grpc.ChainUnaryInterceptor does
@@ -66,7 +68,7 @@ func TestLogLines(t *testing.T) {
 			t.Parallel()
 			var logs bytes.Buffer
 			log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: tt.level}))
-			unary, stream := ServerInterceptors(log, prometheus.NewRegistry())
+			unary, stream, _ := ServerInterceptors(log, prometheus.NewRegistry())
 			lis := bufconn.Listen(1 << 20)
 			srv := grpc.NewServer(grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 			healthpb.RegisterHealthServer(srv, health.NewServer())
@@ -108,5 +110,76 @@ func TestLogLines(t *testing.T) {
 				t.Errorf("lines for %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRESTHandler checks the REST API's wrapper: Rank is timed, failed
+// calls are logged at Info, a panic becomes a 500 and is counted.
+func TestRESTHandler(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	reg := prometheus.NewRegistry()
+	_, _, wrap := ServerInterceptors(log, reg)
+	h := wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/personalizer/v1.0/rank":
+			w.WriteHeader(http.StatusCreated)
+		case "/personalizer/v1.0/events/e1/reward":
+			w.WriteHeader(http.StatusNoContent)
+		case "/panic":
+			panic("boom")
+		default:
+			http.Error(w, "bad", http.StatusBadRequest)
+		}
+	}))
+	calls := []struct {
+		path string
+		want int
+	}{
+		{"/personalizer/v1.0/rank", 201},
+		{"/personalizer/v1.0/rank", 201},
+		{"/personalizer/v1.0/events/e1/reward", 204},
+		{"/nope/rank", 400}, // a failed Rank is not timed
+		{"/panic", 500},
+	}
+	for _, c := range calls {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, c.path, nil))
+		if rec.Code != c.want {
+			t.Errorf("%s: status %d, want %d", c.path, rec.Code, c.want)
+		}
+	}
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		m := mf.GetMetric()[0]
+		if h := m.GetHistogram(); h != nil {
+			got[mf.GetName()] = float64(h.GetSampleCount())
+		} else {
+			got[mf.GetName()] = m.GetCounter().GetValue()
+		}
+	}
+	if got["personalizer_rank_duration_seconds"] != 2 || got["personalizer_grpc_panics_total"] != 1 {
+		t.Errorf("metrics %v, want 2 ranks timed and 1 panic", got)
+	}
+	var lines []string
+	for l := range strings.Lines(logs.String()) {
+		var e struct {
+			Msg    string
+			Path   string `json:"http.path"`
+			Status int    `json:"http.status"`
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, e.Msg+" "+e.Path+" "+strconv.Itoa(e.Status))
+	}
+	want := []string{"finished call /nope/rank 400", "panic in HTTP handler /panic 0", "finished call /panic 500"}
+	if !slices.Equal(lines, want) {
+		t.Errorf("log lines %q, want %q", lines, want)
 	}
 }
