@@ -60,10 +60,7 @@ func (r Rules) Validate() error {
 	default:
 		return fmt.Errorf("reward aggregation must be earliest, sum, average, median, min or max, got %q", r.Aggregation)
 	}
-	switch r.LearningMode {
-	case eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED, eventsv1.LearningMode_LEARNING_MODE_ONLINE,
-		eventsv1.LearningMode_LEARNING_MODE_APPRENTICE, eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY:
-	default:
+	if _, ok := modeNames[normalMode(r.LearningMode)]; !ok {
 		return fmt.Errorf("learning mode must be Online, Apprentice or LoggingOnly, got %v", r.LearningMode)
 	}
 	return nil
@@ -242,9 +239,8 @@ type Window struct {
 
 type event struct {
 	Joined
-	deadline time.Time // rank time + RewardWait
 	// forget is when a closed event is forgotten: Backward after its
-	// deadline or after its latest late outcome, whichever is later, so
+	// deadline (rank time + RewardWait) or after its latest late outcome, whichever is later, so
 	// that every outcome it took is forgotten with it (see Checkpoint).
 	forget    time.Time
 	offset    int64    // of the rank
@@ -333,9 +329,8 @@ func (w *Window) addRank(in Input, before time.Time) {
 		return
 	}
 	ev := &event{
-		Joined:   Joined{Key: in.Key, Rank: in.Rank, Time: in.Time, Trace: in.Trace},
-		deadline: in.Time.Add(w.rules.RewardWait),
-		offset:   in.Offset,
+		Joined: Joined{Key: in.Key, Rank: in.Rank, Time: in.Time, Trace: in.Trace},
+		offset: in.Offset,
 	}
 	w.events[in.Key] = ev
 	w.live.push(mark{offset: in.Offset, before: before, ev: ev})
@@ -353,7 +348,7 @@ func (w *Window) addRank(in Input, before time.Time) {
 		ev.Outcomes = append(ev.Outcomes, e.outcome)
 	}
 	delete(w.early, in.Key)
-	w.deadlines.push(timed{at: ev.deadline.UnixNano(), offset: ev.offset, ev: ev})
+	w.deadlines.push(timed{at: in.Time.Add(w.rules.RewardWait).UnixNano(), ev: ev})
 }
 
 func (w *Window) addOutcome(in Input, before time.Time) {
@@ -400,7 +395,7 @@ func (w *Window) late(ev *event, o Outcome, offset int64) {
 	if t := o.Time.Add(w.rules.Backward); t.After(ev.forget) {
 		ev.forget = t
 		if ev.closed {
-			w.forgets.push(timed{at: t.UnixNano(), offset: ev.offset, ev: ev})
+			w.forgets.push(timed{at: t.UnixNano(), ev: ev})
 		}
 	}
 }
@@ -442,10 +437,10 @@ func (w *Window) expire() {
 		ev := w.deadlines.pop().ev
 		w.close(ev)
 		ev.closed = true
-		if t := ev.deadline.Add(w.rules.Backward); t.After(ev.forget) {
+		if t := ev.Time.Add(w.rules.RewardWait + w.rules.Backward); t.After(ev.forget) {
 			ev.forget = t
 		}
-		w.forgets.push(timed{at: ev.forget.UnixNano(), offset: ev.offset, ev: ev})
+		w.forgets.push(timed{at: ev.forget.UnixNano(), ev: ev})
 	}
 	for len(w.forgets) > 0 && w.forgets[0].at <= wmNano {
 		f := w.forgets.pop()
@@ -622,9 +617,8 @@ func (ms *marks) first() (mark, bool) {
 // timed is an event due at a time, in Unix nanoseconds: cheaper to
 // compare than time.Time, and record times (milliseconds) fit.
 type timed struct {
-	at     int64
-	offset int64 // of the rank
-	ev     *event
+	at int64
+	ev *event
 }
 
 // before orders by time, then by rank offset, so that output order
@@ -633,7 +627,7 @@ func (t timed) before(o timed) bool {
 	if t.at != o.at {
 		return t.at < o.at
 	}
-	return t.offset < o.offset
+	return t.ev.offset < o.ev.offset
 }
 
 // before orders early outcomes by time, then offset.

@@ -190,13 +190,13 @@ func (j *Joiner) Run(ctx context.Context) error {
 
 // Sizes of the per-partition pipeline.
 const (
-	fetchQueue      = 1024    // records fetched ahead of the join
-	batchQueue      = 4       // output batches joined ahead of the write
-	batchRecords    = 1000    // most input records per batch
-	batchBytes      = 4 << 20 // most output bytes per batch
-	bufChunk        = 1 << 20 // a batch's buffer grows by chunks of this
-	flushGrace      = 5 * time.Second
-	maxWriteBackoff = 2 * time.Second
+	fetchQueue   = 1024    // records fetched ahead of the join
+	batchQueue   = 4       // output batches joined ahead of the write
+	batchRecords = 1000    // most input records per batch
+	batchBytes   = 4 << 20 // most output bytes per batch
+	bufChunk     = 1 << 20 // a batch's buffer grows by chunks of this
+	flushGrace   = 5 * time.Second
+	maxBackoff   = 2 * time.Second
 )
 
 // batch is the output of consecutive input records, with the checkpoint to
@@ -278,23 +278,11 @@ func (j *Joiner) claim(ctx context.Context, c eventlog.Claim) error {
 // fetch feeds records until ctx ends. Fetch errors are retried: a
 // partition must not stop for a broker hiccup.
 func (j *Joiner) fetch(ctx context.Context, c eventlog.Claim, records chan<- eventlog.Record) error {
-	backoff := 50 * time.Millisecond
 	for {
-		rec, err := c.Fetch(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			j.log.Warn("fetch failed; retrying", "partition", c.Partition(), "err", err)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, maxWriteBackoff)
-			continue
+		var rec eventlog.Record
+		if err := j.retry(ctx, "fetch", func() (err error) { rec, err = c.Fetch(ctx); return err }, "partition", c.Partition()); err != nil {
+			return ctx.Err()
 		}
-		backoff = 50 * time.Millisecond
 		select {
 		case records <- rec:
 		case <-ctx.Done():
@@ -455,30 +443,35 @@ func (j *Joiner) write(ctx context.Context, c eventlog.Claim, batches <-chan bat
 			lastCommit = now
 		}
 	}
-	if acked.Next > 0 {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushGrace)
-		defer cancel()
-		commit(cctx)
-	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushGrace)
+	defer cancel()
+	commit(cctx)
 	return nil
 }
 
 // writeAll retries until recs are acknowledged or ctx ends: the partition
 // must not move past output that is not stored.
 func (j *Joiner) writeAll(ctx context.Context, recs []eventlog.Record) error {
+	return j.retry(ctx, "joiner output write", func() error { return j.out.Write(ctx, recs...) }, "records", len(recs))
+}
+
+// retry calls f until it succeeds or ctx ends, logging each failure (with
+// args) and backing off up to maxBackoff between attempts. It returns f's
+// last error, non-nil only once ctx has ended.
+func (j *Joiner) retry(ctx context.Context, what string, f func() error, args ...any) error {
 	backoff := 50 * time.Millisecond
 	for {
-		err := j.out.Write(ctx, recs...)
+		err := f()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		j.log.Warn("joiner output write failed; retrying", "records", len(recs), "err", err)
+		j.log.Warn(what+" failed; retrying", append(args, "err", err)...)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, maxWriteBackoff)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 

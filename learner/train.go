@@ -111,7 +111,7 @@ func Train(ctx context.Context, cfg TrainConfig, stdout, stderr io.Writer) (Summ
 
 	t := &trainer{
 		cfg: cfg, model: m, stderr: stderr, preds: preds, quiet: cfg.Quiet || quietPolicy(m.Policy()),
-		passes: passes, holdout: passes > 1 && !cfg.HoldoutOff, dumpAt: 1, bestLoss: math.MaxFloat32,
+		holdout: passes > 1 && !cfg.HoldoutOff, dumpAt: 1, bestLoss: math.MaxFloat32,
 	}
 	if cfg.InvertHash != "" {
 		t.names = map[uint64]string{}
@@ -330,7 +330,6 @@ type trainer struct {
 	preds   *bufio.Writer
 	quiet   bool
 	names   map[uint64]string
-	passes  int
 	holdout bool
 
 	pass, inPass                  int // current pass and events seen in it
@@ -348,7 +347,6 @@ type trainer struct {
 	bestLoss                   float32
 	noWin                      int
 	stopped                    bool // early termination: the model was saved at the best pass
-	passesUsed                 int
 }
 
 func (t *trainer) run(ctx context.Context, full <-chan *batch, free chan<- *batch) error {
@@ -425,7 +423,6 @@ func (t *trainer) event(it *item) error {
 // best pass and stop after three passes without improvement.
 func (t *trainer) endPass() (stop bool, err error) {
 	t.pass++
-	t.passesUsed = t.pass
 	t.inPass = 0
 	if !t.holdout {
 		return false, nil
@@ -458,18 +455,12 @@ func (t *trainer) save() error {
 		if err != nil {
 			return fmt.Errorf("write model: %w", err)
 		}
-		if err := errors.Join(w(bufio.NewWriter(f)), f.Close()); err != nil {
+		if err := errors.Join(w(f), f.Close()); err != nil {
 			return fmt.Errorf("write model %s: %w", path, err)
 		}
 		return nil
 	}
-	if err := write(t.cfg.Final, func(w io.Writer) error {
-		bw := w.(*bufio.Writer)
-		if _, err := t.model.WriteTo(bw); err != nil {
-			return err
-		}
-		return bw.Flush()
-	}); err != nil {
+	if err := write(t.cfg.Final, func(w io.Writer) error { _, err := t.model.WriteTo(w); return err }); err != nil {
 		return err
 	}
 	if err := write(t.cfg.Readable, func(w io.Writer) error { return t.model.WriteReadable(w, nil) }); err != nil {
@@ -597,7 +588,7 @@ func (t *trainer) summary() Summary {
 		WeightedLabeled:  t.labeled,
 		AverageLoss:      t.sumLoss / t.labeled,
 		HoldoutLoss:      math.NaN(),
-		Passes:           max(t.passesUsed, 1),
+		Passes:           max(t.pass, 1),
 		TotalFeatures:    t.features,
 		Dropped:          t.dropped,
 		Malformed:        t.malformed,

@@ -161,18 +161,22 @@ func (ks *keySet) lookup(key string) *apiKey {
 // go-grpc-middleware auth.AuthFunc.
 func (g *Guard) Authenticate(ctx context.Context) (context.Context, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	key := first(md.Get(KeyHeader))
-	if key == "" {
-		key, _ = strings.CutPrefix(first(md.Get("authorization")), "Bearer ")
-	}
-	return g.authenticate(ctx, key)
+	return g.authenticate(ctx, keyFrom(func(k string) string {
+		if vs := md.Get(k); len(vs) > 0 {
+			return vs[0]
+		}
+		return ""
+	}))
 }
 
-func first(vs []string) string {
-	if len(vs) == 0 {
-		return ""
+// keyFrom returns a call's API key from its headers (or metadata): the
+// KeyHeader value, else an "Authorization: Bearer" token.
+func keyFrom(get func(string) string) string {
+	if k := get(KeyHeader); k != "" {
+		return k
 	}
-	return vs[0]
+	k, _ := strings.CutPrefix(get("Authorization"), "Bearer ")
+	return k
 }
 
 // errBadKey is the one answer to a missing, unknown or revoked key, so that

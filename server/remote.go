@@ -3,7 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
-	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,8 +20,7 @@ type RemoteModels struct {
 	loop   string
 	notify func(reachable bool)
 
-	mu        sync.Mutex
-	reachable bool
+	reachable atomic.Bool
 }
 
 // NewRemoteModels returns a source of loop's models behind client. notify,
@@ -34,17 +33,11 @@ func NewRemoteModels(client eventsv1.ModelServiceClient, loop string, notify fun
 // Reachable reports whether the learner answered the last attempt to
 // watch it and the watch is still open.
 func (r *RemoteModels) Reachable() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.reachable
+	return r.reachable.Load()
 }
 
 func (r *RemoteModels) setReachable(ok bool) {
-	r.mu.Lock()
-	changed := r.reachable != ok
-	r.reachable = ok
-	r.mu.Unlock()
-	if changed && r.notify != nil {
+	if r.reachable.Swap(ok) != ok && r.notify != nil {
 		r.notify(ok)
 	}
 }

@@ -53,11 +53,7 @@ func NewREST(s *Server, g *Guard, maxBodyBytes int64) *REST {
 // header (or "Authorization: Bearer KEY"), applies the caller's rate
 // limit, and serves the route.
 func (h *REST) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	key := r.Header.Get(KeyHeader)
-	if key == "" {
-		key, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	}
-	ctx, err := h.g.authenticate(r.Context(), key)
+	ctx, err := h.g.authenticate(r.Context(), keyFrom(r.Header.Get))
 	if err != nil {
 		h.fail(w, "", err)
 		return
@@ -161,10 +157,6 @@ var errNotJSON = errors.New("the request body is not valid JSON")
 // decode reads the JSON body into v.
 func (h *REST) decode(r *http.Request, v any) error {
 	body, err := io.ReadAll(r.Body)
-	var tooLong *http.MaxBytesError
-	if errors.As(err, &tooLong) {
-		return tooLong
-	}
 	if err != nil {
 		return fmt.Errorf("read body: %w", err)
 	}

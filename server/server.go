@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
@@ -59,10 +60,9 @@ type Server struct {
 
 // servingModel is a model version as Rank uses it.
 type servingModel struct {
-	model   *bandit.Model
-	version uint64
-	label   string // version as the API reports it
-	info    *eventsv1.ModelInfo
+	model *bandit.Model
+	label string // version as the API reports it
+	info  *eventsv1.ModelInfo
 }
 
 // scratch is per-Rank working memory, pooled so Rank allocates little.
@@ -81,6 +81,9 @@ func New(cfg Config, events *Publisher, log *slog.Logger, now func() time.Time) 
 	if cfg.Limits == (Limits{}) {
 		cfg.Limits = DefaultLimits
 	}
+	if cfg.LearningMode == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
+		cfg.LearningMode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
+	}
 	s := &Server{cfg: cfg, events: events, log: log, now: now, done: make(chan struct{})}
 	s.pool.New = func() any { return new(scratch) }
 	return s
@@ -91,10 +94,7 @@ func (s *Server) Shutdown() { s.once.Do(func() { close(s.done) }) }
 
 // ModelVersion returns the version Rank uses, 0 before the first model.
 func (s *Server) ModelVersion() uint64 {
-	if m := s.model.Load(); m != nil {
-		return m.version
-	}
-	return 0
+	return s.ModelInfo().GetVersion()
 }
 
 // ModelInfo returns the metadata of the version Rank uses (its creation
@@ -143,7 +143,7 @@ func (s *Server) Load(mv *eventsv1.GetModelResponse) error {
 	if err != nil {
 		return fmt.Errorf("model version %d: %w", info.GetVersion(), err)
 	}
-	s.model.Store(&servingModel{model: m, version: info.GetVersion(), label: strconv.FormatUint(info.GetVersion(), 10), info: info})
+	s.model.Store(&servingModel{model: m, label: strconv.FormatUint(info.GetVersion(), 10), info: info})
 	s.log.Info("model swapped", "version", info.GetVersion(), "examples", info.GetExamples())
 	return nil
 }
@@ -254,9 +254,6 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	// order, with the model's probabilities, as Personalizer's client
 	// library reset the ranking before logging there.
 	mode := s.cfg.LearningMode
-	if mode == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
-		mode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
-	}
 	logged, answer := sc.pmf, sc.pmf
 	if mode != eventsv1.LearningMode_LEARNING_MODE_ONLINE {
 		sc.baseline = sc.baseline[:0]
@@ -368,10 +365,13 @@ func (s *Server) publish(ctx context.Context, typ, eventID string, m event) erro
 		Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(typ)}},
 		Time:    s.now(),
 	}
-	traceContext.Inject(ctx, (*eventlog.HeaderCarrier)(&rec.Headers))
+	if trace.SpanContextFromContext(ctx).IsValid() { // else rec would escape to the heap for nothing
+		h := eventlog.HeaderCarrier(rec.Headers)
+		traceContext.Inject(ctx, &h)
+		rec.Headers = h
+	}
 	return s.events.Publish(rec)
 }
 
-// traceContext writes W3C traceparent headers; it writes nothing for a
-// context without a span, so untraced calls pay one context lookup.
+// traceContext writes W3C traceparent headers.
 var traceContext propagation.TraceContext

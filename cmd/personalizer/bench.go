@@ -66,8 +66,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err := rank(ctx); err != nil {
 		return fmt.Errorf("rank: %w", err)
 	}
+	var cpu0 time.Duration
 	if *serverPID != 0 {
-		if _, err := processCPU(*serverPID); err != nil {
+		if cpu0, err = processCPU(*serverPID); err != nil {
 			return fmt.Errorf("--server-pid: %w", err)
 		}
 	}
@@ -78,10 +79,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	fmt.Fprintf(stdout, "Rank: %d B request (%d actions x %d features, %d context features), %d in flight, %v, %s\n",
 		proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rate)
 
-	var cpu0 time.Duration
-	if *serverPID != 0 {
-		cpu0, _ = processCPU(*serverPID)
-	}
 	r, err := measure(ctx, rank, *concurrency, *duration, *qps)
 	if err != nil {
 		return fmt.Errorf("rank: %w", err)
@@ -92,7 +89,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		if err != nil {
 			return fmt.Errorf("--server-pid: %w", err)
 		}
-		fmt.Fprintf(stdout, "  server CPU %.0f µs/request", float64((cpu1-cpu0).Microseconds())/float64(r.requests))
+		fmt.Fprintf(stdout, "  server CPU %.0f µs/request", float64((cpu1-cpu0).Microseconds())/float64(len(r.lat)))
 	}
 	fmt.Fprintln(stdout)
 	if !*echo {
@@ -128,12 +125,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 
 // benchResult is what one measure run found.
 type benchResult struct {
-	requests int
-	elapsed  time.Duration
-	lat      []time.Duration // sorted
+	elapsed time.Duration
+	lat     []time.Duration // sorted
 }
 
-func (r benchResult) qps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+func (r benchResult) qps() float64 { return float64(len(r.lat)) / r.elapsed.Seconds() }
 
 func (r benchResult) quantile(p float64) time.Duration {
 	return r.lat[min(len(r.lat)-1, int(p*float64(len(r.lat))))]
@@ -141,7 +137,7 @@ func (r benchResult) quantile(p float64) time.Duration {
 
 func (r benchResult) String() string {
 	return fmt.Sprintf("requests %d  QPS %.0f  latency p50 %v  p90 %v  p99 %v  max %v",
-		r.requests, r.qps(), r.quantile(0.5), r.quantile(0.9), r.quantile(0.99), r.lat[len(r.lat)-1])
+		len(r.lat), r.qps(), r.quantile(0.5), r.quantile(0.9), r.quantile(0.99), r.lat[len(r.lat)-1])
 }
 
 // measure calls call from concurrency goroutines for d: each as fast as it
@@ -212,7 +208,6 @@ func measure(ctx context.Context, call func(context.Context) error, concurrency 
 		return r, fmt.Errorf("no calls completed: %w", err)
 	}
 	slices.Sort(r.lat)
-	r.requests = len(r.lat)
 	return r, nil
 }
 

@@ -84,10 +84,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return err
 	}
 	fmt.Fprintf(stdout, "personalizer dev: gRPC %s, HTTP %s, Kafka %s, data %s\n", d.grpcAddr(), d.api.httpLis.Addr(), d.broker.Addrs()[0], cfg.DataDir)
-	select {
-	case <-ctx.Done():
-	case <-d.failed:
-	}
+	d.wait(ctx)
 	return d.close()
 }
 

@@ -15,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
@@ -157,12 +155,7 @@ func startOutageDev(t *testing.T, extra ...string) *outageDev {
 			t.Error(err)
 		}
 	})
-	conn, err := grpc.NewClient(o.grpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	o.client = personalizerv1.NewPersonalizerServiceClient(conn)
+	o.client = personalizerv1.NewPersonalizerServiceClient(dial(t, o.grpcAddr()))
 	return o
 }
 

@@ -77,10 +77,7 @@ func runLearner(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 	}
 	fmt.Fprintf(stdout, "personalizer learner: gRPC %s, HTTP %s, brokers %s, data %s\n",
 		l.api.grpcAddr(), l.api.httpLis.Addr(), strings.Join(splitBrokers(cfg.Brokers), ","), cfg.DataDir)
-	select {
-	case <-ctx.Done():
-	case <-l.failed:
-	}
+	l.wait(ctx)
 	return l.close()
 }
 

@@ -110,14 +110,11 @@ func (c *callerConfig) transportCreds() (credentials.TransportCredentials, error
 	if c.TLSCA == "" {
 		return insecure.NewCredentials(), nil
 	}
-	pem, err := os.ReadFile(c.TLSCA)
+	roots, err := loadCertPool(c.TLSCA, "tls CA")
 	if err != nil {
-		return nil, fmt.Errorf("tls CA: %w", err)
+		return nil, err
 	}
-	cfg := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
-	if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls CA %s: no PEM certificate in it", c.TLSCA)
-	}
+	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	if c.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 		if err != nil {
@@ -126,6 +123,19 @@ func (c *callerConfig) transportCreds() (credentials.TransportCredentials, error
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return credentials.NewTLS(cfg), nil
+}
+
+// loadCertPool reads the PEM certificates of file; what names it in errors.
+func loadCertPool(file, what string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s %s: no PEM certificate in it", what, file)
+	}
+	return pool, nil
 }
 
 // tlsConfig returns the listeners' TLS configuration, nil without TLS.
@@ -139,13 +149,8 @@ func (c *securityConfig) tlsConfig() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.TLSClientCA != "" {
-		pem, err := os.ReadFile(c.TLSClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("tls client CA: %w", err)
-		}
-		cfg.ClientCAs = x509.NewCertPool()
-		if !cfg.ClientCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls client CA %s: no PEM certificate in it", c.TLSClientCA)
+		if cfg.ClientCAs, err = loadCertPool(c.TLSClientCA, "tls client CA"); err != nil {
+			return nil, err
 		}
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}

@@ -103,10 +103,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	}
 	fmt.Fprintf(stdout, "personalizer server: gRPC %s, HTTP %s, learner %s, brokers %s\n",
 		s.api.grpcAddr(), s.api.httpLis.Addr(), cfg.LearnerAddr, strings.Join(splitBrokers(cfg.Brokers), ","))
-	select {
-	case <-ctx.Done():
-	case <-s.failed:
-	}
+	s.wait(ctx)
 	return s.close()
 }
 
@@ -195,7 +192,7 @@ type serverStatus struct {
 func (s *serverRole) status() serverStatus {
 	st := serverStatus{LearnerReachable: s.remote.Reachable()}
 	if info := s.srv.ModelInfo(); info != nil {
-		age := time.Since(info.GetCreated().AsTime()).Seconds()
+		age := ageSeconds(info.GetCreated())
 		st.ModelVersion, st.ModelAgeSeconds = info.GetVersion(), &age
 	}
 	return st

@@ -56,6 +56,14 @@ func (v *supervisor) fail(err error) {
 	v.once.Do(func() { v.err = err; close(v.failed) })
 }
 
+// wait blocks until ctx ends or a stage fails.
+func (v *supervisor) wait(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-v.failed:
+	}
+}
+
 // failure returns the first failure, nil if nothing failed.
 func (v *supervisor) failure() error {
 	select {
