@@ -361,6 +361,9 @@ func (t *trainer) run(ctx context.Context, full <-chan *batch, free chan<- *batc
 		if !ok {
 			return nil
 		}
+		if err := ctx.Err(); err != nil { // select picks at random when both are ready
+			return err
+		}
 		for i := range b.items[:b.n] {
 			if err := t.event(&b.items[i]); err != nil {
 				return err
