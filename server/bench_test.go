@@ -32,6 +32,10 @@ func (discard) Write(context.Context, ...eventlog.Record) error { return nil }
 // benchServer returns a server whose model was trained on a few requests
 // like req, so that scoring does real work, and whose events are dropped.
 func benchServer(b *testing.B, req *personalizerv1.RankRequest) (*Server, func()) {
+	return benchServerPolicy(b, req, bandit.DefaultPolicy)
+}
+
+func benchServerPolicy(b *testing.B, req *personalizerv1.RankRequest, args string) (*Server, func()) {
 	b.Helper()
 	log := slog.New(slog.DiscardHandler)
 	pub := NewPublisher(discard{}, 1<<16, log)
@@ -40,7 +44,7 @@ func benchServer(b *testing.B, req *personalizerv1.RankRequest) (*Server, func()
 	go func() { pub.Run(ctx, time.Second); close(done) }()
 	srv := New(Config{Loop: "bench"}, pub, log, time.Now)
 
-	policy, err := bandit.ParsePolicy(bandit.DefaultPolicy)
+	policy, err := bandit.ParsePolicy(args)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -83,8 +87,18 @@ func cpuTime(b *testing.B) time.Duration {
 // CPU of the whole process, the publisher's goroutine included: less
 // sensitive than ns/op to other load on the machine.
 func BenchmarkRank(b *testing.B) {
+	benchmarkRank(b, bandit.DefaultPolicy)
+}
+
+// BenchmarkRankNoInteractions is BenchmarkRank with the default policy
+// less its -q ::, so about 31 features per action instead of 560.
+func BenchmarkRankNoInteractions(b *testing.B) {
+	benchmarkRank(b, "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr")
+}
+
+func benchmarkRank(b *testing.B, policy string) {
 	req := sim.Request(rand.New(rand.NewPCG(1, 2)), 20, 15, 15)
-	srv, stop := benchServer(b, req)
+	srv, stop := benchServerPolicy(b, req, policy)
 	defer stop()
 	b.SetBytes(int64(proto.Size(req)))
 	b.ReportAllocs()

@@ -31,7 +31,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	duration := fs.Duration("duration", 10*time.Second, "how long to send requests")
 	qps := fs.Float64("qps", 0, "send at this fixed rate, latency counted from when each request was due (0: as fast as possible)")
 	echo := fs.Bool("echo", true, "also measure a plain gRPC echo of the same request, served in this process, and report Rank's share of its QPS")
-	serverPID := fs.Int("server-pid", 0, "report the CPU time this local process (the server) spends per Rank request, from /proc")
+	serverPID := fs.Int("server-pid", 0, "report the CPU time this local process (the server) spends per request, from /proc")
+	method := fs.String("call", "rank", "what to call at --addr: rank, or echo or transport on a bench --serve-echo process")
+	serveEcho := fs.String("serve-echo", "", "serve the echo and transport services on this address until interrupted, and measure nothing")
 	actions := fs.Int("actions", 20, "actions per request")
 	features := fs.Int("features", 15, "features per action")
 	nContext := fs.Int("context", 15, "context features")
@@ -48,6 +50,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	case *qps < 0:
 		return errors.New("--qps: want 0 or a positive rate")
 	}
+	if *serveEcho != "" {
+		return serveEchoOn(ctx, *serveEcho, stdout)
+	}
 	dial, err := caller.dialOptions()
 	if err != nil {
 		return err
@@ -57,14 +62,25 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return fmt.Errorf("dial %s: %w", *addr, err)
 	}
 	defer conn.Close()
-	client := personalizerv1.NewPersonalizerServiceClient(conn)
 	req := sim.Request(rand.New(rand.NewPCG(1, 2)), *actions, *features, *nContext)
-	rank := func(ctx context.Context) error {
-		_, err := client.Rank(ctx, req)
-		return err
+	var rank func(context.Context) error
+	switch *method {
+	case "rank":
+		client := personalizerv1.NewPersonalizerServiceClient(conn)
+		rank = func(ctx context.Context) error {
+			_, err := client.Rank(ctx, req)
+			return err
+		}
+	case "echo", "transport":
+		method := map[string]string{"echo": echoMethod, "transport": transportMethod}[*method]
+		rank = func(ctx context.Context) error {
+			return conn.Invoke(ctx, method, req, new(personalizerv1.RankRequest))
+		}
+	default:
+		return fmt.Errorf("--call %q: want rank, echo or transport", *method)
 	}
 	if err := rank(ctx); err != nil {
-		return fmt.Errorf("rank: %w", err)
+		return fmt.Errorf("%s: %w", *method, err)
 	}
 	var cpu0 time.Duration
 	if *serverPID != 0 {
@@ -76,14 +92,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if *qps > 0 {
 		rate = fmt.Sprintf("at %.0f QPS", *qps)
 	}
-	fmt.Fprintf(stdout, "Rank: %d B request (%d actions x %d features, %d context features), %d in flight, %v, %s\n",
-		proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rate)
+	fmt.Fprintf(stdout, "%s: %d B request (%d actions x %d features, %d context features), %d in flight, %v, %s\n",
+		strings.ToUpper((*method)[:1])+(*method)[1:], proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rate)
 
 	r, err := measure(ctx, rank, *concurrency, *duration, *qps)
 	if err != nil {
-		return fmt.Errorf("rank: %w", err)
+		return fmt.Errorf("%s: %w", *method, err)
 	}
-	fmt.Fprintf(stdout, "rank  %v", r)
+	fmt.Fprintf(stdout, "%-5s %v", *method, r)
 	if *serverPID != 0 {
 		cpu1, err := processCPU(*serverPID)
 		if err != nil {
@@ -92,7 +108,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		fmt.Fprintf(stdout, "  server CPU %.0f µs/request", float64((cpu1-cpu0).Microseconds())/float64(len(r.lat)))
 	}
 	fmt.Fprintln(stdout)
-	if !*echo {
+	if !*echo || *method != "rank" {
 		return nil
 	}
 
@@ -229,6 +245,36 @@ var echoService = grpc.ServiceDesc{
 			return req, nil
 		},
 	}},
+}
+
+// transportMethod answers every request with an empty message without
+// decoding it: what a call costs gRPC alone.
+const transportMethod = "/personalizer.bench.Echo/Transport"
+
+func init() {
+	echoService.Methods = append(echoService.Methods, grpc.MethodDesc{
+		MethodName: "Transport",
+		Handler: func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
+			return new(personalizerv1.RankRequest), nil
+		},
+	})
+}
+
+// serveEchoOn serves the echo service on addr until ctx ends, for bench
+// runs that measure the echo in a process of its own (--call).
+func serveEchoOn(ctx context.Context, addr string, stdout io.Writer) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--serve-echo: %w", err)
+	}
+	gs := grpc.NewServer()
+	gs.RegisterService(&echoService, nil)
+	fmt.Fprintf(stdout, "echo and transport services on %s (pid %d)\n", lis.Addr(), os.Getpid())
+	go func() { <-ctx.Done(); gs.Stop() }()
+	if err := gs.Serve(lis); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
 }
 
 type echoServer struct {

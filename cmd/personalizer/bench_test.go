@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -17,7 +20,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/eventlog"
@@ -161,6 +166,45 @@ func TestBenchCommand(t *testing.T) {
 	}
 }
 
+// TestBenchEchoProcess serves the echo services as bench --serve-echo does
+// and measures them with --call, as a separate process would.
+func TestBenchEchoProcess(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r, w := io.Pipe()
+	served := make(chan error, 1)
+	go func() { served <- run(ctx, []string{"bench", "--serve-echo", "127.0.0.1:0"}, w, io.Discard, noEnv) }()
+	first, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, r)
+	m := regexp.MustCompile(`^echo and transport services on (\S+) \(pid [0-9]+\)\n$`).FindStringSubmatch(first)
+	if m == nil {
+		t.Fatalf("first line %q", first)
+	}
+	const result = `requests [1-9][0-9]*  QPS [0-9]+  latency p50 \S+  p90 \S+  p99 \S+  max \S+  server CPU [0-9]+ µs/request`
+	for _, call := range []string{"echo", "transport"} {
+		var out strings.Builder
+		args := []string{"bench", "--addr", m[1], "--call", call, "--duration", "100ms", "--server-pid", strconv.Itoa(os.Getpid())}
+		if err := run(ctx, args, &out, io.Discard, noEnv); err != nil {
+			t.Fatalf("%s: %v", call, err)
+		}
+		want := fmt.Sprintf("^%s: 4859 B request .*\n%-5s %s\n$", strings.ToUpper(call[:1])+call[1:], call, result)
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("--call %s: output\n%s\nwant %s", call, out.String(), want)
+		}
+	}
+	err = run(ctx, []string{"bench", "--addr", m[1], "--call", "rank", "--duration", "100ms"}, io.Discard, io.Discard, noEnv)
+	if status.Code(errors.Unwrap(err)) != codes.Unimplemented {
+		t.Errorf("rank on the echo process: %v, want Unimplemented", err)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("--serve-echo returned %v after its context ended", err)
+	}
+	w.Close()
+}
+
 func TestBenchCommandErrors(t *testing.T) {
 	addr := startRankServer(t)
 	for _, tc := range []struct {
@@ -172,6 +216,8 @@ func TestBenchCommandErrors(t *testing.T) {
 		{[]string{"--duration", "0s"}, "--duration"},
 		{[]string{"--server-pid", "-3"}, "--server-pid"},
 		{[]string{"--actions", "0"}, "rank"}, // the server refuses a request without actions
+		{[]string{"--call", "bogus"}, `--call "bogus"`},
+		{[]string{"--serve-echo", "127.0.0.1:-1"}, "--serve-echo"},
 	} {
 		args := append([]string{"bench", "--addr", addr, "--duration", "100ms"}, tc.args...)
 		err := run(context.Background(), args, io.Discard, io.Discard, noEnv)
