@@ -55,7 +55,7 @@ func startJoiner(t *testing.T, m *eventlog.Mem, tickAt time.Time) (*Joiner, func
 
 func waitFor(t *testing.T, j *Joiner, what string, cond func(Stats) bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := j.Wait(ctx, cond); err != nil {
 		t.Fatalf("waiting for %s: %v (counters %+v)", what, err, j.Counters())
