@@ -148,7 +148,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	registerServer(d.api.metrics, d.srv, d.pub, func() bool { return true })
 	registerJoiner(d.api.metrics, d.joiner)
 	registerLearner(d.api.metrics, d.learner, d.store)
-	d.api.handleREST(d.srv)
+	d.api.handleREST(d.srv, cfg.Tracing)
 
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)

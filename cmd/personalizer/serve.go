@@ -24,6 +24,9 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -277,8 +280,16 @@ func (a *api) reloadKeys(log *slog.Logger, file string) {
 // handleREST serves srv's Personalizer REST API under /personalizer/,
 // with the same keys, rate limits, size limit, logging and metrics as the
 // gRPC API.
-func (a *api) handleREST(srv *server.Server) {
-	a.mux.Handle("/personalizer/", a.wrapREST(server.NewREST(srv, a.guard, int64(a.maxMessageBytes))))
+// handleREST serves the Personalizer REST API; with tp, each call is a span
+// whose trace, from a W3C traceparent header if the caller sent one, goes
+// on through the records Rank, Reward and Activate write.
+func (a *api) handleREST(srv *server.Server, tp trace.TracerProvider) {
+	h := a.wrapREST(server.NewREST(srv, a.guard, int64(a.maxMessageBytes)))
+	if tp != nil {
+		h = otelhttp.NewHandler(h, "", otelhttp.WithTracerProvider(tp),
+			otelhttp.WithPropagators(propagation.TraceContext{}))
+	}
+	a.mux.Handle("/personalizer/", h)
 }
 
 func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -146,7 +146,7 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 		return nil, errors.Join(err, s.events.Close(), s.conn.Close())
 	}
 	registerServer(s.api.metrics, s.srv, s.pub, func() bool { return s.remote.Reachable() })
-	s.api.handleREST(s.srv)
+	s.api.handleREST(s.srv, cfg.Tracing)
 	s.api.status = func() any { return s.status() }
 	s.api.health.SetServingStatus(modelSourceService, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.remote = server.NewRemoteModels(eventsv1.NewModelServiceClient(s.conn), cfg.Loop, s.learnerReachable)

@@ -292,7 +292,29 @@ func TestTracing(t *testing.T) {
 	if _, err := client.Reward(ctx, &personalizerv1.RewardRequest{EventId: "traced", Value: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.learner.Wait(ctx, func(s learner.Stats) bool { return s.Learned == 1 }); err != nil {
+	// The same through the REST API, in a trace of its own.
+	const restTraceID, restCaller = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b8"
+	base := "http://" + d.api.httpLis.Addr().String() + "/personalizer/v1.0"
+	for _, c := range []struct{ path, body string }{
+		{"/rank", `{"eventId":"rest-traced","contextFeatures":[{"u":"x"}],"actions":[{"id":"a"},{"id":"b"}]}`},
+		{"/events/rest-traced/reward", `{"value":1}`},
+	} {
+		req, err := http.NewRequestWithContext(ctx, "POST", base+c.path, strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("traceparent", "00-"+restTraceID+"-"+restCaller+"-01")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("POST %s: %s", c.path, resp.Status)
+		}
+	}
+	if err := d.learner.Wait(ctx, func(s learner.Stats) bool { return s.Learned == 2 }); err != nil {
 		t.Fatal(err)
 	}
 	// Closing ends every call, and with it the server's spans.
@@ -301,7 +323,7 @@ func TestTracing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	find := func(name string) tracetest.SpanStub {
+	find := func(traceID, name string) tracetest.SpanStub {
 		t.Helper()
 		var found []tracetest.SpanStub
 		for _, s := range spans.GetSpans() {
@@ -314,9 +336,18 @@ func TestTracing(t *testing.T) {
 		}
 		return found[0]
 	}
-	rank := find("personalizer.v1.PersonalizerService/Rank")
-	join := find("personalizer.joiner.join")
-	learn := find("personalizer.learner.learn")
+	rank := find(traceID, "personalizer.v1.PersonalizerService/Rank")
+	join := find(traceID, "personalizer.joiner.join")
+	learn := find(traceID, "personalizer.learner.learn")
+	// The REST trace has two REST spans (rank and reward); the joiner's
+	// span is the child of the rank's, the one its record carried.
+	restJoin := find(restTraceID, "personalizer.joiner.join")
+	var restRank tracetest.SpanStub
+	for _, s := range spans.GetSpans() {
+		if s.Name == "POST /personalizer/" && s.SpanContext.SpanID() == restJoin.Parent.SpanID() {
+			restRank = s
+		}
+	}
 	for _, c := range []struct {
 		child  tracetest.SpanStub
 		parent string
@@ -324,6 +355,8 @@ func TestTracing(t *testing.T) {
 		{rank, callerSpan},
 		{join, rank.SpanContext.SpanID().String()},
 		{learn, join.SpanContext.SpanID().String()},
+		{restRank, restCaller},
+		{find(restTraceID, "personalizer.learner.learn"), restJoin.SpanContext.SpanID().String()},
 	} {
 		if got := c.child.Parent.SpanID().String(); got != c.parent {
 			t.Errorf("span %s has parent %s, want %s", c.child.Name, got, c.parent)
