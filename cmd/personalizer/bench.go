@@ -32,7 +32,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	qps := fs.Float64("qps", 0, "send at this fixed rate, latency counted from when each request was due (0: as fast as possible)")
 	echo := fs.Bool("echo", true, "also measure a plain gRPC echo of the same request, served in this process, and report Rank's share of its QPS")
 	serverPID := fs.Int("server-pid", 0, "report the CPU time this local process (the server) spends per request, from /proc")
-	method := fs.String("call", "rank", "what to call at --addr: rank, or echo or transport on a bench --serve-echo process")
+	method := fs.String("call", "rank", "what to call at --addr: rank, stream (Rank over RankStream, one stream per request in flight), or echo or transport on a bench --serve-echo process")
 	serveEcho := fs.String("serve-echo", "", "serve the echo and transport services on this address until interrupted, and measure nothing")
 	actions := fs.Int("actions", 20, "actions per request")
 	features := fs.Int("features", 15, "features per action")
@@ -71,13 +71,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			_, err := client.Rank(ctx, req)
 			return err
 		}
+	case "stream":
+		rank = streamCaller(personalizerv1.NewPersonalizerServiceClient(conn), req, *concurrency)
 	case "echo", "transport":
 		method := map[string]string{"echo": echoMethod, "transport": transportMethod}[*method]
 		rank = func(ctx context.Context) error {
 			return conn.Invoke(ctx, method, req, new(personalizerv1.RankRequest))
 		}
 	default:
-		return fmt.Errorf("--call %q: want rank, echo or transport", *method)
+		return fmt.Errorf("--call %q: want rank, stream, echo or transport", *method)
 	}
 	if err := rank(ctx); err != nil {
 		return fmt.Errorf("%s: %w", *method, err)
@@ -225,6 +227,32 @@ func measure(ctx context.Context, call func(context.Context) error, concurrency 
 	}
 	slices.Sort(r.lat)
 	return r, nil
+}
+
+// streamCaller returns a call that ranks req over one of up to n
+// RankStreams, one request at a time on each.
+func streamCaller(client personalizerv1.PersonalizerServiceClient, req *personalizerv1.RankRequest, n int) func(context.Context) error {
+	idle := make(chan personalizerv1.PersonalizerService_RankStreamClient, n)
+	msg := &personalizerv1.RankStreamRequest{Request: req}
+	return func(ctx context.Context) error {
+		var stream personalizerv1.PersonalizerService_RankStreamClient
+		select {
+		case stream = <-idle:
+		default:
+			var err error
+			if stream, err = client.RankStream(ctx); err != nil {
+				return err
+			}
+		}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+		if _, err := stream.Recv(); err != nil {
+			return err
+		}
+		idle <- stream
+		return nil
+	}
 }
 
 // echoMethod is the plain gRPC service bench measures Rank against: it

@@ -148,6 +148,10 @@ func TestBenchCommand(t *testing.T) {
 			[]string{"--echo=false", "--actions", "3"},
 			[]string{"rank  " + result},
 		},
+		{
+			[]string{"--call", "stream", "--concurrency", "3", "--server-pid", strconv.Itoa(os.Getpid())},
+			[]string{"stream " + result + `  server CPU [0-9]+ µs/request`},
+		},
 	} {
 		var out, errOut strings.Builder
 		args := append([]string{"bench", "--addr", addr, "--duration", "200ms"}, tc.args...)
@@ -155,7 +159,7 @@ func TestBenchCommand(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", tc.args, err, errOut.String())
 		}
 		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-		if len(lines) != 1+len(tc.want) || !strings.HasPrefix(lines[0], "Rank: ") {
+		if len(lines) != 1+len(tc.want) || !regexp.MustCompile(`^(Rank|Stream): [0-9]+ B request`).MatchString(lines[0]) {
 			t.Fatalf("%v: output\n%s", tc.args, out.String())
 		}
 		for i, re := range tc.want {
