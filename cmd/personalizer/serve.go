@@ -279,10 +279,9 @@ func (a *api) reloadKeys(log *slog.Logger, file string) {
 
 // handleREST serves srv's Personalizer REST API under /personalizer/,
 // with the same keys, rate limits, size limit, logging and metrics as the
-// gRPC API.
-// handleREST serves the Personalizer REST API; with tp, each call is a span
-// whose trace, from a W3C traceparent header if the caller sent one, goes
-// on through the records Rank, Reward and Activate write.
+// gRPC API. With tp each call is a span, a child of the caller's when the
+// request has a W3C traceparent header, whose trace goes on through the
+// records Rank, Reward and Activate write.
 func (a *api) handleREST(srv *server.Server, tp trace.TracerProvider) {
 	h := a.wrapREST(server.NewREST(srv, a.guard, int64(a.maxMessageBytes)))
 	if tp != nil {

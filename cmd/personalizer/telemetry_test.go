@@ -266,9 +266,10 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestTracing follows one traced Rank call: the server's span is a child
-// of the caller's, the joiner's of the server's (through the Kafka record
-// headers) and the learner's of the joiner's, all in the caller's trace.
+// TestTracing follows one traced Rank call over gRPC and one over REST:
+// the server's span is a child of the caller's, the joiner's of the
+// server's (through the Kafka record headers) and the learner's of the
+// joiner's, all in the caller's trace.
 func TestTracing(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
