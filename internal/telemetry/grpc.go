@@ -38,7 +38,7 @@ func ServerInterceptors(log *slog.Logger, reg prometheus.Registerer) (unary []gr
 	})
 	rank := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "personalizer_rank_duration_seconds",
-		Help:    "Time the server took to answer a Rank call or one RankStream request, from receiving it to sending the answer.",
+		Help:    "Time the server took to answer Rank: a gRPC call from its decoded request to its answer (not yet encoded), one RankStream request from decoded to sent, a REST call whole.",
 		Buckets: rankBuckets,
 	})
 	reg.MustRegister(panics, rank)
