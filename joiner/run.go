@@ -129,6 +129,7 @@ type Joiner struct {
 
 	mu      sync.Mutex
 	stats   Stats
+	pending map[int]int   // events in open windows, by claimed partition
 	changed chan struct{} // closed and replaced when stats change
 }
 
@@ -142,7 +143,7 @@ func New(cfg Config, log *slog.Logger, src Source, out, ticks eventlog.Writer, n
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
-	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, changed: make(chan struct{}),
+	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, pending: map[int]int{}, changed: make(chan struct{}),
 		trace: tp.Tracer("github.com/open-personalizer/personalizer/joiner")}
 }
 
@@ -168,6 +169,30 @@ func (j *Joiner) Wait(ctx context.Context, cond func(Stats) bool) error {
 			return ctx.Err()
 		case <-changed:
 		}
+	}
+}
+
+// Pending returns how many events wait for their reward window to close
+// in the partitions the joiner holds, as of their last written batch. Each
+// holds its rank record in memory.
+func (j *Joiner) Pending() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := 0
+	for _, k := range j.pending {
+		n += k
+	}
+	return n
+}
+
+// setPending records partition p's pending events; -1 drops p.
+func (j *Joiner) setPending(p, n int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if n < 0 {
+		delete(j.pending, p)
+	} else {
+		j.pending[p] = n
 	}
 }
 
@@ -204,11 +229,12 @@ const (
 // buffers the batch allocates a chunk at a time; the last chunk is reused
 // once the batch is written.
 type batch struct {
-	recs  []eventlog.Record
-	buf   []byte // the chunk being filled
-	size  int    // bytes of keys and values in recs
-	cp    Checkpoint
-	stats Stats
+	recs    []eventlog.Record
+	buf     []byte // the chunk being filled
+	size    int    // bytes of keys and values in recs
+	cp      Checkpoint
+	stats   Stats
+	pending int // the window's pending events after it
 }
 
 // append adds a record whose key is key and whose value is what value
@@ -269,6 +295,7 @@ func (j *Joiner) claim(ctx context.Context, c eventlog.Claim) error {
 	})
 	g.Go(func() error { return j.write(wctx, c, batches, free) })
 	err := g.Wait()
+	j.setPending(p, -1)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -341,7 +368,7 @@ func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan even
 			}
 			rec = <-records
 		}
-		b.cp = w.Checkpoint()
+		b.cp, b.pending = w.Checkpoint(), w.Pending()
 		st := w.Stats()
 		b.stats, prev = st.Sub(prev), st
 		select {
@@ -430,6 +457,7 @@ func (j *Joiner) write(ctx context.Context, c eventlog.Claim, batches <-chan bat
 			}
 		}
 		acked = b.cp
+		j.setPending(c.Partition(), b.pending)
 		j.addStats(b.stats)
 		// The writer holds no reference to a batch it acknowledged.
 		clear(b.recs)

@@ -106,6 +106,9 @@ func TestJoinerShell(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, j, "the closed event", func(s Stats) bool { return s.Emitted == events+1 })
+	if n := j.Pending(); n != 1 {
+		t.Errorf("Pending = %d with one rank in an open window, want 1", n)
+	}
 	for p := range 2 {
 		last := int64(len(m.Records(eventlog.EventsTopic, p)))
 		waitFor(t, j, "commit", func(Stats) bool {
@@ -121,6 +124,9 @@ func TestJoinerShell(t *testing.T) {
 	stop()
 	if c := j.Counters(); c.Emitted != events+1 || c.Learnable != events+1 || c.DefaultRewards != 1 || c.Late != 0 || c.Suppressed != 0 {
 		t.Errorf("counters %+v", c)
+	}
+	if n := j.Pending(); n != 0 {
+		t.Errorf("Pending = %d after the joiner stopped, want 0: it holds no partition", n)
 	}
 
 	joined := map[string]int{}

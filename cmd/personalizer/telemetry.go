@@ -142,6 +142,8 @@ func registerJoiner(reg prometheus.Registerer, j *joiner.Joiner) {
 			stat(func(s joiner.Stats) int64 { return s.Dangling })},
 		metric{"personalizer_joiner_dead_letter_total", "Records that did not decode, copied to personalizer.deadletter.", true,
 			stat(func(s joiner.Stats) int64 { return s.Undecodable })},
+		metric{"personalizer_joiner_pending_events", "Ranks waiting for their reward window to close in this joiner's partitions; each keeps its rank record in memory.", false,
+			func() float64 { return float64(j.Pending()) }},
 	)
 }
 

@@ -246,6 +246,7 @@ func TestMetrics(t *testing.T) {
 		"personalizer_joiner_late_total":           0,
 		"personalizer_joiner_dangling_total":       0,
 		"personalizer_joiner_dead_letter_total":    0,
+		"personalizer_joiner_pending_events":       0,
 		"personalizer_learner_examples_total":      events,
 		"personalizer_learner_duplicates_total":    0,
 		"personalizer_learner_malformed_total":     0,
@@ -407,6 +408,7 @@ func TestJoinerMetrics(t *testing.T) {
 		"personalizer_joiner_late_total":           0,
 		"personalizer_joiner_dangling_total":       0,
 		"personalizer_joiner_dead_letter_total":    0,
+		"personalizer_joiner_pending_events":       0,
 	})
 	if _, ok := got["go_goroutines"]; !ok {
 		t.Error("no Go runtime metrics")
