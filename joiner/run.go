@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/internal/watch"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
 
@@ -127,10 +128,9 @@ type Joiner struct {
 	now   func() time.Time
 	trace trace.Tracer
 
+	stats   watch.Value[Stats]
 	mu      sync.Mutex
-	stats   Stats
-	pending map[int]int   // events in open windows, by claimed partition
-	changed chan struct{} // closed and replaced when stats change
+	pending map[int]int // events in open windows, by claimed partition
 }
 
 // New returns a joiner reading src. It writes joined lines, audit records
@@ -143,33 +143,17 @@ func New(cfg Config, log *slog.Logger, src Source, out, ticks eventlog.Writer, n
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
-	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, pending: map[int]int{}, changed: make(chan struct{}),
+	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, pending: map[int]int{},
 		trace: tp.Tracer("github.com/open-personalizer/personalizer/joiner")}
 }
 
 // Counters returns the joiner's [Stats] summed over every partition it has
 // joined, each counted once the output it describes is acknowledged.
-func (j *Joiner) Counters() Stats {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.stats
-}
+func (j *Joiner) Counters() Stats { return j.stats.Get() }
 
 // Wait blocks until cond holds for the joiner's counters or ctx ends.
 func (j *Joiner) Wait(ctx context.Context, cond func(Stats) bool) error {
-	for {
-		j.mu.Lock()
-		st, changed := j.stats, j.changed
-		j.mu.Unlock()
-		if cond(st) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-changed:
-		}
-	}
+	return j.stats.Wait(ctx, cond)
 }
 
 // Pending returns how many events wait for their reward window to close
@@ -185,23 +169,11 @@ func (j *Joiner) Pending() int {
 	return n
 }
 
-// setPending records partition p's pending events; -1 drops p.
+// setPending records partition p's pending events.
 func (j *Joiner) setPending(p, n int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if n < 0 {
-		delete(j.pending, p)
-	} else {
-		j.pending[p] = n
-	}
-}
-
-func (j *Joiner) addStats(s Stats) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.stats.Add(s)
-	close(j.changed)
-	j.changed = make(chan struct{})
+	j.pending[p] = n
 }
 
 // Run joins until ctx ends.
@@ -295,7 +267,7 @@ func (j *Joiner) claim(ctx context.Context, c eventlog.Claim) error {
 	})
 	g.Go(func() error { return j.write(wctx, c, batches, free) })
 	err := g.Wait()
-	j.setPending(p, -1)
+	j.setPending(p, 0) // the partition's next owner holds them now
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -458,7 +430,7 @@ func (j *Joiner) write(ctx context.Context, c eventlog.Claim, batches <-chan bat
 		}
 		acked = b.cp
 		j.setPending(c.Partition(), b.pending)
-		j.addStats(b.stats)
+		j.stats.Update(func(s *Stats) { s.Add(b.stats) })
 		// The writer holds no reference to a batch it acknowledged.
 		clear(b.recs)
 		b.recs, b.buf, b.size = b.recs[:0], b.buf[:0], 0

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/internal/watch"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
 
@@ -99,9 +99,7 @@ type Learner struct {
 	prefix  []byte // loop + "/"
 	dirty   bool   // learned since the last export
 
-	mu      sync.Mutex
-	stats   Stats
-	changed chan struct{} // closed and replaced when stats change
+	stats watch.Value[Stats]
 }
 
 // New returns a learner that resumes from the checkpoint in cfg.Dir if
@@ -121,7 +119,6 @@ func New(cfg Config, log *slog.Logger, store *Store, now func() time.Time) (*Lea
 		offsets: map[int]int64{},
 		seen:    newDedupe(cfg.Remember),
 		prefix:  []byte(cfg.Loop + "/"),
-		changed: make(chan struct{}),
 		trace:   tp.Tracer("github.com/open-personalizer/personalizer/learner"),
 	}
 	data, err := os.ReadFile(l.checkpointPath())
@@ -155,49 +152,34 @@ func (l *Learner) restore(data []byte) error {
 	for _, k := range c.seen {
 		l.seen.addHash(k)
 	}
-	l.stats.Version, l.stats.Learned = c.version, int64(c.examples)
-	l.store.Publish(l.version(c.model))
+	st := Stats{Version: c.version, Learned: int64(c.examples)}
+	l.stats.Update(func(s *Stats) { *s = st })
+	l.store.Publish(l.version(c.model, st))
 	l.log.Info("learner resumed", "loop", l.cfg.Loop, "version", c.version, "examples", c.examples, "offsets", c.offsets)
 	return nil
 }
 
-// version wraps model bytes as the current published version.
-func (l *Learner) version(model []byte) *eventsv1.GetModelResponse {
+// version wraps model bytes as version st.Version, of st.Learned examples.
+func (l *Learner) version(model []byte, st Stats) *eventsv1.GetModelResponse {
 	sum := sha256.Sum256(model)
 	return &eventsv1.GetModelResponse{
 		Info: &eventsv1.ModelInfo{
 			Loop:     l.cfg.Loop,
-			Version:  l.stats.Version,
+			Version:  st.Version,
 			Sha256:   sum[:],
 			Created:  timestamppb.New(l.now()),
-			Examples: uint64(l.stats.Learned),
+			Examples: uint64(st.Learned),
 		},
 		Data: model,
 	}
 }
 
 // Stats returns the learner's counters.
-func (l *Learner) Stats() Stats {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.stats
-}
+func (l *Learner) Stats() Stats { return l.stats.Get() }
 
 // Wait blocks until cond holds for the learner's stats or ctx ends.
 func (l *Learner) Wait(ctx context.Context, cond func(Stats) bool) error {
-	for {
-		l.mu.Lock()
-		st, changed := l.stats, l.changed
-		l.mu.Unlock()
-		if cond(st) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-changed:
-		}
-	}
+	return l.stats.Wait(ctx, cond)
 }
 
 // Open opens a reader of personalizer.joined at the given next offsets.
@@ -335,15 +317,13 @@ var traceContext propagation.TraceContext
 
 // addStats folds batch into the shared stats and wakes waiters.
 func (l *Learner) addStats(batch *Stats) {
-	l.mu.Lock()
-	l.stats.Learned += batch.Learned
-	l.stats.NotLearnable += batch.NotLearnable
-	l.stats.Duplicates += batch.Duplicates
-	l.stats.Malformed += batch.Malformed
-	l.stats.OtherLoops += batch.OtherLoops
-	close(l.changed)
-	l.changed = make(chan struct{})
-	l.mu.Unlock()
+	l.stats.Update(func(s *Stats) {
+		s.Learned += batch.Learned
+		s.NotLearnable += batch.NotLearnable
+		s.Duplicates += batch.Duplicates
+		s.Malformed += batch.Malformed
+		s.OtherLoops += batch.OtherLoops
+	})
 	*batch = Stats{}
 }
 
@@ -357,20 +337,17 @@ func (l *Learner) export() error {
 	if _, err := l.model.WriteTo(&buf); err != nil {
 		return fmt.Errorf("encode model: %w", err)
 	}
-	l.mu.Lock()
-	l.stats.Version++
-	v := l.version(buf.Bytes())
-	l.mu.Unlock()
+	// Only this goroutine changes Version; waiters see it once published.
+	st := l.stats.Get()
+	st.Version++
+	v := l.version(buf.Bytes(), st)
 	c := checkpoint{version: v.Info.Version, examples: v.Info.Examples, offsets: l.offsets, seen: l.seen.keys(), model: v.Data}
 	if err := writeFileAtomic(l.checkpointPath(), c.marshal()); err != nil {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
 	l.store.Publish(v)
 	l.dirty = false
-	l.mu.Lock()
-	close(l.changed)
-	l.changed = make(chan struct{})
-	l.mu.Unlock()
+	l.stats.Update(func(s *Stats) { s.Version = st.Version })
 	l.log.Info("model published", "loop", l.cfg.Loop, "version", v.Info.Version, "examples", v.Info.Examples)
 	return nil
 }

@@ -74,9 +74,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	case "stream":
 		rank = streamCaller(personalizerv1.NewPersonalizerServiceClient(conn), req, *concurrency)
 	case "echo", "transport":
-		method := map[string]string{"echo": echoMethod, "transport": transportMethod}[*method]
+		name := map[string]string{"echo": echoMethod, "transport": transportMethod}[*method]
 		rank = func(ctx context.Context) error {
-			return conn.Invoke(ctx, method, req, new(personalizerv1.RankRequest))
+			return conn.Invoke(ctx, name, req, new(personalizerv1.RankRequest))
 		}
 	default:
 		return fmt.Errorf("--call %q: want rank, stream, echo or transport", *method)
@@ -298,7 +298,7 @@ func serveEchoOn(ctx context.Context, addr string, stdout io.Writer) error {
 	gs := grpc.NewServer()
 	gs.RegisterService(&echoService, nil)
 	fmt.Fprintf(stdout, "echo and transport services on %s (pid %d)\n", lis.Addr(), os.Getpid())
-	go func() { <-ctx.Done(); gs.Stop() }()
+	defer context.AfterFunc(ctx, gs.Stop)()
 	if err := gs.Serve(lis); err != nil && ctx.Err() == nil {
 		return err
 	}

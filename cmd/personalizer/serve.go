@@ -285,6 +285,7 @@ func (a *api) reloadKeys(log *slog.Logger, file string) {
 func (a *api) handleREST(srv *server.Server, tp trace.TracerProvider) {
 	h := a.wrapREST(server.NewREST(srv, a.guard, int64(a.maxMessageBytes)))
 	if tp != nil {
+		// Spans are named by method and route: "POST /personalizer/".
 		h = otelhttp.NewHandler(h, "", otelhttp.WithTracerProvider(tp),
 			otelhttp.WithPropagators(propagation.TraceContext{}))
 	}
