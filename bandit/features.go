@@ -1,6 +1,9 @@
 package bandit
 
-import "slices"
+import (
+	"math"
+	"slices"
+)
 
 // ftr is a feature ready for the weights: its index is scaled by the model's
 // feature width and stride but not yet offset or masked, as VW keeps it.
@@ -127,22 +130,85 @@ func (p *Prediction) set(lin []ftr, spans []span) {
 func (p *Prediction) count() int {
 	n := len(p.lin)
 	for i := range p.terms {
-		t := &p.terms[i]
-		if t.n == 2 {
-			na, nb := p.spanLen(t.ns[0]), p.spanLen(t.ns[1])
-			if t.ns[0] == t.ns[1] {
-				n += na * (na + 1) / 2
-			} else {
-				n += na * nb
-			}
-			continue
-		}
-		if p.termPresent(t) {
-			p.gen = p.appendTerm(p.gen[:0], t)
-			n += len(p.gen)
-		}
+		n = satAdd(n, termFeatures(&p.terms[i], p.spanLen))
 	}
 	return n
+}
+
+// CountFeatures returns how many features a model of policy pol generates
+// to score every action of e, interactions included: the sum over the
+// actions of what VW counts for each (see [Prediction.NumFeatures]). It
+// reads only the namespaces' sizes, so it costs little however many
+// interactions there are; the count saturates at [math.MaxInt]. p is
+// scratch memory.
+func (pol *Policy) CountFeatures(e *Event, p *Prediction) int {
+	m := pol.shape
+	m.prepare(e, p)
+	var size [256]int
+	total := 0
+	for a := range e.n {
+		act, sh := e.actions[a], &e.shared
+		clear(size[:])
+		n := 0
+		p.idx = act.indices(p.idx[:0])
+		p.idx = sh.indices(p.idx)
+		for _, ns := range p.idx {
+			if !pol.ignore[ns] && size[ns] == 0 {
+				size[ns] = len(act.group(ns)) + len(sh.group(ns))
+				n += size[ns]
+			}
+		}
+		if !pol.noConstant {
+			size[constantNamespace] = 1
+			n++
+		}
+		for i := range p.terms {
+			n = satAdd(n, termFeatures(&p.terms[i], func(ns byte) int { return size[ns] }))
+		}
+		total = satAdd(total, n)
+	}
+	return total
+}
+
+// termFeatures is how many features the interaction term t generates when
+// namespace ns has size(ns) features: VW generates each combination of the
+// features of a repeated namespace once, the diagonal included, so a run
+// of r equal namespaces of k features gives k multichoose r.
+func termFeatures(t *term, size func(byte) int) int {
+	n := 1
+	for i := 0; i < t.n; {
+		ns, r := t.ns[i], 1
+		for i+r < t.n && t.ns[i+r] == ns {
+			r++
+		}
+		k := size(ns)
+		c := 1 // C(k+j-1, j) for j = 1..r: each step's division is exact
+		for j := 1; j <= r; j++ {
+			if c > math.MaxInt/(k+j) {
+				return math.MaxInt
+			}
+			c = c * (k + j - 1) / j
+		}
+		if n = satMul(n, c); n == 0 {
+			return 0
+		}
+		i += r
+	}
+	return n
+}
+
+func satAdd(a, b int) int {
+	if a > math.MaxInt-b {
+		return math.MaxInt
+	}
+	return a + b
+}
+
+func satMul(a, b int) int {
+	if b != 0 && a > math.MaxInt/b {
+		return math.MaxInt
+	}
+	return a * b
 }
 
 // prepared is what [Event.Prepare] computed for a policy: the interaction

@@ -260,3 +260,65 @@ func TestPrepare(t *testing.T) {
 		}
 	}
 }
+
+// TestCountFeatures checks that CountFeatures, which reads only namespace
+// sizes, counts exactly the features the model generates, and what Predict
+// reports, for real events and for repeated namespaces.
+func TestCountFeatures(t *testing.T) {
+	t.Parallel()
+	var small Event
+	sh := small.Shared()
+	sh.Namespace("User")
+	sh.Number("a", 1)
+	sh.Number("b", 2)
+	sh.Number("c", 3)
+	x := small.AddAction()
+	x.Namespace("Action")
+	x.Number("p", 1)
+	x.Number("q", 2)
+	tests := []struct {
+		args string
+		want int // for small: 5 linear features and the constant, then the terms
+	}{
+		{"--cubic UUU", 6 + 10},                      // 3 multichoose 3
+		{"--cubic UUA", 6 + 6*2},                     // (3 multichoose 2) * 2
+		{"--interactions UUUA", 6 + 10*2},            // (3 multichoose 3) * 2
+		{"-q ::", 6 + 3 + 6 + 6},                     // AA, AU, UU: the wildcard leaves the constant out
+		{"-q :: --noconstant", 5 + 3 + 6 + 6},        // AA, AU, UU
+		{"--ignore U -q ::", 3 + 3},                  // A and the constant; AA
+		{"--interactions UUUUUUUUUUUUUUUU", 6 + 153}, // 3 multichoose 16
+	}
+	for _, tt := range tests {
+		pol := mustPolicy(t, "--cb_explore_adf "+tt.args)
+		var p Prediction
+		if got := pol.CountFeatures(&small, &p); got != tt.want {
+			t.Errorf("%s: CountFeatures %d, want %d", tt.args, got, tt.want)
+		}
+		if got := len(Features(&small, pol)[0]); got != tt.want {
+			t.Errorf("%s: %d features generated, want %d", tt.args, got, tt.want)
+		}
+	}
+
+	lines := readLines(t, "../testdata/vw/public_train.dsjson.gz")[:100]
+	for _, args := range []string{DefaultPolicy, "--cb_explore_adf -q UA --cubic AAU --cubic :::", "--cb_explore_adf --ignore U -q :: --noconstant"} {
+		pol := mustPolicy(t, args)
+		m := NewModel(pol)
+		var d DSJSONParser
+		var e Event
+		var p Prediction
+		for i, line := range lines {
+			if err := d.Parse(line, &e); err != nil {
+				t.Fatal(err)
+			}
+			generated := 0
+			for _, fs := range Features(&e, pol) {
+				generated += len(fs)
+			}
+			count := pol.CountFeatures(&e, &p)
+			m.Predict(&e, &p)
+			if count != generated || count != p.NumFeatures() {
+				t.Fatalf("%s, line %d: CountFeatures %d, generated %d, Predict counts %d", args, i+1, count, generated, p.NumFeatures())
+			}
+		}
+	}
+}

@@ -13,6 +13,12 @@ import (
 // Mem is an in-memory partitioned log with consumer-group commits, for unit
 // tests of the roles. It is safe for concurrent use.
 type Mem struct {
+	// MaxRecordBytes, when positive, is the largest [Record.Size] Write
+	// stores; a larger record is rejected with [ErrTooLarge] in a
+	// [*RejectedError], as a broker refuses it. Set it while nothing
+	// writes.
+	MaxRecordBytes int
+
 	mu        sync.Mutex
 	topics    map[string][][]Record
 	committed map[string]memCommit // group/topic/partition -> next offset
@@ -50,7 +56,12 @@ func (d memDirect) Write(ctx context.Context, recs ...Record) error { return d.m
 func (m *Mem) write(recs []Record, direct bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, r := range recs {
+	var rejected []Rejected
+	for i, r := range recs {
+		if m.MaxRecordBytes > 0 && r.Size() > m.MaxRecordBytes {
+			rejected = append(rejected, Rejected{Index: i, Err: fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, r.Size(), m.MaxRecordBytes)})
+			continue
+		}
 		parts, ok := m.topics[r.Topic]
 		if !ok {
 			return fmt.Errorf("unknown topic %q", r.Topic)
@@ -80,6 +91,9 @@ func (m *Mem) write(recs []Record, direct bool) error {
 	}
 	close(m.grew)
 	m.grew = make(chan struct{})
+	if rejected != nil {
+		return &RejectedError{Rejected: rejected}
+	}
 	return nil
 }
 

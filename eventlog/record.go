@@ -2,6 +2,9 @@ package eventlog
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -36,12 +39,21 @@ const (
 )
 
 // Headers a dead-lettered record carries besides its own: where it was in
-// [EventsTopic] (decimal) and why it did not decode.
+// [EventsTopic] (decimal; absent for a record that never got there), why it
+// was dead-lettered, and, when its value was left out because it did not
+// fit, how many bytes the value had (decimal).
 const (
 	DeadLetterPartitionHeader = "dead_letter.partition"
 	DeadLetterOffsetHeader    = "dead_letter.offset"
 	DeadLetterErrorHeader     = "dead_letter.error"
+	DeadLetterSizeHeader      = "dead_letter.size"
 )
+
+// DefaultMaxRecordBytes is the default largest record ([Record.Size]) a
+// role writes: Kafka's default max.message.bytes (1,048,588) less room for
+// the record batch's framing and a margin, so that a record of this size
+// is accepted by a broker with default settings.
+const DefaultMaxRecordBytes = 1_000_000
 
 // Record is one log record. On write, a record with a key goes to the
 // partition its key hashes to; a record without a key goes to Partition.
@@ -54,6 +66,16 @@ type Record struct {
 	Value     []byte
 	Headers   []Header
 	Time      time.Time
+}
+
+// Size returns the bytes of rec that count against a record size limit:
+// its key, its value and its headers' keys and values.
+func (r *Record) Size() int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // Header is one record header.
@@ -118,10 +140,66 @@ func (c *HeaderCarrier) Keys() []string {
 }
 
 // Writer appends records. Write returns once every record is acknowledged,
-// or with an error, in which case any of them may or may not be stored.
-// Once Write returned nil the caller may reuse the records' memory.
+// or with an error, in which case any of them may or may not be stored,
+// except for a [*RejectedError]: then every record but the rejected ones
+// is stored, and writing those again would fail again. Once Write returned
+// nil or a *RejectedError the caller may reuse the records' memory.
 type Writer interface {
 	Write(ctx context.Context, recs ...Record) error
+}
+
+// DeadLetter returns the copy of rec to write to [DeadLetterTopic] because
+// it could not be used (why): its key, time and headers, with
+// [DeadLetterErrorHeader] added, and [DeadLetterPartitionHeader] and
+// [DeadLetterOffsetHeader] when it was read from a log (fromLog). Its
+// value is copied when the copy fits in maxBytes; otherwise the copy is a
+// reference: no value, and [DeadLetterSizeHeader] says how large it was.
+// The copy goes to rec's partition.
+func DeadLetter(rec Record, why error, fromLog bool, maxBytes int) Record {
+	reason := why.Error()
+	if len(reason) > maxReasonBytes {
+		reason = reason[:maxReasonBytes]
+	}
+	hs := append(make([]Header, 0, len(rec.Headers)+4), rec.Headers...)
+	if fromLog {
+		hs = append(hs,
+			Header{Key: DeadLetterPartitionHeader, Value: strconv.AppendInt(nil, int64(rec.Partition), 10)},
+			Header{Key: DeadLetterOffsetHeader, Value: strconv.AppendInt(nil, rec.Offset, 10)})
+	}
+	hs = append(hs, Header{Key: DeadLetterErrorHeader, Value: []byte(reason)})
+	dl := Record{Topic: DeadLetterTopic, Partition: rec.Partition, Key: rec.Key, Value: rec.Value, Headers: hs, Time: rec.Time}
+	if dl.Size() > maxBytes {
+		dl.Value = nil
+		dl.Headers = append(dl.Headers, Header{Key: DeadLetterSizeHeader, Value: strconv.AppendInt(nil, int64(len(rec.Value)), 10)})
+	}
+	return dl
+}
+
+// maxReasonBytes bounds the error text a dead letter carries.
+const maxReasonBytes = 1024
+
+// ErrTooLarge is why a record over the log's size limit is rejected.
+var ErrTooLarge = errors.New("record too large")
+
+// RejectedError reports records a log refused for good (too large, or
+// invalid for the broker), while it stored every other record of the
+// same Write.
+type RejectedError struct {
+	Rejected []Rejected // in the order of the records given to Write
+}
+
+// Rejected is one refused record: its index in the records given to
+// Write, and why.
+type Rejected struct {
+	Index int
+	Err   error
+}
+
+func (e *RejectedError) Error() string {
+	if len(e.Rejected) == 1 {
+		return fmt.Sprintf("record %d rejected: %v", e.Rejected[0].Index, e.Rejected[0].Err)
+	}
+	return fmt.Sprintf("%d records rejected, first (record %d): %v", len(e.Rejected), e.Rejected[0].Index, e.Rejected[0].Err)
 }
 
 // Claim is one partition of a topic owned by one group member for one

@@ -94,23 +94,36 @@ func appendDSJSON(b []byte, j *Joined, fc *floatCache) []byte {
 // AppendAudit appends a as one JSON object: why the outcome was not
 // learned, the outcome as it would have appeared in "o", its time and
 // where it was in the events topic, and for a late outcome its rank's time.
+// A skewed record's audit names the kind of record ("Record") instead of
+// the outcome, and the joiners' clock it was ahead of ("TickTimestamp").
 func AppendAudit(b []byte, a *Audit, partition int) []byte {
 	b = append(b, `{"Reason":"`...)
 	b = append(b, a.Reason...)
 	b = append(b, `","Key":`...)
 	b = features.AppendString(b, a.Key)
-	if !a.Outcome.Activate {
-		b = append(b, `,"v":`...)
-		b = appendFloat32(b, a.Outcome.Value)
+	if a.Reason == Skewed {
+		b = append(b, `,"Record":"`...)
+		b = append(b, kindNames[a.Kind]...)
+		b = append(b, '"')
+	} else {
+		if !a.Outcome.Activate {
+			b = append(b, `,"v":`...)
+			b = appendFloat32(b, a.Outcome.Value)
+		}
+		b = append(b, `,"ActionTaken":`...)
+		b = strconv.AppendBool(b, a.Outcome.Activate)
 	}
-	b = append(b, `,"ActionTaken":`...)
-	b = strconv.AppendBool(b, a.Outcome.Activate)
 	b = append(b, `,"Timestamp":"`...)
 	b = a.Outcome.Time.UTC().AppendFormat(b, timestampLayout)
 	b = append(b, '"')
-	if a.Reason == Late {
+	switch a.Reason {
+	case Late:
 		b = append(b, `,"RankTimestamp":"`...)
 		b = a.Rank.UTC().AppendFormat(b, timestampLayout)
+		b = append(b, '"')
+	case Skewed:
+		b = append(b, `,"TickTimestamp":"`...)
+		b = a.Tick.UTC().AppendFormat(b, timestampLayout)
 		b = append(b, '"')
 	}
 	b = append(b, `,"Partition":`...)
@@ -119,6 +132,9 @@ func AppendAudit(b []byte, a *Audit, partition int) []byte {
 	b = strconv.AppendInt(b, a.Offset, 10)
 	return append(b, '}')
 }
+
+// kindNames are the record kinds as audits name them.
+var kindNames = map[Kind]string{Tick: "tick", Rank: "rank", Reward: "reward", Activate: "activate", Bad: "undecodable"}
 
 // appendFloat32 appends the shortest text that parses back to v.
 func appendFloat32(b []byte, v float32) []byte {
@@ -157,39 +173,47 @@ func (c *floatCache) append(b []byte, v float32) []byte {
 const checkpointPrefix = "pzj1 "
 
 // String encodes cp as commit metadata: "pzj1 <offset> <watermark as Unix
-// nanoseconds> <next>".
+// nanoseconds> <next> <tick as Unix nanoseconds>" (0 for a zero time).
 func (cp Checkpoint) String() string {
-	var wm int64
-	if !cp.Watermark.IsZero() {
-		wm = cp.Watermark.UnixNano()
+	return fmt.Sprintf("%s%d %d %d %d", checkpointPrefix, cp.Offset, unixNano(cp.Watermark), cp.Next, unixNano(cp.Tick))
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
 	}
-	return fmt.Sprintf("%s%d %d %d", checkpointPrefix, cp.Offset, wm, cp.Next)
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 var errNoCheckpoint = errors.New("no joiner checkpoint")
 
-// ParseCheckpoint decodes commit metadata written by [Checkpoint.String].
+// ParseCheckpoint decodes commit metadata written by [Checkpoint.String],
+// or by earlier versions, which wrote no tick.
 func ParseCheckpoint(s string) (Checkpoint, error) {
 	rest, ok := strings.CutPrefix(s, checkpointPrefix)
 	if !ok {
 		return Checkpoint{}, errNoCheckpoint
 	}
 	f := strings.Fields(rest)
-	if len(f) != 3 {
-		return Checkpoint{}, fmt.Errorf("checkpoint %q: want 3 fields", s)
+	if len(f) != 3 && len(f) != 4 {
+		return Checkpoint{}, fmt.Errorf("checkpoint %q: want 4 fields", s)
 	}
-	var n [3]int64
-	for i := range n {
+	var n [4]int64
+	for i := range f {
 		v, err := strconv.ParseInt(f[i], 10, 64)
 		if err != nil {
 			return Checkpoint{}, fmt.Errorf("checkpoint %q: %w", s, err)
 		}
 		n[i] = v
 	}
-	cp := Checkpoint{Offset: n[0], Next: n[2]}
-	if n[1] != 0 {
-		cp.Watermark = time.Unix(0, n[1])
-	}
+	cp := Checkpoint{Offset: n[0], Watermark: fromUnixNano(n[1]), Next: n[2], Tick: fromUnixNano(n[3])}
 	if cp.Offset < 0 || cp.Next < cp.Offset {
 		return Checkpoint{}, fmt.Errorf("checkpoint %q: offsets out of order", s)
 	}

@@ -41,6 +41,13 @@ type Rules struct {
 	// LearningMode is the loop's mode (unspecified means online). Ranks
 	// logged in another mode are emitted but not learnable.
 	LearningMode eventsv1.LearningMode
+	// MaxSkew is how far ahead of the joiners' clock a record may be
+	// stamped: a record stamped more than MaxSkew after the newest tick
+	// before it (ticks carry the clock of the joiner that owns the
+	// partition) does not move the watermark, and if it is still more
+	// than MaxSkew ahead of the tick after it, it is audited as skewed.
+	// 0 trusts every record time.
+	MaxSkew time.Duration
 }
 
 // Validate reports rules that cannot work.
@@ -52,6 +59,8 @@ func (r Rules) Validate() error {
 		return fmt.Errorf("backward join window must not be negative, got %v", r.Backward)
 	case r.Slack < 0:
 		return fmt.Errorf("join slack must not be negative, got %v", r.Slack)
+	case r.MaxSkew < 0:
+		return fmt.Errorf("max clock skew must not be negative, got %v", r.MaxSkew)
 	case r.DefaultReward < -1 || r.DefaultReward > 1:
 		return fmt.Errorf("default reward must be between -1 and 1, got %v", r.DefaultReward)
 	}
@@ -107,6 +116,7 @@ type Outcome struct {
 // Joined is one event whose window has closed.
 type Joined struct {
 	Key      string // loop/eventId
+	Offset   int64  // of the rank record
 	Rank     *eventsv1.RankEvent
 	Time     time.Time // rank time
 	Trace    []byte    // the rank's trace context, see [Input.Trace]
@@ -130,15 +140,19 @@ type AuditReason string
 const (
 	Late     AuditReason = "late"     // its rank came, but it is outside the rank's window
 	Dangling AuditReason = "dangling" // no rank for it came within the backward window
+	Skewed   AuditReason = "skewed"   // a record stamped more than MaxSkew ahead of the joiners' clock
 )
 
-// Audit is an outcome that was not joined.
+// Audit is an outcome that was not joined, or a record stamped too far
+// ahead (Skewed).
 type Audit struct {
 	Key     string
 	Reason  AuditReason
+	Kind    Kind // what the record was: Reward or Activate, or for Skewed any kind
 	Outcome Outcome
-	Offset  int64     // of the outcome record
+	Offset  int64     // of the record
 	Rank    time.Time // the rank's time, for Late
+	Tick    time.Time // for Skewed, the tick after it: the joiners' clock
 }
 
 // BadRecord is a record that did not decode.
@@ -175,7 +189,14 @@ type Stats struct {
 	DuplicateRanks    int64 // ranks for an event already known
 	DuplicateOutcomes int64 // outcome records already counted (same id)
 	Undecodable       int64 // records that did not decode
+	Skewed            int64 // records stamped more than MaxSkew ahead of the joiners' clock
 	Suppressed        int64 // outputs an earlier owner of the partition already wrote
+
+	// Counted by the joiner as it writes, not by a Window:
+	Truncated int64 // joined lines written without some of their outcomes, to fit the record size limit
+	Refused   int64 // outputs over the record size limit or refused by the log, written to the dead-letter topic as a reference
+	Dropped   int64 // outputs the log refused even as a dead-letter reference: skipped
+	Errors    int64 // failed attempts to fetch or write (each retried)
 }
 
 // Add adds o to s.
@@ -191,7 +212,12 @@ func (s *Stats) Add(o Stats) {
 	s.DuplicateRanks += o.DuplicateRanks
 	s.DuplicateOutcomes += o.DuplicateOutcomes
 	s.Undecodable += o.Undecodable
+	s.Skewed += o.Skewed
 	s.Suppressed += o.Suppressed
+	s.Truncated += o.Truncated
+	s.Refused += o.Refused
+	s.Dropped += o.Dropped
+	s.Errors += o.Errors
 }
 
 // Sub returns s minus o.
@@ -199,16 +225,19 @@ func (s Stats) Sub(o Stats) Stats {
 	o.Emitted, o.Learnable, o.DefaultRewards, o.NotActivated = -o.Emitted, -o.Learnable, -o.DefaultRewards, -o.NotActivated
 	o.LoggingOnly, o.OtherMode, o.Late, o.Dangling = -o.LoggingOnly, -o.OtherMode, -o.Late, -o.Dangling
 	o.DuplicateRanks, o.DuplicateOutcomes, o.Undecodable, o.Suppressed = -o.DuplicateRanks, -o.DuplicateOutcomes, -o.Undecodable, -o.Suppressed
+	o.Skewed, o.Truncated, o.Refused, o.Dropped, o.Errors = -o.Skewed, -o.Truncated, -o.Refused, -o.Dropped, -o.Errors
 	s.Add(o)
 	return s
 }
 
 // Checkpoint is what a partition's next owner needs to rebuild the window
-// exactly: replay from Offset with the watermark at Watermark, and
-// suppress whatever records before Next produce, because it was written.
+// exactly: replay from Offset with the watermark at Watermark and the
+// joiners' clock at Tick, and suppress whatever records before Next
+// produce, because it was written.
 type Checkpoint struct {
 	Offset    int64     // the committed offset: the first record any open state needs
-	Watermark time.Time // the newest record time before Offset
+	Watermark time.Time // the newest record time before Offset (of the records that move it)
+	Tick      time.Time // the newest tick time before Offset
 	Next      int64     // everything records before Next produced is written
 }
 
@@ -224,16 +253,18 @@ type Checkpoint struct {
 // past their own time.
 type Window struct {
 	rules     Rules
-	events    map[string]*event   // pending and closed
-	early     map[string][]*early // outcomes waiting for their rank
-	deadlines timeHeap            // pending events by deadline
-	forgets   timeHeap            // closed events by when to forget them
-	earlyQ    earlyHeap           // early outcomes by when they dangle
-	live      marks               // the records open state still needs, in offset order
-	maxTime   time.Time           // the newest record time
-	next      int64               // offset after the last input
-	resume    int64               // outputs of records before it are suppressed
-	out       *Output             // nil while suppressing
+	events    map[string]*event      // pending and closed
+	early     map[string]*earlyQueue // outcomes waiting for their rank
+	deadlines timeHeap               // pending events by deadline
+	forgets   timeHeap               // closed events by when to forget them
+	earlyQ    earlyHeap              // early outcomes by when they dangle
+	live      marks                  // the records open state still needs, in offset order
+	maxTime   time.Time              // the newest record time, of the records that move the watermark
+	maxTick   time.Time              // the newest tick time: the joiners' clock
+	ahead     []*ahead               // records since the last tick stamped more than MaxSkew after maxTick
+	next      int64                  // offset after the last input
+	resume    int64                  // outputs of records before it are suppressed
+	out       *Output                // nil while suppressing
 	stats     Stats
 }
 
@@ -243,11 +274,27 @@ type event struct {
 	// deadline (rank time + RewardWait) or after its latest late outcome, whichever is later, so
 	// that every outcome it took is forgotten with it (see Checkpoint).
 	forget    time.Time
-	offset    int64    // of the rank
-	ids       []uint64 // outcome ids seen, joined or late
+	offset    int64 // of the rank
+	ids       idSet // outcome ids seen, joined or late
 	closed    bool
 	forgotten bool
 }
+
+// ahead is a record stamped too far ahead of the joiners' clock to move
+// the watermark, waiting for the next tick to tell whether it is skewed
+// (still ahead of that tick) or was only written while no joiner ticked.
+type ahead struct {
+	kind   Kind
+	key    string
+	time   time.Time
+	offset int64
+	done   bool
+}
+
+// maxAhead bounds the records waiting for a tick's verdict: past it (a
+// long stretch without ticks, when no joiner ran) records still do not
+// move the watermark, but are not audited.
+const maxAhead = 100_000
 
 type early struct {
 	key     string
@@ -260,7 +307,7 @@ type early struct {
 // NewWindow returns an empty window. The rules must be valid.
 func NewWindow(r Rules) *Window {
 	r.LearningMode = normalMode(r.LearningMode)
-	return &Window{rules: r, events: map[string]*event{}, early: map[string][]*early{}}
+	return &Window{rules: r, events: map[string]*event{}, early: map[string]*earlyQueue{}}
 }
 
 // normalMode treats the unspecified mode (records and settings from before
@@ -275,7 +322,7 @@ func normalMode(m eventsv1.LearningMode) eventsv1.LearningMode {
 // Resume makes an empty window continue where cp was taken. The caller
 // then gives it the records from cp.Offset on.
 func (w *Window) Resume(cp Checkpoint) {
-	w.maxTime, w.next, w.resume = cp.Watermark, cp.Offset, cp.Next
+	w.maxTime, w.maxTick, w.next, w.resume = cp.Watermark, cp.Tick, cp.Offset, cp.Next
 }
 
 // Stats returns the window's counters.
@@ -293,11 +340,23 @@ func (w *Window) Add(in Input, out *Output) {
 	if in.Offset < w.resume {
 		w.out = nil
 	}
-	before := w.maxTime
-	if in.Time.After(w.maxTime) {
+	before := clock{w.maxTime, w.maxTick}
+	w.next = in.Offset + 1
+	switch {
+	case in.Kind == Tick:
+		w.tick(in.Time)
+	case w.rules.MaxSkew > 0 && in.Time.After(w.maxTick.Add(w.rules.MaxSkew)):
+		// Ahead of the joiners' clock: a skewed clock, or records written
+		// while no joiner ticked. Either way its time must not move the
+		// watermark; the next tick tells which.
+		if len(w.ahead) < maxAhead {
+			a := &ahead{kind: in.Kind, key: in.Key, time: in.Time, offset: in.Offset}
+			w.ahead = append(w.ahead, a)
+			w.live.push(mark{offset: in.Offset, before: before, ahead: a})
+		}
+	case in.Time.After(w.maxTime):
 		w.maxTime = in.Time
 	}
-	w.next = in.Offset + 1
 	switch in.Kind {
 	case Rank:
 		w.addRank(in, before)
@@ -312,6 +371,25 @@ func (w *Window) Add(in Input, out *Output) {
 	w.out = nil
 }
 
+// tick moves the joiners' clock to t and audits the records that came
+// since the last tick stamped more than MaxSkew after t.
+func (w *Window) tick(t time.Time) {
+	if t.After(w.maxTick) {
+		w.maxTick = t
+	}
+	if t.After(w.maxTime) {
+		w.maxTime = t
+	}
+	for _, a := range w.ahead {
+		a.done = true
+		if a.time.After(t.Add(w.rules.MaxSkew)) {
+			w.audit(Audit{Key: a.key, Reason: Skewed, Kind: a.kind, Outcome: Outcome{Time: a.time}, Offset: a.offset, Tick: t})
+		}
+	}
+	clear(w.ahead)
+	w.ahead = w.ahead[:0]
+}
+
 // count increments c, or Suppressed while replaying what was written, and
 // reports whether output goes out.
 func (w *Window) count(c *int64) bool {
@@ -323,23 +401,32 @@ func (w *Window) count(c *int64) bool {
 	return true
 }
 
-func (w *Window) addRank(in Input, before time.Time) {
+func (w *Window) addRank(in Input, before clock) {
 	if _, dup := w.events[in.Key]; dup {
 		w.count(&w.stats.DuplicateRanks)
 		return
 	}
 	ev := &event{
-		Joined: Joined{Key: in.Key, Rank: in.Rank, Time: in.Time, Trace: in.Trace},
+		Joined: Joined{Key: in.Key, Offset: in.Offset, Rank: in.Rank, Time: in.Time, Trace: in.Trace},
 		offset: in.Offset,
 	}
 	w.events[in.Key] = ev
 	w.live.push(mark{offset: in.Offset, before: before, ev: ev})
-	for _, e := range w.early[in.Key] {
+	if q := w.early[in.Key]; q != nil {
+		w.takeEarly(ev, q)
+	}
+	delete(w.early, in.Key)
+	w.deadlines.push(timed{at: in.Time.Add(w.rules.RewardWait).UnixNano(), ev: ev})
+}
+
+// takeEarly joins to ev, or finds late, the outcomes that came before it.
+func (w *Window) takeEarly(ev *event, q *earlyQueue) {
+	for _, e := range q.list {
 		if e.done {
 			continue
 		}
 		e.done = true
-		ev.ids = appendID(ev.ids, e.outcome.ID)
+		ev.ids.add(e.outcome.ID)
 		if !w.inWindow(ev, e.outcome.Time) {
 			w.late(ev, e.outcome, e.offset)
 			continue
@@ -347,18 +434,16 @@ func (w *Window) addRank(in Input, before time.Time) {
 		e.owner = ev
 		ev.Outcomes = append(ev.Outcomes, e.outcome)
 	}
-	delete(w.early, in.Key)
-	w.deadlines.push(timed{at: in.Time.Add(w.rules.RewardWait).UnixNano(), ev: ev})
 }
 
-func (w *Window) addOutcome(in Input, before time.Time) {
+func (w *Window) addOutcome(in Input, before clock) {
 	o := Outcome{Activate: in.Kind == Activate, Value: in.Value, Time: in.Time, ID: in.ID}
 	if ev, ok := w.events[in.Key]; ok {
-		if hasID(ev.ids, o.ID) {
+		if ev.ids.has(o.ID) {
 			w.count(&w.stats.DuplicateOutcomes)
 			return
 		}
-		ev.ids = appendID(ev.ids, o.ID)
+		ev.ids.add(o.ID)
 		if ev.closed || !w.inWindow(ev, o.Time) {
 			w.late(ev, o, in.Offset)
 			return
@@ -367,17 +452,78 @@ func (w *Window) addOutcome(in Input, before time.Time) {
 		ev.Outcomes = append(ev.Outcomes, o)
 		return
 	}
-	waiting := w.early[in.Key]
-	for _, e := range waiting {
-		if o.ID != 0 && e.outcome.ID == o.ID {
-			w.count(&w.stats.DuplicateOutcomes)
-			return
-		}
+	q := w.early[in.Key]
+	if q == nil {
+		q = new(earlyQueue)
+		w.early[in.Key] = q
 	}
+	if q.ids.has(o.ID) {
+		w.count(&w.stats.DuplicateOutcomes)
+		return
+	}
+	q.ids.add(o.ID)
+	q.open++
 	e := &early{key: in.Key, outcome: o, offset: in.Offset}
-	w.early[in.Key] = append(waiting, e)
+	q.list = append(q.list, e)
 	w.earlyQ.push(e)
 	w.live.push(mark{offset: in.Offset, before: before, out: e})
+}
+
+// earlyQueue is the outcomes that came for a key before its rank. Those
+// that dangled are done: they no longer count, and a copy of one that
+// comes later is a new outcome (as it is to a window resumed after it).
+type earlyQueue struct {
+	list []*early
+	ids  idSet // of the outcomes not done, so that a copy counts once
+	open int   // outcomes not done
+}
+
+// idSet is a set of outcome ids; 0 is never in it. A key usually gets a
+// few outcomes, kept in a slice; one that gets many (a flood of calls)
+// moves to a map, so that each new outcome costs the same.
+type idSet struct {
+	small []uint64
+	big   map[uint64]struct{}
+}
+
+const idSetSmall = 16
+
+func (s *idSet) has(id uint64) bool {
+	if id == 0 {
+		return false
+	}
+	if s.big != nil {
+		_, ok := s.big[id]
+		return ok
+	}
+	return slices.Contains(s.small, id)
+}
+
+func (s *idSet) remove(id uint64) {
+	if s.big != nil {
+		delete(s.big, id)
+		return
+	}
+	if i := slices.Index(s.small, id); i >= 0 {
+		s.small = slices.Delete(s.small, i, i+1)
+	}
+}
+
+func (s *idSet) add(id uint64) {
+	switch {
+	case id == 0:
+	case s.big != nil:
+		s.big[id] = struct{}{}
+	case len(s.small) < idSetSmall:
+		s.small = append(s.small, id)
+	default:
+		s.big = make(map[uint64]struct{}, 2*idSetSmall)
+		for _, x := range s.small {
+			s.big[x] = struct{}{}
+		}
+		s.big[id] = struct{}{}
+		s.small = nil
+	}
 }
 
 // inWindow reports whether an outcome at t counts for ev: less than
@@ -402,8 +548,17 @@ func (w *Window) late(ev *event, o Outcome, offset int64) {
 
 func (w *Window) audit(a Audit) {
 	c := &w.stats.Late
-	if a.Reason == Dangling {
+	switch a.Reason {
+	case Dangling:
 		c = &w.stats.Dangling
+	case Skewed:
+		c = &w.stats.Skewed
+	}
+	if a.Kind == 0 && a.Reason != Skewed {
+		a.Kind = Reward
+		if a.Outcome.Activate {
+			a.Kind = Activate
+		}
 	}
 	if w.count(c) {
 		w.out.Audits = append(w.out.Audits, a)
@@ -426,11 +581,17 @@ func (w *Window) expire() {
 		}
 		e.done = true
 		w.audit(Audit{Key: e.key, Reason: Dangling, Outcome: e.outcome, Offset: e.offset})
-		rest := slices.DeleteFunc(w.early[e.key], func(x *early) bool { return x.done })
-		if len(rest) == 0 {
+		q := w.early[e.key]
+		if q.open--; q.open == 0 {
 			delete(w.early, e.key)
-		} else {
-			w.early[e.key] = rest
+			continue
+		}
+		q.ids.remove(e.outcome.ID)
+		// Outcomes dangle in time order, not always in their key's
+		// order: drop the done ones at the front.
+		for q.list[0].done {
+			q.list[0] = nil
+			q.list = q.list[1:]
 		}
 	}
 	for len(w.deadlines) > 0 && w.deadlines[0].at <= wmNano {
@@ -540,40 +701,39 @@ func aggregate(agg Aggregation, outcomes []Outcome) (float32, int) {
 	return first.Value, n
 }
 
-func hasID(ids []uint64, id uint64) bool { return id != 0 && slices.Contains(ids, id) }
-
-func appendID(ids []uint64, id uint64) []uint64 {
-	if id == 0 {
-		return ids
-	}
-	return append(ids, id)
-}
-
 // Checkpoint returns where a new owner of the partition resumes: at the
 // first record that a pending or remembered event or an early outcome
 // still needs, or after the last input when nothing is open.
 func (w *Window) Checkpoint() Checkpoint {
-	cp := Checkpoint{Offset: w.next, Watermark: w.maxTime, Next: max(w.next, w.resume)}
+	cp := Checkpoint{Offset: w.next, Watermark: w.maxTime, Tick: w.maxTick, Next: max(w.next, w.resume)}
 	if m, ok := w.live.first(); ok {
-		cp.Offset, cp.Watermark = m.offset, m.before
+		cp.Offset, cp.Watermark, cp.Tick = m.offset, m.before.time, m.before.tick
 	}
 	return cp
 }
 
+// clock is a window's time before a record: the newest record time that
+// moves the watermark and the newest tick time.
+type clock struct{ time, tick time.Time }
+
 // mark is a record that open state may still need after a restart: a rank
-// (needed until its event is forgotten) or an outcome that came before its
+// (needed until its event is forgotten), an outcome that came before its
 // rank (needed until it dangles, or until the event it joined is
-// forgotten). Outcomes that come after their rank need no mark: the rank's
+// forgotten) or a record ahead of the joiners' clock (needed until the
+// next tick). Outcomes that come after their rank need no mark: the rank's
 // mark, at a lower offset, covers them.
 type mark struct {
 	offset int64
-	before time.Time // the newest record time before this record
+	before clock // the window's clock before this record
 	ev     *event
 	out    *early
+	ahead  *ahead
 }
 
 func (m *mark) needed() bool {
 	switch {
+	case m.ahead != nil:
+		return !m.ahead.done
 	case m.ev != nil:
 		return !m.ev.forgotten
 	case m.out.owner != nil:

@@ -515,25 +515,101 @@ func TestWindowCheckpoint(t *testing.T) {
 
 func TestCheckpointEncoding(t *testing.T) {
 	t.Parallel()
+	wm, tick := time.Unix(1_767_225_600, 123_000_000), time.Unix(1_767_225_601, 0)
 	tests := []struct {
 		cp   Checkpoint
 		text string
 	}{
-		{Checkpoint{Offset: 0, Next: 0}, "pzj1 0 0 0"},
-		{Checkpoint{Offset: 12, Watermark: time.Unix(1_767_225_600, 123_000_000), Next: 40}, "pzj1 12 1767225600123000000 40"},
+		{Checkpoint{Offset: 0, Next: 0}, "pzj1 0 0 0 0"},
+		{Checkpoint{Offset: 12, Watermark: wm, Next: 40}, "pzj1 12 1767225600123000000 40 0"},
+		{Checkpoint{Offset: 12, Watermark: wm, Tick: tick, Next: 40}, "pzj1 12 1767225600123000000 40 1767225601000000000"},
 	}
 	for _, tt := range tests {
 		if got := tt.cp.String(); got != tt.text {
 			t.Errorf("%+v encodes as %q, want %q", tt.cp, got, tt.text)
 		}
 		back, err := ParseCheckpoint(tt.text)
-		if err != nil || back.Offset != tt.cp.Offset || back.Next != tt.cp.Next || !back.Watermark.Equal(tt.cp.Watermark) {
+		if err != nil || back.Offset != tt.cp.Offset || back.Next != tt.cp.Next || !back.Watermark.Equal(tt.cp.Watermark) || !back.Tick.Equal(tt.cp.Tick) {
 			t.Errorf("%q decodes as %+v, %v", tt.text, back, err)
 		}
 	}
-	for _, bad := range []string{"", "something else", "pzj1 1 2", "pzj1 a b c", "pzj1 5 0 4", "pzj1 -1 0 0"} {
+	// Checkpoints of joiners from before the clock-skew bound have no tick.
+	if cp, err := ParseCheckpoint("pzj1 12 1767225600123000000 40"); err != nil || cp.Offset != 12 || !cp.Watermark.Equal(wm) || cp.Next != 40 || !cp.Tick.IsZero() {
+		t.Errorf("an old checkpoint decodes as %+v, %v", cp, err)
+	}
+	for _, bad := range []string{"", "something else", "pzj1 1 2", "pzj1 a b c", "pzj1 5 0 4", "pzj1 -1 0 0", "pzj1 1 0 1 0 5"} {
 		if cp, err := ParseCheckpoint(bad); err == nil {
 			t.Errorf("%q decodes as %+v, want an error", bad, cp)
 		}
 	}
+}
+
+// TestWindowClockSkew checks MaxSkew: a record stamped an hour ahead of the
+// joiners' clock (the ticks) neither closes anyone's window nor joins late
+// rewards; the next tick audits it as skewed. Records written while no
+// joiner ticked (a joiner outage) are ahead of the last tick too, but the
+// tick after them vouches for them: they are joined, not audited.
+func TestWindowClockSkew(t *testing.T) {
+	t.Parallel()
+	r := testRules()
+	r.MaxSkew = time.Minute
+	s := script{}.
+		at(0, tick()).                                   // 0
+		at(time.Second, rank("a")).                      // 1
+		at(time.Hour, rank("x")).                        // 2: an hour ahead of the tick at 0
+		at(time.Hour, reward("a", 1)).                   // 3: also ahead: not joined to a
+		at(2*time.Second, reward("a", 0.5)).             // 4: on time for a
+		at(12*time.Second, rank("c")).                   // 5: moves the watermark: a closes
+		at(13*time.Second, tick()).                      // 6: audits 2 and 3
+		at(25*time.Second, tick()).                      // 7: c closes without a reward
+		at(3*time.Minute, rank("b")).                    // 8: after an outage: ahead of the tick at 25s
+		at(3*time.Minute+time.Second, tick()).           // 9: vouches for 8
+		at(3*time.Minute+2*time.Second, reward("b", 1)). // 10
+		at(3*time.Minute+20*time.Second, tick())         // 11: b closes with 1
+	want := []string{
+		"@3 late a 1@1h0m0s offset=3", // also outside a's window, as a late reward
+		"@5 a reward=0.5 original=0.5 learnable=true o=[0.5@2s]",
+		"@6 skewed x",
+		"@6 skewed a",
+		"@7 c reward=-0.5 original=-0.5 learnable=true o=[]",
+		"@11 b reward=1 original=1 learnable=true o=[1@3m2s]",
+	}
+	w := NewWindow(r)
+	got := skewRun(w, s)
+	if !slices.Equal(got, want) {
+		t.Errorf("outputs\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
+	if st := w.Stats(); st.Skewed != 2 || st.Emitted != 3 || st.Late != 1 {
+		t.Errorf("stats %+v, want 2 skewed, 3 emitted, 1 late", st)
+	}
+	// Resumed after record 3, while 2 and 3 wait for the tick: the
+	// checkpoint goes back to a's rank and brings the joiners' clock
+	// along, so the resumed window writes what the first one wrote from
+	// there (a closes at 5, not at the next tick).
+	w1 := NewWindow(r)
+	var out Output
+	for _, in := range s[:4] {
+		w1.Add(in, &out)
+	}
+	cp := w1.Checkpoint()
+	if cp.Offset != 1 || !cp.Tick.Equal(t0) || cp.Next != 4 {
+		t.Fatalf("checkpoint %+v, want offset 1 (a's rank), the tick at 0, next 4", cp)
+	}
+	w2 := NewWindow(r)
+	w2.Resume(cp)
+	if got := skewRun(w2, s[cp.Offset:]); !slices.Equal(got, want[1:]) {
+		t.Errorf("resumed outputs\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(want[1:], "\n\t"))
+	}
+}
+
+// skewRun is run with skewed audits described by reason and key only.
+func skewRun(w *Window, s script) []string {
+	var got []string
+	for _, l := range run(w, s) {
+		if i := strings.Index(l, " skewed "); i >= 0 {
+			l = l[:strings.Index(l[i+len(" skewed "):], " ")+i+len(" skewed ")]
+		}
+		got = append(got, l)
+	}
+	return got
 }

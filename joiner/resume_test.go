@@ -13,8 +13,9 @@ import (
 // write them: ranks, rewards and activations stamped out of order by up to
 // 1.5s, rewards before their rank, for ranks that never come, after their
 // window, writer retries (exact copies, also of ranks), ticks and
-// undecodable records.
-func randomScript(rng *rand.Rand, n int) script {
+// undecodable records; with skewed, also records from a clock an hour
+// ahead.
+func randomScript(rng *rand.Rand, n int, skewed bool) script {
 	var s script
 	base := time.Duration(0)
 	ranked := 0 // keys k0..k{ranked-1} have a rank
@@ -56,6 +57,9 @@ func randomScript(rng *rand.Rand, n int) script {
 			s = append(s, c)
 			s[len(s)-1].Offset = int64(len(s) - 1)
 			continue
+		}
+		if skewed && in.Kind != Tick && rng.IntN(100) == 0 {
+			d += time.Hour
 		}
 		s = s.at(d, in)
 		if in.Kind == Rank || in.Kind == Reward || in.Kind == Activate {
@@ -112,9 +116,13 @@ func TestWindowResume(t *testing.T) {
 	resumes, suppressed := 0, int64(0)
 	for seed := range uint64(60) {
 		rng := rand.New(rand.NewPCG(seed, 7))
-		s := randomScript(rng, 400)
+		skewed := seed%2 == 1
+		s := randomScript(rng, 400, skewed)
 		rules := Rules{RewardWait: 3 * time.Second, Backward: 2 * time.Second, Slack: time.Duration(rng.IntN(2)) * 500 * ms,
 			DefaultReward: -0.25, Aggregation: aggs[seed%uint64(len(aggs))], LearningMode: online}
+		if skewed {
+			rules.MaxSkew = time.Second
+		}
 		full := NewWindow(rules)
 		wantJoined, wantAudits := outputs(full, s)
 		total.Add(full.Stats())
@@ -150,7 +158,7 @@ func TestWindowResume(t *testing.T) {
 	// The scripts must have exercised what they are for.
 	t.Logf("%d resumes, %d outputs suppressed, totals %+v", resumes, suppressed, total)
 	if total.Emitted == 0 || total.Late == 0 || total.Dangling == 0 || total.NotActivated == 0 || total.DuplicateRanks == 0 ||
-		total.DuplicateOutcomes == 0 || total.Undecodable == 0 || total.DefaultRewards == 0 || suppressed == 0 {
+		total.DuplicateOutcomes == 0 || total.Undecodable == 0 || total.DefaultRewards == 0 || total.Skewed == 0 || suppressed == 0 {
 		t.Errorf("random scripts miss a case: %+v, %d suppressed", total, suppressed)
 	}
 }
@@ -159,9 +167,9 @@ func TestWindowResume(t *testing.T) {
 // byte for byte, and that the output does not depend on how it is batched.
 func TestWindowDeterministic(t *testing.T) {
 	t.Parallel()
-	s := randomScript(rand.New(rand.NewPCG(1, 2)), 2000)
+	s := randomScript(rand.New(rand.NewPCG(1, 2)), 2000, true)
 	r := testRules()
-	r.RewardWait, r.Backward = 3*time.Second, 2*time.Second
+	r.RewardWait, r.Backward, r.MaxSkew = 3*time.Second, 2*time.Second, time.Second
 	a, aa := outputs(NewWindow(r), s)
 	b, bb := outputs(NewWindow(r), s)
 	if len(a) < 100 || !slices.Equal(a, b) || !slices.Equal(aa, bb) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +38,12 @@ type Config struct {
 	// CommitInterval is the least time between two offset commits of a
 	// partition.
 	CommitInterval time.Duration
+	// MaxRecordBytes is the largest record the log takes
+	// ([eventlog.DefaultMaxRecordBytes] when 0). A joined line over it is
+	// written without the outcomes that do not fit (VW ignores "o"); an
+	// output that still does not fit, or that the log refuses, goes to
+	// the dead-letter topic as a reference to its input record.
+	MaxRecordBytes int
 	// TracerProvider, when set, records a span for every joined event
 	// whose rank record carries trace context, a child of the Rank call's
 	// span, and the joined line carries that span's context on to the
@@ -49,6 +56,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, p string) {
 	fs.DurationVar(&c.RewardWait, p+"reward-wait", 10*time.Minute, "reward wait time: rewards count if they arrive within this long after the rank")
 	fs.DurationVar(&c.Backward, p+"backward-window", 2*time.Minute, "how long before its rank a reward may arrive (reordering) and still count")
 	fs.DurationVar(&c.Slack, p+"join-slack", 5*time.Second, "how far the watermark runs behind the newest record time, so slightly reordered records are on time")
+	fs.DurationVar(&c.MaxSkew, p+"max-clock-skew", time.Minute, "how far ahead of the joiners' clock a record may be stamped and still move the watermark; records further ahead are audited as skewed (0: no bound)")
 	fs.Var((*float32Value)(&c.DefaultReward), p+"default-reward", "reward of an event with no reward in its window")
 	c.Aggregation = Earliest
 	fs.Var((*aggregationValue)(&c.Aggregation), p+"reward-aggregation", "how several rewards combine: earliest, sum, average, median, min or max")
@@ -130,8 +138,17 @@ type Joiner struct {
 
 	stats   watch.Value[Stats]
 	mu      sync.Mutex
-	pending map[int]int // events in open windows, by claimed partition
+	pending map[int]int  // events in open windows, by claimed partition
+	stalled map[int]bool // claimed partitions whose fetch or write is failing
+	// unlearned sums the outcomes audited since the last log line about
+	// them, which comes at most every unlearnedLogInterval.
+	unlearned     Stats
+	unlearnedLast time.Time
 }
+
+// unlearnedLogInterval is the least time between two log lines about
+// outcomes that were not learned.
+const unlearnedLogInterval = 10 * time.Second
 
 // New returns a joiner reading src. It writes joined lines, audit records
 // and dead letters to out, which must put each record in its Partition
@@ -143,7 +160,10 @@ func New(cfg Config, log *slog.Logger, src Source, out, ticks eventlog.Writer, n
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
-	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, pending: map[int]int{},
+	if cfg.MaxRecordBytes == 0 {
+		cfg.MaxRecordBytes = eventlog.DefaultMaxRecordBytes
+	}
+	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, pending: map[int]int{}, stalled: map[int]bool{},
 		trace: tp.Tracer("github.com/open-personalizer/personalizer/joiner")}
 }
 
@@ -176,6 +196,49 @@ func (j *Joiner) setPending(p, n int) {
 	j.pending[p] = n
 }
 
+// Stalled returns how many of the partitions the joiner holds cannot move
+// on right now: their fetch or their output write is failing and being
+// retried.
+func (j *Joiner) Stalled() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := 0
+	for _, s := range j.stalled {
+		if s {
+			n++
+		}
+	}
+	return n
+}
+
+func (j *Joiner) setStalled(p int, stalled bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.stalled[p] = stalled
+}
+
+// logUnlearned sums the outcomes a written batch audited and, at most
+// every unlearnedLogInterval, says how many were not learned and why: a
+// caller whose rewards come too late sees it in the log, not only in
+// metrics.
+func (j *Joiner) logUnlearned(st Stats) {
+	if st.Late == 0 && st.Dangling == 0 && st.Skewed == 0 {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.unlearned.Late += st.Late
+	j.unlearned.Dangling += st.Dangling
+	j.unlearned.Skewed += st.Skewed
+	if now := j.now(); now.Sub(j.unlearnedLast) >= unlearnedLogInterval {
+		u := j.unlearned
+		j.log.Info("records not learned: see personalizer.audit",
+			"late", u.Late, "dangling", u.Dangling, "skewed", u.Skewed, "reward_wait", j.cfg.RewardWait.String(),
+			"hint", "late: outcome outside its rank's reward window; dangling: its rank never came; skewed: stamped too far ahead of the joiners' clock")
+		j.unlearned, j.unlearnedLast = Stats{}, now
+	}
+}
+
 // Run joins until ctx ends.
 func (j *Joiner) Run(ctx context.Context) error {
 	err := j.src.Consume(ctx, j.claim)
@@ -202,18 +265,19 @@ const (
 // once the batch is written.
 type batch struct {
 	recs    []eventlog.Record
-	buf     []byte // the chunk being filled
-	size    int    // bytes of keys and values in recs
+	src     []int64 // src[i] is the offset of the input record recs[i] is about
+	buf     []byte  // the chunk being filled
+	size    int     // bytes of keys and values in recs
 	cp      Checkpoint
-	stats   Stats
-	pending int // the window's pending events after it
+	stats   Stats // the window's, and what rendering counted (see render)
+	pending int   // the window's pending events after it
 }
 
 // append adds a record whose key is key and whose value is what value
 // appends, which should take at most about size bytes. When buf is full it
 // starts a new one rather than grow it: the records already in the batch
 // keep pointing into the old one.
-func (b *batch) append(topic string, p int, key string, headers []eventlog.Header, at time.Time, size int, value func([]byte) []byte) {
+func (b *batch) append(src int64, topic string, p int, key string, headers []eventlog.Header, at time.Time, size int, value func([]byte) []byte) {
 	if len(b.buf)+len(key)+size > cap(b.buf) {
 		b.buf = make([]byte, 0, max(bufChunk, len(key)+size))
 	}
@@ -222,8 +286,20 @@ func (b *batch) append(topic string, p int, key string, headers []eventlog.Heade
 	k := b.buf[start:len(b.buf):len(b.buf)]
 	b.buf = value(b.buf)
 	v := b.buf[start+len(k) : len(b.buf) : len(b.buf)]
-	b.recs = append(b.recs, eventlog.Record{Topic: topic, Partition: p, Key: k, Value: v, Headers: headers, Time: at})
-	b.size += len(k) + len(v)
+	b.add(src, eventlog.Record{Topic: topic, Partition: p, Key: k, Value: v, Headers: headers, Time: at})
+}
+
+// add adds rec, which is about input record src.
+func (b *batch) add(src int64, rec eventlog.Record) {
+	b.recs = append(b.recs, rec)
+	b.src = append(b.src, src)
+	b.size += len(rec.Key) + len(rec.Value)
+}
+
+// reset empties b for reuse, keeping its last chunk.
+func (b *batch) reset() {
+	clear(b.recs) // the writer holds no reference to a batch it acknowledged
+	b.recs, b.src, b.buf, b.size, b.stats = b.recs[:0], b.src[:0], b.buf[:0], 0, Stats{}
 }
 
 // claim joins one partition for one group generation, in three goroutines
@@ -268,6 +344,7 @@ func (j *Joiner) claim(ctx context.Context, c eventlog.Claim) error {
 	g.Go(func() error { return j.write(wctx, c, batches, free) })
 	err := g.Wait()
 	j.setPending(p, 0) // the partition's next owner holds them now
+	j.setStalled(p, false)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -279,7 +356,7 @@ func (j *Joiner) claim(ctx context.Context, c eventlog.Claim) error {
 func (j *Joiner) fetch(ctx context.Context, c eventlog.Claim, records chan<- eventlog.Record) error {
 	for {
 		var rec eventlog.Record
-		if err := j.retry(ctx, "fetch", func() (err error) { rec, err = c.Fetch(ctx); return err }, "partition", c.Partition()); err != nil {
+		if err := j.retry(ctx, c.Partition(), "fetch", func() (err error) { rec, err = c.Fetch(ctx); return err }); err != nil {
 			return ctx.Err()
 		}
 		select {
@@ -316,7 +393,7 @@ func (j *Joiner) tick(ctx context.Context, p int) error {
 // they produce, with the checkpoint after them, to the writer.
 func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan eventlog.Record, batches chan<- batch, free <-chan batch) error {
 	var out Output
-	var fc floatCache
+	var r renderer
 	prev := w.Stats()
 	for {
 		var rec eventlog.Record
@@ -333,7 +410,7 @@ func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan even
 		// Take what is already fetched, so output is written in batches.
 		for n := 1; ; n++ {
 			w.Add(decode(rec), &out)
-			j.render(&b, p, &out, &rec, &fc)
+			j.render(&b, p, &out, &rec, &r)
 			out.Reset()
 			if n == batchRecords || b.size >= batchBytes || len(records) == 0 {
 				break
@@ -342,7 +419,8 @@ func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan even
 		}
 		b.cp, b.pending = w.Checkpoint(), w.Pending()
 		st := w.Stats()
-		b.stats, prev = st.Sub(prev), st
+		b.stats.Add(st.Sub(prev)) // and what rendering counted
+		prev = st
 		select {
 		case batches <- b:
 		case <-ctx.Done():
@@ -356,30 +434,92 @@ var (
 	auditHeaders  = []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeAudit)}}
 )
 
-// render appends out's records to b, all in partition p. rec is the
-// input that produced out; fc is the join goroutine's float cache.
-func (j *Joiner) render(b *batch, p int, out *Output, rec *eventlog.Record, fc *floatCache) {
+// renderer is the join goroutine's memory for rendering lines.
+type renderer struct {
+	fc      floatCache
+	scratch []byte
+}
+
+// render appends out's records to b, all in partition p. rec is the input
+// that produced out. Every output fits MaxRecordBytes: a joined line that
+// does not is written with as many of its outcomes as fit (VW ignores
+// "o"; the reward was aggregated from all of them), and what does not fit
+// even so goes to the dead-letter topic as a reference to its input. It
+// counts both into b.stats.
+func (j *Joiner) render(b *batch, p int, out *Output, rec *eventlog.Record, r *renderer) {
 	for i := range out.Joined {
 		jd := &out.Joined[i]
-		size := len(jd.Rank.GetContext()) + 40*len(jd.Rank.GetRanking()) + 60*len(jd.Outcomes) + 512
 		headers := joinedHeaders
 		if jd.Trace != nil {
 			headers = j.traced(jd, p)
 		}
-		b.append(eventlog.JoinedTopic, p, jd.Key, headers, jd.Time, size, func(buf []byte) []byte { return appendDSJSON(buf, jd, fc) })
+		room := j.cfg.MaxRecordBytes - len(jd.Key) - headersSize(headers)
+		line := jd
+		if n := len(jd.Outcomes); n > 0 && dsjsonBound(jd) > room && dsjsonSize(jd, &r.fc, &r.scratch) > room {
+			// The most outcomes that fit: sizes grow with the count.
+			fewer := *jd
+			k := sort.Search(n, func(k int) bool {
+				fewer.Outcomes = jd.Outcomes[:k+1]
+				return dsjsonSize(&fewer, &r.fc, &r.scratch) > room
+			})
+			fewer.Outcomes = jd.Outcomes[:k]
+			line = &fewer
+			b.stats.Truncated++
+		}
+		if dsjsonBound(line) > room {
+			if size := dsjsonSize(line, &r.fc, &r.scratch); size > room {
+				j.refuse(b, eventlog.Record{Topic: eventlog.JoinedTopic, Partition: p, Offset: jd.Offset, Key: []byte(jd.Key), Headers: headers, Time: jd.Time}, size)
+				continue
+			}
+		}
+		size := len(jd.Rank.GetContext()) + 40*len(jd.Rank.GetRanking()) + 60*len(line.Outcomes) + 512
+		b.append(jd.Offset, eventlog.JoinedTopic, p, jd.Key, headers, jd.Time, size, func(buf []byte) []byte { return appendDSJSON(buf, line, &r.fc) })
 	}
 	for i := range out.Audits {
 		a := &out.Audits[i]
-		b.append(eventlog.AuditTopic, p, a.Key, auditHeaders, a.Outcome.Time, 512, func(buf []byte) []byte { return AppendAudit(buf, a, p) })
+		b.append(a.Offset, eventlog.AuditTopic, p, a.Key, auditHeaders, a.Outcome.Time, 512, func(buf []byte) []byte { return AppendAudit(buf, a, p) })
 	}
 	for _, bad := range out.Bad {
-		hs := append(slices.Clip(rec.Headers),
-			eventlog.Header{Key: eventlog.DeadLetterPartitionHeader, Value: strconv.AppendInt(nil, int64(p), 10)},
-			eventlog.Header{Key: eventlog.DeadLetterOffsetHeader, Value: strconv.AppendInt(nil, bad.Offset, 10)},
-			eventlog.Header{Key: eventlog.DeadLetterErrorHeader, Value: []byte(bad.Err.Error())})
-		b.recs = append(b.recs, eventlog.Record{Topic: eventlog.DeadLetterTopic, Partition: p, Key: rec.Key, Value: rec.Value, Headers: hs, Time: rec.Time})
-		b.size += len(rec.Key) + len(rec.Value)
+		dl := eventlog.DeadLetter(*rec, bad.Err, true, j.cfg.MaxRecordBytes)
+		if dl.Value == nil && rec.Value != nil {
+			b.stats.Refused++ // the copy is a reference: it did not fit
+		}
+		b.add(bad.Offset, dl)
 	}
+}
+
+// refuse adds the dead-letter reference of a joined line of size bytes,
+// too large to be written, counting it.
+func (j *Joiner) refuse(b *batch, line eventlog.Record, size int) {
+	why := fmt.Errorf("%w: the joined line has %d bytes, the limit is %d (--max-record-bytes)", eventlog.ErrTooLarge, size, j.cfg.MaxRecordBytes)
+	dl := eventlog.DeadLetter(line, why, true, j.cfg.MaxRecordBytes)
+	dl.Headers = append(dl.Headers, eventlog.Header{Key: eventlog.DeadLetterSizeHeader, Value: strconv.AppendInt(nil, int64(size), 10)})
+	j.log.Error("joined line too large; dead-lettered as a reference to its rank", "key", string(line.Key),
+		"partition", line.Partition, "offset", line.Offset, "bytes", size, "limit", j.cfg.MaxRecordBytes)
+	b.stats.Refused++
+	b.add(line.Offset, dl)
+}
+
+// dsjsonBound is at least the length of j's DSJson line, found without
+// writing it: the context, and for everything else the longest text it
+// can take (ids escaped as control characters, floats at their longest).
+func dsjsonBound(j *Joined) int {
+	id, model := 6*len(j.Rank.GetEventId())+2, 6*len(j.Rank.GetModelVersion())+5
+	return 512 + len(j.Rank.GetContext()) + id + model + 27*len(j.Rank.GetRanking()) + (60+id)*len(j.Outcomes)
+}
+
+// dsjsonSize is the length of j's DSJson line; scratch is reused memory.
+func dsjsonSize(j *Joined, fc *floatCache, scratch *[]byte) int {
+	*scratch = appendDSJSON((*scratch)[:0], j, fc)
+	return len(*scratch)
+}
+
+func headersSize(hs []eventlog.Header) int {
+	n := 0
+	for _, h := range hs {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // traced records the joiner's span for a joined event whose rank was
@@ -424,16 +564,15 @@ func (j *Joiner) write(ctx context.Context, c eventlog.Claim, batches <-chan bat
 	}
 	for b := range batches {
 		if len(b.recs) > 0 {
-			if err := j.writeAll(ctx, b.recs); err != nil {
+			if err := j.writeAll(ctx, c.Partition(), &b); err != nil {
 				return err
 			}
 		}
 		acked = b.cp
 		j.setPending(c.Partition(), b.pending)
 		j.stats.Update(func(s *Stats) { s.Add(b.stats) })
-		// The writer holds no reference to a batch it acknowledged.
-		clear(b.recs)
-		b.recs, b.buf, b.size = b.recs[:0], b.buf[:0], 0
+		j.logUnlearned(b.stats)
+		b.reset()
 		select {
 		case free <- b:
 		default:
@@ -449,23 +588,72 @@ func (j *Joiner) write(ctx context.Context, c eventlog.Claim, batches <-chan bat
 	return nil
 }
 
-// writeAll retries until recs are acknowledged or ctx ends: the partition
-// must not move past output that is not stored.
-func (j *Joiner) writeAll(ctx context.Context, recs []eventlog.Record) error {
-	return j.retry(ctx, "joiner output write", func() error { return j.out.Write(ctx, recs...) }, "records", len(recs))
+// writeAll retries until b's records are acknowledged or ctx ends: the
+// partition must not move past output that is not stored. The records the
+// log refuses for good go to the dead-letter topic as references to their
+// inputs; those it refuses even so are dropped. Neither holds up the
+// partition. Both are counted into b.stats.
+func (j *Joiner) writeAll(ctx context.Context, p int, b *batch) error {
+	var rej *eventlog.RejectedError
+	if err := j.write1(ctx, p, b.recs, &rej); err != nil || rej == nil {
+		return err
+	}
+	letters := make([]eventlog.Record, len(rej.Rejected))
+	for i, r := range rej.Rejected {
+		rec := b.recs[r.Index]
+		rec.Offset = b.src[r.Index]
+		letters[i] = eventlog.DeadLetter(rec, r.Err, true, j.cfg.MaxRecordBytes)
+		j.log.Error("joiner output refused by the log; dead-lettered as a reference", "topic", rec.Topic, "key", string(rec.Key),
+			"partition", p, "offset", rec.Offset, "bytes", rec.Size(), "err", r.Err)
+	}
+	b.stats.Refused += int64(len(letters))
+	var lrej *eventlog.RejectedError
+	if err := j.write1(ctx, p, letters, &lrej); err != nil || lrej == nil {
+		return err
+	}
+	for _, r := range lrej.Rejected {
+		j.log.Error("dead letter refused by the log; joiner output dropped", "key", string(letters[r.Index].Key), "partition", p, "err", r.Err)
+	}
+	b.stats.Refused -= int64(len(lrej.Rejected))
+	b.stats.Dropped += int64(len(lrej.Rejected))
+	return nil
+}
+
+// write1 writes recs, retrying until they are acknowledged, refused for
+// good (*rej is set) or ctx ends.
+func (j *Joiner) write1(ctx context.Context, p int, recs []eventlog.Record, rej **eventlog.RejectedError) error {
+	return j.retry(ctx, p, "joiner output write", func() error {
+		err := j.out.Write(ctx, recs...)
+		if errors.As(err, rej) {
+			return nil
+		}
+		return err
+	}, "records", len(recs))
 }
 
 // retry calls f until it succeeds or ctx ends, logging each failure (with
-// args) and backing off up to maxBackoff between attempts. It returns f's
-// last error, non-nil only once ctx has ended.
-func (j *Joiner) retry(ctx context.Context, what string, f func() error, args ...any) error {
+// args) and backing off up to maxBackoff between attempts; meanwhile
+// partition p counts as stalled. It returns f's last error, non-nil only
+// once ctx has ended.
+func (j *Joiner) retry(ctx context.Context, p int, what string, f func() error, args ...any) error {
 	backoff := 50 * time.Millisecond
+	failed := false
+	defer func() {
+		if failed {
+			j.setStalled(p, false)
+		}
+	}()
 	for {
 		err := f()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		j.log.Warn(what+" failed; retrying", append(args, "err", err)...)
+		if !failed {
+			failed = true
+			j.setStalled(p, true)
+		}
+		j.stats.Update(func(s *Stats) { s.Errors++ })
+		j.log.Warn(what+" failed; retrying", append(args, "partition", p, "err", err)...)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -2,9 +2,13 @@ package joiner
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,4 +200,165 @@ func partitionOf(m *eventlog.Mem, key string) int {
 		}
 	}
 	return -1
+}
+
+// TestJoinerPoison feeds a partition records whose output cannot be
+// written as is, among ordinary ones: a rank whose joined line is over the
+// record size limit, an undecodable record whose dead-letter copy would be
+// (the copy adds headers), a rank whose line the log refuses although the
+// joiner thinks it fits (a broker with a lower limit), and an event with a
+// flood of rewards. None holds up the partition: the lines that cannot be
+// written go to the dead-letter topic as references to their inputs, the
+// flooded line is written with the outcomes that fit, and every ordinary
+// event is joined exactly once.
+func TestJoinerPoison(t *testing.T) {
+	t.Parallel()
+	const limit = 20_000
+	m := newMem()
+	ctx := context.Background()
+	key := func(name string) string { // all in partition 0
+		for i := 0; ; i++ {
+			if k := fmt.Sprintf("l/%s%d", name, i); partitionOf(m, k) == 0 {
+				return k
+			}
+		}
+	}
+	bigRank := func(k string, contextBytes int) eventlog.Record {
+		ev := rankEvent(k, 0, false, online)
+		ev.Context = fmt.Appendf(nil, `{"U":{"s":"%s"},"_multi":[{"a":1},{"b":1},{"c":1}]}`, strings.Repeat("x", contextBytes))
+		return record(eventlog.TypeRank, k, ev, t0)
+	}
+	var recs []eventlog.Record
+	var ordinary []string
+	addOrdinary := func(n int) {
+		for range n {
+			k := key(fmt.Sprintf("ok%d-", len(ordinary)))
+			ordinary = append(ordinary, k)
+			recs = append(recs, record(eventlog.TypeRank, k, rankEvent(k, 0, false, online), t0),
+				record(eventlog.TypeReward, k, &eventsv1.RewardEvent{Value: 0.5, Id: uint64(len(ordinary))}, t0.Add(time.Millisecond)))
+		}
+	}
+	addOrdinary(5)
+	tooBig, refused, flood, bad := key("toobig"), key("refused"), key("flood"), key("bad")
+	recs = append(recs, bigRank(tooBig, 30_000), // over the joiner's limit
+		bigRank(refused, 15_000), // within it, over the log's (see below)
+		eventlog.Record{Topic: eventlog.EventsTopic, Key: []byte(bad), Value: make([]byte, limit-100), // undecodable
+			Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}, Time: t0},
+		record(eventlog.TypeRank, flood, rankEvent(flood, 0, false, online), t0))
+	var sum float32
+	for i := range 1000 {
+		v := float32(i%4) / 4
+		sum += v
+		recs = append(recs, record(eventlog.TypeReward, flood, &eventsv1.RewardEvent{Value: v, Id: uint64(10_000 + i)}, t0.Add(time.Millisecond)))
+	}
+	addOrdinary(5)
+	if err := m.Write(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	// The joiner's limit is 20 KB; the log's is 20 KB for everything but
+	// the joined topic, where it is 10 KB: a broker configured lower than
+	// the joiner.
+	m.MaxRecordBytes = limit
+	joined := &limited{w: m.Direct(), topic: eventlog.JoinedTopic, max: 10_000, except: flood}
+	cfg := Config{Rules: testRules(), TickInterval: 10 * time.Millisecond, MaxRecordBytes: limit}
+	cfg.Aggregation = Sum
+	j := New(cfg, slog.New(slog.DiscardHandler), memSource{m}, joined, m, func() time.Time { return t0.Add(time.Hour) })
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- j.Run(runCtx) }()
+	waitFor(t, j, "every event", func(s Stats) bool { return s.Emitted == int64(len(ordinary))+3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c := j.Counters(); c.Emitted != int64(len(ordinary))+3 || c.Undecodable != 1 || c.Refused != 3 || c.Truncated != 1 || c.Dropped != 0 {
+		t.Errorf("counters %+v, want %d emitted, 1 undecodable, 3 refused (too big, refused, bad), 1 truncated", c, len(ordinary)+3)
+	}
+	lines := map[string][]byte{}
+	for _, r := range m.Records(eventlog.JoinedTopic, 0) {
+		if _, dup := lines[string(r.Key)]; dup {
+			t.Errorf("%s joined twice", r.Key)
+		}
+		lines[string(r.Key)] = r.Value
+	}
+	for _, k := range append(ordinary, flood) {
+		if lines[k] == nil {
+			t.Errorf("%s not joined", k)
+		}
+	}
+	if len(lines) != len(ordinary)+1 {
+		t.Errorf("%d lines joined, want the %d ordinary events and the flooded one", len(lines), len(ordinary))
+	}
+	var fl struct {
+		Cost     float32           `json:"_label_cost"`
+		Outcomes []json.RawMessage `json:"o"`
+	}
+	if err := json.Unmarshal(lines[flood], &fl); err != nil || fl.Cost != -sum || len(fl.Outcomes) == 0 || len(fl.Outcomes) >= 1000 || len(lines[flood])+len(flood)+len("typejoined") > limit {
+		t.Errorf("flooded line: %d bytes, cost %v (want %v), %d outcomes, %v", len(lines[flood]), fl.Cost, -sum, len(fl.Outcomes), err)
+	}
+	// References to what cannot be written (the too-big line, the
+	// undecodable record) and a copy of the line the log refused.
+	letters := map[string]*eventlog.Record{}
+	for _, r := range m.Records(eventlog.DeadLetterTopic, 0) {
+		letters[string(r.Key)] = &r
+		off, _ := strconv.ParseInt(string(r.Header(eventlog.DeadLetterOffsetHeader)), 10, 64)
+		if src := m.Records(eventlog.EventsTopic, 0)[off]; string(src.Key) != string(r.Key) {
+			t.Errorf("dead letter %s points at offset %d, which holds %s", r.Key, off, src.Key)
+		}
+	}
+	size := func(k string) int {
+		n, _ := strconv.Atoi(string(letters[k].Header(eventlog.DeadLetterSizeHeader)))
+		return n
+	}
+	if n := size(tooBig); n <= limit || len(letters[tooBig].Value) != 0 ||
+		!strings.Contains(string(letters[tooBig].Header(eventlog.DeadLetterErrorHeader)), fmt.Sprintf("the joined line has %d bytes", n)) {
+		t.Errorf("dead letter of %s: %v, want a reference with the line's size", tooBig, letters[tooBig])
+	}
+	if r := letters[refused]; size(refused) != 0 || r.Type() != eventlog.TypeJoined || len(r.Value) < 15_000 ||
+		!strings.Contains(string(r.Header(eventlog.DeadLetterErrorHeader)), "broker limit") {
+		t.Errorf("dead letter of %s: %v, want a copy of the line the log refused", refused, r)
+	}
+	if size(bad) != limit-100 || len(letters[bad].Value) != 0 {
+		t.Errorf("dead letter of %s: %v, want a reference with the record's size", bad, letters[bad])
+	}
+	if len(letters) != 3 {
+		t.Errorf("%d dead letters, want 3", len(letters))
+	}
+}
+
+// limited is a writer whose log refuses records of one topic over max
+// bytes, except those keyed except, as a broker with a lower limit for
+// that topic would.
+type limited struct {
+	w      eventlog.Writer
+	topic  string
+	max    int
+	except string
+}
+
+func (l *limited) Write(ctx context.Context, recs ...eventlog.Record) error {
+	var ok []eventlog.Record
+	var index []int
+	var rej []eventlog.Rejected
+	for i, r := range recs {
+		if r.Topic == l.topic && r.Size() > l.max && string(r.Key) != l.except {
+			rej = append(rej, eventlog.Rejected{Index: i, Err: fmt.Errorf("%w: broker limit %d", eventlog.ErrTooLarge, l.max)})
+			continue
+		}
+		ok, index = append(ok, r), append(index, i)
+	}
+	err := l.w.Write(ctx, ok...)
+	var inner *eventlog.RejectedError
+	if errors.As(err, &inner) {
+		for _, r := range inner.Rejected {
+			rej = append(rej, eventlog.Rejected{Index: index[r.Index], Err: r.Err})
+		}
+	} else if err != nil {
+		return err
+	}
+	if rej == nil {
+		return nil
+	}
+	slices.SortFunc(rej, func(a, b eventlog.Rejected) int { return a.Index - b.Index })
+	return &eventlog.RejectedError{Rejected: rej}
 }

@@ -38,7 +38,7 @@ func benchServer(b *testing.B, req *personalizerv1.RankRequest) (*Server, func()
 func benchServerPolicy(b *testing.B, req *personalizerv1.RankRequest, args string) (*Server, func()) {
 	b.Helper()
 	log := slog.New(slog.DiscardHandler)
-	pub := NewPublisher(discard{}, 1<<16, log)
+	pub := NewPublisher(discard{}, BufferLimits{Records: 1 << 16, Bytes: 1 << 30}, 0, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { pub.Run(ctx, time.Second); close(done) }()

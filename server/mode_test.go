@@ -19,7 +19,7 @@ func modeServer(t *testing.T, mode eventsv1.LearningMode) (*Server, *eventlog.Me
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	mem := eventlog.NewMem(map[string]int{eventlog.EventsTopic: 1})
-	pub := NewPublisher(mem, 100, log)
+	pub := NewPublisher(mem, BufferLimits{Records: 100, Bytes: 1 << 30}, 0, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- pub.Run(ctx, time.Second) }()

@@ -346,7 +346,7 @@ func TestRESTErrors(t *testing.T) {
 // JSON body, and an accepted request logs a valid JSON context.
 func FuzzRESTRank(f *testing.F) {
 	log := slog.New(slog.DiscardHandler)
-	srv := New(Config{Loop: "fuzz"}, NewPublisher(discard{}, 1, log), log, time.Now)
+	srv := New(Config{Loop: "fuzz"}, NewPublisher(discard{}, BufferLimits{Records: 1, Bytes: 1 << 30}, 0, log), log, time.Now)
 	g, err := NewGuard(GuardConfig{Loop: "fuzz"}, time.Now)
 	if err != nil {
 		f.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	mrand "math/rand/v2"
 	"strconv"
 	"sync"
@@ -29,6 +30,15 @@ import (
 type Config struct {
 	Loop   string // the learning loop this server answers for; keys are Loop/eventId
 	Limits Limits
+	// Policy is the loop's learning policy. Until the first model arrives
+	// it is the policy whose interactions bound a Rank's features (see
+	// [Limits.MaxInteractionFeatures]); then the model's own policy does.
+	// Nil means [bandit.DefaultPolicy].
+	Policy *bandit.Policy
+	// MaxRecordBytes is the largest record the event log takes
+	// ([eventlog.DefaultMaxRecordBytes] when 0). Rank refuses a request
+	// whose event, or the joined line made of it, would not fit.
+	MaxRecordBytes int
 	// LearningMode is Personalizer's learningMode; unspecified is
 	// online. In apprentice mode Rank answers with the baseline (the
 	// first eligible action, the rest in request order) and logs the
@@ -83,6 +93,12 @@ func New(cfg Config, events *Publisher, log *slog.Logger, now func() time.Time) 
 	}
 	if cfg.LearningMode == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
 		cfg.LearningMode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
+	}
+	if cfg.Policy == nil {
+		cfg.Policy, _ = bandit.ParsePolicy(bandit.DefaultPolicy)
+	}
+	if cfg.MaxRecordBytes == 0 {
+		cfg.MaxRecordBytes = eventlog.DefaultMaxRecordBytes
 	}
 	s := &Server{cfg: cfg, events: events, log: log, now: now, done: make(chan struct{})}
 	s.pool.New = func() any { return new(scratch) }
@@ -204,12 +220,28 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 	}
 }
 
+// joinedLineRoom is what a joined DSJson line may need beyond its rank's
+// context: the label, the ids, the ranking and probabilities of 50
+// actions, the model version and the record's headers, with room to
+// spare. (The joiner leaves outcomes out of a line that would not fit.)
+const joinedLineRoom = 8 << 10
+
+// Scratch memory a Rank grew past these sizes is not kept for the next
+// one: a rare large request must not hold its memory for good.
+const (
+	keepScratchFeatures     = 1 << 17 // features scored, interactions included
+	keepScratchContextBytes = 1 << 16
+)
+
 // rank decides and logs one request.
 func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
 	sc := s.pool.Get().(*scratch)
+	var scored int // features scored, interactions included
 	defer func() {
 		clear(sc.eligible) // not to keep the request alive
-		s.pool.Put(sc)
+		if scored <= keepScratchFeatures && cap(sc.context) <= keepScratchContextBytes {
+			s.pool.Put(sc)
+		}
 	}()
 	excluded, err := s.cfg.Limits.validateRank(req, sc.excluded)
 	if err != nil {
@@ -229,7 +261,25 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	}
 	sc.eligible = eligible
 
+	// What the event becomes must fit the log: the rank record, and the
+	// joined line made of it later, each carry this context.
+	sc.context = features.AppendContext(sc.context[:0], req.GetContextFeatures(), eligible)
+	if n := len(sc.context) + joinedLineRoom; n > s.cfg.MaxRecordBytes {
+		return nil, invalid("request", "the event this Rank logs would take about %d bytes, over the limit of %d bytes a record may have (--max-record-bytes); send fewer or shorter features", n, s.cfg.MaxRecordBytes)
+	}
 	sm := s.model.Load()
+	pol := s.cfg.Policy
+	if sm != nil {
+		pol = sm.model.Policy()
+	}
+	sc.ev.Reset()
+	features.Build(&sc.ev, req.GetContextFeatures(), eligible)
+	// The policy's interactions multiply features: bound what scoring
+	// (and later learning) this event costs before doing any of it.
+	scored = pol.CountFeatures(&sc.ev, &sc.pred)
+	if limit := s.cfg.Limits.MaxInteractionFeatures; scored > limit {
+		return nil, invalid("request", "the policy's interactions make %s features to score these actions, over the limit of %d (--max-interaction-features); send fewer features per namespace or fewer actions", countString(scored), limit)
+	}
 	sc.pmf = sc.pmf[:0]
 	if sm == nil {
 		// Before the first model every action is equally likely, which is
@@ -239,8 +289,6 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 			sc.pmf = append(sc.pmf, bandit.ActionProb{Action: i, Prob: p})
 		}
 	} else {
-		sc.ev.Reset()
-		features.Build(&sc.ev, req.GetContextFeatures(), eligible)
 		sm.model.Predict(&sc.ev, &sc.pred)
 		sc.pmf = append(sc.pmf, sc.pred.PMF()...)
 	}
@@ -269,7 +317,6 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		}
 	}
 
-	sc.context = features.AppendContext(sc.context[:0], req.GetContextFeatures(), eligible)
 	resp := &personalizerv1.RankResponse{
 		Ranking:        make([]*personalizerv1.RankedAction, 0, len(actions)),
 		EventId:        eventID,
@@ -345,6 +392,15 @@ func outcomeID() uint64 {
 			return id
 		}
 	}
+}
+
+// countString writes a feature count, saturated at math.MaxInt when the
+// true count does not fit.
+func countString(n int) string {
+	if n == math.MaxInt {
+		return "more than " + strconv.Itoa(math.MaxInt)
+	}
+	return strconv.Itoa(n)
 }
 
 // event is an event record message; vtprotobuf generated MarshalVT, which

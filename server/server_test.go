@@ -33,7 +33,7 @@ func newTestServer(t *testing.T) (personalizerv1.PersonalizerServiceClient, *eve
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	mem := eventlog.NewMem(map[string]int{eventlog.EventsTopic: 4})
-	pub := NewPublisher(mem, 1000, log)
+	pub := NewPublisher(mem, BufferLimits{Records: 1000, Bytes: 1 << 30}, 0, log)
 	srv := New(Config{Loop: "test"}, pub, log, func() time.Time { return testNow })
 	ctx, cancel := context.WithCancel(context.Background())
 	pubDone := make(chan error, 1)

@@ -15,11 +15,17 @@ type Limits struct {
 	MaxIDLength     int // action and event ids; Personalizer's limit is 256
 	MaxFeatureBytes int // names and string values of one request, summed
 	MaxFeatures     int // context and action features of one request, counted
+	// MaxInteractionFeatures bounds the features the policy makes of one
+	// Rank to score it, interactions included, summed over its actions
+	// (the count VW reports): quadratic interactions make n(n+1)/2
+	// features of a namespace of n, so this, not MaxFeatures, bounds
+	// what scoring and learning an event cost.
+	MaxInteractionFeatures int
 }
 
-// DefaultLimits are Personalizer's limits, a 1 MiB feature budget and
-// 10000 features (200 for each of 50 actions).
-var DefaultLimits = Limits{MaxActions: 50, MaxIDLength: 256, MaxFeatureBytes: 1 << 20, MaxFeatures: 10000}
+// DefaultLimits are Personalizer's limits, a 1 MiB feature budget, 10000
+// features (200 for each of 50 actions) and 2 million features scored.
+var DefaultLimits = Limits{MaxActions: 50, MaxIDLength: 256, MaxFeatureBytes: 1 << 20, MaxFeatures: 10000, MaxInteractionFeatures: 2_000_000}
 
 // RegisterFlags registers the limits' flags, with [DefaultLimits] as defaults.
 func (l *Limits) RegisterFlags(fs *flag.FlagSet, prefix string) {
@@ -27,12 +33,13 @@ func (l *Limits) RegisterFlags(fs *flag.FlagSet, prefix string) {
 	fs.IntVar(&l.MaxIDLength, prefix+"max-id-length", DefaultLimits.MaxIDLength, "longest action or event id, in bytes")
 	fs.IntVar(&l.MaxFeatureBytes, prefix+"max-feature-bytes", DefaultLimits.MaxFeatureBytes, "most bytes of feature names and string values in one Rank")
 	fs.IntVar(&l.MaxFeatures, prefix+"max-features", DefaultLimits.MaxFeatures, "most context and action features in one Rank")
+	fs.IntVar(&l.MaxInteractionFeatures, prefix+"max-interaction-features", DefaultLimits.MaxInteractionFeatures, "most features the policy makes of one Rank to score it, interactions included, summed over its actions")
 }
 
 // Validate checks that every limit is positive.
 func (l Limits) Validate() error {
-	if l.MaxActions < 1 || l.MaxIDLength < 1 || l.MaxFeatureBytes < 1 || l.MaxFeatures < 1 {
-		return errors.New("limits: --max-actions, --max-id-length, --max-feature-bytes and --max-features must be at least 1")
+	if l.MaxActions < 1 || l.MaxIDLength < 1 || l.MaxFeatureBytes < 1 || l.MaxFeatures < 1 || l.MaxInteractionFeatures < 1 {
+		return errors.New("limits: --max-actions, --max-id-length, --max-feature-bytes, --max-features and --max-interaction-features must be at least 1")
 	}
 	return nil
 }

@@ -105,7 +105,7 @@ func BenchmarkPipeline(b *testing.B) {
 func startRankServer(t *testing.T) string {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	pub := server.NewPublisher(eventlog.NewMem(map[string]int{eventlog.EventsTopic: 1}), 1<<16, log)
+	pub := server.NewPublisher(eventlog.NewMem(map[string]int{eventlog.EventsTopic: 1}), server.BufferLimits{Records: 1 << 16, Bytes: 1 << 30}, 0, log)
 	srv := server.New(server.Config{Loop: "bench"}, pub, log, time.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/joiner"
@@ -29,9 +30,9 @@ type devConfig struct {
 	HTTPAddr    string
 	DataDir     string
 	Loop        string
-	EventBuffer int
+	EventBuffer server.BufferLimits
 	LogLevel    string
-	Compression string
+	Kafka       writerConfig
 	Broker      kafkalog.BrokerConfig
 	Joiner      joiner.Config
 	Learner     learner.Config
@@ -47,9 +48,9 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (health, REST API)")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "where the broker and the learner keep their data")
 	fs.StringVar(&c.Loop, "loop", "default", "learning loop name")
-	fs.IntVar(&c.EventBuffer, "event-buffer", 100000, "records the server buffers while the broker is slow or away")
+	c.EventBuffer.RegisterFlags(fs, "")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.Compression, "kafka-compression", "none", "compression of the records written to Kafka: none, gzip, snappy, lz4 or zstd")
+	c.Kafka.registerFlags(fs)
 	c.Broker.RegisterFlags(fs, "")
 	c.Joiner.RegisterFlags(fs, "")
 	c.Learner.RegisterFlags(fs, "")
@@ -67,8 +68,9 @@ func (c *devConfig) validate() error {
 	c.Learner.Dir = filepath.Join(c.DataDir, "learner", c.Loop)
 	c.Learner.Loop = c.Loop
 	c.Security.Loop = c.Loop
-	return errors.Join(c.Broker.Validate(), c.Joiner.Validate(), c.Learner.Validate(),
-		kafkalog.WriterConfig{Compression: c.Compression}.Validate(), c.Limits.Validate(), c.Security.validate())
+	c.Joiner.MaxRecordBytes = c.Kafka.MaxRecordBytes
+	return errors.Join(c.Broker.Validate(), c.Joiner.Validate(), c.Learner.Validate(), c.EventBuffer.Validate(),
+		c.Kafka.validate(), c.Limits.Validate(), c.Security.validate())
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -92,7 +94,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 type dev struct {
 	supervisor
 	broker  *kafkalog.Broker
-	events  *kafkalog.Writer // personalizer.events: server records and ticks
+	events  *kafkalog.Writer // the server's records and dead letters, and ticks
 	joined  *kafkalog.Writer // joiner output: personalizer.joined, .audit, .deadletter
 	pub     *server.Publisher
 	srv     *server.Server
@@ -116,8 +118,8 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
 	brokers := d.broker.Addrs()
-	d.events = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.EventsTopic, Compression: cfg.Compression})
-	d.joined = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, ByPartition: true, Compression: cfg.Compression})
+	d.events = cfg.Kafka.writer(brokers, false)
+	d.joined = cfg.Kafka.writer(brokers, true)
 	d.store = learner.NewStore()
 	d.models = learner.NewService(cfg.Loop, d.store)
 	cfg.Joiner.TracerProvider, cfg.Learner.TracerProvider = cfg.Tracing, cfg.Tracing
@@ -127,8 +129,10 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	}
 	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: "personalizer-joiner", Topic: eventlog.EventsTopic}, log)
 	d.joiner = joiner.New(cfg.Joiner, log, group, d.joined, d.events, time.Now)
-	d.pub = server.NewPublisher(d.events, cfg.EventBuffer, log)
-	d.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.Joiner.LearningMode, Limits: cfg.Limits}, d.pub, log, time.Now)
+	d.pub = server.NewPublisher(d.events, cfg.EventBuffer, cfg.Kafka.MaxRecordBytes, log)
+	policy, _ := bandit.ParsePolicy(cfg.Learner.Policy) // the learner checked it
+	d.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.Joiner.LearningMode, Limits: cfg.Limits,
+		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes}, d.pub, log, time.Now)
 	if mv := d.store.Latest(); mv != nil { // resumed: serve the learned model from the first request
 		if err := d.srv.Load(mv); err != nil {
 			d.closeKafka()

@@ -17,12 +17,12 @@ import (
 // joinerConfig is what `personalizer joiner` runs: one member of the
 // joiners' consumer group against a Kafka cluster.
 type joinerConfig struct {
-	Brokers     string
-	Group       string
-	HTTPAddr    string
-	LogLevel    string
-	Compression string
-	Joiner      joiner.Config
+	Brokers  string
+	Group    string
+	HTTPAddr string
+	LogLevel string
+	Kafka    writerConfig
+	Joiner   joiner.Config
 	// Consumer group timing: how soon a dead member is noticed and how
 	// long a rebalance may take.
 	SessionTimeout    time.Duration
@@ -35,7 +35,7 @@ func (c *joinerConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Group, "group", "personalizer-joiner", "consumer group of the joiners")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "", "HTTP listen address for GET /metrics and /healthz (empty: none)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.Compression, "kafka-compression", "none", "compression of the records the joiner writes: none, gzip, snappy, lz4 or zstd")
+	c.Kafka.registerFlags(fs)
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", kafkalog.DefaultSessionTimeout, "how long the group keeps a silent member before rebalancing without it")
 	fs.DurationVar(&c.RebalanceTimeout, "rebalance-timeout", kafkalog.DefaultRebalanceTimeout, "how long a rebalance waits for members to rejoin")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", kafkalog.DefaultHeartbeatInterval, "how often a member checks in with the group")
@@ -63,8 +63,8 @@ func (c *joinerConfig) validate() error {
 	if c.Group == "" {
 		errs = append(errs, errors.New("--group is empty"))
 	}
-	errs = append(errs, kafkalog.WriterConfig{Compression: c.Compression}.Validate())
-	return errors.Join(append(errs, c.Joiner.Validate())...)
+	c.Joiner.MaxRecordBytes = c.Kafka.MaxRecordBytes
+	return errors.Join(append(errs, c.Kafka.validate(), c.Joiner.Validate())...)
 }
 
 func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -95,8 +95,8 @@ func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		Brokers: brokers, GroupID: cfg.Group, Topic: eventlog.EventsTopic,
 		SessionTimeout: cfg.SessionTimeout, RebalanceTimeout: cfg.RebalanceTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 	}, log)
-	out := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, ByPartition: true, Compression: cfg.Compression})
-	ticks := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.EventsTopic, Compression: cfg.Compression})
+	out := cfg.Kafka.writer(brokers, true)
+	ticks := cfg.Kafka.writer(brokers, false)
 	j := joiner.New(cfg.Joiner, log, group, out, ticks, time.Now)
 	httpAddr := ""
 	if cfg.HTTPAddr != "" {

@@ -47,7 +47,7 @@ func TestJoinerCommandFlags(t *testing.T) {
 	}
 	r := cfg.Joiner.Rules
 	if r.RewardWait != 4*time.Hour || r.DefaultReward != -0.5 || r.Aggregation != joiner.Median ||
-		r.LearningMode != eventsv1.LearningMode_LEARNING_MODE_APPRENTICE || r.Backward != 2*time.Minute || cfg.Compression != "none" {
+		r.LearningMode != eventsv1.LearningMode_LEARNING_MODE_APPRENTICE || r.Backward != 2*time.Minute || cfg.Kafka.Compression != "none" || cfg.Kafka.MaxRecordBytes != eventlog.DefaultMaxRecordBytes || r.MaxSkew != time.Minute {
 		t.Errorf("config %+v", cfg)
 	}
 	tests := []struct {

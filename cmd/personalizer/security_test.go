@@ -65,7 +65,7 @@ func startSecureLog(t *testing.T, log *slog.Logger, loop string, mem *eventlog.M
 	if err := sec.validate(); err != nil {
 		t.Fatal(err)
 	}
-	pub := server.NewPublisher(mem, 100, log)
+	pub := server.NewPublisher(mem, server.BufferLimits{Records: 100, Bytes: 1 << 30}, 0, log)
 	srv := server.New(server.Config{Loop: loop}, pub, log, time.Now)
 	a, err := listenAPI("127.0.0.1:0", "127.0.0.1:0", sec, log, func(g *grpc.Server) {
 		personalizerv1.RegisterPersonalizerServiceServer(g, srv)

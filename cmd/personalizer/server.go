@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
@@ -41,9 +41,10 @@ type serverConfig struct {
 	GRPCAddr      string
 	HTTPAddr      string
 	Loop          string
-	EventBuffer   int
+	EventBuffer   server.BufferLimits
 	LogLevel      string
-	Compression   string
+	Kafka         writerConfig
+	Policy        string
 	LearningMode  eventsv1.LearningMode
 	MaxModelBytes int
 	Limits        server.Limits
@@ -58,9 +59,10 @@ func (c *serverConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (health, REST API)")
 	fs.StringVar(&c.Loop, "loop", "default", "learning loop name")
-	fs.IntVar(&c.EventBuffer, "event-buffer", 100000, "records the server buffers while the broker is slow or away")
+	c.EventBuffer.RegisterFlags(fs, "")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.Compression, "kafka-compression", "none", "compression of the records written to Kafka: none, gzip, snappy, lz4 or zstd")
+	c.Kafka.registerFlags(fs)
+	fs.StringVar(&c.Policy, "policy", bandit.DefaultPolicy, "the loop's learning policy (the learner's --policy): until the first model arrives, its interactions bound a Rank's features (--max-interaction-features)")
 	joiner.LearningModeVar(fs, &c.LearningMode, "learning-mode")
 	fs.IntVar(&c.MaxModelBytes, "max-model-bytes", defaultMaxModelBytes, "largest model version accepted from the learner")
 	c.Limits.RegisterFlags(fs, "")
@@ -79,14 +81,14 @@ func (c *serverConfig) validate() error {
 	if c.Loop == "" {
 		errs = append(errs, errors.New("--loop is empty"))
 	}
-	if c.EventBuffer <= 0 {
-		errs = append(errs, fmt.Errorf("--event-buffer must be positive, got %d", c.EventBuffer))
+	if _, err := bandit.ParsePolicy(c.Policy); err != nil {
+		errs = append(errs, fmt.Errorf("--policy: %w", err))
 	}
 	if c.MaxModelBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--max-model-bytes must be positive, got %d", c.MaxModelBytes))
 	}
 	c.Security.Loop = c.Loop
-	return errors.Join(append(errs, kafkalog.WriterConfig{Compression: c.Compression}.Validate(), c.Limits.Validate(), c.Security.validate())...)
+	return errors.Join(append(errs, c.EventBuffer.Validate(), c.Kafka.validate(), c.Limits.Validate(), c.Security.validate())...)
 }
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -110,7 +112,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, get
 // serverRole is a server in its own process.
 type serverRole struct {
 	supervisor
-	events *kafkalog.Writer // personalizer.events
+	events *kafkalog.Writer // the server's records and dead letters
 	pub    *server.Publisher
 	srv    *server.Server
 	conn   *grpc.ClientConn // to the learner
@@ -136,9 +138,11 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	if s.conn, err = dialLearner(cfg.LearnerAddr, creds, cfg.MaxModelBytes); err != nil {
 		return nil, fmt.Errorf("learner %s: %w", cfg.LearnerAddr, err)
 	}
-	s.events = kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: splitBrokers(cfg.Brokers), Topic: eventlog.EventsTopic, Compression: cfg.Compression})
-	s.pub = server.NewPublisher(s.events, cfg.EventBuffer, log)
-	s.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.LearningMode, Limits: cfg.Limits}, s.pub, log, time.Now)
+	s.events = cfg.Kafka.writer(splitBrokers(cfg.Brokers), false)
+	s.pub = server.NewPublisher(s.events, cfg.EventBuffer, cfg.Kafka.MaxRecordBytes, log)
+	policy, _ := bandit.ParsePolicy(cfg.Policy) // validate checked it
+	s.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.LearningMode, Limits: cfg.Limits,
+		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes}, s.pub, log, time.Now)
 	s.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
 		personalizerv1.RegisterPersonalizerServiceServer(g, s.srv)
 	}, tracingOptions(cfg.Tracing)...)

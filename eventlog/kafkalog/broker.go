@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -34,6 +35,10 @@ type BrokerConfig struct {
 	// group member (Kafka's group.min.session.timeout.ms). Default 6s;
 	// tests lower it to notice killed members sooner.
 	MinSessionTimeout time.Duration
+	// MaxMessageBytes, when positive, is the broker's message.max.bytes
+	// (default 1048588): the largest record batch it takes. Tests lower it
+	// to make the broker refuse records the roles think fit.
+	MaxMessageBytes int
 	// WrapConn, when set, wraps every connection the broker accepts. Tests
 	// use it to inject network faults.
 	WrapConn func(net.Conn) net.Conn
@@ -113,7 +118,7 @@ func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	c, err := kfake.NewCluster(
+	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		// kfake always asks for 127.0.0.1:<port>; listening on our own
 		// address instead lets a host name or another loopback address
@@ -128,7 +133,11 @@ func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 		kfake.DataDir(cfg.DataDir),
 		kfake.GroupMinSessionTimeout(cfg.MinSessionTimeout),
 		kfake.WithLogger(kfakeLogger{log}),
-	)
+	}
+	if cfg.MaxMessageBytes > 0 {
+		opts = append(opts, kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(cfg.MaxMessageBytes)}))
+	}
+	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("start broker on %s: %w", cfg.Addr, err)
 	}

@@ -146,6 +146,72 @@ func TestWriteRejects(t *testing.T) {
 	}
 }
 
+// TestWriteIsolatesRefusedRecords writes ordinary records mixed with ones
+// the broker refuses (over the topic's max.message.bytes) and ones over the
+// writer's own limit: Write reports exactly those, and stores every other
+// record once, in order.
+func TestWriteIsolatesRefusedRecords(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	b := startBroker(t, t.TempDir())
+	const topic = "small"
+	if err := kafkalog.EnsureTopics(ctx, b.Addrs(), kafkalog.TopicSpec{Name: topic, Partitions: 2, Config: map[string]string{"max.message.bytes": "4096"}}); err != nil {
+		t.Fatal(err)
+	}
+	w := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: b.Addrs(), Topic: topic, MaxRecordBytes: 100_000})
+	t.Cleanup(func() { w.Close() })
+	var recs []eventlog.Record
+	want := map[int][]string{}
+	wantRejected := map[int]error{}
+	for i := range 40 {
+		p := i % 2
+		v := fmt.Appendf(nil, "%d", i)
+		switch i {
+		case 7, 8, 30: // over the broker's limit, under the writer's
+			v = append(v, make([]byte, 10_000)...)
+			wantRejected[i] = kafka.MessageSizeTooLarge
+		case 21: // over the writer's limit: never sent
+			v = append(v, make([]byte, 200_000)...)
+			wantRejected[i] = eventlog.ErrTooLarge
+		default:
+			want[p] = append(want[p], string(v))
+		}
+		recs = append(recs, eventlog.Record{Partition: p, Value: v})
+	}
+	err := w.Write(ctx, recs...)
+	var rej *eventlog.RejectedError
+	if !errors.As(err, &rej) {
+		t.Fatalf("Write = %v, want a RejectedError", err)
+	}
+	var got []int
+	for _, r := range rej.Rejected {
+		got = append(got, r.Index)
+		if !errors.Is(r.Err, wantRejected[r.Index]) {
+			t.Errorf("record %d rejected with %v, want %v", r.Index, r.Err, wantRejected[r.Index])
+		}
+	}
+	if !slices.Equal(got, []int{7, 8, 21, 30}) {
+		t.Errorf("rejected %v, want [7 8 21 30]", got)
+	}
+	r, err := kafkalog.NewTopicReader(ctx, b.Addrs(), topic, map[int]int64{0: 0, 1: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	stored := map[int][]string{}
+	for _, rec := range readN(t, ctx, r, len(want[0])+len(want[1])) {
+		stored[rec.Partition] = append(stored[rec.Partition], string(rec.Value))
+	}
+	for p := range 2 {
+		if !slices.Equal(stored[p], want[p]) {
+			t.Errorf("partition %d holds %q, want %q", p, stored[p], want[p])
+		}
+	}
+	if ends, err := kafkalog.EndOffsets(ctx, b.Addrs(), topic); err != nil || ends[0]+ends[1] != int64(len(want[0])+len(want[1])) {
+		t.Errorf("end offsets %v (%v), want %d records in all", ends, err, len(want[0])+len(want[1]))
+	}
+}
+
 func TestTopicReaderStartOffsets(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)

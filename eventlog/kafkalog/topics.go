@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -12,6 +14,9 @@ import (
 type TopicSpec struct {
 	Name       string
 	Partitions int
+	// Config holds topic-level settings to create it with (Kafka's names,
+	// e.g. "max.message.bytes", "cleanup.policy").
+	Config map[string]string
 }
 
 // EnsureTopics creates the topics that do not exist yet, with the broker's
@@ -30,7 +35,11 @@ func EnsureTopics(ctx context.Context, brokers []string, topics ...TopicSpec) er
 			return fmt.Errorf("topic %s: partitions must be at least 1, got %d", t.Name, t.Partitions)
 		}
 		// -1 asks for the broker's default replication factor (KIP-464).
-		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: -1})
+		tc := kafka.TopicConfig{Topic: t.Name, NumPartitions: t.Partitions, ReplicationFactor: -1}
+		for _, k := range slices.Sorted(maps.Keys(t.Config)) {
+			tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: t.Config[k]})
+		}
+		req.Topics = append(req.Topics, tc)
 	}
 	resp, err := c.CreateTopics(ctx, req)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -32,6 +33,11 @@ type WriterConfig struct {
 	// BatchBytes is the most bytes in one produce batch. Default 1 MiB,
 	// just under the broker's default message.max.bytes (1048588).
 	BatchBytes int64
+	// MaxRecordBytes is the largest record ([eventlog.Record.Size]) Write
+	// sends; a larger one is rejected without being sent. Default
+	// [eventlog.DefaultMaxRecordBytes]; it must leave room for framing
+	// within BatchBytes.
+	MaxRecordBytes int
 	// Compression compresses produce batches: "", "none", "gzip",
 	// "snappy", "lz4" or "zstd". Consumers decompress on their own.
 	Compression string
@@ -52,10 +58,17 @@ const (
 // Writer appends records to Kafka. It implements [eventlog.Writer] and is
 // safe for concurrent use.
 type Writer struct {
-	w     *kafka.Writer
-	tr    *kafka.Transport
-	topic string
+	w        *kafka.Writer
+	tr       *kafka.Transport
+	topic    string
+	maxBytes int
 }
+
+// recordSlack is what kafka-go counts for a message beyond
+// [eventlog.Record.Size] (length prefixes, attributes, timestamp) with room
+// to spare, so that a record within MaxRecordBytes is never refused by
+// kafka-go's own check against BatchBytes.
+const recordSlack = 4096
 
 // compressions are the values [WriterConfig.Compression] takes.
 var compressions = map[string]kafka.Compression{
@@ -67,12 +80,15 @@ func (cfg WriterConfig) Validate() error {
 	if _, ok := compressions[cfg.Compression]; !ok {
 		return fmt.Errorf("compression must be none, gzip, snappy, lz4 or zstd, got %q", cfg.Compression)
 	}
+	cfg = cfg.withDefaults()
+	if cfg.MaxRecordBytes < 1024 || int64(cfg.MaxRecordBytes)+recordSlack > cfg.BatchBytes {
+		return fmt.Errorf("max record bytes must be at least 1024 and at most %d (the batch size less %d), got %d",
+			cfg.BatchBytes-recordSlack, recordSlack, cfg.MaxRecordBytes)
+	}
 	return nil
 }
 
-// NewWriter returns a writer; it connects on the first Write. An unknown
-// Compression means none (see [WriterConfig.Validate]).
-func NewWriter(cfg WriterConfig) *Writer {
+func (cfg WriterConfig) withDefaults() WriterConfig {
 	if cfg.BatchTimeout <= 0 {
 		cfg.BatchTimeout = DefaultBatchTimeout
 	}
@@ -82,10 +98,21 @@ func NewWriter(cfg WriterConfig) *Writer {
 	if cfg.BatchBytes <= 0 {
 		cfg.BatchBytes = DefaultBatchBytes
 	}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = eventlog.DefaultMaxRecordBytes
+	}
+	return cfg
+}
+
+// NewWriter returns a writer; it connects on the first Write. An unknown
+// Compression means none (see [WriterConfig.Validate]).
+func NewWriter(cfg WriterConfig) *Writer {
+	cfg = cfg.withDefaults()
 	tr := &kafka.Transport{}
 	return &Writer{
-		tr:    tr,
-		topic: cfg.Topic,
+		tr:       tr,
+		topic:    cfg.Topic,
+		maxBytes: cfg.MaxRecordBytes,
 		w: &kafka.Writer{
 			Addr:         kafka.TCP(cfg.Brokers...),
 			Topic:        cfg.Topic,
@@ -104,16 +131,25 @@ func NewWriter(cfg WriterConfig) *Writer {
 
 // Write appends recs and returns once the broker acknowledged all of them
 // (acks=all). A keyed record goes to the partition its key hashes to, a
-// keyless one to rec.Partition (see also [WriterConfig.ByPartition]). A zero Time is sent as the current time;
-// times are stored with millisecond precision. On error any of recs may or
-// may not be stored.
+// keyless one to rec.Partition (see also [WriterConfig.ByPartition]). A
+// zero Time is sent as the current time; times are stored with millisecond
+// precision. Records over MaxRecordBytes, and records the broker refuses for
+// good (too large for its limit, invalid), are reported in a
+// [*eventlog.RejectedError] once every other record is stored. On any other
+// error any of recs may or may not be stored.
 func (w *Writer) Write(ctx context.Context, recs ...eventlog.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	msgs := make([]kafka.Message, len(recs))
+	var rejected []eventlog.Rejected
+	msgs := make([]kafka.Message, 0, len(recs))
+	index := make([]int, 0, len(recs)) // msgs[i] is recs[index[i]]
 	for i := range recs {
 		r := &recs[i]
+		if n := r.Size(); n > w.maxBytes {
+			rejected = append(rejected, eventlog.Rejected{Index: i, Err: fmt.Errorf("%w: %d bytes, the limit is %d", eventlog.ErrTooLarge, n, w.maxBytes)})
+			continue
+		}
 		if len(r.Key) == 0 && r.Partition < 0 {
 			return fmt.Errorf("keyless record with partition %d", r.Partition)
 		}
@@ -125,19 +161,93 @@ func (w *Writer) Write(ctx context.Context, recs ...eventlog.Record) error {
 			// kafka-go rejects a topic set on both Writer and Message.
 			topic = ""
 		}
-		msgs[i] = kafka.Message{
+		msgs = append(msgs, kafka.Message{
 			Topic:     topic,
 			Partition: r.Partition,
 			Key:       r.Key,
 			Value:     r.Value,
 			Headers:   toKafkaHeaders(r.Headers),
 			Time:      r.Time,
-		}
+		})
+		index = append(index, i)
 	}
-	if err := w.w.WriteMessages(ctx, msgs...); err != nil {
+	refused, err := w.isolate(ctx, msgs)
+	if err != nil {
 		return fmt.Errorf("write %d records: %w", len(recs), firstError(err))
 	}
-	return nil
+	for _, r := range refused {
+		rejected = append(rejected, eventlog.Rejected{Index: index[r.Index], Err: r.Err})
+	}
+	if rejected == nil {
+		return nil
+	}
+	slices.SortFunc(rejected, func(a, b eventlog.Rejected) int { return a.Index - b.Index })
+	return &eventlog.RejectedError{Rejected: rejected}
+}
+
+// isolate writes msgs and finds those the broker refuses for good. A
+// broker refuses a whole partition's batch for one bad record in it, so
+// the records of a refused batch are written again in halves until each
+// refused one stands alone: a few more round trips for the rare bad
+// record, and the records that share its batch are stored. It returns the
+// refused records (indices into msgs), or an error if anything failed for
+// another reason.
+func (w *Writer) isolate(ctx context.Context, msgs []kafka.Message) ([]eventlog.Rejected, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	err := w.w.WriteMessages(ctx, msgs...)
+	if err == nil {
+		return nil, nil
+	}
+	var failed []int
+	var werrs kafka.WriteErrors
+	switch {
+	case errors.As(err, &werrs) && len(werrs) == len(msgs):
+		for i, e := range werrs {
+			if e == nil {
+				continue
+			}
+			if !refusedForGood(e) {
+				return nil, err
+			}
+			failed = append(failed, i)
+		}
+		if len(msgs) == 1 {
+			return []eventlog.Rejected{{Index: 0, Err: werrs[0]}}, nil
+		}
+	case refusedForGood(err): // kafka-go's own size check fails the whole call
+		if len(msgs) == 1 {
+			return []eventlog.Rejected{{Index: 0, Err: err}}, nil
+		}
+		for i := range msgs {
+			failed = append(failed, i)
+		}
+	default:
+		return nil, err
+	}
+	var refused []eventlog.Rejected
+	for _, half := range [][]int{failed[:(len(failed)+1)/2], failed[(len(failed)+1)/2:]} {
+		sub := make([]kafka.Message, len(half))
+		for i, k := range half {
+			sub[i] = msgs[k]
+		}
+		r, err := w.isolate(ctx, sub)
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range r {
+			refused = append(refused, eventlog.Rejected{Index: half[x.Index], Err: x.Err})
+		}
+	}
+	return refused, nil
+}
+
+// refusedForGood reports whether a broker error refuses a batch for what is
+// in it, so that sending it again cannot succeed.
+func refusedForGood(err error) bool {
+	return errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge) ||
+		errors.Is(err, kafka.InvalidRecord) || errors.Is(err, kafka.InvalidTimestamp)
 }
 
 // Close flushes pending batches and closes the connections.
