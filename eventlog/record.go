@@ -152,9 +152,10 @@ type Writer interface {
 // it could not be used (why): its key, time and headers, with
 // [DeadLetterErrorHeader] added, and [DeadLetterPartitionHeader] and
 // [DeadLetterOffsetHeader] when it was read from a log (fromLog). Its
-// value is copied when the copy fits in maxBytes; otherwise the copy is a
-// reference: no value, and [DeadLetterSizeHeader] says how large it was.
-// The copy goes to rec's partition.
+// value is copied when the copy fits in maxBytes and why is not
+// [ErrTooLarge]; otherwise the copy is a reference: no value, and
+// [DeadLetterSizeHeader] says how large it was. The copy goes to rec's
+// partition.
 func DeadLetter(rec Record, why error, fromLog bool, maxBytes int) Record {
 	reason := why.Error()
 	if len(reason) > maxReasonBytes {
@@ -168,7 +169,7 @@ func DeadLetter(rec Record, why error, fromLog bool, maxBytes int) Record {
 	}
 	hs = append(hs, Header{Key: DeadLetterErrorHeader, Value: []byte(reason)})
 	dl := Record{Topic: DeadLetterTopic, Partition: rec.Partition, Key: rec.Key, Value: rec.Value, Headers: hs, Time: rec.Time}
-	if dl.Size() > maxBytes {
+	if dl.Size() > maxBytes || errors.Is(why, ErrTooLarge) {
 		dl.Value = nil
 		dl.Headers = append(dl.Headers, Header{Key: DeadLetterSizeHeader, Value: strconv.AppendInt(nil, int64(len(rec.Value)), 10)})
 	}

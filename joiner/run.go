@@ -493,7 +493,9 @@ func (j *Joiner) render(b *batch, p int, out *Output, rec *eventlog.Record, r *r
 func (j *Joiner) refuse(b *batch, line eventlog.Record, size int) {
 	why := fmt.Errorf("%w: the joined line has %d bytes, the limit is %d (--max-record-bytes)", eventlog.ErrTooLarge, size, j.cfg.MaxRecordBytes)
 	dl := eventlog.DeadLetter(line, why, true, j.cfg.MaxRecordBytes)
-	dl.Headers = append(dl.Headers, eventlog.Header{Key: eventlog.DeadLetterSizeHeader, Value: strconv.AppendInt(nil, int64(size), 10)})
+	hs := eventlog.HeaderCarrier(dl.Headers) // the size of the line, which line does not hold
+	hs.Set(eventlog.DeadLetterSizeHeader, strconv.Itoa(size))
+	dl.Headers = hs
 	j.log.Error("joined line too large; dead-lettered as a reference to its rank", "key", string(line.Key),
 		"partition", line.Partition, "offset", line.Offset, "bytes", size, "limit", j.cfg.MaxRecordBytes)
 	b.stats.Refused++

@@ -214,11 +214,11 @@ func (w *Writer) isolate(ctx context.Context, msgs []kafka.Message) ([]eventlog.
 			failed = append(failed, i)
 		}
 		if len(msgs) == 1 {
-			return []eventlog.Rejected{{Index: 0, Err: werrs[0]}}, nil
+			return []eventlog.Rejected{{Index: 0, Err: refusal(werrs[0])}}, nil
 		}
 	case refusedForGood(err): // kafka-go's own size check fails the whole call
 		if len(msgs) == 1 {
-			return []eventlog.Rejected{{Index: 0, Err: err}}, nil
+			return []eventlog.Rejected{{Index: 0, Err: refusal(err)}}, nil
 		}
 		for i := range msgs {
 			failed = append(failed, i)
@@ -241,6 +241,15 @@ func (w *Writer) isolate(ctx context.Context, msgs []kafka.Message) ([]eventlog.
 		}
 	}
 	return refused, nil
+}
+
+// refusal is why a broker refused a record for good; a refusal for its size
+// is also [eventlog.ErrTooLarge].
+func refusal(err error) error {
+	if errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge) {
+		return fmt.Errorf("%w: %w", eventlog.ErrTooLarge, err)
+	}
+	return err
 }
 
 // refusedForGood reports whether a broker error refuses a batch for what is
