@@ -5,9 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
+	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/learner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
@@ -47,7 +51,9 @@ func hostileRecord(typ, key string, m proto.Message, at time.Time) eventlog.Reco
 func TestJoinerHostileRecords(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 500*time.Millisecond, nil)
-	h.rules.MaxSkew = time.Minute
+	// The flood's 30,000 rewards take a while to write on a loaded
+	// machine: a longer window than the other fault tests' keeps them in it.
+	h.rules.MaxSkew, h.rules.RewardWait = time.Minute, 5*time.Second
 	j := h.startJoiner(faultGroup, nil)
 	stop := make(chan struct{})
 	produced := h.produce(stop, 200)
@@ -55,7 +61,6 @@ func TestJoinerHostileRecords(t *testing.T) {
 
 	w := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: h.brokers})
 	defer w.Close()
-	now := time.Now()
 	huge := &eventsv1.RankEvent{Loop: faultLoop, EventId: "huge",
 		Context: fmt.Appendf(nil, `{"U":{"s":"%s"},"_multi":[{"A":{"x":1}},{"B":{"x":2}}]}`, strings.Repeat("x", eventlog.DefaultMaxRecordBytes-200)), // the record fits, its joined line not
 		Ranking: []uint32{0, 1}, Probabilities: []float32{0.75, 0.25}, LearningMode: eventsv1.LearningMode_LEARNING_MODE_ONLINE}
@@ -63,31 +68,39 @@ func TestJoinerHostileRecords(t *testing.T) {
 		Ranking: []uint32{0}, Probabilities: []float32{1}, LearningMode: eventsv1.LearningMode_LEARNING_MODE_ONLINE}
 	flood := &eventsv1.RankEvent{Loop: faultLoop, EventId: "flood", Context: []byte(`{"U":{"f":1},"_multi":[{"A":{"x":1}},{"B":{"x":2}}]}`),
 		Ranking: []uint32{1, 0}, Probabilities: []float32{0.75, 0.25}, LearningMode: eventsv1.LearningMode_LEARNING_MODE_ONLINE}
+	// Times are stamped just before the write: on a loaded machine
+	// building the records takes longer than a reward window.
 	recs := []eventlog.Record{
-		hostileRecord(eventlog.TypeRank, faultLoop+"/huge", huge, now),
-		{Topic: eventlog.EventsTopic, Key: []byte(faultLoop + "/undecodable"), Value: make([]byte, eventlog.DefaultMaxRecordBytes-100), Time: now,
+		hostileRecord(eventlog.TypeRank, faultLoop+"/huge", huge, time.Time{}),
+		{Topic: eventlog.EventsTopic, Key: []byte(faultLoop + "/undecodable"), Value: make([]byte, eventlog.DefaultMaxRecordBytes-100),
 			Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}},
-		hostileRecord(eventlog.TypeRank, faultLoop+"/skewed", skewed, now.Add(time.Hour)),
-		hostileRecord(eventlog.TypeRank, faultLoop+"/flood", flood, now),
+		hostileRecord(eventlog.TypeRank, faultLoop+"/skewed", skewed, time.Time{}),
+		hostileRecord(eventlog.TypeRank, faultLoop+"/flood", flood, time.Time{}),
 	}
 	var sum float32
 	for i := range 30_000 {
 		v := float32(i%3) / 4
 		sum += v
 		recs = append(recs, hostileRecord(eventlog.TypeReward, faultLoop+"/flood",
-			&eventsv1.RewardEvent{Loop: faultLoop, EventId: "flood", Value: v, Id: uint64(1<<40 + i)}, now.Add(time.Millisecond)))
+			&eventsv1.RewardEvent{Loop: faultLoop, EventId: "flood", Value: v, Id: uint64(1<<40 + i)}, time.Time{}))
 	}
 	h.mu.Lock()
 	h.bad += 2 // the huge line and the undecodable record, by reference
 	h.audits++ // the skewed rank
 	h.want[faultLoop+"/flood"] = -sum
 	h.mu.Unlock()
-	for len(recs) > 0 {
-		n := min(len(recs), 2000)
-		if err := w.Write(h.ctx, recs[:n]...); err != nil {
-			t.Fatal(err)
+	now := time.Now()
+	for i := range recs {
+		recs[i].Time = now
+		switch {
+		case i == 2:
+			recs[i].Time = now.Add(time.Hour) // the skewed rank
+		case i > 3:
+			recs[i].Time = now.Add(time.Millisecond) // the flood's rewards
 		}
-		recs = recs[n:]
+	}
+	if err := w.Write(h.ctx, recs...); err != nil {
+		t.Fatal(err)
 	}
 	h.waitLearned(h.learner.Stats().Learned + 200)
 	close(stop)
@@ -134,18 +147,6 @@ func startHostileDev(t *testing.T, brokerMax int, extra ...string) *hostileDev {
 	return h
 }
 
-// restRank posts a Personalizer RankRequest and returns the status and body.
-func (h *hostileDev) restRank(t *testing.T, body []byte) (int, string) {
-	t.Helper()
-	resp, err := http.Post("http://"+h.http+"/personalizer/v1.0/rank", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // ordinary sends n ordinary events, each a Rank and a Reward, over gRPC
 // (even i) or REST (odd i), and returns each event's key and the cost the
 // learner must learn it with.
@@ -155,32 +156,59 @@ func (h *hostileDev) ordinary(t *testing.T, ctx context.Context, prefix string, 
 	for i := range n {
 		id := fmt.Sprintf("%s%d", prefix, i)
 		v := float32(i%5) / 4
-		if i%2 == 0 {
-			req := &personalizerv1.RankRequest{EventId: &id, ContextFeatures: []*personalizerv1.Namespace{{Name: "User", Features: []*personalizerv1.Feature{
-				{Name: "tier", Value: &personalizerv1.Feature_StringValue{StringValue: "gold"}}}}},
-				Actions: []*personalizerv1.Action{{Id: "news"}, {Id: "sport"}}}
-			if _, err := h.client.Rank(ctx, req); err != nil {
-				t.Fatalf("ordinary Rank %s: %v", id, err)
-			}
-			if _, err := h.client.Reward(ctx, &personalizerv1.RewardRequest{EventId: id, Value: v}); err != nil {
-				t.Fatalf("ordinary Reward %s: %v", id, err)
-			}
-		} else {
-			if code, body := h.restRank(t, fmt.Appendf(nil, `{"eventId":%q,"contextFeatures":[{"User":{"tier":"gold"}}],"actions":[{"id":"news"},{"id":"sport"}]}`, id)); code != http.StatusCreated {
-				t.Fatalf("ordinary REST rank %s: %d %s", id, code, body)
-			}
-			resp, err := http.Post("http://"+h.http+"/personalizer/v1.0/events/"+id+"/reward", "application/json", strings.NewReader(fmt.Sprintf(`{"value":%v}`, v)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusNoContent {
-				t.Fatalf("ordinary REST reward %s: %s", id, resp.Status)
-			}
+		if err := h.event(ctx, id, &v, i%2 == 1); err != nil {
+			t.Fatal(err)
 		}
 		want["default/"+id] = -v
 	}
 	return want
+}
+
+// event sends an ordinary Rank with event id id and, if reward is not nil,
+// a Reward, over REST or gRPC.
+func (h *hostileDev) event(ctx context.Context, id string, reward *float32, rest bool) error {
+	if !rest {
+		req := &personalizerv1.RankRequest{EventId: &id, ContextFeatures: []*personalizerv1.Namespace{{Name: "User", Features: []*personalizerv1.Feature{
+			{Name: "tier", Value: &personalizerv1.Feature_StringValue{StringValue: "gold"}}}}},
+			Actions: []*personalizerv1.Action{{Id: "news"}, {Id: "sport"}}}
+		if _, err := h.client.Rank(ctx, req); err != nil {
+			return fmt.Errorf("ordinary Rank %s: %w", id, err)
+		}
+		if reward == nil {
+			return nil
+		}
+		if _, err := h.client.Reward(ctx, &personalizerv1.RewardRequest{EventId: id, Value: *reward}); err != nil {
+			return fmt.Errorf("ordinary Reward %s: %w", id, err)
+		}
+		return nil
+	}
+	if code, body := h.post(ctx, "/personalizer/v1.0/rank", fmt.Appendf(nil, `{"eventId":%q,"contextFeatures":[{"User":{"tier":"gold"}}],"actions":[{"id":"news"},{"id":"sport"}]}`, id)); code != http.StatusCreated {
+		return fmt.Errorf("ordinary REST rank %s: %d %s", id, code, body)
+	}
+	if reward == nil {
+		return nil
+	}
+	if code, body := h.post(ctx, "/personalizer/v1.0/events/"+id+"/reward", fmt.Appendf(nil, `{"value":%v}`, *reward)); code != http.StatusNoContent {
+		return fmt.Errorf("ordinary REST reward %s: %d %s", id, code, body)
+	}
+	return nil
+}
+
+// post posts body to the REST API and returns the status and the body
+// (0 and the error's text if the call failed).
+func (h *hostileDev) post(ctx context.Context, route string, body []byte) (int, string) {
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+h.http+route, bytes.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // checkLearned waits until the learner has learned len(want) events more
@@ -239,7 +267,7 @@ func TestDevHostileRequests(t *testing.T) {
 		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.limit) {
 			t.Errorf("%s over gRPC: %v, want InvalidArgument naming %s", tt.name, err, tt.limit)
 		}
-		code, body := h.restRank(t, []byte(`{"contextFeatures":[{"User":{`+tt.json+`}}],"actions":[{"id":"news"},{"id":"sport"}]}`))
+		code, body := h.post(ctx, "/personalizer/v1.0/rank", []byte(`{"contextFeatures":[{"User":{`+tt.json+`}}],"actions":[{"id":"news"},{"id":"sport"}]}`))
 		if code != http.StatusBadRequest || !strings.Contains(body, `"code":"InvalidRankRequest"`) || !strings.Contains(body, tt.limit) {
 			t.Errorf("%s over REST: %d %.300s, want 400 InvalidRankRequest naming %s", tt.name, code, body, tt.limit)
 		}
@@ -298,4 +326,249 @@ func readAll(t *testing.T, ctx context.Context, brokers []string, topic string) 
 		out = append(out, rec)
 	}
 	return out
+}
+
+// mix counts what TestDevHostileMix sent that the loop must account for.
+type mix struct {
+	mu        sync.Mutex
+	want      map[string]float32 // ordinary and flooded events: key -> cost
+	refused   int                // hostile Ranks refused at the door
+	bigRefs   int                // records too large to join or to copy: dead-lettered by reference
+	skewed    int                // records stamped an hour ahead
+	otherLoop int                // ranks of another loop
+}
+
+func (m *mix) add(f func(*mix)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(m)
+}
+
+// TestDevHostileMix mixes, for a bounded time, ordinary events with every
+// kind of hostile input the loop has met, over both APIs and straight into
+// personalizer.events: Ranks over the record and interaction limits,
+// malformed REST bodies, rewards for events that never were, invalid
+// event ids, reward floods; and in the topic undecodable records (small,
+// and too large to copy), ranks whose joined lines are over the record
+// limit, records stamped an hour ahead, keyless records, records of an
+// unknown type and of another loop. Then every ordinary event is learned
+// exactly once with its reward, and the process's heap stayed bounded.
+// Not parallel: it measures the heap.
+func TestDevHostileMix(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	h := startHostileDev(t, 0)
+	m := &mix{want: map[string]float32{}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	run := func(f func(rng *rand.Rand) error, seed uint64) {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(seed, 9))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := f(rng); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	var maxHeap atomic.Uint64
+	wg.Go(func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > maxHeap.Load() {
+				maxHeap.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+
+	// Ordinary events, half over REST, some without a reward (the default
+	// reward, 0, is learned).
+	var ordinary atomic.Int64
+	for w := range 2 {
+		run(func(rng *rand.Rand) error {
+			n := ordinary.Add(1)
+			id := fmt.Sprintf("ord%d", n)
+			v := float32(rng.IntN(5)) / 4
+			reward := &v
+			if rng.IntN(4) == 0 {
+				reward, v = nil, 0
+			}
+			if err := h.event(ctx, id, reward, rng.IntN(2) == 0); err != nil {
+				return err
+			}
+			m.add(func(m *mix) { m.want["default/"+id] = -v })
+			return nil
+		}, uint64(w))
+	}
+
+	// Hostile callers.
+	control := strings.Repeat("\x01", 200_000)
+	many := make([]*personalizerv1.Feature, 3000)
+	for i := range many {
+		many[i] = &personalizerv1.Feature{Name: fmt.Sprint("f", i), Value: &personalizerv1.Feature_NumberValue{NumberValue: 1}}
+	}
+	var floods atomic.Int64
+	hostile := func(rng *rand.Rand) error {
+		actions := []*personalizerv1.Action{{Id: "news"}, {Id: "sport"}}
+		switch rng.IntN(7) {
+		case 0: // too large for a record, gRPC
+			_, err := h.client.Rank(ctx, &personalizerv1.RankRequest{Actions: actions, ContextFeatures: []*personalizerv1.Namespace{{Name: "U",
+				Features: []*personalizerv1.Feature{{Name: "s", Value: &personalizerv1.Feature_StringValue{StringValue: control}}}}}})
+			if status.Code(err) != codes.InvalidArgument {
+				return fmt.Errorf("a Rank too large for a record: %v", err)
+			}
+		case 1: // too many interactions, gRPC
+			_, err := h.client.Rank(ctx, &personalizerv1.RankRequest{Actions: actions, ContextFeatures: []*personalizerv1.Namespace{{Name: "U", Features: many}}})
+			if status.Code(err) != codes.InvalidArgument {
+				return fmt.Errorf("a Rank with millions of interactions: %v", err)
+			}
+		case 2: // too large for a record, REST
+			if code, body := h.post(ctx, "/personalizer/v1.0/rank", []byte(`{"contextFeatures":[{"U":{"s":"`+strings.Repeat(`\u0001`, 200_000)+`"}}],"actions":[{"id":"a"}]}`)); code != http.StatusBadRequest {
+				return fmt.Errorf("a REST rank too large for a record: %d %.200s", code, body)
+			}
+		case 3: // not JSON
+			if code, _ := h.post(ctx, "/personalizer/v1.0/rank", []byte(`{"actions":[`)); code != http.StatusBadRequest {
+				return fmt.Errorf("a REST rank that is not JSON: %d", code)
+			}
+			return nil
+		case 4: // rewards for events that never were, over both APIs
+			if _, err := h.client.Reward(ctx, &personalizerv1.RewardRequest{EventId: fmt.Sprint("never", rng.Uint64()), Value: 1}); err != nil {
+				return err
+			}
+			if code, body := h.post(ctx, "/personalizer/v1.0/events/never"+fmt.Sprint(rng.Uint64())+"/reward", []byte(`{"value":1}`)); code != http.StatusNoContent {
+				return fmt.Errorf("a reward for an unknown event: %d %s", code, body)
+			}
+			return nil
+		case 5: // an invalid event id: refused or dead-lettered, never learned
+			h.post(ctx, "/personalizer/v1.0/events/%ff%fe/reward", []byte(`{"value":1}`))
+			return nil
+		case 6: // a flood of rewards: learned once, with the earliest
+			id := fmt.Sprint("flood", floods.Add(1))
+			if err := h.event(ctx, id, nil, false); err != nil {
+				return err
+			}
+			for i := range 50 {
+				if _, err := h.client.Reward(ctx, &personalizerv1.RewardRequest{EventId: id, Value: float32(i%4) / 4}); err != nil {
+					return err
+				}
+			}
+			m.add(func(m *mix) { m.want["default/"+id] = 0 }) // the earliest reward, 0
+			return nil
+		}
+		m.add(func(m *mix) { m.refused++ })
+		return nil
+	}
+	run(hostile, 10)
+	run(hostile, 12)
+
+	// A hostile producer, straight into personalizer.events.
+	w := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: h.broker.Addrs(), MaxRecordBytes: 1_040_000})
+	defer w.Close()
+	var big atomic.Int64
+	run(func(rng *rand.Rand) error {
+		now := time.Now()
+		key := fmt.Sprint("default/hostile", rng.Uint64())
+		rank := func(loop, ctx string) *eventsv1.RankEvent {
+			return &eventsv1.RankEvent{Loop: loop, EventId: key, Context: []byte(ctx), Ranking: []uint32{0, 1}, Probabilities: []float32{0.5, 0.5},
+				LearningMode: eventsv1.LearningMode_LEARNING_MODE_ONLINE}
+		}
+		var rec eventlog.Record
+		var count func(*mix)
+		switch rng.IntN(8) {
+		case 0:
+			rec = eventlog.Record{Topic: eventlog.EventsTopic, Key: []byte(key), Value: []byte{0xff, 0x01}, Time: now,
+				Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}}
+		case 1: // undecodable, too large to copy to the dead-letter topic
+			if big.Add(1) > 10 {
+				return nil
+			}
+			rec = eventlog.Record{Topic: eventlog.EventsTopic, Key: []byte(key), Value: make([]byte, 1_020_000), Time: now,
+				Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeReward)}}}
+			count = func(m *mix) { m.bigRefs++ }
+		case 2: // a rank whose joined line is over the record limit
+			if big.Add(1) > 10 {
+				return nil
+			}
+			rec = hostileRecord(eventlog.TypeRank, key, rank("default", `{"U":{"s":"`+strings.Repeat("x", 1_000_000)+`"},"_multi":[{"a":1},{"b":1}]}`), now)
+			count = func(m *mix) { m.bigRefs++ }
+		case 3: // an hour ahead
+			rec = hostileRecord(eventlog.TypeRank, key, rank("default", `{"_multi":[{"a":1},{"b":1}]}`), now.Add(time.Hour))
+			count = func(m *mix) { m.skewed++ }
+		case 4:
+			rec = hostileRecord(eventlog.TypeReward, key, &eventsv1.RewardEvent{Value: 1, Id: rng.Uint64() | 1}, now.Add(time.Hour))
+			count = func(m *mix) { m.skewed++ }
+		case 5: // keyless
+			rec = hostileRecord(eventlog.TypeRank, "", rank("default", `{}`), now)
+		case 6:
+			rec = hostileRecord("gossip", key, rank("default", `{}`), now)
+		case 7: // another loop's rank: joined, not learned by this loop
+			rec = hostileRecord(eventlog.TypeRank, "other/"+key, rank("other", `{"_multi":[{"a":1},{"b":1}]}`), now)
+			count = func(m *mix) { m.otherLoop++ }
+		}
+		if rec.Key == nil {
+			rec.Partition = rng.IntN(kafkalog.DefaultEventsPartitions)
+		}
+		if err := w.Write(ctx, rec); err != nil {
+			return fmt.Errorf("hostile producer: %w", err)
+		}
+		if count != nil {
+			m.add(count)
+		}
+		time.Sleep(5 * time.Millisecond) // pacing, not synchronisation
+		return nil
+	}, 11)
+
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	case <-time.After(15 * time.Second):
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t.Logf("%d ordinary and flooded events, %d refused at the door, %d too large, %d skewed, %d of another loop; heap at most %d MB",
+		len(m.want), m.refused, m.bigRefs, m.skewed, m.otherLoop, maxHeap.Load()>>20)
+	h.checkLearned(t, ctx, 0, m.want)
+	if err := h.learner.Wait(ctx, func(s learner.Stats) bool { return s.OtherLoops >= int64(m.otherLoop) }); err != nil {
+		t.Fatalf("waiting for %d records of another loop: %v (%+v)", m.otherLoop, err, h.learner.Stats())
+	}
+	if st := h.learner.Stats(); st.Learned != int64(len(m.want)) || st.Malformed != 0 || st.OtherLoops != int64(m.otherLoop) {
+		t.Errorf("learner %+v, want exactly %d learned, %d of another loop", st, len(m.want), m.otherLoop)
+	}
+	// Skewed records are audited at the next tick; the joiner's other
+	// counts are final once everything ordinary is learned.
+	if err := h.joiner.Wait(ctx, func(s joiner.Stats) bool { return s.Skewed >= int64(m.skewed) }); err != nil {
+		t.Fatalf("waiting for %d skewed records: %v (%+v)", m.skewed, err, h.joiner.Counters())
+	}
+	if c := h.joiner.Counters(); c.Refused != int64(m.bigRefs) || c.Skewed != int64(m.skewed) || c.Dropped != 0 {
+		t.Errorf("joiner %+v, want %d refused, %d skewed, none dropped", c, m.bigRefs, m.skewed)
+	}
+	if ps := h.pub.Stats(); ps.Refused != 0 || ps.Lost != 0 || ps.Dropped != 0 || ps.DeadLettered != 0 {
+		t.Errorf("publisher %+v, want nothing refused, lost or dead-lettered", ps)
+	}
+	if n := maxHeap.Load(); n > 1<<30 {
+		t.Errorf("heap in use reached %d MB", n>>20)
+	}
 }

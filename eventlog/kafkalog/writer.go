@@ -30,8 +30,11 @@ type WriterConfig struct {
 	// every batch it starts, so a larger value costs memory and time
 	// (10000 made the joiner allocate 2 MB per 1 MB batch).
 	BatchSize int
-	// BatchBytes is the most bytes in one produce batch. Default 1 MiB,
-	// just under the broker's default message.max.bytes (1048588).
+	// BatchBytes is the most bytes in one produce batch, as kafka-go
+	// counts them. Default 1 MiB less 4 KiB: a broker measures a batch
+	// with its 61-byte header against message.max.bytes (by default
+	// 1048588), and a batch kafka-go filled to 1 MiB exactly could be
+	// refused by a few bytes, with every record in it.
 	BatchBytes int64
 	// MaxRecordBytes is the largest record ([eventlog.Record.Size]) Write
 	// sends; a larger one is rejected without being sent. Default
@@ -52,7 +55,7 @@ type WriterConfig struct {
 const (
 	DefaultBatchTimeout = 2 * time.Millisecond
 	DefaultBatchSize    = 1000
-	DefaultBatchBytes   = 1 << 20
+	DefaultBatchBytes   = 1<<20 - 4<<10
 )
 
 // Writer appends records to Kafka. It implements [eventlog.Writer] and is
@@ -189,7 +192,10 @@ func (w *Writer) Write(ctx context.Context, recs ...eventlog.Record) error {
 // broker refuses a whole partition's batch for one bad record in it, so
 // the records of a refused batch are written again in halves until each
 // refused one stands alone: a few more round trips for the rare bad
-// record, and the records that share its batch are stored. It returns the
+// record, and the records that share its batch are stored, after the
+// records of the partition's other batches. (Only a broker whose limits
+// are lower than MaxRecordBytes, or that finds a record invalid, refuses
+// a batch, and the join takes records out of order.) It returns the
 // refused records (indices into msgs), or an error if anything failed for
 // another reason.
 func (w *Writer) isolate(ctx context.Context, msgs []kafka.Message) ([]eventlog.Rejected, error) {
