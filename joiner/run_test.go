@@ -1,6 +1,7 @@
 package joiner
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -361,4 +363,51 @@ func (l *limited) Write(ctx context.Context, recs ...eventlog.Record) error {
 	}
 	slices.SortFunc(rej, func(a, b eventlog.Rejected) int { return a.Index - b.Index })
 	return &eventlog.RejectedError{Rejected: rej}
+}
+
+// TestJoinerLogsUnlearned checks that an outcome that is not learned
+// shows in the log, not only in metrics: a caller whose rewards come too
+// late learns why from the joiner's log, once per interval.
+func TestJoinerLogsUnlearned(t *testing.T) {
+	t.Parallel()
+	m := newMem()
+	var logs syncBuffer
+	at := t0
+	if err := m.Write(context.Background(),
+		record(eventlog.TypeRank, "l/a", rankEvent("l/a", 0, false, online), at),
+		record(eventlog.TypeReward, "l/a", &eventsv1.RewardEvent{Value: 1, Id: 1}, at.Add(time.Minute)), // after the 10s window
+		record(eventlog.TypeReward, "l/never", &eventsv1.RewardEvent{Value: 1, Id: 2}, at)); err != nil {
+		t.Fatal(err)
+	}
+	j := New(Config{Rules: testRules(), TickInterval: 10 * time.Millisecond}, slog.New(slog.NewTextHandler(&logs, nil)),
+		memSource{m}, m.Direct(), m, func() time.Time { return at.Add(time.Hour) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	waitFor(t, j, "the late and the dangling reward", func(s Stats) bool { return s.Late == 1 && s.Dangling == 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), `level=INFO msg="records not learned: see personalizer.audit"`); n != 1 {
+		t.Errorf("%d log lines about records not learned, want 1:\n%s", n, logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

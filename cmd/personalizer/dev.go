@@ -87,7 +87,20 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	}
 	fmt.Fprintf(stdout, "personalizer dev: gRPC %s, HTTP %s, Kafka %s, data %s\n", d.grpcAddr(), d.api.httpLis.Addr(), d.broker.Addrs()[0], cfg.DataDir)
 	d.wait(ctx)
-	return d.close()
+	err = stopped(stdout, "dev", d.pub, d.close)
+	st := d.learner.Stats()
+	fmt.Fprintf(stdout, "personalizer dev: learner at model version %d, %d examples learned in all\n", st.Version, st.Learned)
+	return err
+}
+
+// stopped runs shutdown and then says on w what it flushed: the events
+// pub wrote while the process stopped, and those it had to give up.
+func stopped(w io.Writer, role string, pub *server.Publisher, shutdown func() error) error {
+	before := pub.Stats()
+	err := shutdown()
+	after := pub.Stats()
+	fmt.Fprintf(w, "personalizer %s: stopped; %d events written to Kafka while stopping, %d lost\n", role, after.Written-before.Written, after.Lost-before.Lost)
+	return err
 }
 
 // dev is the whole loop in one process.

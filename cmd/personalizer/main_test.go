@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +24,7 @@ import (
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/learner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
+	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
 
@@ -263,4 +267,48 @@ func gunzip(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestDevStopReport runs `personalizer dev` as a user does and stops it as
+// Ctrl-C does: it says what it wrote to Kafka while stopping, what it
+// lost, and where the learner stands.
+func TestDevStopReport(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--broker-addr", "127.0.0.1:0",
+			"--data-dir", t.TempDir(), "--log-level", "error"}, pw, io.Discard, noEnv)
+		pw.Close()
+	}()
+	lines := bufio.NewScanner(pr)
+	if !lines.Scan() {
+		t.Fatalf("no output: %v", <-done)
+	}
+	var addr string
+	if _, err := fmt.Sscanf(lines.Text(), "personalizer dev: gRPC %s", &addr); err != nil {
+		t.Fatalf("first line %q: %v", lines.Text(), err)
+	}
+	conn, err := grpc.NewClient(strings.TrimSuffix(addr, ","), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := personalizerv1.NewPersonalizerServiceClient(conn).Rank(ctx, &personalizerv1.RankRequest{Actions: []*personalizerv1.Action{{Id: "a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	var rest []string
+	for lines.Scan() {
+		rest = append(rest, lines.Text())
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stop := regexp.MustCompile(`^personalizer dev: stopped; [0-9]+ events written to Kafka while stopping, 0 lost$`)
+	learned := regexp.MustCompile(`^personalizer dev: learner at model version [0-9]+, [0-9]+ examples learned in all$`)
+	if len(rest) != 2 || !stop.MatchString(rest[0]) || !learned.MatchString(rest[1]) {
+		t.Errorf("output after the stop:\n%s", strings.Join(rest, "\n"))
+	}
 }

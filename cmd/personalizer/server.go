@@ -106,7 +106,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	fmt.Fprintf(stdout, "personalizer server: gRPC %s, HTTP %s, learner %s, brokers %s\n",
 		s.api.grpcAddr(), s.api.httpLis.Addr(), cfg.LearnerAddr, strings.Join(splitBrokers(cfg.Brokers), ","))
 	s.wait(ctx)
-	return s.close()
+	return stopped(stdout, "server", s.pub, s.close)
 }
 
 // serverRole is a server in its own process.
