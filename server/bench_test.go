@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -96,8 +97,32 @@ func BenchmarkRankNoInteractions(b *testing.B) {
 	benchmarkRank(b, "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr")
 }
 
+// BenchmarkRankAtInteractionLimit is BenchmarkRank on a request just
+// under the default --max-interaction-features: 2 actions and 1,400
+// context features in one namespace, which -q :: makes 1.96 million
+// features to score. features/op is that count.
+func BenchmarkRankAtInteractionLimit(b *testing.B) {
+	req := validRank()
+	req.Actions = req.Actions[:2]
+	for i := range 1400 - 1 {
+		req.ContextFeatures[0].Features = append(req.ContextFeatures[0].Features, num(fmt.Sprint("f", i), 1))
+	}
+	var ev bandit.Event
+	var pred bandit.Prediction
+	features.Build(&ev, req.GetContextFeatures(), req.GetActions())
+	n := mustParse(b, bandit.DefaultPolicy).CountFeatures(&ev, &pred)
+	if n > DefaultLimits.MaxInteractionFeatures {
+		b.Fatalf("%d features, over the limit", n)
+	}
+	benchmarkRankOf(b, req, bandit.DefaultPolicy)
+	b.ReportMetric(float64(n), "features/op")
+}
+
 func benchmarkRank(b *testing.B, policy string) {
-	req := sim.Request(rand.New(rand.NewPCG(1, 2)), 20, 15, 15)
+	benchmarkRankOf(b, sim.Request(rand.New(rand.NewPCG(1, 2)), 20, 15, 15), policy)
+}
+
+func benchmarkRankOf(b *testing.B, req *personalizerv1.RankRequest, policy string) {
 	srv, stop := benchServerPolicy(b, req, policy)
 	defer stop()
 	b.SetBytes(int64(proto.Size(req)))

@@ -157,7 +157,7 @@ func TestRankBoundsInteractions(t *testing.T) {
 	}
 }
 
-func mustParse(t *testing.T, args string) *bandit.Policy {
+func mustParse(t testing.TB, args string) *bandit.Policy {
 	t.Helper()
 	p, err := bandit.ParsePolicy(args)
 	if err != nil {
