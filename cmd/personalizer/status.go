@@ -41,6 +41,7 @@ type checkpointStatus struct {
 	LastWritten  *time.Time `json:"last_written"`            // null before the first checkpoint
 }
 
+// learnerStatusOf is the status of l, whose versions store publishes.
 func learnerStatusOf(l *learner.Learner, store *learner.Store) learnerStatus {
 	st := l.Stats()
 	s := learnerStatus{Examples: st.Learned, Checkpoint: checkpointStatus{
