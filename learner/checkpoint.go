@@ -93,13 +93,17 @@ func unmarshalCheckpoint(b []byte) (*checkpoint, error) {
 	return c, nil
 }
 
-// writeFileAtomic replaces path with data so that a crash leaves either the
-// old file or the new one.
+// writeFileAtomic replaces path with data so that a crash, or a power
+// loss, leaves either the old file or the new one. Once it returns nil
+// the new file is on disk: its directory is synced after the rename, so
+// a checkpoint whose version was published cannot come back as the older
+// one after a power loss.
 func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
 	}
@@ -115,6 +119,20 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes the entries of dir (a rename in it) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
 	}
 	return err
 }

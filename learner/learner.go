@@ -70,7 +70,7 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Stats are a learner's counters.
+// Stats are a learner's counters and the state of its checkpoint.
 type Stats struct {
 	Version      uint64 // latest published model version
 	Learned      int64  // examples learned, all time (survives restarts)
@@ -78,7 +78,33 @@ type Stats struct {
 	Duplicates   int64  // joined events dropped as repeats
 	Malformed    int64  // joined lines that did not parse
 	OtherLoops   int64  // records of other loops, skipped
+
+	// CheckpointFailures counts the checkpoint writes that failed since
+	// the process started.
+	CheckpointFailures int64
+	// CheckpointFailing is set while the latest checkpoint write failed:
+	// the learner goes on learning in memory and publishes no version
+	// until a checkpoint is written again (see [Learner.Run]).
+	CheckpointFailing bool
+	// CheckpointError is the latest failure and FailingSince the first
+	// of the current streak, while CheckpointFailing is set.
+	CheckpointError string
+	FailingSince    time.Time
+	// LastCheckpoint is when a checkpoint was last written: zero before
+	// the first, the checkpoint file's modification time after a restart.
+	LastCheckpoint time.Time
 }
+
+// Checkpoint retries. A checkpoint that could not be written is tried
+// again after checkpointRetryFirst (ExportEvery if that is shorter), then
+// after twice as long each time, up to ExportEvery but at most
+// checkpointRetryMax. A streak of failures is logged at ERROR when it
+// starts, then summed up at most every checkpointLogEvery.
+const (
+	checkpointRetryFirst = time.Second
+	checkpointRetryMax   = time.Minute
+	checkpointLogEvery   = time.Minute
+)
 
 // Learner trains one loop's model online from personalizer.joined and
 // publishes versions to a [Store].
@@ -98,6 +124,14 @@ type Learner struct {
 	seen    *dedupe
 	prefix  []byte // loop + "/"
 	dirty   bool   // learned since the last export
+
+	// The current streak of checkpoint failures, owned by the Run
+	// goroutine: the delay before the next attempt, the failures in the
+	// streak, when the streak was last logged and the failures since.
+	retry    time.Duration
+	streak   int64
+	loggedAt time.Time
+	unlogged int64
 
 	stats watch.Value[Stats]
 }
@@ -130,6 +164,9 @@ func New(cfg Config, log *slog.Logger, store *Store, now func() time.Time) (*Lea
 	}
 	if err := l.restore(data); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", l.checkpointPath(), err)
+	}
+	if fi, err := os.Stat(l.checkpointPath()); err == nil {
+		l.stats.Update(func(s *Stats) { s.LastCheckpoint = fi.ModTime() })
 	}
 	return l, nil
 }
@@ -188,38 +225,43 @@ type Open func(ctx context.Context, start map[int]int64) (eventlog.Reader, error
 // Run learns until ctx ends, publishing a version every ExportEvery, and
 // a last one on the way out. When reading fails (a broker restart, say)
 // it reopens the reader where it stands and goes on.
+//
+// A version is published only once its checkpoint is written. When the
+// checkpoint cannot be written (a full or broken disk), Run logs it,
+// counts it in [Stats], goes on learning in memory and tries again with
+// backoff; servers keep the last checkpointed version meanwhile, and the
+// version number is not used up. Publishing versions that no checkpoint
+// holds would break what a restart, which resumes from the checkpoint,
+// relies on: the restarted learner would publish other models under
+// numbers servers already hold (servers only take a higher number, so
+// they would keep serving a model no learner has), and the model servers
+// answered with would be one nobody can rebuild. Only the last
+// checkpoint, on the way out, ends Run with an error when it fails: a
+// restart then resumes from the previous checkpoint and learns again,
+// once, what came after it.
 func (l *Learner) Run(ctx context.Context, open Open) error {
-	export := time.NewTicker(l.cfg.ExportEvery)
+	export := time.NewTimer(l.cfg.ExportEvery)
 	defer export.Stop()
 	backoff := 100 * time.Millisecond
 	for {
-		err := l.read(ctx, open, export.C)
-		var failed exportError
-		switch {
-		case ctx.Err() != nil:
-			return l.export()
-		case errors.As(err, &failed):
-			return failed.err
+		err := l.read(ctx, open, export)
+		if ctx.Err() != nil {
+			return l.exportLast()
 		}
 		l.log.Warn("reading joined events failed; reopening", "loop", l.cfg.Loop, "backoff", backoff, "err", err)
 		select {
 		case <-ctx.Done():
-			return l.export()
+			return l.exportLast()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
-// exportError is a failed export, which ends Run.
-type exportError struct{ err error }
-
-func (e exportError) Error() string { return e.err.Error() }
-
 // read learns from a reader opened at the learner's offsets until ctx ends
 // or reading fails. Records fetched but not learned are dropped with the
 // reader: the next one starts after the last record learned.
-func (l *Learner) read(ctx context.Context, open Open, export <-chan time.Time) error {
+func (l *Learner) read(ctx context.Context, open Open, export *time.Timer) error {
 	r, err := open(ctx, l.offsets)
 	if err != nil {
 		return fmt.Errorf("open joined events: %w", err)
@@ -254,11 +296,9 @@ func (l *Learner) read(ctx context.Context, open Open, export <-chan time.Time) 
 		case err := <-fetchErr:
 			fetchErr <- err // for the deferred wait
 			return fmt.Errorf("read joined events: %w", err)
-		case <-export:
+		case <-export.C:
 			l.addStats(&batch)
-			if err := l.export(); err != nil {
-				return exportError{err}
-			}
+			export.Reset(l.export())
 		case rec := <-recs:
 			l.learn(rec, &batch)
 			if len(recs) == 0 || batch.Learned+batch.Duplicates+batch.NotLearnable >= 1024 {
@@ -327,12 +367,45 @@ func (l *Learner) addStats(batch *Stats) {
 	*batch = Stats{}
 }
 
-// export publishes and checkpoints the model if anything was learned since
-// the last export.
-func (l *Learner) export() error {
+// export publishes a new version if anything was learned since the last
+// one, and returns when to export next: after ExportEvery, or sooner when
+// the checkpoint could not be written.
+func (l *Learner) export() time.Duration {
+	if !l.dirty {
+		return l.cfg.ExportEvery
+	}
+	if err := l.checkpoint(); err != nil {
+		l.checkpointFailed(err)
+		return l.retry
+	}
+	return l.cfg.ExportEvery
+}
+
+// exportLast is the export on the way out: when its checkpoint cannot be
+// written, what was learned since the last one is lost to this process,
+// and the error says so.
+func (l *Learner) exportLast() error {
 	if !l.dirty {
 		return nil
 	}
+	err := l.checkpoint()
+	if err == nil {
+		return nil
+	}
+	l.countFailure(err)
+	st := l.stats.Get()
+	from := "the start"
+	if st.Version > 0 {
+		from = fmt.Sprintf("version %d", st.Version)
+	}
+	return fmt.Errorf("learner: the last checkpoint could not be written; %d examples learned since %s are not in it (a restart resumes from %s and learns them again): %w",
+		st.Learned-int64(l.store.Latest().GetInfo().GetExamples()), from, from, err)
+}
+
+// checkpoint writes the model, the offsets it has learned up to and the
+// keys it remembers as the checkpoint of the next version, then publishes
+// that version.
+func (l *Learner) checkpoint() error {
 	var buf bytes.Buffer
 	if _, err := l.model.WriteTo(&buf); err != nil {
 		return fmt.Errorf("encode model: %w", err)
@@ -347,7 +420,53 @@ func (l *Learner) export() error {
 	}
 	l.store.Publish(v)
 	l.dirty = false
-	l.stats.Update(func(s *Stats) { s.Version = st.Version })
+	now := l.now()
+	l.stats.Update(func(s *Stats) {
+		s.Version, s.LastCheckpoint = st.Version, now
+		s.CheckpointFailing, s.CheckpointError, s.FailingSince = false, "", time.Time{}
+	})
+	if l.streak > 0 {
+		l.log.Info("checkpoint written again; publishing model versions again", "loop", l.cfg.Loop,
+			"failures", l.streak, "failing_for", now.Sub(st.FailingSince), "version", v.Info.Version)
+		l.streak = 0
+	}
 	l.log.Info("model published", "loop", l.cfg.Loop, "version", v.Info.Version, "examples", v.Info.Examples)
 	return nil
+}
+
+// checkpointFailed counts a failed checkpoint, sets the delay before the
+// next attempt and logs the first failure of a streak, then a summary at
+// most every checkpointLogEvery.
+func (l *Learner) checkpointFailed(err error) {
+	now := l.countFailure(err)
+	l.streak++
+	if l.streak == 1 {
+		l.retry = min(checkpointRetryFirst, l.cfg.ExportEvery)
+		l.loggedAt, l.unlogged = now, 0
+		l.log.Error("checkpoint not written; learning goes on in memory, servers keep the last checkpointed version",
+			"loop", l.cfg.Loop, "version", l.stats.Get().Version, "retry_in", l.retry, "err", err)
+		return
+	}
+	l.retry = min(2*l.retry, l.cfg.ExportEvery, checkpointRetryMax)
+	l.unlogged++
+	if now.Sub(l.loggedAt) >= checkpointLogEvery {
+		st := l.stats.Get()
+		l.log.Error("checkpoints still failing", "loop", l.cfg.Loop, "failures", l.unlogged, "failures_in_streak", l.streak,
+			"failing_since", st.FailingSince, "version", st.Version, "retry_in", l.retry, "err", err)
+		l.loggedAt, l.unlogged = now, 0
+	}
+}
+
+// countFailure counts a failed checkpoint in the stats and returns when
+// it failed.
+func (l *Learner) countFailure(err error) time.Time {
+	now := l.now()
+	l.stats.Update(func(s *Stats) {
+		s.CheckpointFailures++
+		if !s.CheckpointFailing {
+			s.CheckpointFailing, s.FailingSince = true, now
+		}
+		s.CheckpointError = err.Error()
+	})
+	return now
 }

@@ -166,11 +166,13 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	registerJoiner(d.api.metrics, d.joiner)
 	registerLearner(d.api.metrics, d.learner, d.store)
 	d.api.handleREST(d.srv, cfg.Tracing)
+	d.api.status = func() any { return devStatus{modelStatus(d.srv, true), learnerStatusOf(d.learner, d.store)} }
 
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
 	}
-	d.start(&d.roles, ctx, d.joiner.Run, func(ctx context.Context) error { return d.learner.Run(ctx, open) })
+	d.start(&d.roles, ctx, d.joiner.Run, func(ctx context.Context) error { return d.learner.Run(ctx, open) },
+		checkpointHealth(d.learner, d.api.health))
 	d.start(&d.publish, ctx, func(ctx context.Context) error { return d.pub.Run(ctx, 10*time.Second) })
 	d.start(&d.serve, ctx,
 		func(ctx context.Context) error { return d.srv.WatchModels(ctx, d.store) },

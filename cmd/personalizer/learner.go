@@ -110,11 +110,13 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 		return nil, err
 	}
 	registerLearner(l.api.metrics, l.learner, store)
+	l.api.status = func() any { return learnerStatusOf(l.learner, store) }
 	brokers := splitBrokers(cfg.Brokers)
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
 	}
-	l.start(&l.learn, ctx, func(ctx context.Context) error { return l.learner.Run(ctx, open) })
+	l.start(&l.learn, ctx, func(ctx context.Context) error { return l.learner.Run(ctx, open) },
+		checkpointHealth(l.learner, l.api.health))
 	l.start(&l.serve, ctx, l.api.serveGRPC, l.api.serveHTTP)
 	l.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return l, nil

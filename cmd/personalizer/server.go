@@ -193,9 +193,12 @@ type serverStatus struct {
 	LearnerReachable bool     `json:"learner_reachable"`
 }
 
-func (s *serverRole) status() serverStatus {
-	st := serverStatus{LearnerReachable: s.remote.Reachable()}
-	if info := s.srv.ModelInfo(); info != nil {
+func (s *serverRole) status() serverStatus { return modelStatus(s.srv, s.remote.Reachable()) }
+
+// modelStatus is the status of the model srv answers with.
+func modelStatus(srv *server.Server, learnerReachable bool) serverStatus {
+	st := serverStatus{LearnerReachable: learnerReachable}
+	if info := srv.ModelInfo(); info != nil {
 		age := ageSeconds(info.GetCreated())
 		st.ModelVersion, st.ModelAgeSeconds = info.GetVersion(), &age
 	}

@@ -187,6 +187,12 @@ func registerLearner(reg prometheus.Registerer, l *learner.Learner, store *learn
 			stat(func(s learner.Stats) int64 { return int64(s.Version) })},
 		metric{"personalizer_learner_model_age_seconds", "Time since the latest model version was made; 0 before the first.", false,
 			func() float64 { return ageSeconds(store.Latest().GetInfo().GetCreated()) }},
+		metric{"personalizer_learner_checkpoint_failures_total", "Checkpoint writes that failed (a full or broken disk); each is retried with backoff.", true,
+			stat(func(s learner.Stats) int64 { return s.CheckpointFailures })},
+		metric{"personalizer_learner_checkpoint_failing", "1 while the latest checkpoint write failed: the learner learns in memory and publishes no model version until a checkpoint is written; else 0.", false,
+			func() float64 { return b2f(l.Stats().CheckpointFailing) }},
+		metric{"personalizer_learner_last_checkpoint_timestamp_seconds", "Unix time the last checkpoint was written (the checkpoint file's after a restart); 0 before the first.", false,
+			func() float64 { return unixSeconds(l.Stats().LastCheckpoint) }},
 	)
 }
 
