@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -120,6 +121,7 @@ func TestJoinerHostileRecords(t *testing.T) {
 // default) and a reward wait long enough for a loaded test machine.
 type hostileDev struct {
 	*dev
+	cfg    devConfig
 	client personalizerv1.PersonalizerServiceClient
 	http   string // the REST API's address
 
@@ -131,7 +133,7 @@ func startHostileDev(t *testing.T, brokerMax int, extra ...string) *hostileDev {
 	t.Helper()
 	cfg := testConfig(t, t.TempDir(), append([]string{"--reward-wait", "5s"}, extra...)...)
 	cfg.Broker.MaxMessageBytes = brokerMax
-	h := &hostileDev{learned: map[string][]float32{}}
+	h := &hostileDev{cfg: cfg, learned: map[string][]float32{}}
 	cfg.Learner.Learned = func(key []byte, cost float32) {
 		h.mu.Lock()
 		h.learned[string(key)] = append(h.learned[string(key)], cost)
@@ -353,11 +355,16 @@ func (m *mix) add(f func(*mix)) {
 // limit, records stamped an hour ahead, keyless records, records of an
 // unknown type and of another loop. Then every ordinary event is learned
 // exactly once with its reward, and the process's heap stayed bounded.
-// Not parallel: it measures the heap.
+// Meanwhile the learner's disk is broken: it checkpoints nothing until the
+// end. Not parallel: it measures the heap.
 func TestDevHostileMix(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	h := startHostileDev(t, 0)
+	if err := os.MkdirAll(h.cfg.Learner.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	repair := breakDir(t, h.cfg.Learner.Dir)
 	m := &mix{want: map[string]float32{}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -545,6 +552,7 @@ func TestDevHostileMix(t *testing.T) {
 		t.Fatal(err)
 	default:
 	}
+	repair()
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -570,5 +578,12 @@ func TestDevHostileMix(t *testing.T) {
 	}
 	if n := maxHeap.Load(); n > 1<<30 {
 		t.Errorf("heap in use reached %d MB", n>>20)
+	}
+	// The disk is back: the next checkpoint holds everything learned.
+	if err := h.learner.Wait(ctx, func(s learner.Stats) bool { return !s.CheckpointFailing && s.Version > 0 }); err != nil {
+		t.Fatalf("no checkpoint after the repair: %v (%+v)", err, h.learner.Stats())
+	}
+	if st := h.learner.Stats(); st.CheckpointFailures == 0 {
+		t.Errorf("learner %+v: the broken disk failed no checkpoint", st)
 	}
 }
