@@ -17,6 +17,7 @@ import (
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/internal/sim"
+	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/learner"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -85,6 +86,11 @@ func TestLoopLearns(t *testing.T) {
 	}
 	if st := d.learner.Stats(); st.Learned != events || st.Malformed != 0 || st.NotLearnable != 0 {
 		t.Errorf("learner stats %+v, want exactly %d learned", st, events)
+	}
+	// The joiner counts a line once the broker acknowledged it, which can
+	// be after the learner read it.
+	if err := d.joiner.Wait(ctx, func(s joiner.Stats) bool { return s.Emitted >= events }); err != nil {
+		t.Fatalf("waiting for %d joined events: %v (counters %+v)", events, err, d.joiner.Counters())
 	}
 	if c := d.joiner.Counters(); c.Emitted != events || c.Learnable != events || c.Undecodable != 0 {
 		t.Errorf("joiner counters %+v, want %d emitted", c, events)
