@@ -45,16 +45,18 @@ func hostileRecord(typ, key string, m proto.Message, at time.Time) eventlog.Reco
 // dead-letter copy would be over it (the copy adds headers), a rank
 // stamped an hour ahead (it moved the watermark an hour on: every later
 // reward was counted late and its event learned with the default reward),
-// and an event with a flood of 30,000 rewards. Every ordinary event is
+// and an event with a flood of 5,000 rewards. The joiner's record limit is
+// 200 KB here, so that the records are quick to write. Every ordinary event is
 // learned exactly once with its reward; the flooded one too, with the sum
 // of its rewards; the two records that cannot be written are dead-lettered
 // as references, the skewed one is audited.
 func TestJoinerHostileRecords(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 500*time.Millisecond, nil)
-	// The flood's 30,000 rewards take a while to write on a loaded
-	// machine: a longer window than the other fault tests' keeps them in it.
-	h.rules.MaxSkew, h.rules.RewardWait = time.Minute, 5*time.Second
+	// The flood's rewards take a while to write on a loaded machine: a
+	// longer window than the other fault tests' keeps them in it.
+	const limit = 200_000
+	h.rules.MaxSkew, h.rules.RewardWait, h.rules.MaxRecordBytes = time.Minute, 5*time.Second, limit
 	j := h.startJoiner(faultGroup, nil)
 	stop := make(chan struct{})
 	produced := h.produce(stop, 200)
@@ -63,7 +65,7 @@ func TestJoinerHostileRecords(t *testing.T) {
 	w := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: h.brokers})
 	defer w.Close()
 	huge := &eventsv1.RankEvent{Loop: faultLoop, EventId: "huge",
-		Context: fmt.Appendf(nil, `{"U":{"s":"%s"},"_multi":[{"A":{"x":1}},{"B":{"x":2}}]}`, strings.Repeat("x", eventlog.DefaultMaxRecordBytes-200)), // the record fits, its joined line not
+		Context: fmt.Appendf(nil, `{"U":{"s":"%s"},"_multi":[{"A":{"x":1}},{"B":{"x":2}}]}`, strings.Repeat("x", limit-200)), // the record fits, its joined line not
 		Ranking: []uint32{0, 1}, Probabilities: []float32{0.75, 0.25}, LearningMode: eventsv1.LearningMode_LEARNING_MODE_ONLINE}
 	skewed := &eventsv1.RankEvent{Loop: faultLoop, EventId: "skewed", Context: []byte(`{"_multi":[{"A":{"x":1}}]}`),
 		Ranking: []uint32{0}, Probabilities: []float32{1}, LearningMode: eventsv1.LearningMode_LEARNING_MODE_ONLINE}
@@ -73,13 +75,13 @@ func TestJoinerHostileRecords(t *testing.T) {
 	// building the records takes longer than a reward window.
 	recs := []eventlog.Record{
 		hostileRecord(eventlog.TypeRank, faultLoop+"/huge", huge, time.Time{}),
-		{Topic: eventlog.EventsTopic, Key: []byte(faultLoop + "/undecodable"), Value: make([]byte, eventlog.DefaultMaxRecordBytes-100),
+		{Topic: eventlog.EventsTopic, Key: []byte(faultLoop + "/undecodable"), Value: make([]byte, limit-100),
 			Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}},
 		hostileRecord(eventlog.TypeRank, faultLoop+"/skewed", skewed, time.Time{}),
 		hostileRecord(eventlog.TypeRank, faultLoop+"/flood", flood, time.Time{}),
 	}
 	var sum float32
-	for i := range 30_000 {
+	for i := range 5_000 {
 		v := float32(i%3) / 4
 		sum += v
 		recs = append(recs, hostileRecord(eventlog.TypeReward, faultLoop+"/flood",
