@@ -106,9 +106,12 @@ func TestHTTPTimeouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.close)
-	servers := []struct{ name, addr, post string }{
-		{"api", a.httpLis.Addr().String(), "POST /personalizer/v1.0/rank"},
-		{"metrics", m.addr.String(), "GET /metrics"}, // a GET with a body: its handler does not read it
+	servers := []struct {
+		name, addr, post string
+		slowBody         string // the answer to a slow body, when one comes
+	}{
+		{"api", a.httpLis.Addr().String(), "POST /personalizer/v1.0/rank", "HTTP/1.1 408 Request Timeout\r\n"},
+		{"metrics", m.addr.String(), "GET /metrics", ""}, // a GET with a body: its handler does not read it
 	}
 	clients := []struct {
 		name string
@@ -157,7 +160,10 @@ func TestHTTPTimeouts(t *testing.T) {
 				t.Cleanup(func() { c.Close() })
 				cl.send(t, c, s.post)
 				checkHealthz(t, s.addr) // others are served meanwhile
-				readUntilClosed(t, c)
+				got := readUntilClosed(t, c)
+				if strings.HasPrefix(cl.name, "body") && s.slowBody != "" && !strings.HasPrefix(got, s.slowBody) {
+					t.Errorf("answered %q, want %q", got, s.slowBody)
+				}
 				checkHealthz(t, s.addr) // and after
 			})
 		}
