@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/open-personalizer/personalizer/eventlog"
-	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
 
@@ -64,7 +63,7 @@ func startTestAPI(t *testing.T, sec securityConfig, log *slog.Logger) (a *api, s
 	pub := server.NewPublisher(eventlog.NewMem(map[string]int{eventlog.EventsTopic: 2}), 1000, log)
 	srv = server.New(server.Config{Loop: sec.Loop}, pub, log, time.Now)
 	a, err := listenAPI("127.0.0.1:0", "127.0.0.1:0", sec, log, func(g *grpc.Server) {
-		personalizerv1.RegisterPersonalizerServiceServer(g, srv)
+		server.Register(g, srv)
 	})
 	if err != nil {
 		t.Fatal(err)

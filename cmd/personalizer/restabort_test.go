@@ -79,6 +79,8 @@ func TestRESTClientAbort(t *testing.T) {
 		// The transport reads the body only once the handler asked for it.
 		bodyw.Write([]byte(`{"actions":[{"id":"a"},`))
 		cancel()
+		// The transport waits for the body's writer to stop.
+		bodyw.CloseWithError(context.Canceled)
 	}()
 	if resp, err := (&http.Client{Transport: tr}).Do(req); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled request: %v %v", resp, err)

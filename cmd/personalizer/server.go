@@ -20,7 +20,6 @@ import (
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
-	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
 
@@ -140,7 +139,7 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	s.pub = server.NewPublisher(s.events, cfg.EventBuffer, log)
 	s.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.LearningMode, Limits: cfg.Limits}, s.pub, log, time.Now)
 	s.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
-		personalizerv1.RegisterPersonalizerServiceServer(g, s.srv)
+		server.Register(g, s.srv)
 	}, tracingOptions(cfg.Tracing)...)
 	if err != nil {
 		return nil, errors.Join(err, s.events.Close(), s.conn.Close())
