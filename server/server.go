@@ -184,7 +184,7 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 		select {
 		case r = <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			return s.toStatus(ctx.Err()) // Canceled or DeadlineExceeded, not Unknown
 		case <-s.done:
 			return s.toStatus(errShuttingDown)
 		}

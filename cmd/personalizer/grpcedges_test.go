@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"testing"
@@ -94,5 +95,57 @@ func TestUndecodableGRPCRequests(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("finished calls logged %q, want %q", got, want)
+	}
+}
+
+// TestRankStreamCancel cancels RankStream calls from the client, each
+// after an answer: each ends Canceled and is logged at Info, not as an
+// Unknown error at ERROR.
+func TestRankStreamCancel(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	a, _, drain := startTestAPI(t, securityConfig{}, log)
+	conn, err := grpc.NewClient(a.grpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := personalizerv1.NewPersonalizerServiceClient(conn)
+	// The handler sees the cancellation both as its context ending and as
+	// Recv failing; which it notices first varies, so cancel several.
+	const streams = 20
+	var want []string
+	for i := range streams {
+		ctx, cancel := context.WithCancel(context.Background())
+		stream, err := client.RankStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&personalizerv1.RankStreamRequest{Request: rankRequest(fmt.Sprint("stream-", i))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if _, err := stream.Recv(); status.Code(err) != codes.Canceled {
+			t.Fatalf("Recv after cancel: %v", err)
+		}
+		want = append(want, "INFO RankStream Canceled")
+	}
+
+	drain() // waits for every handler to return
+	var got []string
+	for _, e := range parseLog(t, logs.String()) {
+		if e.Level == "ERROR" {
+			t.Errorf("logged at ERROR: %+v", e)
+		}
+		if e.Msg == "finished call" {
+			got = append(got, e.Level+" "+e.Method+" "+e.Code)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("finished calls logged %q, want %d of %q", got, streams, want[0])
 	}
 }

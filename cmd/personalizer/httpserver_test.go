@@ -79,10 +79,12 @@ func startTestAPI(t *testing.T, sec securityConfig, log *slog.Logger) (a *api, s
 			return
 		}
 		drained = true
-		srv.Shutdown()
+		// Calls end by themselves first (GracefulStop waits for them), so
+		// that none ends because the server shut its streams down.
 		if err := a.drain(); err != nil {
 			t.Error(err)
 		}
+		srv.Shutdown()
 		for range 2 {
 			if err := <-served; err != nil {
 				t.Error(err)
