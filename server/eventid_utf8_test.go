@@ -45,3 +45,26 @@ func TestEventIDNotUTF8(t *testing.T) {
 		}
 	}
 }
+
+// TestRESTIDsBecomeUTF8 checks that action and excluded ids cannot reach
+// the server as invalid UTF-8 either: gRPC's decoder refuses them (see
+// TestUndecodableRequests), and encoding/json replaces each invalid byte
+// of a REST body's strings with U+FFFD, consistently, so an excluded id
+// still names its action.
+func TestRESTIDsBecomeUTF8(t *testing.T) {
+	t.Parallel()
+	_, _, srv := newTestServer(t)
+	url := newTestREST(t, srv, 4096) + "/personalizer/v1.0/rank"
+	code, out := post(t, url, "{\"actions\":[{\"id\":\"a\xff\"},{\"id\":\"b\xfe\"}],\"excludedActions\":[\"b\xfe\"]}")
+	if code != http.StatusCreated {
+		t.Fatalf("%d %s", code, out)
+	}
+	var got restRankResponse
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []restRankedAction{{ID: "a\uFFFD", Probability: 1}, {ID: "b\uFFFD", Probability: 0}}
+	if len(got.Ranking) != 2 || got.Ranking[0] != want[0] || got.Ranking[1] != want[1] || got.RewardActionID != "a\uFFFD" {
+		t.Errorf("ranking %+v, reward action %q; want %+v", got.Ranking, got.RewardActionID, want)
+	}
+}
