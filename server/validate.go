@@ -183,7 +183,7 @@ func (l Limits) validateEventID(field, id string) error {
 }
 
 func (l Limits) validateReward(req *personalizerv1.RewardRequest) error {
-	if err := l.validateEventID("event_id", req.GetEventId()); err != nil {
+	if err := l.validateOutcomeEventID("event_id", req.GetEventId()); err != nil {
 		return err
 	}
 	v := req.GetValue()
