@@ -164,7 +164,7 @@ func (h *REST) decode(r *http.Request, v any) error {
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &typeErr):
-		return invalid(typeErr.Field, "must be %s, not a JSON %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
+		return typeError(body, typeErr)
 	case err != nil:
 		return fmt.Errorf("%w: %v", errNotJSON, err)
 	}
@@ -378,6 +378,9 @@ func (h *REST) fail(w http.ResponseWriter, code string, err error) {
 	var inv *invalidError
 	var tooLong *http.MaxBytesError
 	switch {
+	case errors.As(err, &inv) && inv.Field == "": // the whole body
+		writeError(w, http.StatusBadRequest, code, inv.Reason, "")
+		return
 	case errors.As(err, &inv): // found by the REST mapping: the field is already REST's
 		writeError(w, http.StatusBadRequest, code, inv.Error(), inv.Field)
 		return
