@@ -41,6 +41,7 @@ commands:
   train      train offline on a DSJson file, like vw --dsjson
   bench      load a running service with Rank requests and report QPS and latency
   keygen     print a new API key and its line for the --api-keys file
+  version    print the version, the VCS revision it was built from and the Go version (also --version)
 
 Run personalizer <command> -h for a command's flags. Every flag can also be
 set with an environment variable: --reward-wait is PERSONALIZER_REWARD_WAIT.
@@ -64,6 +65,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		"train":    runTrain,
 		"bench":    runBench,
 		"keygen":   runKeygen,
+	}
+	switch args[0] {
+	case "version", "--version", "-version":
+		return runVersion(stdout)
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
