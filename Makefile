@@ -2,6 +2,10 @@
 GO      ?= go
 BIN     := $(CURDIR)/bin
 RACE    ?= -race
+# COMPOSE runs docker-compose.yml for make up, make down and make checkcompose
+# alike. The default is Debian's docker-compose, which CI installs and checks
+# the file with; COMPOSE='docker compose' uses Docker's Compose plugin.
+COMPOSE ?= docker-compose
 
 BUF_VERSION                   := v1.75.0
 PROTOC_GEN_GO_VERSION         := v1.36.12
@@ -36,13 +40,13 @@ examples: build ## run the Python and Node examples against a live server (after
 	client/run-examples.sh
 
 up: ## build the image and start Kafka, the topics, a learner, a joiner and two servers (docker-compose.yml)
-	docker compose up -d --build
+	$(COMPOSE) up -d --build
 
 down: ## stop and remove what make up started (the data volumes stay)
-	docker compose down
+	$(COMPOSE) down
 
-checkcompose: ## validate docker-compose.yml with a real Compose parser (Debian's docker-compose)
-	docker-compose -f docker-compose.yml config -q
+checkcompose: ## validate docker-compose.yml with the Compose make up uses (COMPOSE: Debian's docker-compose unless set)
+	$(COMPOSE) -f docker-compose.yml config -q
 
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go-vtproto ## install code generators into ./bin
 

@@ -158,13 +158,13 @@ var errNotJSON = errors.New("the request body is not valid JSON")
 func (h *REST) decode(r *http.Request, v any) error {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		return fmt.Errorf("read body: %w", err)
+		return bodyError(r, err)
 	}
 	err = json.Unmarshal(body, v)
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &typeErr):
-		return invalid(typeErr.Field, "must be %s, not a JSON %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
+		return typeError(body, typeErr)
 	case err != nil:
 		return fmt.Errorf("%w: %v", errNotJSON, err)
 	}
@@ -378,6 +378,9 @@ func (h *REST) fail(w http.ResponseWriter, code string, err error) {
 	var inv *invalidError
 	var tooLong *http.MaxBytesError
 	switch {
+	case errors.As(err, &inv) && inv.Field == "": // the whole body
+		writeError(w, http.StatusBadRequest, code, inv.Reason, "")
+		return
 	case errors.As(err, &inv): // found by the REST mapping: the field is already REST's
 		writeError(w, http.StatusBadRequest, code, inv.Error(), inv.Field)
 		return
@@ -386,6 +389,17 @@ func (h *REST) fail(w http.ResponseWriter, code string, err error) {
 		return
 	case errors.Is(err, errNotJSON):
 		writeError(w, http.StatusBadRequest, "BadRequest", err.Error(), "")
+		return
+	case errors.Is(err, errBadBody), errors.Is(err, errBodyTimeout), errors.Is(err, errClientGone):
+		h.s.log.Debug("request body not read", "err", err)
+		switch {
+		case errors.Is(err, errBadBody):
+			writeError(w, http.StatusBadRequest, "BadRequest", errBadBody.Error(), "")
+		case errors.Is(err, errBodyTimeout):
+			writeError(w, http.StatusRequestTimeout, "RequestTimeout", errBodyTimeout.Error(), "")
+		default:
+			writeError(w, StatusClientClosedRequest, "ClientClosedRequest", errClientGone.Error(), "")
+		}
 		return
 	}
 	st, ok := status.FromError(err)
@@ -412,7 +426,9 @@ func (h *REST) fail(w http.ResponseWriter, code string, err error) {
 		writeError(w, http.StatusTooManyRequests, "429", st.Message(), "")
 	case codes.Unavailable:
 		writeError(w, http.StatusServiceUnavailable, "OperationNotAllowed", st.Message(), "")
-	case codes.DeadlineExceeded, codes.Canceled:
+	case codes.Canceled:
+		writeError(w, StatusClientClosedRequest, "ClientClosedRequest", st.Message(), "")
+	case codes.DeadlineExceeded:
 		writeError(w, http.StatusRequestTimeout, "RequestTimeout", st.Message(), "")
 	default:
 		writeError(w, http.StatusInternalServerError, "InternalServerError", "internal error", "")

@@ -200,7 +200,7 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 		select {
 		case r = <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			return s.toStatus(ctx.Err()) // Canceled or DeadlineExceeded, not Unknown
 		case <-s.done:
 			return s.toStatus(errShuttingDown)
 		}
@@ -374,7 +374,7 @@ func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) 
 
 // Activate implements PersonalizerService.Activate.
 func (s *Server) Activate(ctx context.Context, req *personalizerv1.ActivateRequest) (*personalizerv1.ActivateResponse, error) {
-	if err := s.cfg.Limits.validateEventID("event_id", req.GetEventId()); err != nil {
+	if err := s.cfg.Limits.validateOutcomeEventID("event_id", req.GetEventId()); err != nil {
 		return nil, s.toStatus(err)
 	}
 	ev := &eventsv1.ActivateEvent{Loop: s.cfg.Loop, EventId: req.GetEventId(), Id: outcomeID()}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"unicode/utf8"
 
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -182,12 +183,14 @@ func (l Limits) validateEventID(field, id string) error {
 		return invalid(field, "event id should be non-empty or absent")
 	case len(id) > l.MaxIDLength:
 		return invalid(field, "longer than %d bytes", l.MaxIDLength)
+	case !utf8.ValidString(id): // a REST path can carry any bytes (%FF); the record would not decode
+		return invalid(field, "event id must be valid UTF-8")
 	}
 	return nil
 }
 
 func (l Limits) validateReward(req *personalizerv1.RewardRequest) error {
-	if err := l.validateEventID("event_id", req.GetEventId()); err != nil {
+	if err := l.validateOutcomeEventID("event_id", req.GetEventId()); err != nil {
 		return err
 	}
 	v := req.GetValue()

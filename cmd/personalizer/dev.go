@@ -20,7 +20,6 @@ import (
 	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/learner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
-	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
 
@@ -154,7 +153,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	}
 
 	d.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
-		personalizerv1.RegisterPersonalizerServiceServer(g, d.srv)
+		server.Register(g, d.srv)
 		eventsv1.RegisterModelServiceServer(g, d.models)
 	}, tracingOptions(cfg.Tracing)...)
 	if err != nil {

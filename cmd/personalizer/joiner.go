@@ -102,7 +102,7 @@ func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	if cfg.HTTPAddr != "" {
 		reg := newRegistry()
 		registerJoiner(reg, j)
-		m, err := serveMetrics(cfg.HTTPAddr, reg)
+		m, err := serveMetrics(cfg.HTTPAddr, reg, httpTimeouts{})
 		if err != nil {
 			return errors.Join(err, out.Close(), ticks.Close())
 		}

@@ -22,10 +22,22 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "personalizer:", err)
-		os.Exit(1)
+	os.Exit(report(os.Stderr, err))
+}
+
+// report prints what run returned, if it failed, and returns the exit
+// status: 0 for success and for -h (which printed the usage), else 1.
+func report(stderr io.Writer, err error) int {
+	var usage *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &usage): // names the command already
+		fmt.Fprintln(stderr, err)
+	default:
+		fmt.Fprintln(stderr, "personalizer:", err)
 	}
+	return 1
 }
 
 const usage = `usage: personalizer <command> [flags]
@@ -41,6 +53,7 @@ commands:
   train      train offline on a DSJson file, like vw --dsjson
   bench      load a running service with Rank requests and report QPS and latency
   keygen     print a new API key and its line for the --api-keys file
+  version    print the version, the VCS revision it was built from and the Go version (also --version)
 
 Run personalizer <command> -h for a command's flags. Every flag can also be
 set with an environment variable: --reward-wait is PERSONALIZER_REWARD_WAIT.
@@ -64,6 +77,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		"train":    runTrain,
 		"bench":    runBench,
 		"keygen":   runKeygen,
+	}
+	switch args[0] {
+	case "version", "--version", "-version":
+		return runVersion(stdout)
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -92,8 +109,41 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 	if err != nil {
 		return err
 	}
-	return fs.Parse(args)
+	// The flag package prints the whole usage after any mistake: parse
+	// quietly, and print the usage only when asked (-h).
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err = fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		if fs.Usage != nil {
+			fs.Usage()
+		} else {
+			fmt.Fprintf(out, "usage: personalizer %s [flags]\n\nflags:\n", fs.Name())
+			fs.PrintDefaults()
+		}
+		return err
+	}
+	return &usageError{cmd: fs.Name(), err: err}
 }
+
+// usageError is a command line the flags refused: one line, with a hint
+// where the flags are, instead of the whole usage.
+type usageError struct {
+	cmd string
+	err error
+}
+
+func (e *usageError) Error() string {
+	return fmt.Sprintf("personalizer %s: %v (run 'personalizer %s -h' for the flags)", e.cmd, e.err, e.cmd)
+}
+
+func (e *usageError) Unwrap() error { return e.err }
 
 // setDefault changes a registered flag's default, as shown in -h too.
 func setDefault(fs *flag.FlagSet, name, value string) {

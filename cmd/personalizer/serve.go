@@ -51,6 +51,9 @@ type securityConfig struct {
 	MaxMessageBytes int
 	// Loop is the loop whose keys the API accepts; the role sets it.
 	Loop string
+	// HTTP bounds how long the HTTP listener waits for clients; zero
+	// fields are the defaults (no flags: tests shorten them).
+	HTTP httpTimeouts
 }
 
 func (c *securityConfig) registerFlags(fs *flag.FlagSet) {
@@ -233,7 +236,8 @@ func listenAPI(grpcAddr, httpAddr string, sec securityConfig, log *slog.Logger, 
 	reflection.Register(a.grpc)
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
-	a.http = &http.Server{Handler: http.HandlerFunc(a.serveMux), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+	a.http = newHTTPServer(http.HandlerFunc(a.serveMux), sec.HTTP)
+	a.http.TLSConfig = tlsCfg
 	if tlsCfg == nil {
 		log.Warn("TLS is off: the API is served in plaintext; set --tls-cert and --tls-key")
 	}

@@ -20,7 +20,6 @@ import (
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
-	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
 
@@ -144,7 +143,7 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	s.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.LearningMode, Limits: cfg.Limits,
 		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes}, s.pub, log, time.Now)
 	s.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
-		personalizerv1.RegisterPersonalizerServiceServer(g, s.srv)
+		server.Register(g, s.srv)
 	}, tracingOptions(cfg.Tracing)...)
 	if err != nil {
 		return nil, errors.Join(err, s.events.Close(), s.conn.Close())

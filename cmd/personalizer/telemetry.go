@@ -204,8 +204,9 @@ type metricsServer struct {
 	served chan error
 }
 
-// serveMetrics serves reg on addr until close.
-func serveMetrics(addr string, reg *prometheus.Registry) (*metricsServer, error) {
+// serveMetrics serves reg on addr until close, with timeouts t (zero
+// fields: the defaults).
+func serveMetrics(addr string, reg *prometheus.Registry, t httpTimeouts) (*metricsServer, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -213,7 +214,7 @@ func serveMetrics(addr string, reg *prometheus.Registry) (*metricsServer, error)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	m := &metricsServer{addr: lis.Addr(), http: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, served: make(chan error, 1)}
+	m := &metricsServer{addr: lis.Addr(), http: newHTTPServer(mux, t), served: make(chan error, 1)}
 	go func() { m.served <- m.http.Serve(lis) }() // ends at close
 	return m, nil
 }

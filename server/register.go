@@ -1,0 +1,106 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
+)
+
+// Register registers s as g's PersonalizerService. A request that does not
+// decode (malformed protobuf, or a string that is not UTF-8) is answered
+// InvalidArgument naming the message, where grpc-go answers Internal for
+// any codec error: the fault is the caller's. That holds for the unary
+// methods and for every message RankStream receives.
+//
+// grpc-go reports a codec error itself, as Internal, before the handler
+// can return anything else, so the handlers Register installs receive each
+// message as a [request], which takes the bytes from any proto codec
+// without failing, and decode it themselves with the process's "proto"
+// codec. A unary request that does not decode is refused inside the
+// interceptors, so that the call is authenticated, rate limited, logged
+// and counted like any other.
+func Register(g grpc.ServiceRegistrar, s *Server) {
+	desc := personalizerv1.PersonalizerService_ServiceDesc // a copy: the generated one stays as it is
+	desc.Methods = slices.Clone(desc.Methods)
+	for i, md := range desc.Methods {
+		handler, method := md.Handler, &grpc.UnaryServerInfo{FullMethod: "/" + desc.ServiceName + "/" + md.MethodName}
+		desc.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			var req any
+			var decErr error
+			resp, err := handler(srv, ctx, func(m any) error {
+				req = m
+				r := request{msg: m}
+				if err := dec(&r); err != nil { // the transport failed; grpc-go has answered
+					return err
+				}
+				decErr = r.err
+				return decErr
+			}, interceptor)
+			if decErr == nil || interceptor == nil {
+				return resp, err
+			}
+			info := *method
+			info.Server = srv
+			return interceptor(ctx, req, &info, func(context.Context, any) (any, error) { return nil, decErr })
+		}
+	}
+	desc.Streams = slices.Clone(desc.Streams)
+	for i, sd := range desc.Streams {
+		handler := sd.Handler
+		desc.Streams[i].Handler = func(srv any, stream grpc.ServerStream) error {
+			return handler(srv, decodingStream{stream})
+		}
+	}
+	g.RegisterService(&desc, s)
+}
+
+// decodingStream decodes each message it receives as a [request]: one that
+// does not decode is an InvalidArgument error of RecvMsg, and the stream's
+// handler ends the call with it.
+type decodingStream struct{ grpc.ServerStream }
+
+func (s decodingStream) RecvMsg(m any) error {
+	r := request{msg: m}
+	if err := s.ServerStream.RecvMsg(&r); err != nil {
+		return err
+	}
+	return r.err
+}
+
+// request receives a message's bytes from a gRPC codec and decodes them
+// into msg with the process's "proto" codec, keeping a decoding error in
+// err (as InvalidArgument) instead of failing. Any proto codec hands it
+// the bytes: it is a legacy message (Reset, String, ProtoMessage) with an
+// Unmarshal method, which proto.Unmarshal calls with the bytes instead of
+// decoding them itself.
+type request struct {
+	msg any
+	err error
+}
+
+func (r *request) Reset()         { r.err = nil }
+func (r *request) String() string { return fmt.Sprintf("undecoded %T", r.msg) }
+func (*request) ProtoMessage()    {}
+
+// Unmarshal decodes b into r.msg. b is a buffer gRPC reuses: the codec
+// copies what the message keeps (vtcodec copies the whole of b).
+func (r *request) Unmarshal(b []byte) error {
+	if err := encoding.GetCodecV2(grpcproto.Name).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, r.msg); err != nil {
+		name := "request"
+		if pm, ok := r.msg.(proto.Message); ok {
+			name = string(pm.ProtoReflect().Descriptor().FullName())
+		}
+		r.err = status.Errorf(codes.InvalidArgument, "the request is not a valid %s message: %v", name, err)
+	}
+	return nil
+}
