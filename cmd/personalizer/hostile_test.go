@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -351,8 +353,9 @@ func (m *mix) add(f func(*mix)) {
 // TestDevHostileMix mixes, for a bounded time, ordinary events with every
 // kind of hostile input the loop has met, over both APIs and straight into
 // personalizer.events: Ranks over the record and interaction limits,
-// malformed REST bodies, rewards for events that never were, invalid
-// event ids, reward floods; and in the topic undecodable records (small,
+// undecodable protobuf, malformed REST bodies, rewards for events that
+// never were, invalid event ids, reward floods; and in the topic
+// undecodable records (small,
 // and too large to copy), ranks whose joined lines are over the record
 // limit, records stamped an hour ahead, keyless records, records of an
 // unknown type and of another loop. Then every ordinary event is learned
@@ -431,10 +434,21 @@ func TestDevHostileMix(t *testing.T) {
 	for i := range many {
 		many[i] = &personalizerv1.Feature{Name: fmt.Sprint("f", i), Value: &personalizerv1.Feature_NumberValue{NumberValue: 1}}
 	}
+	raw, err := grpc.NewClient(h.grpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
 	var floods atomic.Int64
 	hostile := func(rng *rand.Rand) error {
 		actions := []*personalizerv1.Action{{Id: "news"}, {Id: "sport"}}
-		switch rng.IntN(7) {
+		switch rng.IntN(8) {
+		case 7: // protobuf that does not decode: an action id that is not UTF-8
+			var out []byte
+			err := raw.Invoke(ctx, personalizerv1.PersonalizerService_Rank_FullMethodName, []byte{0x12, 0x03, 0x0a, 0x01, 0xff}, &out, grpc.ForceCodecV2(rawCodec{}))
+			if status.Code(err) != codes.InvalidArgument {
+				return fmt.Errorf("an undecodable Rank: %v", err)
+			}
 		case 0: // too large for a record, gRPC
 			_, err := h.client.Rank(ctx, &personalizerv1.RankRequest{Actions: actions, ContextFeatures: []*personalizerv1.Namespace{{Name: "U",
 				Features: []*personalizerv1.Feature{{Name: "s", Value: &personalizerv1.Feature_StringValue{StringValue: control}}}}}})
