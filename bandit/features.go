@@ -144,28 +144,43 @@ func (p *Prediction) count() int {
 func (pol *Policy) CountFeatures(e *Event, p *Prediction) int {
 	m := pol.shape
 	m.prepare(e, p)
+	// The shared namespaces' sizes, then each action's added and taken
+	// away again.
 	var size [256]int
+	shared := 0
+	p.idx = e.shared.indices(p.idx[:0])
+	for _, ns := range p.idx {
+		if !pol.ignore[ns] {
+			size[ns] = len(e.shared.group(ns))
+			shared += size[ns]
+		}
+	}
+	if !pol.noConstant {
+		size[constantNamespace] = 1
+		shared++
+	}
+	sizeOf := func(ns byte) int { return size[ns] }
 	total := 0
 	for a := range e.n {
-		act, sh := e.actions[a], &e.shared
-		clear(size[:])
-		n := 0
+		act := e.actions[a]
+		n := shared
 		p.idx = act.indices(p.idx[:0])
-		p.idx = sh.indices(p.idx)
 		for _, ns := range p.idx {
-			if !pol.ignore[ns] && size[ns] == 0 {
-				size[ns] = len(act.group(ns)) + len(sh.group(ns))
-				n += size[ns]
+			if !pol.ignore[ns] {
+				k := len(act.group(ns))
+				size[ns] += k
+				n += k
 			}
 		}
-		if !pol.noConstant {
-			size[constantNamespace] = 1
-			n++
-		}
 		for i := range p.terms {
-			n = satAdd(n, termFeatures(&p.terms[i], func(ns byte) int { return size[ns] }))
+			n = satAdd(n, termFeatures(&p.terms[i], sizeOf))
 		}
 		total = satAdd(total, n)
+		for _, ns := range p.idx {
+			if !pol.ignore[ns] {
+				size[ns] -= len(act.group(ns))
+			}
+		}
 	}
 	return total
 }
@@ -175,6 +190,13 @@ func (pol *Policy) CountFeatures(e *Event, p *Prediction) int {
 // features of a repeated namespace once, the diagonal included, so a run
 // of r equal namespaces of k features gives k multichoose r.
 func termFeatures(t *term, size func(byte) int) int {
+	if t.n == 2 { // the usual case, and the sizes are far too small to overflow
+		a := size(t.ns[0])
+		if t.ns[0] == t.ns[1] {
+			return a * (a + 1) / 2
+		}
+		return a * size(t.ns[1])
+	}
 	n := 1
 	for i := 0; i < t.n; {
 		ns, r := t.ns[i], 1
