@@ -103,8 +103,8 @@ func breakDir(t *testing.T, dir string) (repair func()) {
 	}
 }
 
-// devHealth returns dev's GET /healthz.
-func devHealth(t *testing.T, addr string) devStatus {
+// healthz returns a process's GET /healthz, decoded as a T.
+func healthz[T any](t *testing.T, addr string) T {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil {
@@ -113,7 +113,7 @@ func devHealth(t *testing.T, addr string) devStatus {
 	defer resp.Body.Close()
 	var buf bytes.Buffer
 	buf.ReadFrom(resp.Body)
-	var st devStatus
+	var st T
 	if err := json.Unmarshal(buf.Bytes(), &st); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("/healthz: %s, %v: %s", resp.Status, err, buf.Bytes())
 	}
@@ -185,7 +185,7 @@ func TestLearnerDiskOutage(t *testing.T) {
 	}
 	v1 := o.learner.Stats().Version
 	waitServed(ctx, t, o.dev, v1)
-	if st := devHealth(t, httpAddr); st.Learner.Checkpoint.Failing || st.Learner.Checkpoint.LastWritten == nil || st.ModelVersion != v1 {
+	if st := healthz[devStatus](t, httpAddr); st.Learner.Checkpoint.Failing || st.Learner.Checkpoint.LastWritten == nil || st.ModelVersion != v1 {
 		t.Errorf("/healthz before the outage: %+v", st)
 	}
 
@@ -200,7 +200,7 @@ func TestLearnerDiskOutage(t *testing.T) {
 	waitHealth(ctx, t, o.grpcAddr(), checkpointService, healthpb.HealthCheckResponse_NOT_SERVING)
 	waitHealth(ctx, t, o.grpcAddr(), "", healthpb.HealthCheckResponse_SERVING)
 	before := o.learner.Stats()
-	health, metrics := devHealth(t, httpAddr), scrape(t, httpAddr)
+	health, metrics := healthz[devStatus](t, httpAddr), scrape(t, httpAddr)
 	after := o.learner.Stats()
 	if before.Learned != 90 || before.Version != v1 || !before.CheckpointFailing || !strings.Contains(before.CheckpointError, "not a directory") {
 		t.Errorf("learner during the outage: %+v, want 90 learned, version %d, failing", before, v1)
@@ -239,7 +239,7 @@ func TestLearnerDiskOutage(t *testing.T) {
 	st := o.learner.Stats()
 	v2 := st.Version
 	waitServed(ctx, t, o.dev, v2)
-	health = devHealth(t, httpAddr)
+	health = healthz[devStatus](t, httpAddr)
 	if ck := health.Learner.Checkpoint; v2 <= v1 || ck.Failing || ck.Failures != st.CheckpointFailures || ck.Error != "" || ck.FailingSince != nil ||
 		ck.LastWritten == nil || !ck.LastWritten.Equal(st.LastCheckpoint) || health.ModelVersion != v2 || health.Learner.ModelVersion != v2 {
 		t.Errorf("/healthz after the repair: %+v; learner %+v", health, st)
@@ -372,23 +372,6 @@ func TestBrokerDiskOutage(t *testing.T) {
 	}
 }
 
-// learnerStatusAt returns a learner's GET /healthz.
-func learnerStatusAt(t *testing.T, addr string) learnerStatus {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	buf.ReadFrom(resp.Body)
-	var st learnerStatus
-	if err := json.Unmarshal(buf.Bytes(), &st); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("/healthz: %s, %v: %s", resp.Status, err, buf.Bytes())
-	}
-	return st
-}
-
 // TestLearnerRoleDiskOutage runs `personalizer learner` on the embedded
 // broker with its checkpoint directory broken: it learns on, its
 // /healthz, /metrics and gRPC health say the checkpoint fails and clear
@@ -444,7 +427,7 @@ func TestLearnerRoleDiskOutage(t *testing.T) {
 	write(0, 5)
 	wait("a version of 5 examples", func(s learner.Stats) bool { return s.Version > 0 && s.Learned == 5 })
 	v1 := l.learner.Stats().Version
-	if st := learnerStatusAt(t, httpAddr); st.ModelVersion != v1 || st.Examples != 5 || st.Checkpoint.Failing || st.Checkpoint.LastWritten == nil {
+	if st := healthz[learnerStatus](t, httpAddr); st.ModelVersion != v1 || st.Examples != 5 || st.Checkpoint.Failing || st.Checkpoint.LastWritten == nil {
 		t.Errorf("/healthz before the outage: %+v", st)
 	}
 
@@ -453,7 +436,7 @@ func TestLearnerRoleDiskOutage(t *testing.T) {
 	wait("failing checkpoints", func(s learner.Stats) bool { return s.Learned == 10 && s.CheckpointFailures >= 2 })
 	waitHealth(ctx, t, l.api.grpcAddr(), checkpointService, healthpb.HealthCheckResponse_NOT_SERVING)
 	waitHealth(ctx, t, l.api.grpcAddr(), "", healthpb.HealthCheckResponse_SERVING)
-	if st := learnerStatusAt(t, httpAddr); st.ModelVersion != v1 || st.Examples != 10 || !st.Checkpoint.Failing || st.Checkpoint.Failures < 2 ||
+	if st := healthz[learnerStatus](t, httpAddr); st.ModelVersion != v1 || st.Examples != 10 || !st.Checkpoint.Failing || st.Checkpoint.Failures < 2 ||
 		!strings.Contains(st.Checkpoint.Error, "not a directory") || st.Checkpoint.FailingSince == nil {
 		t.Errorf("/healthz during the outage: %+v", st)
 	}
@@ -467,7 +450,7 @@ func TestLearnerRoleDiskOutage(t *testing.T) {
 	wait("the checkpoint after the repair", func(s learner.Stats) bool { return !s.CheckpointFailing })
 	waitHealth(ctx, t, l.api.grpcAddr(), checkpointService, healthpb.HealthCheckResponse_SERVING)
 	st := l.learner.Stats()
-	if hs := learnerStatusAt(t, httpAddr); hs.ModelVersion != st.Version || st.Version <= v1 || hs.Checkpoint.Failing || hs.Checkpoint.Failures != st.CheckpointFailures ||
+	if hs := healthz[learnerStatus](t, httpAddr); hs.ModelVersion != st.Version || st.Version <= v1 || hs.Checkpoint.Failing || hs.Checkpoint.Failures != st.CheckpointFailures ||
 		hs.Checkpoint.Error != "" || hs.Checkpoint.FailingSince != nil {
 		t.Errorf("/healthz after the repair: %+v, learner %+v", hs, st)
 	}
