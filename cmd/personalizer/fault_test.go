@@ -83,6 +83,8 @@ type harness struct {
 
 	learner *learner.Learner
 
+	clock eventClock // stamps the producer's records and the ticks
+
 	mu      sync.Mutex
 	want    map[string]float32   // learnable events: key -> cost
 	skip    map[string]bool      // deferred, never activated: _skipLearn
@@ -233,10 +235,11 @@ func (h *harness) produce(stop <-chan struct{}, rate int) <-chan struct{} {
 				return
 			case <-pace.C:
 			}
-			recs, cost, learnable := eventRecords(i, time.Now())
+			at := h.clock.hold()
+			recs, cost, learnable := eventRecords(i, at)
 			if i%200 == 199 {
 				recs = append(recs, eventlog.Record{Topic: eventlog.EventsTopic, Key: []byte("garbage"), Value: []byte{0xff, 0xff},
-					Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}, Time: time.Now()})
+					Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}, Time: at})
 			}
 			// What may be stored is expected before the write.
 			h.mu.Lock()
@@ -262,9 +265,97 @@ func (h *harness) produce(stop <-chan struct{}, rate int) <-chan struct{} {
 				case <-time.After(backoff):
 				}
 			}
+			h.clock.release()
 		}
 	}()
 	return done
+}
+
+// eventClock stamps the records the fault tests write into
+// personalizer.events: the producer's events and the ticks (of the
+// joiners in this process, and the harness's for joiner processes). It
+// reads the wall clock, but never stamps a tick later than a producer
+// write that is still in flight.
+//
+// Without that the tests' expectations depended on timing. The producer
+// stamps an event at T and writes it; a tick is stamped with the clock as
+// it goes on. On a loaded machine the event's write took up to 4 s (with
+// -race and both cores busy) while ticks stamped after T+1.5 s reached the
+// partition first. The watermark then passed T + RewardWait + Slack
+// before the rank came: the rank closed on arrival with the default
+// reward (cost 0.25), and its reward, in the same write, was audited as
+// late. That is the join's rule for records that arrive after the
+// watermark passed them; the test expected otherwise. Held ticks keep the
+// partition's record times in the order the records reach it, so every
+// event arrives before its window can close, however slow the write.
+type eventClock struct {
+	mu     sync.Mutex
+	last   time.Time // the latest time handed out
+	inWait bool      // a producer write stamped last is not acknowledged yet
+}
+
+// hold returns the time to stamp a producer write with, and holds ticks
+// at or before it until release.
+func (c *eventClock) hold() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); now.After(c.last) {
+		c.last = now
+	}
+	c.inWait = true
+	return c.last
+}
+
+// release lets ticks follow the wall clock again: the write is stored.
+func (c *eventClock) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inWait = false
+}
+
+// now is the time of a tick, and the joiners' clock.
+func (c *eventClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); !c.inWait && now.After(c.last) {
+		c.last = now
+	}
+	return c.last
+}
+
+// tick writes a tick into every partition of personalizer.events each
+// TickInterval, stamped by h.clock, until the test ends: the ticks of
+// joiner processes, which cannot read h.clock and run without their own
+// (see joinerArgs).
+func (h *harness) tick() {
+	w := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: h.brokers, Topic: eventlog.EventsTopic})
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(h.rules.TickInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			at := h.clock.now()
+			recs := make([]eventlog.Record, kafkalog.DefaultEventsPartitions)
+			for p := range recs {
+				recs[p] = eventlog.Record{Topic: eventlog.EventsTopic, Partition: p, Time: at,
+					Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeTick)}}}
+			}
+			// A tick that fails is as if it never was, as for a joiner.
+			w.Write(ctx, recs...)
+		}
+	}()
+	h.t.Cleanup(func() {
+		cancel()
+		<-done
+		w.Close()
+	})
 }
 
 // events returns how many events were produced.
@@ -302,7 +393,8 @@ type joinerHandle struct {
 }
 
 // startJoiner runs a joiner in this process in group with output to out
-// (nil: the joiner's topics). stop ends it gracefully.
+// (nil: the joiner's topics), its ticks stamped by h.clock. stop ends it
+// gracefully.
 func (h *harness) startJoiner(group string, out eventlog.Writer) *joinerHandle {
 	w := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: h.brokers, ByPartition: true, Compression: "zstd"})
 	ticks := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: h.brokers, Topic: eventlog.EventsTopic, Compression: "zstd"})
@@ -311,7 +403,7 @@ func (h *harness) startJoiner(group string, out eventlog.Writer) *joinerHandle {
 	}
 	g := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: h.brokers, GroupID: group, Topic: eventlog.EventsTopic,
 		SessionTimeout: faultSession, RebalanceTimeout: faultRebalance, HeartbeatInterval: faultHeartbeat}, h.log)
-	j := joiner.New(h.rules, h.log, g, out, ticks, time.Now)
+	j := joiner.New(h.rules, h.log, g, out, ticks, h.clock.now)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- j.Run(ctx) }()

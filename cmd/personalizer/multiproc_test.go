@@ -60,7 +60,7 @@ func TestMultiProcess(t *testing.T) {
 	learnerAddr := field(lp, "personalizer learner:", "gRPC")
 	models := eventsv1.NewModelServiceClient(dial(t, learnerAddr))
 
-	joiners := []*process{startProcess(t, h.joinerArgs()...), startProcess(t, h.joinerArgs()...)}
+	joiners := []*process{startProcess(t, h.joinerArgs(true)...), startProcess(t, h.joinerArgs(true)...)}
 	for _, j := range joiners {
 		j.waitLine(ctx, t, "personalizer joiner:")
 	}
