@@ -543,7 +543,8 @@ func (r remap) Write(ctx context.Context, recs ...eventlog.Record) error {
 }
 
 // checkReplay runs a fresh joiner over the same events and checks that
-// each joined partition, repeats removed, is what it writes, byte for byte.
+// each joined partition, repeats removed, is what it writes, repeats
+// removed, byte for byte.
 func (h *harness) checkReplay(joined map[int][]eventlog.Record, events int) {
 	t := h.t
 	t.Helper()
@@ -551,36 +552,64 @@ func (h *harness) checkReplay(joined map[int][]eventlog.Record, events int) {
 	defer w.Close()
 	r := h.startJoiner("replay", remap{w, map[string]string{
 		eventlog.JoinedTopic: "replay.joined", eventlog.AuditTopic: "replay.audit", eventlog.DeadLetterTopic: "replay.deadletter"}})
-	if err := r.j.Wait(h.ctx, func(s joiner.Stats) bool { return s.Emitted >= int64(events) }); err != nil {
-		t.Fatalf("replay: %v (%+v)", err, r.j.Counters())
+	// The replay is done when it wrote a line for every event. Its
+	// Emitted counter can get there first: the replay's own group can
+	// rebalance too (a loaded machine misses the session timeout), and a
+	// claim that ends before its last commit has written lines that the
+	// next claim writes, and counts, again.
+	var replay map[int][]eventlog.Record
+	for least, distinct := int64(events), 0; distinct < events; {
+		if err := r.j.Wait(h.ctx, func(s joiner.Stats) bool { return s.Emitted >= least }); err != nil {
+			t.Fatalf("replay: %v; %d distinct lines of %d events (%+v)", err, distinct, events, r.j.Counters())
+		}
+		least = r.j.Counters().Emitted + 1 // at least what the topic holds now
+		replay = h.readTopic("replay.joined")
+		distinct = 0
+		for _, recs := range replay {
+			distinct += len(firstLines(recs))
+		}
 	}
 	r.stop()
-	replay := h.readTopic("replay.joined")
 	for p := range kafkalog.DefaultEventsPartitions {
-		var first []eventlog.Record
-		seen := map[string]bool{}
-		for _, rec := range joined[p] {
-			if !seen[string(rec.Key)] {
-				seen[string(rec.Key)] = true
-				first = append(first, rec)
-			}
-		}
-		if len(first) != len(replay[p]) {
-			t.Errorf("partition %d: %d distinct joined lines, the replay wrote %d", p, len(first), len(replay[p]))
+		want, got := firstLines(joined[p]), firstLines(replay[p])
+		if len(want) != len(got) {
+			t.Errorf("partition %d: %d distinct joined lines, the replay wrote %d", p, len(want), len(got))
 			continue
 		}
-		for i := range first {
-			if !bytes.Equal(first[i].Key, replay[p][i].Key) || !bytes.Equal(first[i].Value, replay[p][i].Value) {
-				t.Errorf("partition %d line %d differs from the replay:\n%s\n%s", p, i, first[i].Value, replay[p][i].Value)
+		for i := range want {
+			if !bytes.Equal(want[i].Key, got[i].Key) || !bytes.Equal(want[i].Value, got[i].Value) {
+				t.Errorf("partition %d line %d differs from the replay:\n%s\n%s", p, i, want[i].Value, got[i].Value)
 				break
 			}
 		}
 	}
 }
 
+// firstLines returns the first record of each key in recs, in order.
+// Where writers repeat lines (a retried write, a claim that lost its
+// generation), each writes them in the same order, so the first copies
+// are in the order of a run without repeats.
+func firstLines(recs []eventlog.Record) []eventlog.Record {
+	var first []eventlog.Record
+	seen := map[string]bool{}
+	for _, rec := range recs {
+		if !seen[string(rec.Key)] {
+			seen[string(rec.Key)] = true
+			first = append(first, rec)
+		}
+	}
+	return first
+}
+
 // TestJoinerScale runs one joiner, then three, then one again, while
-// events stream in: rebalances lose nothing, and since every claim that
-// ends commits what it wrote, they repeat nothing either.
+// events stream in: rebalances lose nothing and learn nothing twice.
+//
+// Whether they write lines twice depends on timing, so it is logged, not
+// checked: a claim that ends commits what it wrote (TestJoinerShell in
+// joiner/ checks that a joiner taking over then writes nothing twice), but
+// on a loaded machine a member can miss its session timeout, or a claim
+// its 5 s to write what it joined, and then the next owner writes again,
+// as after a crash, lines that the learner drops.
 func TestJoinerScale(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 500*time.Millisecond, nil)
@@ -610,8 +639,8 @@ func TestJoinerScale(t *testing.T) {
 	a.stop()
 	r := h.verify()
 	t.Logf("%+v; joiner a %+v, b %+v, c %+v", r, a.j.Counters(), b.j.Counters(), c.j.Counters())
-	if r.repeated != 0 || r.joined != r.events {
-		t.Errorf("rebalances repeated %d of %d joined lines", r.repeated, r.joined)
+	if r.repeated != 0 {
+		t.Logf("%d of %d joined lines were repeats, each learned once", r.repeated, r.joined)
 	}
 	if sum := a.j.Counters().Suppressed + b.j.Counters().Suppressed + c.j.Counters().Suppressed; sum == 0 {
 		t.Error("no claim resumed from a checkpoint with something to suppress")
