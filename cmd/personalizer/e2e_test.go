@@ -17,6 +17,7 @@ import (
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/internal/sim"
+	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/learner"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -86,11 +87,13 @@ func TestLoopLearns(t *testing.T) {
 	if st := d.learner.Stats(); st.Learned != events || st.Malformed != 0 || st.NotLearnable != 0 {
 		t.Errorf("learner stats %+v, want exactly %d learned", st, events)
 	}
+	// The joiner counts a line once its write is acknowledged, which can
+	// be after the learner has read it: wait for the count, then check it.
+	if err := d.joiner.Wait(ctx, func(c joiner.Stats) bool { return c.Emitted >= events }); err != nil {
+		t.Fatalf("waiting for %d joined events: %v (counters %+v)", events, err, d.joiner.Counters())
+	}
 	if c := d.joiner.Counters(); c.Emitted != events || c.Learnable != events || c.Undecodable != 0 {
 		t.Errorf("joiner counters %+v, want %d emitted", c, events)
-	}
-	if ps := d.pub.Stats(); ps.Written != 2*events || ps.Refused != 0 || ps.Lost != 0 {
-		t.Errorf("publisher stats %+v, want %d written", ps, 2*events)
 	}
 	if res.RewardLastWindow < res.RewardFirstWindow+0.05 || res.RewardLastWindow < res.RandomPolicyReward+0.05 {
 		t.Errorf("did not learn: first window %.3f, last window %.3f, random policy %.3f, best policy %.3f",
@@ -107,6 +110,11 @@ func TestLoopLearns(t *testing.T) {
 	before := d.store.Latest().GetInfo()
 	if err := d.close(); err != nil {
 		t.Fatal(err)
+	}
+	// Counted when acknowledged, like the joiner's lines, and final once
+	// the publisher has stopped.
+	if ps := d.pub.Stats(); ps.Written != 2*events || ps.Refused != 0 || ps.Lost != 0 {
+		t.Errorf("publisher stats %+v, want %d written", ps, 2*events)
 	}
 
 	// A restart serves the learned model at once and keeps learning.
