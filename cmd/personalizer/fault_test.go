@@ -309,9 +309,10 @@ func (h *harness) produce(stop <-chan struct{}, rate int) <-chan struct{} {
 // before the rank came: the rank closed on arrival with the default
 // reward (cost 0.25), and its reward, in the same write, was audited as
 // late. That is the join's rule for records that arrive after the
-// watermark passed them; the test expected otherwise. Held ticks keep the
-// partition's record times in the order the records reach it, so every
-// event arrives before its window can close, however slow the write.
+// watermark passed them; the test expected otherwise. With held ticks no
+// tick reaches a partition stamped later than an event still on its way
+// there, so every event arrives before its window can close, however slow
+// its write.
 type eventClock struct {
 	mu     sync.Mutex
 	last   time.Time // the latest time handed out
