@@ -11,6 +11,7 @@ BUF_VERSION                   := v1.75.0
 PROTOC_GEN_GO_VERSION         := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION    := v1.6.2
 PROTOC_GEN_GO_VTPROTO_VERSION := v0.6.0
+GOTESTSUM_VERSION             := v1.13.0
 
 .DEFAULT_GOAL := help
 .PHONY: help build run test bench proto proto-python checkgenerate lint tools deps examples up down checkcompose clean
@@ -24,9 +25,14 @@ build: ## build bin/personalizer
 run: build ## run everything in one process (gRPC 127.0.0.1:50051, HTTP :8080, Kafka :9092, data in ./data); ARGS adds dev flags
 	$(BIN)/personalizer dev $(ARGS)
 
-test: ## run every test with the race detector
+# gotestsum prints a line for each package and each top-level test as it
+# ends, and a failed test's output; the filter leaves out the lines of
+# passed and skipped subtests and of packages without tests. bash, for
+# pipefail: the status is gotestsum's.
+test: $(BIN)/gotestsum ## go vet, then every test with the race detector, a line per test and package as each ends
 	$(GO) vet ./...
-	$(GO) test $(RACE) -count=1 -timeout 30m ./...
+	bash -o pipefail -c '$(BIN)/gotestsum --format testname --raw-command -- $(GO) test -json $(RACE) -count=1 -timeout 30m ./... | \
+		grep --line-buffered -Ev "^(EMPTY |(PASS|SKIP) ([^ .]*\.)?(Test|Fuzz|Example)[^ /]*/)"'
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
@@ -48,7 +54,7 @@ down: ## stop and remove what make up started (the data volumes stay)
 checkcompose: ## validate docker-compose.yml with the Compose make up uses (COMPOSE: Debian's docker-compose unless set)
 	$(COMPOSE) -f docker-compose.yml config -q
 
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go-vtproto ## install code generators into ./bin
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-go-vtproto $(BIN)/gotestsum ## install the code generators and gotestsum into ./bin
 
 $(BIN)/buf:
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -58,6 +64,8 @@ $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 $(BIN)/protoc-gen-go-vtproto:
 	GOBIN=$(BIN) $(GO) install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@$(PROTOC_GEN_GO_VTPROTO_VERSION)
+$(BIN)/gotestsum:
+	GOBIN=$(BIN) $(GO) install gotest.tools/gotestsum@$(GOTESTSUM_VERSION)
 
 proto: tools ## lint the protos and regenerate the Go code
 	$(BIN)/buf lint

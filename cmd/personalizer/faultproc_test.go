@@ -146,8 +146,13 @@ func (p *process) stop(t *testing.T) {
 }
 
 // joinerArgs are `personalizer joiner` flags with the fault tests' rules.
-func (h *harness) joinerArgs() []string {
+// With ticks false the joiner writes no ticks (one a day): h.tick writes
+// them, stamped by h.clock.
+func (h *harness) joinerArgs(ticks bool) []string {
 	r := h.rules
+	if !ticks {
+		r.TickInterval = 24 * time.Hour
+	}
 	return []string{"joiner", "--kafka-brokers", strings.Join(h.brokers, ","), "--group", faultGroup, "--log-level", "warn",
 		"--reward-wait", r.RewardWait.String(), "--backward-window", r.Backward.String(), "--join-slack", r.Slack.String(),
 		"--default-reward", fmt.Sprint(r.DefaultReward), "--reward-aggregation", string(r.Aggregation), "--learning-mode", "Online",
@@ -175,9 +180,10 @@ func (h *harness) waitSteady(least int) {
 func TestJoinerKill9(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 500*time.Millisecond, nil)
+	h.tick()
 	stop := make(chan struct{})
 	produced := h.produce(stop, 200)
-	p := startProcess(t, h.joinerArgs()...)
+	p := startProcess(t, h.joinerArgs(false)...)
 	for kill := range 3 {
 		h.waitSteady(100)
 		select {
@@ -187,7 +193,7 @@ func TestJoinerKill9(t *testing.T) {
 		}
 		p.kill(t)
 		t.Logf("kill %d: learner %+v", kill+1, h.learner.Stats())
-		p = startProcess(t, h.joinerArgs()...)
+		p = startProcess(t, h.joinerArgs(false)...)
 	}
 	h.waitSteady(100)
 	close(stop)

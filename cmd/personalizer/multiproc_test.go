@@ -38,7 +38,8 @@ import (
 // and that is what the exact count checks.
 func TestMultiProcess(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	// A bound for failures, not a wait (80 s on a busy 2-core machine).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	var sims sync.WaitGroup
 	t.Cleanup(sims.Wait) // after cancel: the simulations log through t
 	t.Cleanup(cancel)
@@ -60,7 +61,7 @@ func TestMultiProcess(t *testing.T) {
 	learnerAddr := field(lp, "personalizer learner:", "gRPC")
 	models := eventsv1.NewModelServiceClient(dial(t, learnerAddr))
 
-	joiners := []*process{startProcess(t, h.joinerArgs()...), startProcess(t, h.joinerArgs()...)}
+	joiners := []*process{startProcess(t, h.joinerArgs(true)...), startProcess(t, h.joinerArgs(true)...)}
 	for _, j := range joiners {
 		j.waitLine(ctx, t, "personalizer joiner:")
 	}

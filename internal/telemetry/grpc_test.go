@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -51,9 +52,21 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
+// slowHealth is a health server whose Check takes at least minCall, so
+// that the duration a log line reports can be checked from below: a plain
+// Check can take less than the microsecond the line resolves.
+type slowHealth struct{ healthpb.HealthServer }
+
+const minCall = 2 * time.Millisecond
+
+func (h slowHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	time.Sleep(minCall) // a least duration, not a wait for anything
+	return h.HealthServer.Check(ctx, req)
+}
+
 // TestLogLines checks the one line per call: a successful call is logged
-// only at Debug, a failed one at Info or above, with its duration either
-// way.
+// only at Debug, a failed one at Info or above, with its start time and
+// duration either way, both within what the caller saw.
 func TestLogLines(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -71,7 +84,7 @@ func TestLogLines(t *testing.T) {
 			unary, stream, _ := ServerInterceptors(log, prometheus.NewRegistry())
 			lis := bufconn.Listen(1 << 20)
 			srv := grpc.NewServer(grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
-			healthpb.RegisterHealthServer(srv, health.NewServer())
+			healthpb.RegisterHealthServer(srv, slowHealth{health.NewServer()})
 			go srv.Serve(lis)
 			conn, err := grpc.NewClient("passthrough:///bufnet",
 				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -80,17 +93,30 @@ func TestLogLines(t *testing.T) {
 				t.Fatal(err)
 			}
 			client := healthpb.NewHealthClient(conn)
-			if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+			// The calls' start times and durations as the client saw
+			// them: each line's must lie within its call's.
+			var starts []time.Time
+			var took []time.Duration
+			call := func(service string) error {
+				start := time.Now()
+				_, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+				starts, took = append(starts, start), append(took, time.Since(start))
+				return err
+			}
+			if err := call(""); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "nope"}); status.Code(err) != codes.NotFound {
+			if err := call("nope"); status.Code(err) != codes.NotFound {
 				t.Fatalf("Check(nope) = %v, want NotFound", err)
 			}
 			conn.Close()
 			srv.GracefulStop() // every call has finished, and logged
+			if tt.level == slog.LevelInfo {
+				starts, took = starts[1:], took[1:] // only the failed call is logged
+			}
 
 			var got []string
-			for l := range strings.Lines(logs.String()) {
+			for i, l := range slices.Collect(strings.Lines(logs.String())) {
 				var e struct {
 					Msg    string
 					Method string `json:"grpc.method"`
@@ -101,10 +127,24 @@ func TestLogLines(t *testing.T) {
 				if err := json.Unmarshal([]byte(l), &e); err != nil {
 					t.Fatal(err)
 				}
-				if ms, err := strconv.ParseFloat(e.Millis, 64); e.Msg != "finished call" || e.Start == "" || err != nil || ms <= 0 {
-					t.Errorf("log line %s: want a finished call with start time and duration", l)
-				}
 				got = append(got, e.Method+"/"+e.Code)
+				start, serr := time.Parse(time.RFC3339, e.Start)
+				ms, merr := strconv.ParseFloat(e.Millis, 64)
+				if e.Msg != "finished call" || serr != nil || merr != nil {
+					t.Errorf("log line %s: want a finished call with start time and duration", l)
+					continue
+				}
+				if i >= len(starts) {
+					continue // the line count is checked below
+				}
+				// The start time is in whole seconds; the duration is
+				// in milliseconds with microseconds, rounded down.
+				if first := starts[i].Truncate(time.Second); start.Before(first) || start.After(starts[i].Add(took[i])) {
+					t.Errorf("log line %s: start time not within the call (%v, took %v)", l, starts[i], took[i])
+				}
+				if d := time.Duration(ms * float64(time.Millisecond)); d < minCall || d > took[i]+time.Microsecond {
+					t.Errorf("log line %s: duration %v, want at least %v and at most the %v the client saw", l, d, minCall, took[i])
+				}
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("lines for %v, want %v", got, tt.want)
