@@ -108,7 +108,12 @@ type RankEvent struct {
 	// logging it (subsampling), in [0, 1). The joiner writes it as DSJson
 	// "pdrop", so the event weighs 1/(1-pdrop), and multiplies
 	// _label_probability by 1-pdrop.
-	Pdrop         float32 `protobuf:"fixed32,9,opt,name=pdrop,proto3" json:"pdrop,omitempty"`
+	Pdrop float32 `protobuf:"fixed32,9,opt,name=pdrop,proto3" json:"pdrop,omitempty"`
+	// The join rules of the loop's configuration when this rank was made:
+	// the joiner judges the event by them, so that a configuration change
+	// never alters how an earlier rank is joined, nor a replay. Records
+	// from before the field get the joiner's own rules.
+	Rules         *JoinRules `protobuf:"bytes,10,opt,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -206,6 +211,85 @@ func (x *RankEvent) GetPdrop() float32 {
 	return 0
 }
 
+func (x *RankEvent) GetRules() *JoinRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// JoinRules are the reward settings of a loop's configuration.
+type JoinRules struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Personalizer's rewardWaitTime, in milliseconds.
+	RewardWaitMs  int64   `protobuf:"varint,1,opt,name=reward_wait_ms,json=rewardWaitMs,proto3" json:"reward_wait_ms,omitempty"`
+	DefaultReward float32 `protobuf:"fixed32,2,opt,name=default_reward,json=defaultReward,proto3" json:"default_reward,omitempty"`
+	// earliest, sum, average, median, min or max.
+	Aggregation string `protobuf:"bytes,3,opt,name=aggregation,proto3" json:"aggregation,omitempty"`
+	// The configuration version the rules come from.
+	ConfigVersion uint64 `protobuf:"varint,4,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRules) Reset() {
+	*x = JoinRules{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRules) ProtoMessage() {}
+
+func (x *JoinRules) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRules.ProtoReflect.Descriptor instead.
+func (*JoinRules) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *JoinRules) GetRewardWaitMs() int64 {
+	if x != nil {
+		return x.RewardWaitMs
+	}
+	return 0
+}
+
+func (x *JoinRules) GetDefaultReward() float32 {
+	if x != nil {
+		return x.DefaultReward
+	}
+	return 0
+}
+
+func (x *JoinRules) GetAggregation() string {
+	if x != nil {
+		return x.Aggregation
+	}
+	return ""
+}
+
+func (x *JoinRules) GetConfigVersion() uint64 {
+	if x != nil {
+		return x.ConfigVersion
+	}
+	return 0
+}
+
 // RewardEvent is one Reward call. Header "type" is "reward".
 type RewardEvent struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -223,7 +307,7 @@ type RewardEvent struct {
 
 func (x *RewardEvent) Reset() {
 	*x = RewardEvent{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[1]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +319,7 @@ func (x *RewardEvent) String() string {
 func (*RewardEvent) ProtoMessage() {}
 
 func (x *RewardEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[1]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +332,7 @@ func (x *RewardEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewardEvent.ProtoReflect.Descriptor instead.
 func (*RewardEvent) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{1}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RewardEvent) GetLoop() string {
@@ -292,7 +376,7 @@ type ActivateEvent struct {
 
 func (x *ActivateEvent) Reset() {
 	*x = ActivateEvent{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[2]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +388,7 @@ func (x *ActivateEvent) String() string {
 func (*ActivateEvent) ProtoMessage() {}
 
 func (x *ActivateEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[2]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +401,7 @@ func (x *ActivateEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateEvent.ProtoReflect.Descriptor instead.
 func (*ActivateEvent) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ActivateEvent) GetLoop() string {
@@ -352,7 +436,7 @@ type TickEvent struct {
 
 func (x *TickEvent) Reset() {
 	*x = TickEvent{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[3]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +448,7 @@ func (x *TickEvent) String() string {
 func (*TickEvent) ProtoMessage() {}
 
 func (x *TickEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[3]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +461,192 @@ func (x *TickEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TickEvent.ProtoReflect.Descriptor instead.
 func (*TickEvent) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{4}
+}
+
+type ResetModelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetModelRequest) Reset() {
+	*x = ResetModelRequest{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetModelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetModelRequest) ProtoMessage() {}
+
+func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetModelRequest.ProtoReflect.Descriptor instead.
+func (*ResetModelRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ResetModelRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+type ResetModelResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *ModelInfo             `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetModelResponse) Reset() {
+	*x = ResetModelResponse{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetModelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetModelResponse) ProtoMessage() {}
+
+func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetModelResponse.ProtoReflect.Descriptor instead.
+func (*ResetModelResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ResetModelResponse) GetInfo() *ModelInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type ImportModelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Loop  string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	// A model file (bandit's format).
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportModelRequest) Reset() {
+	*x = ImportModelRequest{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportModelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportModelRequest) ProtoMessage() {}
+
+func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportModelRequest.ProtoReflect.Descriptor instead.
+func (*ImportModelRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ImportModelRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+func (x *ImportModelRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type ImportModelResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *ModelInfo             `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportModelResponse) Reset() {
+	*x = ImportModelResponse{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportModelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportModelResponse) ProtoMessage() {}
+
+func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportModelResponse.ProtoReflect.Descriptor instead.
+func (*ImportModelResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ImportModelResponse) GetInfo() *ModelInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
 }
 
 type WatchModelRequest struct {
@@ -389,7 +658,7 @@ type WatchModelRequest struct {
 
 func (x *WatchModelRequest) Reset() {
 	*x = WatchModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[4]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +670,7 @@ func (x *WatchModelRequest) String() string {
 func (*WatchModelRequest) ProtoMessage() {}
 
 func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[4]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +683,7 @@ func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelRequest.ProtoReflect.Descriptor instead.
 func (*WatchModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchModelRequest) GetLoop() string {
@@ -433,14 +702,17 @@ type ModelInfo struct {
 	Sha256  []byte                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	Created *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
 	// Examples learned into this version.
-	Examples      uint64 `protobuf:"varint,5,opt,name=examples,proto3" json:"examples,omitempty"`
+	Examples uint64 `protobuf:"varint,5,opt,name=examples,proto3" json:"examples,omitempty"`
+	// When the model this version continues was started: the loop's first
+	// model, or its last reset or import.
+	ModelCreated  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=model_created,json=modelCreated,proto3" json:"model_created,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +724,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +737,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ModelInfo) GetLoop() string {
@@ -503,6 +775,13 @@ func (x *ModelInfo) GetExamples() uint64 {
 	return 0
 }
 
+func (x *ModelInfo) GetModelCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ModelCreated
+	}
+	return nil
+}
+
 // WatchModelResponse announces a model version.
 type WatchModelResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -513,7 +792,7 @@ type WatchModelResponse struct {
 
 func (x *WatchModelResponse) Reset() {
 	*x = WatchModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +804,7 @@ func (x *WatchModelResponse) String() string {
 func (*WatchModelResponse) ProtoMessage() {}
 
 func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +817,7 @@ func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelResponse.ProtoReflect.Descriptor instead.
 func (*WatchModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchModelResponse) GetInfo() *ModelInfo {
@@ -558,7 +837,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +849,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +862,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetModelRequest) GetLoop() string {
@@ -611,7 +890,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +902,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +915,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetModelResponse) GetInfo() *ModelInfo {
@@ -657,7 +936,7 @@ var File_personalizer_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x02\n" +
+	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x02\n" +
 	"\tRankEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x18\n" +
@@ -667,7 +946,14 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\bdeferred\x18\x06 \x01(\bR\bdeferred\x12#\n" +
 	"\rmodel_version\x18\a \x01(\tR\fmodelVersion\x12I\n" +
 	"\rlearning_mode\x18\b \x01(\x0e2$.personalizer.events.v1.LearningModeR\flearningMode\x12\x14\n" +
-	"\x05pdrop\x18\t \x01(\x02R\x05pdrop\"b\n" +
+	"\x05pdrop\x18\t \x01(\x02R\x05pdrop\x127\n" +
+	"\x05rules\x18\n" +
+	" \x01(\v2!.personalizer.events.v1.JoinRulesR\x05rules\"\xa1\x01\n" +
+	"\tJoinRules\x12$\n" +
+	"\x0ereward_wait_ms\x18\x01 \x01(\x03R\frewardWaitMs\x12%\n" +
+	"\x0edefault_reward\x18\x02 \x01(\x02R\rdefaultReward\x12 \n" +
+	"\vaggregation\x18\x03 \x01(\tR\vaggregation\x12%\n" +
+	"\x0econfig_version\x18\x04 \x01(\x04R\rconfigVersion\"b\n" +
 	"\vRewardEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x14\n" +
@@ -678,14 +964,24 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\x06R\x02id\"\v\n" +
 	"\tTickEvent\"'\n" +
+	"\x11ResetModelRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\"K\n" +
+	"\x12ResetModelResponse\x125\n" +
+	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\"<\n" +
+	"\x12ImportModelRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"L\n" +
+	"\x13ImportModelResponse\x125\n" +
+	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\"'\n" +
 	"\x11WatchModelRequest\x12\x12\n" +
-	"\x04loop\x18\x01 \x01(\tR\x04loop\"\xa3\x01\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\"\xe4\x01\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\fR\x06sha256\x124\n" +
 	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x1a\n" +
-	"\bexamples\x18\x05 \x01(\x04R\bexamples\"K\n" +
+	"\bexamples\x18\x05 \x01(\x04R\bexamples\x12?\n" +
+	"\rmodel_created\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fmodelCreated\"K\n" +
 	"\x12WatchModelResponse\x125\n" +
 	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\"?\n" +
 	"\x0fGetModelRequest\x12\x12\n" +
@@ -698,11 +994,14 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x19LEARNING_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LEARNING_MODE_ONLINE\x10\x01\x12\x1c\n" +
 	"\x18LEARNING_MODE_APPRENTICE\x10\x02\x12\x1e\n" +
-	"\x1aLEARNING_MODE_LOGGING_ONLY\x10\x032\xd4\x01\n" +
+	"\x1aLEARNING_MODE_LOGGING_ONLY\x10\x032\xa1\x03\n" +
 	"\fModelService\x12e\n" +
 	"\n" +
 	"WatchModel\x12).personalizer.events.v1.WatchModelRequest\x1a*.personalizer.events.v1.WatchModelResponse0\x01\x12]\n" +
-	"\bGetModel\x12'.personalizer.events.v1.GetModelRequest\x1a(.personalizer.events.v1.GetModelResponseBQZOgithub.com/open-personalizer/personalizer/proto/personalizer/events/v1;eventsv1b\x06proto3"
+	"\bGetModel\x12'.personalizer.events.v1.GetModelRequest\x1a(.personalizer.events.v1.GetModelResponse\x12c\n" +
+	"\n" +
+	"ResetModel\x12).personalizer.events.v1.ResetModelRequest\x1a*.personalizer.events.v1.ResetModelResponse\x12f\n" +
+	"\vImportModel\x12*.personalizer.events.v1.ImportModelRequest\x1a+.personalizer.events.v1.ImportModelResponseBQZOgithub.com/open-personalizer/personalizer/proto/personalizer/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_personalizer_events_v1_events_proto_rawDescOnce sync.Once
@@ -717,34 +1016,47 @@ func file_personalizer_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_personalizer_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_personalizer_events_v1_events_proto_goTypes = []any{
 	(LearningMode)(0),             // 0: personalizer.events.v1.LearningMode
 	(*RankEvent)(nil),             // 1: personalizer.events.v1.RankEvent
-	(*RewardEvent)(nil),           // 2: personalizer.events.v1.RewardEvent
-	(*ActivateEvent)(nil),         // 3: personalizer.events.v1.ActivateEvent
-	(*TickEvent)(nil),             // 4: personalizer.events.v1.TickEvent
-	(*WatchModelRequest)(nil),     // 5: personalizer.events.v1.WatchModelRequest
-	(*ModelInfo)(nil),             // 6: personalizer.events.v1.ModelInfo
-	(*WatchModelResponse)(nil),    // 7: personalizer.events.v1.WatchModelResponse
-	(*GetModelRequest)(nil),       // 8: personalizer.events.v1.GetModelRequest
-	(*GetModelResponse)(nil),      // 9: personalizer.events.v1.GetModelResponse
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*JoinRules)(nil),             // 2: personalizer.events.v1.JoinRules
+	(*RewardEvent)(nil),           // 3: personalizer.events.v1.RewardEvent
+	(*ActivateEvent)(nil),         // 4: personalizer.events.v1.ActivateEvent
+	(*TickEvent)(nil),             // 5: personalizer.events.v1.TickEvent
+	(*ResetModelRequest)(nil),     // 6: personalizer.events.v1.ResetModelRequest
+	(*ResetModelResponse)(nil),    // 7: personalizer.events.v1.ResetModelResponse
+	(*ImportModelRequest)(nil),    // 8: personalizer.events.v1.ImportModelRequest
+	(*ImportModelResponse)(nil),   // 9: personalizer.events.v1.ImportModelResponse
+	(*WatchModelRequest)(nil),     // 10: personalizer.events.v1.WatchModelRequest
+	(*ModelInfo)(nil),             // 11: personalizer.events.v1.ModelInfo
+	(*WatchModelResponse)(nil),    // 12: personalizer.events.v1.WatchModelResponse
+	(*GetModelRequest)(nil),       // 13: personalizer.events.v1.GetModelRequest
+	(*GetModelResponse)(nil),      // 14: personalizer.events.v1.GetModelResponse
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_personalizer_events_v1_events_proto_depIdxs = []int32{
 	0,  // 0: personalizer.events.v1.RankEvent.learning_mode:type_name -> personalizer.events.v1.LearningMode
-	10, // 1: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
-	6,  // 2: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	6,  // 3: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	5,  // 4: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
-	8,  // 5: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
-	7,  // 6: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
-	9,  // 7: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
-	6,  // [6:8] is the sub-list for method output_type
-	4,  // [4:6] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	2,  // 1: personalizer.events.v1.RankEvent.rules:type_name -> personalizer.events.v1.JoinRules
+	11, // 2: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	11, // 3: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	15, // 4: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
+	15, // 5: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
+	11, // 6: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	11, // 7: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	10, // 8: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
+	13, // 9: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
+	6,  // 10: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
+	8,  // 11: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
+	12, // 12: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
+	14, // 13: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
+	7,  // 14: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
+	9,  // 15: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_events_v1_events_proto_init() }
@@ -758,7 +1070,7 @@ func file_personalizer_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_events_v1_events_proto_rawDesc), len(file_personalizer_events_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,8 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ModelService_WatchModel_FullMethodName = "/personalizer.events.v1.ModelService/WatchModel"
-	ModelService_GetModel_FullMethodName   = "/personalizer.events.v1.ModelService/GetModel"
+	ModelService_WatchModel_FullMethodName  = "/personalizer.events.v1.ModelService/WatchModel"
+	ModelService_GetModel_FullMethodName    = "/personalizer.events.v1.ModelService/GetModel"
+	ModelService_ResetModel_FullMethodName  = "/personalizer.events.v1.ModelService/ResetModel"
+	ModelService_ImportModel_FullMethodName = "/personalizer.events.v1.ModelService/ImportModel"
 )
 
 // ModelServiceClient is the client API for ModelService service.
@@ -34,6 +36,10 @@ type ModelServiceClient interface {
 	WatchModel(ctx context.Context, in *WatchModelRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchModelResponse], error)
 	// GetModel returns a model version's bytes.
 	GetModel(ctx context.Context, in *GetModelRequest, opts ...grpc.CallOption) (*GetModelResponse, error)
+	// ResetModel starts the loop's model afresh and publishes it.
+	ResetModel(ctx context.Context, in *ResetModelRequest, opts ...grpc.CallOption) (*ResetModelResponse, error)
+	// ImportModel replaces the loop's model with a model file and publishes it.
+	ImportModel(ctx context.Context, in *ImportModelRequest, opts ...grpc.CallOption) (*ImportModelResponse, error)
 }
 
 type modelServiceClient struct {
@@ -73,6 +79,26 @@ func (c *modelServiceClient) GetModel(ctx context.Context, in *GetModelRequest, 
 	return out, nil
 }
 
+func (c *modelServiceClient) ResetModel(ctx context.Context, in *ResetModelRequest, opts ...grpc.CallOption) (*ResetModelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResetModelResponse)
+	err := c.cc.Invoke(ctx, ModelService_ResetModel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *modelServiceClient) ImportModel(ctx context.Context, in *ImportModelRequest, opts ...grpc.CallOption) (*ImportModelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportModelResponse)
+	err := c.cc.Invoke(ctx, ModelService_ImportModel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ModelServiceServer is the server API for ModelService service.
 // All implementations must embed UnimplementedModelServiceServer
 // for forward compatibility.
@@ -84,6 +110,10 @@ type ModelServiceServer interface {
 	WatchModel(*WatchModelRequest, grpc.ServerStreamingServer[WatchModelResponse]) error
 	// GetModel returns a model version's bytes.
 	GetModel(context.Context, *GetModelRequest) (*GetModelResponse, error)
+	// ResetModel starts the loop's model afresh and publishes it.
+	ResetModel(context.Context, *ResetModelRequest) (*ResetModelResponse, error)
+	// ImportModel replaces the loop's model with a model file and publishes it.
+	ImportModel(context.Context, *ImportModelRequest) (*ImportModelResponse, error)
 	mustEmbedUnimplementedModelServiceServer()
 }
 
@@ -99,6 +129,12 @@ func (UnimplementedModelServiceServer) WatchModel(*WatchModelRequest, grpc.Serve
 }
 func (UnimplementedModelServiceServer) GetModel(context.Context, *GetModelRequest) (*GetModelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetModel not implemented")
+}
+func (UnimplementedModelServiceServer) ResetModel(context.Context, *ResetModelRequest) (*ResetModelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetModel not implemented")
+}
+func (UnimplementedModelServiceServer) ImportModel(context.Context, *ImportModelRequest) (*ImportModelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportModel not implemented")
 }
 func (UnimplementedModelServiceServer) mustEmbedUnimplementedModelServiceServer() {}
 func (UnimplementedModelServiceServer) testEmbeddedByValue()                      {}
@@ -150,6 +186,42 @@ func _ModelService_GetModel_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ModelService_ResetModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetModelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).ResetModel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ModelService_ResetModel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).ResetModel(ctx, req.(*ResetModelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ModelService_ImportModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportModelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).ImportModel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ModelService_ImportModel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).ImportModel(ctx, req.(*ImportModelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ModelService_ServiceDesc is the grpc.ServiceDesc for ModelService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -160,6 +232,14 @@ var ModelService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetModel",
 			Handler:    _ModelService_GetModel_Handler,
+		},
+		{
+			MethodName: "ResetModel",
+			Handler:    _ModelService_ResetModel_Handler,
+		},
+		{
+			MethodName: "ImportModel",
+			Handler:    _ModelService_ImportModel_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

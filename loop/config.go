@@ -1,0 +1,251 @@
+// Package loop holds a learning loop's configuration: Personalizer's
+// service configuration and learning policy, versioned, with the rules
+// that make a configuration valid and the registry every role reads the
+// current configurations from.
+package loop
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/open-personalizer/personalizer/bandit"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
+)
+
+// Config is one loop's configuration. Version counts the changes: a
+// configuration made from flags is version 0, and every accepted change
+// writes the next version to the configuration topic, where the newest
+// version of each loop wins.
+type Config struct {
+	Loop    string  `json:"loop"`
+	Version uint64  `json:"version"`
+	Service Service `json:"service"`
+	Policy  Policy  `json:"policy"`
+}
+
+// Service is Personalizer's ServiceConfiguration, with its JSON names.
+type Service struct {
+	RewardWaitTime            Duration  `json:"rewardWaitTime"`
+	DefaultReward             float32   `json:"defaultReward"`
+	RewardAggregation         string    `json:"rewardAggregation"`
+	ExplorationPercentage     float64   `json:"explorationPercentage"`
+	ModelExportFrequency      Duration  `json:"modelExportFrequency"`
+	LogMirrorEnabled          bool      `json:"logMirrorEnabled"`
+	LogMirrorSasUri           string    `json:"logMirrorSasUri,omitempty"`
+	LogRetentionDays          int32     `json:"logRetentionDays"`
+	LastConfigurationEditDate time.Time `json:"lastConfigurationEditDate"`
+	LearningMode              string    `json:"learningMode"`
+	IsAutoOptimizationEnabled bool      `json:"isAutoOptimizationEnabled"`
+	AutoOptimizationFrequency Duration  `json:"autoOptimizationFrequency"`
+	AutoOptimizationStartDate time.Time `json:"autoOptimizationStartDate"`
+}
+
+// Policy is Personalizer's PolicyContract: a name and VW arguments.
+type Policy struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+// Learning modes, by Personalizer's names.
+const (
+	Online      = "Online"
+	Apprentice  = "Apprentice"
+	LoggingOnly = "LoggingOnly"
+)
+
+// DefaultPolicyName names the default policy, as Personalizer did.
+const DefaultPolicyName = "default policy"
+
+// Defaults of a new loop, Personalizer's.
+const (
+	DefaultRewardWait       = 10 * time.Minute
+	DefaultExportFrequency  = 5 * time.Minute
+	DefaultLogRetentionDays = 90
+	DefaultExploration      = 0.2
+)
+
+// Bounds this service enforces. Personalizer took reward waits from 5
+// seconds; this one takes 1 second (and export frequencies from 1 second),
+// so that a loop on a laptop shows learning at once.
+const (
+	MinRewardWait      = time.Second
+	MaxRewardWait      = 48 * time.Hour
+	MinExportFrequency = time.Second
+	MaxNameLength      = 256
+	MaxArgumentsLength = 1024
+)
+
+// Default returns a new loop's configuration, version 0.
+func Default(name string) *Config {
+	return &Config{
+		Loop: name,
+		Service: Service{
+			RewardWaitTime:            Duration(DefaultRewardWait),
+			RewardAggregation:         "earliest",
+			ExplorationPercentage:     DefaultExploration,
+			ModelExportFrequency:      Duration(DefaultExportFrequency),
+			LogRetentionDays:          DefaultLogRetentionDays,
+			LearningMode:              Online,
+			AutoOptimizationFrequency: Duration(28 * 24 * time.Hour),
+		},
+		Policy: Policy{Name: DefaultPolicyName, Arguments: bandit.DefaultPolicy},
+	}
+}
+
+// Error is a configuration that cannot be taken, with Personalizer's
+// error code (InvalidServiceConfiguration, InvalidPolicyConfiguration, ...).
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func invalid(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Validate reports the first problem of c as an [*Error].
+func (c *Config) Validate() error {
+	if c.Loop == "" {
+		return invalid("BadRequest", "The loop name must not be empty.")
+	}
+	if err := c.Service.Validate(); err != nil {
+		return err
+	}
+	return c.Policy.Validate()
+}
+
+// Validate reports the first problem of s as an [*Error].
+func (s *Service) Validate() error {
+	const code = "InvalidServiceConfiguration"
+	rw := time.Duration(s.RewardWaitTime)
+	switch {
+	case rw < MinRewardWait || rw > MaxRewardWait:
+		return invalid("InvalidRewardWaitTime", "Reward wait time should be between %v and two days, got %v.", MinRewardWait, s.RewardWaitTime)
+	case isNaN32(s.DefaultReward) || s.DefaultReward < -1 || s.DefaultReward > 1:
+		return invalid(code, "Default reward should be between -1 and 1, got %v.", s.DefaultReward)
+	case math.IsNaN(s.ExplorationPercentage) || s.ExplorationPercentage < 0 || s.ExplorationPercentage > 1:
+		return invalid(code, "Exploration percentage should be between 0 and 1, got %v.", s.ExplorationPercentage)
+	case time.Duration(s.ModelExportFrequency) < MinExportFrequency:
+		return invalid(code, "Model export frequency should be at least %v, got %v.", MinExportFrequency, s.ModelExportFrequency)
+	case s.LogRetentionDays != -1 && (s.LogRetentionDays < 1 || time.Duration(s.LogRetentionDays)*24*time.Hour < rw.Truncate(24*time.Hour)+24*time.Hour):
+		return invalid("InvalidLogRetentionDays", "Log retention days should be -1 (keep forever) or at least the reward wait time in whole days plus one, got %d.", s.LogRetentionDays)
+	case time.Duration(s.AutoOptimizationFrequency) < 0:
+		return invalid(code, "Auto-optimization frequency must not be negative, got %v.", s.AutoOptimizationFrequency)
+	case len(s.LogMirrorSasUri) > 2048:
+		return invalid(code, "Log mirror SAS URI is longer than 2048 characters.")
+	}
+	if _, ok := aggregations[s.RewardAggregation]; !ok {
+		return invalid(code, "Reward aggregation should be earliest, sum, average, median, min or max, got %q.", s.RewardAggregation)
+	}
+	if _, ok := modes[s.LearningMode]; !ok {
+		return invalid(code, "Learning mode should be Online, Apprentice or LoggingOnly, got %q.", s.LearningMode)
+	}
+	return nil
+}
+
+func isNaN32(f float32) bool { return f != f }
+
+// Validate reports the first problem of p as an [*Error].
+func (p *Policy) Validate() error {
+	switch {
+	case p.Name == "" || p.Arguments == "":
+		return invalid("InvalidPolicyContract", "A policy needs a name and arguments.")
+	case utf8.RuneCountInString(p.Name) > MaxNameLength:
+		return invalid("InvalidPolicyContract", "The policy name is longer than %d characters.", MaxNameLength)
+	case utf8.RuneCountInString(p.Arguments) > MaxArgumentsLength:
+		return invalid("InvalidPolicyContract", "The policy arguments are longer than %d characters.", MaxArgumentsLength)
+	case !strings.Contains(p.Arguments, "--cb_explore_adf"):
+		return invalid("InvalidPolicyConfiguration", "The learning policy must contain --cb_explore_adf.")
+	}
+	if _, err := bandit.ParsePolicy(p.Arguments); err != nil {
+		return invalid("InvalidPolicyConfiguration", "The learning policy is not valid: %v.", err)
+	}
+	return nil
+}
+
+// aggregations are the reward aggregations, by name.
+var aggregations = map[string]bool{"earliest": true, "sum": true, "average": true, "median": true, "min": true, "max": true}
+
+// modes maps Personalizer's learning mode names onto the logged enum.
+var modes = map[string]eventsv1.LearningMode{
+	Online:      eventsv1.LearningMode_LEARNING_MODE_ONLINE,
+	Apprentice:  eventsv1.LearningMode_LEARNING_MODE_APPRENTICE,
+	LoggingOnly: eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY,
+}
+
+// Mode returns the learning mode as rank records log it.
+func (s *Service) Mode() eventsv1.LearningMode { return modes[s.LearningMode] }
+
+// ModeName returns Personalizer's name of a logged learning mode
+// (unspecified is online).
+func ModeName(m eventsv1.LearningMode) string {
+	for name, v := range modes {
+		if v == m {
+			return name
+		}
+	}
+	return Online
+}
+
+// JoinRules returns the rules the joiner judges a rank made under c by:
+// every rank record carries them, so that a change never alters how an
+// earlier rank is joined, nor a replay.
+func (c *Config) JoinRules() *eventsv1.JoinRules {
+	return &eventsv1.JoinRules{
+		RewardWaitMs:  time.Duration(c.Service.RewardWaitTime).Milliseconds(),
+		DefaultReward: c.Service.DefaultReward,
+		Aggregation:   c.Service.RewardAggregation,
+		ConfigVersion: c.Version,
+	}
+}
+
+// Epsilon is the exploration probability Rank applies (epsilon-greedy
+// policies): Personalizer's explorationPercentage, which overrides the
+// policy's --epsilon.
+func (c *Config) Epsilon() float32 { return float32(c.Service.ExplorationPercentage) }
+
+// Update returns c with the service configuration replaced by s, as the
+// next version, or an [*Error] saying why s cannot be taken. As
+// Personalizer did, a change of learning mode must come alone: not with a
+// change of the reward wait, default reward or aggregation.
+func (c *Config) Update(s Service, now time.Time) (*Config, error) {
+	s.RewardAggregation = strings.ToLower(s.RewardAggregation)
+	if s.LearningMode == "" {
+		s.LearningMode = c.Service.LearningMode
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	old := c.Service
+	if s.LearningMode != old.LearningMode && (s.RewardWaitTime != old.RewardWaitTime ||
+		s.DefaultReward != old.DefaultReward || s.RewardAggregation != old.RewardAggregation) {
+		return nil, invalid("InvalidLearningModeServiceConfiguration",
+			"Learning mode cannot be changed together with the reward wait time, default reward or reward aggregation; make two calls.")
+	}
+	s.LastConfigurationEditDate = now.UTC().Truncate(time.Second)
+	next := *c
+	next.Version++
+	next.Service = s
+	return &next, nil
+}
+
+// SetPolicy returns c with policy p, as the next version.
+func (c *Config) SetPolicy(p Policy, now time.Time) (*Config, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	next := *c
+	next.Version++
+	next.Policy = p
+	next.Service.LastConfigurationEditDate = now.UTC().Truncate(time.Second)
+	return &next, nil
+}
+
+// ErrNotFound is returned for a loop that has no configuration.
+var ErrNotFound = errors.New("loop not found")
