@@ -193,3 +193,28 @@ func TestRegistry(t *testing.T) {
 		t.Fatal("Delete")
 	}
 }
+
+func TestEncode(t *testing.T) {
+	c := Default("shop")
+	c.Version = 7
+	c.Service.RewardWaitTime = Duration(90 * time.Second)
+	b, err := Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Unmarshal([]byte("shop"), b)
+	if err != nil || *got != *c {
+		t.Fatalf("round trip: %+v, %v; want %+v", got, err, c)
+	}
+	if _, err := Unmarshal([]byte("other"), b); err == nil {
+		t.Error("a configuration under another loop's key was taken")
+	}
+	c.Service.DefaultReward = 3
+	b, _ = Marshal(c)
+	if _, err := Unmarshal([]byte("shop"), b); err == nil {
+		t.Error("an invalid configuration was taken")
+	}
+	if _, err := Unmarshal([]byte("shop"), []byte("{")); err == nil {
+		t.Error("broken JSON was taken")
+	}
+}

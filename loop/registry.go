@@ -70,13 +70,13 @@ func (r *Registry) Set(c *Config) bool {
 }
 
 // Next blocks until loop's configuration is another than cur (which may
-// be nil), and returns it.
+// be nil), and returns it: nil if the loop was deleted.
 func (r *Registry) Next(ctx context.Context, loop string, cur *Config) (*Config, error) {
 	for {
 		r.mu.Lock()
 		c, ch := r.loops[loop], r.changed
 		r.mu.Unlock()
-		if c != nil && c != cur {
+		if c != cur {
 			return c, nil
 		}
 		select {
