@@ -774,7 +774,14 @@ func unmarshalRank(b []byte) (*eventsv1.RankEvent, error) {
 			ev.LearningMode = eventsv1.LearningMode(int32(x))
 		case num == 9 && typ == protowire.Fixed32Type:
 			ev.Pdrop = math.Float32frombits(uint32(x))
-		case num >= 1 && num <= 9:
+		case num == 10 && typ == protowire.BytesType:
+			// Small and rare enough for protobuf's decoder. Repeated
+			// occurrences merge, as protobuf merges embedded messages.
+			if ev.Rules == nil {
+				ev.Rules = new(eventsv1.JoinRules)
+			}
+			err = proto.UnmarshalOptions{Merge: true}.Unmarshal(v, ev.Rules)
+		case num >= 1 && num <= 10:
 			return nil, fmt.Errorf("field %d has wire type %d", num, typ)
 		}
 		if err != nil {
