@@ -32,7 +32,7 @@ const (
 // own and hold for every record.
 type Rules struct {
 	// RewardWait is the window after a rank in which rewards count:
-	// Personalizer's rewardWaitTime.
+	// Personalizer's rewardWaitTime, for records without valid rules.
 	RewardWait time.Duration
 	// Backward is how long before its rank a reward may be stamped and
 	// still count (records can be reordered); Personalizer used 2 minutes.
@@ -41,9 +41,11 @@ type Rules struct {
 	// so that records stamped up to Slack before a later one are still on
 	// time. Windows close Slack after their end.
 	Slack time.Duration
-	// DefaultReward is the reward of an event without rewards in its window.
+	// DefaultReward is the reward of an event without rewards in its
+	// window, for records without valid rules.
 	DefaultReward float32
-	// Aggregation combines several rewards.
+	// Aggregation combines several rewards, for records without valid
+	// rules.
 	Aggregation Aggregation
 	// LearningMode is the loop's mode (unspecified means online). Ranks
 	// without rules logged in another mode are emitted but not learnable;
