@@ -18,6 +18,10 @@ func randomRank(r *rand.Rand) *eventsv1.RankEvent {
 		ev.Ranking = append(ev.Ranking, uint32(i))
 		ev.Probabilities = append(ev.Probabilities, r.Float32())
 	}
+	if r.IntN(3) > 0 { // most records carry join rules, some from before them
+		ev.Rules = &eventsv1.JoinRules{RewardWaitMs: r.Int64N(1 << 40), DefaultReward: r.Float32()*2 - 1,
+			Aggregation: []string{"earliest", "sum", ""}[r.IntN(3)], ConfigVersion: r.Uint64N(100)}
+	}
 	return ev
 }
 
@@ -41,6 +45,11 @@ func TestUnmarshalRank(t *testing.T) {
 		b = protowire.AppendVarint(b, 9)
 		b = protowire.AppendTag(b, 5, protowire.Fixed32Type)
 		b = protowire.AppendFixed32(b, 0x3f000000) // 0.5
+		if r.IntN(4) == 0 {
+			// Rules again, in part: protobuf merges embedded messages.
+			b = protowire.AppendTag(b, 10, protowire.BytesType)
+			b = protowire.AppendBytes(b, protowire.AppendVarint(protowire.AppendTag(nil, 4, protowire.VarintType), 7))
+		}
 		var ref eventsv1.RankEvent
 		if err := proto.Unmarshal(b, &ref); err != nil {
 			t.Fatal(err)
@@ -62,6 +71,12 @@ func TestUnmarshalRank(t *testing.T) {
 	}
 	if _, err := unmarshalRank([]byte{0x0a, 0x01, 0xff}); err == nil {
 		t.Error("accepted a loop that is not UTF-8")
+	}
+	if _, err := unmarshalRank([]byte{0x52, 0x03, 0x1a, 0x01, 0xff}); err == nil {
+		t.Error("accepted an aggregation that is not UTF-8")
+	}
+	if _, err := unmarshalRank([]byte{0x50, 0x01}); err == nil {
+		t.Error("accepted rules with the wire type of a varint")
 	}
 }
 

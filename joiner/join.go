@@ -3,6 +3,7 @@ package joiner
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
@@ -22,10 +23,16 @@ const (
 	Max      Aggregation = "max"      // the largest reward
 )
 
-// Rules are a loop's join settings.
+// Rules are a loop's join settings. RewardWait, DefaultReward and
+// Aggregation are the loop's configuration, which can change while the
+// service runs: a rank record that carries its own rules
+// ([eventsv1.RankEvent.Rules], the configuration in force when it was
+// ranked) is judged by those, and these three judge only records without
+// valid rules (see [Window]). Backward, Slack and MaxSkew are the joiner's
+// own and hold for every record.
 type Rules struct {
 	// RewardWait is the window after a rank in which rewards count:
-	// Personalizer's rewardWaitTime.
+	// Personalizer's rewardWaitTime, for records without valid rules.
 	RewardWait time.Duration
 	// Backward is how long before its rank a reward may be stamped and
 	// still count (records can be reordered); Personalizer used 2 minutes.
@@ -34,12 +41,16 @@ type Rules struct {
 	// so that records stamped up to Slack before a later one are still on
 	// time. Windows close Slack after their end.
 	Slack time.Duration
-	// DefaultReward is the reward of an event without rewards in its window.
+	// DefaultReward is the reward of an event without rewards in its
+	// window, for records without valid rules.
 	DefaultReward float32
-	// Aggregation combines several rewards.
+	// Aggregation combines several rewards, for records without valid
+	// rules.
 	Aggregation Aggregation
 	// LearningMode is the loop's mode (unspecified means online). Ranks
-	// logged in another mode are emitted but not learnable.
+	// without rules logged in another mode are emitted but not learnable;
+	// a rank that carries rules was made in the mode in force then, and
+	// is judged by its own mode.
 	LearningMode eventsv1.LearningMode
 	// MaxSkew is how far ahead of the joiners' clock a record may be
 	// stamped: a record stamped more than MaxSkew after the newest tick
@@ -61,7 +72,7 @@ func (r Rules) Validate() error {
 		return fmt.Errorf("join slack must not be negative, got %v", r.Slack)
 	case r.MaxSkew < 0:
 		return fmt.Errorf("max clock skew must not be negative, got %v", r.MaxSkew)
-	case r.DefaultReward < -1 || r.DefaultReward > 1:
+	case !(r.DefaultReward >= -1 && r.DefaultReward <= 1): // NaN too
 		return fmt.Errorf("default reward must be between -1 and 1, got %v", r.DefaultReward)
 	}
 	switch r.Aggregation {
@@ -128,8 +139,8 @@ type Joined struct {
 	// Original is the aggregated (or default) reward, whatever the mode.
 	Original float32
 	// Learnable is false for a deferred event never activated, a
-	// LoggingOnly event, and an event logged in another learning mode
-	// than the loop's.
+	// LoggingOnly event, and an event without rules logged in another
+	// learning mode than the loop's.
 	Learnable bool
 }
 
@@ -183,7 +194,8 @@ type Stats struct {
 	DefaultRewards    int64 // of them, without a reward in the window
 	NotActivated      int64 // deferred and never activated
 	LoggingOnly       int64 // logged in LoggingOnly mode
-	OtherMode         int64 // logged in another learning mode than the loop's
+	OtherMode         int64 // without rules and logged in another learning mode than the loop's
+	BadRules          int64 // ranks whose record carries invalid rules: judged by the joiner's
 	Late              int64 // outcomes outside their rank's window
 	Dangling          int64 // outcomes whose rank never came
 	DuplicateRanks    int64 // ranks for an event already known
@@ -207,6 +219,7 @@ func (s *Stats) Add(o Stats) {
 	s.NotActivated += o.NotActivated
 	s.LoggingOnly += o.LoggingOnly
 	s.OtherMode += o.OtherMode
+	s.BadRules += o.BadRules
 	s.Late += o.Late
 	s.Dangling += o.Dangling
 	s.DuplicateRanks += o.DuplicateRanks
@@ -223,7 +236,7 @@ func (s *Stats) Add(o Stats) {
 // Sub returns s minus o.
 func (s Stats) Sub(o Stats) Stats {
 	o.Emitted, o.Learnable, o.DefaultRewards, o.NotActivated = -o.Emitted, -o.Learnable, -o.DefaultRewards, -o.NotActivated
-	o.LoggingOnly, o.OtherMode, o.Late, o.Dangling = -o.LoggingOnly, -o.OtherMode, -o.Late, -o.Dangling
+	o.LoggingOnly, o.OtherMode, o.BadRules, o.Late, o.Dangling = -o.LoggingOnly, -o.OtherMode, -o.BadRules, -o.Late, -o.Dangling
 	o.DuplicateRanks, o.DuplicateOutcomes, o.Undecodable, o.Suppressed = -o.DuplicateRanks, -o.DuplicateOutcomes, -o.Undecodable, -o.Suppressed
 	o.Skewed, o.Truncated, o.Refused, o.Dropped, o.Errors = -o.Skewed, -o.Truncated, -o.Refused, -o.Dropped, -o.Errors
 	s.Add(o)
@@ -245,14 +258,25 @@ type Checkpoint struct {
 // records it is given. It is not safe for concurrent use; one goroutine
 // owns it.
 //
+// Each event is judged by its own rules: those its rank record carries
+// when they are valid, else the window's (see [Rules]). Its reward window
+// is [rank time - Backward, rank time + its reward wait), so deadlines
+// are not in rank order: they wait in a heap, and events close in
+// deadline order, then rank offset order, whatever their waits.
+//
 // An event goes through three states: pending (its window is open),
-// closed (emitted, but remembered until Backward after its window and
-// after its latest late outcome, so that late outcomes are told from
-// dangling ones and repeats are recognised), and forgotten. Outcomes whose
-// rank has not come yet wait as "early" until the watermark is Backward
-// past their own time.
+// closed (emitted, but remembered until Backward after its own window,
+// after its latest late outcome and after the window a repeat of its
+// rank would have had, so that late outcomes are told from dangling ones
+// and repeats are recognised), and forgotten. Outcomes whose rank has not
+// come yet wait as "early" until the watermark is Backward past their own
+// time: they cannot know the wait of a rank still to come, and need not,
+// since a rank stamped more than Backward after an outcome cannot take it
+// whatever its wait. So early outcomes dangle by the joiner-wide Backward
+// alone, as they did before rules travelled with ranks.
 type Window struct {
 	rules     Rules
+	fallback  judge                  // of records without valid rules: rules'
 	events    map[string]*event      // pending and closed
 	early     map[string]*earlyQueue // outcomes waiting for their rank
 	deadlines timeHeap               // pending events by deadline
@@ -270,14 +294,65 @@ type Window struct {
 
 type event struct {
 	Joined
+	judge
 	// forget is when a closed event is forgotten: Backward after its
-	// deadline (rank time + RewardWait) or after its latest late outcome, whichever is later, so
-	// that every outcome it took is forgotten with it (see Checkpoint).
+	// deadline (rank time + its own reward wait), after its latest late
+	// outcome or after the deadline of a repeat of its rank, whichever is
+	// latest, so that every outcome and repeat it took is forgotten with
+	// it (see Checkpoint).
 	forget    time.Time
 	offset    int64 // of the rank
 	ids       idSet // outcome ids seen, joined or late
 	closed    bool
 	forgotten bool
+}
+
+// judge is what an event is judged by: the reward settings of its rank
+// record's rules, or of the window's for a record without valid ones.
+type judge struct {
+	wait time.Duration // the reward wait: the window is [rank - Backward, rank + wait)
+	dflt float32       // the reward when none came
+	agg  Aggregation
+	// own is true for a record that carries rules: it was made under a
+	// live configuration, so the learning mode it logs is the one in
+	// force then and is not compared with [Rules.LearningMode].
+	own bool
+}
+
+// maxRecordWait is the longest reward wait a rank record's rules may
+// carry. A loop takes waits up to two days; the bound is far above that,
+// so that raising the loop's bound does not make joiners refuse its
+// records, and low enough that a corrupt record cannot keep an event
+// (and the partition's committed offset) for years.
+const maxRecordWait = 30 * 24 * time.Hour
+
+// judgeOf returns how a rank record is judged and whether the rules it
+// carries are invalid. Invalid rules never stop the partition: the event
+// is judged by the window's rules, and counted.
+func (w *Window) judgeOf(r *eventsv1.RankEvent) (j judge, bad bool) {
+	jr := r.GetRules()
+	if jr == nil {
+		return w.fallback, false
+	}
+	wait, dflt := jr.GetRewardWaitMs(), jr.GetDefaultReward()
+	agg, ok := parseAggregation(jr.GetAggregation())
+	// Compared in milliseconds: a wait in time.Duration could overflow.
+	if !ok || wait <= 0 || wait > maxRecordWait.Milliseconds() || !(dflt >= -1 && dflt <= 1) {
+		j = w.fallback
+		j.own = true
+		return j, true
+	}
+	return judge{wait: time.Duration(wait) * time.Millisecond, dflt: dflt, agg: agg, own: true}, false
+}
+
+// parseAggregation returns the [Aggregation] named s, in any case.
+func parseAggregation(s string) (Aggregation, bool) {
+	for _, a := range [...]Aggregation{Earliest, Sum, Average, Median, Min, Max} {
+		if strings.EqualFold(s, string(a)) {
+			return a, true
+		}
+	}
+	return "", false
 }
 
 // ahead is a record stamped too far ahead of the joiners' clock to move
@@ -307,7 +382,8 @@ type early struct {
 // NewWindow returns an empty window. The rules must be valid.
 func NewWindow(r Rules) *Window {
 	r.LearningMode = normalMode(r.LearningMode)
-	return &Window{rules: r, events: map[string]*event{}, early: map[string]*earlyQueue{}}
+	return &Window{rules: r, fallback: judge{wait: r.RewardWait, dflt: r.DefaultReward, agg: r.Aggregation},
+		events: map[string]*event{}, early: map[string]*earlyQueue{}}
 }
 
 // normalMode treats the unspecified mode (records and settings from before
@@ -402,12 +478,27 @@ func (w *Window) count(c *int64) bool {
 }
 
 func (w *Window) addRank(in Input, before clock) {
-	if _, dup := w.events[in.Key]; dup {
+	jd, bad := w.judgeOf(in.Rank)
+	if ev, dup := w.events[in.Key]; dup {
 		w.count(&w.stats.DuplicateRanks)
+		// A window resumed after ev's rank but before this one takes this
+		// one as a new event, pending until its own deadline (a repeat
+		// with another time or other rules: an event id used twice). ev
+		// is remembered until that window would have closed and been
+		// forgotten, so that a checkpoint never moves past ev's rank
+		// while such an event could still produce output or state.
+		w.extend(ev, in.Time.Add(jd.wait+w.rules.Backward))
 		return
+	}
+	if bad && w.out != nil {
+		// Not counted while replaying: the owner that wrote this
+		// record's outputs counted it. It is no output, so it is not
+		// Suppressed either.
+		w.stats.BadRules++
 	}
 	ev := &event{
 		Joined: Joined{Key: in.Key, Offset: in.Offset, Rank: in.Rank, Time: in.Time, Trace: in.Trace},
+		judge:  jd,
 		offset: in.Offset,
 	}
 	w.events[in.Key] = ev
@@ -416,7 +507,7 @@ func (w *Window) addRank(in Input, before clock) {
 		w.takeEarly(ev, q)
 	}
 	delete(w.early, in.Key)
-	w.deadlines.push(timed{at: in.Time.Add(w.rules.RewardWait).UnixNano(), ev: ev})
+	w.deadlines.push(timed{at: in.Time.Add(ev.wait).UnixNano(), ev: ev})
 }
 
 // takeEarly joins to ev, or finds late, the outcomes that came before it.
@@ -526,10 +617,10 @@ func (s *idSet) add(id uint64) {
 	}
 }
 
-// inWindow reports whether an outcome at t counts for ev: less than
-// RewardWait after the rank, and less than Backward before it.
+// inWindow reports whether an outcome at t counts for ev: less than ev's
+// reward wait after the rank, and less than Backward before it.
 func (w *Window) inWindow(ev *event, t time.Time) bool {
-	return t.Sub(ev.Time) < w.rules.RewardWait && ev.Time.Sub(t) < w.rules.Backward
+	return t.Sub(ev.Time) < ev.wait && ev.Time.Sub(t) < w.rules.Backward
 }
 
 // late audits an outcome of a known event that it does not count for,
@@ -538,7 +629,12 @@ func (w *Window) inWindow(ev *event, t time.Time) bool {
 // forgotten before a checkpoint, so is every trace of its outcomes.
 func (w *Window) late(ev *event, o Outcome, offset int64) {
 	w.audit(Audit{Key: ev.Key, Reason: Late, Outcome: o, Offset: offset, Rank: ev.Time})
-	if t := o.Time.Add(w.rules.Backward); t.After(ev.forget) {
+	w.extend(ev, o.Time.Add(w.rules.Backward))
+}
+
+// extend keeps ev remembered at least until t.
+func (w *Window) extend(ev *event, t time.Time) {
+	if t.After(ev.forget) {
 		ev.forget = t
 		if ev.closed {
 			w.forgets.push(timed{at: t.UnixNano(), ev: ev})
@@ -598,7 +694,7 @@ func (w *Window) expire() {
 		ev := w.deadlines.pop().ev
 		w.close(ev)
 		ev.closed = true
-		if t := ev.Time.Add(w.rules.RewardWait + w.rules.Backward); t.After(ev.forget) {
+		if t := ev.Time.Add(ev.wait + w.rules.Backward); t.After(ev.forget) {
 			ev.forget = t
 		}
 		w.forgets.push(timed{at: ev.forget.UnixNano(), ev: ev})
@@ -620,9 +716,9 @@ func (w *Window) close(ev *event) {
 	ev.Rank, ev.Outcomes, ev.Trace = nil, nil, nil
 
 	var n int
-	j.Original, n = aggregate(w.rules.Aggregation, j.Outcomes)
+	j.Original, n = aggregate(ev.agg, j.Outcomes)
 	if n == 0 {
-		j.Original = w.rules.DefaultReward
+		j.Original = ev.dflt
 	}
 	j.Reward = j.Original
 	mode := normalMode(j.Rank.GetLearningMode())
@@ -637,7 +733,9 @@ func (w *Window) close(ev *event) {
 	activated := slices.ContainsFunc(j.Outcomes, func(o Outcome) bool { return o.Activate })
 	var notLearnable *int64
 	switch {
-	case mode != w.rules.LearningMode:
+	case !ev.own && mode != w.rules.LearningMode:
+		// A record without rules comes from a server that did not log
+		// its loop's live configuration: the joiner's flag says the mode.
 		notLearnable = &w.stats.OtherMode
 	case mode == eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY:
 		notLearnable = &w.stats.LoggingOnly

@@ -2,6 +2,7 @@ package joiner
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -462,6 +463,7 @@ func TestRulesValidate(t *testing.T) {
 		{"negative backward", func(r *Rules) { r.Backward = -1 }, false},
 		{"negative slack", func(r *Rules) { r.Slack = -1 }, false},
 		{"default reward above 1", func(r *Rules) { r.DefaultReward = 1.5 }, false},
+		{"default reward NaN", func(r *Rules) { r.DefaultReward = float32(math.NaN()) }, false},
 		{"unknown aggregation", func(r *Rules) { r.Aggregation = "mean" }, false},
 		{"unknown mode", func(r *Rules) { r.LearningMode = 9 }, false},
 	}

@@ -14,8 +14,9 @@ import (
 // 1.5s, rewards before their rank, for ranks that never come, after their
 // window, writer retries (exact copies, also of ranks), ticks and
 // undecodable records; with skewed, also records from a clock an hour
-// ahead.
-func randomScript(rng *rand.Rand, n int, skewed bool) script {
+// ahead; with withRules, ranks that carry join rules (waits of 1s, 3s and 6s,
+// some invalid) and event ids ranked twice with other rules.
+func randomScript(rng *rand.Rand, n int, skewed, withRules bool) script {
 	var s script
 	base := time.Duration(0)
 	ranked := 0 // keys k0..k{ranked-1} have a rank
@@ -28,8 +29,19 @@ func randomScript(rng *rand.Rand, n int, skewed bool) script {
 		switch r := rng.IntN(100); {
 		case r < 25:
 			key := fmt.Sprintf("k%d", ranked)
-			ranked++
+			if withRules && ranked > 0 && rng.IntN(10) == 0 {
+				key = fmt.Sprintf("k%d", rng.IntN(ranked)) // an event id used again
+			} else {
+				ranked++
+			}
 			in = Input{Kind: Rank, Key: key, Rank: rankEvent(key, uint32(rng.IntN(3)), rng.IntN(4) == 0, online)}
+			if withRules && rng.IntN(4) > 0 {
+				wait := []time.Duration{time.Second, 3 * time.Second, 6 * time.Second}[rng.IntN(3)]
+				if rng.IntN(10) == 0 {
+					wait = 0 // invalid: the window's rules
+				}
+				in = ruled(in, wait, []float32{-0.25, 0, 0.5}[rng.IntN(3)], []string{"earliest", "sum", "max"}[rng.IntN(3)])
+			}
 		case r < 65, r < 75 && ranked > 0:
 			// Mostly keys already ranked, some not ranked yet (early)
 			// or never (dangling).
@@ -117,7 +129,7 @@ func TestWindowResume(t *testing.T) {
 	for seed := range uint64(60) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		skewed := seed%2 == 1
-		s := randomScript(rng, 400, skewed)
+		s := randomScript(rng, 400, skewed, seed%3 != 0)
 		rules := Rules{RewardWait: 3 * time.Second, Backward: 2 * time.Second, Slack: time.Duration(rng.IntN(2)) * 500 * ms,
 			DefaultReward: -0.25, Aggregation: aggs[seed%uint64(len(aggs))], LearningMode: online}
 		if skewed {
@@ -153,12 +165,22 @@ func TestWindowResume(t *testing.T) {
 				t.Fatalf("seed %d, resumed at %+v: audits differ\ngot\n\t%s\nwant\n\t%s", seed, cp2,
 					strings.Join(gotAudits, "\n\t"), strings.Join(want, "\n\t"))
 			}
+			// The three owners count what one would have.
+			var sum Stats
+			sum.Add(w1.Stats())
+			sum.Add(w2.Stats())
+			sum.Add(w3.Stats())
+			sum.Suppressed = 0
+			if sum != full.Stats() {
+				t.Fatalf("seed %d, resumed at %+v and %+v: counters add up to\n%+v, want\n%+v", seed, cp1, cp2, sum, full.Stats())
+			}
 		}
 	}
 	// The scripts must have exercised what they are for.
 	t.Logf("%d resumes, %d outputs suppressed, totals %+v", resumes, suppressed, total)
 	if total.Emitted == 0 || total.Late == 0 || total.Dangling == 0 || total.NotActivated == 0 || total.DuplicateRanks == 0 ||
-		total.DuplicateOutcomes == 0 || total.Undecodable == 0 || total.DefaultRewards == 0 || total.Skewed == 0 || suppressed == 0 {
+		total.DuplicateOutcomes == 0 || total.Undecodable == 0 || total.DefaultRewards == 0 || total.Skewed == 0 || total.BadRules == 0 ||
+		suppressed == 0 {
 		t.Errorf("random scripts miss a case: %+v, %d suppressed", total, suppressed)
 	}
 }
@@ -167,12 +189,119 @@ func TestWindowResume(t *testing.T) {
 // byte for byte, and that the output does not depend on how it is batched.
 func TestWindowDeterministic(t *testing.T) {
 	t.Parallel()
-	s := randomScript(rand.New(rand.NewPCG(1, 2)), 2000, true)
+	s := randomScript(rand.New(rand.NewPCG(1, 2)), 2000, true, true)
 	r := testRules()
 	r.RewardWait, r.Backward, r.MaxSkew = 3*time.Second, 2*time.Second, time.Second
 	a, aa := outputs(NewWindow(r), s)
 	b, bb := outputs(NewWindow(r), s)
 	if len(a) < 100 || !slices.Equal(a, b) || !slices.Equal(aa, bb) {
 		t.Fatalf("two runs differ or emit little: %d and %d lines", len(a), len(b))
+	}
+}
+
+// TestWindowResumeRankRules checks restarts where ranks carry their own
+// rules, so that deadlines are not in rank order: the full run's exact
+// output, the checkpoint a long wait holds back, and that a window
+// resumed from the checkpoint after every record writes the same lines,
+// byte for byte, and counts what the first owner did not.
+func TestWindowResumeRankRules(t *testing.T) {
+	t.Parallel()
+	r := testRules() // 10s, default -0.5, earliest
+	r.Backward = 5 * time.Second
+	tests := []struct {
+		name string
+		in   script
+		want []string
+		cps  map[int]Checkpoint // after input i
+	}{
+		{
+			name: "a long wait among short ones",
+			in: script{}.
+				at(0, ruled(rank("s1"), 10*time.Second, 0.2, "earliest")). // 0
+				at(time.Second, ruled(rank("l"), time.Minute, 0, "sum")).  // 1
+				at(3*time.Second, ruled(rank("bad"), 0, 0, "sum")).        // 2: the window's rules
+				at(2*time.Second, reward("s1", 1)).                        // 3
+				at(20*time.Second, rank("s2")).                            // 4: no rules; s1 and bad close and are forgotten
+				at(25*time.Second, reward("l", 0.5)).                      // 5
+				at(26*time.Second, reward("l", 0.25)).                     // 6
+				at(31*time.Second, tick()).                                // 7: s2 closes
+				at(33*time.Second, reward("s2", 1)).                       // 8: late
+				at(40*time.Second, tick()).                                // 9: s2 forgotten
+				at(62*time.Second, tick()).                                // 10: l closes
+				at(70*time.Second, tick()),                                // 11: l forgotten
+			want: []string{
+				"@4 s1 reward=1 original=1 learnable=true o=[1@2s]",
+				"@4 bad reward=-0.5 original=-0.5 learnable=true o=[]",
+				"@7 s2 reward=-0.5 original=-0.5 learnable=true o=[]",
+				"@8 late s2 1@33s offset=8",
+				"@10 l reward=0.75 original=0.75 learnable=true o=[0.5@25s 0.25@26s]",
+			},
+			cps: map[int]Checkpoint{
+				3:  {Offset: 0, Watermark: time.Time{}, Next: 4},
+				4:  {Offset: 1, Watermark: t0, Next: 5}, // l's minute holds it back
+				9:  {Offset: 1, Watermark: t0, Next: 10},
+				11: {Offset: 12, Watermark: t0.Add(70 * time.Second), Next: 12},
+			},
+		},
+		{
+			// An event id ranked again, after its window, under a longer
+			// wait: a window resumed between the two ranks takes the
+			// second as a new event, so the first is remembered until
+			// that event would have been forgotten.
+			name: "a repeated rank with a longer wait",
+			in: script{}.
+				at(0, ruled(rank("x"), 10*time.Second, 0, "earliest")).      // 0
+				at(time.Second, ruled(rank("y"), time.Minute, 0.5, "sum")).  // 1
+				at(10*time.Second, tick()).                                  // 2: x closes
+				at(9*time.Second, ruled(rank("x"), time.Minute, -1, "sum")). // 3: a repeat
+				at(16*time.Second, tick()).                                  // 4
+				at(17*time.Second, reward("x", 1)).                          // 5: late for x
+				at(62*time.Second, tick()).                                  // 6: y closes
+				at(80*time.Second, tick()),                                  // 7: x and y forgotten
+			want: []string{
+				"@2 x reward=0 original=0 learnable=true o=[]",
+				"@5 late x 1@17s offset=5",
+				"@6 y reward=0.5 original=0.5 learnable=true o=[]",
+			},
+			cps: map[int]Checkpoint{
+				4: {Offset: 0, Watermark: time.Time{}, Next: 5}, // x remembered until 9s + 60s + 5s
+				6: {Offset: 0, Watermark: time.Time{}, Next: 7},
+				7: {Offset: 8, Watermark: t0.Add(80 * time.Second), Next: 8},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			full := NewWindow(r)
+			if got := run(full, tt.in); !slices.Equal(got, tt.want) {
+				t.Errorf("got\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(tt.want, "\n\t"))
+			}
+			wantJoined, wantAudits := outputs(NewWindow(r), tt.in)
+			for k := range len(tt.in) + 1 {
+				w1 := NewWindow(r)
+				outputs(w1, tt.in[:k])
+				cp := w1.Checkpoint()
+				if want, ok := tt.cps[k-1]; ok && (cp.Offset != want.Offset || !cp.Watermark.Equal(want.Watermark) || cp.Next != want.Next) {
+					t.Errorf("after input %d: checkpoint %+v, want %+v", k-1, cp, want)
+				}
+				w2 := NewWindow(r)
+				w2.Resume(cp)
+				gotJoined, gotAudits := outputs(w2, tt.in[cp.Offset:])
+				if want := from(wantJoined, cp.Next); !slices.Equal(gotJoined, want) {
+					t.Fatalf("resumed at %+v: joined lines\n\t%s\nwant\n\t%s", cp, strings.Join(gotJoined, "\n\t"), strings.Join(want, "\n\t"))
+				}
+				if want := from(wantAudits, cp.Next); !slices.Equal(gotAudits, want) {
+					t.Fatalf("resumed at %+v: audits\n\t%s\nwant\n\t%s", cp, strings.Join(gotAudits, "\n\t"), strings.Join(want, "\n\t"))
+				}
+				var sum Stats
+				sum.Add(w1.Stats())
+				sum.Add(w2.Stats())
+				sum.Suppressed = 0
+				if sum != full.Stats() {
+					t.Errorf("resumed at %+v: counters add up to\n%+v, want\n%+v", cp, sum, full.Stats())
+				}
+			}
+		})
 	}
 }

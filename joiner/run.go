@@ -53,13 +53,15 @@ type Config struct {
 
 // RegisterFlags registers the joiner's flags with prefix p.
 func (c *Config) RegisterFlags(fs *flag.FlagSet, p string) {
-	fs.DurationVar(&c.RewardWait, p+"reward-wait", 10*time.Minute, "reward wait time: rewards count if they arrive within this long after the rank")
+	fs.DurationVar(&c.RewardWait, p+"reward-wait", 10*time.Minute, "reward wait time of rank records that carry no join rules (older servers): rewards count if they arrive within this long after the rank")
 	fs.DurationVar(&c.Backward, p+"backward-window", 2*time.Minute, "how long before its rank a reward may arrive (reordering) and still count")
 	fs.DurationVar(&c.Slack, p+"join-slack", 5*time.Second, "how far the watermark runs behind the newest record time, so slightly reordered records are on time")
 	fs.DurationVar(&c.MaxSkew, p+"max-clock-skew", time.Minute, "how far ahead of the joiners' clock a record may be stamped and still move the watermark; records further ahead are audited as skewed (0: no bound)")
-	fs.Var((*float32Value)(&c.DefaultReward), p+"default-reward", "reward of an event with no reward in its window")
+	fs.Var((*float32Value)(&c.DefaultReward), p+"default-reward", "reward of an event with no reward in its window, for rank records that carry no join rules")
 	c.Aggregation = Earliest
-	fs.Var((*aggregationValue)(&c.Aggregation), p+"reward-aggregation", "how several rewards combine: earliest, sum, average, median, min or max")
+	fs.Var((*aggregationValue)(&c.Aggregation), p+"reward-aggregation", "how several rewards combine, for rank records that carry no join rules: earliest, sum, average, median, min or max")
+	// Records without join rules logged in another mode than this one
+	// are not learned; records with rules learn by the mode they logged.
 	LearningModeVar(fs, &c.LearningMode, p+"learning-mode")
 	fs.DurationVar(&c.TickInterval, p+"tick-interval", time.Second, "how often each owned partition gets a tick record, so idle windows close")
 	fs.DurationVar(&c.CommitInterval, p+"commit-interval", time.Second, "least time between offset commits of a partition")
@@ -233,8 +235,8 @@ func (j *Joiner) logUnlearned(st Stats) {
 	if now := j.now(); now.Sub(j.unlearnedLast) >= unlearnedLogInterval {
 		u := j.unlearned
 		j.log.Info("records not learned: see personalizer.audit",
-			"late", u.Late, "dangling", u.Dangling, "skewed", u.Skewed, "reward_wait", j.cfg.RewardWait.String(),
-			"hint", "late: outcome outside its rank's reward window; dangling: its rank never came; skewed: stamped too far ahead of the joiners' clock")
+			"late", u.Late, "dangling", u.Dangling, "skewed", u.Skewed, "default_reward_wait", j.cfg.RewardWait.String(),
+			"hint", "late: outcome outside its rank's reward window (the loop's reward wait time when it was ranked; default_reward_wait for ranks logged without it); dangling: its rank never came; skewed: stamped too far ahead of the joiners' clock")
 		j.unlearned, j.unlearnedLast = Stats{}, now
 	}
 }
@@ -774,7 +776,14 @@ func unmarshalRank(b []byte) (*eventsv1.RankEvent, error) {
 			ev.LearningMode = eventsv1.LearningMode(int32(x))
 		case num == 9 && typ == protowire.Fixed32Type:
 			ev.Pdrop = math.Float32frombits(uint32(x))
-		case num >= 1 && num <= 9:
+		case num == 10 && typ == protowire.BytesType:
+			// Small and rare enough for protobuf's decoder. Repeated
+			// occurrences merge, as protobuf merges embedded messages.
+			if ev.Rules == nil {
+				ev.Rules = new(eventsv1.JoinRules)
+			}
+			err = proto.UnmarshalOptions{Merge: true}.Unmarshal(v, ev.Rules)
+		case num >= 1 && num <= 10:
 			return nil, fmt.Errorf("field %d has wire type %d", num, typ)
 		}
 		if err != nil {
