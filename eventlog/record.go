@@ -182,6 +182,10 @@ const maxReasonBytes = 1024
 // ErrTooLarge is why a record over the log's size limit is rejected.
 var ErrTooLarge = errors.New("record too large")
 
+// ErrNoRecords reports that the topics asked about hold no records, so the
+// times of their first and last records are undefined.
+var ErrNoRecords = errors.New("no records")
+
 // RejectedError reports records a log refused for good (too large, or
 // invalid for the broker), while it stored every other record of the
 // same Write.
