@@ -23,6 +23,12 @@ const (
 	// decode, unchanged, with [DeadLetterPartitionHeader],
 	// [DeadLetterOffsetHeader] and [DeadLetterErrorHeader] added.
 	DeadLetterTopic = "personalizer.deadletter"
+	// ConfigTopic holds every loop's configuration, a JSON document keyed
+	// by the loop's name; a record with a nil value (a tombstone) deletes
+	// the loop. It is compacted, so it keeps at least the latest record of
+	// every key, and has one partition, so that all roles apply the
+	// changes in the same order.
+	ConfigTopic = "personalizer.config"
 )
 
 // TypeHeader is the record header that names the payload type.

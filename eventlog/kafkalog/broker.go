@@ -110,10 +110,11 @@ type Broker struct {
 }
 
 // StartBroker starts kfake on cfg.Addr with cfg.DataDir and creates the
-// events, joined, audit and dead-letter topics unless they exist. Records are kept until a topic's retention ([SetRetention]) or
-// [DeleteRecords] removes them. A restart with the same data
-// dir keeps topics, records and committed group offsets; the partition
-// counts of existing topics are left alone.
+// events, joined, audit, dead-letter and configuration topics unless they
+// exist. Records are kept until a topic's retention ([SetRetention]) or
+// [DeleteRecords] removes them. A restart with the same data dir keeps
+// topics, records and committed group offsets; the partition counts of
+// existing topics are left alone.
 func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -137,9 +138,9 @@ func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 	}
 	// kfake enforces time retention on every topic, with Kafka's 7-day
 	// default where a topic sets none, but only once some topic is
-	// compacted or sets a retention (its cleaner timer starts then). A
-	// default of forever keeps what
-	// the broker did before: records stay until [SetRetention] or
+	// compacted or sets a retention (its cleaner timer starts then), and
+	// [eventlog.ConfigTopic] is compacted. A default of forever keeps
+	// what the broker did before: records stay until [SetRetention] or
 	// [DeleteRecords] says otherwise.
 	bcfg := map[string]string{"log.retention.ms": "-1"}
 	if cfg.MaxMessageBytes > 0 {
@@ -163,6 +164,7 @@ func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 		TopicSpec{Name: eventlog.JoinedTopic, Partitions: cfg.JoinedPartitions, Config: forever},
 		TopicSpec{Name: eventlog.AuditTopic, Partitions: cfg.JoinedPartitions, Config: forever},
 		TopicSpec{Name: eventlog.DeadLetterTopic, Partitions: cfg.JoinedPartitions, Config: forever},
+		ConfigTopicSpec(),
 	)
 	if err != nil {
 		c.Close()

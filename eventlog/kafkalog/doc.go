@@ -8,6 +8,7 @@
 // and with [WriterConfig.ByPartition] every record to its Partition);
 // producer, fetch and consumer-group settings; committing offsets with
 // metadata and reading them back when a claim starts; topic creation;
+// following a compacted topic ([FollowCompacted], for [eventlog.ConfigTopic]);
 // log administration ([LogTimes], [DeleteRecords], [SetRetention]). kafka-go
 // has no DeleteRecords, so that one request goes through franz-go's kgo.
 //
