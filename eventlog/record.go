@@ -23,6 +23,12 @@ const (
 	// decode, unchanged, with [DeadLetterPartitionHeader],
 	// [DeadLetterOffsetHeader] and [DeadLetterErrorHeader] added.
 	DeadLetterTopic = "personalizer.deadletter"
+	// ConfigTopic holds every loop's configuration, a JSON document keyed
+	// by the loop's name; a record with a nil value (a tombstone) deletes
+	// the loop. It is compacted, so it keeps at least the latest record of
+	// every key, and has one partition, so that all roles apply the
+	// changes in the same order.
+	ConfigTopic = "personalizer.config"
 )
 
 // TypeHeader is the record header that names the payload type.
@@ -181,6 +187,10 @@ const maxReasonBytes = 1024
 
 // ErrTooLarge is why a record over the log's size limit is rejected.
 var ErrTooLarge = errors.New("record too large")
+
+// ErrNoRecords reports that the topics asked about hold no records, so the
+// times of their first and last records are undefined.
+var ErrNoRecords = errors.New("no records")
 
 // RejectedError reports records a log refused for good (too large, or
 // invalid for the broker), while it stored every other record of the

@@ -110,9 +110,11 @@ type Broker struct {
 }
 
 // StartBroker starts kfake on cfg.Addr with cfg.DataDir and creates the
-// events and joined topics unless they exist. A restart with the same data
-// dir keeps topics, records and committed group offsets; the partition
-// counts of existing topics are left alone.
+// events, joined, audit, dead-letter and configuration topics unless they
+// exist. Records are kept until a topic's retention ([SetRetention]) or
+// [DeleteRecords] removes them. A restart with the same data dir keeps
+// topics, records and committed group offsets; the partition counts of
+// existing topics are left alone.
 func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -134,9 +136,17 @@ func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 		kfake.GroupMinSessionTimeout(cfg.MinSessionTimeout),
 		kfake.WithLogger(kfakeLogger{log}),
 	}
+	// kfake enforces time retention on every topic, with Kafka's 7-day
+	// default where a topic sets none, but only once some topic is
+	// compacted or sets a retention (its cleaner timer starts then), and
+	// [eventlog.ConfigTopic] is compacted. A default of forever keeps
+	// what the broker did before: records stay until [SetRetention] or
+	// [DeleteRecords] says otherwise.
+	bcfg := map[string]string{"log.retention.ms": "-1"}
 	if cfg.MaxMessageBytes > 0 {
-		opts = append(opts, kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(cfg.MaxMessageBytes)}))
+		bcfg["message.max.bytes"] = strconv.Itoa(cfg.MaxMessageBytes)
 	}
+	opts = append(opts, kfake.BrokerConfigs(bcfg))
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("start broker on %s: %w", cfg.Addr, err)
@@ -144,11 +154,17 @@ func StartBroker(cfg BrokerConfig, log *slog.Logger) (*Broker, error) {
 	b := &Broker{c: c}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Each topic says retention.ms -1 itself as well: kfake's
+	// DescribeConfigs reports Kafka's 7-day default for a topic without
+	// its own setting, whatever the broker's default is, and [Retention]
+	// must tell what the broker does.
+	forever := map[string]string{"retention.ms": "-1"}
 	err = EnsureTopics(ctx, b.Addrs(),
-		TopicSpec{Name: eventlog.EventsTopic, Partitions: cfg.EventsPartitions},
-		TopicSpec{Name: eventlog.JoinedTopic, Partitions: cfg.JoinedPartitions},
-		TopicSpec{Name: eventlog.AuditTopic, Partitions: cfg.JoinedPartitions},
-		TopicSpec{Name: eventlog.DeadLetterTopic, Partitions: cfg.JoinedPartitions},
+		TopicSpec{Name: eventlog.EventsTopic, Partitions: cfg.EventsPartitions, Config: forever},
+		TopicSpec{Name: eventlog.JoinedTopic, Partitions: cfg.JoinedPartitions, Config: forever},
+		TopicSpec{Name: eventlog.AuditTopic, Partitions: cfg.JoinedPartitions, Config: forever},
+		TopicSpec{Name: eventlog.DeadLetterTopic, Partitions: cfg.JoinedPartitions, Config: forever},
+		ConfigTopicSpec(),
 	)
 	if err != nil {
 		c.Close()

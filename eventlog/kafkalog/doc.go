@@ -7,7 +7,10 @@
 // with kafka-go's Hash balancer, a keyless record to [eventlog.Record.Partition],
 // and with [WriterConfig.ByPartition] every record to its Partition);
 // producer, fetch and consumer-group settings; committing offsets with
-// metadata and reading them back when a claim starts; topic creation.
+// metadata and reading them back when a claim starts; topic creation;
+// following a compacted topic ([FollowCompacted], for [eventlog.ConfigTopic]);
+// log administration ([LogTimes], [DeleteRecords], [SetRetention]). kafka-go
+// has no DeleteRecords, so that one request goes through franz-go's kgo.
 //
 // kafkalog is the only package of the project that imports kafka-go, kfake or
 // franz-go (tests elsewhere inject broker faults through [Broker.Cluster]

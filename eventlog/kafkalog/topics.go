@@ -8,6 +8,8 @@ import (
 	"slices"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/open-personalizer/personalizer/eventlog"
 )
 
 // TopicSpec names a topic and the partition count to create it with.
@@ -17,6 +19,20 @@ type TopicSpec struct {
 	// Config holds topic-level settings to create it with (Kafka's names,
 	// e.g. "max.message.bytes", "cleanup.policy").
 	Config map[string]string
+}
+
+// ConfigTopicSpec returns the spec of [eventlog.ConfigTopic]: one partition,
+// so that every role applies configuration changes in one order, and
+// compacted, so that the latest configuration of every loop is kept for
+// good. retention.ms -1 has no effect on a compacted-only Kafka topic; it is
+// there because kfake also applies time retention to compacted topics, and
+// would delete a configuration nobody changed for 7 days.
+func ConfigTopicSpec() TopicSpec {
+	return TopicSpec{
+		Name:       eventlog.ConfigTopic,
+		Partitions: 1,
+		Config:     map[string]string{"cleanup.policy": "compact", "retention.ms": "-1"},
+	}
 }
 
 // EnsureTopics creates the topics that do not exist yet, with the broker's
