@@ -6,22 +6,38 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 )
 
 // checkpoint is what the learner needs to resume exactly: the model, the
 // next offset of every joined partition, and the remembered event keys.
 type checkpoint struct {
 	version  uint64
-	examples uint64
-	offsets  map[int]int64
-	seen     []uint64
-	model    []byte // bandit model file
+	examples uint64 // examples the model learned since it was created
+	// Since format 02: the examples learned all time, when the model was
+	// created (a reset, an import, a policy change) and the configured
+	// policy the model follows (an imported model may have another).
+	// Format 01 checkpoints read as learned = examples, a zero created
+	// and an empty configured policy.
+	learned    uint64
+	created    time.Time
+	configured string
+	offsets    map[int]int64
+	seen       []uint64
+	model      []byte // bandit model file
 }
 
-const checkpointMagic = "PZCKPT01"
+// Checkpoint formats. 01 has version, examples, offsets, keys and the
+// model; 02 adds learned, created and the configured policy after
+// examples. Both are read; 02 is written.
+const (
+	checkpointMagic   = "PZCKPT02"
+	checkpointMagicV1 = "PZCKPT01"
+)
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -29,6 +45,14 @@ func (c *checkpoint) marshal() []byte {
 	b := []byte(checkpointMagic)
 	b = binary.AppendUvarint(b, c.version)
 	b = binary.AppendUvarint(b, c.examples)
+	b = binary.AppendUvarint(b, c.learned)
+	var created int64 // zero: unknown
+	if !c.created.IsZero() {
+		created = c.created.UnixNano()
+	}
+	b = binary.AppendVarint(b, created)
+	b = binary.AppendUvarint(b, uint64(len(c.configured)))
+	b = append(b, c.configured...)
 	parts := make([]int, 0, len(c.offsets))
 	for p := range c.offsets {
 		parts = append(parts, p)
@@ -51,7 +75,11 @@ func (c *checkpoint) marshal() []byte {
 var errCorrupt = errors.New("corrupt checkpoint")
 
 func unmarshalCheckpoint(b []byte) (*checkpoint, error) {
-	if len(b) < len(checkpointMagic)+4 || string(b[:len(checkpointMagic)]) != checkpointMagic {
+	if len(b) < len(checkpointMagic)+4 {
+		return nil, fmt.Errorf("%w: not a learner checkpoint", errCorrupt)
+	}
+	magic := string(b[:len(checkpointMagic)])
+	if magic != checkpointMagic && magic != checkpointMagicV1 {
 		return nil, fmt.Errorf("%w: not a learner checkpoint", errCorrupt)
 	}
 	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
@@ -67,6 +95,24 @@ func unmarshalCheckpoint(b []byte) (*checkpoint, error) {
 		return v
 	}
 	c.version, c.examples = uv(), uv()
+	c.learned = c.examples
+	if magic == checkpointMagic {
+		c.learned = uv()
+		created, e := binary.ReadVarint(r)
+		err = errors.Join(err, e)
+		if created != 0 {
+			c.created = time.Unix(0, created)
+		}
+		n := uv()
+		if err == nil && n > uint64(r.Len()) {
+			err = errors.New("configured policy is longer than the checkpoint")
+		}
+		if err == nil {
+			p := make([]byte, n)
+			_, err = io.ReadFull(r, p)
+			c.configured = string(p)
+		}
+	}
 	for n := uv(); n > 0 && err == nil; n-- {
 		p := uv()
 		off, e := binary.ReadVarint(r)

@@ -11,4 +11,20 @@
 // the checkpoint cannot be written the learner keeps learning in memory
 // and retries, it never stops for it. The learner never writes to the
 // event log.
+//
+// The model belongs to the goroutine of [Learner.Run], and nothing else
+// touches it: resets and imports ([Learner.Reset], [Learner.Import],
+// which [Service] passes on from ModelService) and the loop's live
+// configuration ([Config.Configs]: export frequency and policy) are
+// carried out there, one at a time, between joined events. Version
+// numbers only increase, whatever replaced the model; every version says
+// when its model was created (the first model, the last reset, import or
+// policy change) and how many examples it learned since.
+//
+// A policy change retrains: a new model of the new policy learns the
+// joined events of the retrain window ([Config.RetrainWindow]) up to
+// where the live learner stands, with a dedupe set of its own, and is
+// swapped in only when done. Meanwhile the old model keeps serving and
+// live learning waits; a retrain that fails changes nothing and is tried
+// again later.
 package learner

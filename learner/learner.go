@@ -22,6 +22,7 @@ import (
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/internal/watch"
+	"github.com/open-personalizer/personalizer/loop"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
 
@@ -45,6 +46,23 @@ type Config struct {
 	// that carries trace context (its rank was traced), a child of the
 	// joiner's span. Nil records nothing.
 	TracerProvider trace.TracerProvider
+
+	// Configs, when set, holds the loop's live configuration, which Run
+	// follows: its ModelExportFrequency replaces ExportEvery at once,
+	// and a change of its policy's arguments is a policy change (see
+	// [Learner.Run]). Policy and ExportEvery stay the configuration
+	// while Configs has none for the loop. Nil: they are the only one.
+	Configs *loop.Registry
+	// RetrainWindow is how much of the joined log a policy change trains
+	// the new model on: the records of the last RetrainWindow, up to
+	// where the live learner stands (Personalizer's
+	// DefaultModelRetrainDays, 2). 0 starts the new model empty.
+	RetrainWindow time.Duration
+	// OffsetsAt returns, for every partition of personalizer.joined, the
+	// offset of the first record at or after t, or the partition's end
+	// offset when it has none (kafkalog.OffsetsAt on that topic). A
+	// retrain starts there. Nil: RetrainWindow is taken as 0.
+	OffsetsAt func(ctx context.Context, t time.Time) (map[int]int64, error)
 }
 
 // RegisterFlags registers the learner's flags with prefix p.
@@ -52,7 +70,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, p string) {
 	fs.StringVar(&c.Policy, p+"policy", bandit.DefaultPolicy, "learning policy: Vowpal Wabbit arguments")
 	fs.DurationVar(&c.ExportEvery, p+"model-export-frequency", 5*time.Minute, "how often a new model version is published")
 	fs.IntVar(&c.Remember, p+"dedupe-window", 1<<20, "how many recent event ids the learner remembers to drop repeated joined events")
+	fs.DurationVar(&c.RetrainWindow, p+"retrain-window", DefaultRetrainWindow, "how much of the joined log a policy change retrains the new model on (0: start it empty)")
 }
+
+// DefaultRetrainWindow is the default [Config.RetrainWindow]:
+// Personalizer's DefaultModelRetrainDays, two days.
+const DefaultRetrainWindow = 48 * time.Hour
 
 // Validate reports settings that cannot work.
 func (c *Config) Validate() error {
@@ -64,20 +87,48 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("model export frequency must be positive, got %v", c.ExportEvery)
 	case c.Remember <= 0:
 		return fmt.Errorf("dedupe window must be positive, got %d", c.Remember)
+	case c.RetrainWindow < 0:
+		return fmt.Errorf("retrain window must not be negative, got %v", c.RetrainWindow)
 	case c.Dir == "":
 		return errors.New("learner needs a directory for its checkpoint")
 	}
 	return nil
 }
 
-// Stats are a learner's counters and the state of its checkpoint.
+// Stats are a learner's counters, the state of its model and of its
+// checkpoint. The counters of joined events count live learning only: a
+// retrain counts in RetrainLearned.
 type Stats struct {
 	Version      uint64 // latest published model version
-	Learned      int64  // examples learned, all time (survives restarts)
+	Learned      int64  // examples learned live, all time (survives restarts)
 	NotLearnable int64  // joined events marked _skipLearn
 	Duplicates   int64  // joined events dropped as repeats
 	Malformed    int64  // joined lines that did not parse
 	OtherLoops   int64  // records of other loops, skipped
+
+	// Examples is how many examples the current model learned since it
+	// was created, at ModelCreated: the ModelInfo.examples of the next
+	// version. A reset or an import starts it at 0, a policy change at
+	// the examples its retrain learned.
+	Examples     int64
+	ModelCreated time.Time
+	// Policy is the current model's policy (VW arguments).
+	Policy string
+	// ExportEvery is the current export cadence.
+	ExportEvery time.Duration
+	// Resets and Imports count the resets and imports published since
+	// the process started.
+	Resets, Imports int64
+
+	// Retraining is set while a policy change retrains a new model;
+	// RetrainLearned is how many examples that retrain (or the last one)
+	// has learned. PolicyChanges counts the retrained models swapped in
+	// and RetrainFailures the retrains that failed (the current model
+	// and policy stayed), since the process started.
+	Retraining      bool
+	RetrainLearned  int64
+	PolicyChanges   int64
+	RetrainFailures int64
 
 	// CheckpointFailures counts the checkpoint writes that failed since
 	// the process started.
@@ -96,9 +147,9 @@ type Stats struct {
 }
 
 // Checkpoint retries. A checkpoint that could not be written is tried
-// again after checkpointRetryFirst (ExportEvery if that is shorter), then
-// after twice as long each time, up to ExportEvery but at most
-// checkpointRetryMax. A streak of failures is logged at ERROR when it
+// again after checkpointRetryFirst (the export cadence if that is
+// shorter), then after twice as long each time, up to the cadence but at
+// most checkpointRetryMax. A streak of failures is logged at ERROR when it
 // starts, then summed up at most every checkpointLogEvery.
 const (
 	checkpointRetryFirst = time.Second
@@ -114,16 +165,36 @@ type Learner struct {
 	store *Store
 	now   func() time.Time
 	trace trace.Tracer
+	cmds  chan command // Reset and Import, to the Run goroutine
 
 	// Owned by the Run goroutine.
 	model   *bandit.Model
-	parser  bandit.DSJSONParser
-	ev      bandit.Event
-	pred    bandit.Prediction
-	offsets map[int]int64
-	seen    *dedupe
-	prefix  []byte // loop + "/"
-	dirty   bool   // learned since the last export
+	created time.Time // when model was created: first model, reset, import or policy change
+	// configured is the policy (VW arguments) of the configuration the
+	// model follows: the model's own, except after an import of a model
+	// of another policy, which stays until the configured policy changes.
+	configured  string
+	parser      bandit.DSJSONParser
+	ev          bandit.Event
+	pred        bandit.Prediction
+	offsets     map[int]int64
+	seen        *dedupe
+	prefix      []byte // loop + "/"
+	dirty       bool   // learned since the last export
+	lastLearned int64  // Stats.Learned at the last checkpoint
+
+	// Set up by Run, owned by its goroutine: the reader opener, the
+	// export timer and cadence, the configuration followed (nil before
+	// the registry has one) and its change signal (nil without a
+	// registry), and the scheduled retry of a failed retrain.
+	open         Open
+	every        time.Duration
+	export       *time.Timer
+	conf         *loop.Config
+	confChanged  <-chan struct{}
+	retrainTimer *time.Timer
+	retrainC     <-chan time.Time
+	retrainDelay time.Duration
 
 	// The current streak of checkpoint failures, owned by the Run
 	// goroutine: the delay before the next attempt, the failures in the
@@ -138,42 +209,63 @@ type Learner struct {
 
 // New returns a learner that resumes from the checkpoint in cfg.Dir if
 // there is one and publishes that model to store at once.
+//
+// Without cfg.Configs the checkpoint must follow cfg.Policy. With it, the
+// checkpoint's model is taken whatever its policy: Run retrains it if the
+// configuration's policy differs. A new model (no checkpoint) is of the
+// configuration's policy if the registry already has one, else of
+// cfg.Policy.
 func New(cfg Config, log *slog.Logger, store *Store, now func() time.Time) (*Learner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	policy, _ := bandit.ParsePolicy(cfg.Policy)
+	if cfg.Configs != nil {
+		if c := cfg.Configs.Get(cfg.Loop); c != nil {
+			if p, err := bandit.ParsePolicy(c.Policy.Arguments); err == nil {
+				policy = p
+			}
+		}
+	}
 	tp := cfg.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
 	}
 	l := &Learner{
 		cfg: cfg, log: log, store: store, now: now,
-		model:   bandit.NewModel(policy),
-		offsets: map[int]int64{},
-		seen:    newDedupe(cfg.Remember),
-		prefix:  []byte(cfg.Loop + "/"),
-		trace:   tp.Tracer("github.com/open-personalizer/personalizer/learner"),
+		cmds:       make(chan command),
+		model:      bandit.NewModel(policy),
+		created:    now(),
+		configured: policy.String(),
+		every:      cfg.ExportEvery,
+		offsets:    map[int]int64{},
+		seen:       newDedupe(cfg.Remember),
+		prefix:     []byte(cfg.Loop + "/"),
+		trace:      tp.Tracer("github.com/open-personalizer/personalizer/learner"),
 	}
 	data, err := os.ReadFile(l.checkpointPath())
 	if errors.Is(err, fs.ErrNotExist) {
+		l.stats.Update(func(s *Stats) { l.setModelStats(s, 0) })
 		return l, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoint: %w", err)
 	}
-	if err := l.restore(data); err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", l.checkpointPath(), err)
-	}
+	var written time.Time
 	if fi, err := os.Stat(l.checkpointPath()); err == nil {
-		l.stats.Update(func(s *Stats) { s.LastCheckpoint = fi.ModTime() })
+		written = fi.ModTime()
+	}
+	if err := l.restore(data, written); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", l.checkpointPath(), err)
 	}
 	return l, nil
 }
 
 func (l *Learner) checkpointPath() string { return filepath.Join(l.cfg.Dir, "checkpoint") }
 
-func (l *Learner) restore(data []byte) error {
+// restore resumes from a checkpoint written at written (its file's
+// modification time; zero if unknown) and publishes its version.
+func (l *Learner) restore(data []byte, written time.Time) error {
 	c, err := unmarshalCheckpoint(data)
 	if err != nil {
 		return err
@@ -182,30 +274,53 @@ func (l *Learner) restore(data []byte) error {
 	if err != nil {
 		return err
 	}
-	if got := m.Policy().String(); got != l.model.Policy().String() {
-		return fmt.Errorf("trained with policy %q, configured %q: use that policy or remove the checkpoint", got, l.model.Policy().String())
+	configured := c.configured
+	if configured == "" { // format 01: the flags were the configuration
+		configured = m.Policy().String()
 	}
-	l.model, l.offsets = m, c.offsets
+	if l.cfg.Configs == nil && configured != l.cfg.Policy {
+		return fmt.Errorf("trained with policy %q, configured %q: use that policy or remove the checkpoint", configured, l.cfg.Policy)
+	}
+	l.model, l.offsets, l.configured = m, c.offsets, configured
+	// A format 01 checkpoint does not say when its model was created:
+	// the checkpoint's time is the best known.
+	switch {
+	case !c.created.IsZero():
+		l.created = c.created
+	case !written.IsZero():
+		l.created = written
+	}
 	for _, k := range c.seen {
 		l.seen.addHash(k)
 	}
-	st := Stats{Version: c.version, Learned: int64(c.examples)}
+	l.lastLearned = int64(c.learned)
+	st := Stats{Version: c.version, Learned: int64(c.learned), LastCheckpoint: written}
+	l.setModelStats(&st, int64(c.examples))
 	l.stats.Update(func(s *Stats) { *s = st })
 	l.store.Publish(l.version(c.model, st))
-	l.log.Info("learner resumed", "loop", l.cfg.Loop, "version", c.version, "examples", c.examples, "offsets", c.offsets)
+	l.log.Info("learner resumed", "loop", l.cfg.Loop, "version", c.version, "examples", c.examples,
+		"model_created", l.created, "policy", m.Policy().String(), "offsets", c.offsets)
 	return nil
 }
 
-// version wraps model bytes as version st.Version, of st.Learned examples.
+// setModelStats sets what s says of the current model, which has learned
+// examples since it was created.
+func (l *Learner) setModelStats(s *Stats, examples int64) {
+	s.Examples, s.ModelCreated, s.Policy, s.ExportEvery = examples, l.created, l.model.Policy().String(), l.every
+}
+
+// version wraps model bytes as version st.Version, of st.Examples
+// examples since the model's creation.
 func (l *Learner) version(model []byte, st Stats) *eventsv1.GetModelResponse {
 	sum := sha256.Sum256(model)
 	return &eventsv1.GetModelResponse{
 		Info: &eventsv1.ModelInfo{
-			Loop:     l.cfg.Loop,
-			Version:  st.Version,
-			Sha256:   sum[:],
-			Created:  timestamppb.New(l.now()),
-			Examples: uint64(st.Learned),
+			Loop:         l.cfg.Loop,
+			Version:      st.Version,
+			Sha256:       sum[:],
+			Created:      timestamppb.New(l.now()),
+			Examples:     uint64(st.Examples),
+			ModelCreated: timestamppb.New(l.created),
 		},
 		Data: model,
 	}
@@ -239,30 +354,93 @@ type Open func(ctx context.Context, start map[int]int64) (eventlog.Reader, error
 // checkpoint, on the way out, ends Run with an error when it fails: a
 // restart then resumes from the previous checkpoint and learns again,
 // once, what came after it.
+//
+// Run's goroutine alone touches the model: it also carries out
+// [Learner.Reset] and [Learner.Import], and, with [Config.Configs],
+// follows the loop's configuration. A new ModelExportFrequency restarts
+// the export timer with it. A policy change (the configuration's policy
+// arguments differ from those the model follows) retrains: Run trains a
+// new model of the new policy over the joined records of the last
+// [Config.RetrainWindow] up to the offsets it has learned, then swaps it
+// in, checkpoints and publishes it. Live learning pauses meanwhile (new
+// records wait in the log and the new model learns them after the swap)
+// and servers keep the old model. A retrain that cannot read keeps the
+// old model and policy and is tried again later, after 5s, then twice as
+// long each time up to 5 minutes.
 func (l *Learner) Run(ctx context.Context, open Open) error {
-	export := time.NewTimer(l.cfg.ExportEvery)
-	defer export.Stop()
+	l.open = open
+	l.export = time.NewTimer(l.every)
+	defer l.export.Stop()
+	defer l.stopRetry()
+	if reg := l.cfg.Configs; reg != nil {
+		changed := make(chan struct{}, 1)
+		cur := reg.Get(l.cfg.Loop)
+		watchCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { // ends with watchCtx, which ends before Run returns
+			defer close(done)
+			for c := cur; ; {
+				var err error
+				if c, err = reg.Next(watchCtx, l.cfg.Loop, c); err != nil {
+					return
+				}
+				select { // a signal already pending covers this change too
+				case changed <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		defer func() { stop(); <-done }()
+		l.confChanged = changed
+		if cur != nil {
+			l.follow(ctx, cur)
+		}
+	}
 	backoff := 100 * time.Millisecond
 	for {
-		err := l.read(ctx, open, export)
+		err := l.read(ctx)
 		if ctx.Err() != nil {
 			return l.exportLast()
 		}
 		l.log.Warn("reading joined events failed; reopening", "loop", l.cfg.Loop, "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
+		if !l.idle(ctx, backoff) {
 			return l.exportLast()
-		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
+// idle waits for d, carrying out what comes meanwhile but reading
+// nothing, and reports whether ctx is still live.
+func (l *Learner) idle(ctx context.Context, d time.Duration) bool {
+	wait := time.NewTimer(d)
+	defer wait.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-wait.C:
+			return true
+		case <-l.export.C:
+			l.export.Reset(l.exportNow())
+		case c := <-l.cmds:
+			l.command(c)
+		case <-l.confChanged:
+			l.configure(ctx)
+		case <-l.retrainC:
+			l.retrainC = nil
+			l.configure(ctx)
+		}
+	}
+}
+
 // read learns from a reader opened at the learner's offsets until ctx ends
 // or reading fails. Records fetched but not learned are dropped with the
-// reader: the next one starts after the last record learned.
-func (l *Learner) read(ctx context.Context, open Open, export *time.Timer) error {
-	r, err := open(ctx, l.offsets)
+// reader: the next one starts after the last record learned. Records
+// fetched while a command or a retrain runs wait in recs and are learned
+// by the model in place after it.
+func (l *Learner) read(ctx context.Context) error {
+	r, err := l.open(ctx, l.offsets)
 	if err != nil {
 		return fmt.Errorf("open joined events: %w", err)
 	}
@@ -296,9 +474,19 @@ func (l *Learner) read(ctx context.Context, open Open, export *time.Timer) error
 		case err := <-fetchErr:
 			fetchErr <- err // for the deferred wait
 			return fmt.Errorf("read joined events: %w", err)
-		case <-export.C:
+		case <-l.export.C:
 			l.addStats(&batch)
-			export.Reset(l.export())
+			l.export.Reset(l.exportNow())
+		case c := <-l.cmds:
+			l.addStats(&batch)
+			l.command(c)
+		case <-l.confChanged:
+			l.addStats(&batch)
+			l.configure(ctx)
+		case <-l.retrainC:
+			l.retrainC = nil
+			l.addStats(&batch)
+			l.configure(ctx)
 		case rec := <-recs:
 			l.learn(rec, &batch)
 			if len(recs) == 0 || batch.Learned+batch.Duplicates+batch.NotLearnable >= 1024 {
@@ -322,34 +510,45 @@ func (l *Learner) learn(rec eventlog.Record, batch *Stats) {
 			span.End()
 		}()
 	}
-	switch {
-	case !bytes.HasPrefix(rec.Key, l.prefix):
-		batch.OtherLoops++
-		return
-	case !l.seen.add(rec.Key):
-		batch.Duplicates++
+	if !l.learnInto(l.model, l.seen, rec, batch) {
 		return
 	}
-	l.ev.Reset()
-	if err := l.parser.Parse(rec.Value, &l.ev); err != nil {
-		if errors.Is(err, bandit.ErrSkip) {
-			batch.NotLearnable++
-			return
-		}
-		batch.Malformed++
-		l.log.Warn("skipping malformed joined event", "partition", rec.Partition, "offset", rec.Offset, "err", err)
-		return
-	}
-	if _, learned := l.model.Learn(&l.ev, &l.pred); !learned {
-		batch.NotLearnable++
-		return
-	}
-	batch.Learned++
+	batch.Examples++
 	l.dirty = true
 	if l.cfg.Learned != nil {
 		_, cost, _, _ := l.ev.Label()
 		l.cfg.Learned(rec.Key, cost)
 	}
+}
+
+// learnInto learns rec into m unless it belongs to another loop, seen
+// has its key or it is not learnable, counting into c, and reports
+// whether m learned it. Live learning and retrains share it.
+func (l *Learner) learnInto(m *bandit.Model, seen *dedupe, rec eventlog.Record, c *Stats) bool {
+	switch {
+	case !bytes.HasPrefix(rec.Key, l.prefix):
+		c.OtherLoops++
+		return false
+	case !seen.add(rec.Key):
+		c.Duplicates++
+		return false
+	}
+	l.ev.Reset()
+	if err := l.parser.Parse(rec.Value, &l.ev); err != nil {
+		if errors.Is(err, bandit.ErrSkip) {
+			c.NotLearnable++
+			return false
+		}
+		c.Malformed++
+		l.log.Warn("skipping malformed joined event", "partition", rec.Partition, "offset", rec.Offset, "err", err)
+		return false
+	}
+	if _, learned := m.Learn(&l.ev, &l.pred); !learned {
+		c.NotLearnable++
+		return false
+	}
+	c.Learned++
+	return true
 }
 
 // traceContext reads W3C traceparent headers.
@@ -359,6 +558,7 @@ var traceContext propagation.TraceContext
 func (l *Learner) addStats(batch *Stats) {
 	l.stats.Update(func(s *Stats) {
 		s.Learned += batch.Learned
+		s.Examples += batch.Examples
 		s.NotLearnable += batch.NotLearnable
 		s.Duplicates += batch.Duplicates
 		s.Malformed += batch.Malformed
@@ -367,18 +567,18 @@ func (l *Learner) addStats(batch *Stats) {
 	*batch = Stats{}
 }
 
-// export publishes a new version if anything was learned since the last
-// one, and returns when to export next: after ExportEvery, or sooner when
-// the checkpoint could not be written.
-func (l *Learner) export() time.Duration {
+// exportNow publishes a new version if anything was learned since the
+// last one, and returns when to export next: after the export cadence,
+// or sooner when the checkpoint could not be written.
+func (l *Learner) exportNow() time.Duration {
 	if !l.dirty {
-		return l.cfg.ExportEvery
+		return l.every
 	}
 	if err := l.checkpoint(); err != nil {
 		l.checkpointFailed(err)
 		return l.retry
 	}
-	return l.cfg.ExportEvery
+	return l.every
 }
 
 // exportLast is the export on the way out: when its checkpoint cannot be
@@ -399,7 +599,7 @@ func (l *Learner) exportLast() error {
 		from = fmt.Sprintf("version %d", st.Version)
 	}
 	return fmt.Errorf("learner: the last checkpoint could not be written; %d examples learned since %s are not in it (a restart resumes from %s and learns them again): %w",
-		st.Learned-int64(l.store.Latest().GetInfo().GetExamples()), from, from, err)
+		st.Learned-l.lastLearned, from, from, err)
 }
 
 // checkpoint writes the model, the offsets it has learned up to and the
@@ -414,12 +614,17 @@ func (l *Learner) checkpoint() error {
 	st := l.stats.Get()
 	st.Version++
 	v := l.version(buf.Bytes(), st)
-	c := checkpoint{version: v.Info.Version, examples: v.Info.Examples, offsets: l.offsets, seen: l.seen.keys(), model: v.Data}
+	c := checkpoint{
+		version: v.Info.Version, examples: v.Info.Examples, learned: uint64(st.Learned),
+		created: l.created, configured: l.configured,
+		offsets: l.offsets, seen: l.seen.keys(), model: v.Data,
+	}
 	if err := writeFileAtomic(l.checkpointPath(), c.marshal()); err != nil {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
 	l.store.Publish(v)
 	l.dirty = false
+	l.lastLearned = st.Learned
 	now := l.now()
 	l.stats.Update(func(s *Stats) {
 		s.Version, s.LastCheckpoint = st.Version, now
@@ -441,13 +646,13 @@ func (l *Learner) checkpointFailed(err error) {
 	now := l.countFailure(err)
 	l.streak++
 	if l.streak == 1 {
-		l.retry = min(checkpointRetryFirst, l.cfg.ExportEvery)
+		l.retry = min(checkpointRetryFirst, l.every)
 		l.loggedAt, l.unlogged = now, 0
 		l.log.Error("checkpoint not written; learning goes on in memory, servers keep the last checkpointed version",
 			"loop", l.cfg.Loop, "version", l.stats.Get().Version, "retry_in", l.retry, "err", err)
 		return
 	}
-	l.retry = min(2*l.retry, l.cfg.ExportEvery, checkpointRetryMax)
+	l.retry = min(2*l.retry, l.every, checkpointRetryMax)
 	l.unlogged++
 	if now.Sub(l.loggedAt) >= checkpointLogEvery {
 		st := l.stats.Get()

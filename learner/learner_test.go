@@ -84,16 +84,21 @@ type run struct {
 // startRun starts a learner in dir; call it inside the test's bubble.
 func startRun(t *testing.T, log *eventlog.Mem, dir string) *run {
 	t.Helper()
+	return startConfig(t, log, Config{Loop: testLoop, Policy: bandit.DefaultPolicy, ExportEvery: 10 * time.Second, Dir: dir, Remember: 1000})
+}
+
+// startConfig starts a learner of cfg, recording what it learns; call it
+// inside the test's bubble.
+func startConfig(t *testing.T, log *eventlog.Mem, cfg Config) *run {
+	t.Helper()
 	r := &run{store: NewStore(), logs: new(lockedBuffer), done: make(chan error, 1), learned: map[string]int{}}
+	cfg.Learned = func(key []byte, _ float32) {
+		r.mu.Lock()
+		r.learned[string(key)]++
+		r.mu.Unlock()
+	}
 	var err error
-	r.l, err = New(Config{
-		Loop: testLoop, Policy: bandit.DefaultPolicy, ExportEvery: 10 * time.Second, Dir: dir, Remember: 1000,
-		Learned: func(key []byte, _ float32) {
-			r.mu.Lock()
-			r.learned[string(key)]++
-			r.mu.Unlock()
-		},
-	}, slog.New(slog.NewJSONHandler(r.logs, nil)), r.store, time.Now)
+	r.l, err = New(cfg, slog.New(slog.NewJSONHandler(r.logs, nil)), r.store, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

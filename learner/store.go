@@ -2,6 +2,7 @@ package learner
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -56,18 +57,28 @@ func (s *Store) Next(ctx context.Context, after uint64) (*eventsv1.GetModelRespo
 	}
 }
 
-// Service serves a store's versions to servers in other processes.
+// Service serves a store's versions to servers in other processes, and
+// passes model resets and imports on to the loop's learner.
 type Service struct {
 	eventsv1.UnimplementedModelServiceServer
 	loop  string
 	store *Store
-	done  chan struct{} // closed by Shutdown to end watches
+	cmds  Commands
+	done  chan struct{} // closed by Shutdown to end watches and commands
 	once  sync.Once
 }
 
-// NewService returns the ModelService of loop's store.
-func NewService(loop string, store *Store) *Service {
-	return &Service{loop: loop, store: store, done: make(chan struct{})}
+// Commands are the model commands a [Service] passes on: [*Learner]
+// implements them.
+type Commands interface {
+	Reset(ctx context.Context) (*eventsv1.ModelInfo, error)
+	Import(ctx context.Context, data []byte) (*eventsv1.ModelInfo, error)
+}
+
+// NewService returns the ModelService of loop's store. cmds carries out
+// ResetModel and ImportModel; nil answers them Unimplemented.
+func NewService(loop string, store *Store, cmds Commands) *Service {
+	return &Service{loop: loop, store: store, cmds: cmds, done: make(chan struct{})}
 }
 
 // Shutdown ends open WatchModel calls (they never end on their own) so
@@ -146,4 +157,78 @@ func (s *Service) checkLoop(loop string) error {
 		return status.Errorf(codes.NotFound, "unknown loop %q", loop)
 	}
 	return nil
+}
+
+// ResetModel implements ModelService.ResetModel: a new model of the
+// current policy, published as the next version.
+func (s *Service) ResetModel(ctx context.Context, req *eventsv1.ResetModelRequest) (*eventsv1.ResetModelResponse, error) {
+	if err := s.checkCommand(req.GetLoop()); err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.commandContext(ctx)
+	defer cancel()
+	info, err := s.cmds.Reset(ctx)
+	if err != nil {
+		return nil, s.commandStatus(err)
+	}
+	return &eventsv1.ResetModelResponse{Info: info}, nil
+}
+
+// ImportModel implements ModelService.ImportModel: the model file in the
+// request, published as the next version. A file that is not a model the
+// learner can load is InvalidArgument.
+func (s *Service) ImportModel(ctx context.Context, req *eventsv1.ImportModelRequest) (*eventsv1.ImportModelResponse, error) {
+	if err := s.checkCommand(req.GetLoop()); err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.commandContext(ctx)
+	defer cancel()
+	info, err := s.cmds.Import(ctx, req.GetData())
+	if err != nil {
+		return nil, s.commandStatus(err)
+	}
+	return &eventsv1.ImportModelResponse{Info: info}, nil
+}
+
+func (s *Service) checkCommand(loop string) error {
+	if err := s.checkLoop(loop); err != nil {
+		return err
+	}
+	switch {
+	case s.cmds == nil:
+		return status.Error(codes.Unimplemented, "this learner takes no model commands")
+	case s.stopping():
+		return errStopping
+	}
+	return nil
+}
+
+// commandContext is ctx, ended by Shutdown too: a learner that stops
+// answers no more commands.
+func (s *Service) commandContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() { // ends with ctx, which the caller cancels
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// commandStatus translates a command's error to a gRPC status.
+func (s *Service) commandStatus(err error) error {
+	switch {
+	case errors.Is(err, ErrBadModel):
+		// The message describes the caller's file, nothing internal.
+		return status.Error(codes.InvalidArgument, err.Error())
+	case s.stopping():
+		return errStopping
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	case errors.Is(err, errNotPublished):
+		return status.Error(codes.Unavailable, "the learner cannot write its checkpoint; the model is unchanged")
+	}
+	return status.Error(codes.Internal, "internal error")
 }
