@@ -18,3 +18,4 @@ for _ in $(seq 100); do
 done
 (cd client/python && /usr/bin/python3 example.py --addr "$grpc")
 (cd client/node && node example.js --addr "$grpc")
+(cd client/node && node sdk.js --endpoint http://127.0.0.1:8180)

@@ -86,3 +86,11 @@ func (r *Registry) Next(ctx context.Context, loop string, cur *Config) (*Config,
 		}
 	}
 }
+
+// GetVersion returns c's version, 0 for nil.
+func (c *Config) GetVersion() uint64 {
+	if c == nil {
+		return 0
+	}
+	return c.Version
+}

@@ -115,9 +115,10 @@ type dev struct {
 	store   *learner.Store
 	models  *learner.Service // the store's versions for servers in other processes
 	api     *api
+	configs *configTopic
 
 	// Each stage stops on its own, in shutdown order.
-	serve, publish, roles stage
+	serve, publish, roles, follow stage
 }
 
 // startDev starts the broker, the learner, the joiner and the server, and
@@ -132,13 +133,16 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	brokers := d.broker.Addrs()
 	d.events = cfg.Kafka.writer(brokers, false)
 	d.joined = cfg.Kafka.writer(brokers, true)
+	d.configs = followConfigs(ctx, &d.supervisor, &d.follow, brokers, d.events,
+		flagConfig(cfg.Loop, cfg.Learner.Policy, cfg.Learner.ExportEvery, &cfg.Joiner.Rules), log)
 	d.store = learner.NewStore()
-	d.models = learner.NewService(cfg.Loop, d.store)
 	cfg.Joiner.TracerProvider, cfg.Learner.TracerProvider = cfg.Tracing, cfg.Tracing
+	cfg.Learner.Configs, cfg.Learner.OffsetsAt = d.configs.reg, joinedOffsetsAt(brokers)
 	if d.learner, err = learner.New(cfg.Learner, log, d.store, time.Now); err != nil {
 		d.closeKafka()
 		return nil, err
 	}
+	d.models = learner.NewService(cfg.Loop, d.store, d.learner)
 	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: "personalizer-joiner", Topic: eventlog.EventsTopic}, log)
 	d.joiner = joiner.New(cfg.Joiner, log, group, d.joined, d.events, time.Now)
 	d.pub = server.NewPublisher(d.events, cfg.EventBuffer, cfg.Kafka.MaxRecordBytes, log)
@@ -164,6 +168,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	registerServer(d.api.metrics, d.srv, d.pub, func() bool { return true })
 	registerJoiner(d.api.metrics, d.joiner)
 	registerLearner(d.api.metrics, d.learner, d.store)
+	registerConfig(d.api.metrics, d.configs, cfg.Loop)
 	d.api.handleREST(d.srv, cfg.Tracing)
 	d.api.status = func() any { return devStatus{modelStatus(d.srv, true), learnerStatusOf(d.learner, d.store)} }
 
@@ -194,6 +199,7 @@ func (d *dev) close() error {
 }
 
 func (d *dev) closeKafka() {
+	d.follow.stop()
 	if d.events != nil {
 		d.events.Close()
 	}

@@ -87,9 +87,10 @@ type learnerRole struct {
 	learner *learner.Learner
 	svc     *learner.Service
 	api     *api
+	configs *configTopic
 
 	// Each stage stops on its own, in shutdown order.
-	learn, serve stage
+	learn, serve, follow stage
 }
 
 // startLearner resumes from the checkpoint, if any, and serves its model
@@ -98,20 +99,27 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 	l := new(learnerRole)
 	l.init(log)
 	store := learner.NewStore()
+	brokers := splitBrokers(cfg.Brokers)
+	l.configs = followConfigs(ctx, &l.supervisor, &l.follow, brokers, nil,
+		flagConfig(cfg.Loop, cfg.Learner.Policy, cfg.Learner.ExportEvery, nil), log)
+	cfg.Learner.Configs = l.configs.reg
+	cfg.Learner.OffsetsAt = joinedOffsetsAt(brokers)
 	var err error
 	if l.learner, err = learner.New(cfg.Learner, log, store, time.Now); err != nil {
+		l.follow.stop()
 		return nil, err
 	}
-	l.svc = learner.NewService(cfg.Loop, store)
+	l.svc = learner.NewService(cfg.Loop, store, l.learner)
 	l.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
 		eventsv1.RegisterModelServiceServer(g, l.svc)
-	}, append(tracingOptions(cfg.Learner.TracerProvider), grpc.MaxSendMsgSize(cfg.MaxModelBytes))...)
+	}, append(tracingOptions(cfg.Learner.TracerProvider), grpc.MaxSendMsgSize(cfg.MaxModelBytes), grpc.MaxRecvMsgSize(cfg.MaxModelBytes+64<<10))...)
 	if err != nil {
+		l.follow.stop()
 		return nil, err
 	}
 	registerLearner(l.api.metrics, l.learner, store)
+	registerConfig(l.api.metrics, l.configs, cfg.Loop)
 	l.api.status = func() any { return learnerStatusOf(l.learner, store) }
-	brokers := splitBrokers(cfg.Brokers)
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
 	}
@@ -128,6 +136,6 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 func (l *learnerRole) close() error {
 	errs := []error{l.learn.stop()}
 	l.svc.Shutdown()
-	errs = append(errs, l.api.drain(), l.serve.stop())
+	errs = append(errs, l.api.drain(), l.serve.stop(), l.follow.stop())
 	return errors.Join(append(errs, l.failure())...)
 }

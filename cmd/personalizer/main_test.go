@@ -102,7 +102,7 @@ func TestRemoteModels(t *testing.T) {
 	store := learner.NewStore()
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
-	eventsv1.RegisterModelServiceServer(gs, learner.NewService("loop", store))
+	eventsv1.RegisterModelServiceServer(gs, learner.NewService("loop", store, nil))
 	go gs.Serve(lis)
 	defer gs.Stop()
 	conn, err := grpc.NewClient("passthrough:///bufconn",
@@ -169,7 +169,7 @@ func TestRemoteModelsReconnect(t *testing.T) {
 			t.Fatal(err)
 		}
 		gs = grpc.NewServer()
-		eventsv1.RegisterModelServiceServer(gs, learner.NewService("loop", store))
+		eventsv1.RegisterModelServiceServer(gs, learner.NewService("loop", store, nil))
 		go gs.Serve(lis)
 		t.Cleanup(gs.Stop)
 		return lis.Addr().String()

@@ -193,7 +193,25 @@ func registerLearner(reg prometheus.Registerer, l *learner.Learner, store *learn
 			func() float64 { return b2f(l.Stats().CheckpointFailing) }},
 		metric{"personalizer_learner_last_checkpoint_timestamp_seconds", "Unix time the last checkpoint was written (the checkpoint file's after a restart); 0 before the first.", false,
 			func() float64 { return unixSeconds(l.Stats().LastCheckpoint) }},
+		metric{"personalizer_learner_policy_changes_total", "Policy changes applied: each retrained the new policy over the retained joined log, then swapped it in.", true,
+			stat(func(s learner.Stats) int64 { return s.PolicyChanges })},
+		metric{"personalizer_learner_retraining", "1 while a policy change retrains (the previous model serves meanwhile); else 0.", false,
+			func() float64 { return b2f(l.Stats().Retraining) }},
+		metric{"personalizer_learner_retrain_examples", "Examples the current or last retrain learned.", false,
+			stat(func(s learner.Stats) int64 { return s.RetrainLearned })},
+		metric{"personalizer_learner_retrain_failures_total", "Retrains that failed (the old model and policy stay; retried with backoff).", true,
+			stat(func(s learner.Stats) int64 { return s.RetrainFailures })},
+		metric{"personalizer_learner_model_resets_total", "Model resets (DELETE /model, ResetModel).", true,
+			stat(func(s learner.Stats) int64 { return s.Resets })},
+		metric{"personalizer_learner_model_imports_total", "Model imports (PUT /model, ImportModel).", true,
+			stat(func(s learner.Stats) int64 { return s.Imports })},
 	)
+}
+
+// registerConfig exports the configuration version a role applies.
+func registerConfig(reg prometheus.Registerer, c *configTopic, name string) {
+	register(reg, metric{"personalizer_config_version", "Version of the loop's configuration this process applies (0: from flags, before any change).", false,
+		func() float64 { return float64(c.reg.Get(name).GetVersion()) }})
 }
 
 // metricsServer serves GET /metrics and /healthz for a process without an

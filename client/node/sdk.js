@@ -1,0 +1,133 @@
+// The official Azure Personalizer SDKs, unchanged, against a running
+// personalizer: @azure/cognitiveservices-personalizer 2.0.1 (v1.0: rank,
+// reward, activate) and @azure-rest/ai-personalizer 1.0.0-beta.1
+// (v1.1-preview.3: configuration, policy, model and logs).
+// Run: npm ci && node sdk.js --endpoint http://127.0.0.1:8080
+'use strict';
+
+const assert = require('assert');
+const { PersonalizerClient } = require('@azure/cognitiveservices-personalizer');
+const { ApiKeyCredentials } = require('@azure/ms-rest-js');
+const createClient = require('@azure-rest/ai-personalizer').default;
+const { isUnexpected } = require('@azure-rest/ai-personalizer');
+const { AzureKeyCredential } = require('@azure/core-auth');
+
+const flag = (name, def) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : def;
+};
+const endpoint = flag('--endpoint', 'http://127.0.0.1:8080');
+const key = flag('--key', process.env.PERSONALIZER_KEY || 'no-key-needed');
+
+const v10 = new PersonalizerClient(
+  new ApiKeyCredentials({ inHeader: { 'Ocp-Apim-Subscription-Key': key } }), endpoint);
+const rest = createClient(endpoint, new AzureKeyCredential(key));
+
+const actions = [
+  { id: 'news', features: [{ type: 'News', length: 0.4 }] },
+  { id: 'sports', features: [{ type: 'Sports', length: 0.9 }] },
+  { id: 'music', features: [{ type: 'Music', live: true }] },
+  { id: 'film', features: [{ type: 'Film', length: 2 }] },
+];
+const context = (i) => [{ user: { tier: i % 2 ? 'gold' : 'free' } }, { timeOfDay: 'morning' }];
+
+// expect checks a REST response's status, and its error code when it failed.
+function expect(resp, status, code) {
+  const detail = JSON.stringify(resp.body);
+  assert.strictEqual(resp.status, String(status), `${resp.request.method} ${resp.request.url}: ${resp.status} ${detail}`);
+  if (code) {
+    assert.ok(isUnexpected(resp), 'an error the SDK does not see as one');
+    assert.strictEqual(resp.body.error.code, code, detail);
+  } else {
+    assert.ok(!isUnexpected(resp), `the SDK calls ${resp.status} unexpected`);
+  }
+  return resp.body;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function main() {
+  // Configuration: read, change, read back, refuse a bad one.
+  const before = expect(await rest.path('/configurations/service').get(), 200);
+  assert.strictEqual(before.learningMode, 'Online');
+  const changed = { ...before, explorationPercentage: 0.5, rewardWaitTime: 'PT3S', defaultReward: 0, rewardAggregation: 'sum' };
+  const put = expect(await rest.path('/configurations/service').put({ body: changed }), 200);
+  assert.strictEqual(put.explorationPercentage, 0.5);
+  const after = expect(await rest.path('/configurations/service').get(), 200);
+  assert.strictEqual(after.rewardWaitTime, 'PT3S');
+  assert.strictEqual(after.rewardAggregation, 'sum');
+  assert.ok(after.lastConfigurationEditDate, 'no lastConfigurationEditDate');
+  expect(await rest.path('/configurations/service').put({ body: { ...after, explorationPercentage: 2 } }), 400, 'InvalidServiceConfiguration');
+  expect(await rest.path('/configurations/service').put({ body: { ...after, learningMode: 'Apprentice', defaultReward: 0.5 } }),
+    400, 'InvalidLearningModeServiceConfiguration');
+  console.log(`configuration: exploration ${before.explorationPercentage} -> ${after.explorationPercentage}, reward wait ${before.rewardWaitTime} -> ${after.rewardWaitTime}`);
+
+  // Policy: read, change, refuse a bad one, reset to the default.
+  const policy = expect(await rest.path('/configurations/policy').get(), 200);
+  assert.match(policy.arguments, /--cb_explore_adf/);
+  const custom = { name: 'sdk policy', arguments: '--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.01 --cb_type mtr -q ::' };
+  assert.deepStrictEqual(expect(await rest.path('/configurations/policy').put({ body: custom }), 200), custom);
+  assert.deepStrictEqual(expect(await rest.path('/configurations/policy').get(), 200), custom);
+  expect(await rest.path('/configurations/policy').put({ body: { name: 'bad', arguments: '--cb_adf' } }), 400, 'InvalidPolicyConfiguration');
+  const reset = expect(await rest.path('/configurations/policy').delete(), 200);
+  assert.strictEqual(reset.arguments, policy.arguments);
+  console.log(`policy: "${custom.name}" set, then reset to "${reset.arguments}"`);
+
+  // Rank (v1.0 SDK) with exploration 0.5: 4 actions give 0.625 and 0.125 x3 once a model serves.
+  let served = false;
+  for (let i = 0; i < 40 || !served; i++) {
+    const r = await v10.rank({ contextFeatures: context(i), actions });
+    assert.strictEqual(r.ranking[0].id, r.rewardActionId);
+    await v10.events.reward(r.eventId, { value: r.rewardActionId === (i % 2 ? 'sports' : 'news') ? 1 : 0 });
+    if (i >= 40) {
+      const probs = r.ranking.map((a) => a.probability).sort((a, b) => b - a);
+      served = Math.abs(probs[0] - 0.625) < 1e-6 && probs.slice(1).every((p) => Math.abs(p - 0.125) < 1e-6);
+      if (!served) await sleep(200);
+      assert.ok(i < 400, `no model with exploration 0.5 served after ${i} ranks: ${JSON.stringify(r.ranking)}`);
+    }
+  }
+  console.log('rank: probabilities 0.625 / 0.125 x3 with exploration 0.5');
+
+  // Model: properties, export, reset, import.
+  const props = expect(await rest.path('/model/properties').get(), 200);
+  assert.ok(Date.parse(props.creationTime) <= Date.parse(props.lastModifiedTime), JSON.stringify(props));
+  const exported = await rest.path('/model').get().asNodeStream();
+  assert.strictEqual(exported.status, '200');
+  const chunks = [];
+  for await (const c of exported.body) chunks.push(c);
+  const model = Buffer.concat(chunks);
+  assert.ok(model.length > 0, 'empty model file');
+  expect(await rest.path('/model').delete(), 204);
+  const fresh = expect(await rest.path('/model/properties').get(), 200);
+  assert.ok(Date.parse(fresh.creationTime) >= Date.parse(props.lastModifiedTime), 'reset did not start a new model');
+  const uniform = await v10.rank({ contextFeatures: context(0), actions });
+  assert.ok(uniform.ranking.every((a) => Math.abs(a.probability - 0.25) < 1e-6), `after a reset: ${JSON.stringify(uniform.ranking)}`);
+  expect(await rest.path('/model').put({ body: Buffer.from('not a model'), contentType: 'application/octet-stream' }), 400, 'InvalidModelImportFormat');
+  expect(await rest.path('/model').put({ body: model, contentType: 'application/octet-stream' }), 204);
+  let imported;
+  for (let i = 0; i < 100; i++) {
+    imported = await v10.rank({ contextFeatures: context(1), actions });
+    if (imported.ranking.some((a) => Math.abs(a.probability - 0.625) < 1e-6)) break;
+    await sleep(100);
+  }
+  assert.ok(imported.ranking.some((a) => Math.abs(a.probability - 0.625) < 1e-6), `after an import: ${JSON.stringify(imported.ranking)}`);
+  console.log(`model: exported ${model.length} bytes, reset (uniform), imported (served again)`);
+
+  // Logs: the stored events' dates, then delete them.
+  const logs = expect(await rest.path('/logs/properties').get(), 200);
+  assert.ok(Date.parse(logs.dateRange.from) <= Date.parse(logs.dateRange.to), JSON.stringify(logs));
+  expect(await rest.path('/logs').delete(), 204);
+  console.log(`logs: events from ${logs.dateRange.from} to ${logs.dateRange.to}, deleted`);
+
+  // What is not there yet answers 404 ResourceNotFound.
+  expect(await rest.path('/evaluations').get(), 404, 'ResourceNotFound');
+
+  // Leave the loop as it was.
+  expect(await rest.path('/configurations/service').put({ body: { ...before, lastConfigurationEditDate: undefined } }), 200);
+  console.log('sdk: all Personalizer routes answered as the SDKs expect');
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
