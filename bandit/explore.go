@@ -7,8 +7,9 @@ import (
 
 // explore turns the ranked scores in p.ranked into p.pmf with the policy's
 // exploration algorithm (VW's cb_explore_adf_greedy, _first, _softmax and
-// _squarecb). The PMF keeps the ranked order: best action first.
-func (m *Model) explore(p *Prediction, n int) {
+// _squarecb). The PMF keeps the ranked order: best action first. eps is
+// epsilon-greedy's epsilon; the other algorithms use the policy's.
+func (m *Model) explore(p *Prediction, n int, eps float32) {
 	pol := m.policy
 	p.pmf = p.pmf[:0]
 	for _, r := range p.ranked {
@@ -22,7 +23,6 @@ func (m *Model) explore(p *Prediction, n int) {
 		// Every action gets epsilon/K; the actions tied with the best
 		// (within a relative 1e-4) share the rest, or only the first with
 		// --first_only.
-		eps := pol.epsilon
 		base := eps / float32(n)
 		for i := range p.pmf {
 			p.pmf[i].Prob = base

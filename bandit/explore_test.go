@@ -82,7 +82,7 @@ func TestExplore(t *testing.T) {
 		m := &Model{policy: mustPolicy(t, "--cb_explore_adf "+tt.args), tau: tt.tau, counter: tt.counter}
 		var p Prediction
 		rankScores(&p, tt.scores)
-		m.explore(&p, len(tt.scores))
+		m.explore(&p, len(tt.scores), m.policy.epsilon)
 		if !samePMF(p.PMF(), tt.want) {
 			t.Errorf("%s: PMF = %v, want %v", tt.name, p.PMF(), tt.want)
 		}
@@ -174,5 +174,67 @@ func TestBag(t *testing.T) {
 	want := []ActionProb{{2, 2.0 / 3}, {0, 1.0 / 6}, {1, 1.0 / 6}}
 	if !samePMF(p.PMF(), want) {
 		t.Errorf("PMF %v, want %v", p.PMF(), want)
+	}
+}
+
+// TestPredictEpsilon checks that PredictEpsilon's epsilon replaces an
+// epsilon-greedy policy's --epsilon, exactly, and that the other
+// exploration algorithms ignore it.
+func TestPredictEpsilon(t *testing.T) {
+	t.Parallel()
+	// Four actions with a feature each; action 2 scores best (lowest cost).
+	model := func(args string) *Model {
+		pol := mustPolicy(t, "--cb_explore_adf --noconstant "+args)
+		m := NewModel(pol)
+		var e Event
+		for a := range 4 {
+			e.AddAction().Number(string(rune('a'+a)), 1)
+		}
+		f := Features(&e, pol)
+		m.w[4*(f[2][0].Index&(1<<18-1))] = -1
+		return m
+	}
+	event := func() *Event {
+		var e Event
+		for a := range 4 {
+			e.AddAction().Number(string(rune('a'+a)), 1)
+		}
+		return &e
+	}
+	tests := []struct {
+		name string
+		args string
+		eps  float32
+		want []ActionProb
+	}{
+		{"epsilon-greedy, 0.5 for 0.2", "--epsilon 0.2", 0.5, []ActionProb{{2, 0.625}, {0, 0.125}, {1, 0.125}, {3, 0.125}}},
+		{"epsilon-greedy, 0 explores not", "--epsilon 0.2", 0, []ActionProb{{2, 1}, {0, 0}, {1, 0}, {3, 0}}},
+		{"epsilon-greedy, 1 is uniform", "--epsilon 0.2", 1, []ActionProb{{2, 0.25}, {0, 0.25}, {1, 0.25}, {3, 0.25}}},
+		{"first_only, 0.5", "--epsilon 0.2 --first_only", 0.5, []ActionProb{{2, 0.625}, {0, 0.125}, {1, 0.125}, {3, 0.125}}},
+	}
+	for _, tt := range tests {
+		var p Prediction
+		model(tt.args).PredictEpsilon(event(), &p, tt.eps)
+		if !slices.Equal(p.PMF(), tt.want) {
+			t.Errorf("%s: PMF = %v, want exactly %v", tt.name, p.PMF(), tt.want)
+		}
+	}
+	// Predict is PredictEpsilon with the policy's own epsilon.
+	var p, q Prediction
+	m := model("--epsilon 0.2")
+	m.Predict(event(), &p)
+	m.PredictEpsilon(event(), &q, 0.2)
+	if !slices.Equal(p.PMF(), q.PMF()) || p.PMF()[0].Prob != 0.85 {
+		t.Errorf("Predict %v, PredictEpsilon(0.2) %v", p.PMF(), q.PMF())
+	}
+	// Other algorithms keep their own epsilon.
+	for _, args := range []string{"--softmax --lambda 1 --epsilon 0.1", "--squarecb --epsilon 0.1", "--bag 2 --epsilon 0.1", "--first 3 --epsilon 0.1"} {
+		var p, q Prediction
+		m := model(args)
+		m.Predict(event(), &p)
+		m.PredictEpsilon(event(), &q, 0.9)
+		if !slices.Equal(p.PMF(), q.PMF()) {
+			t.Errorf("%s: PredictEpsilon(0.9) = %v, Predict = %v", args, q.PMF(), p.PMF())
+		}
 	}
 }

@@ -150,6 +150,14 @@ func (p *Prediction) NumFeatures() int { return p.nfeat }
 
 // Predict computes the PMF of e into p. It does not modify m or e.
 func (m *Model) Predict(e *Event, p *Prediction) {
+	m.PredictEpsilon(e, p, m.policy.epsilon)
+}
+
+// PredictEpsilon is [Model.Predict] with eps in place of the policy's
+// --epsilon when the policy explores epsilon-greedy (Personalizer's
+// explorationPercentage overrides --epsilon so). The other exploration
+// algorithms ignore eps.
+func (m *Model) PredictEpsilon(e *Event, p *Prediction, eps float32) {
 	m.prepare(e, p)
 	p.nfeat = 0
 	if m.policy.explore == exploreBag {
@@ -157,7 +165,7 @@ func (m *Model) Predict(e *Event, p *Prediction) {
 		return
 	}
 	m.rank(e, p, 0, true)
-	m.explore(p, e.n)
+	m.explore(p, e.n, eps)
 }
 
 // rank scores every action of e with the model at slot base into p.ranked,

@@ -68,9 +68,11 @@ func benchServerPolicy(b *testing.B, req *personalizerv1.RankRequest, args strin
 	return srv, func() { cancel(); <-done }
 }
 
+// versionOf is model file data published as version v, having learned
+// 100 examples (a version that learned none is served uniformly).
 func versionOf(data []byte, v uint64) *eventsv1.GetModelResponse {
 	sum := sha256.Sum256(data)
-	return &eventsv1.GetModelResponse{Info: &eventsv1.ModelInfo{Version: v, Sha256: sum[:]}, Data: data}
+	return &eventsv1.GetModelResponse{Info: &eventsv1.ModelInfo{Version: v, Sha256: sum[:], Examples: 100}, Data: data}
 }
 
 // cpuTime is the process's user+system CPU time so far.

@@ -10,5 +10,12 @@
 // The same methods answer gRPC and Personalizer's REST API ([REST]), which
 // maps Personalizer's JSON onto the gRPC types. A [Guard] checks API keys
 // (stored hashed, compared in constant time) and per-key rate limits for
-// both; a server serves one loop and refuses other loops' keys.
+// both; a server serves one loop and refuses other loops' keys (admin
+// keys are taken everywhere).
+//
+// Rank follows the loop's live configuration ([Config.Configs],
+// [Server.WatchConfig]). [Admin] answers the control plane (configuration,
+// policy, model export, import and reset, logs, and loops) over REST and
+// gRPC; it reaches the configuration topic, the learner and the log only
+// through the interfaces it is given.
 package server

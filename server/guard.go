@@ -32,6 +32,13 @@ type GuardConfig struct {
 	// KeysFile holds one key a line: "loop sha256hex [name]", blank lines
 	// and lines starting with # ignored. Empty turns authentication off.
 	KeysFile string
+	// AdminKeysFile holds admin keys, in the keys file's format (the loop
+	// column is a label: write "*"). An admin key is accepted on any
+	// server, may address any loop and may create and delete loops; its
+	// requests default to the server's loop. Empty: no admin keys. With
+	// neither file, authentication is off and every caller may do
+	// everything.
+	AdminKeysFile string
 	// RateLimit is the requests per second each key may make, with bursts
 	// of RateBurst; 0 means no limit. With authentication off every
 	// caller shares one bucket.
@@ -59,6 +66,7 @@ type keySet struct {
 // apiKey is one line of the keys file and its rate limiter.
 type apiKey struct {
 	loop, name string
+	admin      bool
 	hash       [sha256.Size]byte
 	limiter    *rate.Limiter // nil without a rate limit
 }
@@ -72,7 +80,7 @@ func NewGuard(cfg GuardConfig, now func() time.Time) (*Guard, error) {
 		return nil, fmt.Errorf("rate limit %v/s with burst %d: the rate must be positive and the burst at least 1", cfg.RateLimit, cfg.RateBurst)
 	}
 	g := &Guard{cfg: cfg, now: now, anon: newLimiter(cfg)}
-	if cfg.KeysFile != "" {
+	if g.AuthEnabled() {
 		if err := g.Reload(); err != nil {
 			return nil, err
 		}
@@ -89,19 +97,36 @@ func newLimiter(cfg GuardConfig) *rate.Limiter {
 }
 
 // AuthEnabled reports whether calls need a key.
-func (g *Guard) AuthEnabled() bool { return g.cfg.KeysFile != "" }
+func (g *Guard) AuthEnabled() bool { return g.cfg.KeysFile != "" || g.cfg.AdminKeysFile != "" }
 
-// Reload reads the keys file again. Keys no longer in it are refused from
-// now on; keys still in it keep their rate-limit buckets. A file that does
-// not parse leaves the previous keys in force.
+// Reload reads the keys files again. Keys no longer in them are refused
+// from now on; keys still in them keep their rate-limit buckets. A file
+// that does not parse leaves the previous keys in force.
 func (g *Guard) Reload() error {
-	f, err := os.Open(g.cfg.KeysFile)
+	old := g.keys.Load()
+	var ks keySet
+	for _, f := range []struct {
+		path  string
+		admin bool
+	}{{g.cfg.KeysFile, false}, {g.cfg.AdminKeysFile, true}} {
+		if f.path == "" {
+			continue
+		}
+		if err := g.read(&ks, old, f.path, f.admin); err != nil {
+			return err
+		}
+	}
+	g.keys.Store(&ks)
+	return nil
+}
+
+// read adds the keys of the file at path to ks.
+func (g *Guard) read(ks *keySet, old *keySet, path string, admin bool) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("api keys: %w", err)
 	}
 	defer f.Close()
-	old := g.keys.Load()
-	var ks keySet
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -110,12 +135,12 @@ func (g *Guard) Reload() error {
 		}
 		fields := strings.Fields(line)
 		if len(fields) < 2 || len(fields) > 3 {
-			return fmt.Errorf("api keys %s:%d: want \"loop sha256hex [name]\"", g.cfg.KeysFile, n)
+			return fmt.Errorf("api keys %s:%d: want \"loop sha256hex [name]\"", path, n)
 		}
-		k := apiKey{loop: fields[0], name: fields[1][:min(8, len(fields[1]))]}
+		k := apiKey{loop: fields[0], name: fields[1][:min(8, len(fields[1]))], admin: admin}
 		b, err := hex.DecodeString(fields[1])
 		if err != nil || len(b) != sha256.Size {
-			return fmt.Errorf("api keys %s:%d: the hash must be 64 hex digits (personalizer keygen prints lines)", g.cfg.KeysFile, n)
+			return fmt.Errorf("api keys %s:%d: the hash must be 64 hex digits (personalizer keygen prints lines)", path, n)
 		}
 		copy(k.hash[:], b)
 		if len(fields) == 3 {
@@ -123,13 +148,13 @@ func (g *Guard) Reload() error {
 		}
 		for _, o := range ks.keys {
 			if o.hash == k.hash {
-				return fmt.Errorf("api keys %s:%d: the same key is listed twice", g.cfg.KeysFile, n)
+				return fmt.Errorf("api keys %s:%d: the same key is listed twice", path, n)
 			}
 		}
 		k.limiter = newLimiter(g.cfg)
 		if old != nil {
 			for _, o := range old.keys {
-				if o.hash == k.hash && o.loop == k.loop {
+				if o.hash == k.hash && o.loop == k.loop && o.admin == k.admin {
 					k.limiter = o.limiter
 				}
 			}
@@ -139,7 +164,6 @@ func (g *Guard) Reload() error {
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("api keys: %w", err)
 	}
-	g.keys.Store(&ks)
 	return nil
 }
 
@@ -192,10 +216,51 @@ func (g *Guard) authenticate(ctx context.Context, key string) (context.Context, 
 	if k == nil {
 		return nil, errBadKey
 	}
-	if k.loop != g.cfg.Loop {
+	if !k.admin && k.loop != g.cfg.Loop {
 		return nil, status.Errorf(codes.PermissionDenied, "the API key is for loop %q; this server serves loop %q", k.loop, g.cfg.Loop)
 	}
 	return context.WithValue(ctx, callerKey{}, k), nil
+}
+
+// errForeignLoop answers a loop key's request for another loop.
+func errForeignLoop(key, loop string) error {
+	return status.Errorf(codes.PermissionDenied, "the API key is for loop %q, not loop %q", key, loop)
+}
+
+// errNotAdmin answers a loop key's request that needs an admin key.
+var errNotAdmin = status.Error(codes.PermissionDenied, "this operation needs an admin API key")
+
+// loopOf returns the loop a call authenticated by g may address when it
+// names loop (empty: the default). A loop key addresses its own loop only;
+// an admin key, or any caller when authentication is off, any loop, def
+// (the server's) by default. A call that did not pass
+// [Guard.Authenticate] while keys are required is refused.
+func (g *Guard) loopOf(ctx context.Context, loop, def string) (string, error) {
+	k, ok := ctx.Value(callerKey{}).(*apiKey)
+	switch {
+	case !ok && g.AuthEnabled():
+		return "", errBadKey
+	case ok && !k.admin && loop != "" && loop != k.loop:
+		return "", errForeignLoop(k.loop, loop)
+	case ok && !k.admin:
+		return k.loop, nil
+	case loop == "":
+		return def, nil
+	}
+	return loop, nil
+}
+
+// requireAdmin refuses a call that did not authenticate with an admin key
+// while keys are required.
+func (g *Guard) requireAdmin(ctx context.Context) error {
+	k, ok := ctx.Value(callerKey{}).(*apiKey)
+	switch {
+	case !ok && g.AuthEnabled():
+		return errBadKey
+	case ok && !k.admin:
+		return errNotAdmin
+	}
+	return nil
 }
 
 // Limit takes one token from the caller's bucket; it is a

@@ -30,7 +30,21 @@ import (
 // interceptors, so that the call is authenticated, rate limited, logged
 // and counted like any other.
 func Register(g grpc.ServiceRegistrar, s *Server) {
-	desc := personalizerv1.PersonalizerService_ServiceDesc // a copy: the generated one stays as it is
+	g.RegisterService(decoding(personalizerv1.PersonalizerService_ServiceDesc), s)
+}
+
+// RegisterAdmin registers a as g's AdminService, decoding requests as
+// [Register] does. Calls must pass the same [Guard] as a's: its
+// Authenticate (and Limit) interceptors put the caller's key in the
+// context, which decides the loops a call may address.
+func RegisterAdmin(g grpc.ServiceRegistrar, a *Admin) {
+	g.RegisterService(decoding(personalizerv1.AdminService_ServiceDesc), &adminService{a: a})
+}
+
+// decoding returns desc with handlers that decode each request as a
+// [request] (see [Register]).
+func decoding(desc grpc.ServiceDesc) *grpc.ServiceDesc {
+	// desc is a copy: the generated one stays as it is
 	desc.Methods = slices.Clone(desc.Methods)
 	for i, md := range desc.Methods {
 		handler, method := md.Handler, &grpc.UnaryServerInfo{FullMethod: "/" + desc.ServiceName + "/" + md.MethodName}
@@ -61,7 +75,7 @@ func Register(g grpc.ServiceRegistrar, s *Server) {
 			return handler(srv, decodingStream{stream})
 		}
 	}
-	g.RegisterService(&desc, s)
+	return &desc
 }
 
 // decodingStream decodes each message it receives as a [request]: one that

@@ -79,3 +79,37 @@ func (r *RemoteModels) next(ctx context.Context, after uint64) (*eventsv1.GetMod
 		}
 	}
 }
+
+// RemoteModelAdmin is a [ModelAdmin] that resets and imports models
+// through a learner in another process, over its ModelService.
+type RemoteModelAdmin struct {
+	client eventsv1.ModelServiceClient
+}
+
+// NewRemoteModelAdmin returns a ModelAdmin calling the learner behind client.
+func NewRemoteModelAdmin(client eventsv1.ModelServiceClient) *RemoteModelAdmin {
+	return &RemoteModelAdmin{client: client}
+}
+
+// ResetModel asks the learner to start loop's model afresh.
+func (r *RemoteModelAdmin) ResetModel(ctx context.Context, loop string) (*eventsv1.ModelInfo, error) {
+	resp, err := r.client.ResetModel(ctx, &eventsv1.ResetModelRequest{Loop: loop})
+	if err != nil {
+		return nil, fmt.Errorf("reset model: %w", err)
+	}
+	return resp.GetInfo(), nil
+}
+
+// ImportModel sends data to the learner as loop's model. The learner
+// answers InvalidArgument for a file that is not a model: that is
+// [ErrInvalidModel].
+func (r *RemoteModelAdmin) ImportModel(ctx context.Context, loop string, data []byte) (*eventsv1.ModelInfo, error) {
+	resp, err := r.client.ImportModel(ctx, &eventsv1.ImportModelRequest{Loop: loop, Data: data})
+	if status.Code(err) == codes.InvalidArgument {
+		return nil, fmt.Errorf("%w: the learner refused it", ErrInvalidModel)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("import model: %w", err)
+	}
+	return resp.GetInfo(), nil
+}

@@ -23,7 +23,10 @@ import (
 var RESTVersions = []string{"v1.0", "v1.1-preview.3"}
 
 // REST serves Personalizer's REST API for Rank, Reward and Activate,
-// under /personalizer/{version}/. Requests are mapped onto the gRPC request
+// under /personalizer/{version}/, and with [REST.AddAdmin] the
+// configuration, model and logs routes. Routes it does not serve
+// (evaluations, multi-slot, feature importances) answer 404
+// ResourceNotFound. Requests are mapped onto the gRPC request
 // types and answered by the same [Server] methods, so a request gets the
 // same answer, and logs the same event, over either API.
 type REST struct {
@@ -31,6 +34,7 @@ type REST struct {
 	g            *Guard
 	maxBodyBytes int64
 	mux          *http.ServeMux
+	admin        *Admin // nil until [REST.AddAdmin]
 }
 
 // NewREST returns the REST API of s. Calls are authenticated and rate
@@ -62,7 +66,11 @@ func (h *REST) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, "", status.Error(codes.ResourceExhausted, err.Error()))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, h.maxBodyBytes)
+	limit := h.maxBodyBytes
+	if h.admin != nil && isModelImport(r) {
+		limit = h.admin.cfg.MaxModelBytes
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	h.mux.ServeHTTP(w, r.WithContext(ctx))
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/internal/features"
+	"github.com/open-personalizer/personalizer/loop"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -45,6 +46,15 @@ type Config struct {
 	// model's decision, so that the model learns to imitate the baseline;
 	// in logging-only mode it answers and logs the baseline order.
 	LearningMode eventsv1.LearningMode
+	// Configs holds the live configuration of the loops; the server
+	// follows its loop's ([Server.WatchConfig]): learning mode,
+	// exploration (explorationPercentage overrides an epsilon-greedy
+	// policy's --epsilon), the policy before the first model, and the join
+	// rules every rank record carries. Until Configs holds the loop, and
+	// when Configs is nil, the server runs on a configuration made from
+	// the fields above (Policy, LearningMode; the policy's epsilon) whose
+	// rank records carry no join rules, so that the joiner applies its own.
+	Configs *loop.Registry
 }
 
 // ModelSource delivers published model versions.
@@ -63,7 +73,10 @@ type Server struct {
 	log    *slog.Logger
 	now    func() time.Time
 	model  atomic.Pointer[servingModel]
-	done   chan struct{} // closed by Shutdown to end streams
+	live   atomic.Pointer[liveConfig]
+	seed   *loop.Config   // the configuration made from cfg
+	reg    *loop.Registry // cfg.Configs, or one holding seed
+	done   chan struct{}  // closed by Shutdown to end streams
 	once   sync.Once
 	pool   sync.Pool // *scratch
 }
@@ -73,6 +86,22 @@ type servingModel struct {
 	model *bandit.Model
 	label string // version as the API reports it
 	info  *eventsv1.ModelInfo
+	data  []byte // the model file, for exports
+	// empty is a version that learned nothing (Examples 0: a reset
+	// model): Rank serves it as before the first model, uniformly, as
+	// Personalizer did after a reset until the next export.
+	empty bool
+}
+
+// liveConfig is the loop's configuration as Rank uses it, computed once
+// per configuration version so that Rank reads one pointer and allocates
+// nothing for it.
+type liveConfig struct {
+	cfg    *loop.Config
+	rules  *eventsv1.JoinRules // nil for the seed: the joiner's own rules apply
+	mode   eventsv1.LearningMode
+	eps    float32
+	policy *bandit.Policy // the policy before the first model
 }
 
 // scratch is per-Rank working memory, pooled so Rank allocates little.
@@ -101,8 +130,66 @@ func New(cfg Config, events *Publisher, log *slog.Logger, now func() time.Time) 
 		cfg.MaxRecordBytes = eventlog.DefaultMaxRecordBytes
 	}
 	s := &Server{cfg: cfg, events: events, log: log, now: now, done: make(chan struct{})}
+	s.seed = seedConfig(cfg)
+	s.reg = cfg.Configs
+	if s.reg == nil {
+		s.reg = loop.NewRegistry(s.seed)
+	}
+	s.live.Store(&liveConfig{cfg: s.seed, mode: cfg.LearningMode, eps: s.seed.Epsilon(), policy: cfg.Policy})
+	if c := s.reg.Get(cfg.Loop); c != nil && c != s.seed {
+		s.setConfig(c)
+	}
 	s.pool.New = func() any { return new(scratch) }
 	return s
+}
+
+// seedConfig is the configuration cfg's fields make, version 0.
+func seedConfig(cfg Config) *loop.Config {
+	c := loop.Default(cfg.Loop)
+	c.Service.LearningMode = loop.ModeName(cfg.LearningMode)
+	c.Policy.Arguments = cfg.Policy.String()
+	// The float32 epsilon's shortest decimal: 0.2, not 0.20000000298023224.
+	c.Service.ExplorationPercentage, _ = strconv.ParseFloat(strconv.FormatFloat(float64(cfg.Policy.Epsilon()), 'g', -1, 32), 64)
+	return c
+}
+
+// setConfig makes c the configuration Rank uses.
+func (s *Server) setConfig(c *loop.Config) {
+	lc := &liveConfig{cfg: c, rules: c.JoinRules(), mode: c.Service.Mode(), eps: c.Epsilon(), policy: s.cfg.Policy}
+	if lc.mode == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
+		lc.mode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
+	}
+	if c.Policy.Arguments != s.cfg.Policy.String() {
+		p, err := bandit.ParsePolicy(c.Policy.Arguments)
+		if err != nil { // the configuration was validated before it was written
+			s.log.Warn("configured policy does not parse; keeping the previous one", "config_version", c.Version, "err", err)
+		} else {
+			lc.policy = p
+		}
+	}
+	s.live.Store(lc)
+	s.log.Info("configuration applied", "config_version", c.Version, "learning_mode", c.Service.LearningMode,
+		"exploration", c.Service.ExplorationPercentage)
+}
+
+// LoopConfig returns the configuration Rank applies.
+func (s *Server) LoopConfig() *loop.Config { return s.live.Load().cfg }
+
+// Configs returns the registry the server follows its configuration in:
+// [Config.Configs], or one holding the configuration made from the
+// [Config] fields when that is nil.
+func (s *Server) Configs() *loop.Registry { return s.reg }
+
+// WatchConfig applies every configuration of the server's loop the
+// registry gets, until ctx ends. It runs beside [Server.WatchModels].
+func (s *Server) WatchConfig(ctx context.Context) error {
+	for {
+		c, err := s.reg.Next(ctx, s.cfg.Loop, s.live.Load().cfg)
+		if err != nil {
+			return nil // ctx ended
+		}
+		s.setConfig(c)
+	}
 }
 
 // Shutdown ends open RankStream calls so that a graceful stop can finish.
@@ -159,7 +246,8 @@ func (s *Server) Load(mv *eventsv1.GetModelResponse) error {
 	if err != nil {
 		return fmt.Errorf("model version %d: %w", info.GetVersion(), err)
 	}
-	s.model.Store(&servingModel{model: m, label: strconv.FormatUint(info.GetVersion(), 10), info: info})
+	s.model.Store(&servingModel{model: m, label: strconv.FormatUint(info.GetVersion(), 10), info: info,
+		data: mv.GetData(), empty: info.GetExamples() == 0})
 	s.log.Info("model swapped", "version", info.GetVersion(), "examples", info.GetExamples())
 	return nil
 }
@@ -267,8 +355,9 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	if n := len(sc.context) + joinedLineRoom; n > s.cfg.MaxRecordBytes {
 		return nil, invalid("request", "the event this Rank logs would take about %d bytes, over the limit of %d bytes a record may have (--max-record-bytes); send fewer or shorter features", n, s.cfg.MaxRecordBytes)
 	}
+	lc := s.live.Load()
 	sm := s.model.Load()
-	pol := s.cfg.Policy
+	pol := lc.policy
 	if sm != nil {
 		pol = sm.model.Policy()
 	}
@@ -281,15 +370,17 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		return nil, invalid("request", "the policy's interactions make %s features to score these actions, over the limit of %d (--max-interaction-features); send fewer features per namespace or fewer actions", countString(scored), limit)
 	}
 	sc.pmf = sc.pmf[:0]
-	if sm == nil {
-		// Before the first model every action is equally likely, which is
-		// also what an empty model's all-tied scores give.
+	if sm == nil || sm.empty {
+		// Before the first model every action is equally likely
+		// (Personalizer's initial epsilon is 1), which is also what an
+		// empty model's all-tied scores give. A reset model is served so
+		// until it has learned.
 		p := 1 / float32(len(eligible))
 		for i := range eligible {
 			sc.pmf = append(sc.pmf, bandit.ActionProb{Action: i, Prob: p})
 		}
 	} else {
-		sm.model.Predict(&sc.ev, &sc.pred)
+		sm.model.PredictEpsilon(&sc.ev, &sc.pred, lc.eps)
 		sc.pmf = append(sc.pmf, sc.pred.PMF()...)
 	}
 	// Sample, then put the sampled action first as VW's clients do.
@@ -301,7 +392,7 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	// eligible action first). LoggingOnly logs and answers the baseline
 	// order, with the model's probabilities, as Personalizer's client
 	// library reset the ranking before logging there.
-	mode := s.cfg.LearningMode
+	mode := lc.mode
 	logged, answer := sc.pmf, sc.pmf
 	if mode != eventsv1.LearningMode_LEARNING_MODE_ONLINE {
 		sc.baseline = sc.baseline[:0]
@@ -330,6 +421,7 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		Probabilities: make([]float32, len(logged)),
 		Deferred:      req.GetDeferActivation(),
 		LearningMode:  mode,
+		Rules:         lc.rules,
 	}
 	if sm != nil {
 		resp.ModelVersion = sm.label
