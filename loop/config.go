@@ -37,11 +37,11 @@ type Service struct {
 	LogMirrorEnabled          bool      `json:"logMirrorEnabled"`
 	LogMirrorSasUri           string    `json:"logMirrorSasUri,omitempty"`
 	LogRetentionDays          int32     `json:"logRetentionDays"`
-	LastConfigurationEditDate time.Time `json:"lastConfigurationEditDate"`
+	LastConfigurationEditDate time.Time `json:"lastConfigurationEditDate,omitzero"`
 	LearningMode              string    `json:"learningMode"`
 	IsAutoOptimizationEnabled bool      `json:"isAutoOptimizationEnabled"`
 	AutoOptimizationFrequency Duration  `json:"autoOptimizationFrequency"`
-	AutoOptimizationStartDate time.Time `json:"autoOptimizationStartDate"`
+	AutoOptimizationStartDate time.Time `json:"autoOptimizationStartDate,omitzero"`
 }
 
 // Policy is Personalizer's PolicyContract: a name and VW arguments.

@@ -300,7 +300,25 @@ func (a *Admin) importModel(ctx context.Context, name string, data []byte) (*eve
 	if err != nil {
 		return nil, fmt.Errorf("import model of loop %q: %w", l, err)
 	}
-	return info, nil
+	return info, a.served(ctx, l, info)
+}
+
+// modelWait bounds how long a reset or import waits for the new version
+// to be served here.
+const modelWait = 30 * time.Second
+
+// served waits until this server ranks with the version info describes,
+// so that a call after a reset or an import sees the new model.
+func (a *Admin) served(ctx context.Context, l string, info *eventsv1.ModelInfo) error {
+	if l != a.s.cfg.Loop {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, modelWait)
+	defer cancel()
+	if err := a.s.WaitModel(ctx, info.GetVersion()); err != nil {
+		return fmt.Errorf("model version %d of loop %q published, not served here yet: %w", info.GetVersion(), l, err)
+	}
+	return nil
 }
 
 // resetModel starts the loop's model afresh.
@@ -316,7 +334,7 @@ func (a *Admin) resetModel(ctx context.Context, name string) (*eventsv1.ModelInf
 	if err != nil {
 		return nil, fmt.Errorf("reset model of loop %q: %w", l, err)
 	}
-	return info, nil
+	return info, a.served(ctx, l, info)
 }
 
 // logProperties returns the times of the loop's first and last stored event.

@@ -22,6 +22,7 @@ import (
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/internal/features"
+	"github.com/open-personalizer/personalizer/internal/watch"
 	"github.com/open-personalizer/personalizer/loop"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
@@ -73,6 +74,7 @@ type Server struct {
 	log    *slog.Logger
 	now    func() time.Time
 	model  atomic.Pointer[servingModel]
+	served watch.Value[uint64] // the version in model, for callers waiting for one
 	live   atomic.Pointer[liveConfig]
 	seed   *loop.Config   // the configuration made from cfg
 	reg    *loop.Registry // cfg.Configs, or one holding seed
@@ -87,10 +89,6 @@ type servingModel struct {
 	label string // version as the API reports it
 	info  *eventsv1.ModelInfo
 	data  []byte // the model file, for exports
-	// empty is a version that learned nothing (Examples 0: a reset
-	// model): Rank serves it as before the first model, uniformly, as
-	// Personalizer did after a reset until the next export.
-	empty bool
 }
 
 // liveConfig is the loop's configuration as Rank uses it, computed once
@@ -183,10 +181,14 @@ func (s *Server) Configs() *loop.Registry { return s.reg }
 // WatchConfig applies every configuration of the server's loop the
 // registry gets, until ctx ends. It runs beside [Server.WatchModels].
 func (s *Server) WatchConfig(ctx context.Context) error {
-	for {
-		c, err := s.reg.Next(ctx, s.cfg.Loop, s.live.Load().cfg)
+	for cur := s.live.Load().cfg; ; {
+		c, err := s.reg.Next(ctx, s.cfg.Loop, cur)
 		if err != nil {
 			return nil // ctx ended
+		}
+		if cur = c; c == nil { // deleted: keep the last configuration until the loop is made again
+			s.log.Warn("loop deleted; serving its last configuration", "loop", s.cfg.Loop)
+			continue
 		}
 		s.setConfig(c)
 	}
@@ -247,9 +249,15 @@ func (s *Server) Load(mv *eventsv1.GetModelResponse) error {
 		return fmt.Errorf("model version %d: %w", info.GetVersion(), err)
 	}
 	s.model.Store(&servingModel{model: m, label: strconv.FormatUint(info.GetVersion(), 10), info: info,
-		data: mv.GetData(), empty: info.GetExamples() == 0})
+		data: mv.GetData()})
+	s.served.Update(func(v *uint64) { *v = info.GetVersion() })
 	s.log.Info("model swapped", "version", info.GetVersion(), "examples", info.GetExamples())
 	return nil
+}
+
+// WaitModel blocks until Rank uses version or a later one, or ctx ends.
+func (s *Server) WaitModel(ctx context.Context, version uint64) error {
+	return s.served.Wait(ctx, func(v uint64) bool { return v >= version })
 }
 
 // Rank implements PersonalizerService.Rank.
@@ -370,11 +378,12 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		return nil, invalid("request", "the policy's interactions make %s features to score these actions, over the limit of %d (--max-interaction-features); send fewer features per namespace or fewer actions", countString(scored), limit)
 	}
 	sc.pmf = sc.pmf[:0]
-	if sm == nil || sm.empty {
+	if sm == nil {
 		// Before the first model every action is equally likely
 		// (Personalizer's initial epsilon is 1), which is also what an
-		// empty model's all-tied scores give. A reset model is served so
-		// until it has learned.
+		// empty model's all-tied scores give: a reset model (fresh,
+		// every weight 0) ranks uniformly too until it has learned, as
+		// Personalizer did after a reset.
 		p := 1 / float32(len(eligible))
 		for i := range eligible {
 			sc.pmf = append(sc.pmf, bandit.ActionProb{Action: i, Prob: p})

@@ -21,7 +21,8 @@ const key = flag('--key', process.env.PERSONALIZER_KEY || 'no-key-needed');
 
 const v10 = new PersonalizerClient(
   new ApiKeyCredentials({ inHeader: { 'Ocp-Apim-Subscription-Key': key } }), endpoint);
-const rest = createClient(endpoint, new AzureKeyCredential(key));
+// allowInsecureConnection: the SDK refuses http:// endpoints otherwise.
+const rest = createClient(endpoint, new AzureKeyCredential(key), { allowInsecureConnection: endpoint.startsWith("http:") });
 
 const actions = [
   { id: 'news', features: [{ type: 'News', length: 0.4 }] },

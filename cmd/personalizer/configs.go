@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/open-personalizer/personalizer/bandit"
@@ -116,7 +117,8 @@ func flagConfig(name, policy string, export time.Duration, rules *joiner.Rules) 
 	if policy != "" {
 		c.Policy.Arguments = policy
 		if p, err := bandit.ParsePolicy(policy); err == nil { // the roles validated it
-			c.Service.ExplorationPercentage = float64(p.Epsilon())
+			// The float32's shortest decimal: 0.2, not 0.20000000298023224.
+			c.Service.ExplorationPercentage, _ = strconv.ParseFloat(strconv.FormatFloat(float64(p.Epsilon()), 'g', -1, 32), 64)
 		}
 	}
 	if export > 0 {

@@ -143,12 +143,12 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		return nil, err
 	}
 	d.models = learner.NewService(cfg.Loop, d.store, d.learner)
-	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: "personalizer-joiner", Topic: eventlog.EventsTopic}, log)
+	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: joinerGroup, Topic: eventlog.EventsTopic}, log)
 	d.joiner = joiner.New(cfg.Joiner, log, group, d.joined, d.events, time.Now)
 	d.pub = server.NewPublisher(d.events, cfg.EventBuffer, cfg.Kafka.MaxRecordBytes, log)
 	policy, _ := bandit.ParsePolicy(cfg.Learner.Policy) // the learner checked it
 	d.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.Joiner.LearningMode, Limits: cfg.Limits,
-		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes}, d.pub, log, time.Now)
+		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Configs: d.configs.reg}, d.pub, log, time.Now)
 	if mv := d.store.Latest(); mv != nil { // resumed: serve the learned model from the first request
 		if err := d.srv.Load(mv); err != nil {
 			d.closeKafka()
@@ -164,12 +164,15 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		d.closeKafka()
 		return nil, err
 	}
+	admin := server.NewAdmin(d.srv, server.AdminConfig{Guard: d.api.guard, Configs: d.configs, Models: localModels{d.learner},
+		Logs: kafkaLogs{brokers}, Now: time.Now})
+	server.RegisterAdmin(d.api.grpc, admin) // before serving: the guard comes with the API
 	// The model source is this process's own learner, always reachable.
 	registerServer(d.api.metrics, d.srv, d.pub, func() bool { return true })
 	registerJoiner(d.api.metrics, d.joiner)
 	registerLearner(d.api.metrics, d.learner, d.store)
 	registerConfig(d.api.metrics, d.configs, cfg.Loop)
-	d.api.handleREST(d.srv, cfg.Tracing)
+	d.api.handleREST(d.srv, admin, cfg.Tracing)
 	d.api.status = func() any { return devStatus{modelStatus(d.srv, true), learnerStatusOf(d.learner, d.store)} }
 
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
@@ -179,7 +182,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		checkpointHealth(d.learner, d.api.health))
 	d.start(&d.publish, ctx, func(ctx context.Context) error { return d.pub.Run(ctx, 10*time.Second) })
 	d.start(&d.serve, ctx,
-		func(ctx context.Context) error { return d.srv.WatchModels(ctx, d.store) },
+		func(ctx context.Context) error { return d.srv.WatchModels(ctx, d.store) }, d.srv.WatchConfig,
 		d.api.serveGRPC, d.api.serveHTTP)
 	d.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return d, nil

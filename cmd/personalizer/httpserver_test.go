@@ -68,7 +68,7 @@ func startTestAPI(t *testing.T, sec securityConfig, log *slog.Logger) (a *api, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.handleREST(srv, nil)
+	a.handleREST(srv, nil, nil)
 	ctx := context.Background()
 	served := make(chan error, 2)
 	go func() { served <- a.serveGRPC(ctx) }()

@@ -32,7 +32,7 @@ type joinerConfig struct {
 
 func (c *joinerConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Brokers, "kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap addresses, comma-separated")
-	fs.StringVar(&c.Group, "group", "personalizer-joiner", "consumer group of the joiners")
+	fs.StringVar(&c.Group, "group", joinerGroup, "consumer group of the joiners")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "", "HTTP listen address for GET /metrics and /healthz (empty: none)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	c.Kafka.registerFlags(fs)

@@ -73,7 +73,7 @@ func startSecureLog(t *testing.T, log *slog.Logger, loop string, mem *eventlog.M
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.handleREST(srv, nil)
+	a.handleREST(srv, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 3)
 	go func() { done <- a.serveGRPC(ctx) }()

@@ -46,6 +46,7 @@ type securityConfig struct {
 	TLSCert, TLSKey string // the server's certificate and key, PEM; TLS is off without them
 	TLSClientCA     string // PEM CAs that sign client certificates: mTLS when set
 	APIKeys         string // keys file (see server.GuardConfig); keys are off without it
+	AdminKeys       string // admin keys file: keys for every loop and for creating and deleting loops
 	RateLimit       float64
 	RateBurst       int
 	MaxMessageBytes int
@@ -61,6 +62,7 @@ func (c *securityConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA certificates; when set, clients must present a certificate they signed (mTLS)")
 	fs.StringVar(&c.APIKeys, "api-keys", "", `API keys file, lines "loop sha256hex [name]" (personalizer keygen); no file: no keys needed`)
+	fs.StringVar(&c.AdminKeys, "admin-keys", "", `admin API keys file, in --api-keys' format (loop column "*"): keys that may address every loop, and create and delete loops`)
 	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "requests per second per API key; 0: no limit")
 	fs.IntVar(&c.RateBurst, "rate-burst", 100, "token bucket size: requests a key may make at once before --rate-limit paces it")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", 4<<20, "largest gRPC message or REST body read")
@@ -199,7 +201,7 @@ func listenAPI(grpcAddr, httpAddr string, sec securityConfig, log *slog.Logger, 
 		return nil, err
 	}
 	a := &api{mux: http.NewServeMux(), metrics: newRegistry(), maxMessageBytes: sec.MaxMessageBytes, stopReload: make(chan struct{})}
-	a.guard, err = server.NewGuard(server.GuardConfig{Loop: sec.Loop, KeysFile: sec.APIKeys, RateLimit: sec.RateLimit, RateBurst: sec.RateBurst}, time.Now)
+	a.guard, err = server.NewGuard(server.GuardConfig{Loop: sec.Loop, KeysFile: sec.APIKeys, AdminKeysFile: sec.AdminKeys, RateLimit: sec.RateLimit, RateBurst: sec.RateBurst}, time.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +213,8 @@ func listenAPI(grpcAddr, httpAddr string, sec securityConfig, log *slog.Logger, 
 		return nil, err
 	}
 	public := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
-		return c.Service == personalizerv1.PersonalizerService_ServiceDesc.ServiceName
+		return c.Service == personalizerv1.PersonalizerService_ServiceDesc.ServiceName ||
+			c.Service == personalizerv1.AdminService_ServiceDesc.ServiceName
 	})
 	unary, stream, wrapREST := telemetry.ServerInterceptors(log, a.metrics)
 	a.wrapREST = wrapREST
@@ -286,8 +289,12 @@ func (a *api) reloadKeys(log *slog.Logger, file string) {
 // gRPC API. With tp each call is a span, a child of the caller's when the
 // request has a W3C traceparent header, whose trace goes on through the
 // records Rank, Reward and Activate write.
-func (a *api) handleREST(srv *server.Server, tp trace.TracerProvider) {
-	h := a.wrapREST(server.NewREST(srv, a.guard, int64(a.maxMessageBytes)))
+func (a *api) handleREST(srv *server.Server, admin *server.Admin, tp trace.TracerProvider) {
+	rest := server.NewREST(srv, a.guard, int64(a.maxMessageBytes))
+	if admin != nil {
+		rest.AddAdmin(admin)
+	}
+	h := a.wrapREST(rest)
 	if tp != nil {
 		// Spans are named by method and route: "POST /personalizer/".
 		h = otelhttp.NewHandler(h, "", otelhttp.WithTracerProvider(tp),

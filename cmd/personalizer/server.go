@@ -19,6 +19,7 @@ import (
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/joiner"
+	"github.com/open-personalizer/personalizer/loop"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
@@ -111,15 +112,16 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, get
 // serverRole is a server in its own process.
 type serverRole struct {
 	supervisor
-	events *kafkalog.Writer // the server's records and dead letters
-	pub    *server.Publisher
-	srv    *server.Server
-	conn   *grpc.ClientConn // to the learner
-	remote *server.RemoteModels
-	api    *api
+	events  *kafkalog.Writer // the server's records and dead letters
+	pub     *server.Publisher
+	srv     *server.Server
+	conn    *grpc.ClientConn // to the learner
+	remote  *server.RemoteModels
+	api     *api
+	configs *configTopic
 
 	// Each stage stops on its own, in shutdown order.
-	serve, publish stage
+	serve, publish, follow stage
 }
 
 // startServer starts serving at once, with the uniform policy until the
@@ -137,26 +139,35 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	if s.conn, err = dialLearner(cfg.LearnerAddr, creds, cfg.MaxModelBytes); err != nil {
 		return nil, fmt.Errorf("learner %s: %w", cfg.LearnerAddr, err)
 	}
-	s.events = cfg.Kafka.writer(splitBrokers(cfg.Brokers), false)
+	brokers := splitBrokers(cfg.Brokers)
+	s.events = cfg.Kafka.writer(brokers, false)
+	seed := flagConfig(cfg.Loop, cfg.Policy, 0, nil)
+	seed.Service.LearningMode = loop.ModeName(cfg.LearningMode)
+	s.configs = followConfigs(ctx, &s.supervisor, &s.follow, brokers, s.events, seed, log)
 	s.pub = server.NewPublisher(s.events, cfg.EventBuffer, cfg.Kafka.MaxRecordBytes, log)
 	policy, _ := bandit.ParsePolicy(cfg.Policy) // validate checked it
 	s.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.LearningMode, Limits: cfg.Limits,
-		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes}, s.pub, log, time.Now)
+		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Configs: s.configs.reg}, s.pub, log, time.Now)
 	s.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
 		server.Register(g, s.srv)
 	}, tracingOptions(cfg.Tracing)...)
 	if err != nil {
-		return nil, errors.Join(err, s.events.Close(), s.conn.Close())
+		return nil, errors.Join(err, s.follow.stop(), s.events.Close(), s.conn.Close())
 	}
+	models := eventsv1.NewModelServiceClient(s.conn)
+	admin := server.NewAdmin(s.srv, server.AdminConfig{Guard: s.api.guard, Configs: s.configs,
+		Models: server.NewRemoteModelAdmin(models), Logs: kafkaLogs{brokers}, MaxModelBytes: int64(cfg.MaxModelBytes), Now: time.Now})
+	server.RegisterAdmin(s.api.grpc, admin) // before serving: the guard comes with the API
 	registerServer(s.api.metrics, s.srv, s.pub, func() bool { return s.remote.Reachable() })
-	s.api.handleREST(s.srv, cfg.Tracing)
+	registerConfig(s.api.metrics, s.configs, cfg.Loop)
+	s.api.handleREST(s.srv, admin, cfg.Tracing)
 	s.api.status = func() any { return s.status() }
 	s.api.health.SetServingStatus(modelSourceService, healthpb.HealthCheckResponse_NOT_SERVING)
-	s.remote = server.NewRemoteModels(eventsv1.NewModelServiceClient(s.conn), cfg.Loop, s.learnerReachable)
+	s.remote = server.NewRemoteModels(models, cfg.Loop, s.learnerReachable)
 
 	s.start(&s.publish, ctx, func(ctx context.Context) error { return s.pub.Run(ctx, 10*time.Second) })
 	s.start(&s.serve, ctx,
-		func(ctx context.Context) error { return s.srv.WatchModels(ctx, s.remote) },
+		func(ctx context.Context) error { return s.srv.WatchModels(ctx, s.remote) }, s.srv.WatchConfig,
 		s.api.serveGRPC, s.api.serveHTTP)
 	s.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return s, nil
@@ -214,6 +225,6 @@ func (s *serverRole) close() error {
 	if lost := s.pub.Stats().Lost; lost > 0 {
 		errs = append(errs, fmt.Errorf("%d accepted events were not written to Kafka before shutdown gave up", lost))
 	}
-	errs = append(errs, s.events.Close(), s.conn.Close())
+	errs = append(errs, s.follow.stop(), s.events.Close(), s.conn.Close())
 	return errors.Join(append(errs, s.failure())...)
 }

@@ -338,3 +338,40 @@ func Retention(ctx context.Context, brokers []string, topic string) (time.Durati
 	}
 	return 0, fmt.Errorf("retention of %s: %s missing from the answer", topic, retentionConfig)
 }
+
+// CommittedOffsets returns the offsets consumer group has committed for
+// topic's partitions; a partition without a commit is left out (all of
+// them for a group that does not exist).
+func CommittedOffsets(ctx context.Context, brokers []string, group, topic string) (map[int]int64, error) {
+	n, err := PartitionCount(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	parts := make([]int, n)
+	for p := range n {
+		parts[p] = p
+	}
+	resp, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err == nil {
+		err = resp.Error
+	}
+	out := make(map[int]int64, n)
+	if errors.Is(err, kafka.GroupIdNotFound) { // kfake's answer for a group that never committed
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of group %s on %s: %w", group, topic, err)
+	}
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return nil, fmt.Errorf("committed offset of group %s on %s/%d: %w", group, topic, p.Partition, p.Error)
+		}
+		if p.CommittedOffset >= 0 {
+			out[p.Partition] = p.CommittedOffset
+		}
+	}
+	return out, nil
+}

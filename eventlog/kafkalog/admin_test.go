@@ -320,6 +320,12 @@ func TestGroupResumesAfterDeletedRecords(t *testing.T) {
 	if err := stop(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Consume returned %v, want context.Canceled", err)
 	}
+	if got, err := kafkalog.CommittedOffsets(ctx, b.Addrs(), "deleted", eventlog.EventsTopic); err != nil || !maps.Equal(got, stopAt) {
+		t.Fatalf("CommittedOffsets = %v, %v; want %v", got, err, stopAt)
+	}
+	if got, err := kafkalog.CommittedOffsets(ctx, b.Addrs(), "no-such-group", eventlog.EventsTopic); err != nil || len(got) != 0 {
+		t.Fatalf("CommittedOffsets of a group without commits = %v, %v; want none", got, err)
+	}
 
 	// Past the commits in 0 and 1, every record in 2, none in 3.
 	deleted := map[int]int64{0: 6, 1: 3, 2: 10}
