@@ -87,7 +87,7 @@ func TestValidate(t *testing.T) {
 		edit func(*Config)
 		code string
 	}{
-		{"short wait", func(c *Config) { c.Service.RewardWaitTime = Duration(500 * time.Millisecond) }, "InvalidRewardWaitTime"},
+		{"short wait", func(c *Config) { c.Service.RewardWaitTime = Duration(50 * time.Millisecond) }, "InvalidRewardWaitTime"},
 		{"long wait", func(c *Config) { c.Service.RewardWaitTime = Duration(49 * time.Hour) }, "InvalidRewardWaitTime"},
 		{"reward", func(c *Config) { c.Service.DefaultReward = 1.5 }, "InvalidServiceConfiguration"},
 		{"exploration", func(c *Config) { c.Service.ExplorationPercentage = -0.1 }, "InvalidServiceConfiguration"},

@@ -153,7 +153,14 @@ func seedConfig(cfg Config) *loop.Config {
 
 // setConfig makes c the configuration Rank uses.
 func (s *Server) setConfig(c *loop.Config) {
-	lc := &liveConfig{cfg: c, rules: c.JoinRules(), mode: c.Service.Mode(), eps: c.Epsilon(), policy: s.cfg.Policy}
+	lc := &liveConfig{cfg: c, mode: c.Service.Mode(), eps: c.Epsilon(), policy: s.cfg.Policy}
+	if c.Version > 0 {
+		// Version 0 is made from this process's flags, which need not
+		// be the joiners': records made under it carry no rules, and the
+		// joiners judge them by their own flags, as before the
+		// configuration topic existed.
+		lc.rules = c.JoinRules()
+	}
 	if lc.mode == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
 		lc.mode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
 	}
