@@ -57,15 +57,20 @@ func (s *Store) Next(ctx context.Context, after uint64) (*eventsv1.GetModelRespo
 	}
 }
 
-// Service serves a store's versions to servers in other processes, and
-// passes model resets and imports on to the loop's learner.
+// Service serves the versions of each loop's store to servers in other
+// processes, and passes model resets and imports on to the loop's learner.
 type Service struct {
 	eventsv1.UnimplementedModelServiceServer
-	loop  string
-	store *Store
-	cmds  Commands
+	mu    sync.Mutex
+	loops map[string]serviceLoop
 	done  chan struct{} // closed by Shutdown to end watches and commands
 	once  sync.Once
+}
+
+// serviceLoop is what a [Service] serves of one loop.
+type serviceLoop struct {
+	store *Store
+	cmds  Commands
 }
 
 // Commands are the model commands a [Service] passes on: [*Learner]
@@ -78,7 +83,24 @@ type Commands interface {
 // NewService returns the ModelService of loop's store. cmds carries out
 // ResetModel and ImportModel; nil answers them Unimplemented.
 func NewService(loop string, store *Store, cmds Commands) *Service {
-	return &Service{loop: loop, store: store, cmds: cmds, done: make(chan struct{})}
+	s := &Service{loops: map[string]serviceLoop{}, done: make(chan struct{})}
+	s.Add(loop, store, cmds)
+	return s
+}
+
+// Add serves loop's store (and commands) too.
+func (s *Service) Add(loop string, store *Store, cmds Commands) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.loops[loop] = serviceLoop{store, cmds}
+}
+
+// Remove stops serving loop: new calls get NotFound (open watches stay
+// until their callers end them).
+func (s *Service) Remove(loop string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.loops, loop)
 }
 
 // Shutdown ends open WatchModel calls (they never end on their own) so
@@ -88,7 +110,8 @@ func (s *Service) Shutdown() { s.once.Do(func() { close(s.done) }) }
 // WatchModel implements ModelService.WatchModel: the latest version's
 // metadata now, then every newer one.
 func (s *Service) WatchModel(req *eventsv1.WatchModelRequest, stream eventsv1.ModelService_WatchModelServer) error {
-	if err := s.checkLoop(req.GetLoop()); err != nil {
+	l, err := s.checkLoop(req.GetLoop())
+	if err != nil {
 		return err
 	}
 	if s.stopping() {
@@ -109,7 +132,7 @@ func (s *Service) WatchModel(req *eventsv1.WatchModelRequest, stream eventsv1.Mo
 	}()
 	var after uint64
 	for {
-		v, err := s.store.Next(ctx, after)
+		v, err := l.store.Next(ctx, after)
 		if s.stopping() {
 			return errStopping
 		}
@@ -139,10 +162,11 @@ func (s *Service) stopping() bool {
 // GetModel implements ModelService.GetModel. Only the latest version is
 // kept; version 0 asks for it.
 func (s *Service) GetModel(_ context.Context, req *eventsv1.GetModelRequest) (*eventsv1.GetModelResponse, error) {
-	if err := s.checkLoop(req.GetLoop()); err != nil {
+	l, err := s.checkLoop(req.GetLoop())
+	if err != nil {
 		return nil, err
 	}
-	v := s.store.Latest()
+	v := l.store.Latest()
 	switch {
 	case v == nil:
 		return nil, status.Error(codes.NotFound, "no model published yet")
@@ -152,22 +176,26 @@ func (s *Service) GetModel(_ context.Context, req *eventsv1.GetModelRequest) (*e
 	return v, nil
 }
 
-func (s *Service) checkLoop(loop string) error {
-	if loop != s.loop {
-		return status.Errorf(codes.NotFound, "unknown loop %q", loop)
+func (s *Service) checkLoop(loop string) (serviceLoop, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.loops[loop]
+	if !ok {
+		return l, status.Errorf(codes.NotFound, "unknown loop %q", loop)
 	}
-	return nil
+	return l, nil
 }
 
 // ResetModel implements ModelService.ResetModel: a new model of the
 // current policy, published as the next version.
 func (s *Service) ResetModel(ctx context.Context, req *eventsv1.ResetModelRequest) (*eventsv1.ResetModelResponse, error) {
-	if err := s.checkCommand(req.GetLoop()); err != nil {
+	l, err := s.checkCommand(req.GetLoop())
+	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := s.commandContext(ctx)
 	defer cancel()
-	info, err := s.cmds.Reset(ctx)
+	info, err := l.cmds.Reset(ctx)
 	if err != nil {
 		return nil, s.commandStatus(err)
 	}
@@ -178,29 +206,30 @@ func (s *Service) ResetModel(ctx context.Context, req *eventsv1.ResetModelReques
 // request, published as the next version. A file that is not a model the
 // learner can load is InvalidArgument.
 func (s *Service) ImportModel(ctx context.Context, req *eventsv1.ImportModelRequest) (*eventsv1.ImportModelResponse, error) {
-	if err := s.checkCommand(req.GetLoop()); err != nil {
+	l, err := s.checkCommand(req.GetLoop())
+	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := s.commandContext(ctx)
 	defer cancel()
-	info, err := s.cmds.Import(ctx, req.GetData())
+	info, err := l.cmds.Import(ctx, req.GetData())
 	if err != nil {
 		return nil, s.commandStatus(err)
 	}
 	return &eventsv1.ImportModelResponse{Info: info}, nil
 }
 
-func (s *Service) checkCommand(loop string) error {
-	if err := s.checkLoop(loop); err != nil {
-		return err
-	}
+func (s *Service) checkCommand(loop string) (serviceLoop, error) {
+	l, err := s.checkLoop(loop)
 	switch {
-	case s.cmds == nil:
-		return status.Error(codes.Unimplemented, "this learner takes no model commands")
+	case err != nil:
+		return l, err
+	case l.cmds == nil:
+		return l, status.Error(codes.Unimplemented, "this learner takes no model commands")
 	case s.stopping():
-		return errStopping
+		return l, errStopping
 	}
-	return nil
+	return l, nil
 }
 
 // commandContext is ctx, ended by Shutdown too: a learner that stops

@@ -94,3 +94,10 @@ func (c *Config) GetVersion() uint64 {
 	}
 	return c.Version
 }
+
+// Changed returns a channel closed at the next change of any loop.
+func (r *Registry) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}

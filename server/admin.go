@@ -216,6 +216,7 @@ func (a *Admin) change(ctx context.Context, name string, edit func(cur *loop.Con
 	if err := a.cfg.Configs.Put(ctx, next); err != nil {
 		return nil, fmt.Errorf("store configuration version %d of loop %q: %w", next.Version, l, err)
 	}
+	a.s.syncLoops() // the next call here sees the change
 	return next, nil
 }
 
@@ -250,18 +251,18 @@ func (a *Admin) setPolicy(ctx context.Context, name string, p loop.Policy) (*loo
 // defaultPolicy is what resetting the policy sets.
 var defaultPolicy = loop.Policy{Name: loop.DefaultPolicyName, Arguments: bandit.DefaultPolicy}
 
-// servedModel returns the model version the server serves, for the loop
-// the call addresses: this server has only its own loop's.
+// servedModel returns the model version the server serves for the loop
+// the call addresses.
 func (a *Admin) servedModel(ctx context.Context, name string) (*servingModel, error) {
 	l, err := a.loopOf(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	if l != a.s.cfg.Loop {
-		return nil, &apiError{http.StatusNotFound, codes.NotFound, "ResourceNotFound",
-			fmt.Sprintf("this server serves loop %q's model, not loop %q's; ask a server of that loop", a.s.cfg.Loop, l)}
+	st := a.s.loop(l)
+	if st == nil {
+		return nil, &apiError{http.StatusNotFound, codes.NotFound, "ResourceNotFound", fmt.Sprintf("loop %q is not served here", l)}
 	}
-	sm := a.s.model.Load()
+	sm := st.model.Load()
 	if sm == nil {
 		return nil, errNoModel
 	}
@@ -310,12 +311,12 @@ const modelWait = 30 * time.Second
 // served waits until this server ranks with the version info describes,
 // so that a call after a reset or an import sees the new model.
 func (a *Admin) served(ctx context.Context, l string, info *eventsv1.ModelInfo) error {
-	if l != a.s.cfg.Loop {
+	if !a.s.Serves(l) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, modelWait)
 	defer cancel()
-	if err := a.s.WaitModel(ctx, info.GetVersion()); err != nil {
+	if err := a.s.WaitLoopModel(ctx, l, info.GetVersion()); err != nil {
 		return fmt.Errorf("model version %d of loop %q published, not served here yet: %w", info.GetVersion(), l, err)
 	}
 	return nil
@@ -404,6 +405,7 @@ func (a *Admin) createLoop(ctx context.Context, c *loop.Config) (*loop.Config, e
 	if err := a.cfg.Configs.Put(ctx, c); err != nil {
 		return nil, fmt.Errorf("store loop %q: %w", c.Loop, err)
 	}
+	a.s.syncLoops() // served here from the next call
 	return c, nil
 }
 
@@ -433,5 +435,6 @@ func (a *Admin) deleteLoop(ctx context.Context, name string) error {
 	if err := a.cfg.Configs.Delete(ctx, name); err != nil {
 		return fmt.Errorf("delete loop %q: %w", name, err)
 	}
+	a.s.syncLoops()
 	return nil
 }

@@ -34,6 +34,9 @@ func (s *Server) toStatus(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
+	if st, ok := status.FromError(err); ok && (st.Code() == codes.PermissionDenied || st.Code() == codes.NotFound) {
+		return err // the loop a call is for: its key's, and one served here
+	}
 	s.log.Error("internal error", "err", err)
 	return status.Error(codes.Internal, "internal error")
 }

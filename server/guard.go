@@ -56,6 +56,8 @@ type Guard struct {
 	now  func() time.Time
 	keys atomic.Pointer[keySet] // nil when authentication is off
 	anon *rate.Limiter          // the bucket shared when authentication is off
+	// servesFn reports the loops the process serves (see ServeLoops).
+	servesFn atomic.Pointer[func(string) bool]
 }
 
 // keySet is one reading of the keys file.
@@ -216,8 +218,8 @@ func (g *Guard) authenticate(ctx context.Context, key string) (context.Context, 
 	if k == nil {
 		return nil, errBadKey
 	}
-	if !k.admin && k.loop != g.cfg.Loop {
-		return nil, status.Errorf(codes.PermissionDenied, "the API key is for loop %q; this server serves loop %q", k.loop, g.cfg.Loop)
+	if !k.admin && !g.serves(k.loop) {
+		return nil, status.Errorf(codes.PermissionDenied, "the API key is for loop %q, which this server does not serve", k.loop)
 	}
 	return context.WithValue(ctx, callerKey{}, k), nil
 }
@@ -236,18 +238,21 @@ var errNotAdmin = status.Error(codes.PermissionDenied, "this operation needs an 
 // (the server's) by default. A call that did not pass
 // [Guard.Authenticate] while keys are required is refused.
 func (g *Guard) loopOf(ctx context.Context, loop, def string) (string, error) {
-	k, ok := ctx.Value(callerKey{}).(*apiKey)
-	switch {
-	case !ok && g.AuthEnabled():
+	if _, ok := ctx.Value(callerKey{}).(*apiKey); !ok && g.AuthEnabled() {
 		return "", errBadKey
-	case ok && !k.admin && loop != "" && loop != k.loop:
-		return "", errForeignLoop(k.loop, loop)
-	case ok && !k.admin:
-		return k.loop, nil
-	case loop == "":
-		return def, nil
 	}
-	return loop, nil
+	return callerLoop(ctx, loop, def)
+}
+
+// ServeLoops tells g which loops the process serves: keys of other loops
+// are refused. Without it, only [GuardConfig.Loop] is served.
+func (g *Guard) ServeLoops(serves func(loop string) bool) { g.servesFn.Store(&serves) }
+
+func (g *Guard) serves(loop string) bool {
+	if f := g.servesFn.Load(); f != nil {
+		return (*f)(loop)
+	}
+	return loop == g.cfg.Loop
 }
 
 // requireAdmin refuses a call that did not authenticate with an admin key

@@ -57,7 +57,7 @@ func NewREST(s *Server, g *Guard, maxBodyBytes int64) *REST {
 // header (or "Authorization: Bearer KEY"), applies the caller's rate
 // limit, and serves the route.
 func (h *REST) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx, err := h.g.authenticate(r.Context(), keyFrom(r.Header.Get))
+	ctx, err := h.g.authenticate(withRequestedLoop(r.Context(), r.Header.Get(LoopHeader)), keyFrom(r.Header.Get))
 	if err != nil {
 		h.fail(w, "", err)
 		return

@@ -61,6 +61,14 @@ func post(t *testing.T, url, body string) (int, []byte) {
 // is best in requests like req, so that probabilities are not uniform.
 func loadTrained(t *testing.T, srv *Server, req *personalizerv1.RankRequest, best string) {
 	t.Helper()
+	if err := srv.Load(trainedVersion(t, req, best, 1)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// trainedVersion is version v of a model trained to prefer best for req.
+func trainedVersion(t *testing.T, req *personalizerv1.RankRequest, best string, v uint64) *eventsv1.GetModelResponse {
+	t.Helper()
 	policy, err := bandit.ParsePolicy("--cb_explore_adf --epsilon 0.2 -l 0.5 -q ::")
 	if err != nil {
 		t.Fatal(err)
@@ -83,9 +91,7 @@ func loadTrained(t *testing.T, srv *Server, req *personalizerv1.RankRequest, bes
 	if _, err := m.WriteTo(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Load(versionOf(buf.Bytes(), 1)); err != nil {
-		t.Fatal(err)
-	}
+	return versionOf(buf.Bytes(), v)
 }
 
 func feature(name string, v any) *personalizerv1.Feature {

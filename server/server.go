@@ -22,7 +22,6 @@ import (
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/internal/features"
-	"github.com/open-personalizer/personalizer/internal/watch"
 	"github.com/open-personalizer/personalizer/loop"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
@@ -73,12 +72,12 @@ type Server struct {
 	events *Publisher
 	log    *slog.Logger
 	now    func() time.Time
-	model  atomic.Pointer[servingModel]
-	served watch.Value[uint64] // the version in model, for callers waiting for one
-	live   atomic.Pointer[liveConfig]
-	seed   *loop.Config   // the configuration made from cfg
-	reg    *loop.Registry // cfg.Configs, or one holding seed
-	done   chan struct{}  // closed by Shutdown to end streams
+	def    *loopState                            // cfg.Loop's, always there
+	loops  atomic.Pointer[map[string]*loopState] // every loop served, def included; replaced whole by syncLoops
+	syncMu sync.Mutex                            // one syncLoops at a time
+	seed   *loop.Config                          // the configuration made from cfg
+	reg    *loop.Registry                        // cfg.Configs, or one holding seed
+	done   chan struct{}                         // closed by Shutdown to end streams
 	once   sync.Once
 	pool   sync.Pool // *scratch
 }
@@ -133,10 +132,10 @@ func New(cfg Config, events *Publisher, log *slog.Logger, now func() time.Time) 
 	if s.reg == nil {
 		s.reg = loop.NewRegistry(s.seed)
 	}
-	s.live.Store(&liveConfig{cfg: s.seed, mode: cfg.LearningMode, eps: s.seed.Epsilon(), policy: cfg.Policy})
-	if c := s.reg.Get(cfg.Loop); c != nil && c != s.seed {
-		s.setConfig(c)
-	}
+	s.def = newLoopState(cfg.Loop)
+	s.def.live.Store(&liveConfig{cfg: s.seed, mode: cfg.LearningMode, eps: s.seed.Epsilon(), policy: cfg.Policy})
+	s.loops.Store(&map[string]*loopState{cfg.Loop: s.def})
+	s.syncLoops()
 	s.pool.New = func() any { return new(scratch) }
 	return s
 }
@@ -151,8 +150,8 @@ func seedConfig(cfg Config) *loop.Config {
 	return c
 }
 
-// setConfig makes c the configuration Rank uses.
-func (s *Server) setConfig(c *loop.Config) {
+// setConfig makes c the configuration Rank uses in l.
+func (s *Server) setConfig(l *loopState, c *loop.Config) {
 	lc := &liveConfig{cfg: c, mode: c.Service.Mode(), eps: c.Epsilon(), policy: s.cfg.Policy}
 	if c.Version > 0 {
 		// Version 0 is made from this process's flags, which need not
@@ -167,71 +166,65 @@ func (s *Server) setConfig(c *loop.Config) {
 	if c.Policy.Arguments != s.cfg.Policy.String() {
 		p, err := bandit.ParsePolicy(c.Policy.Arguments)
 		if err != nil { // the configuration was validated before it was written
-			s.log.Warn("configured policy does not parse; keeping the previous one", "config_version", c.Version, "err", err)
+			s.log.Warn("configured policy does not parse; keeping the previous one", "loop", l.name, "config_version", c.Version, "err", err)
 		} else {
 			lc.policy = p
 		}
 	}
-	s.live.Store(lc)
-	s.log.Info("configuration applied", "config_version", c.Version, "learning_mode", c.Service.LearningMode,
+	l.live.Store(lc)
+	s.log.Info("configuration applied", "loop", l.name, "config_version", c.Version, "learning_mode", c.Service.LearningMode,
 		"exploration", c.Service.ExplorationPercentage)
 }
 
-// LoopConfig returns the configuration Rank applies.
-func (s *Server) LoopConfig() *loop.Config { return s.live.Load().cfg }
+// LoopConfig returns the configuration Rank applies in the server's loop.
+func (s *Server) LoopConfig() *loop.Config { return s.def.live.Load().cfg }
 
 // Configs returns the registry the server follows its configuration in:
 // [Config.Configs], or one holding the configuration made from the
 // [Config] fields when that is nil.
 func (s *Server) Configs() *loop.Registry { return s.reg }
 
-// WatchConfig applies every configuration of the server's loop the
-// registry gets, until ctx ends. It runs beside [Server.WatchModels].
-func (s *Server) WatchConfig(ctx context.Context) error {
-	for cur := s.live.Load().cfg; ; {
-		c, err := s.reg.Next(ctx, s.cfg.Loop, cur)
-		if err != nil {
-			return nil // ctx ended
-		}
-		if cur = c; c == nil { // deleted: keep the last configuration until the loop is made again
-			s.log.Warn("loop deleted; serving its last configuration", "loop", s.cfg.Loop)
-			continue
-		}
-		s.setConfig(c)
-	}
-}
-
 // Shutdown ends open RankStream calls so that a graceful stop can finish.
 func (s *Server) Shutdown() { s.once.Do(func() { close(s.done) }) }
 
-// ModelVersion returns the version Rank uses, 0 before the first model.
-func (s *Server) ModelVersion() uint64 {
-	return s.ModelInfo().GetVersion()
+// ModelVersion returns the version Rank uses in the server's loop, 0
+// before the first model.
+func (s *Server) ModelVersion() uint64 { return s.def.info().GetVersion() }
+
+// ModelInfo returns the metadata of the version Rank uses in the server's
+// loop (its creation time gives the model's age), nil before the first model.
+func (s *Server) ModelInfo() *eventsv1.ModelInfo { return s.def.info() }
+
+// LoopModelInfo is [Server.ModelInfo] of loop name, nil if the server
+// does not serve it or has no model for it yet.
+func (s *Server) LoopModelInfo(name string) *eventsv1.ModelInfo {
+	return s.loop(name).info()
 }
 
-// ModelInfo returns the metadata of the version Rank uses (its creation
-// time gives the model's age), nil before the first model.
-func (s *Server) ModelInfo() *eventsv1.ModelInfo {
-	if m := s.model.Load(); m != nil {
-		return m.info
-	}
-	return nil
-}
-
-// WatchModels swaps in every version src publishes until ctx ends. A
-// version whose checksum or format is wrong is logged and skipped.
+// WatchModels swaps in every version src publishes for the server's loop
+// until ctx ends; see [Server.WatchLoopModels].
 func (s *Server) WatchModels(ctx context.Context, src ModelSource) error {
+	return s.WatchLoopModels(ctx, s.cfg.Loop, src)
+}
+
+// WatchLoopModels swaps in every version src publishes for loop name
+// until ctx ends. A version whose checksum or format is wrong is logged
+// and skipped. Versions of a loop the server does not serve (yet) wait.
+func (s *Server) WatchLoopModels(ctx context.Context, name string, src ModelSource) error {
 	backoff := 100 * time.Millisecond
 	for {
-		mv, err := src.Next(ctx, s.ModelVersion())
+		mv, err := src.Next(ctx, s.loop(name).info().GetVersion())
 		if err == nil {
+			if mv.GetInfo().GetLoop() == "" { // versions from before loops were named
+				mv.Info.Loop = name
+			}
 			err = s.Load(mv)
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			s.log.Warn("model update failed; serving the previous model", "version", s.ModelVersion(), "err", err)
+			s.log.Warn("model update failed; serving the previous model", "loop", name, "version", s.loop(name).info().GetVersion(), "err", err)
 			select {
 			case <-ctx.Done():
 				return nil
@@ -244,9 +237,16 @@ func (s *Server) WatchModels(ctx context.Context, src ModelSource) error {
 	}
 }
 
-// Load verifies a model version and makes it the one Rank uses.
+// Load verifies a model version and makes it the one Rank uses in its
+// loop (the server's when the version names none).
 func (s *Server) Load(mv *eventsv1.GetModelResponse) error {
 	info := mv.GetInfo()
+	l := s.def
+	if name := info.GetLoop(); name != "" {
+		if l = s.loop(name); l == nil {
+			return fmt.Errorf("model version %d: loop %q is not served here", info.GetVersion(), name)
+		}
+	}
 	sum := sha256.Sum256(mv.GetData())
 	if !bytes.Equal(sum[:], info.GetSha256()) {
 		return fmt.Errorf("model version %d: checksum mismatch", info.GetVersion())
@@ -255,16 +255,26 @@ func (s *Server) Load(mv *eventsv1.GetModelResponse) error {
 	if err != nil {
 		return fmt.Errorf("model version %d: %w", info.GetVersion(), err)
 	}
-	s.model.Store(&servingModel{model: m, label: strconv.FormatUint(info.GetVersion(), 10), info: info,
+	l.model.Store(&servingModel{model: m, label: strconv.FormatUint(info.GetVersion(), 10), info: info,
 		data: mv.GetData()})
-	s.served.Update(func(v *uint64) { *v = info.GetVersion() })
-	s.log.Info("model swapped", "version", info.GetVersion(), "examples", info.GetExamples())
+	l.served.Update(func(v *uint64) { *v = info.GetVersion() })
+	s.log.Info("model swapped", "loop", l.name, "version", info.GetVersion(), "examples", info.GetExamples())
 	return nil
 }
 
-// WaitModel blocks until Rank uses version or a later one, or ctx ends.
+// WaitModel blocks until Rank uses version or a later one in the
+// server's loop, or ctx ends.
 func (s *Server) WaitModel(ctx context.Context, version uint64) error {
-	return s.served.Wait(ctx, func(v uint64) bool { return v >= version })
+	return s.WaitLoopModel(ctx, s.cfg.Loop, version)
+}
+
+// WaitLoopModel is [Server.WaitModel] for loop name.
+func (s *Server) WaitLoopModel(ctx context.Context, name string, version uint64) error {
+	l := s.loop(name)
+	if l == nil {
+		return fmt.Errorf("loop %q is not served here", name)
+	}
+	return l.served.Wait(ctx, func(v uint64) bool { return v >= version })
 }
 
 // Rank implements PersonalizerService.Rank.
@@ -346,6 +356,10 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 			s.pool.Put(sc)
 		}
 	}()
+	l, err := s.loopFor(ctx)
+	if err != nil {
+		return nil, err
+	}
 	excluded, err := s.cfg.Limits.validateRank(req, sc.excluded)
 	if err != nil {
 		return nil, err
@@ -370,8 +384,8 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	if n := len(sc.context) + joinedLineRoom; n > s.cfg.MaxRecordBytes {
 		return nil, invalid("request", "the event this Rank logs would take about %d bytes, over the limit of %d bytes a record may have (--max-record-bytes); send fewer or shorter features", n, s.cfg.MaxRecordBytes)
 	}
-	lc := s.live.Load()
-	sm := s.model.Load()
+	lc := l.live.Load()
+	sm := l.model.Load()
 	pol := lc.policy
 	if sm != nil {
 		pol = sm.model.Policy()
@@ -430,7 +444,7 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		RewardActionId: eligible[answer[0].Action].GetId(),
 	}
 	ev := &eventsv1.RankEvent{
-		Loop:          s.cfg.Loop,
+		Loop:          l.name,
 		EventId:       eventID,
 		Context:       sc.context,
 		Ranking:       make([]uint32, len(logged)),
@@ -462,7 +476,7 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	// The decision stands even if the event cannot be buffered: the caller
 	// gets its ranking, the event is not learned from, and the publisher
 	// has counted it and logs the overflow (at most every few seconds).
-	if err := s.publish(ctx, eventlog.TypeRank, eventID, ev); err != nil && !errors.Is(err, errBufferFull) {
+	if err := s.publish(ctx, l, eventlog.TypeRank, eventID, ev); err != nil && !errors.Is(err, errBufferFull) {
 		s.log.Error("rank event not logged", "event_id", eventID, "err", err)
 	}
 	return resp, nil
@@ -470,11 +484,15 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 
 // Reward implements PersonalizerService.Reward.
 func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) (*personalizerv1.RewardResponse, error) {
+	l, err := s.loopFor(ctx)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
 	if err := s.cfg.Limits.validateReward(req); err != nil {
 		return nil, s.toStatus(err)
 	}
-	ev := &eventsv1.RewardEvent{Loop: s.cfg.Loop, EventId: req.GetEventId(), Value: req.GetValue(), Id: outcomeID()}
-	if err := s.publish(ctx, eventlog.TypeReward, req.GetEventId(), ev); err != nil {
+	ev := &eventsv1.RewardEvent{Loop: l.name, EventId: req.GetEventId(), Value: req.GetValue(), Id: outcomeID()}
+	if err := s.publish(ctx, l, eventlog.TypeReward, req.GetEventId(), ev); err != nil {
 		return nil, s.toStatus(err)
 	}
 	return &personalizerv1.RewardResponse{}, nil
@@ -482,11 +500,15 @@ func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) 
 
 // Activate implements PersonalizerService.Activate.
 func (s *Server) Activate(ctx context.Context, req *personalizerv1.ActivateRequest) (*personalizerv1.ActivateResponse, error) {
+	l, err := s.loopFor(ctx)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
 	if err := s.cfg.Limits.validateOutcomeEventID("event_id", req.GetEventId()); err != nil {
 		return nil, s.toStatus(err)
 	}
-	ev := &eventsv1.ActivateEvent{Loop: s.cfg.Loop, EventId: req.GetEventId(), Id: outcomeID()}
-	if err := s.publish(ctx, eventlog.TypeActivate, req.GetEventId(), ev); err != nil {
+	ev := &eventsv1.ActivateEvent{Loop: l.name, EventId: req.GetEventId(), Id: outcomeID()}
+	if err := s.publish(ctx, l, eventlog.TypeActivate, req.GetEventId(), ev); err != nil {
 		return nil, s.toStatus(err)
 	}
 	return &personalizerv1.ActivateResponse{}, nil
@@ -517,14 +539,14 @@ type event interface{ MarshalVT() ([]byte, error) }
 
 // publish queues one event record keyed loop/eventId. When ctx carries a
 // span (the call is traced), the record carries its W3C trace context.
-func (s *Server) publish(ctx context.Context, typ, eventID string, m event) error {
+func (s *Server) publish(ctx context.Context, l *loopState, typ, eventID string, m event) error {
 	value, err := m.MarshalVT()
 	if err != nil {
 		return fmt.Errorf("encode %s event %s: %w", typ, eventID, err)
 	}
 	rec := eventlog.Record{
 		Topic:   eventlog.EventsTopic,
-		Key:     []byte(s.cfg.Loop + "/" + eventID),
+		Key:     []byte(l.prefix + eventID),
 		Value:   value,
 		Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(typ)}},
 		Time:    s.now(),

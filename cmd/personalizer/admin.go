@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/learner"
@@ -57,16 +60,31 @@ func (k kafkaLogs) SetRetention(ctx context.Context, days int32) error {
 	return errors.Join(errs...)
 }
 
-// localModels resets and imports the model of the learner in this
+// localModels resets and imports the models of the learners in this
 // process (dev).
-type localModels struct{ l *learner.Learner }
+type localModels struct{ l *loopLearners }
 
-func (m localModels) ResetModel(ctx context.Context, _ string) (*eventsv1.ModelInfo, error) {
-	return m.l.Reset(ctx)
+func (m localModels) learner(name string) (*learner.Learner, error) {
+	if l := m.l.get(name); l != nil {
+		return l, nil
+	}
+	return nil, status.Errorf(codes.Unavailable, "loop %q has no learner in this process yet", name)
 }
 
-func (m localModels) ImportModel(ctx context.Context, _ string, data []byte) (*eventsv1.ModelInfo, error) {
-	info, err := m.l.Import(ctx, data)
+func (m localModels) ResetModel(ctx context.Context, name string) (*eventsv1.ModelInfo, error) {
+	l, err := m.learner(name)
+	if err != nil {
+		return nil, err
+	}
+	return l.Reset(ctx)
+}
+
+func (m localModels) ImportModel(ctx context.Context, name string, data []byte) (*eventsv1.ModelInfo, error) {
+	l, err := m.learner(name)
+	if err != nil {
+		return nil, err
+	}
+	info, err := l.Import(ctx, data)
 	if errors.Is(err, learner.ErrBadModel) {
 		err = fmt.Errorf("%w: %w", server.ErrInvalidModel, err)
 	}

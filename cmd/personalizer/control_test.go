@@ -186,7 +186,7 @@ func TestConfigurationChangeLive(t *testing.T) {
 		t.Fatalf("waiting for %d learned: %v (%+v)", all, err, d.learner.Stats())
 	}
 	want := map[string][3]float32{
-		"before-": {-0.25, 0, -1},  // earliest of 0.25 and 0.5; default 0; 1
+		"before-": {-0.25, 0, -1},   // earliest of 0.25 and 0.5; default 0; 1
 		"after-":  {-0.75, 0.5, -1}, // sum of 0.25 and 0.5; default -0.5; 1
 	}
 	for prefix, costs := range want {
@@ -228,7 +228,7 @@ func TestConfigurationChangeLive(t *testing.T) {
 		t.Errorf("rank records by rules %v, want %v", counts, want)
 	}
 	// The change reached the metrics.
-	if got := scrape(t, d.api.httpLis.Addr().String())["personalizer_config_version"]; got != 1 {
+	if got := scrape(t, d.api.httpLis.Addr().String())["personalizer_config_version{loop=\"default\"}"]; got != 1 {
 		t.Errorf("personalizer_config_version %v, want 1", got)
 	}
 }

@@ -113,9 +113,12 @@ type dev struct {
 	joiner  *joiner.Joiner
 	learner *learner.Learner
 	store   *learner.Store
-	models  *learner.Service // the store's versions for servers in other processes
+	models  *learner.Service // the stores' versions for servers in other processes
 	api     *api
 	configs *configTopic
+	// The learners of every loop, the process's own (learner) included,
+	// for model resets and imports.
+	learners loopLearners
 
 	// Each stage stops on its own, in shutdown order.
 	serve, publish, roles, follow stage
@@ -164,22 +167,33 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		d.closeKafka()
 		return nil, err
 	}
-	admin := server.NewAdmin(d.srv, server.AdminConfig{Guard: d.api.guard, Configs: d.configs, Models: localModels{d.learner},
+	d.api.guard.ServeLoops(d.srv.Serves)
+	d.learners.set(cfg.Loop, d.learner)
+	admin := server.NewAdmin(d.srv, server.AdminConfig{Guard: d.api.guard, Configs: d.configs, Models: localModels{&d.learners},
 		Logs: kafkaLogs{brokers}, Now: time.Now})
 	server.RegisterAdmin(d.api.grpc, admin) // before serving: the guard comes with the API
 	// The model source is this process's own learner, always reachable.
 	registerServer(d.api.metrics, d.srv, d.pub, func() bool { return true })
 	registerJoiner(d.api.metrics, d.joiner)
-	registerLearner(d.api.metrics, d.learner, d.store)
-	registerConfig(d.api.metrics, d.configs, cfg.Loop)
+	own := forLoop(d.api.metrics, cfg.Loop)
+	registerServerLoop(own, d.srv, cfg.Loop)
+	registerLearner(own, d.learner, d.store)
+	registerConfig(own, d.configs, cfg.Loop)
 	d.api.handleREST(d.srv, admin, cfg.Tracing)
 	d.api.status = func() any { return devStatus{modelStatus(d.srv, true), learnerStatusOf(d.learner, d.store)} }
 
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
 	}
+	host := &learnerHost{tmpl: cfg.Learner, dataDir: cfg.DataDir, open: open, svc: d.models, learners: &d.learners,
+		metrics: d.api.metrics, configs: d.configs, log: log,
+		also: func(name string, store *learner.Store, metrics *loopRegisterer) func(context.Context) error {
+			registerServerLoop(metrics, d.srv, name)
+			return func(ctx context.Context) error { return d.srv.WatchLoopModels(ctx, name, store) }
+		}}
 	d.start(&d.roles, ctx, d.joiner.Run, func(ctx context.Context) error { return d.learner.Run(ctx, open) },
-		checkpointHealth(d.learner, d.api.health))
+		checkpointHealth(d.learner, d.api.health),
+		func(ctx context.Context) error { return perLoop(ctx, d.configs.reg, cfg.Loop, host.start) })
 	d.start(&d.publish, ctx, func(ctx context.Context) error { return d.pub.Run(ctx, 10*time.Second) })
 	d.start(&d.serve, ctx,
 		func(ctx context.Context) error { return d.srv.WatchModels(ctx, d.store) }, d.srv.WatchConfig,

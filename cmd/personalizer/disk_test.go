@@ -215,12 +215,12 @@ func TestLearnerDiskOutage(t *testing.T) {
 		t.Errorf("/healthz during the outage: %+v; learner %+v", health, before)
 	}
 	checkMetrics(t, metrics, map[string]float64{
-		"personalizer_learner_checkpoint_failing": 1,
-		"personalizer_learner_examples_total":     90,
-		"personalizer_learner_model_version":      float64(v1),
-		"personalizer_server_model_version":       float64(v1),
+		"personalizer_learner_checkpoint_failing{loop=\"default\"}": 1,
+		"personalizer_learner_examples_total{loop=\"default\"}":     90,
+		"personalizer_learner_model_version{loop=\"default\"}":      float64(v1),
+		"personalizer_server_model_version{loop=\"default\"}":       float64(v1),
 	})
-	if n := metrics["personalizer_learner_checkpoint_failures_total"]; n < float64(before.CheckpointFailures) || n > float64(after.CheckpointFailures) {
+	if n := metrics["personalizer_learner_checkpoint_failures_total{loop=\"default\"}"]; n < float64(before.CheckpointFailures) || n > float64(after.CheckpointFailures) {
 		t.Errorf("personalizer_learner_checkpoint_failures_total = %v, want %d to %d", n, before.CheckpointFailures, after.CheckpointFailures)
 	}
 	if n := strings.Count(o.logs.String(), "checkpoint not written;"); n != 1 {
@@ -245,12 +245,12 @@ func TestLearnerDiskOutage(t *testing.T) {
 		t.Errorf("/healthz after the repair: %+v; learner %+v", health, st)
 	}
 	checkMetrics(t, scrape(t, httpAddr), map[string]float64{
-		"personalizer_learner_checkpoint_failing":                0,
-		"personalizer_learner_checkpoint_failures_total":         float64(st.CheckpointFailures),
-		"personalizer_learner_last_checkpoint_timestamp_seconds": unixSeconds(st.LastCheckpoint),
-		"personalizer_learner_examples_total":                    90,
-		"personalizer_learner_model_version":                     float64(v2),
-		"personalizer_server_model_version":                      float64(v2),
+		"personalizer_learner_checkpoint_failing{loop=\"default\"}":                0,
+		"personalizer_learner_checkpoint_failures_total{loop=\"default\"}":         float64(st.CheckpointFailures),
+		"personalizer_learner_last_checkpoint_timestamp_seconds{loop=\"default\"}": unixSeconds(st.LastCheckpoint),
+		"personalizer_learner_examples_total{loop=\"default\"}":                    90,
+		"personalizer_learner_model_version{loop=\"default\"}":                     float64(v2),
+		"personalizer_server_model_version{loop=\"default\"}":                      float64(v2),
 	})
 	// Every event written, joined and learned once, with its reward.
 	if err := o.joiner.Wait(ctx, func(s joiner.Stats) bool { return s.Emitted >= 90 }); err != nil {
@@ -441,9 +441,9 @@ func TestLearnerRoleDiskOutage(t *testing.T) {
 		t.Errorf("/healthz during the outage: %+v", st)
 	}
 	checkMetrics(t, scrape(t, httpAddr), map[string]float64{
-		"personalizer_learner_checkpoint_failing": 1,
-		"personalizer_learner_model_version":      float64(v1),
-		"personalizer_learner_examples_total":     10,
+		"personalizer_learner_checkpoint_failing{loop=\"default\"}": 1,
+		"personalizer_learner_model_version{loop=\"default\"}":      float64(v1),
+		"personalizer_learner_examples_total{loop=\"default\"}":     10,
 	})
 
 	repair()

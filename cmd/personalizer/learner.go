@@ -117,14 +117,18 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 		l.follow.stop()
 		return nil, err
 	}
-	registerLearner(l.api.metrics, l.learner, store)
-	registerConfig(l.api.metrics, l.configs, cfg.Loop)
+	own := forLoop(l.api.metrics, cfg.Loop)
+	registerLearner(own, l.learner, store)
+	registerConfig(own, l.configs, cfg.Loop)
 	l.api.status = func() any { return learnerStatusOf(l.learner, store) }
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
 	}
+	host := &learnerHost{tmpl: cfg.Learner, dataDir: cfg.DataDir, open: open, svc: l.svc,
+		metrics: l.api.metrics, configs: l.configs, log: log}
 	l.start(&l.learn, ctx, func(ctx context.Context) error { return l.learner.Run(ctx, open) },
-		checkpointHealth(l.learner, l.api.health))
+		checkpointHealth(l.learner, l.api.health),
+		func(ctx context.Context) error { return perLoop(ctx, l.configs.reg, cfg.Loop, host.start) })
 	l.start(&l.serve, ctx, l.api.serveGRPC, l.api.serveHTTP)
 	l.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return l, nil

@@ -158,8 +158,11 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	admin := server.NewAdmin(s.srv, server.AdminConfig{Guard: s.api.guard, Configs: s.configs,
 		Models: server.NewRemoteModelAdmin(models), Logs: kafkaLogs{brokers}, MaxModelBytes: int64(cfg.MaxModelBytes), Now: time.Now})
 	server.RegisterAdmin(s.api.grpc, admin) // before serving: the guard comes with the API
+	s.api.guard.ServeLoops(s.srv.Serves)
 	registerServer(s.api.metrics, s.srv, s.pub, func() bool { return s.remote.Reachable() })
-	registerConfig(s.api.metrics, s.configs, cfg.Loop)
+	own := forLoop(s.api.metrics, cfg.Loop)
+	registerServerLoop(own, s.srv, cfg.Loop)
+	registerConfig(own, s.configs, cfg.Loop)
 	s.api.handleREST(s.srv, admin, cfg.Tracing)
 	s.api.status = func() any { return s.status() }
 	s.api.health.SetServingStatus(modelSourceService, healthpb.HealthCheckResponse_NOT_SERVING)
@@ -168,9 +171,32 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	s.start(&s.publish, ctx, func(ctx context.Context) error { return s.pub.Run(ctx, 10*time.Second) })
 	s.start(&s.serve, ctx,
 		func(ctx context.Context) error { return s.srv.WatchModels(ctx, s.remote) }, s.srv.WatchConfig,
+		func(ctx context.Context) error {
+			return perLoop(ctx, s.configs.reg, cfg.Loop, func(ctx context.Context, name string) func() {
+				return s.watchLoop(ctx, models, name)
+			})
+		},
 		s.api.serveGRPC, s.api.serveHTTP)
 	s.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return s, nil
+}
+
+// watchLoop serves the models of loop name, another than the server's
+// own, pulled from the learner, until the returned stop.
+func (s *serverRole) watchLoop(ctx context.Context, models eventsv1.ModelServiceClient, name string) (stop func()) {
+	metrics := forLoop(s.api.metrics, name)
+	registerServerLoop(metrics, s.srv, name)
+	registerConfig(metrics, s.configs, name)
+	remote := server.NewRemoteModels(models, name, func(ok bool) {
+		s.log.Info("learner of loop reachable", "loop", name, "reachable", ok)
+	})
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.srv.WatchLoopModels(ctx, name, remote)
+	}()
+	return func() { cancel(); <-done; metrics.unregister() }
 }
 
 // dialLearner returns a connection to a learner's ModelService that takes

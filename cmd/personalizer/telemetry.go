@@ -71,13 +71,37 @@ type metric struct {
 	value      func() float64
 }
 
-func register(reg prometheus.Registerer, ms ...metric) {
+func register(reg prometheus.Registerer, ms ...metric) []prometheus.Collector {
+	cs := make([]prometheus.Collector, 0, len(ms))
 	for _, m := range ms {
+		var c prometheus.Collector
 		if m.counter {
-			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help}, m.value))
+			c = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help}, m.value)
 		} else {
-			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: m.name, Help: m.help}, m.value))
+			c = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: m.name, Help: m.help}, m.value)
 		}
+		reg.MustRegister(c)
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// loopRegisterer registers a loop's metrics, labelled loop=name, and
+// unregisters them when its loop stops being served.
+type loopRegisterer struct {
+	reg prometheus.Registerer
+	cs  []prometheus.Collector
+}
+
+func forLoop(reg prometheus.Registerer, name string) *loopRegisterer {
+	return &loopRegisterer{reg: prometheus.WrapRegistererWith(prometheus.Labels{"loop": name}, reg)}
+}
+
+func (l *loopRegisterer) register(ms ...metric) { l.cs = append(l.cs, register(l.reg, ms...)...) }
+
+func (l *loopRegisterer) unregister() {
+	for _, c := range l.cs {
+		l.reg.Unregister(c)
 	}
 }
 
@@ -119,12 +143,18 @@ func registerServer(reg prometheus.Registerer, srv *server.Server, pub *server.P
 			stat(func(s server.PublisherStats) int64 { return s.WriteErrors })},
 		metric{"personalizer_events_write_failing", "1 while writing the batch in hand fails and is being retried, else 0.", false,
 			func() float64 { return b2f(pub.Stats().Failing) }},
-		metric{"personalizer_server_model_version", "Model version Rank uses; 0 before the first (the uniform policy).", false,
-			func() float64 { return float64(srv.ModelVersion()) }},
-		metric{"personalizer_server_model_age_seconds", "Time since the learner made the model Rank uses; 0 before the first.", false,
-			func() float64 { return ageSeconds(srv.ModelInfo().GetCreated()) }},
 		metric{"personalizer_server_model_source_up", "1 while the server reaches the learner it pulls models from, else 0.", false,
 			func() float64 { return b2f(sourceUp()) }},
+	)
+}
+
+// registerServerLoop registers the metrics of a loop a server serves.
+func registerServerLoop(reg *loopRegisterer, srv *server.Server, name string) {
+	reg.register(
+		metric{"personalizer_server_model_version", "Model version Rank uses in the loop; 0 before the first (the uniform policy).", false,
+			func() float64 { return float64(srv.LoopModelInfo(name).GetVersion()) }},
+		metric{"personalizer_server_model_age_seconds", "Time since the learner made the model Rank uses in the loop; 0 before the first.", false,
+			func() float64 { return ageSeconds(srv.LoopModelInfo(name).GetCreated()) }},
 	)
 }
 
@@ -172,11 +202,11 @@ func registerJoiner(reg prometheus.Registerer, j *joiner.Joiner) {
 }
 
 // registerLearner registers a learner's counters and its model.
-func registerLearner(reg prometheus.Registerer, l *learner.Learner, store *learner.Store) {
+func registerLearner(reg *loopRegisterer, l *learner.Learner, store *learner.Store) {
 	stat := func(f func(learner.Stats) int64) func() float64 {
 		return func() float64 { return float64(f(l.Stats())) }
 	}
-	register(reg,
+	reg.register(
 		metric{"personalizer_learner_examples_total", "Examples learned, all time (kept across restarts by the checkpoint).", true,
 			stat(func(s learner.Stats) int64 { return s.Learned })},
 		metric{"personalizer_learner_duplicates_total", "Joined events dropped as repeats of one already learned.", true,
@@ -208,9 +238,9 @@ func registerLearner(reg prometheus.Registerer, l *learner.Learner, store *learn
 	)
 }
 
-// registerConfig exports the configuration version a role applies.
-func registerConfig(reg prometheus.Registerer, c *configTopic, name string) {
-	register(reg, metric{"personalizer_config_version", "Version of the loop's configuration this process applies (0: from flags, before any change).", false,
+// registerConfig exports the configuration version a role applies to a loop.
+func registerConfig(reg *loopRegisterer, c *configTopic, name string) {
+	reg.register(metric{"personalizer_config_version", "Version of the loop's configuration this process applies (0: from flags, before any change).", false,
 		func() float64 { return float64(c.reg.Get(name).GetVersion()) }})
 }
 

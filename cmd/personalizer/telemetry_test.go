@@ -234,30 +234,30 @@ func TestMetrics(t *testing.T) {
 	}
 	got := scrape(t, d.api.httpLis.Addr().String())
 	checkMetrics(t, got, map[string]float64{
-		"personalizer_rank_duration_seconds_count": events,
-		"personalizer_events_written_total":        events + rewards,
-		"personalizer_events_buffered":             0,
-		"personalizer_events_buffer_capacity":      500,
-		"personalizer_events_refused_total":        0,
-		"personalizer_events_lost_total":           0,
-		"personalizer_joiner_joined_total":         events,
-		"personalizer_joiner_learnable_total":      events,
-		"personalizer_joiner_default_reward_total": events - rewards,
-		"personalizer_joiner_late_total":           0,
-		"personalizer_joiner_dangling_total":       0,
-		"personalizer_joiner_dead_letter_total":    0,
-		"personalizer_joiner_pending_events":       0,
-		"personalizer_learner_examples_total":      events,
-		"personalizer_learner_duplicates_total":    0,
-		"personalizer_learner_malformed_total":     0,
-		"personalizer_learner_model_version":       float64(d.learner.Stats().Version),
-		"personalizer_server_model_source_up":      1,
-		"personalizer_grpc_panics_total":           0,
+		"personalizer_rank_duration_seconds_count":                events,
+		"personalizer_events_written_total":                       events + rewards,
+		"personalizer_events_buffered":                            0,
+		"personalizer_events_buffer_capacity":                     500,
+		"personalizer_events_refused_total":                       0,
+		"personalizer_events_lost_total":                          0,
+		"personalizer_joiner_joined_total":                        events,
+		"personalizer_joiner_learnable_total":                     events,
+		"personalizer_joiner_default_reward_total":                events - rewards,
+		"personalizer_joiner_late_total":                          0,
+		"personalizer_joiner_dangling_total":                      0,
+		"personalizer_joiner_dead_letter_total":                   0,
+		"personalizer_joiner_pending_events":                      0,
+		"personalizer_learner_examples_total{loop=\"default\"}":   events,
+		"personalizer_learner_duplicates_total{loop=\"default\"}": 0,
+		"personalizer_learner_malformed_total{loop=\"default\"}":  0,
+		"personalizer_learner_model_version{loop=\"default\"}":    float64(d.learner.Stats().Version),
+		"personalizer_server_model_source_up":                     1,
+		"personalizer_grpc_panics_total":                          0,
 	})
-	if v := got["personalizer_server_model_version"]; v < 1 || v > got["personalizer_learner_model_version"] {
-		t.Errorf("server model version %v, learner's %v", v, got["personalizer_learner_model_version"])
+	if v := got["personalizer_server_model_version{loop=\"default\"}"]; v < 1 || v > got["personalizer_learner_model_version{loop=\"default\"}"] {
+		t.Errorf("server model version %v, learner's %v", v, got["personalizer_learner_model_version{loop=\"default\"}"])
 	}
-	for _, name := range []string{"personalizer_learner_model_age_seconds", "personalizer_server_model_age_seconds"} {
+	for _, name := range []string{"personalizer_learner_model_age_seconds{loop=\"default\"}", "personalizer_server_model_age_seconds{loop=\"default\"}"} {
 		if got[name] <= 0 {
 			t.Errorf("%s = %v, want the age of a model", name, got[name])
 		}
