@@ -142,8 +142,11 @@ func (a *Admin) classify(err error, failCode string) *apiError {
 	case errors.Is(err, context.DeadlineExceeded):
 		return &apiError{http.StatusRequestTimeout, codes.DeadlineExceeded, "RequestTimeout", err.Error()}
 	}
-	if status.Code(err) == codes.Unavailable { // the learner, say: the caller may retry
+	switch st, _ := status.FromError(err); st.Code() {
+	case codes.Unavailable: // the learner, say: the caller may retry
 		return &apiError{http.StatusServiceUnavailable, codes.Unavailable, "OperationNotAllowed", "this operation is not allowed at this time; retry later"}
+	case codes.FailedPrecondition: // not possible in this deployment, as it says
+		return &apiError{http.StatusServiceUnavailable, codes.FailedPrecondition, "OperationNotAllowed", st.Message()}
 	}
 	a.s.log.Error("admin operation failed", "code", failCode, "err", err)
 	return &apiError{http.StatusInternalServerError, codes.Internal, failCode, "internal error"}

@@ -12,6 +12,7 @@ import (
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/learner"
+	"github.com/open-personalizer/personalizer/loop"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
@@ -23,7 +24,10 @@ const joinerGroup = "personalizer-joiner"
 // logs are the joined events, which personalizer.joined holds (with what
 // was not learned in personalizer.audit and .deadletter); the events in
 // personalizer.events are the joiner's input.
-type kafkaLogs struct{ brokers []string }
+type kafkaLogs struct {
+	brokers []string
+	loops   *loop.Registry
+}
 
 // The topics that DELETE /logs empties and logRetentionDays bounds.
 var logTopics = []string{eventlog.JoinedTopic, eventlog.AuditTopic, eventlog.DeadLetterTopic}
@@ -39,7 +43,12 @@ func (k kafkaLogs) LogProperties(ctx context.Context, _ string) (from, to time.T
 // DeleteLogs deletes the joined, audit and dead-letter records up to now,
 // and the events the joiners have committed (joined): an event still in
 // a reward window stays, so that deleting logs never loses a join.
-func (k kafkaLogs) DeleteLogs(ctx context.Context, _ string) error {
+func (k kafkaLogs) DeleteLogs(ctx context.Context, name string) error {
+	// The topics hold every loop's events; Kafka deletes by offset, not
+	// by key, so one loop's cannot go alone.
+	if loops := k.loops.Loops(); len(loops) > 1 {
+		return status.Errorf(codes.FailedPrecondition, "the event log is shared by %d loops: deleting loop %q's events alone is not supported", len(loops), name)
+	}
 	var errs []error
 	for _, topic := range logTopics {
 		errs = append(errs, kafkalog.DeleteRecords(ctx, k.brokers, topic, nil))

@@ -170,7 +170,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	d.api.guard.ServeLoops(d.srv.Serves)
 	d.learners.set(cfg.Loop, d.learner)
 	admin := server.NewAdmin(d.srv, server.AdminConfig{Guard: d.api.guard, Configs: d.configs, Models: localModels{&d.learners},
-		Logs: kafkaLogs{brokers}, Now: time.Now})
+		Logs: kafkaLogs{brokers, d.configs.reg}, Now: time.Now})
 	server.RegisterAdmin(d.api.grpc, admin) // before serving: the guard comes with the API
 	// The model source is this process's own learner, always reachable.
 	registerServer(d.api.metrics, d.srv, d.pub, func() bool { return true })

@@ -104,7 +104,7 @@ func TestTwoLoops(t *testing.T) {
 		t.Fatal("no learner for loop shop")
 	}
 	for name, l := range map[string]*learner.Learner{"default": d.learner, "shop": shop} {
-		if err := l.Wait(ctx, func(s learner.Stats) bool { return s.Learned >= events }); err != nil {
+		if err := l.Wait(ctx, func(s learner.Stats) bool { return s.Learned >= events && s.OtherLoops >= events }); err != nil {
 			t.Fatalf("loop %s: %v (%+v)", name, err, l.Stats())
 		}
 		if st := l.Stats(); st.Learned != events || st.Duplicates != 0 || st.OtherLoops != events {
@@ -171,6 +171,17 @@ func TestTwoLoops(t *testing.T) {
 		if resp.StatusCode != 403 || !strings.Contains(body.String(), `"InvalidApiAccess"`) {
 			t.Errorf("%s %s for another loop: %d %s", route.method, route.path, resp.StatusCode, body.String())
 		}
+	}
+	// The loops share the event log: one loop's logs cannot be deleted alone.
+	del, _ := http.NewRequestWithContext(ctx, "DELETE", base+"/logs", nil)
+	del.Header.Set(server.KeyHeader, keyShop)
+	dresp, err := http.DefaultClient.Do(del)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dresp.Body.Close()
+	if dresp.StatusCode != 503 {
+		t.Errorf("DELETE /logs with two loops: %d, want 503 OperationNotAllowed", dresp.StatusCode)
 	}
 	// Its own loop's key reads its own loop's configuration.
 	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/configurations/service", nil)

@@ -156,7 +156,7 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	}
 	models := eventsv1.NewModelServiceClient(s.conn)
 	admin := server.NewAdmin(s.srv, server.AdminConfig{Guard: s.api.guard, Configs: s.configs,
-		Models: server.NewRemoteModelAdmin(models), Logs: kafkaLogs{brokers}, MaxModelBytes: int64(cfg.MaxModelBytes), Now: time.Now})
+		Models: server.NewRemoteModelAdmin(models), Logs: kafkaLogs{brokers, s.configs.reg}, MaxModelBytes: int64(cfg.MaxModelBytes), Now: time.Now})
 	server.RegisterAdmin(s.api.grpc, admin) // before serving: the guard comes with the API
 	s.api.guard.ServeLoops(s.srv.Serves)
 	registerServer(s.api.metrics, s.srv, s.pub, func() bool { return s.remote.Reachable() })
