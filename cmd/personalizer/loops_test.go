@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -157,43 +158,44 @@ func TestTwoLoops(t *testing.T) {
 		{"GET", "/logs/properties", ""},
 		{"DELETE", "/logs", ""},
 	} {
-		req, _ := http.NewRequestWithContext(ctx, route.method, base+route.path, strings.NewReader(route.body))
-		req.Header.Set(server.KeyHeader, keyShop)
-		req.Header.Set(server.LoopHeader, "default")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var body bytes.Buffer
-		body.ReadFrom(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 403 || !strings.Contains(body.String(), `"InvalidApiAccess"`) {
-			t.Errorf("%s %s for another loop: %d %s", route.method, route.path, resp.StatusCode, body.String())
+		code, body := keyedREST(t, ctx, route.method, base+route.path, route.body, keyShop, "default")
+		if code != 403 || !strings.Contains(body, `"InvalidApiAccess"`) {
+			t.Errorf("%s %s for another loop: %d %s", route.method, route.path, code, body)
 		}
 	}
 	// The loops share the event log: one loop's logs cannot be deleted alone.
-	del, _ := http.NewRequestWithContext(ctx, "DELETE", base+"/logs", nil)
-	del.Header.Set(server.KeyHeader, keyShop)
-	dresp, err := http.DefaultClient.Do(del)
+	if code, body := keyedREST(t, ctx, "DELETE", base+"/logs", "", keyShop, ""); code != 503 {
+		t.Errorf("DELETE /logs with two loops: %d %s, want 503 OperationNotAllowed", code, body)
+	}
+	// Its own loop's key reads its own loop's configuration.
+	if code, body := keyedREST(t, ctx, "GET", base+"/configurations/service", "", keyShop, ""); code != 200 || !strings.Contains(body, `"modelExportFrequency":"PT0.1S"`) {
+		t.Errorf("the shop key reads its loop's configuration: %d %s", code, body)
+	}
+}
+
+// keyedREST makes a REST call with an API key, naming loop (if not empty),
+// and returns the status and the body.
+func keyedREST(t *testing.T, ctx context.Context, method, url, body, key, loop string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dresp.Body.Close()
-	if dresp.StatusCode != 503 {
-		t.Errorf("DELETE /logs with two loops: %d, want 503 OperationNotAllowed", dresp.StatusCode)
+	if key != "" {
+		req.Header.Set(server.KeyHeader, key)
 	}
-	// Its own loop's key reads its own loop's configuration.
-	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/configurations/service", nil)
-	req.Header.Set(server.KeyHeader, keyShop)
+	if loop != "" {
+		req.Header.Set(server.LoopHeader, loop)
+	}
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var body bytes.Buffer
-	body.ReadFrom(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(body.String(), `"modelExportFrequency":"PT0.1S"`) {
-		t.Errorf("the shop key reads its loop's configuration: %d %s", resp.StatusCode, body.String())
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return resp.StatusCode, string(out)
 }

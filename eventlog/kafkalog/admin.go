@@ -347,9 +347,8 @@ func CommittedOffsets(ctx context.Context, brokers []string, group, topic string
 	if err != nil {
 		return nil, err
 	}
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	c, done := adminClient(brokers)
+	defer done()
 	parts := make([]int, n)
 	for p := range n {
 		parts[p] = p
