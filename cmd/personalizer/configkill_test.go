@@ -149,7 +149,7 @@ func TestConfigKill9(t *testing.T) {
 	defer tick.Stop()
 	for name, addr := range roles {
 		for {
-			got := scrape(t, addr)["personalizer_config_version"]
+			got := scrape(t, addr)[`personalizer_config_version{loop="default"}`]
 			if got == float64(want) {
 				break
 			}
