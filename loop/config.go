@@ -25,6 +25,26 @@ type Config struct {
 	Version uint64  `json:"version"`
 	Service Service `json:"service"`
 	Policy  Policy  `json:"policy"`
+	Limits  Limits  `json:"limits,omitzero"`
+}
+
+// Limits bound what one request to the loop may ask for; beyond
+// Personalizer, set by an operator. A zero field takes the serving
+// process's own limit (its --max-* flag).
+type Limits struct {
+	MaxActions             int `json:"maxActions,omitempty"`
+	MaxIDLength            int `json:"maxIdLength,omitempty"`
+	MaxFeatureBytes        int `json:"maxFeatureBytes,omitempty"`
+	MaxFeatures            int `json:"maxFeatures,omitempty"`
+	MaxInteractionFeatures int `json:"maxInteractionFeatures,omitempty"`
+}
+
+// Validate reports a negative limit as an [*Error].
+func (l *Limits) Validate() error {
+	if l.MaxActions < 0 || l.MaxIDLength < 0 || l.MaxFeatureBytes < 0 || l.MaxFeatures < 0 || l.MaxInteractionFeatures < 0 {
+		return invalid("BadRequest", "Limits must not be negative (0 takes the server's own).")
+	}
+	return nil
 }
 
 // Service is Personalizer's ServiceConfiguration, with its JSON names.
@@ -116,6 +136,9 @@ func (c *Config) Validate() error {
 		return invalid("BadRequest", "The loop name must not be empty.")
 	}
 	if err := c.Service.Validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.Validate(); err != nil {
 		return err
 	}
 	return c.Policy.Validate()
@@ -244,6 +267,18 @@ func (c *Config) SetPolicy(p Policy, now time.Time) (*Config, error) {
 	next := *c
 	next.Version++
 	next.Policy = p
+	next.Service.LastConfigurationEditDate = now.UTC().Truncate(time.Second)
+	return &next, nil
+}
+
+// SetLimits returns c with limits l, as the next version.
+func (c *Config) SetLimits(l Limits, now time.Time) (*Config, error) {
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
+	next := *c
+	next.Version++
+	next.Limits = l
 	next.Service.LastConfigurationEditDate = now.UTC().Truncate(time.Second)
 	return &next, nil
 }

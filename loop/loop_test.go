@@ -150,6 +150,13 @@ func TestUpdate(t *testing.T) {
 	if third, err := next.Update(s, now); err != nil || third.Service.Mode() != 2 {
 		t.Fatalf("mode alone: %v, %v", third, err)
 	}
+	lim, err := next.SetLimits(Limits{MaxActions: 3}, now)
+	if err != nil || lim.Version != 2 || lim.Limits.MaxActions != 3 {
+		t.Fatalf("SetLimits: %+v, %v", lim, err)
+	}
+	if _, err := next.SetLimits(Limits{MaxFeatures: -1}, now); code(err) != "BadRequest" {
+		t.Fatalf("negative limit: %v", err)
+	}
 	p, err := next.SetPolicy(Policy{Name: "x", Arguments: "--cb_explore_adf --epsilon 0.1 -q ::"}, now)
 	if err != nil || p.Version != 2 || p.Policy.Name != "x" {
 		t.Fatalf("SetPolicy: %+v, %v", p, err)
@@ -198,6 +205,7 @@ func TestEncode(t *testing.T) {
 	c := Default("shop")
 	c.Version = 7
 	c.Service.RewardWaitTime = Duration(90 * time.Second)
+	c.Limits.MaxActions = 10
 	b, err := Marshal(c)
 	if err != nil {
 		t.Fatal(err)

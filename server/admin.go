@@ -196,6 +196,15 @@ func (a *Admin) loopConfig(ctx context.Context, name string) (*loop.Config, erro
 	return a.config(l)
 }
 
+// setLimits sets a loop's limits (admin keys only: they protect the
+// service from its callers).
+func (a *Admin) setLimits(ctx context.Context, name string, l loop.Limits) (*loop.Config, error) {
+	if err := a.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	return a.change(ctx, name, func(cur *loop.Config) (*loop.Config, error) { return cur.SetLimits(l, a.cfg.Now()) })
+}
+
 // change applies edit to the configuration of the loop the call
 // addresses and stores the result.
 func (a *Admin) change(ctx context.Context, name string, edit func(cur *loop.Config) (*loop.Config, error)) (*loop.Config, error) {

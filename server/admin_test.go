@@ -660,6 +660,21 @@ func TestAdminGRPC(t *testing.T) {
 		created.GetLoop().GetPolicy().GetArguments() != bandit.DefaultPolicy || created.GetLoop().GetService().GetLearningMode() != loop.Online {
 		t.Fatalf("create: %v, %v", created, err)
 	}
+	// Limits: an admin key sets them, per loop; the loop's Rank obeys them.
+	if _, err := e.admin.SetLimits(keyed(e.testKey), &personalizerv1.SetLimitsRequest{Limits: &personalizerv1.Limits{MaxActions: 9}}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("SetLimits with a loop key: %v", err)
+	}
+	lim, err := e.admin.SetLimits(actx, &personalizerv1.SetLimitsRequest{Loop: "new", Limits: &personalizerv1.Limits{MaxActions: 2}})
+	if err != nil || lim.GetLoop().GetVersion() != 2 || lim.GetLoop().GetLimits().GetMaxActions() != 2 {
+		t.Fatalf("SetLimits: %v, %v", lim, err)
+	}
+	three := &personalizerv1.RankRequest{Actions: []*personalizerv1.Action{{Id: "a"}, {Id: "b"}, {Id: "c"}}}
+	if _, err := e.srv.Rank(metadata.NewIncomingContext(ctx, metadata.Pairs("x-personalizer-loop", "new")), three); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("3 actions in a loop limited to 2: %v", err)
+	}
+	if _, err := e.srv.Rank(context.Background(), three); err != nil {
+		t.Errorf("3 actions in the server's own loop: %v", err)
+	}
 	if _, err := e.admin.CreateLoop(actx, &personalizerv1.CreateLoopRequest{Loop: "new"}); status.Code(err) != codes.AlreadyExists {
 		t.Errorf("create again: %v", err)
 	}

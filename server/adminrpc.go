@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
@@ -175,6 +176,7 @@ func (s *adminService) CreateLoop(ctx context.Context, req *personalizerv1.Creat
 	if req.GetPolicy() != nil {
 		c.Policy = loop.Policy{Name: req.GetPolicy().GetName(), Arguments: req.GetPolicy().GetArguments()}
 	}
+	c.Limits = limitsFromProto(req.GetLimits())
 	c, err := s.a.createLoop(ctx, c)
 	if err != nil {
 		return nil, s.status(err, "UpdateConfigurationFailed")
@@ -251,7 +253,25 @@ func policyToProto(p loop.Policy) *personalizerv1.Policy {
 }
 
 func loopToProto(c *loop.Config) *personalizerv1.LoopConfiguration {
-	return &personalizerv1.LoopConfiguration{Loop: c.Loop, Version: c.Version, Service: serviceToProto(&c.Service), Policy: policyToProto(c.Policy)}
+	return &personalizerv1.LoopConfiguration{Loop: c.Loop, Version: c.Version, Service: serviceToProto(&c.Service), Policy: policyToProto(c.Policy),
+		Limits: &personalizerv1.Limits{MaxActions: int64(c.Limits.MaxActions), MaxIdLength: int64(c.Limits.MaxIDLength),
+			MaxFeatureBytes: int64(c.Limits.MaxFeatureBytes), MaxFeatures: int64(c.Limits.MaxFeatures), MaxInteractionFeatures: int64(c.Limits.MaxInteractionFeatures)}}
+}
+
+// limitsFromProto reads limits; values past an int's range saturate.
+func limitsFromProto(l *personalizerv1.Limits) loop.Limits {
+	n := func(v int64) int { return int(min(v, math.MaxInt)) }
+	return loop.Limits{MaxActions: n(l.GetMaxActions()), MaxIDLength: n(l.GetMaxIdLength()), MaxFeatureBytes: n(l.GetMaxFeatureBytes()),
+		MaxFeatures: n(l.GetMaxFeatures()), MaxInteractionFeatures: n(l.GetMaxInteractionFeatures())}
+}
+
+// SetLimits sets a loop's limits; admin keys only.
+func (s *adminService) SetLimits(ctx context.Context, req *personalizerv1.SetLimitsRequest) (*personalizerv1.SetLimitsResponse, error) {
+	c, err := s.a.setLimits(ctx, req.GetLoop(), limitsFromProto(req.GetLimits()))
+	if err != nil {
+		return nil, s.status(err, "UpdateConfigurationFailed")
+	}
+	return &personalizerv1.SetLimitsResponse{Loop: loopToProto(c)}, nil
 }
 
 func propertiesToProto(info *eventsv1.ModelInfo) *personalizerv1.ModelProperties {

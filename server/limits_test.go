@@ -27,6 +27,7 @@ func TestLimitsFlags(t *testing.T) {
 	}
 	srv, _ := modeServer(t, 0)
 	srv.cfg.Limits = l
+	srv.setConfig(srv.def, srv.LoopConfig()) // as New would have
 	req := validRank()
 	req.Actions = actions(4)
 	_, err := srv.Rank(context.Background(), req)

@@ -99,6 +99,7 @@ type liveConfig struct {
 	mode   eventsv1.LearningMode
 	eps    float32
 	policy *bandit.Policy // the policy before the first model
+	limits Limits         // the loop's, over the server's
 }
 
 // scratch is per-Rank working memory, pooled so Rank allocates little.
@@ -133,7 +134,7 @@ func New(cfg Config, events *Publisher, log *slog.Logger, now func() time.Time) 
 		s.reg = loop.NewRegistry(s.seed)
 	}
 	s.def = newLoopState(cfg.Loop)
-	s.def.live.Store(&liveConfig{cfg: s.seed, mode: cfg.LearningMode, eps: s.seed.Epsilon(), policy: cfg.Policy})
+	s.def.live.Store(&liveConfig{cfg: s.seed, mode: cfg.LearningMode, eps: s.seed.Epsilon(), policy: cfg.Policy, limits: cfg.Limits})
 	s.loops.Store(&map[string]*loopState{cfg.Loop: s.def})
 	s.syncLoops()
 	s.pool.New = func() any { return new(scratch) }
@@ -152,7 +153,7 @@ func seedConfig(cfg Config) *loop.Config {
 
 // setConfig makes c the configuration Rank uses in l.
 func (s *Server) setConfig(l *loopState, c *loop.Config) {
-	lc := &liveConfig{cfg: c, mode: c.Service.Mode(), eps: c.Epsilon(), policy: s.cfg.Policy}
+	lc := &liveConfig{cfg: c, mode: c.Service.Mode(), eps: c.Epsilon(), policy: s.cfg.Policy, limits: s.cfg.Limits.over(c.Limits)}
 	if c.Version > 0 {
 		// Version 0 is made from this process's flags, which need not
 		// be the joiners': records made under it carry no rules, and the
@@ -360,7 +361,8 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	if err != nil {
 		return nil, err
 	}
-	excluded, err := s.cfg.Limits.validateRank(req, sc.excluded)
+	lc := l.live.Load()
+	excluded, err := lc.limits.validateRank(req, sc.excluded)
 	if err != nil {
 		return nil, err
 	}
@@ -384,7 +386,6 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	if n := len(sc.context) + joinedLineRoom; n > s.cfg.MaxRecordBytes {
 		return nil, invalid("request", "the event this Rank logs would take about %d bytes, over the limit of %d bytes a record may have (--max-record-bytes); send fewer or shorter features", n, s.cfg.MaxRecordBytes)
 	}
-	lc := l.live.Load()
 	sm := l.model.Load()
 	pol := lc.policy
 	if sm != nil {
@@ -395,7 +396,7 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	// The policy's interactions multiply features: bound what scoring
 	// (and later learning) this event costs before doing any of it.
 	scored = pol.CountFeatures(&sc.ev, &sc.pred)
-	if limit := s.cfg.Limits.MaxInteractionFeatures; scored > limit {
+	if limit := lc.limits.MaxInteractionFeatures; scored > limit {
 		return nil, invalid("request", "the policy's interactions make %s features to score these actions, over the limit of %d (--max-interaction-features); send fewer features per namespace or fewer actions", countString(scored), limit)
 	}
 	sc.pmf = sc.pmf[:0]
@@ -488,7 +489,7 @@ func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) 
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	if err := s.cfg.Limits.validateReward(req); err != nil {
+	if err := l.live.Load().limits.validateReward(req); err != nil {
 		return nil, s.toStatus(err)
 	}
 	ev := &eventsv1.RewardEvent{Loop: l.name, EventId: req.GetEventId(), Value: req.GetValue(), Id: outcomeID()}
@@ -504,7 +505,7 @@ func (s *Server) Activate(ctx context.Context, req *personalizerv1.ActivateReque
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	if err := s.cfg.Limits.validateOutcomeEventID("event_id", req.GetEventId()); err != nil {
+	if err := l.live.Load().limits.validateOutcomeEventID("event_id", req.GetEventId()); err != nil {
 		return nil, s.toStatus(err)
 	}
 	ev := &eventsv1.ActivateEvent{Loop: l.name, EventId: req.GetEventId(), Id: outcomeID()}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"unicode/utf8"
 
+	"github.com/open-personalizer/personalizer/loop"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
 
@@ -43,6 +44,23 @@ func (l Limits) Validate() error {
 		return errors.New("limits: --max-actions, --max-id-length, --max-feature-bytes, --max-features and --max-interaction-features must be at least 1")
 	}
 	return nil
+}
+
+// over returns l with the limits a loop sets (its non-zero ones) in place.
+func (l Limits) over(o loop.Limits) Limits {
+	pick := func(own, loop int) int {
+		if loop > 0 {
+			return loop
+		}
+		return own
+	}
+	return Limits{
+		MaxActions:             pick(l.MaxActions, o.MaxActions),
+		MaxIDLength:            pick(l.MaxIDLength, o.MaxIDLength),
+		MaxFeatureBytes:        pick(l.MaxFeatureBytes, o.MaxFeatureBytes),
+		MaxFeatures:            pick(l.MaxFeatures, o.MaxFeatures),
+		MaxInteractionFeatures: pick(l.MaxInteractionFeatures, o.MaxInteractionFeatures),
+	}
 }
 
 // featureBudget is what is left of a request's feature limits.

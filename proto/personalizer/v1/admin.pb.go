@@ -230,6 +230,7 @@ type LoopConfiguration struct {
 	Version       uint64                `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	Service       *ServiceConfiguration `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
 	Policy        *Policy               `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	Limits        *Limits               `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -292,6 +293,91 @@ func (x *LoopConfiguration) GetPolicy() *Policy {
 	return nil
 }
 
+func (x *LoopConfiguration) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// Limits bound what one request to a loop may ask for. A zero field takes
+// the serving process's own limit (its --max-* flag).
+type Limits struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	MaxActions             int64                  `protobuf:"varint,1,opt,name=max_actions,json=maxActions,proto3" json:"max_actions,omitempty"`
+	MaxIdLength            int64                  `protobuf:"varint,2,opt,name=max_id_length,json=maxIdLength,proto3" json:"max_id_length,omitempty"`
+	MaxFeatureBytes        int64                  `protobuf:"varint,3,opt,name=max_feature_bytes,json=maxFeatureBytes,proto3" json:"max_feature_bytes,omitempty"`
+	MaxFeatures            int64                  `protobuf:"varint,4,opt,name=max_features,json=maxFeatures,proto3" json:"max_features,omitempty"`
+	MaxInteractionFeatures int64                  `protobuf:"varint,5,opt,name=max_interaction_features,json=maxInteractionFeatures,proto3" json:"max_interaction_features,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Limits) GetMaxActions() int64 {
+	if x != nil {
+		return x.MaxActions
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxIdLength() int64 {
+	if x != nil {
+		return x.MaxIdLength
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxFeatureBytes() int64 {
+	if x != nil {
+		return x.MaxFeatureBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxFeatures() int64 {
+	if x != nil {
+		return x.MaxFeatures
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxInteractionFeatures() int64 {
+	if x != nil {
+		return x.MaxInteractionFeatures
+	}
+	return 0
+}
+
 type GetServiceConfigurationRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
@@ -301,7 +387,7 @@ type GetServiceConfigurationRequest struct {
 
 func (x *GetServiceConfigurationRequest) Reset() {
 	*x = GetServiceConfigurationRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[3]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +399,7 @@ func (x *GetServiceConfigurationRequest) String() string {
 func (*GetServiceConfigurationRequest) ProtoMessage() {}
 
 func (x *GetServiceConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[3]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +412,7 @@ func (x *GetServiceConfigurationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetServiceConfigurationRequest) GetLoop() string {
@@ -345,7 +431,7 @@ type GetServiceConfigurationResponse struct {
 
 func (x *GetServiceConfigurationResponse) Reset() {
 	*x = GetServiceConfigurationResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[4]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +443,7 @@ func (x *GetServiceConfigurationResponse) String() string {
 func (*GetServiceConfigurationResponse) ProtoMessage() {}
 
 func (x *GetServiceConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[4]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +456,7 @@ func (x *GetServiceConfigurationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetServiceConfigurationResponse) GetConfiguration() *ServiceConfiguration {
@@ -390,7 +476,7 @@ type UpdateServiceConfigurationRequest struct {
 
 func (x *UpdateServiceConfigurationRequest) Reset() {
 	*x = UpdateServiceConfigurationRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[5]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +488,7 @@ func (x *UpdateServiceConfigurationRequest) String() string {
 func (*UpdateServiceConfigurationRequest) ProtoMessage() {}
 
 func (x *UpdateServiceConfigurationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[5]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +501,7 @@ func (x *UpdateServiceConfigurationRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use UpdateServiceConfigurationRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServiceConfigurationRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpdateServiceConfigurationRequest) GetLoop() string {
@@ -442,7 +528,7 @@ type UpdateServiceConfigurationResponse struct {
 
 func (x *UpdateServiceConfigurationResponse) Reset() {
 	*x = UpdateServiceConfigurationResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[6]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +540,7 @@ func (x *UpdateServiceConfigurationResponse) String() string {
 func (*UpdateServiceConfigurationResponse) ProtoMessage() {}
 
 func (x *UpdateServiceConfigurationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[6]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +553,7 @@ func (x *UpdateServiceConfigurationResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use UpdateServiceConfigurationResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServiceConfigurationResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UpdateServiceConfigurationResponse) GetConfiguration() *ServiceConfiguration {
@@ -493,7 +579,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[7]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +591,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[7]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +604,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetPolicyRequest) GetLoop() string {
@@ -537,7 +623,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[8]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +635,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[8]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +648,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetPolicyResponse) GetPolicy() *Policy {
@@ -582,7 +668,7 @@ type UpdatePolicyRequest struct {
 
 func (x *UpdatePolicyRequest) Reset() {
 	*x = UpdatePolicyRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[9]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +680,7 @@ func (x *UpdatePolicyRequest) String() string {
 func (*UpdatePolicyRequest) ProtoMessage() {}
 
 func (x *UpdatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[9]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +693,7 @@ func (x *UpdatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdatePolicyRequest) GetLoop() string {
@@ -634,7 +720,7 @@ type UpdatePolicyResponse struct {
 
 func (x *UpdatePolicyResponse) Reset() {
 	*x = UpdatePolicyResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[10]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +732,7 @@ func (x *UpdatePolicyResponse) String() string {
 func (*UpdatePolicyResponse) ProtoMessage() {}
 
 func (x *UpdatePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[10]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +745,7 @@ func (x *UpdatePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePolicyResponse.ProtoReflect.Descriptor instead.
 func (*UpdatePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdatePolicyResponse) GetPolicy() *Policy {
@@ -685,7 +771,7 @@ type ResetPolicyRequest struct {
 
 func (x *ResetPolicyRequest) Reset() {
 	*x = ResetPolicyRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[11]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +783,7 @@ func (x *ResetPolicyRequest) String() string {
 func (*ResetPolicyRequest) ProtoMessage() {}
 
 func (x *ResetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[11]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +796,7 @@ func (x *ResetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*ResetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResetPolicyRequest) GetLoop() string {
@@ -730,7 +816,7 @@ type ResetPolicyResponse struct {
 
 func (x *ResetPolicyResponse) Reset() {
 	*x = ResetPolicyResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[12]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +828,7 @@ func (x *ResetPolicyResponse) String() string {
 func (*ResetPolicyResponse) ProtoMessage() {}
 
 func (x *ResetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[12]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +841,7 @@ func (x *ResetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*ResetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResetPolicyResponse) GetPolicy() *Policy {
@@ -781,7 +867,7 @@ type ExportModelRequest struct {
 
 func (x *ExportModelRequest) Reset() {
 	*x = ExportModelRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[13]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +879,7 @@ func (x *ExportModelRequest) String() string {
 func (*ExportModelRequest) ProtoMessage() {}
 
 func (x *ExportModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[13]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +892,7 @@ func (x *ExportModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportModelRequest.ProtoReflect.Descriptor instead.
 func (*ExportModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExportModelRequest) GetLoop() string {
@@ -828,7 +914,7 @@ type ExportModelResponse struct {
 
 func (x *ExportModelResponse) Reset() {
 	*x = ExportModelResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[14]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +926,7 @@ func (x *ExportModelResponse) String() string {
 func (*ExportModelResponse) ProtoMessage() {}
 
 func (x *ExportModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[14]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +939,7 @@ func (x *ExportModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportModelResponse.ProtoReflect.Descriptor instead.
 func (*ExportModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ExportModelResponse) GetChunk() []byte {
@@ -882,7 +968,7 @@ type ImportModelRequest struct {
 
 func (x *ImportModelRequest) Reset() {
 	*x = ImportModelRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[15]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +980,7 @@ func (x *ImportModelRequest) String() string {
 func (*ImportModelRequest) ProtoMessage() {}
 
 func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[15]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +993,7 @@ func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelRequest.ProtoReflect.Descriptor instead.
 func (*ImportModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ImportModelRequest) GetLoop() string {
@@ -933,7 +1019,7 @@ type ImportModelResponse struct {
 
 func (x *ImportModelResponse) Reset() {
 	*x = ImportModelResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[16]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1031,7 @@ func (x *ImportModelResponse) String() string {
 func (*ImportModelResponse) ProtoMessage() {}
 
 func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[16]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1044,7 @@ func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelResponse.ProtoReflect.Descriptor instead.
 func (*ImportModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ImportModelResponse) GetProperties() *ModelProperties {
@@ -977,7 +1063,7 @@ type ResetModelRequest struct {
 
 func (x *ResetModelRequest) Reset() {
 	*x = ResetModelRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[17]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1075,7 @@ func (x *ResetModelRequest) String() string {
 func (*ResetModelRequest) ProtoMessage() {}
 
 func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[17]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1088,7 @@ func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelRequest.ProtoReflect.Descriptor instead.
 func (*ResetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResetModelRequest) GetLoop() string {
@@ -1021,7 +1107,7 @@ type ResetModelResponse struct {
 
 func (x *ResetModelResponse) Reset() {
 	*x = ResetModelResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[18]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1119,7 @@ func (x *ResetModelResponse) String() string {
 func (*ResetModelResponse) ProtoMessage() {}
 
 func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[18]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1132,7 @@ func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelResponse.ProtoReflect.Descriptor instead.
 func (*ResetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResetModelResponse) GetProperties() *ModelProperties {
@@ -1072,7 +1158,7 @@ type ModelProperties struct {
 
 func (x *ModelProperties) Reset() {
 	*x = ModelProperties{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[19]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1170,7 @@ func (x *ModelProperties) String() string {
 func (*ModelProperties) ProtoMessage() {}
 
 func (x *ModelProperties) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[19]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1183,7 @@ func (x *ModelProperties) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelProperties.ProtoReflect.Descriptor instead.
 func (*ModelProperties) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ModelProperties) GetCreationTime() *timestamppb.Timestamp {
@@ -1137,7 +1223,7 @@ type GetModelPropertiesRequest struct {
 
 func (x *GetModelPropertiesRequest) Reset() {
 	*x = GetModelPropertiesRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[20]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1235,7 @@ func (x *GetModelPropertiesRequest) String() string {
 func (*GetModelPropertiesRequest) ProtoMessage() {}
 
 func (x *GetModelPropertiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[20]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1248,7 @@ func (x *GetModelPropertiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelPropertiesRequest.ProtoReflect.Descriptor instead.
 func (*GetModelPropertiesRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetModelPropertiesRequest) GetLoop() string {
@@ -1181,7 +1267,7 @@ type GetModelPropertiesResponse struct {
 
 func (x *GetModelPropertiesResponse) Reset() {
 	*x = GetModelPropertiesResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[21]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1279,7 @@ func (x *GetModelPropertiesResponse) String() string {
 func (*GetModelPropertiesResponse) ProtoMessage() {}
 
 func (x *GetModelPropertiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[21]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1292,7 @@ func (x *GetModelPropertiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelPropertiesResponse.ProtoReflect.Descriptor instead.
 func (*GetModelPropertiesResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetModelPropertiesResponse) GetProperties() *ModelProperties {
@@ -1225,7 +1311,7 @@ type GetLogPropertiesRequest struct {
 
 func (x *GetLogPropertiesRequest) Reset() {
 	*x = GetLogPropertiesRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[22]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1323,7 @@ func (x *GetLogPropertiesRequest) String() string {
 func (*GetLogPropertiesRequest) ProtoMessage() {}
 
 func (x *GetLogPropertiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[22]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1336,7 @@ func (x *GetLogPropertiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogPropertiesRequest.ProtoReflect.Descriptor instead.
 func (*GetLogPropertiesRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetLogPropertiesRequest) GetLoop() string {
@@ -1271,7 +1357,7 @@ type GetLogPropertiesResponse struct {
 
 func (x *GetLogPropertiesResponse) Reset() {
 	*x = GetLogPropertiesResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[23]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1369,7 @@ func (x *GetLogPropertiesResponse) String() string {
 func (*GetLogPropertiesResponse) ProtoMessage() {}
 
 func (x *GetLogPropertiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[23]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1382,7 @@ func (x *GetLogPropertiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLogPropertiesResponse.ProtoReflect.Descriptor instead.
 func (*GetLogPropertiesResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetLogPropertiesResponse) GetFrom() *timestamppb.Timestamp {
@@ -1322,7 +1408,7 @@ type DeleteLogsRequest struct {
 
 func (x *DeleteLogsRequest) Reset() {
 	*x = DeleteLogsRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[24]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1420,7 @@ func (x *DeleteLogsRequest) String() string {
 func (*DeleteLogsRequest) ProtoMessage() {}
 
 func (x *DeleteLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[24]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1433,7 @@ func (x *DeleteLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteLogsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteLogsRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteLogsRequest) GetLoop() string {
@@ -1365,7 +1451,7 @@ type DeleteLogsResponse struct {
 
 func (x *DeleteLogsResponse) Reset() {
 	*x = DeleteLogsResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[25]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1463,7 @@ func (x *DeleteLogsResponse) String() string {
 func (*DeleteLogsResponse) ProtoMessage() {}
 
 func (x *DeleteLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[25]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1476,7 @@ func (x *DeleteLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteLogsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteLogsResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 type CreateLoopRequest struct {
@@ -1400,13 +1486,14 @@ type CreateLoopRequest struct {
 	// Optional: the default configuration when not set.
 	Service       *ServiceConfiguration `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
 	Policy        *Policy               `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
+	Limits        *Limits               `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateLoopRequest) Reset() {
 	*x = CreateLoopRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[26]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1505,7 @@ func (x *CreateLoopRequest) String() string {
 func (*CreateLoopRequest) ProtoMessage() {}
 
 func (x *CreateLoopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[26]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1518,7 @@ func (x *CreateLoopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoopRequest.ProtoReflect.Descriptor instead.
 func (*CreateLoopRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateLoopRequest) GetLoop() string {
@@ -1455,6 +1542,13 @@ func (x *CreateLoopRequest) GetPolicy() *Policy {
 	return nil
 }
 
+func (x *CreateLoopRequest) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 type CreateLoopResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Loop          *LoopConfiguration     `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
@@ -1464,7 +1558,7 @@ type CreateLoopResponse struct {
 
 func (x *CreateLoopResponse) Reset() {
 	*x = CreateLoopResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[27]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1570,7 @@ func (x *CreateLoopResponse) String() string {
 func (*CreateLoopResponse) ProtoMessage() {}
 
 func (x *CreateLoopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[27]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1583,7 @@ func (x *CreateLoopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLoopResponse.ProtoReflect.Descriptor instead.
 func (*CreateLoopResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateLoopResponse) GetLoop() *LoopConfiguration {
@@ -1507,7 +1601,7 @@ type ListLoopsRequest struct {
 
 func (x *ListLoopsRequest) Reset() {
 	*x = ListLoopsRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[28]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1613,7 @@ func (x *ListLoopsRequest) String() string {
 func (*ListLoopsRequest) ProtoMessage() {}
 
 func (x *ListLoopsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[28]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1626,7 @@ func (x *ListLoopsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLoopsRequest.ProtoReflect.Descriptor instead.
 func (*ListLoopsRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type ListLoopsResponse struct {
@@ -1544,7 +1638,7 @@ type ListLoopsResponse struct {
 
 func (x *ListLoopsResponse) Reset() {
 	*x = ListLoopsResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[29]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1650,7 @@ func (x *ListLoopsResponse) String() string {
 func (*ListLoopsResponse) ProtoMessage() {}
 
 func (x *ListLoopsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[29]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1663,7 @@ func (x *ListLoopsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLoopsResponse.ProtoReflect.Descriptor instead.
 func (*ListLoopsResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListLoopsResponse) GetLoops() []*LoopConfiguration {
@@ -1588,7 +1682,7 @@ type GetLoopRequest struct {
 
 func (x *GetLoopRequest) Reset() {
 	*x = GetLoopRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[30]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1694,7 @@ func (x *GetLoopRequest) String() string {
 func (*GetLoopRequest) ProtoMessage() {}
 
 func (x *GetLoopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[30]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1707,7 @@ func (x *GetLoopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLoopRequest.ProtoReflect.Descriptor instead.
 func (*GetLoopRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetLoopRequest) GetLoop() string {
@@ -1632,7 +1726,7 @@ type GetLoopResponse struct {
 
 func (x *GetLoopResponse) Reset() {
 	*x = GetLoopResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[31]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1738,7 @@ func (x *GetLoopResponse) String() string {
 func (*GetLoopResponse) ProtoMessage() {}
 
 func (x *GetLoopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[31]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1751,7 @@ func (x *GetLoopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLoopResponse.ProtoReflect.Descriptor instead.
 func (*GetLoopResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetLoopResponse) GetLoop() *LoopConfiguration {
@@ -1676,7 +1770,7 @@ type DeleteLoopRequest struct {
 
 func (x *DeleteLoopRequest) Reset() {
 	*x = DeleteLoopRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[32]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1782,7 @@ func (x *DeleteLoopRequest) String() string {
 func (*DeleteLoopRequest) ProtoMessage() {}
 
 func (x *DeleteLoopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[32]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1795,7 @@ func (x *DeleteLoopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteLoopRequest.ProtoReflect.Descriptor instead.
 func (*DeleteLoopRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeleteLoopRequest) GetLoop() string {
@@ -1719,7 +1813,7 @@ type DeleteLoopResponse struct {
 
 func (x *DeleteLoopResponse) Reset() {
 	*x = DeleteLoopResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[33]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1825,7 @@ func (x *DeleteLoopResponse) String() string {
 func (*DeleteLoopResponse) ProtoMessage() {}
 
 func (x *DeleteLoopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[33]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1838,103 @@ func (x *DeleteLoopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteLoopResponse.ProtoReflect.Descriptor instead.
 func (*DeleteLoopResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+type SetLimitsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	Limits        *Limits                `protobuf:"bytes,2,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetLimitsRequest) Reset() {
+	*x = SetLimitsRequest{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetLimitsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetLimitsRequest) ProtoMessage() {}
+
+func (x *SetLimitsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetLimitsRequest.ProtoReflect.Descriptor instead.
+func (*SetLimitsRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SetLimitsRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+func (x *SetLimitsRequest) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+type SetLimitsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          *LoopConfiguration     `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetLimitsResponse) Reset() {
+	*x = SetLimitsResponse{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetLimitsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetLimitsResponse) ProtoMessage() {}
+
+func (x *SetLimitsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetLimitsResponse.ProtoReflect.Descriptor instead.
+func (*SetLimitsResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SetLimitsResponse) GetLoop() *LoopConfiguration {
+	if x != nil {
+		return x.Loop
+	}
+	return nil
 }
 
 var File_personalizer_v1_admin_proto protoreflect.FileDescriptor
@@ -1769,12 +1959,20 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x1cauto_optimization_start_date\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x19autoOptimizationStartDate\":\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
-	"\targuments\x18\x02 \x01(\tR\targuments\"\xb3\x01\n" +
+	"\targuments\x18\x02 \x01(\tR\targuments\"\xe4\x01\n" +
 	"\x11LoopConfiguration\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12?\n" +
 	"\aservice\x18\x03 \x01(\v2%.personalizer.v1.ServiceConfigurationR\aservice\x12/\n" +
-	"\x06policy\x18\x04 \x01(\v2\x17.personalizer.v1.PolicyR\x06policy\"4\n" +
+	"\x06policy\x18\x04 \x01(\v2\x17.personalizer.v1.PolicyR\x06policy\x12/\n" +
+	"\x06limits\x18\x05 \x01(\v2\x17.personalizer.v1.LimitsR\x06limits\"\xd6\x01\n" +
+	"\x06Limits\x12\x1f\n" +
+	"\vmax_actions\x18\x01 \x01(\x03R\n" +
+	"maxActions\x12\"\n" +
+	"\rmax_id_length\x18\x02 \x01(\x03R\vmaxIdLength\x12*\n" +
+	"\x11max_feature_bytes\x18\x03 \x01(\x03R\x0fmaxFeatureBytes\x12!\n" +
+	"\fmax_features\x18\x04 \x01(\x03R\vmaxFeatures\x128\n" +
+	"\x18max_interaction_features\x18\x05 \x01(\x03R\x16maxInteractionFeatures\"4\n" +
 	"\x1eGetServiceConfigurationRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\"n\n" +
 	"\x1fGetServiceConfigurationResponse\x12K\n" +
@@ -1838,11 +2036,12 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x02to\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\"'\n" +
 	"\x11DeleteLogsRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\"\x14\n" +
-	"\x12DeleteLogsResponse\"\x99\x01\n" +
+	"\x12DeleteLogsResponse\"\xca\x01\n" +
 	"\x11CreateLoopRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12?\n" +
 	"\aservice\x18\x02 \x01(\v2%.personalizer.v1.ServiceConfigurationR\aservice\x12/\n" +
-	"\x06policy\x18\x03 \x01(\v2\x17.personalizer.v1.PolicyR\x06policy\"L\n" +
+	"\x06policy\x18\x03 \x01(\v2\x17.personalizer.v1.PolicyR\x06policy\x12/\n" +
+	"\x06limits\x18\x04 \x01(\v2\x17.personalizer.v1.LimitsR\x06limits\"L\n" +
 	"\x12CreateLoopResponse\x126\n" +
 	"\x04loop\x18\x01 \x01(\v2\".personalizer.v1.LoopConfigurationR\x04loop\"\x12\n" +
 	"\x10ListLoopsRequest\"M\n" +
@@ -1854,7 +2053,12 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\v2\".personalizer.v1.LoopConfigurationR\x04loop\"'\n" +
 	"\x11DeleteLoopRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\"\x14\n" +
-	"\x12DeleteLoopResponse2\xad\v\n" +
+	"\x12DeleteLoopResponse\"W\n" +
+	"\x10SetLimitsRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12/\n" +
+	"\x06limits\x18\x02 \x01(\v2\x17.personalizer.v1.LimitsR\x06limits\"K\n" +
+	"\x11SetLimitsResponse\x126\n" +
+	"\x04loop\x18\x01 \x01(\v2\".personalizer.v1.LoopConfigurationR\x04loop2\x81\f\n" +
 	"\fAdminService\x12|\n" +
 	"\x17GetServiceConfiguration\x12/.personalizer.v1.GetServiceConfigurationRequest\x1a0.personalizer.v1.GetServiceConfigurationResponse\x12\x85\x01\n" +
 	"\x1aUpdateServiceConfiguration\x122.personalizer.v1.UpdateServiceConfigurationRequest\x1a3.personalizer.v1.UpdateServiceConfigurationResponse\x12R\n" +
@@ -1874,7 +2078,8 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\tListLoops\x12!.personalizer.v1.ListLoopsRequest\x1a\".personalizer.v1.ListLoopsResponse\x12L\n" +
 	"\aGetLoop\x12\x1f.personalizer.v1.GetLoopRequest\x1a .personalizer.v1.GetLoopResponse\x12U\n" +
 	"\n" +
-	"DeleteLoop\x12\".personalizer.v1.DeleteLoopRequest\x1a#.personalizer.v1.DeleteLoopResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
+	"DeleteLoop\x12\".personalizer.v1.DeleteLoopRequest\x1a#.personalizer.v1.DeleteLoopResponse\x12R\n" +
+	"\tSetLimits\x12!.personalizer.v1.SetLimitsRequest\x1a\".personalizer.v1.SetLimitsResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
 
 var (
 	file_personalizer_v1_admin_proto_rawDescOnce sync.Once
@@ -1888,108 +2093,117 @@ func file_personalizer_v1_admin_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_admin_proto_rawDescData
 }
 
-var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*ServiceConfiguration)(nil),               // 0: personalizer.v1.ServiceConfiguration
 	(*Policy)(nil),                             // 1: personalizer.v1.Policy
 	(*LoopConfiguration)(nil),                  // 2: personalizer.v1.LoopConfiguration
-	(*GetServiceConfigurationRequest)(nil),     // 3: personalizer.v1.GetServiceConfigurationRequest
-	(*GetServiceConfigurationResponse)(nil),    // 4: personalizer.v1.GetServiceConfigurationResponse
-	(*UpdateServiceConfigurationRequest)(nil),  // 5: personalizer.v1.UpdateServiceConfigurationRequest
-	(*UpdateServiceConfigurationResponse)(nil), // 6: personalizer.v1.UpdateServiceConfigurationResponse
-	(*GetPolicyRequest)(nil),                   // 7: personalizer.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),                  // 8: personalizer.v1.GetPolicyResponse
-	(*UpdatePolicyRequest)(nil),                // 9: personalizer.v1.UpdatePolicyRequest
-	(*UpdatePolicyResponse)(nil),               // 10: personalizer.v1.UpdatePolicyResponse
-	(*ResetPolicyRequest)(nil),                 // 11: personalizer.v1.ResetPolicyRequest
-	(*ResetPolicyResponse)(nil),                // 12: personalizer.v1.ResetPolicyResponse
-	(*ExportModelRequest)(nil),                 // 13: personalizer.v1.ExportModelRequest
-	(*ExportModelResponse)(nil),                // 14: personalizer.v1.ExportModelResponse
-	(*ImportModelRequest)(nil),                 // 15: personalizer.v1.ImportModelRequest
-	(*ImportModelResponse)(nil),                // 16: personalizer.v1.ImportModelResponse
-	(*ResetModelRequest)(nil),                  // 17: personalizer.v1.ResetModelRequest
-	(*ResetModelResponse)(nil),                 // 18: personalizer.v1.ResetModelResponse
-	(*ModelProperties)(nil),                    // 19: personalizer.v1.ModelProperties
-	(*GetModelPropertiesRequest)(nil),          // 20: personalizer.v1.GetModelPropertiesRequest
-	(*GetModelPropertiesResponse)(nil),         // 21: personalizer.v1.GetModelPropertiesResponse
-	(*GetLogPropertiesRequest)(nil),            // 22: personalizer.v1.GetLogPropertiesRequest
-	(*GetLogPropertiesResponse)(nil),           // 23: personalizer.v1.GetLogPropertiesResponse
-	(*DeleteLogsRequest)(nil),                  // 24: personalizer.v1.DeleteLogsRequest
-	(*DeleteLogsResponse)(nil),                 // 25: personalizer.v1.DeleteLogsResponse
-	(*CreateLoopRequest)(nil),                  // 26: personalizer.v1.CreateLoopRequest
-	(*CreateLoopResponse)(nil),                 // 27: personalizer.v1.CreateLoopResponse
-	(*ListLoopsRequest)(nil),                   // 28: personalizer.v1.ListLoopsRequest
-	(*ListLoopsResponse)(nil),                  // 29: personalizer.v1.ListLoopsResponse
-	(*GetLoopRequest)(nil),                     // 30: personalizer.v1.GetLoopRequest
-	(*GetLoopResponse)(nil),                    // 31: personalizer.v1.GetLoopResponse
-	(*DeleteLoopRequest)(nil),                  // 32: personalizer.v1.DeleteLoopRequest
-	(*DeleteLoopResponse)(nil),                 // 33: personalizer.v1.DeleteLoopResponse
-	(*durationpb.Duration)(nil),                // 34: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),              // 35: google.protobuf.Timestamp
+	(*Limits)(nil),                             // 3: personalizer.v1.Limits
+	(*GetServiceConfigurationRequest)(nil),     // 4: personalizer.v1.GetServiceConfigurationRequest
+	(*GetServiceConfigurationResponse)(nil),    // 5: personalizer.v1.GetServiceConfigurationResponse
+	(*UpdateServiceConfigurationRequest)(nil),  // 6: personalizer.v1.UpdateServiceConfigurationRequest
+	(*UpdateServiceConfigurationResponse)(nil), // 7: personalizer.v1.UpdateServiceConfigurationResponse
+	(*GetPolicyRequest)(nil),                   // 8: personalizer.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),                  // 9: personalizer.v1.GetPolicyResponse
+	(*UpdatePolicyRequest)(nil),                // 10: personalizer.v1.UpdatePolicyRequest
+	(*UpdatePolicyResponse)(nil),               // 11: personalizer.v1.UpdatePolicyResponse
+	(*ResetPolicyRequest)(nil),                 // 12: personalizer.v1.ResetPolicyRequest
+	(*ResetPolicyResponse)(nil),                // 13: personalizer.v1.ResetPolicyResponse
+	(*ExportModelRequest)(nil),                 // 14: personalizer.v1.ExportModelRequest
+	(*ExportModelResponse)(nil),                // 15: personalizer.v1.ExportModelResponse
+	(*ImportModelRequest)(nil),                 // 16: personalizer.v1.ImportModelRequest
+	(*ImportModelResponse)(nil),                // 17: personalizer.v1.ImportModelResponse
+	(*ResetModelRequest)(nil),                  // 18: personalizer.v1.ResetModelRequest
+	(*ResetModelResponse)(nil),                 // 19: personalizer.v1.ResetModelResponse
+	(*ModelProperties)(nil),                    // 20: personalizer.v1.ModelProperties
+	(*GetModelPropertiesRequest)(nil),          // 21: personalizer.v1.GetModelPropertiesRequest
+	(*GetModelPropertiesResponse)(nil),         // 22: personalizer.v1.GetModelPropertiesResponse
+	(*GetLogPropertiesRequest)(nil),            // 23: personalizer.v1.GetLogPropertiesRequest
+	(*GetLogPropertiesResponse)(nil),           // 24: personalizer.v1.GetLogPropertiesResponse
+	(*DeleteLogsRequest)(nil),                  // 25: personalizer.v1.DeleteLogsRequest
+	(*DeleteLogsResponse)(nil),                 // 26: personalizer.v1.DeleteLogsResponse
+	(*CreateLoopRequest)(nil),                  // 27: personalizer.v1.CreateLoopRequest
+	(*CreateLoopResponse)(nil),                 // 28: personalizer.v1.CreateLoopResponse
+	(*ListLoopsRequest)(nil),                   // 29: personalizer.v1.ListLoopsRequest
+	(*ListLoopsResponse)(nil),                  // 30: personalizer.v1.ListLoopsResponse
+	(*GetLoopRequest)(nil),                     // 31: personalizer.v1.GetLoopRequest
+	(*GetLoopResponse)(nil),                    // 32: personalizer.v1.GetLoopResponse
+	(*DeleteLoopRequest)(nil),                  // 33: personalizer.v1.DeleteLoopRequest
+	(*DeleteLoopResponse)(nil),                 // 34: personalizer.v1.DeleteLoopResponse
+	(*SetLimitsRequest)(nil),                   // 35: personalizer.v1.SetLimitsRequest
+	(*SetLimitsResponse)(nil),                  // 36: personalizer.v1.SetLimitsResponse
+	(*durationpb.Duration)(nil),                // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),              // 38: google.protobuf.Timestamp
 }
 var file_personalizer_v1_admin_proto_depIdxs = []int32{
-	34, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
-	34, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
-	35, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
-	34, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
-	35, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
+	37, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
+	37, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
+	38, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
+	37, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
+	38, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
 	0,  // 5: personalizer.v1.LoopConfiguration.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 6: personalizer.v1.LoopConfiguration.policy:type_name -> personalizer.v1.Policy
-	0,  // 7: personalizer.v1.GetServiceConfigurationResponse.configuration:type_name -> personalizer.v1.ServiceConfiguration
-	0,  // 8: personalizer.v1.UpdateServiceConfigurationRequest.configuration:type_name -> personalizer.v1.ServiceConfiguration
-	0,  // 9: personalizer.v1.UpdateServiceConfigurationResponse.configuration:type_name -> personalizer.v1.ServiceConfiguration
-	1,  // 10: personalizer.v1.GetPolicyResponse.policy:type_name -> personalizer.v1.Policy
-	1,  // 11: personalizer.v1.UpdatePolicyRequest.policy:type_name -> personalizer.v1.Policy
-	1,  // 12: personalizer.v1.UpdatePolicyResponse.policy:type_name -> personalizer.v1.Policy
-	1,  // 13: personalizer.v1.ResetPolicyResponse.policy:type_name -> personalizer.v1.Policy
-	19, // 14: personalizer.v1.ExportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	19, // 15: personalizer.v1.ImportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	19, // 16: personalizer.v1.ResetModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	35, // 17: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
-	35, // 18: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
-	19, // 19: personalizer.v1.GetModelPropertiesResponse.properties:type_name -> personalizer.v1.ModelProperties
-	35, // 20: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
-	35, // 21: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
-	0,  // 22: personalizer.v1.CreateLoopRequest.service:type_name -> personalizer.v1.ServiceConfiguration
-	1,  // 23: personalizer.v1.CreateLoopRequest.policy:type_name -> personalizer.v1.Policy
-	2,  // 24: personalizer.v1.CreateLoopResponse.loop:type_name -> personalizer.v1.LoopConfiguration
-	2,  // 25: personalizer.v1.ListLoopsResponse.loops:type_name -> personalizer.v1.LoopConfiguration
-	2,  // 26: personalizer.v1.GetLoopResponse.loop:type_name -> personalizer.v1.LoopConfiguration
-	3,  // 27: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
-	5,  // 28: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
-	7,  // 29: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
-	9,  // 30: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
-	11, // 31: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
-	13, // 32: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
-	15, // 33: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
-	17, // 34: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
-	20, // 35: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
-	22, // 36: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
-	24, // 37: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
-	26, // 38: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
-	28, // 39: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
-	30, // 40: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
-	32, // 41: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
-	4,  // 42: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
-	6,  // 43: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
-	8,  // 44: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
-	10, // 45: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
-	12, // 46: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
-	14, // 47: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
-	16, // 48: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
-	18, // 49: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
-	21, // 50: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
-	23, // 51: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
-	25, // 52: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
-	27, // 53: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
-	29, // 54: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
-	31, // 55: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
-	33, // 56: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
-	42, // [42:57] is the sub-list for method output_type
-	27, // [27:42] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	3,  // 7: personalizer.v1.LoopConfiguration.limits:type_name -> personalizer.v1.Limits
+	0,  // 8: personalizer.v1.GetServiceConfigurationResponse.configuration:type_name -> personalizer.v1.ServiceConfiguration
+	0,  // 9: personalizer.v1.UpdateServiceConfigurationRequest.configuration:type_name -> personalizer.v1.ServiceConfiguration
+	0,  // 10: personalizer.v1.UpdateServiceConfigurationResponse.configuration:type_name -> personalizer.v1.ServiceConfiguration
+	1,  // 11: personalizer.v1.GetPolicyResponse.policy:type_name -> personalizer.v1.Policy
+	1,  // 12: personalizer.v1.UpdatePolicyRequest.policy:type_name -> personalizer.v1.Policy
+	1,  // 13: personalizer.v1.UpdatePolicyResponse.policy:type_name -> personalizer.v1.Policy
+	1,  // 14: personalizer.v1.ResetPolicyResponse.policy:type_name -> personalizer.v1.Policy
+	20, // 15: personalizer.v1.ExportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
+	20, // 16: personalizer.v1.ImportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
+	20, // 17: personalizer.v1.ResetModelResponse.properties:type_name -> personalizer.v1.ModelProperties
+	38, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
+	38, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
+	20, // 20: personalizer.v1.GetModelPropertiesResponse.properties:type_name -> personalizer.v1.ModelProperties
+	38, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
+	38, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
+	0,  // 23: personalizer.v1.CreateLoopRequest.service:type_name -> personalizer.v1.ServiceConfiguration
+	1,  // 24: personalizer.v1.CreateLoopRequest.policy:type_name -> personalizer.v1.Policy
+	3,  // 25: personalizer.v1.CreateLoopRequest.limits:type_name -> personalizer.v1.Limits
+	2,  // 26: personalizer.v1.CreateLoopResponse.loop:type_name -> personalizer.v1.LoopConfiguration
+	2,  // 27: personalizer.v1.ListLoopsResponse.loops:type_name -> personalizer.v1.LoopConfiguration
+	2,  // 28: personalizer.v1.GetLoopResponse.loop:type_name -> personalizer.v1.LoopConfiguration
+	3,  // 29: personalizer.v1.SetLimitsRequest.limits:type_name -> personalizer.v1.Limits
+	2,  // 30: personalizer.v1.SetLimitsResponse.loop:type_name -> personalizer.v1.LoopConfiguration
+	4,  // 31: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
+	6,  // 32: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
+	8,  // 33: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
+	10, // 34: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
+	12, // 35: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
+	14, // 36: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
+	16, // 37: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
+	18, // 38: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
+	21, // 39: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
+	23, // 40: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
+	25, // 41: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
+	27, // 42: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
+	29, // 43: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
+	31, // 44: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
+	33, // 45: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
+	35, // 46: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
+	5,  // 47: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
+	7,  // 48: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
+	9,  // 49: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
+	11, // 50: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
+	13, // 51: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
+	15, // 52: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
+	17, // 53: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
+	19, // 54: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
+	22, // 55: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
+	24, // 56: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
+	26, // 57: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
+	28, // 58: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
+	30, // 59: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
+	32, // 60: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
+	34, // 61: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
+	36, // 62: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
+	47, // [47:63] is the sub-list for method output_type
+	31, // [31:47] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_admin_proto_init() }
@@ -2003,7 +2217,7 @@ func file_personalizer_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_admin_proto_rawDesc), len(file_personalizer_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

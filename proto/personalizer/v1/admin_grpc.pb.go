@@ -34,6 +34,7 @@ const (
 	AdminService_ListLoops_FullMethodName                  = "/personalizer.v1.AdminService/ListLoops"
 	AdminService_GetLoop_FullMethodName                    = "/personalizer.v1.AdminService/GetLoop"
 	AdminService_DeleteLoop_FullMethodName                 = "/personalizer.v1.AdminService/DeleteLoop"
+	AdminService_SetLimits_FullMethodName                  = "/personalizer.v1.AdminService/SetLimits"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -80,6 +81,8 @@ type AdminServiceClient interface {
 	GetLoop(ctx context.Context, in *GetLoopRequest, opts ...grpc.CallOption) (*GetLoopResponse, error)
 	// DeleteLoop deletes a loop's configuration; its servers stop answering for it.
 	DeleteLoop(ctx context.Context, in *DeleteLoopRequest, opts ...grpc.CallOption) (*DeleteLoopResponse, error)
+	// SetLimits sets what one request to a loop may ask for (admin keys only).
+	SetLimits(ctx context.Context, in *SetLimitsRequest, opts ...grpc.CallOption) (*SetLimitsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -252,6 +255,16 @@ func (c *adminServiceClient) DeleteLoop(ctx context.Context, in *DeleteLoopReque
 	return out, nil
 }
 
+func (c *adminServiceClient) SetLimits(ctx context.Context, in *SetLimitsRequest, opts ...grpc.CallOption) (*SetLimitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetLimitsResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetLimits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -296,6 +309,8 @@ type AdminServiceServer interface {
 	GetLoop(context.Context, *GetLoopRequest) (*GetLoopResponse, error)
 	// DeleteLoop deletes a loop's configuration; its servers stop answering for it.
 	DeleteLoop(context.Context, *DeleteLoopRequest) (*DeleteLoopResponse, error)
+	// SetLimits sets what one request to a loop may ask for (admin keys only).
+	SetLimits(context.Context, *SetLimitsRequest) (*SetLimitsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -350,6 +365,9 @@ func (UnimplementedAdminServiceServer) GetLoop(context.Context, *GetLoopRequest)
 }
 func (UnimplementedAdminServiceServer) DeleteLoop(context.Context, *DeleteLoopRequest) (*DeleteLoopResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteLoop not implemented")
+}
+func (UnimplementedAdminServiceServer) SetLimits(context.Context, *SetLimitsRequest) (*SetLimitsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetLimits not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -624,6 +642,24 @@ func _AdminService_DeleteLoop_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_SetLimits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetLimitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetLimits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetLimits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetLimits(ctx, req.(*SetLimitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -682,6 +718,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteLoop",
 			Handler:    _AdminService_DeleteLoop_Handler,
+		},
+		{
+			MethodName: "SetLimits",
+			Handler:    _AdminService_SetLimits_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -95,6 +95,11 @@ class AdminServiceStub(object):
                 request_serializer=personalizer_dot_v1_dot_admin__pb2.DeleteLoopRequest.SerializeToString,
                 response_deserializer=personalizer_dot_v1_dot_admin__pb2.DeleteLoopResponse.FromString,
                 )
+        self.SetLimits = channel.unary_unary(
+                '/personalizer.v1.AdminService/SetLimits',
+                request_serializer=personalizer_dot_v1_dot_admin__pb2.SetLimitsRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_admin__pb2.SetLimitsResponse.FromString,
+                )
 
 
 class AdminServiceServicer(object):
@@ -214,6 +219,13 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLimits(self, request, context):
+        """SetLimits sets what one request to a loop may ask for (admin keys only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -291,6 +303,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DeleteLoop,
                     request_deserializer=personalizer_dot_v1_dot_admin__pb2.DeleteLoopRequest.FromString,
                     response_serializer=personalizer_dot_v1_dot_admin__pb2.DeleteLoopResponse.SerializeToString,
+            ),
+            'SetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLimits,
+                    request_deserializer=personalizer_dot_v1_dot_admin__pb2.SetLimitsRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_admin__pb2.SetLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -560,5 +577,22 @@ class AdminService(object):
         return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/DeleteLoop',
             personalizer_dot_v1_dot_admin__pb2.DeleteLoopRequest.SerializeToString,
             personalizer_dot_v1_dot_admin__pb2.DeleteLoopResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/SetLimits',
+            personalizer_dot_v1_dot_admin__pb2.SetLimitsRequest.SerializeToString,
+            personalizer_dot_v1_dot_admin__pb2.SetLimitsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
