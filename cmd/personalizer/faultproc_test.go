@@ -199,6 +199,10 @@ func TestJoinerKill9(t *testing.T) {
 	close(stop)
 	<-produced
 	h.waitAllJoined()
+	// The lines may all have come from a killed joiner: SIGTERM must not
+	// reach the last one before it handles signals (it announces itself
+	// after it does).
+	p.waitLine(h.ctx, t, "personalizer joiner:")
 	p.stop(t)
 	r := h.verify()
 	t.Logf("%+v", r)
