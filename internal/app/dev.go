@@ -1,0 +1,227 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/open-personalizer/personalizer/bandit"
+	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
+	"github.com/open-personalizer/personalizer/joiner"
+	"github.com/open-personalizer/personalizer/learner"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
+	"github.com/open-personalizer/personalizer/server"
+)
+
+// devConfig is everything `personalizer dev` runs.
+type devConfig struct {
+	GRPCAddr    string
+	HTTPAddr    string
+	DataDir     string
+	Loop        string
+	EventBuffer server.BufferLimits
+	LogLevel    string
+	Kafka       writerConfig
+	Broker      kafkalog.BrokerConfig
+	Joiner      joiner.Config
+	Learner     learner.Config
+	Limits      server.Limits
+	Security    securityConfig
+	// Tracing records spans of Rank, the join and learning; nil is off.
+	// runDev sets it from the OTEL_* environment; tests set their own.
+	Tracing trace.TracerProvider
+}
+
+func (c *devConfig) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (health, REST API)")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "where the broker and the learner keep their data")
+	fs.StringVar(&c.Loop, "loop", "default", "learning loop name")
+	c.EventBuffer.RegisterFlags(fs, "")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	c.Kafka.registerFlags(fs)
+	c.Broker.RegisterFlags(fs, "")
+	c.Joiner.RegisterFlags(fs, "")
+	c.Learner.RegisterFlags(fs, "")
+	c.Limits.RegisterFlags(fs, "")
+	c.Security.registerFlags(fs)
+	// Seconds, not Personalizer's minutes, so that learning shows at once.
+	setDefault(fs, "reward-wait", "2s")
+	setDefault(fs, "join-slack", "250ms")
+	setDefault(fs, "tick-interval", "500ms")
+	setDefault(fs, "model-export-frequency", "2s")
+}
+
+func (c *devConfig) validate() error {
+	c.Broker.DataDir = filepath.Join(c.DataDir, "broker")
+	c.Learner.Dir = filepath.Join(c.DataDir, "learner", c.Loop)
+	c.Learner.Loop = c.Loop
+	c.Security.Loop = c.Loop
+	c.Joiner.MaxRecordBytes = c.Kafka.MaxRecordBytes
+	return errors.Join(c.Broker.Validate(), c.Joiner.Validate(), c.Learner.Validate(), c.EventBuffer.Validate(),
+		c.Kafka.validate(), c.Limits.Validate(), c.Security.validate())
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	var cfg devConfig
+	log, tp, stopTracing, err := startRole(ctx, "dev", &cfg, &cfg.LogLevel, args, stderr, getenv)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	cfg.Tracing = tp
+	d, err := startDev(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "personalizer dev: gRPC %s, HTTP %s, Kafka %s, data %s\n", d.grpcAddr(), d.api.httpLis.Addr(), d.broker.Addrs()[0], cfg.DataDir)
+	d.wait(ctx)
+	err = stopped(stdout, "dev", d.pub, d.close)
+	st := d.learner.Stats()
+	fmt.Fprintf(stdout, "personalizer dev: learner at model version %d, %d examples learned in all\n", st.Version, st.Learned)
+	return err
+}
+
+// stopped runs shutdown and then says on w what it flushed: the events
+// pub wrote while the process stopped, and those it had to give up.
+func stopped(w io.Writer, role string, pub *server.Publisher, shutdown func() error) error {
+	before := pub.Stats()
+	err := shutdown()
+	after := pub.Stats()
+	fmt.Fprintf(w, "personalizer %s: stopped; %d events written to Kafka while stopping, %d lost\n", role, after.Written-before.Written, after.Lost-before.Lost)
+	return err
+}
+
+// dev is the whole loop in one process.
+type dev struct {
+	supervisor
+	broker  *kafkalog.Broker
+	events  *kafkalog.Writer // the server's records and dead letters, and ticks
+	joined  *kafkalog.Writer // joiner output: personalizer.joined, .audit, .deadletter
+	pub     *server.Publisher
+	srv     *server.Server
+	joiner  *joiner.Joiner
+	learner *learner.Learner
+	store   *learner.Store
+	models  *learner.Service // the stores' versions for servers in other processes
+	api     *api
+	configs *configTopic
+	// The learners of every loop, the process's own (learner) included,
+	// for model resets and imports.
+	learners loopLearners
+
+	// Each stage stops on its own, in shutdown order.
+	serve, publish, roles, follow stage
+}
+
+// startDev starts the broker, the learner, the joiner and the server, and
+// returns once all of them are serving.
+func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error) {
+	d := new(dev)
+	d.init(log)
+	var err error
+	if d.broker, err = kafkalog.StartBroker(cfg.Broker, log); err != nil {
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	brokers := d.broker.Addrs()
+	d.events = cfg.Kafka.writer(brokers, false)
+	d.joined = cfg.Kafka.writer(brokers, true)
+	d.configs = followConfigs(ctx, &d.supervisor, &d.follow, brokers, d.events,
+		flagConfig(cfg.Loop, cfg.Learner.Policy, cfg.Learner.ExportEvery, &cfg.Joiner.Rules), log)
+	d.store = learner.NewStore()
+	cfg.Joiner.TracerProvider, cfg.Learner.TracerProvider = cfg.Tracing, cfg.Tracing
+	cfg.Learner.Configs, cfg.Learner.OffsetsAt = d.configs.reg, joinedOffsetsAt(brokers)
+	if d.learner, err = learner.New(cfg.Learner, log, d.store, time.Now); err != nil {
+		d.closeKafka()
+		return nil, err
+	}
+	d.models = learner.NewService(cfg.Loop, d.store, d.learner)
+	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: joinerGroup, Topic: eventlog.EventsTopic}, log)
+	d.joiner = joiner.New(cfg.Joiner, log, group, d.joined, d.events, time.Now)
+	d.pub = server.NewPublisher(d.events, cfg.EventBuffer, cfg.Kafka.MaxRecordBytes, log)
+	policy, _ := bandit.ParsePolicy(cfg.Learner.Policy) // the learner checked it
+	d.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.Joiner.LearningMode, Limits: cfg.Limits,
+		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Configs: d.configs.reg}, d.pub, log, time.Now)
+	if mv := d.store.Latest(); mv != nil { // resumed: serve the learned model from the first request
+		if err := d.srv.Load(mv); err != nil {
+			d.closeKafka()
+			return nil, err
+		}
+	}
+
+	d.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
+		server.Register(g, d.srv)
+		eventsv1.RegisterModelServiceServer(g, d.models)
+	}, tracingOptions(cfg.Tracing)...)
+	if err != nil {
+		d.closeKafka()
+		return nil, err
+	}
+	d.api.guard.ServeLoops(d.srv.Serves)
+	d.learners.set(cfg.Loop, d.learner)
+	admin := server.NewAdmin(d.srv, server.AdminConfig{Guard: d.api.guard, Configs: d.configs, Models: localModels{&d.learners},
+		Logs: kafkaLogs{brokers, d.configs.reg}, Now: time.Now})
+	server.RegisterAdmin(d.api.grpc, admin) // before serving: the guard comes with the API
+	// The model source is this process's own learner, always reachable.
+	registerServer(d.api.metrics, d.srv, d.pub, func() bool { return true })
+	registerJoiner(d.api.metrics, d.joiner)
+	own := forLoop(d.api.metrics, cfg.Loop)
+	registerServerLoop(own, d.srv, cfg.Loop)
+	registerLearner(own, d.learner, d.store)
+	registerConfig(own, d.configs, cfg.Loop)
+	d.api.handleREST(d.srv, admin, cfg.Tracing)
+	d.api.status = func() any { return devStatus{modelStatus(d.srv, true), learnerStatusOf(d.learner, d.store)} }
+
+	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
+		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
+	}
+	host := &learnerHost{tmpl: cfg.Learner, dataDir: cfg.DataDir, open: open, svc: d.models, learners: &d.learners,
+		metrics: d.api.metrics, configs: d.configs, log: log,
+		also: func(name string, store *learner.Store, metrics *loopRegisterer) func(context.Context) error {
+			registerServerLoop(metrics, d.srv, name)
+			return func(ctx context.Context) error { return d.srv.WatchLoopModels(ctx, name, store) }
+		}}
+	d.start(&d.roles, ctx, d.joiner.Run, func(ctx context.Context) error { return d.learner.Run(ctx, open) },
+		checkpointHealth(d.learner, d.api.health),
+		func(ctx context.Context) error { return perLoop(ctx, d.configs.reg, cfg.Loop, host.start) })
+	d.start(&d.publish, ctx, func(ctx context.Context) error { return d.pub.Run(ctx, 10*time.Second) })
+	d.start(&d.serve, ctx,
+		func(ctx context.Context) error { return d.srv.WatchModels(ctx, d.store) }, d.srv.WatchConfig,
+		d.api.serveGRPC, d.api.serveHTTP)
+	d.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	return d, nil
+}
+
+func (d *dev) grpcAddr() string { return d.api.grpcAddr() }
+
+// close shuts down in a fixed order: stop taking requests, flush the
+// events the server accepted, then stop the joiner and the learner (which
+// publishes and checkpoints a last time), then the broker.
+func (d *dev) close() error {
+	d.srv.Shutdown()
+	d.models.Shutdown()
+	errs := []error{d.api.drain(), d.serve.stop(), d.publish.stop(), d.roles.stop()}
+	d.closeKafka()
+	return errors.Join(append(errs, d.failure())...)
+}
+
+func (d *dev) closeKafka() {
+	d.follow.stop()
+	if d.events != nil {
+		d.events.Close()
+	}
+	if d.joined != nil {
+		d.joined.Close()
+	}
+	d.broker.Close()
+}

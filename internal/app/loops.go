@@ -1,0 +1,134 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/open-personalizer/personalizer/learner"
+	"github.com/open-personalizer/personalizer/loop"
+)
+
+// perLoop calls start for every loop the registry holds but skip (the
+// process's own loop, started with the process), when it appears, and the
+// stop start returned when it is deleted; at the end of ctx it stops them
+// all.
+func perLoop(ctx context.Context, reg *loop.Registry, skip string, start func(ctx context.Context, name string) (stop func())) error {
+	running := map[string]func(){}
+	defer func() {
+		for _, stop := range running {
+			stop()
+		}
+	}()
+	for {
+		ch := reg.Changed()
+		present := map[string]bool{}
+		for _, c := range reg.Loops() {
+			present[c.Loop] = true
+			if _, ok := running[c.Loop]; !ok && c.Loop != skip {
+				running[c.Loop] = start(ctx, c.Loop)
+			}
+		}
+		for name, stop := range running {
+			if !present[name] {
+				stop()
+				delete(running, name)
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// loopLearners are the learners of a process, by loop: model resets and
+// imports go to the loop's own.
+type loopLearners struct {
+	mu sync.Mutex
+	m  map[string]*learner.Learner
+}
+
+func (l *loopLearners) set(name string, ln *learner.Learner) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]*learner.Learner{}
+	}
+	if ln == nil {
+		delete(l.m, name)
+	} else {
+		l.m[name] = ln
+	}
+}
+
+func (l *loopLearners) get(name string) *learner.Learner {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[name]
+}
+
+// learnerHost starts the learners of the loops other than the process's
+// own, as they are created: each keeps its checkpoint in
+// <data-dir>/learner/<loop>, reads personalizer.joined for its loop's
+// lines, publishes to its own store, served by svc, and has its metrics
+// labelled with its loop.
+type learnerHost struct {
+	tmpl     learner.Config // the process's learner configuration
+	dataDir  string
+	open     learner.Open
+	svc      *learner.Service
+	learners *loopLearners // nil: not kept
+	metrics  prometheus.Registerer
+	configs  *configTopic
+	log      *slog.Logger
+	// also, when set, gives what runs beside each learner until it
+	// stops (dev: the server watching the loop's models), having
+	// registered its metrics with metrics.
+	also func(name string, store *learner.Store, metrics *loopRegisterer) func(context.Context) error
+}
+
+// start runs loop name's learner until the returned stop.
+func (h *learnerHost) start(ctx context.Context, name string) (stop func()) {
+	cfg := h.tmpl
+	cfg.Loop, cfg.Dir, cfg.Learned = name, filepath.Join(h.dataDir, "learner", name), nil
+	store := learner.NewStore()
+	l, err := learner.New(cfg, h.log.With("loop", name), store, time.Now)
+	if err != nil {
+		h.log.Error("loop not learned: its learner did not start", "loop", name, "err", err)
+		return func() {}
+	}
+	h.svc.Add(name, store, l)
+	if h.learners != nil {
+		h.learners.set(name, l)
+	}
+	metrics := forLoop(h.metrics, name)
+	registerLearner(metrics, l, store)
+	registerConfig(metrics, h.configs, name)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := l.Run(ctx, h.open); err != nil {
+			h.log.Error("loop learner stopped", "loop", name, "err", err)
+		}
+	})
+	if h.also != nil {
+		run := h.also(name, store, metrics)
+		wg.Go(func() { run(ctx) })
+	}
+	h.log.Info("loop learner started", "loop", name)
+	return func() {
+		cancel()
+		wg.Wait()
+		h.svc.Remove(name)
+		if h.learners != nil {
+			h.learners.set(name, nil)
+		}
+		metrics.unregister()
+	}
+}
