@@ -20,7 +20,7 @@ type brokerConfig struct {
 
 func (c *brokerConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "where the broker keeps its data (in <data-dir>/broker, as dev)")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	logLevelVar(fs, &c.LogLevel)
 	c.Broker.RegisterFlags(fs, "")
 }
 

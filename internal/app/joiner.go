@@ -31,10 +31,10 @@ type joinerConfig struct {
 }
 
 func (c *joinerConfig) registerFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Brokers, "kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap addresses, comma-separated")
+	brokersVar(fs, &c.Brokers)
 	fs.StringVar(&c.Group, "group", joinerGroup, "consumer group of the joiners")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "", "HTTP listen address for GET /metrics and /healthz (empty: none)")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	logLevelVar(fs, &c.LogLevel)
 	c.Kafka.registerFlags(fs)
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", kafkalog.DefaultSessionTimeout, "how long the group keeps a silent member before rebalancing without it")
 	fs.DurationVar(&c.RebalanceTimeout, "rebalance-timeout", kafkalog.DefaultRebalanceTimeout, "how long a rebalance waits for members to rejoin")

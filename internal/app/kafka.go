@@ -32,3 +32,18 @@ func (c writerConfig) config(brokers []string, byPartition bool) kafkalog.Writer
 func (c writerConfig) writer(brokers []string, byPartition bool) *kafkalog.Writer {
 	return kafkalog.NewWriter(c.config(brokers, byPartition))
 }
+
+// The flags several roles take, each defined here once.
+
+func logLevelVar(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "log-level", "info", "debug, info, warn or error")
+}
+
+func brokersVar(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap addresses, comma-separated")
+}
+
+// loopVar is the process's own loop: the one a call that names none is for.
+func loopVar(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "loop", "default", "the process's own learning loop: the one a call that names no loop is for; other loops come from personalizer.config")
+}

@@ -35,12 +35,12 @@ type learnerConfig struct {
 }
 
 func (c *learnerConfig) registerFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Brokers, "kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap addresses, comma-separated")
+	brokersVar(fs, &c.Brokers)
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50052", "gRPC listen address (the ModelService servers pull from)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (health)")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "where the learner keeps its checkpoint (in <data-dir>/learner/<loop>, as dev)")
-	fs.StringVar(&c.Loop, "loop", "default", "learning loop name")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	loopVar(fs, &c.Loop)
+	logLevelVar(fs, &c.LogLevel)
 	fs.IntVar(&c.MaxModelBytes, "max-model-bytes", defaultMaxModelBytes, "largest model version sent to servers")
 	c.Learner.RegisterFlags(fs, "")
 	c.Security.registerFlags(fs)

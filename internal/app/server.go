@@ -54,13 +54,13 @@ type serverConfig struct {
 }
 
 func (c *serverConfig) registerFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Brokers, "kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap addresses, comma-separated")
+	brokersVar(fs, &c.Brokers)
 	fs.StringVar(&c.LearnerAddr, "learner-addr", "127.0.0.1:50052", "gRPC address of the learner the models come from")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50051", "gRPC listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (health, REST API)")
-	fs.StringVar(&c.Loop, "loop", "default", "learning loop name")
+	loopVar(fs, &c.Loop)
 	c.EventBuffer.RegisterFlags(fs, "")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	logLevelVar(fs, &c.LogLevel)
 	c.Kafka.registerFlags(fs)
 	fs.StringVar(&c.Policy, "policy", bandit.DefaultPolicy, "the loop's learning policy (the learner's --policy): until the first model arrives, its interactions bound a Rank's features (--max-interaction-features)")
 	joiner.LearningModeVar(fs, &c.LearningMode, "learning-mode")
