@@ -1,6 +1,7 @@
 // Package learner trains a loop's model the way Vowpal Wabbit's
 // cb_explore_adf does, online from personalizer.joined ([Learner]) and
-// offline from a DSJson file ([Train]), and publishes model versions that
+// offline from a DSJson file ([Train]) or a range of the joined log
+// (a policy change's retrain), and publishes model versions that
 // servers pull ([Store], [Service]).
 //
 // One learner runs per loop. It checkpoints its model together with the
@@ -27,4 +28,23 @@
 // swapped in only when done. Meanwhile the old model keeps serving and
 // live learning waits; a retrain that fails changes nothing and is tried
 // again later.
+//
+// One trainer does all the learning but the live learner's: an [Engine]
+// reads DSJson lines from a source of [Examples], parses them into
+// events (in a goroutine of its own, while another learns), predicts and
+// learns them with one model as VW does (or only predicts, with Test),
+// keeps VW's counts ([Counts], [Summary]) and tells a [Report] of every
+// line, of the best pass and of the summary. The sources are
+// [FileExamples] (a DSJson file, gzip-compressed or not) and
+// [JoinedExamples] (one loop's records of personalizer.joined between
+// two sets of offsets, without repeats). [Train] is the engine on a file
+// with VW's progress table, -p predictions and model files as its
+// report; a policy change's retrain is the engine on the joined log with
+// progress logging and [Stats.RetrainLearned] as its report. Offline
+// evaluation is meant to be another report on the same sources (IPS and
+// SNIPS estimates of a policy from each [Step]'s event, label and
+// prediction), not another reader or another training loop. The live
+// learner ([Learner.Run]) learns record by record between commands and
+// shares with [JoinedExamples] only the filter on the loop and the
+// dedupe.
 package learner

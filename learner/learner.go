@@ -523,14 +523,10 @@ func (l *Learner) learn(rec eventlog.Record, batch *Stats) {
 
 // learnInto learns rec into m unless it belongs to another loop, seen
 // has its key or it is not learnable, counting into c, and reports
-// whether m learned it. Live learning and retrains share it.
+// whether m learned it. (A retrain reads [JoinedExamples] instead,
+// which shares admit.)
 func (l *Learner) learnInto(m *bandit.Model, seen *dedupe, rec eventlog.Record, c *Stats) bool {
-	switch {
-	case !bytes.HasPrefix(rec.Key, l.prefix):
-		c.OtherLoops++
-		return false
-	case !seen.add(rec.Key):
-		c.Duplicates++
+	if !admit(rec, l.prefix, seen, c) {
 		return false
 	}
 	l.ev.Reset()

@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/open-personalizer/personalizer/bandit"
 )
 
@@ -39,34 +37,12 @@ type TrainConfig struct {
 	HoldoutOff bool // --holdout_off: no holdout set with several passes
 }
 
-// Summary is what [Train] reports at the end, as VW's final summary.
-type Summary struct {
-	Examples         int64   // events predicted and counted (VW's "number of examples"; held-out events excluded)
-	WeightedExamples float64 // their total weight
-	WeightedLabeled  float64 // the weight of the labelled ones
-	AverageLoss      float64 // VW's progressive "average loss"; NaN if nothing was labelled
-	HoldoutLoss      float64 // the best pass's holdout loss with several passes; NaN without a holdout set
-	Passes           int     // passes made (fewer than asked if the holdout loss stopped improving)
-	TotalFeatures    int64   // VW's "total feature number"
-	Dropped          int     // events VW drops (no actions, _skipLearn)
-	Malformed        int     // lines skipped because they are not valid DSJson
-	Model            *bandit.Model
-}
-
-// VW's multi-pass defaults (parse_args.cc): every tenth event is held out,
-// and training stops after three passes without a better holdout loss.
-const (
-	holdoutPeriod  = 10
-	earlyTerminate = 3
-)
-
 // Train learns from the DSJson file cfg.Data exactly as VW 9.11.2 does,
 // writing VW's progress table and summary to stderr and, if asked, VW's -p
 // predictions and the model. Malformed lines are skipped with a warning
 // naming their line number; so are events VW drops, except the
-// "_skipLearn" ones a Personalizer log is expected to have. One goroutine
-// reads and parses while the caller's learns, which gives the same results
-// as doing both in turn.
+// "_skipLearn" ones a Personalizer log is expected to have. It runs an
+// [Engine] on [FileExamples] with VW's output as the [Report].
 func Train(ctx context.Context, cfg TrainConfig, stdout, stderr io.Writer) (Summary, error) {
 	m := cfg.Init
 	if m == nil {
@@ -78,94 +54,28 @@ func Train(ctx context.Context, cfg TrainConfig, stdout, stderr io.Writer) (Summ
 	} else if cfg.Policy != "" && cfg.Policy != m.Policy().String() {
 		return Summary{}, fmt.Errorf("policy %q differs from the initial model's %q", cfg.Policy, m.Policy())
 	}
-	passes := max(cfg.Passes, 1)
-	if cfg.Passes < 0 {
-		return Summary{}, fmt.Errorf("--passes %d must be at least 1", cfg.Passes)
-	}
+	eng := &Engine{Model: m, Test: cfg.Test, Passes: cfg.Passes, HoldoutOff: cfg.HoldoutOff, KeepNames: cfg.InvertHash != ""}
 	if cfg.Test {
 		// VW materializes the lazy --l1/--l2 state when it loads a model
 		// to test with.
-		m = m.Clone()
-		m.ApplyRegularization()
+		eng.Model = m.Clone()
+		eng.Model.ApplyRegularization()
 	}
-	if err := checkReadable(cfg.Data); err != nil {
+	src, err := OpenExamples(cfg.Data)
+	if err != nil {
 		return Summary{}, err
 	}
-
-	var (
-		preds     *bufio.Writer
-		predsFile *os.File
-		err       error
-	)
-	switch cfg.Preds {
-	case "":
-	case "-":
-		preds = bufio.NewWriter(stdout)
-	default:
-		if predsFile, err = os.Create(cfg.Preds); err != nil {
-			return Summary{}, fmt.Errorf("create predictions: %w", err)
-		}
-		defer predsFile.Close() // on error paths; closed and checked below otherwise
-		preds = bufio.NewWriter(predsFile)
-	}
-
-	t := &trainer{
-		cfg: cfg, model: m, stderr: stderr, preds: preds, quiet: cfg.Quiet || quietPolicy(m.Policy()),
-		holdout: passes > 1 && !cfg.HoldoutOff, dumpAt: 1, bestLoss: math.MaxFloat32,
-	}
-	if cfg.InvertHash != "" {
-		t.names = map[uint64]string{}
-	}
-	if !t.quiet {
-		fmt.Fprintf(stderr, "policy = %s\n", m.Policy())
-		if cfg.Test {
-			fmt.Fprintln(stderr, "only testing")
-		}
-		if cfg.Final != "" {
-			fmt.Fprintf(stderr, "final_regressor = %s\n", cfg.Final)
-		}
-		if cfg.Preds != "" {
-			fmt.Fprintf(stderr, "predictions = %s\n", cfg.Preds)
-		}
-		fmt.Fprintf(stderr, "Reading datafile = %s\n", cfg.Data)
-		fmt.Fprint(stderr, "average  since         example        example        current        current  current\n"+
-			"loss     last          counter         weight          label        predict features\n")
-	}
-
-	full, free := make(chan *batch, batches), make(chan *batch, batches)
-	for range batches {
-		free <- &batch{items: make([]item, batchSize)}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return read(gctx, cfg.Data, m.Policy(), passes, t.names != nil, full, free) })
-	g.Go(func() error {
-		err := t.run(gctx, full, free)
-		if err == nil {
-			err = errDone // stops the reader if learning ended early
-		}
-		return err
-	})
-	if err := g.Wait(); err != nil && !errors.Is(err, errDone) {
-		if cerr := ctx.Err(); cerr != nil {
-			return Summary{}, cerr
-		}
+	defer src.Close()
+	rep, err := newVWReport(cfg, eng, stdout, stderr)
+	if err != nil {
 		return Summary{}, err
 	}
-	if preds != nil {
-		err := preds.Flush()
-		if predsFile != nil {
-			err = errors.Join(err, predsFile.Close())
-		}
-		if err != nil {
-			return Summary{}, fmt.Errorf("write predictions: %w", err)
-		}
+	defer rep.close() // on error paths; closed and checked by Done otherwise
+	s, err := eng.Run(ctx, src, rep)
+	if err != nil {
+		return Summary{}, err
 	}
-	if !t.stopped {
-		if err := t.save(); err != nil {
-			return Summary{}, err
-		}
-	}
-	return t.summary(), nil
+	return s, nil
 }
 
 // quietPolicy reports a --quiet in the policy, which VW honours too.
@@ -173,101 +83,58 @@ func quietPolicy(p *bandit.Policy) bool {
 	return strings.Contains(" "+p.String()+" ", " --quiet ")
 }
 
-var errDone = errors.New("training done")
-
-// Work travels from the reader to the learner in batches of events, and the
-// batches come back to be refilled: in steady state nothing is allocated.
-// Few small batches keep the events' memory hot in the caches the two
-// goroutines share: with 512 events in flight parsing took 40% more time.
-// (A second parsing goroutine helps only when learning is the lighter
-// part, as with -t: otherwise it takes CPU time from the learner.)
-const (
-	batches   = 3
-	batchSize = 16
-)
-
-type batch struct {
-	items   []item
-	n       int
-	endPass bool // the last batch of a pass
+// FileExamples reads the DSJson lines of a file, gzip-compressed or not,
+// as VW's reader does: it skips blank lines, and [Where] numbers lines
+// from 1.
+type FileExamples struct {
+	path string
+	in   io.ReadCloser
+	r    *bufio.Reader
+	buf  []byte // for lines longer than r's buffer
+	line int    // of the line Next returned last
+	eof  bool
 }
 
-// item is one non-blank line: a parsed event or why it was skipped.
-type item struct {
-	ev   bandit.Event
-	line int
-	err  error // wraps bandit.ErrSkip for events VW drops
-}
-
-func checkReadable(path string) error {
-	f, err := os.Open(path)
+// OpenExamples opens the DSJson file at path, decompressing it if it
+// starts with gzip's magic bytes.
+func OpenExamples(path string) (*FileExamples, error) {
+	in, err := openData(path)
 	if err != nil {
-		return fmt.Errorf("open data: %w", err) // the error names the file
+		return nil, err
 	}
-	return f.Close()
+	return &FileExamples{path: path, in: in, r: bufio.NewReaderSize(in, 1<<16)}, nil
 }
 
-// read parses the data file passes times into batches of events prepared
-// for policy. It owns the parser.
-func read(ctx context.Context, path string, policy *bandit.Policy, passes int, names bool, full chan<- *batch, free <-chan *batch) error {
-	var parser bandit.DSJSONParser
-	for pass := range passes {
-		// VW records feature names in the first pass only.
-		parser.KeepNames = names && pass == 0
-		if err := readPass(ctx, path, policy, &parser, full, free); err != nil {
-			return err
+// Next returns the next line that is not blank, or io.EOF.
+func (f *FileExamples) Next(context.Context) (Example, error) {
+	for !f.eof {
+		line, err := readLine(f.r, &f.buf)
+		if err != nil && err != io.EOF {
+			return Example{}, fmt.Errorf("read data %s: %w", f.path, err)
+		}
+		f.eof = err == io.EOF
+		f.line++
+		if len(bytes.TrimSpace(line)) > 0 { // VW skips blank lines without a word
+			return Example{Data: line, At: Where{Line: f.line}}, nil
 		}
 	}
-	close(full)
-	return nil
+	return Example{}, io.EOF
 }
 
-func readPass(ctx context.Context, path string, policy *bandit.Policy, parser *bandit.DSJSONParser, full chan<- *batch, free <-chan *batch) error {
-	in, err := openData(path)
+// Rewind opens the file again, for another pass.
+func (f *FileExamples) Rewind() error {
+	in, err := openData(f.path)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	r := bufio.NewReaderSize(in, 1<<16)
-	var (
-		buf []byte
-		b   *batch
-	)
-	for lineNo := 1; ; lineNo++ {
-		if b == nil {
-			select {
-			case b = <-free:
-				b.n, b.endPass = 0, false
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		line, err := readLine(r, &buf)
-		if err != nil && err != io.EOF {
-			return fmt.Errorf("read data %s: %w", path, err)
-		}
-		if len(bytes.TrimSpace(line)) > 0 { // VW skips blank lines without a word
-			it := &b.items[b.n]
-			it.line = lineNo
-			if it.err = parser.Parse(line, &it.ev); it.err == nil {
-				it.ev.Prepare(policy)
-			}
-			b.n++
-		}
-		if err == io.EOF || b.n == len(b.items) {
-			b.endPass = err == io.EOF
-			select {
-			case full <- b:
-				b = nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		if err == io.EOF {
-			return nil
-		}
-	}
+	f.in.Close() // read only: nothing to lose
+	f.in, f.line, f.eof = in, 0, false
+	f.r.Reset(in)
+	return nil
 }
+
+// Close closes the file.
+func (f *FileExamples) Close() error { return f.in.Close() }
 
 // gzipFile closes both the gzip reader and the file.
 type gzipFile struct {
@@ -320,136 +187,134 @@ func readLine(r *bufio.Reader, buf *[]byte) ([]byte, error) {
 	return bytes.TrimSuffix(line, []byte("\n")), err
 }
 
-// trainer learns the events in order and keeps VW's shared_data: the
-// counters behind the progress table and the summary.
-type trainer struct {
-	cfg     TrainConfig
-	model   *bandit.Model
-	pred    bandit.Prediction
-	stderr  io.Writer
-	preds   *bufio.Writer
-	quiet   bool
-	names   map[uint64]string
-	holdout bool
+// vwReport is the [Report] of [Train]: VW's progress table, warnings and
+// summary on stderr, its -p predictions and its model files.
+type vwReport struct {
+	cfg       TrainConfig
+	stderr    io.Writer
+	preds     *bufio.Writer
+	predsFile *os.File
+	quiet     bool
+	holdout   bool
+	model     *bandit.Model     // the engine's
+	names     map[uint64]string // --invert_hash: feature names by slot
 
-	pass, inPass                  int // current pass and events seen in it
-	examples                      int64
-	weighted, labeled, oldLabeled float64
-	sumLoss, sumLossSinceDump     float64
-	features                      int64
-	dumpAt                        float64
-	dropped, malformed            int
-
-	// The holdout set (several passes): every holdoutPeriod-th event.
-	hoWeighted, hoLoss         float64
-	hoWeightedDump, hoLossDump float64
-	hoWeightedPass, hoLossPass float64
-	bestLoss                   float32
-	noWin                      int
-	stopped                    bool // early termination: the model was saved at the best pass
+	// The progress table: the loss and weight counted since the last
+	// row, and the weight at which the next row is due.
+	sumLossSinceDump, oldLabeled float64
+	hoWeightedDump, hoLossDump   float64
+	dumpAt                       float64
 }
 
-func (t *trainer) run(ctx context.Context, full <-chan *batch, free chan<- *batch) error {
-	for {
-		var b *batch
-		var ok bool
-		select {
-		case b, ok = <-full:
-		case <-ctx.Done():
-			return ctx.Err()
+// newVWReport creates the predictions file, if any, and prints VW's
+// header unless quiet.
+func newVWReport(cfg TrainConfig, eng *Engine, stdout, stderr io.Writer) (*vwReport, error) {
+	m := eng.Model
+	v := &vwReport{cfg: cfg, stderr: stderr, model: m, quiet: cfg.Quiet || quietPolicy(m.Policy()), holdout: eng.holdout(), dumpAt: 1}
+	switch cfg.Preds {
+	case "":
+	case "-":
+		v.preds = bufio.NewWriter(stdout)
+	default:
+		f, err := os.Create(cfg.Preds)
+		if err != nil {
+			return nil, fmt.Errorf("create predictions: %w", err)
 		}
-		if !ok {
-			return nil
+		v.predsFile, v.preds = f, bufio.NewWriter(f)
+	}
+	if cfg.InvertHash != "" {
+		v.names = map[uint64]string{}
+	}
+	if !v.quiet {
+		fmt.Fprintf(stderr, "policy = %s\n", m.Policy())
+		if cfg.Test {
+			fmt.Fprintln(stderr, "only testing")
 		}
-		if err := ctx.Err(); err != nil { // select picks at random when both are ready
-			return err
+		if cfg.Final != "" {
+			fmt.Fprintf(stderr, "final_regressor = %s\n", cfg.Final)
 		}
-		for i := range b.items[:b.n] {
-			if err := t.event(&b.items[i]); err != nil {
-				return err
-			}
+		if cfg.Preds != "" {
+			fmt.Fprintf(stderr, "predictions = %s\n", cfg.Preds)
 		}
-		end := b.endPass
-		free <- b
-		if end {
-			if stop, err := t.endPass(); err != nil || stop {
-				return err
-			}
-		}
+		fmt.Fprintf(stderr, "Reading datafile = %s\n", cfg.Data)
+		fmt.Fprint(stderr, "average  since         example        example        current        current  current\n"+
+			"loss     last          counter         weight          label        predict features\n")
+	}
+	return v, nil
+}
+
+// close closes the predictions file, if still open.
+func (v *vwReport) close() {
+	if v.predsFile != nil {
+		v.predsFile.Close()
 	}
 }
 
-// event learns (or tests) one parsed line.
-func (t *trainer) event(it *item) error {
-	if it.err != nil {
-		if errors.Is(it.err, bandit.ErrSkip) {
-			t.dropped++
-			if errors.Is(it.err, bandit.ErrSkipLearn) {
-				return nil
-			}
-		} else {
-			t.malformed++
+// Example warns of a skipped line, or records the example's feature
+// names, writes its -p line and prints a progress row when the weighted
+// example count has doubled.
+func (v *vwReport) Example(s *Step) error {
+	if s.Err != nil {
+		if !errors.Is(s.Err, bandit.ErrSkipLearn) {
+			fmt.Fprintf(v.stderr, "warning: line %d skipped: %v\n", s.At.Line, s.Err)
 		}
-		fmt.Fprintf(t.stderr, "warning: line %d skipped: %v\n", it.line, it.err)
 		return nil
 	}
-	ev := &it.ev
-	// VW holds out the tenth event of every ten in each pass (its
-	// in_pass_counter counts events).
-	heldOut := t.holdout && t.inPass%holdoutPeriod == holdoutPeriod-1
-	t.inPass++
-	mode := bandit.ModeLearn
-	switch {
-	case t.cfg.Test:
-		mode = bandit.ModeTest
-	case heldOut:
-		mode = bandit.ModeHoldout
-	}
-	loss, labeled := t.model.Process(ev, &t.pred, mode)
-	if t.names != nil && t.pass == 0 {
-		t.model.Names(ev, &t.pred, func(slot uint64, name string) {
-			if _, ok := t.names[slot]; !ok {
-				t.names[slot] = name
+	ev := s.Event
+	if v.names != nil && s.Pass == 0 {
+		v.model.Names(ev, s.Pred, func(slot uint64, name string) {
+			if _, ok := v.names[slot]; !ok {
+				v.names[slot] = name
 			}
 		})
 	}
-	if t.preds != nil {
-		if err := writePMF(t.preds, t.pred.PMF(), ev.Tag()); err != nil {
+	if v.preds != nil {
+		if err := writePMF(v.preds, s.Pred.PMF(), ev.Tag()); err != nil {
 			return fmt.Errorf("write predictions: %w", err)
 		}
 	}
-	t.update(ev, loss, labeled, heldOut)
+	if s.Labeled && s.HeldOut {
+		v.hoWeightedDump += float64(ev.Weight())
+		v.hoLossDump += s.Loss
+	} else {
+		v.sumLossSinceDump += s.Loss
+	}
+	if v.quiet || s.Counts.WeightedExamples < v.dumpAt {
+		return nil
+	}
+	v.printProgress(s)
 	return nil
 }
 
-// endPass is VW's end of a pass: with a holdout set, keep the model of the
-// best pass and stop after three passes without improvement.
-func (t *trainer) endPass() (stop bool, err error) {
-	t.pass++
-	t.inPass = 0
-	if !t.holdout {
-		return false, nil
+// BestPass saves the model of the best pass so far.
+func (v *vwReport) BestPass(m *bandit.Model) error { return v.save(m) }
+
+// Done flushes the predictions, saves the model unless early termination
+// saved the best pass's, and prints VW's summary unless quiet.
+func (v *vwReport) Done(s *Summary) error {
+	if v.preds != nil {
+		err := v.preds.Flush()
+		if v.predsFile != nil {
+			err = errors.Join(err, v.predsFile.Close())
+			v.predsFile = nil
+		}
+		if err != nil {
+			return fmt.Errorf("write predictions: %w", err)
+		}
 	}
-	loss := float32(math.MaxFloat32 * 0.5)
-	if t.hoWeightedPass > 0 {
-		loss = float32(t.hoLossPass / t.hoWeightedPass)
+	if !s.Stopped {
+		if err := v.save(s.Model); err != nil {
+			return err
+		}
 	}
-	t.hoWeightedPass, t.hoLossPass = 0, 0
-	if loss < t.bestLoss {
-		t.bestLoss, t.noWin = loss, 0
-		return false, t.save()
+	if !v.quiet {
+		v.printSummary(s)
 	}
-	t.noWin++
-	if t.noWin == earlyTerminate {
-		// VW stops and keeps the model it saved at the best pass.
-		t.stopped = true
-		return true, nil
-	}
-	return false, nil
+	return nil
 }
 
 // save writes the model files asked for.
-func (t *trainer) save() error {
+func (v *vwReport) save(m *bandit.Model) error {
 	write := func(path string, w func(io.Writer) error) error {
 		if path == "" {
 			return nil
@@ -463,13 +328,13 @@ func (t *trainer) save() error {
 		}
 		return nil
 	}
-	if err := write(t.cfg.Final, func(w io.Writer) error { _, err := t.model.WriteTo(w); return err }); err != nil {
+	if err := write(v.cfg.Final, func(w io.Writer) error { _, err := m.WriteTo(w); return err }); err != nil {
 		return err
 	}
-	if err := write(t.cfg.Readable, func(w io.Writer) error { return t.model.WriteReadable(w, nil) }); err != nil {
+	if err := write(v.cfg.Readable, func(w io.Writer) error { return m.WriteReadable(w, nil) }); err != nil {
 		return err
 	}
-	return write(t.cfg.InvertHash, func(w io.Writer) error { return t.model.WriteReadable(w, t.names) })
+	return write(v.cfg.InvertHash, func(w io.Writer) error { return m.WriteReadable(w, v.names) })
 }
 
 // writePMF writes one -p line as VW does: 0-based action:probability pairs,
@@ -507,67 +372,42 @@ func appendFloat(dst []byte, f float32, decimals int) []byte {
 
 func fmtFloat(f float32, decimals int) string { return string(appendFloat(nil, f, decimals)) }
 
-// update counts one predicted event, as VW's shared_data::update, and
-// prints a progress line whenever the weighted example count doubles.
-func (t *trainer) update(ev *bandit.Event, loss float64, labeled, heldOut bool) {
-	w := float64(ev.Weight())
-	if labeled && heldOut {
-		t.hoWeighted += w
-		t.hoWeightedDump += w
-		t.hoWeightedPass += w
-		t.hoLoss += loss
-		t.hoLossDump += loss
-		t.hoLossPass += loss
-	} else {
-		if labeled {
-			t.labeled += w
-		}
-		t.weighted += w
-		t.sumLoss += loss
-		t.sumLossSinceDump += loss
-		t.features += int64(t.pred.NumFeatures())
-		t.examples++
-	}
-	if t.quiet || t.weighted < t.dumpAt {
-		return
-	}
-	t.printProgress(ev, labeled)
-}
-
-func (t *trainer) printProgress(ev *bandit.Event, labeled bool) {
+// printProgress prints a row of VW's progress table.
+func (v *vwReport) printProgress(s *Step) {
+	c := s.Counts
 	avg, since, suffix := "n.a.", "n.a.", ""
-	if t.holdout && t.pass >= 1 {
+	if v.holdout && s.Pass >= 1 {
 		avg, since, suffix = "unknown", "unknown", " h"
-		if t.hoLoss != 0 || t.hoWeighted != 0 {
-			avg = strconv.FormatFloat(t.hoLoss/t.hoWeighted, 'f', 6, 64)
+		if c.HoldoutSumLoss != 0 || c.HoldoutWeighted != 0 {
+			avg = strconv.FormatFloat(c.HoldoutSumLoss/c.HoldoutWeighted, 'f', 6, 64)
 		}
-		if t.hoLossDump != 0 || t.hoWeightedDump != 0 {
-			since = strconv.FormatFloat(t.hoLossDump/t.hoWeightedDump, 'f', 6, 64)
+		if v.hoLossDump != 0 || v.hoWeightedDump != 0 {
+			since = strconv.FormatFloat(v.hoLossDump/v.hoWeightedDump, 'f', 6, 64)
 		}
-		t.hoLossDump, t.hoWeightedDump = 0, 0
+		v.hoLossDump, v.hoWeightedDump = 0, 0
 	} else {
-		if t.labeled > 0 {
-			avg = strconv.FormatFloat(t.sumLoss/t.labeled, 'f', 6, 64)
+		if c.WeightedLabeled > 0 {
+			avg = strconv.FormatFloat(c.SumLoss/c.WeightedLabeled, 'f', 6, 64)
 		}
-		if t.labeled != t.oldLabeled {
-			since = strconv.FormatFloat(t.sumLossSinceDump/(t.labeled-t.oldLabeled), 'f', 6, 64)
+		if c.WeightedLabeled != v.oldLabeled {
+			since = strconv.FormatFloat(v.sumLossSinceDump/(c.WeightedLabeled-v.oldLabeled), 'f', 6, 64)
 		}
 	}
 	label := "unknown"
-	if chosen, cost, prob, ok := ev.Label(); ok && labeled {
+	if chosen, cost, prob, ok := s.Event.Label(); ok && s.Labeled {
 		label = strconv.Itoa(chosen) + ":" + fmtG2(cost) + ":" + fmtG2(prob)
 	}
 	predict := "no action"
-	if pmf := t.pred.PMF(); len(pmf) > 0 {
+	if pmf := s.Pred.PMF(); len(pmf) > 0 {
 		predict = strconv.Itoa(pmf[0].Action) + ":" + fmtFloat(pmf[0].Prob, 2)
 	}
-	fmt.Fprintf(t.stderr, "%-8s %-8s %12s %14s %14s %14s %8s%s\n",
-		trunc(avg, 8, false), trunc(since, 8, false), strconv.FormatInt(t.examples, 10),
-		strconv.FormatFloat(t.weighted, 'f', 1, 64), trunc(label, 14, true), trunc(predict, 14, true),
-		trunc(strconv.Itoa(t.pred.NumFeatures()), 8, false), suffix)
-	t.sumLossSinceDump = 0
-	t.oldLabeled = t.labeled
-	t.dumpAt = float64(float32(t.weighted) * 2)
+	fmt.Fprintf(v.stderr, "%-8s %-8s %12s %14s %14s %14s %8s%s\n",
+		trunc(avg, 8, false), trunc(since, 8, false), strconv.FormatInt(c.Examples, 10),
+		strconv.FormatFloat(c.WeightedExamples, 'f', 1, 64), trunc(label, 14, true), trunc(predict, 14, true),
+		trunc(strconv.Itoa(s.Pred.NumFeatures()), 8, false), suffix)
+	v.sumLossSinceDump = 0
+	v.oldLabeled = c.WeightedLabeled
+	v.dumpAt = float64(float32(c.WeightedExamples) * 2)
 }
 
 // fmtG2 formats like a C++ stream with precision 2, as VW prints labels.
@@ -584,46 +424,27 @@ func trunc(s string, width int, ellipsis bool) string {
 	return s[:width]
 }
 
-func (t *trainer) summary() Summary {
-	s := Summary{
-		Examples:         t.examples,
-		WeightedExamples: t.weighted,
-		WeightedLabeled:  t.labeled,
-		AverageLoss:      t.sumLoss / t.labeled,
-		HoldoutLoss:      math.NaN(),
-		Passes:           max(t.pass, 1),
-		TotalFeatures:    t.features,
-		Dropped:          t.dropped,
-		Malformed:        t.malformed,
-		Model:            t.model,
-	}
-	haveHoldout := t.holdout && t.bestLoss != math.MaxFloat32 && t.bestLoss != math.MaxFloat32*0.5
-	if haveHoldout {
-		s.HoldoutLoss = float64(t.bestLoss)
-	}
-	if t.quiet {
-		return s
-	}
+// printSummary prints VW's final summary.
+func (v *vwReport) printSummary(s *Summary) {
 	var b strings.Builder
 	b.WriteString("\nfinished run\n")
 	if s.Passes <= 1 {
-		fmt.Fprintf(&b, "number of examples = %d\n", t.examples)
+		fmt.Fprintf(&b, "number of examples = %d\n", s.Examples)
 	} else {
-		fmt.Fprintf(&b, "number of examples per pass = %d\npasses used = %d\n", t.examples/int64(s.Passes), s.Passes)
+		fmt.Fprintf(&b, "number of examples per pass = %d\npasses used = %d\n", s.Examples/int64(s.Passes), s.Passes)
 	}
-	fmt.Fprintf(&b, "weighted example sum = %.6f\nweighted label sum = 0.000000\naverage loss = ", t.weighted)
+	fmt.Fprintf(&b, "weighted example sum = %.6f\nweighted label sum = 0.000000\naverage loss = ", s.WeightedExamples)
 	switch {
-	case !t.holdout && t.labeled > 0:
+	case !v.holdout && s.WeightedLabeled > 0:
 		b.WriteString(strconv.FormatFloat(s.AverageLoss, 'f', 6, 64))
-	case !t.holdout:
+	case !v.holdout:
 		b.WriteString("n.a.")
-	case haveHoldout:
+	case !math.IsNaN(s.HoldoutLoss):
 		b.WriteString(strconv.FormatFloat(s.HoldoutLoss, 'f', 6, 32) + " h")
 	default:
 		b.WriteString("undefined (no holdout)")
 	}
 	fmt.Fprintf(&b, "\ntotal feature number = %d\nevents dropped = %d\nmalformed lines skipped = %d\n",
-		t.features, t.dropped, t.malformed)
-	io.WriteString(t.stderr, b.String())
-	return s
+		s.TotalFeatures, s.Dropped, s.Malformed)
+	io.WriteString(v.stderr, b.String())
 }
