@@ -105,20 +105,13 @@ func stopped(w io.Writer, role string, pub *server.Publisher, shutdown func() er
 // dev is the whole loop in one process.
 type dev struct {
 	supervisor
-	broker  *kafkalog.Broker
-	events  *kafkalog.Writer // the server's records and dead letters, and ticks
-	joined  *kafkalog.Writer // joiner output: personalizer.joined, .audit, .deadletter
-	pub     *server.Publisher
-	srv     *server.Server
-	joiner  *joiner.Joiner
-	learner *learner.Learner
-	store   *learner.Store
-	models  *learner.Service // the stores' versions for servers in other processes
-	api     *api
+	broker *kafkalog.Broker
+	events *kafkalog.Writer // the server's records and dead letters, and ticks
+	joined *kafkalog.Writer // joiner output: personalizer.joined, .audit, .deadletter
+	joiner *joiner.Joiner
+	*learnerModule
+	*apiModule
 	configs *configTopic
-	// The learners of every loop, the process's own (learner) included,
-	// for model resets and imports.
-	learners loopLearners
 
 	// Each stage stops on its own, in shutdown order.
 	serve, publish, roles, follow stage
@@ -138,66 +131,43 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	d.joined = cfg.Kafka.writer(brokers, true)
 	d.configs = followConfigs(ctx, &d.supervisor, &d.follow, brokers, d.events,
 		flagConfig(cfg.Loop, cfg.Learner.Policy, cfg.Learner.ExportEvery, &cfg.Joiner.Rules), log)
-	d.store = learner.NewStore()
 	cfg.Joiner.TracerProvider, cfg.Learner.TracerProvider = cfg.Tracing, cfg.Tracing
-	cfg.Learner.Configs, cfg.Learner.OffsetsAt = d.configs.reg, joinedOffsetsAt(brokers)
-	if d.learner, err = learner.New(cfg.Learner, log, d.store, time.Now); err != nil {
+	if d.learnerModule, err = newLearnerModule(cfg.Learner, cfg.DataDir, brokers, d.configs, log); err != nil {
 		d.closeKafka()
 		return nil, err
 	}
-	d.models = learner.NewService(cfg.Loop, d.store, d.learner)
 	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: joinerGroup, Topic: eventlog.EventsTopic}, log)
 	d.joiner = joiner.New(cfg.Joiner, log, group, d.joined, d.events, time.Now)
-	d.pub = server.NewPublisher(d.events, cfg.EventBuffer, cfg.Kafka.MaxRecordBytes, log)
 	policy, _ := bandit.ParsePolicy(cfg.Learner.Policy) // the learner checked it
-	d.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.Joiner.LearningMode, Limits: cfg.Limits,
-		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Configs: d.configs.reg}, d.pub, log, time.Now)
-	if mv := d.store.Latest(); mv != nil { // resumed: serve the learned model from the first request
-		if err := d.srv.Load(mv); err != nil {
-			d.closeKafka()
-			return nil, err
-		}
-	}
-
-	d.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
-		server.Register(g, d.srv)
-		eventsv1.RegisterModelServiceServer(g, d.models)
-	}, tracingOptions(cfg.Tracing)...)
+	// The model source is this process's own learner, always reachable.
+	d.apiModule, err = newAPIModule(apiConfig{Loop: cfg.Loop, GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, EventBuffer: cfg.EventBuffer,
+		MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Policy: policy, LearningMode: cfg.Joiner.LearningMode, Limits: cfg.Limits,
+		Security: cfg.Security, Tracing: cfg.Tracing},
+		apiDeps{events: d.events, brokers: brokers, configs: d.configs, models: localModels{&d.byLoop},
+			register: func(g *grpc.Server) { eventsv1.RegisterModelServiceServer(g, d.svc) }, sourceUp: func() bool { return true }}, log)
 	if err != nil {
 		d.closeKafka()
 		return nil, err
 	}
-	d.api.guard.ServeLoops(d.srv.Serves)
-	d.learners.set(cfg.Loop, d.learner)
-	admin := server.NewAdmin(d.srv, server.AdminConfig{Guard: d.api.guard, Configs: d.configs, Models: localModels{&d.learners},
-		Logs: kafkaLogs{brokers, d.configs.reg}, Now: time.Now})
-	server.RegisterAdmin(d.api.grpc, admin) // before serving: the guard comes with the API
-	// The model source is this process's own learner, always reachable.
-	registerServer(d.api.metrics, d.srv, d.pub, func() bool { return true })
+	if mv := d.store.Latest(); mv != nil { // resumed: serve the learned model from the first request
+		if err := d.srv.Load(mv); err != nil {
+			d.api.grpcLis.Close()
+			d.api.httpLis.Close()
+			d.closeKafka()
+			return nil, err
+		}
+	}
 	registerJoiner(d.api.metrics, d.joiner)
-	own := forLoop(d.api.metrics, cfg.Loop)
-	registerServerLoop(own, d.srv, cfg.Loop)
-	registerLearner(own, d.learner, d.store)
-	registerConfig(own, d.configs, cfg.Loop)
-	d.api.handleREST(d.srv, admin, cfg.Tracing)
 	d.api.status = func() any { return devStatus{modelStatus(d.srv, true), learnerStatusOf(d.learner, d.store)} }
 
-	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
-		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
+	// The server serves each other loop's models from its learner here.
+	d.host.also = func(name string, store *learner.Store, metrics *loopRegisterer) func(context.Context) error {
+		registerServerLoop(metrics, d.srv, name)
+		return func(ctx context.Context) error { return d.srv.WatchLoopModels(ctx, name, store) }
 	}
-	host := &learnerHost{tmpl: cfg.Learner, dataDir: cfg.DataDir, open: open, svc: d.models, learners: &d.learners,
-		metrics: d.api.metrics, configs: d.configs, log: log,
-		also: func(name string, store *learner.Store, metrics *loopRegisterer) func(context.Context) error {
-			registerServerLoop(metrics, d.srv, name)
-			return func(ctx context.Context) error { return d.srv.WatchLoopModels(ctx, name, store) }
-		}}
-	d.start(&d.roles, ctx, d.joiner.Run, func(ctx context.Context) error { return d.learner.Run(ctx, open) },
-		checkpointHealth(d.learner, d.api.health),
-		func(ctx context.Context) error { return perLoop(ctx, d.configs.reg, cfg.Loop, host.start) })
-	d.start(&d.publish, ctx, func(ctx context.Context) error { return d.pub.Run(ctx, 10*time.Second) })
-	d.start(&d.serve, ctx,
-		func(ctx context.Context) error { return d.srv.WatchModels(ctx, d.store) }, d.srv.WatchConfig,
-		d.api.serveGRPC, d.api.serveHTTP)
+	d.start(&d.roles, ctx, append([]func(context.Context) error{d.joiner.Run}, d.learnerModule.serve(d.api.metrics, d.api)...)...)
+	d.start(&d.publish, ctx, d.publishes())
+	d.start(&d.serve, ctx, d.serves(d.store)...)
 	d.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return d, nil
 }
@@ -209,7 +179,7 @@ func (d *dev) grpcAddr() string { return d.api.grpcAddr() }
 // publishes and checkpoints a last time), then the broker.
 func (d *dev) close() error {
 	d.srv.Shutdown()
-	d.models.Shutdown()
+	d.svc.Shutdown()
 	errs := []error{d.api.drain(), d.serve.stop(), d.publish.stop(), d.roles.stop()}
 	d.closeKafka()
 	return errors.Join(append(errs, d.failure())...)

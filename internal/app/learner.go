@@ -9,13 +9,10 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/open-personalizer/personalizer/eventlog"
-	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/learner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
@@ -84,8 +81,7 @@ func runLearner(ctx context.Context, args []string, stdout, stderr io.Writer, ge
 // learnerRole is a learner in its own process.
 type learnerRole struct {
 	supervisor
-	learner *learner.Learner
-	svc     *learner.Service
+	*learnerModule
 	api     *api
 	configs *configTopic
 
@@ -98,18 +94,14 @@ type learnerRole struct {
 func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*learnerRole, error) {
 	l := new(learnerRole)
 	l.init(log)
-	store := learner.NewStore()
 	brokers := splitBrokers(cfg.Brokers)
 	l.configs = followConfigs(ctx, &l.supervisor, &l.follow, brokers, nil,
 		flagConfig(cfg.Loop, cfg.Learner.Policy, cfg.Learner.ExportEvery, nil), log)
-	cfg.Learner.Configs = l.configs.reg
-	cfg.Learner.OffsetsAt = joinedOffsetsAt(brokers)
 	var err error
-	if l.learner, err = learner.New(cfg.Learner, log, store, time.Now); err != nil {
+	if l.learnerModule, err = newLearnerModule(cfg.Learner, cfg.DataDir, brokers, l.configs, log); err != nil {
 		l.follow.stop()
 		return nil, err
 	}
-	l.svc = learner.NewService(cfg.Loop, store, l.learner)
 	l.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
 		eventsv1.RegisterModelServiceServer(g, l.svc)
 	}, append(tracingOptions(cfg.Learner.TracerProvider), grpc.MaxSendMsgSize(cfg.MaxModelBytes), grpc.MaxRecvMsgSize(cfg.MaxModelBytes+64<<10))...)
@@ -117,18 +109,8 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 		l.follow.stop()
 		return nil, err
 	}
-	own := forLoop(l.api.metrics, cfg.Loop)
-	registerLearner(own, l.learner, store)
-	registerConfig(own, l.configs, cfg.Loop)
-	l.api.status = func() any { return learnerStatusOf(l.learner, store) }
-	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
-		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
-	}
-	host := &learnerHost{tmpl: cfg.Learner, dataDir: cfg.DataDir, open: open, svc: l.svc,
-		metrics: l.api.metrics, configs: l.configs, log: log}
-	l.start(&l.learn, ctx, func(ctx context.Context) error { return l.learner.Run(ctx, open) },
-		checkpointHealth(l.learner, l.api.health),
-		func(ctx context.Context) error { return perLoop(ctx, l.configs.reg, cfg.Loop, host.start) })
+	l.api.status = func() any { return learnerStatusOf(l.learner, l.store) }
+	l.start(&l.learn, ctx, l.learnerModule.serve(l.api.metrics, l.api)...)
 	l.start(&l.serve, ctx, l.api.serveGRPC, l.api.serveHTTP)
 	l.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return l, nil

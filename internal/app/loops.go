@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/learner"
 	"github.com/open-personalizer/personalizer/loop"
 )
@@ -130,5 +132,52 @@ func (h *learnerHost) start(ctx context.Context, name string) (stop func()) {
 			h.learners.set(name, nil)
 		}
 		metrics.unregister()
+	}
+}
+
+// learnerModule is the learning part of a process (dev, or the learner
+// role): the learner of the process's own loop, resumed from its
+// checkpoint at once; the learners of the other loops of the configuration
+// topic, started and stopped with them; and the ModelService serving
+// their versions and taking their resets and imports.
+type learnerModule struct {
+	learner *learner.Learner // the process's own loop's
+	store   *learner.Store
+	svc     *learner.Service
+	byLoop  loopLearners // every loop's learner, for model commands
+	host    *learnerHost
+	loop    string
+}
+
+// newLearnerModule makes the process's own loop's learner from cfg
+// (checkpoint in <dataDir>/learner/<loop>), following configs.
+func newLearnerModule(cfg learner.Config, dataDir string, brokers []string, configs *configTopic, log *slog.Logger) (*learnerModule, error) {
+	cfg.Configs, cfg.OffsetsAt = configs.reg, joinedOffsetsAt(brokers)
+	m := &learnerModule{store: learner.NewStore(), loop: cfg.Loop}
+	var err error
+	if m.learner, err = learner.New(cfg, log, m.store, time.Now); err != nil {
+		return nil, err
+	}
+	m.svc = learner.NewService(cfg.Loop, m.store, m.learner)
+	m.byLoop.set(cfg.Loop, m.learner)
+	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
+		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
+	}
+	m.host = &learnerHost{tmpl: cfg, dataDir: dataDir, open: open, svc: m.svc, learners: &m.byLoop, configs: configs, log: log}
+	return m, nil
+}
+
+// serve registers the learners' metrics with reg (the other loops' as
+// they come) and returns what runs them, in the learners' stage: the own
+// loop's learner, its checkpoint health in health, and the other loops'.
+func (m *learnerModule) serve(reg *prometheus.Registry, a *api) []func(context.Context) error {
+	m.host.metrics = reg
+	own := forLoop(reg, m.loop)
+	registerLearner(own, m.learner, m.store)
+	registerConfig(own, m.host.configs, m.loop)
+	return []func(context.Context) error{
+		func(ctx context.Context) error { return m.learner.Run(ctx, m.host.open) },
+		checkpointHealth(m.learner, a.health),
+		func(ctx context.Context) error { return perLoop(ctx, m.host.configs.reg, m.loop, m.host.start) },
 	}
 }

@@ -112,12 +112,10 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, get
 // serverRole is a server in its own process.
 type serverRole struct {
 	supervisor
-	events  *kafkalog.Writer // the server's records and dead letters
-	pub     *server.Publisher
-	srv     *server.Server
+	events *kafkalog.Writer // the server's records and dead letters
+	*apiModule
 	conn    *grpc.ClientConn // to the learner
 	remote  *server.RemoteModels
-	api     *api
 	configs *configTopic
 
 	// Each stage stops on its own, in shutdown order.
@@ -144,39 +142,27 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	seed := flagConfig(cfg.Loop, cfg.Policy, 0, nil)
 	seed.Service.LearningMode = loop.ModeName(cfg.LearningMode)
 	s.configs = followConfigs(ctx, &s.supervisor, &s.follow, brokers, s.events, seed, log)
-	s.pub = server.NewPublisher(s.events, cfg.EventBuffer, cfg.Kafka.MaxRecordBytes, log)
 	policy, _ := bandit.ParsePolicy(cfg.Policy) // validate checked it
-	s.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.LearningMode, Limits: cfg.Limits,
-		Policy: policy, MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Configs: s.configs.reg}, s.pub, log, time.Now)
-	s.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
-		server.Register(g, s.srv)
-	}, tracingOptions(cfg.Tracing)...)
+	models := eventsv1.NewModelServiceClient(s.conn)
+	s.apiModule, err = newAPIModule(apiConfig{Loop: cfg.Loop, GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, EventBuffer: cfg.EventBuffer,
+		MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Policy: policy, LearningMode: cfg.LearningMode, Limits: cfg.Limits,
+		Security: cfg.Security, MaxModelBytes: int64(cfg.MaxModelBytes), Tracing: cfg.Tracing},
+		apiDeps{events: s.events, brokers: brokers, configs: s.configs, models: server.NewRemoteModelAdmin(models),
+			sourceUp: func() bool { return s.remote.Reachable() }}, log)
 	if err != nil {
 		return nil, errors.Join(err, s.follow.stop(), s.events.Close(), s.conn.Close())
 	}
-	models := eventsv1.NewModelServiceClient(s.conn)
-	admin := server.NewAdmin(s.srv, server.AdminConfig{Guard: s.api.guard, Configs: s.configs,
-		Models: server.NewRemoteModelAdmin(models), Logs: kafkaLogs{brokers, s.configs.reg}, MaxModelBytes: int64(cfg.MaxModelBytes), Now: time.Now})
-	server.RegisterAdmin(s.api.grpc, admin) // before serving: the guard comes with the API
-	s.api.guard.ServeLoops(s.srv.Serves)
-	registerServer(s.api.metrics, s.srv, s.pub, func() bool { return s.remote.Reachable() })
-	own := forLoop(s.api.metrics, cfg.Loop)
-	registerServerLoop(own, s.srv, cfg.Loop)
-	registerConfig(own, s.configs, cfg.Loop)
-	s.api.handleREST(s.srv, admin, cfg.Tracing)
+	registerConfig(forLoop(s.api.metrics, cfg.Loop), s.configs, cfg.Loop)
 	s.api.status = func() any { return s.status() }
 	s.api.health.SetServingStatus(modelSourceService, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.remote = server.NewRemoteModels(models, cfg.Loop, s.learnerReachable)
 
-	s.start(&s.publish, ctx, func(ctx context.Context) error { return s.pub.Run(ctx, 10*time.Second) })
-	s.start(&s.serve, ctx,
-		func(ctx context.Context) error { return s.srv.WatchModels(ctx, s.remote) }, s.srv.WatchConfig,
-		func(ctx context.Context) error {
-			return perLoop(ctx, s.configs.reg, cfg.Loop, func(ctx context.Context, name string) func() {
-				return s.watchLoop(ctx, models, name)
-			})
-		},
-		s.api.serveGRPC, s.api.serveHTTP)
+	s.start(&s.publish, ctx, s.publishes())
+	s.start(&s.serve, ctx, append(s.serves(s.remote), func(ctx context.Context) error {
+		return perLoop(ctx, s.configs.reg, cfg.Loop, func(ctx context.Context, name string) func() {
+			return s.watchLoop(ctx, models, name)
+		})
+	})...)
 	s.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return s, nil
 }
