@@ -200,3 +200,13 @@ func TestRankBatch(t *testing.T) {
 		t.Errorf("batch with a bad request: %d responses, err %v; want 3 and InvalidArgument", len(resps), err)
 	}
 }
+
+func TestLoopMetadata(t *testing.T) {
+	md, err := Loop("shop").GetRequestMetadata(context.Background())
+	if err != nil || len(md) != 1 || md["x-personalizer-loop"] != "shop" {
+		t.Fatalf("Loop metadata %v, %v", md, err)
+	}
+	if Loop("shop").RequireTransportSecurity() {
+		t.Error("Loop requires TLS")
+	}
+}

@@ -87,12 +87,14 @@ func (c *securityConfig) validate() error {
 // calling its learner.
 type callerConfig struct {
 	APIKey          string
+	Loop            string // the loop to call; empty: the key's, or the service's own
 	TLSCA           string // PEM CAs of the server's certificate; plaintext without it
 	TLSCert, TLSKey string // the client's certificate, for mTLS
 }
 
 func (c *callerConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.APIKey, "api-key", "", "API key to send, when the service requires keys")
+	fs.StringVar(&c.Loop, "loop", "", "the loop to call, of a service that serves several (sent as x-personalizer-loop); empty: the API key's loop, or the service's own")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM CA certificates of the service's TLS certificate; TLS is off without it")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM client certificate, for a service that requires them (mTLS)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
@@ -108,6 +110,9 @@ func (c *callerConfig) dialOptions() ([]grpc.DialOption, error) {
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	if c.APIKey != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(client.APIKey(c.APIKey)))
+	}
+	if c.Loop != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(client.Loop(c.Loop)))
 	}
 	return opts, nil
 }
