@@ -27,8 +27,8 @@ import (
 // own explorationPercentage, which names it. Afterwards:
 //
 //   - personalizer.config holds versions 1..V in order, each an attempted
-//     PUT's, in the order sent; every acknowledged PUT is there, and an
-//     unacknowledged one only if it was in flight at a kill;
+//     PUT's, in the order sent; every acknowledged PUT is there, and at
+//     most one unacknowledged one per server kill (the one in flight);
 //   - the last record is the last acknowledged PUT;
 //   - the server and the learner both report personalizer_config_version
 //     V, and GET /configurations/service answers the exploration of V.
@@ -81,6 +81,7 @@ func TestConfigKill9(t *testing.T) {
 		sp = startProcess(t, serverArgs...)
 		sp.waitLine(ctx, t, "personalizer server:")
 	}
+	const serverKills = 2
 	killServer(0)
 	put.waitAcked(ctx, t, put.ackedCount()+between)
 	lp.kill(t)
@@ -107,7 +108,8 @@ func TestConfigKill9(t *testing.T) {
 		isAcked[e] = true
 	}
 	stored := map[float64]uint64{}
-	next := 0 // index into sent: the topic follows the order of sending
+	var unacked []float64 // stored, not acknowledged
+	next := 0             // index into sent: the topic follows the order of sending
 	for i, rec := range recs {
 		c, err := loop.Unmarshal(rec.Key, rec.Value)
 		if err != nil {
@@ -124,9 +126,15 @@ func TestConfigKill9(t *testing.T) {
 		}
 		next += j + 1
 		stored[e] = c.Version
-		if !isAcked[e] && !inFlight[e] {
-			t.Errorf("version %d (exploration %v) is stored, but its PUT was neither acknowledged nor in flight at a kill", c.Version, e)
+		if !isAcked[e] {
+			unacked = append(unacked, e)
 		}
+	}
+	// PUTs go one at a time, so a server kill leaves at most one PUT
+	// stored without its answer: the one in flight then (the one the kill
+	// was timed against, or the next if that one was answered first).
+	if len(unacked) > serverKills {
+		t.Errorf("%d versions are stored without their PUT acknowledged (%v), more than the %d server kills", len(unacked), unacked, serverKills)
 	}
 	for _, e := range acked {
 		if _, ok := stored[e]; !ok {
