@@ -212,3 +212,23 @@ func TestSampleIndex(t *testing.T) {
 		}
 	}
 }
+
+func TestReadModelPolicy(t *testing.T) {
+	p, err := ParsePolicy("--cb_explore_adf --epsilon 0.1 -b 12 -q ::")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := NewModel(p).WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadModelPolicy(buf.Bytes())
+	if err != nil || got.String() != p.String() || got.WeightBytes() != 16<<12 {
+		t.Fatalf("ReadModelPolicy = %v, %v; want %q of %d bytes", got, err, p.String(), 16<<12)
+	}
+	for _, bad := range [][]byte{nil, []byte("not a model at all"), buf.Bytes()[:10]} {
+		if _, err := ReadModelPolicy(bad); err == nil {
+			t.Errorf("ReadModelPolicy(%q) took it", bad)
+		}
+	}
+}

@@ -106,6 +106,26 @@ func (c *checksumWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadModelPolicy returns the policy of the model file b, reading only
+// its header: what the model would take ([Policy.WeightBytes]) can be
+// bounded before [ReadModel] allocates it. It checks neither the rest of
+// the file nor its checksum.
+func ReadModelPolicy(b []byte) (*Policy, error) {
+	if len(b) < len(modelMagic)+8 || string(b[:len(modelMagic)]) != modelMagic {
+		return nil, errors.New("read model: not a bandit model file")
+	}
+	d := decoder{b: b[len(modelMagic)+4:]}
+	args := string(d.bytes(int(d.u32())))
+	if d.err != nil {
+		return nil, fmt.Errorf("read model: %w", d.err)
+	}
+	pol, err := ParsePolicy(args)
+	if err != nil {
+		return nil, fmt.Errorf("read model: %w", err)
+	}
+	return pol, nil
+}
+
 // ReadModel reads a model written by [Model.WriteTo]. The model continues
 // learning exactly where the written one stopped, except for what VW itself
 // resets when it loads a model (the weight of held-out and unlabelled

@@ -505,6 +505,10 @@ func (p *Policy) cbWidth() uint64 {
 	return 1
 }
 
+// WeightBytes is the memory a model of the policy takes for its weights
+// (16 bytes per slot of the 2^-b table), what bounds its size.
+func (p *Policy) WeightBytes() int64 { return 16 << p.bits }
+
 // width is VW's total feature width: the models --bag and the cb_type keep
 // per feature.
 func (p *Policy) width() uint64 { return uint64(p.bag) * p.cbWidth() }

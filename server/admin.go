@@ -60,8 +60,10 @@ var (
 	ErrInvalidModel = errors.New("the model file is not valid")
 )
 
-// DefaultMaxModelBytes is the largest model file [Admin] imports when
-// [AdminConfig.MaxModelBytes] is 0.
+// DefaultMaxModelBytes is the largest model [Admin] takes when
+// [AdminConfig.MaxModelBytes] is 0: the largest file it imports, and the
+// most a policy it sets or a model it imports may take for its weights
+// (256 MiB: -b 24).
 const DefaultMaxModelBytes = 256 << 20
 
 // AdminConfig configures an [Admin].
@@ -256,8 +258,23 @@ func (a *Admin) updateService(ctx context.Context, name string, svc loop.Service
 // setPolicy sets the learning policy.
 func (a *Admin) setPolicy(ctx context.Context, name string, p loop.Policy) (*loop.Config, error) {
 	return a.change(ctx, name, func(cur *loop.Config) (*loop.Config, error) {
-		return cur.SetPolicy(p, a.cfg.Now())
+		next, err := cur.SetPolicy(p, a.cfg.Now())
+		if err != nil {
+			return nil, err
+		}
+		pol, _ := bandit.ParsePolicy(p.Arguments) // SetPolicy checked it
+		return next, a.fits(pol, "InvalidPolicyConfiguration")
 	})
+}
+
+// fits refuses a policy whose models would take more than the largest
+// model this server takes: any caller with a loop's key may set a policy
+// or import a model, and the learner allocates what it asks for.
+func (a *Admin) fits(p *bandit.Policy, code string) error {
+	if n := p.WeightBytes(); n > a.cfg.MaxModelBytes {
+		return &loop.Error{Code: code, Message: fmt.Sprintf("A model of this policy takes %d bytes, over the limit of %d bytes (--max-model-bytes); use fewer bits (-b).", n, a.cfg.MaxModelBytes)}
+	}
+	return nil
 }
 
 // defaultPolicy is what resetting the policy sets.
@@ -305,6 +322,13 @@ func (a *Admin) importModel(ctx context.Context, name string, data []byte) (*eve
 	}
 	if a.cfg.Models == nil {
 		return nil, errUnsupported
+	}
+	pol, err := bandit.ReadModelPolicy(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidModel, err)
+	}
+	if err := a.fits(pol, "InvalidModelImportFormat"); err != nil {
+		return nil, err
 	}
 	if _, err := bandit.ReadModel(bytes.NewReader(data)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidModel, err)
@@ -407,6 +431,10 @@ func (a *Admin) createLoop(ctx context.Context, c *loop.Config) (*loop.Config, e
 	}
 	c.Service.RewardAggregation = strings.ToLower(c.Service.RewardAggregation)
 	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	pol, _ := bandit.ParsePolicy(c.Policy.Arguments) // Validate checked it
+	if err := a.fits(pol, "InvalidPolicyConfiguration"); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()

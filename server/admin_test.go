@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -877,5 +878,41 @@ func TestRemoteModelAdmin(t *testing.T) {
 	}
 	if _, err := r.ResetModel(ctx, "l"); status.Code(err) != codes.Unavailable {
 		t.Errorf("reset: %v", err)
+	}
+}
+
+// TestAdminModelSizeBound checks that a policy, a new loop's policy or an
+// imported model whose weights would take more than MaxModelBytes is
+// refused before anything allocates them.
+func TestAdminModelSizeBound(t *testing.T) {
+	t.Parallel()
+	e := newAdminEnv(t, false)
+	a := NewAdmin(e.srv, AdminConfig{Configs: &fakeConfigs{reg: e.reg}, Models: e.models, MaxModelBytes: 1 << 20})
+	ctx := context.Background()
+	code := func(err error) string {
+		var le *loop.Error
+		if errors.As(err, &le) {
+			return le.Code
+		}
+		return fmt.Sprint(err)
+	}
+	big := loop.Policy{Name: "big", Arguments: "--cb_explore_adf -b 18"} // 4 MiB
+	if _, err := a.setPolicy(ctx, "", big); code(err) != "InvalidPolicyConfiguration" || !strings.Contains(err.Error(), "4194304 bytes") {
+		t.Errorf("a 4 MiB policy under a 1 MiB limit: %v", err)
+	}
+	if _, err := a.setPolicy(ctx, "", loop.Policy{Name: "small", Arguments: "--cb_explore_adf -b 15"}); err != nil {
+		t.Errorf("a 512 KiB policy: %v", err)
+	}
+	c := loop.Default("big")
+	c.Version, c.Policy = 1, big
+	if _, err := a.createLoop(ctx, c); code(err) != "InvalidPolicyConfiguration" {
+		t.Errorf("a new loop with a 4 MiB policy: %v", err)
+	}
+	before := len(e.models.imports)
+	if _, err := a.importModel(ctx, "", modelFile(t)); code(err) != "InvalidModelImportFormat" {
+		t.Errorf("importing a 4 MiB model: %v", err)
+	}
+	if _, imports := e.models.calls(); len(imports) != before {
+		t.Error("a refused import reached the learner")
 	}
 }
