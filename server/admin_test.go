@@ -716,6 +716,17 @@ func TestAdminWithoutKeys(t *testing.T) {
 	if _, err := e.admin.CreateLoop(ctx, &personalizerv1.CreateLoopRequest{Loop: "b"}); err != nil {
 		t.Errorf("CreateLoop: %v", err)
 	}
+	// A partial service configuration: what it leaves unset (durations,
+	// aggregation, mode, retention) takes the defaults.
+	c, err := e.admin.CreateLoop(ctx, &personalizerv1.CreateLoopRequest{Loop: "c",
+		Service: &personalizerv1.ServiceConfiguration{RewardWaitTime: durationpb.New(time.Minute), ExplorationPercentage: 0.1}})
+	def := loop.Default("c").Service
+	if got := c.GetLoop().GetService(); err != nil || got.GetRewardWaitTime().AsDuration() != time.Minute || got.GetExplorationPercentage() != 0.1 ||
+		got.GetModelExportFrequency().AsDuration() != time.Duration(def.ModelExportFrequency) || got.GetRewardAggregation() != "earliest" ||
+		got.GetLearningMode() != loop.Online || got.GetLogRetentionDays() != def.LogRetentionDays ||
+		got.GetAutoOptimizationFrequency().AsDuration() != time.Duration(def.AutoOptimizationFrequency) {
+		t.Errorf("CreateLoop with a partial configuration: %v, %v", c, err)
+	}
 	if r, body := call(t, "GET", e.url+"/v1.0/configurations/policy", "", ""); r.StatusCode != 200 {
 		t.Errorf("GET policy: %d %s", r.StatusCode, body)
 	}

@@ -167,10 +167,7 @@ func (s *adminService) CreateLoop(ctx context.Context, req *personalizerv1.Creat
 	c := loop.Default(req.GetLoop())
 	c.Version = 1
 	if req.GetService() != nil {
-		c.Service = serviceFromProto(req.GetService())
-		if c.Service.LearningMode == "" {
-			c.Service.LearningMode = loop.Online
-		}
+		c.Service = newLoopService(req.GetService(), c.Service)
 	}
 	c.Service.LastConfigurationEditDate = s.a.cfg.Now().UTC().Truncate(time.Second)
 	if req.GetPolicy() != nil {
@@ -246,6 +243,33 @@ func serviceFromProto(p *personalizerv1.ServiceConfiguration) loop.Service {
 		AutoOptimizationFrequency: loop.Duration(p.GetAutoOptimizationFrequency().AsDuration()),
 		AutoOptimizationStartDate: timeOrZero(p.GetAutoOptimizationStartDate()),
 	}
+}
+
+// newLoopService is a new loop's service configuration: p's, with the
+// defaults def where p leaves a duration unset, the aggregation or the
+// learning mode empty, or the log retention 0 (not a valid value).
+// (Numbers such as the exploration cannot say they are unset: 0 is 0.)
+func newLoopService(p *personalizerv1.ServiceConfiguration, def loop.Service) loop.Service {
+	s := serviceFromProto(p)
+	if p.GetRewardWaitTime() == nil {
+		s.RewardWaitTime = def.RewardWaitTime
+	}
+	if p.GetModelExportFrequency() == nil {
+		s.ModelExportFrequency = def.ModelExportFrequency
+	}
+	if p.GetAutoOptimizationFrequency() == nil {
+		s.AutoOptimizationFrequency = def.AutoOptimizationFrequency
+	}
+	if s.RewardAggregation == "" {
+		s.RewardAggregation = def.RewardAggregation
+	}
+	if s.LearningMode == "" {
+		s.LearningMode = def.LearningMode
+	}
+	if s.LogRetentionDays == 0 {
+		s.LogRetentionDays = def.LogRetentionDays
+	}
+	return s
 }
 
 func policyToProto(p loop.Policy) *personalizerv1.Policy {
