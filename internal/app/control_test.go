@@ -264,7 +264,10 @@ func TestModelExportImport(t *testing.T) {
 	}
 	// PUT returns once the imported version serves.
 	for i := range 50 {
+		// Deferred and never activated: the probes are not learned, so
+		// the exporting loop's model stays the one exported.
 		req := simRequest(uint64(i))
+		req.DeferActivation = true
 		ra, err := clientA.Rank(ctx, req)
 		if err != nil {
 			t.Fatal(err)
