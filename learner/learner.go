@@ -510,7 +510,7 @@ func (l *Learner) learn(rec eventlog.Record, batch *Stats) {
 			span.End()
 		}()
 	}
-	if !l.learnInto(l.model, l.seen, rec, batch) {
+	if !l.learnRecord(rec, batch) {
 		return
 	}
 	batch.Examples++
@@ -521,12 +521,12 @@ func (l *Learner) learn(rec eventlog.Record, batch *Stats) {
 	}
 }
 
-// learnInto learns rec into m unless it belongs to another loop, seen
-// has its key or it is not learnable, counting into c, and reports
-// whether m learned it. (A retrain reads [JoinedExamples] instead,
-// which shares admit.)
-func (l *Learner) learnInto(m *bandit.Model, seen *dedupe, rec eventlog.Record, c *Stats) bool {
-	if !admit(rec, l.prefix, seen, c) {
+// learnRecord learns rec unless it belongs to another loop, was learned
+// already or is not learnable, counting into c, and reports whether the
+// model learned it. (A retrain reads [JoinedExamples] instead, which
+// shares admit.)
+func (l *Learner) learnRecord(rec eventlog.Record, c *Stats) bool {
+	if !admit(rec, l.prefix, l.seen, c) {
 		return false
 	}
 	l.ev.Reset()
@@ -539,7 +539,7 @@ func (l *Learner) learnInto(m *bandit.Model, seen *dedupe, rec eventlog.Record, 
 		l.log.Warn("skipping malformed joined event", "partition", rec.Partition, "offset", rec.Offset, "err", err)
 		return false
 	}
-	if _, learned := m.Learn(&l.ev, &l.pred); !learned {
+	if _, learned := l.model.Learn(&l.ev, &l.pred); !learned {
 		c.NotLearnable++
 		return false
 	}

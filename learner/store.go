@@ -95,6 +95,14 @@ func (s *Service) Add(loop string, store *Store, cmds Commands) {
 	s.loops[loop] = serviceLoop{store, cmds}
 }
 
+// Commands returns what carries out loop's model commands (its
+// [*Learner]), nil for a loop the service does not serve.
+func (s *Service) Commands(loop string) Commands {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loops[loop].cmds
+}
+
 // Remove stops serving loop: new calls get NotFound (open watches stay
 // until their callers end them).
 func (s *Service) Remove(loop string) {

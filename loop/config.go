@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -227,6 +228,14 @@ func (c *Config) JoinRules() *eventsv1.JoinRules {
 		Aggregation:   c.Service.RewardAggregation,
 		ConfigVersion: c.Version,
 	}
+}
+
+// UsePolicy sets c's policy arguments to p's and its exploration to p's
+// --epsilon (as the float32's shortest decimal: 0.2, not
+// 0.20000000298023224): the configuration a process's --policy flag makes.
+func (c *Config) UsePolicy(p *bandit.Policy) {
+	c.Policy.Arguments = p.String()
+	c.Service.ExplorationPercentage, _ = strconv.ParseFloat(strconv.FormatFloat(float64(p.Epsilon()), 'g', -1, 32), 64)
 }
 
 // Epsilon is the exploration probability Rank applies (epsilon-greedy

@@ -145,9 +145,7 @@ func New(cfg Config, events *Publisher, log *slog.Logger, now func() time.Time) 
 func seedConfig(cfg Config) *loop.Config {
 	c := loop.Default(cfg.Loop)
 	c.Service.LearningMode = loop.ModeName(cfg.LearningMode)
-	c.Policy.Arguments = cfg.Policy.String()
-	// The float32 epsilon's shortest decimal: 0.2, not 0.20000000298023224.
-	c.Service.ExplorationPercentage, _ = strconv.ParseFloat(strconv.FormatFloat(float64(cfg.Policy.Epsilon()), 'g', -1, 32), 64)
+	c.UsePolicy(cfg.Policy)
 	return c
 }
 

@@ -70,11 +70,11 @@ func (k kafkaLogs) SetRetention(ctx context.Context, days int32) error {
 }
 
 // localModels resets and imports the models of the learners in this
-// process (dev).
-type localModels struct{ l *loopLearners }
+// process (dev): those its ModelService serves.
+type localModels struct{ svc *learner.Service }
 
-func (m localModels) learner(name string) (*learner.Learner, error) {
-	if l := m.l.get(name); l != nil {
+func (m localModels) learner(name string) (learner.Commands, error) {
+	if l := m.svc.Commands(name); l != nil {
 		return l, nil
 	}
 	return nil, status.Errorf(codes.Unavailable, "loop %q has no learner in this process yet", name)

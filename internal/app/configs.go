@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/open-personalizer/personalizer/bandit"
@@ -114,12 +113,8 @@ func followConfigs(ctx context.Context, v *supervisor, st *stage, brokers []stri
 // defaults. Its exploration is the policy's --epsilon.
 func flagConfig(name, policy string, export time.Duration, rules *joiner.Rules) *loop.Config {
 	c := loop.Default(name)
-	if policy != "" {
-		c.Policy.Arguments = policy
-		if p, err := bandit.ParsePolicy(policy); err == nil { // the roles validated it
-			// The float32's shortest decimal: 0.2, not 0.20000000298023224.
-			c.Service.ExplorationPercentage, _ = strconv.ParseFloat(strconv.FormatFloat(float64(p.Epsilon()), 'g', -1, 32), 64)
-		}
+	if p, err := bandit.ParsePolicy(policy); policy != "" && err == nil { // the roles validated it
+		c.UsePolicy(p)
 	}
 	if export > 0 {
 		c.Service.ModelExportFrequency = loop.Duration(export)

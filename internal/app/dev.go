@@ -143,7 +143,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	d.apiModule, err = newAPIModule(apiConfig{Loop: cfg.Loop, GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, EventBuffer: cfg.EventBuffer,
 		MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Policy: policy, LearningMode: cfg.Joiner.LearningMode, Limits: cfg.Limits,
 		Security: cfg.Security, Tracing: cfg.Tracing},
-		apiDeps{events: d.events, brokers: brokers, configs: d.configs, models: localModels{&d.byLoop},
+		apiDeps{events: d.events, brokers: brokers, configs: d.configs, models: localModels{d.svc},
 			register: func(g *grpc.Server) { eventsv1.RegisterModelServiceServer(g, d.svc) }, sourceUp: func() bool { return true }}, log)
 	if err != nil {
 		d.closeKafka()

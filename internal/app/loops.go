@@ -49,46 +49,19 @@ func perLoop(ctx context.Context, reg *loop.Registry, skip string, start func(ct
 	}
 }
 
-// loopLearners are the learners of a process, by loop: model resets and
-// imports go to the loop's own.
-type loopLearners struct {
-	mu sync.Mutex
-	m  map[string]*learner.Learner
-}
-
-func (l *loopLearners) set(name string, ln *learner.Learner) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.m == nil {
-		l.m = map[string]*learner.Learner{}
-	}
-	if ln == nil {
-		delete(l.m, name)
-	} else {
-		l.m[name] = ln
-	}
-}
-
-func (l *loopLearners) get(name string) *learner.Learner {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.m[name]
-}
-
 // learnerHost starts the learners of the loops other than the process's
 // own, as they are created: each keeps its checkpoint in
 // <data-dir>/learner/<loop>, reads personalizer.joined for its loop's
 // lines, publishes to its own store, served by svc, and has its metrics
 // labelled with its loop.
 type learnerHost struct {
-	tmpl     learner.Config // the process's learner configuration
-	dataDir  string
-	open     learner.Open
-	svc      *learner.Service
-	learners *loopLearners // nil: not kept
-	metrics  prometheus.Registerer
-	configs  *configTopic
-	log      *slog.Logger
+	tmpl    learner.Config // the process's learner configuration
+	dataDir string
+	open    learner.Open
+	svc     *learner.Service
+	metrics prometheus.Registerer
+	configs *configTopic
+	log     *slog.Logger
 	// also, when set, gives what runs beside each learner until it
 	// stops (dev: the server watching the loop's models), having
 	// registered its metrics with metrics.
@@ -106,9 +79,6 @@ func (h *learnerHost) start(ctx context.Context, name string) (stop func()) {
 		return func() {}
 	}
 	h.svc.Add(name, store, l)
-	if h.learners != nil {
-		h.learners.set(name, l)
-	}
 	metrics := forLoop(h.metrics, name)
 	registerLearner(metrics, l, store)
 	registerConfig(metrics, h.configs, name)
@@ -128,9 +98,6 @@ func (h *learnerHost) start(ctx context.Context, name string) (stop func()) {
 		cancel()
 		wg.Wait()
 		h.svc.Remove(name)
-		if h.learners != nil {
-			h.learners.set(name, nil)
-		}
 		metrics.unregister()
 	}
 }
@@ -143,8 +110,7 @@ func (h *learnerHost) start(ctx context.Context, name string) (stop func()) {
 type learnerModule struct {
 	learner *learner.Learner // the process's own loop's
 	store   *learner.Store
-	svc     *learner.Service
-	byLoop  loopLearners // every loop's learner, for model commands
+	svc     *learner.Service // every loop's learner's versions and model commands
 	host    *learnerHost
 	loop    string
 }
@@ -159,11 +125,10 @@ func newLearnerModule(cfg learner.Config, dataDir string, brokers []string, conf
 		return nil, err
 	}
 	m.svc = learner.NewService(cfg.Loop, m.store, m.learner)
-	m.byLoop.set(cfg.Loop, m.learner)
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
 	}
-	m.host = &learnerHost{tmpl: cfg, dataDir: dataDir, open: open, svc: m.svc, learners: &m.byLoop, configs: configs, log: log}
+	m.host = &learnerHost{tmpl: cfg, dataDir: dataDir, open: open, svc: m.svc, configs: configs, log: log}
 	return m, nil
 }
 

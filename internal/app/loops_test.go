@@ -100,7 +100,7 @@ func TestTwoLoops(t *testing.T) {
 		}
 	}
 	// Each learner learned its own loop's events, exactly.
-	shop := d.byLoop.get("shop")
+	shop, _ := d.svc.Commands("shop").(*learner.Learner)
 	if shop == nil {
 		t.Fatal("no learner for loop shop")
 	}
