@@ -19,6 +19,7 @@ import (
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/learner"
+	"github.com/open-personalizer/personalizer/loop"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -399,4 +400,49 @@ func quantile(d []time.Duration, q float64) time.Duration {
 // simRequest is a simulated user's Rank request (10 actions), seeded.
 func simRequest(seed uint64) *personalizerv1.RankRequest {
 	return sim.Request(rand.New(rand.NewPCG(seed, 0)), 10, 5, 5)
+}
+
+// TestConfigTopicBadRecords writes records no admin call makes to the
+// configuration topic: broken JSON, an invalid configuration, one under
+// another loop's key. Every role skips them and goes on: a change made
+// after them is applied and served.
+func TestConfigTopicBadRecords(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, _ := startTestDev(t, testConfig(t, t.TempDir()))
+	defer d.close()
+	bad := loop.Default("default")
+	bad.Version, bad.Service.DefaultReward = 7, 5 // out of [-1, 1]
+	invalid, _ := loop.Marshal(bad)
+	other := loop.Default("other")
+	other.Version = 3
+	misfiled, _ := loop.Marshal(other)
+	if err := d.events.Write(ctx,
+		eventlog.Record{Topic: eventlog.ConfigTopic, Key: []byte("default"), Value: []byte("{")},
+		eventlog.Record{Topic: eventlog.ConfigTopic, Key: []byte("default"), Value: invalid},
+		eventlog.Record{Topic: eventlog.ConfigTopic, Key: []byte("default"), Value: misfiled},
+	); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + d.api.httpLis.Addr().String() + "/personalizer/v1.0"
+	code, body := restCall(t, "GET", base+"/configurations/service", nil)
+	if code != 200 {
+		t.Fatalf("GET: %d %s", code, body)
+	}
+	var svc map[string]any
+	if err := json.Unmarshal(body, &svc); err != nil {
+		t.Fatal(err)
+	}
+	svc["explorationPercentage"] = 0.3
+	put, _ := json.Marshal(svc)
+	if code, body = restCall(t, "PUT", base+"/configurations/service", put); code != 200 {
+		t.Fatalf("PUT after bad records: %d %s", code, body)
+	}
+	if c := d.configs.reg.Get("default"); c.Version != 1 || c.Service.ExplorationPercentage != 0.3 {
+		t.Errorf("configuration after bad records and a change: version %d, exploration %v", c.Version, c.Service.ExplorationPercentage)
+	}
+	if d.configs.reg.Get("other") != nil {
+		t.Error("a record under another loop's key made a loop")
+	}
 }
