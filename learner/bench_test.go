@@ -13,15 +13,26 @@ import (
 )
 
 // The issue's benchmark set has 500,000 events (-events 500000, about 800
-// MB of DSJson); the default keeps `go test -bench .` quick.
-var benchEvents = flag.Int("events", 20000, "events in the generated BenchmarkTrain data")
+// MB of DSJson); the default keeps `go test -bench .` quick. The seed
+// workload (events of about 500 features and 10 KB) is -features 45
+// -shared 50; -data keeps the generated file, to give the same data to
+// `personalizer train` or `vw --dsjson`.
+var (
+	benchEvents   = flag.Int("events", 20000, "events in the generated BenchmarkTrain data")
+	benchFeatures = flag.Int("features", 10, "features per action (namespace A, besides id) in the BenchmarkTrain data")
+	benchShared   = flag.Int("shared", 10, "shared features (namespace U) in the BenchmarkTrain data")
+	benchData     = flag.String("data", "", "write the BenchmarkTrain data to this file and keep it (default: a temporary file)")
+)
 
 // writeEvents writes n uniformly logged events with nActions actions of an
 // "id" and nFeatures features (namespace "A") and nShared shared features
 // (namespace "U"), a third of the features strings, to a file.
-func writeEvents(tb testing.TB, n, nActions, nFeatures, nShared int) (path string, size int64) {
+// If path is empty, the file is in a temporary directory.
+func writeEvents(tb testing.TB, path string, n, nActions, nFeatures, nShared int) (string, int64) {
 	tb.Helper()
-	path = filepath.Join(tb.TempDir(), "events.dsjson")
+	if path == "" {
+		path = filepath.Join(tb.TempDir(), "events.dsjson")
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		tb.Fatal(err)
@@ -78,12 +89,12 @@ func writeEvents(tb testing.TB, n, nActions, nFeatures, nShared int) (path strin
 }
 
 // BenchmarkTrain is `personalizer train` on DSJson: reading, parsing and
-// learning, with 10 actions x 10 features, 10 shared features and -q ::,
-// for each cb_type, and with -t (scoring only, from a model trained on the
-// same data).
+// learning, with 10 actions x 10 features, 10 shared features (-features,
+// -shared) and -q ::, for each cb_type, and with -t (scoring only, from a
+// model trained on the same data).
 func BenchmarkTrain(b *testing.B) {
 	events := *benchEvents
-	path, size := writeEvents(b, events, 10, 10, 10)
+	path, size := writeEvents(b, *benchData, events, 10, *benchFeatures, *benchShared)
 	policy := func(cbType string) string {
 		return "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type " + cbType + " -q ::"
 	}
