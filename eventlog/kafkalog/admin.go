@@ -374,3 +374,66 @@ func CommittedOffsets(ctx context.Context, brokers []string, group, topic string
 	}
 	return out, nil
 }
+
+// Inspector reads partitions' offsets and record times for the lag
+// sampler, over one client whose connections it keeps between calls, so
+// that a sample every few seconds opens no new connection. It is safe for
+// concurrent use; Close releases its connections.
+type Inspector struct {
+	c    *kafka.Client
+	done func()
+}
+
+// NewInspector returns an inspector of brokers.
+func NewInspector(brokers []string) *Inspector {
+	c, done := adminClient(brokers)
+	return &Inspector{c: c, done: done}
+}
+
+// Close closes the inspector's connections.
+func (i *Inspector) Close() { i.done() }
+
+// Bounds are a partition's log start offset (its first stored record) and
+// its end offset (where the next record will go).
+type Bounds struct{ Start, End int64 }
+
+// Bounds returns the bounds of every partition of topic.
+func (i *Inspector) Bounds(ctx context.Context, topic string) (map[int]Bounds, error) {
+	resp, err := i.c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	n := -1
+	for _, t := range resp.Topics {
+		if t.Name == topic {
+			if t.Error != nil {
+				return nil, fmt.Errorf("metadata of %s: %w", topic, t.Error)
+			}
+			n = len(t.Partitions)
+		}
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, kafka.UnknownTopicOrPartition)
+	}
+	starts, err := listPartitionOffsets(ctx, i.c, topic, n, kafka.FirstOffset)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := listPartitionOffsets(ctx, i.c, topic, n, kafka.LastOffset)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]Bounds, n)
+	for p := range n {
+		out[p] = Bounds{Start: starts[p], End: ends[p]}
+	}
+	return out, nil
+}
+
+// RecordTime returns the time of the record at offset off of partition p
+// of topic, or of the first one after it that is stored (compaction or
+// retention may have removed off), before end. ok is false when there is
+// none. One fetch: it reads the batch holding off.
+func (i *Inspector) RecordTime(ctx context.Context, topic string, p int, off, end int64) (t time.Time, ok bool, err error) {
+	return recordTime(ctx, i.c, topic, p, off, end, true)
+}

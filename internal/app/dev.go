@@ -37,6 +37,8 @@ type devConfig struct {
 	Learner     learner.Config
 	Limits      server.Limits
 	Security    securityConfig
+	// CapacityInterval is how often lag and capacity are sampled; 0: never.
+	CapacityInterval time.Duration
 	// Tracing records spans of Rank, the join and learning; nil is off.
 	// runDev sets it from the OTEL_* environment; tests set their own.
 	Tracing trace.TracerProvider
@@ -55,6 +57,7 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	c.Learner.RegisterFlags(fs, "")
 	c.Limits.RegisterFlags(fs, "")
 	c.Security.registerFlags(fs)
+	capacityIntervalVar(fs, &c.CapacityInterval)
 	// Seconds, not Personalizer's minutes, so that learning shows at once.
 	setDefault(fs, "reward-wait", "2s")
 	setDefault(fs, "join-slack", "250ms")
@@ -165,7 +168,13 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		registerServerLoop(metrics, d.srv, name)
 		return func(ctx context.Context) error { return d.srv.WatchLoopModels(ctx, name, store) }
 	}
-	d.start(&d.roles, ctx, append([]func(context.Context) error{d.joiner.Run}, d.learnerModule.serve(d.api.metrics, d.api)...)...)
+	roles := append([]func(context.Context) error{d.joiner.Run}, d.learnerModule.serve(d.api.metrics, d.api)...)
+	learners := learnersOf(d.svc)
+	if sample := startCapacity(capacitySources{role: "dev", events: "ranks", count: ranksAnswered(d.api.metrics), joiner: d.joiner, learners: learners},
+		brokers, cfg.CapacityInterval, d.api.mux, d.api.metrics, log); sample != nil {
+		roles = append(roles, sample)
+	}
+	d.start(&d.roles, ctx, roles...)
 	d.start(&d.publish, ctx, d.publishes())
 	d.start(&d.serve, ctx, d.serves(d.store)...)
 	d.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -29,6 +30,8 @@ type learnerConfig struct {
 	MaxModelBytes int
 	Learner       learner.Config
 	Security      securityConfig
+	// CapacityInterval is how often lag and capacity are sampled; 0: never.
+	CapacityInterval time.Duration
 }
 
 func (c *learnerConfig) registerFlags(fs *flag.FlagSet) {
@@ -41,6 +44,7 @@ func (c *learnerConfig) registerFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxModelBytes, "max-model-bytes", defaultMaxModelBytes, "largest model version sent to servers")
 	c.Learner.RegisterFlags(fs, "")
 	c.Security.registerFlags(fs)
+	capacityIntervalVar(fs, &c.CapacityInterval)
 }
 
 func (c *learnerConfig) validate() error {
@@ -110,7 +114,13 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 		return nil, err
 	}
 	l.api.status = func() any { return learnerStatusOf(l.learner, l.store) }
-	l.start(&l.learn, ctx, l.learnerModule.serve(l.api.metrics, l.api)...)
+	learn := l.learnerModule.serve(l.api.metrics, l.api)
+	learners := learnersOf(l.svc)
+	if sample := startCapacity(capacitySources{role: "learner", events: "examples learned", count: learnedBy(learners), learners: learners},
+		brokers, cfg.CapacityInterval, l.api.mux, l.api.metrics, log); sample != nil {
+		learn = append(learn, sample)
+	}
+	l.start(&l.learn, ctx, learn...)
 	l.start(&l.serve, ctx, l.api.serveGRPC, l.api.serveHTTP)
 	l.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return l, nil
