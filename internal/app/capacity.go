@@ -67,6 +67,8 @@ type capacity struct {
 	cores    int
 
 	latest atomic.Pointer[capacityReport]
+	// first is closed when Run's first sample is taken (or failed).
+	first chan struct{}
 
 	// Owned by sample's caller.
 	insp    *kafkalog.Inspector
@@ -89,7 +91,7 @@ type capacityCounters struct {
 }
 
 func newCapacity(src capacitySources, brokers []string, interval time.Duration, log *slog.Logger) *capacity {
-	return &capacity{src: src, brokers: brokers, interval: interval, log: log, now: time.Now, cpu: ownCPU,
+	return &capacity{src: src, brokers: brokers, interval: interval, log: log, now: time.Now, cpu: ownCPU, first: make(chan struct{}),
 		cores: runtime.GOMAXPROCS(0), growth: lagGrowth{every: lagWarnEvery, samples: lagGrowSamples}}
 }
 
@@ -166,12 +168,14 @@ func (c *capacity) Run(ctx context.Context) error {
 	defer c.insp.Close()
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
+	c.sampleAndLog(ctx)
+	close(c.first)
 	for {
-		c.sampleAndLog(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			c.sampleAndLog(ctx)
 		}
 	}
 }
@@ -544,11 +548,11 @@ func ownCPU() (time.Duration, bool) {
 func ptr[T any](v T) *T { return &v }
 
 
-// startCapacity makes the process's capacity sampler unless interval is 0:
-// it answers GET /capacity on mux (nil: the process serves no HTTP) and
-// exports its metrics with reg (nil: none). It returns the stage function
-// that samples, nil when off.
-func startCapacity(src capacitySources, brokers []string, interval time.Duration, mux *http.ServeMux, reg prometheus.Registerer, log *slog.Logger) func(context.Context) error {
+// startCapacity makes the process's capacity sampler unless interval is 0
+// (then it returns nil): it answers GET /capacity on mux (nil: the process
+// serves no HTTP) and exports its metrics with reg (nil: none). It samples
+// once its Run runs, in the stage of the roles it samples.
+func startCapacity(src capacitySources, brokers []string, interval time.Duration, mux *http.ServeMux, reg prometheus.Registerer, log *slog.Logger) *capacity {
 	if interval <= 0 {
 		return nil
 	}
@@ -559,7 +563,7 @@ func startCapacity(src capacitySources, brokers []string, interval time.Duration
 	if reg != nil {
 		c.register(reg)
 	}
-	return c.Run
+	return c
 }
 
 // learnersOf returns the learners svc serves, by loop.

@@ -114,7 +114,8 @@ type dev struct {
 	joiner *joiner.Joiner
 	*learnerModule
 	*apiModule
-	configs *configTopic
+	configs  *configTopic
+	capacity *capacity // nil with --capacity-interval 0
 
 	// Each stage stops on its own, in shutdown order.
 	serve, publish, roles, follow stage
@@ -169,10 +170,10 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		return func(ctx context.Context) error { return d.srv.WatchLoopModels(ctx, name, store) }
 	}
 	roles := append([]func(context.Context) error{d.joiner.Run}, d.learnerModule.serve(d.api.metrics, d.api)...)
-	learners := learnersOf(d.svc)
-	if sample := startCapacity(capacitySources{role: "dev", events: "ranks", count: ranksAnswered(d.api.metrics), joiner: d.joiner, learners: learners},
-		brokers, cfg.CapacityInterval, d.api.mux, d.api.metrics, log); sample != nil {
-		roles = append(roles, sample)
+	d.capacity = startCapacity(capacitySources{role: "dev", events: "ranks", count: ranksAnswered(d.api.metrics), joiner: d.joiner, learners: learnersOf(d.svc)},
+		brokers, cfg.CapacityInterval, d.api.mux, d.api.metrics, log)
+	if d.capacity != nil {
+		roles = append(roles, d.capacity.Run)
 	}
 	d.start(&d.roles, ctx, roles...)
 	d.start(&d.publish, ctx, d.publishes())

@@ -113,9 +113,9 @@ func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		registerJoiner(reg, j)
 	}
 	runs := []func(context.Context) error{j.Run}
-	if sample := startCapacity(capacitySources{role: "joiner", events: "events joined", count: func() int64 { return j.Counters().Emitted }, joiner: j},
-		brokers, cfg.CapacityInterval, mux, reg, log); sample != nil {
-		runs = append(runs, sample)
+	if c := startCapacity(capacitySources{role: "joiner", events: "events joined", count: func() int64 { return j.Counters().Emitted }, joiner: j},
+		brokers, cfg.CapacityInterval, mux, reg, log); c != nil {
+		runs = append(runs, c.Run)
 	}
 	if cfg.HTTPAddr != "" {
 		m, err := serveMetrics(cfg.HTTPAddr, reg, mux, httpTimeouts{})

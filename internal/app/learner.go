@@ -116,9 +116,9 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 	l.api.status = func() any { return learnerStatusOf(l.learner, l.store) }
 	learn := l.learnerModule.serve(l.api.metrics, l.api)
 	learners := learnersOf(l.svc)
-	if sample := startCapacity(capacitySources{role: "learner", events: "examples learned", count: learnedBy(learners), learners: learners},
-		brokers, cfg.CapacityInterval, l.api.mux, l.api.metrics, log); sample != nil {
-		learn = append(learn, sample)
+	if c := startCapacity(capacitySources{role: "learner", events: "examples learned", count: learnedBy(learners), learners: learners},
+		brokers, cfg.CapacityInterval, l.api.mux, l.api.metrics, log); c != nil {
+		learn = append(learn, c.Run)
 	}
 	l.start(&l.learn, ctx, learn...)
 	l.start(&l.serve, ctx, l.api.serveGRPC, l.api.serveHTTP)

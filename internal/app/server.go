@@ -166,9 +166,9 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 			return s.watchLoop(ctx, models, name)
 		})
 	})
-	if sample := startCapacity(capacitySources{role: "server", events: "ranks", count: ranksAnswered(s.api.metrics)},
-		brokers, cfg.CapacityInterval, s.api.mux, s.api.metrics, log); sample != nil {
-		serves = append(serves, sample)
+	if c := startCapacity(capacitySources{role: "server", events: "ranks", count: ranksAnswered(s.api.metrics)},
+		brokers, cfg.CapacityInterval, s.api.mux, s.api.metrics, log); c != nil {
+		serves = append(serves, c.Run)
 	}
 	s.start(&s.serve, ctx, serves...)
 	s.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
