@@ -547,7 +547,6 @@ func ownCPU() (time.Duration, bool) {
 
 func ptr[T any](v T) *T { return &v }
 
-
 // startCapacity makes the process's capacity sampler unless interval is 0
 // (then it returns nil): it answers GET /capacity on mux (nil: the process
 // serves no HTTP) and exports its metrics with reg (nil: none). It samples
