@@ -439,9 +439,15 @@ func (g *lagGrowth) forget(seen map[string]bool) {
 	}
 }
 
-// serve answers GET /capacity on mux with the latest report.
+// serve answers GET /capacity on mux with the latest report. A request
+// that comes before the first sample waits for it (it is taken as the
+// process starts), so that the first scrape after a start has numbers.
 func (c *capacity) serve(mux *http.ServeMux) {
-	mux.HandleFunc("GET /capacity", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /capacity", func(w http.ResponseWriter, req *http.Request) {
+		select {
+		case <-c.first:
+		case <-req.Context().Done():
+		}
 		w.Header().Set("Content-Type", "application/json")
 		r := c.report()
 		if r == nil {

@@ -413,6 +413,17 @@ func TestJoinerMetrics(t *testing.T) {
 	if _, ok := got["go_goroutines"]; !ok {
 		t.Error("no Go runtime metrics")
 	}
+	// GET /capacity waits for the first sample, taken as the joiner starts.
+	resp, err := http.Get("http://" + addr + "/capacity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r capacityReport
+	err = json.NewDecoder(resp.Body).Decode(&r)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || r.Role != "joiner" || r.CPU.Events != "events joined" || r.Input == nil || r.Joiner == nil || r.Learners != nil {
+		t.Errorf("GET /capacity: %d %+v %v", resp.StatusCode, r, err)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("joiner: %v", err)
