@@ -42,13 +42,24 @@ const (
 // capacitySources are what a process's capacity sampler reads; each is nil
 // where the process does not have it.
 type capacitySources struct {
-	// role names the process (dev, server, joiner, learner) and events
-	// what its CPU time is divided by, counted by count.
-	role, events string
-	count        func() int64
-	joiner       *joiner.Joiner
+	// role names the process: dev, server, joiner or learner (see
+	// roleEvents).
+	role string
+	// count counts the role's events so far, what its CPU time is
+	// divided by; nil: the examples its learners learned.
+	count  func() int64
+	joiner *joiner.Joiner
 	// learners returns the learners the process runs, by loop.
 	learners func() map[string]*learner.Learner
+}
+
+// roleEvents says, for each role, what its events are, what it does with
+// them, and in what unit.
+var roleEvents = map[string]struct{ events, does, unit string }{
+	"dev":     {"ranks answered (each also joined and learned)", "serves, joins and learns", "events"},
+	"server":  {"ranks answered", "answers", "ranks"},
+	"joiner":  {"events joined", "joins", "events"},
+	"learner": {"examples learned", "learns", "examples"},
 }
 
 // capacity samples, every interval, how far the process's joiner and
@@ -83,7 +94,7 @@ type capacityCounters struct {
 	at       time.Time
 	cpu      time.Duration
 	cpuOK    bool
-	events   int64
+	events   int64 // counted by count
 	input    int64 // records written to personalizer.events: the sum of its end offsets
 	consumed joiner.Consumed
 	joined   int64
@@ -152,11 +163,14 @@ type partitionLag struct {
 
 // cpuReport is the process's CPU time per event of its role.
 type cpuReport struct {
-	Events             string   `json:"events"` // what an event is here
-	EventsPerSecond    *float64 `json:"events_per_second"`
-	BusyCores          *float64 `json:"busy_cores"` // CPU seconds per second
-	SecondsPerEvent    *float64 `json:"seconds_per_event"`
-	MaxEventsPerSecond *float64 `json:"max_events_per_second"` // cores / seconds_per_event
+	Events          string   `json:"events"` // what an event is here
+	EventsPerSecond *float64 `json:"events_per_second"`
+	BusyCores       *float64 `json:"busy_cores"` // CPU seconds per second
+	SecondsPerEvent *float64 `json:"seconds_per_event"`
+	// UsableCores is cores, or for a learner process the loops it
+	// learns if fewer: each loop learns on one goroutine.
+	UsableCores        int      `json:"usable_cores"`
+	MaxEventsPerSecond *float64 `json:"max_events_per_second"` // usable_cores / seconds_per_event
 }
 
 // report returns the latest sample, nil before the first.
@@ -204,7 +218,7 @@ func (c *capacity) sample(ctx context.Context) error {
 	if c.src.count != nil {
 		cur.events = c.src.count()
 	}
-	r := &capacityReport{Role: c.src.role, SampledAt: now, Cores: c.cores, CPU: cpuReport{Events: c.src.events}}
+	r := &capacityReport{Role: c.src.role, SampledAt: now, Cores: c.cores, CPU: cpuReport{Events: roleEvents[c.src.role].events, UsableCores: c.cores}}
 	prev := c.prev
 	var dt float64
 	if prev != nil {
@@ -224,6 +238,7 @@ func (c *capacity) sample(ctx context.Context) error {
 		return ptr(num / den)
 	}
 	times := map[string]map[int]time.Time{} // newest record times, by topic and partition
+	var learned int64                       // examples learned since prev by the loops learned then too
 	if j := c.src.joiner; j != nil {
 		// The positions are read before the end offsets, so that a
 		// record joined in between cannot make the lag negative.
@@ -265,6 +280,10 @@ func (c *capacity) sample(ctx context.Context) error {
 	if c.src.learners != nil {
 		ls := c.src.learners()
 		cur.learned = make(map[string]int64, len(ls))
+		if c.src.count == nil {
+			// Each loop learns on one goroutine: a core each at most.
+			r.CPU.UsableCores = max(min(c.cores, len(ls)), 1)
+		}
 		var bounds map[int]kafkalog.Bounds
 		if len(ls) > 0 {
 			var err error
@@ -279,6 +298,7 @@ func (c *capacity) sample(ctx context.Context) error {
 			if prev != nil {
 				if before, ok := prev.learned[name]; ok {
 					lr.ExamplesPerSecond = rate(float64(st.Learned - before))
+					learned += st.Learned - before
 				}
 			}
 			for _, p := range slices.Sorted(maps.Keys(bounds)) {
@@ -296,13 +316,17 @@ func (c *capacity) sample(ctx context.Context) error {
 		}
 	}
 	if prev != nil {
-		r.CPU.EventsPerSecond = rate(float64(cur.events - prev.events))
+		events := learned
+		if c.src.count != nil {
+			events = cur.events - prev.events
+		}
+		r.CPU.EventsPerSecond = rate(float64(events))
 		if cur.cpuOK && prev.cpuOK {
 			busy := (cur.cpu - prev.cpu).Seconds()
 			r.CPU.BusyCores = rate(busy)
-			r.CPU.SecondsPerEvent = per(busy, float64(cur.events-prev.events))
+			r.CPU.SecondsPerEvent = per(busy, float64(events))
 			if s := r.CPU.SecondsPerEvent; s != nil && *s > 0 {
-				r.CPU.MaxEventsPerSecond = ptr(float64(c.cores) / *s)
+				r.CPU.MaxEventsPerSecond = ptr(float64(r.CPU.UsableCores) / *s)
 			}
 		}
 	}
@@ -351,22 +375,16 @@ func headroom(r *capacityReport) string {
 	if most == nil {
 		return "not measured yet: it takes two samples with events between them"
 	}
-	what := map[string]string{
-		"dev":     "serves, joins and learns",
-		"server":  "answers",
-		"joiner":  "joins",
-		"learner": "learns",
-	}[r.Role]
+	re, now := roleEvents[r.Role], 0.0
+	if r.CPU.EventsPerSecond != nil {
+		now = *r.CPU.EventsPerSecond
+	}
 	size := ""
 	if r.Input != nil && r.Input.BytesPerEvent != nil {
 		size = fmt.Sprintf("at %.0f bytes per event, ", *r.Input.BytesPerEvent)
 	}
-	now := 0.0
-	if r.CPU.EventsPerSecond != nil {
-		now = *r.CPU.EventsPerSecond
-	}
 	return fmt.Sprintf("%sthis %s process %s up to %.0f %s per second on %d cores (%.0f µs of CPU each; now %.1f per second)",
-		size, r.Role, what, *most, r.CPU.Events, r.Cores, *r.CPU.SecondsPerEvent*1e6, now)
+		size, r.Role, re.does, *most, re.unit, r.CPU.UsableCores, *r.CPU.SecondsPerEvent*1e6, now)
 }
 
 // warnGrowing logs the lags that grew over the last samples.
@@ -500,7 +518,7 @@ var (
 	descCPUPerEvent = prometheus.NewDesc("personalizer_capacity_cpu_seconds_per_event",
 		"CPU seconds the process used per event of its role over the last sampling interval.", []string{"role"}, nil)
 	descCPUMax = prometheus.NewDesc("personalizer_capacity_max_events_per_second",
-		"Events per second the process's cores could handle at the measured CPU per event: cores / personalizer_capacity_cpu_seconds_per_event.", []string{"role"}, nil)
+		"Events per second the process could handle at the measured CPU per event: its usable cores (GOMAXPROCS; a learner process: at most one per loop) / personalizer_capacity_cpu_seconds_per_event.", []string{"role"}, nil)
 )
 
 func (cc capacityCollector) Collect(ch chan<- prometheus.Metric) {
@@ -581,17 +599,6 @@ func learnersOf(svc *learner.Service) func() map[string]*learner.Learner {
 			}
 		}
 		return ls
-	}
-}
-
-// learnedBy returns the examples the learners learned, summed.
-func learnedBy(learners func() map[string]*learner.Learner) func() int64 {
-	return func() int64 {
-		var n int64
-		for _, l := range learners() {
-			n += l.Stats().Learned
-		}
-		return n
 	}
 }
 

@@ -130,7 +130,7 @@ func TestLearnerLag(t *testing.T) {
 
 	var logged syncBuffer
 	learners := func() map[string]*learner.Learner { return map[string]*learner.Learner{"lag": l} }
-	c := newCapacity(capacitySources{role: "learner", events: "examples learned", count: learnedBy(learners), learners: learners},
+	c := newCapacity(capacitySources{role: "learner", learners: learners},
 		brokers, time.Second, slog.New(slog.NewJSONHandler(&logged, nil)))
 	c.now = fakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), 10*time.Second)
 	c.insp = kafkalog.NewInspector(brokers)
@@ -295,7 +295,7 @@ func TestJoinerLag(t *testing.T) {
 	out := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, ByPartition: true})
 	defer out.Close()
 	j := joiner.New(rules, testLogger(), src, out, out, time.Now)
-	c := newCapacity(capacitySources{role: "joiner", events: "events joined", count: func() int64 { return j.Counters().Emitted }, joiner: j},
+	c := newCapacity(capacitySources{role: "joiner", count: func() int64 { return j.Counters().Emitted }, joiner: j},
 		brokers, 10*time.Second, testLogger())
 	c.now = fakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), 10*time.Second)
 	c.insp = kafkalog.NewInspector(brokers)
@@ -398,7 +398,7 @@ func TestCapacityCPU(t *testing.T) {
 	t.Parallel()
 	var events int64
 	cpu := 3 * time.Second
-	c := newCapacity(capacitySources{role: "server", events: "ranks", count: func() int64 { return events }}, nil, 10*time.Second, testLogger())
+	c := newCapacity(capacitySources{role: "server", count: func() int64 { return events }}, nil, 10*time.Second, testLogger())
 	c.now = fakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), 10*time.Second)
 	c.cpu = func() (time.Duration, bool) { return cpu, true }
 	c.cores = 2
@@ -415,7 +415,7 @@ func TestCapacityCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = c.report()
-	want := cpuReport{Events: "ranks", EventsPerSecond: ptr(2000.0), BusyCores: ptr(0.5), SecondsPerEvent: ptr(250e-6), MaxEventsPerSecond: ptr(8000.0)}
+	want := cpuReport{Events: "ranks answered", EventsPerSecond: ptr(2000.0), BusyCores: ptr(0.5), SecondsPerEvent: ptr(250e-6), UsableCores: 2, MaxEventsPerSecond: ptr(8000.0)}
 	if got, _ := json.Marshal(r.CPU); string(got) != string(must(json.Marshal(want))) {
 		t.Errorf("cpu %s, want %s", got, must(json.Marshal(want)))
 	}
@@ -511,7 +511,7 @@ func TestCapacityEndpoint(t *testing.T) {
 		t.Errorf("first sample: %s", body)
 	}
 	cpu := r["cpu"].(map[string]any)
-	if cpu["events"] != "ranks" || cpu["seconds_per_event"] != nil {
+	if cpu["events"] != "ranks answered (each also joined and learned)" || cpu["seconds_per_event"] != nil {
 		t.Errorf("cpu: %v", cpu)
 	}
 	learners := r["learners"].([]any)

@@ -170,7 +170,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		return func(ctx context.Context) error { return d.srv.WatchLoopModels(ctx, name, store) }
 	}
 	roles := append([]func(context.Context) error{d.joiner.Run}, d.learnerModule.serve(d.api.metrics, d.api)...)
-	d.capacity = startCapacity(capacitySources{role: "dev", events: "ranks", count: ranksAnswered(d.api.metrics), joiner: d.joiner, learners: learnersOf(d.svc)},
+	d.capacity = startCapacity(capacitySources{role: "dev", count: ranksAnswered(d.api.metrics), joiner: d.joiner, learners: learnersOf(d.svc)},
 		brokers, cfg.CapacityInterval, d.api.mux, d.api.metrics, log)
 	if d.capacity != nil {
 		roles = append(roles, d.capacity.Run)

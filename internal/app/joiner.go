@@ -113,7 +113,7 @@ func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		registerJoiner(reg, j)
 	}
 	runs := []func(context.Context) error{j.Run}
-	if c := startCapacity(capacitySources{role: "joiner", events: "events joined", count: func() int64 { return j.Counters().Emitted }, joiner: j},
+	if c := startCapacity(capacitySources{role: "joiner", count: func() int64 { return j.Counters().Emitted }, joiner: j},
 		brokers, cfg.CapacityInterval, mux, reg, log); c != nil {
 		runs = append(runs, c.Run)
 	}

@@ -116,7 +116,7 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 	l.api.status = func() any { return learnerStatusOf(l.learner, l.store) }
 	learn := l.learnerModule.serve(l.api.metrics, l.api)
 	learners := learnersOf(l.svc)
-	if c := startCapacity(capacitySources{role: "learner", events: "examples learned", count: learnedBy(learners), learners: learners},
+	if c := startCapacity(capacitySources{role: "learner", learners: learners},
 		brokers, cfg.CapacityInterval, l.api.mux, l.api.metrics, log); c != nil {
 		learn = append(learn, c.Run)
 	}

@@ -166,7 +166,7 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 			return s.watchLoop(ctx, models, name)
 		})
 	})
-	if c := startCapacity(capacitySources{role: "server", events: "ranks", count: ranksAnswered(s.api.metrics)},
+	if c := startCapacity(capacitySources{role: "server", count: ranksAnswered(s.api.metrics)},
 		brokers, cfg.CapacityInterval, s.api.mux, s.api.metrics, log); c != nil {
 		serves = append(serves, c.Run)
 	}
