@@ -19,6 +19,7 @@ import (
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
+	"github.com/open-personalizer/personalizer/internal/telemetry"
 	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/learner"
 )
@@ -26,7 +27,7 @@ import (
 // lagBroker starts a broker with the events and joined topics, of
 // kafkalog.DefaultEventsPartitions partitions, and returns its addresses and a writer that puts each
 // record in its Partition.
-func lagBroker(t *testing.T, ctx context.Context) ([]string, *kafkalog.Writer) {
+func lagBroker(t testing.TB, ctx context.Context) ([]string, *kafkalog.Writer) {
 	t.Helper()
 	b, err := kafkalog.StartBroker(kafkalog.BrokerConfig{Addr: "127.0.0.1:0", DataDir: t.TempDir(), MinSessionTimeout: time.Second}, testLogger())
 	if err != nil {
@@ -533,5 +534,112 @@ func TestCapacityEndpoint(t *testing.T) {
 	got := gatherGauges(t, d.api.metrics)
 	if v, ok := got[`personalizer_learner_lag_records{loop="`+cfg.Loop+`",partition="0"}`]; !ok || v != p0["lag_records"] {
 		t.Errorf("metric personalizer_learner_lag_records: %v %v, want %v", v, ok, p0["lag_records"])
+	}
+}
+
+// BenchmarkCapacitySample measures one sample of a dev-like process: a
+// joiner holding every partition of personalizer.events, caught up, a
+// loop's learner, and the ranks counted from the registry. "caught-up":
+// the learner has read everything; "lagging": it has read nothing, so
+// every partition of personalizer.joined costs two fetches. cpu-ns/sample
+// is the process's CPU time (the broker's included, in this process) per
+// sample.
+func BenchmarkCapacitySample(b *testing.B) {
+	ctx := b.Context()
+	brokers, w := lagBroker(b, ctx)
+	lines := bytes.Split(bytes.TrimSpace(gunzip(b, "../../testdata/vw/public_train.dsjson.gz")), []byte("\n"))
+	const n = 4000
+	var joined, events []eventlog.Record
+	for i := range n {
+		p := i % kafkalog.DefaultEventsPartitions
+		joined = append(joined, eventlog.Record{Topic: eventlog.JoinedTopic, Partition: p, Key: fmt.Appendf(nil, "bench/e%d", i),
+			Value: lines[i%len(lines)], Time: time.Now(), Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeJoined)}}})
+		recs, _, _ := eventRecords(i, time.Now().Add(-time.Hour))
+		for _, r := range recs {
+			r.Partition = p
+			events = append(events, r)
+		}
+	}
+	if err := w.Write(ctx, joined...); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Write(ctx, events...); err != nil {
+		b.Fatal(err)
+	}
+	rules := faultRules(0)
+	rules.TickInterval = time.Hour
+	j := joiner.New(rules, testLogger(), kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: "bench", Topic: eventlog.EventsTopic}, testLogger()),
+		w, w, time.Now)
+	jctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- j.Run(jctx) }()
+	defer func() { stop(); <-done }()
+	ends, err := kafkalog.EndOffsets(ctx, brokers, eventlog.EventsTopic)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := j.Wait(ctx, func(joiner.Stats) bool {
+		pos := j.Positions()
+		for p, end := range ends {
+			if pos[p].Next != end {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		b.Fatal(err)
+	}
+	newLearner := func() *learner.Learner {
+		l, err := learner.New(learner.Config{Loop: "bench", Policy: bandit.DefaultPolicy, ExportEvery: time.Hour, Dir: b.TempDir(), Remember: 1 << 14},
+			testLogger(), learner.NewStore(), time.Now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return l
+	}
+	caughtUp := newLearner()
+	lctx, lstop := context.WithCancel(ctx)
+	ldone := make(chan error, 1)
+	go func() {
+		ldone <- caughtUp.Run(lctx, func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
+			return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
+		})
+	}()
+	if err := caughtUp.Wait(ctx, func(s learner.Stats) bool {
+		var sum int64
+		for _, off := range s.Offsets {
+			sum += off
+		}
+		return sum == n
+	}); err != nil {
+		b.Fatal(err)
+	}
+	lstop()
+	<-ldone
+	for _, bc := range []struct {
+		name string
+		l    *learner.Learner
+	}{{"caught-up", caughtUp}, {"lagging", newLearner()}} {
+		b.Run(bc.name, func(b *testing.B) {
+			reg := newRegistry()
+			telemetry.ServerInterceptors(testLogger(), reg) // registers the Rank histogram
+			c := newCapacity(capacitySources{role: "dev", count: ranksAnswered(reg), joiner: j,
+				learners: func() map[string]*learner.Learner { return map[string]*learner.Learner{"bench": bc.l} }}, brokers, time.Second, testLogger())
+			c.register(reg)
+			c.insp = kafkalog.NewInspector(brokers)
+			defer c.insp.Close()
+			cpu0, _ := ownCPU()
+			for b.Loop() {
+				if err := c.sample(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu1, _ := ownCPU()
+			b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/sample")
+			r := c.report()
+			if lag := r.Learners[0].Partitions[0].LagRecords; (bc.name == "lagging") != (lag > 0) {
+				b.Fatalf("%s: learner lags %d records", bc.name, lag)
+			}
+		})
 	}
 }
