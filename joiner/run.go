@@ -209,7 +209,8 @@ type Position struct {
 	Next int64
 	// Committed is the offset of the committed checkpoint, where the
 	// partition's next owner replays from: the first record open reward
-	// windows still need, so it trails Next by about the reward wait.
+	// state still needs (an event is kept for its reward wait plus the
+	// backward window), so it trails Next by about that span.
 	// It is -1 when the group has committed none (replay from the log
 	// start).
 	Committed int64

@@ -494,7 +494,7 @@ var (
 	descJoinerLagSeconds = prometheus.NewDesc("personalizer_joiner_lag_seconds",
 		"Time of the newest record of the partition minus time of the first record the joiner has not joined; 0 when caught up.", []string{"partition"}, nil)
 	descJoinerCheckpointLag = prometheus.NewDesc("personalizer_joiner_checkpoint_lag_records",
-		"Records after the joiner's committed checkpoint in the partition: what a restart replays. It trails by the open reward windows by design.", []string{"partition"}, nil)
+		"Records after the joiner's committed checkpoint in the partition: what a restart replays. It trails by design: events are kept for their reward wait plus the backward window.", []string{"partition"}, nil)
 	descLearnerLag = prometheus.NewDesc("personalizer_learner_lag_records",
 		"Records of personalizer.joined (every loop's lines) in the partition that the loop's learner has not read yet.", []string{"loop", "partition"}, nil)
 	descLearnerLagSeconds = prometheus.NewDesc("personalizer_learner_lag_seconds",
