@@ -219,112 +219,34 @@ func (c *capacity) sample(ctx context.Context) error {
 		cur.events = c.src.count()
 	}
 	r := &capacityReport{Role: c.src.role, SampledAt: now, Cores: c.cores, CPU: cpuReport{Events: roleEvents[c.src.role].events, UsableCores: c.cores}}
-	prev := c.prev
-	var dt float64
-	if prev != nil {
-		dt = now.Sub(prev.at).Seconds()
-		r.IntervalSeconds = dt
-	}
-	rate := func(d float64) *float64 {
-		if prev == nil || dt <= 0 || d < 0 {
-			return nil
-		}
-		return ptr(d / dt)
-	}
-	per := func(num, den float64) *float64 {
-		if prev == nil || den <= 0 || num < 0 {
-			return nil
-		}
-		return ptr(num / den)
+	d := delta{prev: c.prev}
+	if d.prev != nil {
+		d.dt = now.Sub(d.prev.at).Seconds()
+		r.IntervalSeconds = d.dt
 	}
 	times := map[string]map[int]time.Time{} // newest record times, by topic and partition
-	var learned int64                       // examples learned since prev by the loops learned then too
-	if j := c.src.joiner; j != nil {
-		// The positions are read before the end offsets, so that a
-		// record joined in between cannot make the lag negative.
-		pos := j.Positions()
-		cur.consumed, cur.joined = j.Consumed(), j.Counters().Emitted
-		bounds, err := c.insp.Bounds(ctx, eventlog.EventsTopic)
-		if err != nil {
+	if c.src.joiner != nil {
+		if err := c.sampleJoiner(ctx, r, cur, d, times); err != nil {
 			return err
 		}
-		for _, b := range bounds {
-			cur.input += b.End
-		}
-		r.Joiner = &joinerReport{}
-		for _, p := range slices.Sorted(maps.Keys(pos)) {
-			b, ok := bounds[p]
-			if !ok {
-				continue
-			}
-			l, err := c.lag(ctx, eventlog.EventsTopic, p, b, pos[p].Next, times)
-			if err != nil {
-				return err
-			}
-			cp := max(pos[p].Committed, b.Start)
-			l.CheckpointOffset, l.CheckpointLagRecords = ptr(cp), ptr(max(b.End-cp, 0))
-			r.Joiner.Partitions = append(r.Joiner.Partitions, l)
-		}
-		r.Input = &inputReport{}
-		if prev != nil {
-			dRec, dBytes := float64(cur.consumed.Records-prev.consumed.Records), float64(cur.consumed.Bytes-prev.consumed.Bytes)
-			r.Input.RecordsPerSecond = rate(float64(cur.input - prev.input))
-			r.Input.BytesPerRecord = per(dBytes, dRec)
-			if r.Input.RecordsPerSecond != nil && r.Input.BytesPerRecord != nil {
-				r.Input.BytesPerSecond = ptr(*r.Input.RecordsPerSecond * *r.Input.BytesPerRecord)
-			}
-			r.Input.BytesPerEvent = per(dBytes, float64(cur.joined-prev.joined))
-			r.Joiner.EventsPerSecond = rate(float64(cur.joined - prev.joined))
-		}
 	}
+	var learned int64
 	if c.src.learners != nil {
-		ls := c.src.learners()
-		cur.learned = make(map[string]int64, len(ls))
-		if c.src.count == nil {
-			// Each loop learns on one goroutine: a core each at most.
-			r.CPU.UsableCores = max(min(c.cores, len(ls)), 1)
-		}
-		var bounds map[int]kafkalog.Bounds
-		if len(ls) > 0 {
-			var err error
-			if bounds, err = c.insp.Bounds(ctx, eventlog.JoinedTopic); err != nil {
-				return err
-			}
-		}
-		for _, name := range slices.Sorted(maps.Keys(ls)) {
-			st := ls[name].Stats()
-			cur.learned[name] = st.Learned
-			lr := learnerReport{Loop: name}
-			if prev != nil {
-				if before, ok := prev.learned[name]; ok {
-					lr.ExamplesPerSecond = rate(float64(st.Learned - before))
-					learned += st.Learned - before
-				}
-			}
-			for _, p := range slices.Sorted(maps.Keys(bounds)) {
-				next, ok := st.Offsets[p]
-				if !ok {
-					next = bounds[p].Start // read from the log start
-				}
-				l, err := c.lag(ctx, eventlog.JoinedTopic, p, bounds[p], next, times)
-				if err != nil {
-					return err
-				}
-				lr.Partitions = append(lr.Partitions, l)
-			}
-			r.Learners = append(r.Learners, lr)
+		var err error
+		if learned, err = c.sampleLearners(ctx, r, cur, d, times); err != nil {
+			return err
 		}
 	}
-	if prev != nil {
+	if d.prev != nil {
 		events := learned
 		if c.src.count != nil {
-			events = cur.events - prev.events
+			events = cur.events - d.prev.events
 		}
-		r.CPU.EventsPerSecond = rate(float64(events))
-		if cur.cpuOK && prev.cpuOK {
-			busy := (cur.cpu - prev.cpu).Seconds()
-			r.CPU.BusyCores = rate(busy)
-			r.CPU.SecondsPerEvent = per(busy, float64(events))
+		r.CPU.EventsPerSecond = d.rate(float64(events))
+		if cur.cpuOK && d.prev.cpuOK {
+			busy := (cur.cpu - d.prev.cpu).Seconds()
+			r.CPU.BusyCores = d.rate(busy)
+			r.CPU.SecondsPerEvent = d.per(busy, float64(events))
 			if s := r.CPU.SecondsPerEvent; s != nil && *s > 0 {
 				r.CPU.MaxEventsPerSecond = ptr(float64(r.CPU.UsableCores) / *s)
 			}
@@ -335,6 +257,113 @@ func (c *capacity) sample(ctx context.Context) error {
 	c.latest.Store(r)
 	c.warnGrowing(r)
 	return nil
+}
+
+// delta turns the differences of two samples' counters into rates and
+// ratios: none (nil) without a previous sample, for a negative difference
+// (a counter that started again) or for nothing to divide by.
+type delta struct {
+	prev *capacityCounters
+	dt   float64 // seconds since prev
+}
+
+func (d delta) rate(diff float64) *float64 {
+	if d.prev == nil || d.dt <= 0 || diff < 0 {
+		return nil
+	}
+	return ptr(diff / d.dt)
+}
+
+func (d delta) per(num, den float64) *float64 {
+	if d.prev == nil || den <= 0 || num < 0 {
+		return nil
+	}
+	return ptr(num / den)
+}
+
+// sampleJoiner fills in r's input and joiner, from the joiner's positions
+// and counters and the bounds of personalizer.events.
+func (c *capacity) sampleJoiner(ctx context.Context, r *capacityReport, cur *capacityCounters, d delta, times map[string]map[int]time.Time) error {
+	j := c.src.joiner
+	// The positions are read before the end offsets, so that a record
+	// joined in between cannot make the lag negative.
+	pos := j.Positions()
+	cur.consumed, cur.joined = j.Consumed(), j.Counters().Emitted
+	bounds, err := c.insp.Bounds(ctx, eventlog.EventsTopic)
+	if err != nil {
+		return err
+	}
+	for _, b := range bounds {
+		cur.input += b.End
+	}
+	r.Joiner, r.Input = &joinerReport{}, &inputReport{}
+	for _, p := range slices.Sorted(maps.Keys(pos)) {
+		b, ok := bounds[p]
+		if !ok {
+			continue
+		}
+		l, err := c.lag(ctx, eventlog.EventsTopic, p, b, pos[p].Next, times)
+		if err != nil {
+			return err
+		}
+		cp := max(pos[p].Committed, b.Start)
+		l.CheckpointOffset, l.CheckpointLagRecords = ptr(cp), ptr(max(b.End-cp, 0))
+		r.Joiner.Partitions = append(r.Joiner.Partitions, l)
+	}
+	if prev := d.prev; prev != nil {
+		records, bytes := float64(cur.consumed.Records-prev.consumed.Records), float64(cur.consumed.Bytes-prev.consumed.Bytes)
+		in := r.Input
+		in.RecordsPerSecond = d.rate(float64(cur.input - prev.input))
+		in.BytesPerRecord = d.per(bytes, records)
+		if in.RecordsPerSecond != nil && in.BytesPerRecord != nil {
+			in.BytesPerSecond = ptr(*in.RecordsPerSecond * *in.BytesPerRecord)
+		}
+		in.BytesPerEvent = d.per(bytes, float64(cur.joined-prev.joined))
+		r.Joiner.EventsPerSecond = d.rate(float64(cur.joined - prev.joined))
+	}
+	return nil
+}
+
+// sampleLearners fills in r's learners, from their positions and counters
+// and the bounds of personalizer.joined, and returns the examples learned
+// since the previous sample by the loops learned then too.
+func (c *capacity) sampleLearners(ctx context.Context, r *capacityReport, cur *capacityCounters, d delta, times map[string]map[int]time.Time) (learned int64, err error) {
+	ls := c.src.learners()
+	cur.learned = make(map[string]int64, len(ls))
+	if c.src.count == nil {
+		// Each loop learns on one goroutine: a core each at most.
+		r.CPU.UsableCores = max(min(c.cores, len(ls)), 1)
+	}
+	var bounds map[int]kafkalog.Bounds
+	if len(ls) > 0 {
+		if bounds, err = c.insp.Bounds(ctx, eventlog.JoinedTopic); err != nil {
+			return 0, err
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(ls)) {
+		st := ls[name].Stats()
+		cur.learned[name] = st.Learned
+		lr := learnerReport{Loop: name}
+		if d.prev != nil {
+			if before, ok := d.prev.learned[name]; ok {
+				lr.ExamplesPerSecond = d.rate(float64(st.Learned - before))
+				learned += st.Learned - before
+			}
+		}
+		for _, p := range slices.Sorted(maps.Keys(bounds)) {
+			next, ok := st.Offsets[p]
+			if !ok {
+				next = bounds[p].Start // read from the log start
+			}
+			l, err := c.lag(ctx, eventlog.JoinedTopic, p, bounds[p], next, times)
+			if err != nil {
+				return 0, err
+			}
+			lr.Partitions = append(lr.Partitions, l)
+		}
+		r.Learners = append(r.Learners, lr)
+	}
+	return learned, nil
 }
 
 // lag is how far a consumer whose next record is next is behind partition
