@@ -604,7 +604,7 @@ func ptr[T any](v T) *T { return &v }
 // (then it returns nil): it answers GET /capacity on mux (nil: the process
 // serves no HTTP) and exports its metrics with reg (nil: none). It samples
 // once its Run runs, in the stage of the roles it samples.
-func startCapacity(src capacitySources, brokers []string, interval time.Duration, mux *http.ServeMux, reg prometheus.Registerer, log *slog.Logger) *capacity {
+func startCapacity(src capacitySources, brokers []string, interval time.Duration, mux *http.ServeMux, reg *prometheus.Registry, log *slog.Logger) *capacity {
 	if interval <= 0 {
 		return nil
 	}
