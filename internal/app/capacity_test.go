@@ -643,3 +643,18 @@ func BenchmarkCapacitySample(b *testing.B) {
 		})
 	}
 }
+
+// getCapacity returns what GET /capacity on addr answers.
+func getCapacity(t *testing.T, addr string) capacityReport {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/capacity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r capacityReport
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /capacity: %d, %v", resp.StatusCode, err)
+	}
+	return r
+}

@@ -414,15 +414,8 @@ func TestJoinerMetrics(t *testing.T) {
 		t.Error("no Go runtime metrics")
 	}
 	// GET /capacity waits for the first sample, taken as the joiner starts.
-	resp, err := http.Get("http://" + addr + "/capacity")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r capacityReport
-	err = json.NewDecoder(resp.Body).Decode(&r)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || r.Role != "joiner" || r.CPU.Events != "events joined" || r.Input == nil || r.Joiner == nil || r.Learners != nil {
-		t.Errorf("GET /capacity: %d %+v %v", resp.StatusCode, r, err)
+	if r := getCapacity(t, addr); r.Role != "joiner" || r.CPU.Events != "events joined" || r.Input == nil || r.Joiner == nil || r.Learners != nil {
+		t.Errorf("GET /capacity: %+v", r)
 	}
 	cancel()
 	if err := <-done; err != nil {
