@@ -37,7 +37,7 @@ type learnerConfig struct {
 func (c *learnerConfig) registerFlags(fs *flag.FlagSet) {
 	brokersVar(fs, &c.Brokers)
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50052", "gRPC listen address (the ModelService servers pull from)")
-	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (health)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (GET /healthz, /metrics, /capacity)")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "where the learner keeps its checkpoint (in <data-dir>/learner/<loop>, as dev)")
 	loopVar(fs, &c.Loop)
 	logLevelVar(fs, &c.LogLevel)
