@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -142,6 +143,8 @@ type Joiner struct {
 	mu      sync.Mutex
 	pending map[int]int  // events in open windows, by claimed partition
 	stalled map[int]bool // claimed partitions whose fetch or write is failing
+	pos     map[int]Position
+	input   Consumed
 	// unlearned sums the outcomes audited since the last log line about
 	// them, which comes at most every unlearnedLogInterval.
 	unlearned     Stats
@@ -165,7 +168,7 @@ func New(cfg Config, log *slog.Logger, src Source, out, ticks eventlog.Writer, n
 	if cfg.MaxRecordBytes == 0 {
 		cfg.MaxRecordBytes = eventlog.DefaultMaxRecordBytes
 	}
-	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, pending: map[int]int{}, stalled: map[int]bool{},
+	return &Joiner{cfg: cfg, log: log, src: src, out: out, ticks: ticks, now: now, pending: map[int]int{}, stalled: map[int]bool{}, pos: map[int]Position{},
 		trace: tp.Tracer("github.com/open-personalizer/personalizer/joiner")}
 }
 
@@ -196,6 +199,68 @@ func (j *Joiner) setPending(p, n int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.pending[p] = n
+}
+
+// Position is where a joiner is in a partition it holds.
+type Position struct {
+	// Next is the offset of the first record not yet joined: the output of
+	// every record before it is written (the [Checkpoint.Next] of the last
+	// batch written).
+	Next int64
+	// Committed is the offset of the committed checkpoint, where the
+	// partition's next owner replays from: the first record open reward
+	// state still needs (an event is kept for its reward wait plus the
+	// backward window), so it trails Next by about that span.
+	// It is -1 when the group has committed none (replay from the log
+	// start).
+	Committed int64
+}
+
+// Positions returns the joiner's position in each partition it holds.
+func (j *Joiner) Positions() map[int]Position {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return maps.Clone(j.pos)
+}
+
+// Consumed counts the input records a joiner has joined (their output
+// written), and their bytes (keys and values), since it started.
+type Consumed struct{ Records, Bytes int64 }
+
+// Consumed returns what the joiner has joined since it started, over every
+// partition.
+func (j *Joiner) Consumed() Consumed {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.input
+}
+
+// setWritten records that partition p's batch b is written.
+func (j *Joiner) setWritten(p int, b *batch) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.pending[p] = b.pending
+	pos := j.pos[p]
+	pos.Next = b.cp.Next
+	j.pos[p] = pos
+	j.input.Records += b.in.Records
+	j.input.Bytes += b.in.Bytes
+}
+
+// setPosition records partition p's position.
+func (j *Joiner) setPosition(p int, pos Position) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.pos[p] = pos
+}
+
+// setCommitted records the offset committed for partition p.
+func (j *Joiner) setCommitted(p int, off int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	pos := j.pos[p]
+	pos.Committed = off
+	j.pos[p] = pos
 }
 
 // Stalled returns how many of the partitions the joiner holds cannot move
@@ -271,8 +336,9 @@ type batch struct {
 	buf     []byte  // the chunk being filled
 	size    int     // bytes of keys and values in recs
 	cp      Checkpoint
-	stats   Stats // the window's, and what rendering counted (see render)
-	pending int   // the window's pending events after it
+	stats   Stats    // the window's, and what rendering counted (see render)
+	pending int      // the window's pending events after it
+	in      Consumed // the input records joined into it
 }
 
 // append adds a record whose key is key and whose value is what value
@@ -301,7 +367,7 @@ func (b *batch) add(src int64, rec eventlog.Record) {
 // reset empties b for reuse, keeping its last chunk.
 func (b *batch) reset() {
 	clear(b.recs) // the writer holds no reference to a batch it acknowledged
-	b.recs, b.src, b.buf, b.size, b.stats = b.recs[:0], b.src[:0], b.buf[:0], 0, Stats{}
+	b.recs, b.src, b.buf, b.size, b.stats, b.in = b.recs[:0], b.src[:0], b.buf[:0], 0, Stats{}, Consumed{}
 }
 
 // claim joins one partition for one group generation, in three goroutines
@@ -325,6 +391,8 @@ func (j *Joiner) claim(ctx context.Context, c eventlog.Claim) error {
 			w.Resume(cp)
 		}
 	}
+	start, _ := c.Start()
+	j.setPosition(p, Position{Next: max(w.Checkpoint().Next, start), Committed: start})
 	records := make(chan eventlog.Record, fetchQueue)
 	batches := make(chan batch, batchQueue)
 	// Written batches come back to be filled again.
@@ -347,6 +415,9 @@ func (j *Joiner) claim(ctx context.Context, c eventlog.Claim) error {
 	err := g.Wait()
 	j.setPending(p, 0) // the partition's next owner holds them now
 	j.setStalled(p, false)
+	j.mu.Lock()
+	delete(j.pos, p)
+	j.mu.Unlock()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -413,6 +484,8 @@ func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan even
 		for n := 1; ; n++ {
 			w.Add(decode(rec), &out)
 			j.render(&b, p, &out, &rec, &r)
+			b.in.Records++
+			b.in.Bytes += int64(len(rec.Key) + len(rec.Value))
 			out.Reset()
 			if n == batchRecords || b.size >= batchBytes || len(records) == 0 {
 				break
@@ -565,6 +638,7 @@ func (j *Joiner) write(ctx context.Context, c eventlog.Claim, batches <-chan bat
 			return
 		}
 		committed = acked
+		j.setCommitted(c.Partition(), acked.Offset)
 	}
 	for b := range batches {
 		if len(b.recs) > 0 {
@@ -573,7 +647,7 @@ func (j *Joiner) write(ctx context.Context, c eventlog.Claim, batches <-chan bat
 			}
 		}
 		acked = b.cp
-		j.setPending(c.Partition(), b.pending)
+		j.setWritten(c.Partition(), &b)
 		j.stats.Update(func(s *Stats) { s.Add(b.stats) })
 		j.logUnlearned(b.stats)
 		b.reset()

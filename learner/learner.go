@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"
@@ -105,6 +106,11 @@ type Stats struct {
 	Duplicates   int64  // joined events dropped as repeats
 	Malformed    int64  // joined lines that did not parse
 	OtherLoops   int64  // records of other loops, skipped
+	// Offsets is the next offset to read of each personalizer.joined
+	// partition, as of the last counters update: every record before it
+	// is learned or skipped. A partition it does not have is read from
+	// its log start. Never modified: each update brings a new map.
+	Offsets map[int]int64
 
 	// Examples is how many examples the current model learned since it
 	// was created, at ModelCreated: the ModelInfo.examples of the next
@@ -294,7 +300,7 @@ func (l *Learner) restore(data []byte, written time.Time) error {
 		l.seen.addHash(k)
 	}
 	l.lastLearned = int64(c.learned)
-	st := Stats{Version: c.version, Learned: int64(c.learned), LastCheckpoint: written}
+	st := Stats{Version: c.version, Learned: int64(c.learned), LastCheckpoint: written, Offsets: maps.Clone(c.offsets)}
 	l.setModelStats(&st, int64(c.examples))
 	l.stats.Update(func(s *Stats) { *s = st })
 	l.store.Publish(l.version(c.model, st))
@@ -552,7 +558,11 @@ var traceContext propagation.TraceContext
 
 // addStats folds batch into the shared stats and wakes waiters.
 func (l *Learner) addStats(batch *Stats) {
+	read := batch.Learned + batch.NotLearnable + batch.Duplicates + batch.Malformed + batch.OtherLoops
 	l.stats.Update(func(s *Stats) {
+		if read > 0 {
+			s.Offsets = maps.Clone(l.offsets)
+		}
 		s.Learned += batch.Learned
 		s.Examples += batch.Examples
 		s.NotLearnable += batch.NotLearnable

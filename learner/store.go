@@ -3,6 +3,8 @@ package learner
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -101,6 +103,13 @@ func (s *Service) Commands(loop string) Commands {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.loops[loop].cmds
+}
+
+// Loops returns the names of the loops the service serves, sorted.
+func (s *Service) Loops() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.loops))
 }
 
 // Remove stops serving loop: new calls get NotFound (open watches stay

@@ -54,14 +54,14 @@ func LogTimes(ctx context.Context, brokers []string, topics ...string) (first, l
 			if starts[p] >= ends[p] {
 				continue
 			}
-			t0, ok, err := recordTime(ctx, c, topic, p, starts[p], ends[p], true)
+			t0, ok, err := recordTime(ctx, c, topic, p, starts[p], ends[p], true, fetchMaxBytes)
 			if err != nil {
 				return time.Time{}, time.Time{}, err
 			}
 			if !ok {
 				continue // emptied since its offsets were listed
 			}
-			t1, ok, err := recordTime(ctx, c, topic, p, ends[p]-1, ends[p], false)
+			t1, ok, err := recordTime(ctx, c, topic, p, ends[p]-1, ends[p], false, fetchMaxBytes)
 			if err != nil {
 				return time.Time{}, time.Time{}, err
 			}
@@ -83,18 +83,19 @@ func LogTimes(ctx context.Context, brokers []string, topics ...string) (first, l
 	return first, last, nil
 }
 
-// recordTime fetches partition p of topic at off and returns the time of
-// the first record at or after off (earliest) or of the last record before
-// end (not earliest). A fetch returns whole batches, so records before off
-// may come too, and compaction may have removed off itself. ok is false if
-// no such record is stored any more.
-func recordTime(ctx context.Context, c *kafka.Client, topic string, p int, off, end int64, earliest bool) (t time.Time, ok bool, err error) {
+// recordTime fetches partition p of topic at off, up to maxBytes, and
+// returns the time of the first record at or after off (earliest) or of
+// the last record before end (not earliest). A fetch returns whole batches,
+// at least one whatever maxBytes, so records before off may come too, and
+// compaction may have removed off itself. ok is false if no such record is
+// stored any more.
+func recordTime(ctx context.Context, c *kafka.Client, topic string, p int, off, end int64, earliest bool, maxBytes int64) (t time.Time, ok bool, err error) {
 	// Two tries: records deleted between listing the offsets and this
 	// fetch move the start once.
 	for range 2 {
 		resp, err := c.Fetch(ctx, &kafka.FetchRequest{
 			Topic: topic, Partition: p, Offset: off,
-			MinBytes: 1, MaxBytes: fetchMaxBytes, MaxWait: logTimesMaxWait,
+			MinBytes: 1, MaxBytes: maxBytes, MaxWait: logTimesMaxWait,
 		})
 		if err == nil {
 			err = resp.Error
@@ -373,4 +374,67 @@ func CommittedOffsets(ctx context.Context, brokers []string, group, topic string
 		}
 	}
 	return out, nil
+}
+
+// Inspector reads partitions' offsets and record times for the lag
+// sampler, over one client whose connections it keeps between calls, so
+// that a sample every few seconds opens no new connection. It is safe for
+// concurrent use; Close releases its connections.
+type Inspector struct {
+	c    *kafka.Client
+	done func()
+}
+
+// NewInspector returns an inspector of brokers.
+func NewInspector(brokers []string) *Inspector {
+	c, done := adminClient(brokers)
+	return &Inspector{c: c, done: done}
+}
+
+// Close closes the inspector's connections.
+func (i *Inspector) Close() { i.done() }
+
+// Bounds are a partition's log start offset (its first stored record) and
+// its end offset (where the next record will go).
+type Bounds struct{ Start, End int64 }
+
+// Bounds returns the bounds of every partition of topic.
+func (i *Inspector) Bounds(ctx context.Context, topic string) (map[int]Bounds, error) {
+	resp, err := i.c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	n := -1
+	for _, t := range resp.Topics {
+		if t.Name == topic {
+			if t.Error != nil {
+				return nil, fmt.Errorf("metadata of %s: %w", topic, t.Error)
+			}
+			n = len(t.Partitions)
+		}
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, kafka.UnknownTopicOrPartition)
+	}
+	starts, err := listPartitionOffsets(ctx, i.c, topic, n, kafka.FirstOffset)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := listPartitionOffsets(ctx, i.c, topic, n, kafka.LastOffset)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]Bounds, n)
+	for p := range n {
+		out[p] = Bounds{Start: starts[p], End: ends[p]}
+	}
+	return out, nil
+}
+
+// RecordTime returns the time of the record at offset off of partition p
+// of topic, or of the first one after it that is stored (compaction or
+// retention may have removed off), before end. ok is false when there is
+// none. One fetch of one batch, the one holding off.
+func (i *Inspector) RecordTime(ctx context.Context, topic string, p int, off, end int64) (t time.Time, ok bool, err error) {
+	return recordTime(ctx, i.c, topic, p, off, end, true, 1)
 }

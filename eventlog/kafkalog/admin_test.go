@@ -415,3 +415,57 @@ func TestTopicReaderRecordsDeletedWhileReading(t *testing.T) {
 		t.Error("nothing was skipped: the reader had read every record ahead")
 	}
 }
+
+// TestInspector reads partitions' bounds and the times of records at
+// offsets, in one batch or another, before and after records are deleted.
+func TestInspector(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	b := startBroker(t, t.TempDir())
+	base := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return base.Add(time.Duration(s) * time.Second) }
+	w := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: b.Addrs()})
+	t.Cleanup(func() { w.Close() })
+	for batch := range 2 { // two writes: two batches in partition 1
+		var recs []eventlog.Record
+		for i := range 5 {
+			recs = append(recs, eventlog.Record{Topic: eventlog.JoinedTopic, Partition: 1, Value: []byte("v"), Time: at(5*batch + i)})
+		}
+		if err := w.Write(ctx, recs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := kafkalog.NewInspector(b.Addrs())
+	defer in.Close()
+	bounds, err := in.Bounds(ctx, eventlog.JoinedTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]kafkalog.Bounds{0: {}, 1: {Start: 0, End: 10}, 2: {}, 3: {}}
+	if !maps.Equal(bounds, want) {
+		t.Errorf("bounds %v, want %v", bounds, want)
+	}
+	check := func(off int64, want time.Time, wantOK bool) {
+		t.Helper()
+		got, ok, err := in.RecordTime(ctx, eventlog.JoinedTopic, 1, off, 10)
+		if err != nil || ok != wantOK || !got.Equal(want) {
+			t.Errorf("RecordTime at %d = %v, %v, %v; want %v, %v", off, got, ok, err, want, wantOK)
+		}
+	}
+	check(0, at(0), true)
+	check(3, at(3), true)
+	check(7, at(7), true) // in the second batch
+	check(9, at(9), true)
+	check(10, time.Time{}, false) // the end: no record yet
+
+	if err := kafkalog.DeleteRecords(ctx, b.Addrs(), eventlog.JoinedTopic, map[int]int64{1: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if bounds, err = in.Bounds(ctx, eventlog.JoinedTopic); err != nil || bounds[1] != (kafkalog.Bounds{Start: 4, End: 10}) {
+		t.Errorf("bounds after deleting 4 records: %v, %v", bounds, err)
+	}
+	check(2, at(4), true) // the first stored after it
+	if _, err := in.Bounds(ctx, "no.such.topic"); err == nil {
+		t.Error("Bounds of an unknown topic succeeded, want error")
+	}
+}

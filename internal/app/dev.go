@@ -37,6 +37,8 @@ type devConfig struct {
 	Learner     learner.Config
 	Limits      server.Limits
 	Security    securityConfig
+	// CapacityInterval is how often lag and capacity are sampled; 0: never.
+	CapacityInterval time.Duration
 	// Tracing records spans of Rank, the join and learning; nil is off.
 	// runDev sets it from the OTEL_* environment; tests set their own.
 	Tracing trace.TracerProvider
@@ -55,6 +57,7 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	c.Learner.RegisterFlags(fs, "")
 	c.Limits.RegisterFlags(fs, "")
 	c.Security.registerFlags(fs)
+	capacityIntervalVar(fs, &c.CapacityInterval)
 	// Seconds, not Personalizer's minutes, so that learning shows at once.
 	setDefault(fs, "reward-wait", "2s")
 	setDefault(fs, "join-slack", "250ms")
@@ -111,7 +114,8 @@ type dev struct {
 	joiner *joiner.Joiner
 	*learnerModule
 	*apiModule
-	configs *configTopic
+	configs  *configTopic
+	capacity *capacity // nil with --capacity-interval 0
 
 	// Each stage stops on its own, in shutdown order.
 	serve, publish, roles, follow stage
@@ -165,7 +169,13 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		registerServerLoop(metrics, d.srv, name)
 		return func(ctx context.Context) error { return d.srv.WatchLoopModels(ctx, name, store) }
 	}
-	d.start(&d.roles, ctx, append([]func(context.Context) error{d.joiner.Run}, d.learnerModule.serve(d.api.metrics, d.api)...)...)
+	roles := append([]func(context.Context) error{d.joiner.Run}, d.learnerModule.serve(d.api.metrics, d.api)...)
+	d.capacity = startCapacity(capacitySources{role: "dev", count: ranksAnswered(d.api.metrics), joiner: d.joiner, learners: learnersOf(d.svc)},
+		brokers, cfg.CapacityInterval, d.api.mux, d.api.metrics, log)
+	if d.capacity != nil {
+		roles = append(roles, d.capacity.Run)
+	}
+	d.start(&d.roles, ctx, roles...)
 	d.start(&d.publish, ctx, d.publishes())
 	d.start(&d.serve, ctx, d.serves(d.store)...)
 	d.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

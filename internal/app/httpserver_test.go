@@ -102,7 +102,7 @@ func startTestAPI(t *testing.T, sec securityConfig, log *slog.Logger) (a *api, s
 func TestHTTPTimeouts(t *testing.T) {
 	t.Parallel()
 	a, _, _ := startTestAPI(t, securityConfig{HTTP: shortHTTP}, slog.New(slog.DiscardHandler))
-	m, err := serveMetrics("127.0.0.1:0", newRegistry(), shortHTTP)
+	m, err := serveMetrics("127.0.0.1:0", newRegistry(), nil, shortHTTP)
 	if err != nil {
 		t.Fatal(err)
 	}

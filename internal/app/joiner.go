@@ -6,8 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
@@ -28,18 +32,21 @@ type joinerConfig struct {
 	SessionTimeout    time.Duration
 	RebalanceTimeout  time.Duration
 	HeartbeatInterval time.Duration
+	// CapacityInterval is how often lag and capacity are sampled; 0: never.
+	CapacityInterval time.Duration
 }
 
 func (c *joinerConfig) registerFlags(fs *flag.FlagSet) {
 	brokersVar(fs, &c.Brokers)
 	fs.StringVar(&c.Group, "group", joinerGroup, "consumer group of the joiners")
-	fs.StringVar(&c.HTTPAddr, "http-addr", "", "HTTP listen address for GET /metrics and /healthz (empty: none)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "", "HTTP listen address for GET /metrics, /capacity and /healthz (empty: none)")
 	logLevelVar(fs, &c.LogLevel)
 	c.Kafka.registerFlags(fs)
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", kafkalog.DefaultSessionTimeout, "how long the group keeps a silent member before rebalancing without it")
 	fs.DurationVar(&c.RebalanceTimeout, "rebalance-timeout", kafkalog.DefaultRebalanceTimeout, "how long a rebalance waits for members to rejoin")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", kafkalog.DefaultHeartbeatInterval, "how often a member checks in with the group")
 	c.Joiner.RegisterFlags(fs, "")
+	capacityIntervalVar(fs, &c.CapacityInterval)
 }
 
 func (c *joinerConfig) brokers() []string { return splitBrokers(c.Brokers) }
@@ -99,10 +106,19 @@ func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	ticks := cfg.Kafka.writer(brokers, false)
 	j := joiner.New(cfg.Joiner, log, group, out, ticks, time.Now)
 	httpAddr := ""
+	var reg *prometheus.Registry
+	var mux *http.ServeMux
 	if cfg.HTTPAddr != "" {
-		reg := newRegistry()
+		reg, mux = newRegistry(), http.NewServeMux()
 		registerJoiner(reg, j)
-		m, err := serveMetrics(cfg.HTTPAddr, reg, httpTimeouts{})
+	}
+	runs := []func(context.Context) error{j.Run}
+	if c := startCapacity(capacitySources{role: "joiner", count: func() int64 { return j.Counters().Emitted }, joiner: j},
+		brokers, cfg.CapacityInterval, mux, reg, log); c != nil {
+		runs = append(runs, c.Run)
+	}
+	if cfg.HTTPAddr != "" {
+		m, err := serveMetrics(cfg.HTTPAddr, reg, mux, httpTimeouts{})
 		if err != nil {
 			return errors.Join(err, out.Close(), ticks.Close())
 		}
@@ -110,6 +126,10 @@ func runJoiner(ctx context.Context, args []string, stdout, stderr io.Writer, get
 		httpAddr = fmt.Sprintf(", HTTP %s", m.addr)
 	}
 	fmt.Fprintf(stdout, "personalizer joiner: group %s, brokers %s%s\n", cfg.Group, strings.Join(brokers, ","), httpAddr)
-	err = j.Run(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, run := range runs {
+		g.Go(func() error { return run(gctx) })
+	}
+	err = g.Wait()
 	return errors.Join(err, out.Close(), ticks.Close())
 }

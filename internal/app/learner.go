@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -29,18 +30,21 @@ type learnerConfig struct {
 	MaxModelBytes int
 	Learner       learner.Config
 	Security      securityConfig
+	// CapacityInterval is how often lag and capacity are sampled; 0: never.
+	CapacityInterval time.Duration
 }
 
 func (c *learnerConfig) registerFlags(fs *flag.FlagSet) {
 	brokersVar(fs, &c.Brokers)
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:50052", "gRPC listen address (the ModelService servers pull from)")
-	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (health)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (GET /healthz, /metrics, /capacity)")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "where the learner keeps its checkpoint (in <data-dir>/learner/<loop>, as dev)")
 	loopVar(fs, &c.Loop)
 	logLevelVar(fs, &c.LogLevel)
 	fs.IntVar(&c.MaxModelBytes, "max-model-bytes", defaultMaxModelBytes, "largest model version sent to servers")
 	c.Learner.RegisterFlags(fs, "")
 	c.Security.registerFlags(fs)
+	capacityIntervalVar(fs, &c.CapacityInterval)
 }
 
 func (c *learnerConfig) validate() error {
@@ -110,7 +114,13 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 		return nil, err
 	}
 	l.api.status = func() any { return learnerStatusOf(l.learner, l.store) }
-	l.start(&l.learn, ctx, l.learnerModule.serve(l.api.metrics, l.api)...)
+	learn := l.learnerModule.serve(l.api.metrics, l.api)
+	learners := learnersOf(l.svc)
+	if c := startCapacity(capacitySources{role: "learner", learners: learners},
+		brokers, cfg.CapacityInterval, l.api.mux, l.api.metrics, log); c != nil {
+		learn = append(learn, c.Run)
+	}
+	l.start(&l.learn, ctx, learn...)
 	l.start(&l.serve, ctx, l.api.serveGRPC, l.api.serveHTTP)
 	l.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return l, nil

@@ -251,7 +251,7 @@ func (a askLog) Next(ctx context.Context, after uint64) (*eventsv1.GetModelRespo
 	return a.ModelSource.Next(ctx, after)
 }
 
-func gunzip(t *testing.T, path string) []byte {
+func gunzip(t testing.TB, path string) []byte {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

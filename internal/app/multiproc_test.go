@@ -169,6 +169,20 @@ func TestMultiProcess(t *testing.T) {
 	}
 	t.Logf("%d acknowledged ranks, %d joined lines (%d repeats after the SIGKILL), each learned once", len(acked), lines, lines-len(acked))
 
+	// The learner and the servers answer GET /capacity for their roles.
+	for _, c := range []struct{ addr, role, events string }{
+		{field(lp, "personalizer learner:", "HTTP"), "learner", "examples learned"},
+		{httpAddrs[0], "server", "ranks answered"},
+	} {
+		r := getCapacity(t, c.addr)
+		if r.Role != c.role || r.CPU.Events != c.events || r.Input != nil || r.Joiner != nil {
+			t.Errorf("%s /capacity: %+v", c.role, r)
+		}
+		if c.role == "learner" && (len(r.Learners) != 1 || r.Learners[0].Loop != "default" || len(r.Learners[0].Partitions) != kafkalog.DefaultEventsPartitions) {
+			t.Errorf("learner /capacity learners: %+v", r.Learners)
+		}
+	}
+
 	// Without its learner, the surviving server keeps serving its last
 	// model and says so: in gRPC health, in /healthz and to the health
 	// command.

@@ -51,6 +51,8 @@ type serverConfig struct {
 	Security      securityConfig
 	LearnerTLSCA  string
 	Tracing       trace.TracerProvider // from the OTEL_* environment; nil is off
+	// CapacityInterval is how often CPU per Rank is sampled; 0: never.
+	CapacityInterval time.Duration
 }
 
 func (c *serverConfig) registerFlags(fs *flag.FlagSet) {
@@ -67,6 +69,7 @@ func (c *serverConfig) registerFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxModelBytes, "max-model-bytes", defaultMaxModelBytes, "largest model version accepted from the learner")
 	c.Limits.RegisterFlags(fs, "")
 	c.Security.registerFlags(fs)
+	capacityIntervalVar(fs, &c.CapacityInterval)
 	fs.StringVar(&c.LearnerTLSCA, "learner-tls-ca", "", "PEM CAs of the learner's TLS certificate; calls the learner over TLS, presenting --tls-cert if given (mTLS)")
 }
 
@@ -158,11 +161,16 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	s.remote = server.NewRemoteModels(models, cfg.Loop, s.learnerReachable)
 
 	s.start(&s.publish, ctx, s.publishes())
-	s.start(&s.serve, ctx, append(s.serves(s.remote), func(ctx context.Context) error {
+	serves := append(s.serves(s.remote), func(ctx context.Context) error {
 		return perLoop(ctx, s.configs.reg, cfg.Loop, func(ctx context.Context, name string) func() {
 			return s.watchLoop(ctx, models, name)
 		})
-	})...)
+	})
+	if c := startCapacity(capacitySources{role: "server", count: ranksAnswered(s.api.metrics)},
+		brokers, cfg.CapacityInterval, s.api.mux, s.api.metrics, log); c != nil {
+		serves = append(serves, c.Run)
+	}
+	s.start(&s.serve, ctx, serves...)
 	s.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return s, nil
 }

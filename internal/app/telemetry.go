@@ -252,14 +252,16 @@ type metricsServer struct {
 	served chan error
 }
 
-// serveMetrics serves reg on addr until close, with timeouts t (zero
-// fields: the defaults).
-func serveMetrics(addr string, reg *prometheus.Registry, t httpTimeouts) (*metricsServer, error) {
+// serveMetrics serves reg on addr until close, with the routes already on
+// mux (nil: none) and timeouts t (zero fields: the defaults).
+func serveMetrics(addr string, reg *prometheus.Registry, mux *http.ServeMux, t httpTimeouts) (*metricsServer, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
+	if mux == nil {
+		mux = http.NewServeMux()
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	m := &metricsServer{addr: lis.Addr(), http: newHTTPServer(mux, t), served: make(chan error, 1)}

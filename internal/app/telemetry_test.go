@@ -413,6 +413,10 @@ func TestJoinerMetrics(t *testing.T) {
 	if _, ok := got["go_goroutines"]; !ok {
 		t.Error("no Go runtime metrics")
 	}
+	// GET /capacity waits for the first sample, taken as the joiner starts.
+	if r := getCapacity(t, addr); r.Role != "joiner" || r.CPU.Events != "events joined" || r.Input == nil || r.Joiner == nil || r.Learners != nil {
+		t.Errorf("GET /capacity: %+v", r)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("joiner: %v", err)
