@@ -180,7 +180,11 @@ func (b *loopBench) runRewardToModel(ctx context.Context, stdout io.Writer, conc
 	defer stop()
 
 	var mu sync.Mutex
-	infos := map[uint64]*eventsv1.ModelInfo{}
+	type announced struct {
+		info *eventsv1.ModelInfo
+		at   time.Time // when the learner's announcement reached bench
+	}
+	infos := map[uint64]announced{}
 	type servedAt struct {
 		version uint64
 		at      time.Time
@@ -189,6 +193,7 @@ func (b *loopBench) runRewardToModel(ctx context.Context, stdout io.Writer, conc
 	type position struct {
 		partition int
 		offset    int64
+		at        time.Time // when bench read the line
 	}
 	positions := map[string]position{} // joined lines of the loop since the start, by event id
 	rewards := map[string]time.Time{}  // when each event's Reward call was made
@@ -196,7 +201,7 @@ func (b *loopBench) runRewardToModel(ctx context.Context, stdout io.Writer, conc
 	var latest watch.Value[*eventsv1.ModelInfo]
 	watchDone, err := b.watchVersions(watchCtx, &latest, func(i *eventsv1.ModelInfo) {
 		mu.Lock()
-		infos[i.GetVersion()] = i
+		infos[i.GetVersion()] = announced{i, time.Now()}
 		mu.Unlock()
 	})
 	if err != nil {
@@ -223,7 +228,7 @@ func (b *loopBench) runRewardToModel(ctx context.Context, stdout io.Writer, conc
 			}
 			if id, ok := strings.CutPrefix(string(rec.Key), prefix); ok {
 				mu.Lock()
-				positions[id] = position{rec.Partition, rec.Offset}
+				positions[id] = position{rec.Partition, rec.Offset, time.Now()}
 				mu.Unlock()
 			}
 		}
@@ -269,25 +274,39 @@ func (b *loopBench) runRewardToModel(ctx context.Context, stdout io.Writer, conc
 	fmt.Fprintf(stdout, "sent  %v (Rank and Reward)\n", r)
 
 	// covered returns, for every event a served version covers, the
-	// time from its Reward call to the first such version; and how many
-	// are not covered yet.
-	covered := func() ([]time.Duration, int) {
+	// time from its Reward call to the first such version, and its
+	// stages: until bench read the joined line, then until the learner
+	// announced that version, then until the server served it; and how
+	// many events are not decided yet (not covered, or a served version
+	// before the one found is not announced to bench yet).
+	covered := func() (lat [4][]time.Duration, missing int) {
 		mu.Lock()
 		defer mu.Unlock()
-		var lat []time.Duration
 		for id, at := range rewards {
 			pos, ok := positions[id]
 			if !ok {
+				missing++
 				continue
 			}
+			found := false
 			for _, s := range served {
-				if info := infos[s.version]; info.GetJoinedOffsets()[int32(pos.partition)] > pos.offset {
-					lat = append(lat, s.at.Sub(at))
+				a, ok := infos[s.version]
+				if !ok {
+					break
+				}
+				if a.info.GetJoinedOffsets()[int32(pos.partition)] > pos.offset {
+					for i, d := range []time.Duration{s.at.Sub(at), pos.at.Sub(at), a.at.Sub(pos.at), s.at.Sub(a.at)} {
+						lat[i] = append(lat[i], d)
+					}
+					found = true
 					break
 				}
 			}
+			if !found {
+				missing++
+			}
 		}
-		return lat, len(rewards) - len(lat)
+		return lat, missing
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -296,15 +315,19 @@ func (b *loopBench) runRewardToModel(ctx context.Context, stdout io.Writer, conc
 	for {
 		lat, missing := covered()
 		if missing == 0 {
-			slices.Sort(lat)
-			q := func(p float64) time.Duration {
-				return lat[min(len(lat)-1, int(p*float64(len(lat))))].Round(time.Millisecond)
+			for _, l := range lat {
+				slices.Sort(l)
+			}
+			q := func(i int, p float64) time.Duration {
+				return lat[i][min(len(lat[i])-1, int(p*float64(len(lat[i]))))].Round(time.Millisecond)
 			}
 			mu.Lock()
 			versions := len(served)
 			mu.Unlock()
 			fmt.Fprintf(stdout, "reward-to-model  events %d  p50 %v  p90 %v  p99 %v  max %v  (%d versions served)\n",
-				len(lat), q(0.5), q(0.9), q(0.99), q(1), versions)
+				len(lat[0]), q(0, 0.5), q(0, 0.9), q(0, 0.99), q(0, 1), versions)
+			fmt.Fprintf(stdout, "stages p50/p99  reward to joined line read %v/%v  to version announced %v/%v  to version served %v/%v\n",
+				q(1, 0.5), q(1, 0.99), q(2, 0.5), q(2, 0.99), q(3, 0.5), q(3, 0.99))
 			return nil
 		}
 		select {

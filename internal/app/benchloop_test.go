@@ -46,6 +46,7 @@ func TestBenchLoop(t *testing.T) {
 				`reward-to-model: [0-9]+ B request \(3 actions x 15 features, 15 context features\), 2 in flight, 500ms, at 40 QPS`,
 				sent,
 				`reward-to-model  events (N)  p50 \S+  p90 \S+  p99 \S+  max \S+  \([1-9][0-9]* versions served\)`,
+				`stages p50/p99  reward to joined line read \S+/\S+  to version announced \S+/\S+  to version served \S+/\S+`,
 			},
 		},
 	} {
