@@ -138,6 +138,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			models: eventsv1.NewModelServiceClient(mconn), brokers: splitBrokers(brokers), loop: cmp.Or(caller.Loop, "default"), req: req}
 		fmt.Fprintf(stdout, "%s: %d B request (%d actions x %d features, %d context features), %d in flight, %v, %s\n",
 			*method, proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rateString(*qps))
+		if *spawn != "" {
+			if err := b.warmUp(ctx, stdout); err != nil {
+				return err
+			}
+		}
 		if *method == "pipeline" {
 			return b.runPipeline(ctx, stdout, *concurrency, *duration, *qps, pids)
 		}

@@ -90,6 +90,31 @@ func (b *loopBench) watchVersions(ctx context.Context, v *watch.Value[*eventsv1.
 	return done, nil
 }
 
+// warmUp sends one event and waits until a served model version has
+// learned it: a loop just started may not have its joiner's partitions
+// assigned yet, and its first events would wait for that.
+func (b *loopBench) warmUp(ctx context.Context, stdout io.Writer) error {
+	start := time.Now()
+	watchCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var latest watch.Value[*eventsv1.ModelInfo]
+	if _, err := b.watchVersions(watchCtx, &latest, nil); err != nil {
+		return err
+	}
+	base := latest.Get()
+	if _, _, err := b.rankReward(ctx); err != nil {
+		return err
+	}
+	err := latest.Wait(ctx, func(i *eventsv1.ModelInfo) bool {
+		return i.GetExamples() > base.GetExamples() || i.GetModelCreated().AsTime() != base.GetModelCreated().AsTime()
+	})
+	if err != nil {
+		return fmt.Errorf("warming up: %w", err)
+	}
+	fmt.Fprintf(stdout, "warmed up: a first event learned after %.1fs\n", time.Since(start).Seconds())
+	return nil
+}
+
 // runPipeline sends Rank and Reward as fast as it can (or at qps) for d,
 // then waits until the learner has learned every event, and prints the
 // sustained rate, the input of joiner and learner in MB/s, and each

@@ -30,6 +30,7 @@ func TestBenchLoop(t *testing.T) {
 			[]string{
 				`spawned dev: dev [0-9]+; reward wait 200ms, join slack 250ms, tick interval 500ms, model export frequency 200ms`,
 				`pipeline: 7430 B request \(10 actions x 45 features, 50 context features\), 2 in flight, 500ms, at 100 QPS`,
+				`warmed up: a first event learned after [0-9.]+s`,
 				sent,
 				`learned (N) events in [0-9.]+s: [0-9]+ events/s`,
 				`joiner  reads ([0-9]+) records \([0-9]+ B/event\): [0-9.]+ MB/s; Personalizer's ceiling 20 MB/s per loop`,
@@ -44,6 +45,7 @@ func TestBenchLoop(t *testing.T) {
 			[]string{
 				`spawned multi: broker [0-9]+, learner [0-9]+, joiner [0-9]+, server [0-9]+; reward wait 200ms, join slack 250ms, tick interval 500ms, model export frequency 200ms`,
 				`reward-to-model: [0-9]+ B request \(3 actions x 15 features, 15 context features\), 2 in flight, 500ms, at 40 QPS`,
+				`warmed up: a first event learned after [0-9.]+s`,
 				sent,
 				`reward-to-model  events (N)  p50 \S+  p90 \S+  p99 \S+  max \S+  \([1-9][0-9]* versions served\)`,
 				`stages p50/p99  reward to joined line read \S+/\S+  to version announced \S+/\S+  to version served \S+/\S+`,
