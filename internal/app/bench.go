@@ -49,7 +49,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		"dev (one process) or multi (broker, learner, joiner and server); --addr, --model-addr, --kafka-brokers and --pids are then its own")
 	rewardWait := fs.Duration("reward-wait", time.Second, "--spawn: the loop's reward wait")
 	exportEvery := fs.Duration("model-export-frequency", time.Second, "--spawn: the loop's model export frequency")
-	learnTimeout := fs.Duration("learn-timeout", 2*time.Minute, "reward-to-model: how long after the last Reward every event must be in a served model version")
+	learnTimeout := fs.Duration("learn-timeout", 2*time.Minute, "pipeline, reward-to-model: how long after the last Reward every event must be learned (reward-to-model: in a served model version)")
 	var caller callerConfig
 	caller.registerFlags(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {
@@ -71,9 +71,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	case "seed":
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name, p := range map[string]*int{"actions": actions, "features": features, "context": nContext} {
-			if !set[name] {
-				*p = map[string]int{"actions": seedActions, "features": seedFeatures, "context": seedContext}[name]
+		for _, f := range []struct {
+			name string
+			p    *int
+			seed int
+		}{{"actions", actions, seedActions}, {"features", features, seedFeatures}, {"context", nContext, seedContext}} {
+			if !set[f.name] {
+				*f.p = f.seed
 			}
 		}
 	default:
@@ -139,12 +143,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		fmt.Fprintf(stdout, "%s: %d B request (%d actions x %d features, %d context features), %d in flight, %v, %s\n",
 			*method, proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rateString(*qps))
 		if *spawn != "" {
-			if err := b.warmUp(ctx, stdout); err != nil {
+			if err := b.warmUp(ctx, stdout, *learnTimeout); err != nil {
 				return err
 			}
 		}
 		if *method == "pipeline" {
-			return b.runPipeline(ctx, stdout, *concurrency, *duration, *qps, pids)
+			return b.runPipeline(ctx, stdout, *concurrency, *duration, *qps, pids, *learnTimeout)
 		}
 		return b.runRewardToModel(ctx, stdout, *concurrency, *duration, *qps, *learnTimeout)
 	default:

@@ -22,9 +22,10 @@ import (
 )
 
 // The seed workload (bench --workload seed): Rank requests of 500
-// features, 10 actions of 45 features and 50 context features, about
-// 7.4 KB of protobuf (about 11 KB as Personalizer's JSON): the event size
-// of Personalizer's sizing notes, 20 MB/s being about 2,000 events/s of
+// features, 10 actions of 45 features and 50 context features, 7.4 KB of
+// protobuf and about 11 KB per event in personalizer.events (the rank
+// record with its DSJson context, and the reward): the event size of
+// Personalizer's sizing notes, 20 MB/s being about 2,000 events/s of
 // 10 KB.
 const (
 	seedActions  = 10
@@ -90,25 +91,44 @@ func (b *loopBench) watchVersions(ctx context.Context, v *watch.Value[*eventsv1.
 	return done, nil
 }
 
-// warmUp sends one event and waits until a served model version has
-// learned it: a loop just started may not have its joiner's partitions
-// assigned yet, and its first events would wait for that.
-func (b *loopBench) warmUp(ctx context.Context, stdout io.Writer) error {
+// waitVersion waits until cond holds for the latest version v that
+// watchVersions follows, reporting the watch's end (done) as an error, for
+// at most timeout.
+func waitVersion(ctx context.Context, v *watch.Value[*eventsv1.ModelInfo], done <-chan error, timeout time.Duration, cond func(*eventsv1.ModelInfo) bool) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() { // ends with ctx
+		select {
+		case err := <-done:
+			cancel(fmt.Errorf("watch model versions: %w", err))
+		case <-ctx.Done():
+		}
+	}()
+	timer := time.AfterFunc(timeout, func() { cancel(fmt.Errorf("not learned within %v (--learn-timeout)", timeout)) })
+	defer timer.Stop()
+	if err := v.Wait(ctx, cond); err != nil {
+		return context.Cause(ctx)
+	}
+	return nil
+}
+
+// warmUp sends one event and waits until the learner has published a
+// version that learned it: a loop just started may not have its joiner's
+// partitions assigned yet, and its first events would wait for that.
+func (b *loopBench) warmUp(ctx context.Context, stdout io.Writer, timeout time.Duration) error {
 	start := time.Now()
 	watchCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var latest watch.Value[*eventsv1.ModelInfo]
-	if _, err := b.watchVersions(watchCtx, &latest, nil); err != nil {
+	done, err := b.watchVersions(watchCtx, &latest, nil)
+	if err != nil {
 		return err
 	}
-	base := latest.Get()
+	base := latest.Get().GetExamples()
 	if _, _, err := b.rankReward(ctx); err != nil {
 		return err
 	}
-	err := latest.Wait(ctx, func(i *eventsv1.ModelInfo) bool {
-		return i.GetExamples() > base.GetExamples() || i.GetModelCreated().AsTime() != base.GetModelCreated().AsTime()
-	})
-	if err != nil {
+	if err := waitVersion(ctx, &latest, done, timeout, func(i *eventsv1.ModelInfo) bool { return i.GetExamples() > base }); err != nil {
 		return fmt.Errorf("warming up: %w", err)
 	}
 	fmt.Fprintf(stdout, "warmed up: a first event learned after %.1fs\n", time.Since(start).Seconds())
@@ -120,7 +140,7 @@ func (b *loopBench) warmUp(ctx context.Context, stdout io.Writer) error {
 // sustained rate, the input of joiner and learner in MB/s, and each
 // role's CPU per event (pids: role name to process id, local processes).
 // The loop must be idle when it starts: events learned meanwhile count.
-func (b *loopBench) runPipeline(ctx context.Context, stdout io.Writer, concurrency int, d time.Duration, qps float64, pids []rolePID) error {
+func (b *loopBench) runPipeline(ctx context.Context, stdout io.Writer, concurrency int, d time.Duration, qps float64, pids []rolePID, timeout time.Duration) error {
 	eventsStart, err := kafkalog.EndOffsets(ctx, b.brokers, eventlog.EventsTopic)
 	if err != nil {
 		return err
@@ -132,7 +152,8 @@ func (b *loopBench) runPipeline(ctx context.Context, stdout io.Writer, concurren
 	watchCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var latest watch.Value[*eventsv1.ModelInfo]
-	if _, err := b.watchVersions(watchCtx, &latest, nil); err != nil {
+	done, err := b.watchVersions(watchCtx, &latest, nil)
+	if err != nil {
 		return err
 	}
 	base := latest.Get().GetExamples()
@@ -150,7 +171,7 @@ func (b *loopBench) runPipeline(ctx context.Context, stdout io.Writer, concurren
 	}
 	events := uint64(len(r.lat))
 	fmt.Fprintf(stdout, "sent  %v (Rank and Reward)\n", r)
-	if err := latest.Wait(ctx, func(i *eventsv1.ModelInfo) bool { return i.GetExamples() >= base+events }); err != nil {
+	if err := waitVersion(ctx, &latest, done, timeout, func(i *eventsv1.ModelInfo) bool { return i.GetExamples() >= base+events }); err != nil {
 		return fmt.Errorf("waiting for the learner to learn %d events: %w", events, err)
 	}
 	elapsed := time.Since(start)
