@@ -316,17 +316,23 @@ func (l *Learner) setModelStats(s *Stats, examples int64) {
 }
 
 // version wraps model bytes as version st.Version, of st.Examples
-// examples since the model's creation.
+// examples since the model's creation, learned up to the learner's
+// offsets.
 func (l *Learner) version(model []byte, st Stats) *eventsv1.GetModelResponse {
 	sum := sha256.Sum256(model)
+	offsets := make(map[int32]int64, len(l.offsets))
+	for p, off := range l.offsets {
+		offsets[int32(p)] = off
+	}
 	return &eventsv1.GetModelResponse{
 		Info: &eventsv1.ModelInfo{
-			Loop:         l.cfg.Loop,
-			Version:      st.Version,
-			Sha256:       sum[:],
-			Created:      timestamppb.New(l.now()),
-			Examples:     uint64(st.Examples),
-			ModelCreated: timestamppb.New(l.created),
+			Loop:          l.cfg.Loop,
+			Version:       st.Version,
+			Sha256:        sum[:],
+			Created:       timestamppb.New(l.now()),
+			Examples:      uint64(st.Examples),
+			ModelCreated:  timestamppb.New(l.created),
+			JoinedOffsets: offsets,
 		},
 		Data: model,
 	}

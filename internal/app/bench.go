@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -20,10 +21,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/internal/sim"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:50051", "gRPC address of the service")
@@ -32,11 +34,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	qps := fs.Float64("qps", 0, "send at this fixed rate, latency counted from when each request was due (0: as fast as possible)")
 	echo := fs.Bool("echo", true, "also measure a plain gRPC echo of the same request, served in this process, and report Rank's share of its QPS")
 	serverPID := fs.Int("server-pid", 0, "report the CPU time this local process (the server) spends per request, from /proc")
-	method := fs.String("call", "rank", "what to call at --addr: rank, stream (Rank over RankStream, one stream per request in flight), or echo or transport on a bench --serve-echo process")
+	method := fs.String("call", "rank", "what to call at --addr: rank, stream (Rank over RankStream, one stream per request in flight), echo or transport on a bench --serve-echo process, "+
+		"pipeline (Rank and Reward until learned: events/s, MB/s, CPU per event of the --pids) or reward-to-model (time from each Reward call to the first served model version that learned it)")
 	serveEcho := fs.String("serve-echo", "", "serve the echo and transport services on this address until interrupted, and measure nothing")
 	actions := fs.Int("actions", 20, "actions per request")
 	features := fs.Int("features", 15, "features per action")
 	nContext := fs.Int("context", 15, "context features")
+	workload := fs.String("workload", "", "seed: the seed's events of 500 features, 10 actions x 45 features and 50 context features (--actions, --features and --context given too win)")
+	var brokers string
+	brokersVar(fs, &brokers)
+	modelAddr := fs.String("model-addr", "", "pipeline, reward-to-model: gRPC address of the learner's ModelService (empty: --addr, as dev serves it)")
+	pidList := fs.String("pids", "", "pipeline: role=pid pairs, comma-separated (server=12,joiner=34,...): report each local process's CPU per event")
+	spawn := fs.String("spawn", "", "start the loop to measure, each role a process of this binary on loopback ports with its data in a temporary directory, and stop it after: "+
+		"dev (one process) or multi (broker, learner, joiner and server); --addr, --model-addr, --kafka-brokers and --pids are then its own")
+	rewardWait := fs.Duration("reward-wait", time.Second, "--spawn: the loop's reward wait")
+	exportEvery := fs.Duration("model-export-frequency", time.Second, "--spawn: the loop's model export frequency")
+	learnTimeout := fs.Duration("learn-timeout", 2*time.Minute, "pipeline, reward-to-model: how long after the last Reward every event must be learned (reward-to-model: in a served model version)")
 	var caller callerConfig
 	caller.registerFlags(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {
@@ -53,9 +66,48 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if *serveEcho != "" {
 		return serveEchoOn(ctx, *serveEcho, stdout)
 	}
+	switch *workload {
+	case "":
+	case "seed":
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, f := range []struct {
+			name string
+			p    *int
+			seed int
+		}{{"actions", actions, seedActions}, {"features", features, seedFeatures}, {"context", nContext, seedContext}} {
+			if !set[f.name] {
+				*f.p = f.seed
+			}
+		}
+	default:
+		return fmt.Errorf("--workload %q: want seed or nothing", *workload)
+	}
+	pids, err := parsePIDs(*pidList)
+	if err != nil {
+		return err
+	}
 	dial, err := caller.dialOptions()
 	if err != nil {
 		return err
+	}
+	if *spawn != "" {
+		s, serr := spawnLoop(ctx, *spawn, *rewardWait, *exportEvery)
+		if serr != nil {
+			return serr
+		}
+		defer func() {
+			if cerr := s.close(); cerr != nil && err == nil {
+				err = fmt.Errorf("--spawn: %w", cerr)
+			}
+		}()
+		*addr, *modelAddr, brokers, pids = s.addr, s.modelAddr, s.brokers, s.pids
+		var roles []string
+		for _, p := range s.pids {
+			roles = append(roles, fmt.Sprintf("%s %d", p.role, p.pid))
+		}
+		fmt.Fprintf(stdout, "spawned %s: %s; reward wait %v, join slack %s, tick interval %s, model export frequency %v\n",
+			*spawn, strings.Join(roles, ", "), *rewardWait, spawnJoinSlack, spawnTickInterval, *exportEvery)
 	}
 	conn, err := grpc.NewClient(*addr, dial...)
 	if err != nil {
@@ -78,8 +130,29 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		rank = func(ctx context.Context) error {
 			return conn.Invoke(ctx, name, req, new(personalizerv1.RankRequest))
 		}
+	case "pipeline", "reward-to-model":
+		mconn := conn
+		if *modelAddr != "" {
+			if mconn, err = grpc.NewClient(*modelAddr, dial...); err != nil {
+				return fmt.Errorf("dial %s: %w", *modelAddr, err)
+			}
+			defer mconn.Close()
+		}
+		b := &loopBench{client: personalizerv1.NewPersonalizerServiceClient(conn), admin: personalizerv1.NewAdminServiceClient(conn),
+			models: eventsv1.NewModelServiceClient(mconn), brokers: splitBrokers(brokers), loop: cmp.Or(caller.Loop, "default"), req: req}
+		fmt.Fprintf(stdout, "%s: %d B request (%d actions x %d features, %d context features), %d in flight, %v, %s\n",
+			*method, proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rateString(*qps))
+		if *spawn != "" {
+			if err := b.warmUp(ctx, stdout, *learnTimeout); err != nil {
+				return err
+			}
+		}
+		if *method == "pipeline" {
+			return b.runPipeline(ctx, stdout, *concurrency, *duration, *qps, pids, *learnTimeout)
+		}
+		return b.runRewardToModel(ctx, stdout, *concurrency, *duration, *qps, *learnTimeout)
 	default:
-		return fmt.Errorf("--call %q: want rank, stream, echo or transport", *method)
+		return fmt.Errorf("--call %q: want rank, stream, echo, transport, pipeline or reward-to-model", *method)
 	}
 	if err := rank(ctx); err != nil {
 		return fmt.Errorf("%s: %w", *method, err)
@@ -90,12 +163,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			return fmt.Errorf("--server-pid: %w", err)
 		}
 	}
-	rate := "as fast as possible"
-	if *qps > 0 {
-		rate = fmt.Sprintf("at %.0f QPS", *qps)
-	}
 	fmt.Fprintf(stdout, "%s: %d B request (%d actions x %d features, %d context features), %d in flight, %v, %s\n",
-		strings.ToUpper((*method)[:1])+(*method)[1:], proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rate)
+		strings.ToUpper((*method)[:1])+(*method)[1:], proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rateString(*qps))
 
 	r, err := measure(ctx, rank, *concurrency, *duration, *qps)
 	if err != nil {
@@ -139,6 +208,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		fmt.Fprintf(stdout, "rank/echo QPS %.2f\n", r.qps()/er.qps())
 	}
 	return nil
+}
+
+// rateString says how fast bench sends.
+func rateString(qps float64) string {
+	if qps > 0 {
+		return fmt.Sprintf("at %.0f QPS", qps)
+	}
+	return "as fast as possible"
 }
 
 // benchResult is what one measure run found.

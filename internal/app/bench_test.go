@@ -37,7 +37,14 @@ import (
 // each, over gRPC, through the embedded broker, the joiner and the learner,
 // until every event is learned. events/s and MB/s (of Rank requests) are
 // end to end, so they include one reward window at the end.
-func BenchmarkPipeline(b *testing.B) {
+func BenchmarkPipeline(b *testing.B) { benchPipeline(b, 20, 15, 15) }
+
+// BenchmarkPipelineSeed is [BenchmarkPipeline] with the seed workload:
+// 500 features, 10 actions x 45 and 50 context features (bench --workload
+// seed).
+func BenchmarkPipelineSeed(b *testing.B) { benchPipeline(b, seedActions, seedFeatures, seedContext) }
+
+func benchPipeline(b *testing.B, actions, features, nContext int) {
 	const events = 20000
 	var cfg devConfig
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
@@ -65,7 +72,7 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 	defer conn.Close()
 	client := personalizerv1.NewPersonalizerServiceClient(conn)
-	req := sim.Request(rand.New(rand.NewPCG(1, 2)), 20, 15, 15)
+	req := sim.Request(rand.New(rand.NewPCG(1, 2)), actions, features, nContext)
 	size := proto.Size(req)
 
 	ctx := context.Background()

@@ -705,7 +705,15 @@ type ModelInfo struct {
 	Examples uint64 `protobuf:"varint,5,opt,name=examples,proto3" json:"examples,omitempty"`
 	// When the model this version continues was started: the loop's first
 	// model, or its last reset or import.
-	ModelCreated  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=model_created,json=modelCreated,proto3" json:"model_created,omitempty"`
+	ModelCreated *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=model_created,json=modelCreated,proto3" json:"model_created,omitempty"`
+	// Where the learner stood in personalizer.joined when it wrote this
+	// version: for each partition it has read, the offset of the first
+	// record it had not. Every record before it was read, and learned
+	// into this version unless it was not learnable (another loop's, a
+	// repeat, _skipLearn, malformed) or was read before model_created (a
+	// reset or an import starts a model that has learned none of those, a
+	// policy change one retrained on its retrain window's).
+	JoinedOffsets map[int32]int64 `protobuf:"bytes,7,rep,name=joined_offsets,json=joinedOffsets,proto3" json:"joined_offsets,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -778,6 +786,13 @@ func (x *ModelInfo) GetExamples() uint64 {
 func (x *ModelInfo) GetModelCreated() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ModelCreated
+	}
+	return nil
+}
+
+func (x *ModelInfo) GetJoinedOffsets() map[int32]int64 {
+	if x != nil {
+		return x.JoinedOffsets
 	}
 	return nil
 }
@@ -974,14 +989,18 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x13ImportModelResponse\x125\n" +
 	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\"'\n" +
 	"\x11WatchModelRequest\x12\x12\n" +
-	"\x04loop\x18\x01 \x01(\tR\x04loop\"\xe4\x01\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\"\x83\x03\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\fR\x06sha256\x124\n" +
 	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x1a\n" +
 	"\bexamples\x18\x05 \x01(\x04R\bexamples\x12?\n" +
-	"\rmodel_created\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fmodelCreated\"K\n" +
+	"\rmodel_created\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fmodelCreated\x12[\n" +
+	"\x0ejoined_offsets\x18\a \x03(\v24.personalizer.events.v1.ModelInfo.JoinedOffsetsEntryR\rjoinedOffsets\x1a@\n" +
+	"\x12JoinedOffsetsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"K\n" +
 	"\x12WatchModelResponse\x125\n" +
 	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\"?\n" +
 	"\x0fGetModelRequest\x12\x12\n" +
@@ -1016,7 +1035,7 @@ func file_personalizer_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_personalizer_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_personalizer_events_v1_events_proto_goTypes = []any{
 	(LearningMode)(0),             // 0: personalizer.events.v1.LearningMode
 	(*RankEvent)(nil),             // 1: personalizer.events.v1.RankEvent
@@ -1033,30 +1052,32 @@ var file_personalizer_events_v1_events_proto_goTypes = []any{
 	(*WatchModelResponse)(nil),    // 12: personalizer.events.v1.WatchModelResponse
 	(*GetModelRequest)(nil),       // 13: personalizer.events.v1.GetModelRequest
 	(*GetModelResponse)(nil),      // 14: personalizer.events.v1.GetModelResponse
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	nil,                           // 15: personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_personalizer_events_v1_events_proto_depIdxs = []int32{
 	0,  // 0: personalizer.events.v1.RankEvent.learning_mode:type_name -> personalizer.events.v1.LearningMode
 	2,  // 1: personalizer.events.v1.RankEvent.rules:type_name -> personalizer.events.v1.JoinRules
 	11, // 2: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
 	11, // 3: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	15, // 4: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
-	15, // 5: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
-	11, // 6: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	11, // 7: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	10, // 8: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
-	13, // 9: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
-	6,  // 10: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
-	8,  // 11: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
-	12, // 12: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
-	14, // 13: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
-	7,  // 14: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
-	9,  // 15: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	16, // 4: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
+	16, // 5: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
+	15, // 6: personalizer.events.v1.ModelInfo.joined_offsets:type_name -> personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	11, // 7: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	11, // 8: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	10, // 9: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
+	13, // 10: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
+	6,  // 11: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
+	8,  // 12: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
+	12, // 13: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
+	14, // 14: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
+	7,  // 15: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
+	9,  // 16: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_events_v1_events_proto_init() }
@@ -1070,7 +1091,7 @@ func file_personalizer_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_events_v1_events_proto_rawDesc), len(file_personalizer_events_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

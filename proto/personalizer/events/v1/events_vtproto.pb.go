@@ -585,6 +585,21 @@ func (m *ModelInfo) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if len(m.JoinedOffsets) > 0 {
+		for k := range m.JoinedOffsets {
+			v := m.JoinedOffsets[k]
+			baseI := i
+			i = protohelpers.EncodeVarint(dAtA, i, uint64(v))
+			i--
+			dAtA[i] = 0x10
+			i = protohelpers.EncodeVarint(dAtA, i, uint64(k))
+			i--
+			dAtA[i] = 0x8
+			i = protohelpers.EncodeVarint(dAtA, i, uint64(baseI-i))
+			i--
+			dAtA[i] = 0x3a
+		}
+	}
 	if m.ModelCreated != nil {
 		size, err := (*timestamppb.Timestamp)(m.ModelCreated).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
@@ -998,6 +1013,14 @@ func (m *ModelInfo) SizeVT() (n int) {
 	if m.ModelCreated != nil {
 		l = (*timestamppb.Timestamp)(m.ModelCreated).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if len(m.JoinedOffsets) > 0 {
+		for k, v := range m.JoinedOffsets {
+			_ = k
+			_ = v
+			mapEntrySize := 1 + protohelpers.SizeOfVarint(uint64(k)) + 1 + protohelpers.SizeOfVarint(uint64(v))
+			n += mapEntrySize + 1 + protohelpers.SizeOfVarint(uint64(mapEntrySize))
+		}
 	}
 	n += len(m.unknownFields)
 	return n
