@@ -77,6 +77,7 @@ func run(w *Window, s script) []string {
 	for _, in := range s {
 		w.Add(in, &out)
 		for _, j := range out.Joined {
+			resolve(w, &j, s)
 			got = append(got, fmt.Sprintf("@%d %s", in.Offset, describe(j)))
 		}
 		for _, a := range out.Audits {
@@ -88,6 +89,18 @@ func run(w *Window, s script) []string {
 		out.Reset()
 	}
 	return got
+}
+
+// resolve fills in what a window leaves to its caller (see [Joined]):
+// the key, rank and trace of the rank record at j.Offset in s, whose
+// offsets are consecutive, as the joiner does with the record it reads
+// back.
+func resolve(w *Window, j *Joined, s script) {
+	in := s[j.Offset-s[0].Offset]
+	if in.Offset != j.Offset || in.Kind != Rank || !w.IsKey(j, []byte(in.Key)) {
+		panic(fmt.Sprintf("joined offset %d is not a rank of the script", j.Offset))
+	}
+	j.Key, j.Rank, j.Trace = in.Key, in.Rank, in.Trace
 }
 
 // describe renders what the tests check of a joined event: key, reward,
@@ -510,8 +523,8 @@ func TestWindowCheckpoint(t *testing.T) {
 			t.Errorf("after input %d: checkpoint %+v, want %+v", i, got, want[i])
 		}
 	}
-	if w.Pending() != 0 || len(w.events) != 0 || len(w.early) != 0 {
-		t.Errorf("state left: %d pending, %d events, %d early", w.Pending(), len(w.events), len(w.early))
+	if w.Pending() != 0 || w.index.n != 0 || len(w.early) != 0 {
+		t.Errorf("state left: %d pending, %d events, %d early", w.Pending(), w.index.n, len(w.early))
 	}
 }
 
