@@ -253,6 +253,7 @@ func (r *memReader) Fetch(ctx context.Context) (Record, error) {
 		parts, grew := r.m.topics[r.topic], r.m.grew
 		for i := range parts {
 			p := (r.last + 1 + i) % len(parts)
+			r.next[p] = max(r.next[p], r.m.starts[fmt.Sprintf("%s/%d", r.topic, p)])
 			if r.next[p] < int64(len(parts[p])) {
 				rec := parts[p][r.next[p]]
 				r.next[p]++
