@@ -152,3 +152,31 @@ func BenchmarkAppendDSJSON(b *testing.B) {
 		buf = appendDSJSON(buf[:0], &j, &fc)
 	}
 }
+
+// BenchmarkRankCache fills a partition's rank cache at the flag's default
+// size (32 MiB) with the benchmark's ranks, decoded as the joiner caches
+// them, each record in its own buffer, and reports the heap it holds:
+// per cached rank (B/rank) and against the budget (held/budget).
+func BenchmarkRankCache(b *testing.B) {
+	g := newBenchEvents()
+	const budget = 32 << 20
+	var perRank, ratio float64
+	for range b.N {
+		b.StopTimer()
+		before := heapInUse()
+		b.StartTimer()
+		c := rankCache{budget: budget}
+		for i := 0; i < 2*budget/5000; i++ {
+			rank, _ := g.event(i)
+			in := decode(rank)
+			c.put(in.Offset, in.Key, in.Rank, in.Trace, len(rank.Value))
+		}
+		b.StopTimer()
+		held := float64(heapInUse() - before)
+		perRank, ratio = held/float64(c.q.len()), held/budget
+		runtime.KeepAlive(&c)
+		b.StartTimer()
+	}
+	b.ReportMetric(perRank, "B/rank")
+	b.ReportMetric(ratio, "held/budget")
+}
