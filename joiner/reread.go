@@ -75,21 +75,37 @@ const rereadSkip = 2000
 // rereadTimeout bounds one attempt to read a record again.
 const rereadTimeout = 30 * time.Second
 
-// rereader reads records of a partition again, forward from where it is,
-// opening a reader elsewhere only when it must.
+// rereaders is how many positioned readers a rereader keeps: windows of
+// different waits close ranks from as many places in the partition.
+const rereaders = 4
+
+// rereader reads records of a partition again, forward from where one of
+// its readers is, opening a reader elsewhere only when none is close
+// before the offset.
 type rereader struct {
 	claim eventlog.Claim
-	r     eventlog.Reader
-	next  int64 // the offset after the last record r returned
+	rs    []positioned // the most recently used last
+}
+
+type positioned struct {
+	r    eventlog.Reader
+	next int64 // the offset after the last record r returned
 }
 
 // read returns the record at offset, or the first one after it that the
 // log still has.
 func (rr *rereader) read(ctx context.Context, offset int64) (eventlog.Record, error) {
-	if rr.r != nil && (offset < rr.next || offset-rr.next > rereadSkip) {
-		rr.close()
+	k := -1
+	for i, p := range rr.rs {
+		if p.next <= offset && offset-p.next <= rereadSkip && (k < 0 || p.next > rr.rs[k].next) {
+			k = i
+		}
 	}
-	if rr.r == nil {
+	var p positioned
+	if k >= 0 {
+		p = rr.rs[k]
+		rr.rs = slices.Delete(rr.rs, k, k+1)
+	} else {
 		c, ok := rr.claim.(eventlog.Rereader)
 		if !ok {
 			return eventlog.Record{}, errNoReread
@@ -98,16 +114,21 @@ func (rr *rereader) read(ctx context.Context, offset int64) (eventlog.Record, er
 		if err != nil {
 			return eventlog.Record{}, err
 		}
-		rr.r, rr.next = r, offset
+		p = positioned{r: r, next: offset}
+		if len(rr.rs) == rereaders {
+			rr.rs[0].r.Close()
+			rr.rs = slices.Delete(rr.rs, 0, 1)
+		}
 	}
 	for {
-		rec, err := rr.r.Fetch(ctx)
+		rec, err := p.r.Fetch(ctx)
 		if err != nil {
-			rr.close()
+			p.r.Close()
 			return rec, err
 		}
-		rr.next = rec.Offset + 1
+		p.next = rec.Offset + 1
 		if rec.Offset >= offset {
+			rr.rs = append(rr.rs, p)
 			return rec, nil
 		}
 	}
@@ -115,11 +136,12 @@ func (rr *rereader) read(ctx context.Context, offset int64) (eventlog.Record, er
 
 var errNoReread = errors.New("the log cannot read a partition again")
 
+// close closes the readers.
 func (rr *rereader) close() {
-	if rr.r != nil {
-		rr.r.Close()
-		rr.r = nil
+	for _, p := range rr.rs {
+		p.r.Close()
 	}
+	rr.rs = nil
 }
 
 // resolve fills in the key, rank and trace of each event in out.Joined,

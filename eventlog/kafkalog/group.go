@@ -170,7 +170,7 @@ func (g *Group) serveClaim(ctx context.Context, c *claim, fn eventlog.ClaimFunc)
 	if start < 0 {
 		start = kafka.FirstOffset
 	}
-	r, err := newPartitionReader(g.cfg.Brokers, g.cfg.Topic, c.partition, start)
+	r, err := newPartitionReader(g.cfg.Brokers, g.cfg.Topic, c.partition, start, fetchQueueCapacity)
 	if err != nil {
 		return err
 	}
@@ -256,7 +256,7 @@ func (c *claim) Fetch(ctx context.Context) (eventlog.Record, error) {
 // partition from offset, or from the first record kept if retention
 // deleted offset. Close it when done.
 func (c *claim) Reread(_ context.Context, offset int64) (eventlog.Reader, error) {
-	r, err := newPartitionReader(c.brokers, c.topic, c.partition, offset)
+	r, err := newPartitionReader(c.brokers, c.topic, c.partition, offset, rereadQueueCapacity)
 	if err != nil {
 		return nil, err
 	}
