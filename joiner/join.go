@@ -312,10 +312,14 @@ type Window struct {
 // event is a pending or closed event: 80 bytes without pointers, in a
 // slab. Times are Unix nanoseconds.
 type event struct {
-	hash   keyHash // of the key
-	time   int64   // rank time
-	end    int64   // rank time + its reward wait: the window closes when the watermark reaches it
-	forget int64   // see below
+	hash keyHash // of the key
+	time int64   // rank time
+	end  int64   // rank time + its reward wait: the window closes when the watermark reaches it
+	// forget is when a closed event is forgotten: Backward after its
+	// deadline, after its latest late outcome or after the deadline of a
+	// repeat of its rank, whichever is latest, so that every outcome and
+	// repeat it took is forgotten with it (see Checkpoint).
+	forget int64
 	offset int64   // of the rank record
 	before nclock  // the window's clock before the rank record, for Checkpoint
 	dflt   float32 // its default reward
@@ -323,10 +327,6 @@ type event struct {
 	gen    uint32  // counts the slot's reuses, so that stale references fail
 	agg    uint8   // its aggregation, an index into aggregations
 	flags  uint8
-	// forget is when a closed event is forgotten: Backward after its
-	// deadline, after its latest late outcome or after the deadline of a
-	// repeat of its rank, whichever is latest, so that every outcome and
-	// repeat it took is forgotten with it (see Checkpoint).
 }
 
 // event flags: what close needs of the rank, and whether it closed.
@@ -406,7 +406,7 @@ func (w *Window) judgeOf(r *eventsv1.RankEvent) (j judge, bad bool) {
 
 // parseAggregation returns the [Aggregation] named s, in any case.
 func parseAggregation(s string) (Aggregation, bool) {
-	for _, a := range [...]Aggregation{Earliest, Sum, Average, Median, Min, Max} {
+	for _, a := range aggregations {
 		if strings.EqualFold(s, string(a)) {
 			return a, true
 		}
@@ -496,7 +496,7 @@ func (w *Window) IsKey(j *Joined, key []byte) bool {
 // whose windows it closed (in deadline order, then rank offset order), the
 // outcomes it found late or dangling, and the input itself if it is Bad.
 // Nothing is appended for inputs before the resume point. The window
-// keeps nothing in is made of (in.Rank may be reused).
+// keeps no reference to in.Rank or in.Trace.
 func (w *Window) Add(in Input, out *Output) {
 	w.out = out
 	if in.Offset < w.resume {
