@@ -133,7 +133,7 @@ func BenchmarkWindowJoin(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu := cpuTime()
-	defer func() { b.ReportMetric(float64((cpuTime() - cpu).Nanoseconds())/float64(b.N), "cpu-ns/op") }()
+	defer func() { b.ReportMetric(float64((cpuTime()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op") }()
 	w := NewWindow(r)
 	for i := range b.N {
 		rec := recs[i%len(recs)]
