@@ -3,6 +3,7 @@ package joiner
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -627,4 +628,47 @@ func skewRun(w *Window, s script) []string {
 		got = append(got, l)
 	}
 	return got
+}
+
+// TestKeyIndex checks the key index against a map under inserts and
+// removals whose hashes crowd a few home slots, across the table's end
+// and through its growth, so that probing and the backward shift of
+// removals are exercised.
+func TestKeyIndex(t *testing.T) {
+	t.Parallel()
+	var evs slab[event]
+	var x keyIndex
+	want := map[keyHash]uint32{}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 200_000 {
+		// Homes 1020..1027 and their multiples: both sides of the end of
+		// a 1024-slot table, and clustered in larger ones.
+		h := keyHash{uint64(1020 + rng.IntN(8) + 1024*rng.IntN(4)), rng.Uint64()}
+		if len(want) > 0 && rng.IntN(2) == 0 {
+			for k, s := range want { // any one
+				x.remove(s, &evs)
+				evs.release(s)
+				delete(want, k)
+				if got := x.find(k, &evs); got != 0 {
+					t.Fatalf("op %d: removed hash found at slot %d", i, got)
+				}
+				break
+			}
+		} else if len(want) < 3000 {
+			s := evs.alloc()
+			evs.at(s).hash = h
+			x.insert(s, &evs)
+			want[h] = s
+		}
+		if i%1000 == 0 {
+			for k, s := range want {
+				if got := x.find(k, &evs); got != s {
+					t.Fatalf("op %d: hash %v found at slot %d, want %d", i, k, got, s)
+				}
+			}
+			if x.n != len(want) {
+				t.Fatalf("op %d: %d entries, want %d", i, x.n, len(want))
+			}
+		}
+	}
 }
