@@ -1,6 +1,7 @@
 package joiner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,7 +55,7 @@ func (c *rankCache) put(offset int64, key string, rank *eventsv1.RankEvent, trac
 // take returns the rank at offset and forgets it.
 func (c *rankCache) take(offset int64) (cachedRank, bool) {
 	live := c.q.q[c.q.head:]
-	i, ok := slices.BinarySearchFunc(live, offset, func(r cachedRank, off int64) int { return int(r.offset - off) })
+	i, ok := slices.BinarySearchFunc(live, offset, func(r cachedRank, off int64) int { return cmp.Compare(r.offset, off) })
 	if !ok || live[i].rank == nil {
 		return cachedRank{}, false
 	}
