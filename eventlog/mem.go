@@ -22,6 +22,7 @@ type Mem struct {
 	mu        sync.Mutex
 	topics    map[string][][]Record
 	committed map[string]memCommit // group/topic/partition -> next offset
+	starts    map[string]int64     // topic/partition -> first offset kept (see Truncate)
 	grew      chan struct{}        // closed and replaced on every write
 }
 
@@ -32,7 +33,7 @@ type memCommit struct {
 
 // NewMem returns a log with the given topics and partition counts.
 func NewMem(partitions map[string]int) *Mem {
-	m := &Mem{topics: map[string][][]Record{}, committed: map[string]memCommit{}, grew: make(chan struct{})}
+	m := &Mem{topics: map[string][][]Record{}, committed: map[string]memCommit{}, starts: map[string]int64{}, grew: make(chan struct{})}
 	for t, n := range partitions {
 		m.topics[t] = make([][]Record, n)
 	}
@@ -111,11 +112,23 @@ func (m *Mem) Partitions(topic string) int {
 	return len(m.topics[topic])
 }
 
-// fetch blocks until partition p of topic has a record at off.
+// Truncate deletes the records of a topic partition before offset, as
+// retention does: readers skip to the first record kept. Records returns
+// them still.
+func (m *Mem) Truncate(topic string, partition int, offset int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := fmt.Sprintf("%s/%d", topic, partition)
+	m.starts[k] = max(m.starts[k], offset)
+}
+
+// fetch blocks until partition p of topic has a record at off or after
+// it, and returns the first (the first kept, if off was truncated).
 func (m *Mem) fetch(ctx context.Context, topic string, p int, off int64) (Record, error) {
 	for {
 		m.mu.Lock()
 		part, grew := m.topics[topic][p], m.grew
+		off = max(off, m.starts[fmt.Sprintf("%s/%d", topic, p)])
 		m.mu.Unlock()
 		if off < int64(len(part)) {
 			return part[off], nil
@@ -182,10 +195,33 @@ func (c *memClaim) Start() (int64, string) { return c.start, c.meta }
 func (c *memClaim) Fetch(ctx context.Context) (Record, error) {
 	r, err := c.m.fetch(ctx, c.topic, c.p, c.next)
 	if err == nil {
-		c.next++
+		c.next = r.Offset + 1
 	}
 	return r, err
 }
+
+// Reread implements [Rereader].
+func (c *memClaim) Reread(_ context.Context, offset int64) (Reader, error) {
+	return &memPartitionReader{m: c.m, topic: c.topic, p: c.p, next: offset}, nil
+}
+
+// memPartitionReader reads one partition of a topic.
+type memPartitionReader struct {
+	m     *Mem
+	topic string
+	p     int
+	next  int64
+}
+
+func (r *memPartitionReader) Fetch(ctx context.Context) (Record, error) {
+	rec, err := r.m.fetch(ctx, r.topic, r.p, r.next)
+	if err == nil {
+		r.next = rec.Offset + 1
+	}
+	return rec, err
+}
+
+func (r *memPartitionReader) Close() error { return nil }
 
 func (c *memClaim) Commit(_ context.Context, next int64, metadata string) error {
 	c.m.mu.Lock()
@@ -217,6 +253,7 @@ func (r *memReader) Fetch(ctx context.Context) (Record, error) {
 		parts, grew := r.m.topics[r.topic], r.m.grew
 		for i := range parts {
 			p := (r.last + 1 + i) % len(parts)
+			r.next[p] = max(r.next[p], r.m.starts[fmt.Sprintf("%s/%d", r.topic, p)])
 			if r.next[p] < int64(len(parts[p])) {
 				rec := parts[p][r.next[p]]
 				r.next[p]++

@@ -229,6 +229,15 @@ type Claim interface {
 	Commit(ctx context.Context, next int64, metadata string) error
 }
 
+// Rereader is a [Claim] that can read its partition again from any
+// offset, as the joiner does to get back a rank record it did not keep.
+type Rereader interface {
+	// Reread returns a reader of the claim's partition from offset. Records
+	// the log no longer has (deleted by retention) are skipped: the first
+	// record may have a later offset.
+	Reread(ctx context.Context, offset int64) (Reader, error)
+}
+
 // ClaimFunc handles one claim until its context ends (the generation ended
 // or the consumer stopped) or it fails.
 type ClaimFunc func(ctx context.Context, c Claim) error

@@ -1,5 +1,5 @@
 // Package joiner turns the event log into learnable examples. For each
-// partition of personalizer.events it holds every rank until its reward
+// partition of personalizer.events it follows every rank until its reward
 // window closes, by event time, applies Personalizer's reward rules, and
 // writes one DSJson line per rank to personalizer.joined, in the same
 // partition number.
@@ -60,6 +60,16 @@
 // commit, byte for byte, and the learner drops the repeats by key. A
 // record that does not decode goes to personalizer.deadletter with its
 // partition and offset, and the partition goes on.
+//
+// The window keeps about 140 bytes per pending event, not its rank record:
+// when the window closes, the shell takes the rank from a bounded cache of
+// recently fetched ranks ([Config.RankCache]) or reads the record again
+// from the partition at its offset ([eventlog.Rereader]), forward through
+// the partition since windows close in about rank order, checks its key
+// against the hash the window kept, and writes the line from it. A rank
+// that cannot be read back (retention deleted it, another record is at
+// its offset) is counted as Unread and dead-lettered as a reference; the
+// partition goes on.
 //
 // The joiner never reads the wall clock inside the join: now only stamps
 // tick records and paces commits.

@@ -2,6 +2,8 @@ package joiner
 
 import (
 	"fmt"
+	"hash/maphash"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -104,7 +106,7 @@ type Input struct {
 	Key    string    // loop/eventId: the record key that pairs outcomes with their rank
 	Time   time.Time // event time: the record's timestamp
 	Offset int64
-	Rank   *eventsv1.RankEvent // for Rank
+	Rank   *eventsv1.RankEvent // for Rank; the window keeps only what the join needs of it
 	// Trace is a Rank record's W3C trace context (its traceparent
 	// header), nil when the call was not traced; it goes to the joined line.
 	Trace []byte
@@ -124,13 +126,16 @@ type Outcome struct {
 	ID       uint64
 }
 
-// Joined is one event whose window has closed.
+// Joined is one event whose window has closed. A [Window] keeps neither
+// the key nor the rank record: it leaves Key, Rank and Trace empty, and
+// whoever holds the record at Offset fills them in (see [Window.IsKey]).
 type Joined struct {
 	Key      string // loop/eventId
 	Offset   int64  // of the rank record
 	Rank     *eventsv1.RankEvent
 	Time     time.Time // rank time
 	Trace    []byte    // the rank's trace context, see [Input.Trace]
+	hash     keyHash   // of Key
 	Outcomes []Outcome // every outcome joined, in arrival order
 	// Reward is the reward to learn: the aggregated reward, the default
 	// reward when none came, or in Apprentice mode 1 if the model chose
@@ -208,7 +213,8 @@ type Stats struct {
 	Truncated int64 // joined lines written without some of their outcomes, to fit the record size limit
 	Refused   int64 // outputs over the record size limit or refused by the log, written to the dead-letter topic as a reference
 	Dropped   int64 // outputs the log refused even as a dead-letter reference: skipped
-	Errors    int64 // failed attempts to fetch or write (each retried)
+	Unread    int64 // joined events whose rank record could not be read back (deleted by retention, or another record at its offset): dead-lettered as a reference
+	Errors    int64 // failed attempts to fetch, to read a rank record back or to write (each retried)
 }
 
 // Add adds o to s.
@@ -230,6 +236,7 @@ func (s *Stats) Add(o Stats) {
 	s.Truncated += o.Truncated
 	s.Refused += o.Refused
 	s.Dropped += o.Dropped
+	s.Unread += o.Unread
 	s.Errors += o.Errors
 }
 
@@ -239,6 +246,7 @@ func (s Stats) Sub(o Stats) Stats {
 	o.LoggingOnly, o.OtherMode, o.BadRules, o.Late, o.Dangling = -o.LoggingOnly, -o.OtherMode, -o.BadRules, -o.Late, -o.Dangling
 	o.DuplicateRanks, o.DuplicateOutcomes, o.Undecodable, o.Suppressed = -o.DuplicateRanks, -o.DuplicateOutcomes, -o.Undecodable, -o.Suppressed
 	o.Skewed, o.Truncated, o.Refused, o.Dropped, o.Errors = -o.Skewed, -o.Truncated, -o.Refused, -o.Dropped, -o.Errors
+	o.Unread = -o.Unread
 	s.Add(o)
 	return s
 }
@@ -274,38 +282,89 @@ type Checkpoint struct {
 // since a rank stamped more than Backward after an outcome cannot take it
 // whatever its wait. So early outcomes dangle by the joiner-wide Backward
 // alone, as they did before rules travelled with ranks.
+//
+// A window keeps of each event only what the join needs (see [event]):
+// not its key, nor its rank record, which [Joined] points back to by
+// offset. Its memory per pending event does not depend on the record's
+// size.
 type Window struct {
 	rules     Rules
-	fallback  judge                  // of records without valid rules: rules'
-	events    map[string]*event      // pending and closed
-	early     map[string]*earlyQueue // outcomes waiting for their rank
-	deadlines timeHeap               // pending events by deadline
-	forgets   timeHeap               // closed events by when to forget them
-	earlyQ    earlyHeap              // early outcomes by when they dangle
-	live      marks                  // the records open state still needs, in offset order
-	maxTime   time.Time              // the newest record time, of the records that move the watermark
-	maxTick   time.Time              // the newest tick time: the joiners' clock
-	ahead     []*ahead               // records since the last tick stamped more than MaxSkew after maxTick
-	next      int64                  // offset after the last input
-	resume    int64                  // outputs of records before it are suppressed
-	out       *Output                // nil while suppressing
+	fallback  judge                          // of records without valid rules: rules'
+	seeds     [2]maphash.Seed                // of the key hashes
+	events    slab[event]                    // pending and closed
+	index     keyIndex                       // events by key hash
+	outcomes  slab[outcome]                  // of the events: joined, and the ids of late ones
+	manyIDs   map[uint32]map[uint64]struct{} // outcome ids of the events that got many, by event
+	early     map[string]*earlyQueue         // outcomes waiting for their rank
+	deadlines minHeap[timed]                 // pending events by deadline
+	forgets   minHeap[forgetAt]              // closed events by when to forget them
+	earlyQ    minHeap[*early]                // early outcomes by when they dangle
+	live      marks                          // the records open state still needs, in offset order
+	maxTime   time.Time                      // the newest record time, of the records that move the watermark
+	maxTick   time.Time                      // the newest tick time: the joiners' clock
+	ahead     []*ahead                       // records since the last tick stamped more than MaxSkew after maxTick
+	next      int64                          // offset after the last input
+	resume    int64                          // outputs of records before it are suppressed
+	out       *Output                        // nil while suppressing
 	stats     Stats
 }
 
+// event is a pending or closed event: 80 bytes without pointers, in a
+// slab. Times are Unix nanoseconds.
 type event struct {
-	Joined
-	judge
+	hash keyHash // of the key
+	time int64   // rank time
+	end  int64   // rank time + its reward wait: the window closes when the watermark reaches it
 	// forget is when a closed event is forgotten: Backward after its
-	// deadline (rank time + its own reward wait), after its latest late
-	// outcome or after the deadline of a repeat of its rank, whichever is
-	// latest, so that every outcome and repeat it took is forgotten with
-	// it (see Checkpoint).
-	forget    time.Time
-	offset    int64 // of the rank
-	ids       idSet // outcome ids seen, joined or late
-	closed    bool
-	forgotten bool
+	// deadline, after its latest late outcome or after the deadline of a
+	// repeat of its rank, whichever is latest, so that every outcome and
+	// repeat it took is forgotten with it (see Checkpoint).
+	forget int64
+	offset int64   // of the rank record
+	before nclock  // the window's clock before the rank record, for Checkpoint
+	dflt   float32 // its default reward
+	outs   uint32  // its outcomes, newest first (0: none)
+	gen    uint32  // counts the slot's reuses, so that stale references fail
+	agg    uint8   // its aggregation, an index into aggregations
+	flags  uint8
 }
+
+// event flags: what close needs of the rank, and whether it closed.
+const (
+	evOwn         = 1 << iota // its record carries rules (see judge.own)
+	evDeferred                // the rank was deferred
+	evBaseline                // the model chose the first eligible action
+	evApprentice              // logged in Apprentice mode
+	evLoggingOnly             // logged in LoggingOnly mode
+	evOtherMode               // logged in another mode than the window's rules
+	evClosed                  // its window closed
+)
+
+// nclock is a [clock] in Unix nanoseconds, 0 for a zero time.
+type nclock struct{ time, tick int64 }
+
+func (c clock) nanos() nclock { return nclock{unixNano(c.time), unixNano(c.tick)} }
+func (c nclock) clock() clock { return clock{fromUnixNano(c.time), fromUnixNano(c.tick)} }
+
+// outcome is an outcome of an event, in a slab: 24 bytes without
+// pointers. The two high bits of next say whether it is an activation and
+// whether it is only the id of a late outcome (kept so that a copy counts
+// once).
+type outcome struct {
+	time  int64
+	id    uint64
+	value float32
+	next  uint32 // the event's previous outcome (0: none), and the flags
+}
+
+const (
+	outActivate = 1 << 31
+	outLate     = 1 << 30
+	outNext     = outLate - 1
+)
+
+// aggregations are the [Aggregation]s by their index in an event.
+var aggregations = [...]Aggregation{Earliest, Sum, Average, Median, Min, Max}
 
 // judge is what an event is judged by: the reward settings of its rank
 // record's rules, or of the window's for a record without valid ones.
@@ -347,7 +406,7 @@ func (w *Window) judgeOf(r *eventsv1.RankEvent) (j judge, bad bool) {
 
 // parseAggregation returns the [Aggregation] named s, in any case.
 func parseAggregation(s string) (Aggregation, bool) {
-	for _, a := range [...]Aggregation{Earliest, Sum, Average, Median, Min, Max} {
+	for _, a := range aggregations {
 		if strings.EqualFold(s, string(a)) {
 			return a, true
 		}
@@ -375,15 +434,30 @@ type early struct {
 	key     string
 	outcome Outcome
 	offset  int64
-	owner   *event // the event it joined, if any
-	done    bool   // joined, late or dangling
+	owner   ref  // the event it joined, if any
+	done    bool // joined, late or dangling
 }
+
+// ref names an event; it goes stale when the event is forgotten.
+type ref struct{ slot, gen uint32 }
+
+// alive reports whether r names an event not forgotten.
+func (w *Window) alive(r ref) bool { return r.slot != 0 && w.events.at(r.slot).gen == r.gen }
 
 // NewWindow returns an empty window. The rules must be valid.
 func NewWindow(r Rules) *Window {
 	r.LearningMode = normalMode(r.LearningMode)
-	return &Window{rules: r, fallback: judge{wait: r.RewardWait, dflt: r.DefaultReward, agg: r.Aggregation},
-		events: map[string]*event{}, early: map[string]*earlyQueue{}}
+	w := &Window{rules: r, fallback: judge{wait: r.RewardWait, dflt: r.DefaultReward, agg: r.Aggregation},
+		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, early: map[string]*earlyQueue{}}
+	w.deadlines.less = func(a, b timed) bool {
+		if a.at != b.at {
+			return a.at < b.at
+		}
+		return w.events.at(a.slot).offset < w.events.at(b.slot).offset
+	}
+	w.forgets.less = func(a, b forgetAt) bool { return a.at < b.at }
+	w.earlyQ.less = (*early).before
+	return w
 }
 
 // normalMode treats the unspecified mode (records and settings from before
@@ -405,12 +479,24 @@ func (w *Window) Resume(cp Checkpoint) {
 func (w *Window) Stats() Stats { return w.stats }
 
 // Pending returns how many events wait for their window to close.
-func (w *Window) Pending() int { return len(w.deadlines) }
+func (w *Window) Pending() int { return len(w.deadlines.q) }
+
+// hash returns key's hash.
+func (w *Window) hash(key string) keyHash {
+	return keyHash{maphash.String(w.seeds[0], key), maphash.String(w.seeds[1], key)}
+}
+
+// IsKey reports whether key is the key of j's event, which j does not
+// carry: a record read back at j.Offset is j's rank only if it is.
+func (w *Window) IsKey(j *Joined, key []byte) bool {
+	return j.hash == keyHash{maphash.Bytes(w.seeds[0], key), maphash.Bytes(w.seeds[1], key)}
+}
 
 // Add applies one input and appends to out what it produces: the events
 // whose windows it closed (in deadline order, then rank offset order), the
 // outcomes it found late or dangling, and the input itself if it is Bad.
-// Nothing is appended for inputs before the resume point.
+// Nothing is appended for inputs before the resume point. The window
+// keeps no reference to in.Rank or in.Trace.
 func (w *Window) Add(in Input, out *Output) {
 	w.out = out
 	if in.Offset < w.resume {
@@ -428,7 +514,7 @@ func (w *Window) Add(in Input, out *Output) {
 		if len(w.ahead) < maxAhead {
 			a := &ahead{kind: in.Kind, key: in.Key, time: in.Time, offset: in.Offset}
 			w.ahead = append(w.ahead, a)
-			w.live.push(mark{offset: in.Offset, before: before, ahead: a})
+			w.live.pushOther(other{offset: in.Offset, before: before, ahead: a})
 		}
 	case in.Time.After(w.maxTime):
 		w.maxTime = in.Time
@@ -479,15 +565,18 @@ func (w *Window) count(c *int64) bool {
 
 func (w *Window) addRank(in Input, before clock) {
 	jd, bad := w.judgeOf(in.Rank)
-	if ev, dup := w.events[in.Key]; dup {
+	h := w.hash(in.Key)
+	t := in.Time.UnixNano()
+	if s := w.index.find(h, &w.events); s != 0 {
 		w.count(&w.stats.DuplicateRanks)
-		// A window resumed after ev's rank but before this one takes this
-		// one as a new event, pending until its own deadline (a repeat
-		// with another time or other rules: an event id used twice). ev
-		// is remembered until that window would have closed and been
-		// forgotten, so that a checkpoint never moves past ev's rank
-		// while such an event could still produce output or state.
-		w.extend(ev, in.Time.Add(jd.wait+w.rules.Backward))
+		// A window resumed after the event's rank but before this one
+		// takes this one as a new event, pending until its own deadline
+		// (a repeat with another time or other rules: an event id used
+		// twice). The event is remembered until that window would have
+		// closed and been forgotten, so that a checkpoint never moves
+		// past its rank while such an event could still produce output
+		// or state.
+		w.extend(s, t+int64(jd.wait+w.rules.Backward))
 		return
 	}
 	if bad && w.out != nil {
@@ -496,51 +585,70 @@ func (w *Window) addRank(in Input, before clock) {
 		// Suppressed either.
 		w.stats.BadRules++
 	}
-	ev := &event{
-		Joined: Joined{Key: in.Key, Offset: in.Offset, Rank: in.Rank, Time: in.Time, Trace: in.Trace},
-		judge:  jd,
-		offset: in.Offset,
+	s := w.events.alloc()
+	ev := w.events.at(s)
+	*ev = event{hash: h, time: t, end: t + int64(jd.wait), forget: math.MinInt64, offset: in.Offset,
+		before: before.nanos(), dflt: jd.dflt, gen: ev.gen, agg: uint8(slices.Index(aggregations[:], jd.agg))}
+	r := in.Rank
+	mode := normalMode(r.GetLearningMode())
+	for _, f := range [...]struct {
+		set  bool
+		flag uint8
+	}{
+		{jd.own, evOwn},
+		{r.GetDeferred(), evDeferred},
+		{len(r.GetRanking()) > 0 && r.GetRanking()[0] == 0, evBaseline},
+		{mode == eventsv1.LearningMode_LEARNING_MODE_APPRENTICE, evApprentice},
+		{mode == eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY, evLoggingOnly},
+		{mode != w.rules.LearningMode, evOtherMode},
+	} {
+		if f.set {
+			ev.flags |= f.flag
+		}
 	}
-	w.events[in.Key] = ev
-	w.live.push(mark{offset: in.Offset, before: before, ev: ev})
-	if q := w.early[in.Key]; q != nil {
-		w.takeEarly(ev, q)
+	w.index.insert(s, &w.events)
+	w.live.push(mark{slot: s, gen: ev.gen})
+	if len(w.early) > 0 {
+		if q := w.early[in.Key]; q != nil {
+			w.takeEarly(s, q)
+			delete(w.early, in.Key)
+		}
 	}
-	delete(w.early, in.Key)
-	w.deadlines.push(timed{at: in.Time.Add(ev.wait).UnixNano(), ev: ev})
+	w.deadlines.push(timed{at: ev.end, slot: s})
 }
 
-// takeEarly joins to ev, or finds late, the outcomes that came before it.
-func (w *Window) takeEarly(ev *event, q *earlyQueue) {
+// takeEarly joins to event s, or finds late, the outcomes that came
+// before it.
+func (w *Window) takeEarly(s uint32, q *earlyQueue) {
 	for _, e := range q.list {
 		if e.done {
 			continue
 		}
 		e.done = true
-		ev.ids.add(e.outcome.ID)
-		if !w.inWindow(ev, e.outcome.Time) {
-			w.late(ev, e.outcome, e.offset)
+		if !w.inWindow(s, e.outcome.Time) {
+			w.keepID(s, e.outcome, true)
+			w.late(s, e.key, e.outcome, e.offset)
 			continue
 		}
-		e.owner = ev
-		ev.Outcomes = append(ev.Outcomes, e.outcome)
+		e.owner = ref{s, w.events.at(s).gen}
+		w.keepID(s, e.outcome, false)
 	}
 }
 
 func (w *Window) addOutcome(in Input, before clock) {
 	o := Outcome{Activate: in.Kind == Activate, Value: in.Value, Time: in.Time, ID: in.ID}
-	if ev, ok := w.events[in.Key]; ok {
-		if ev.ids.has(o.ID) {
+	if s := w.index.find(w.hash(in.Key), &w.events); s != 0 {
+		if w.hasID(s, o.ID) {
 			w.count(&w.stats.DuplicateOutcomes)
 			return
 		}
-		ev.ids.add(o.ID)
-		if ev.closed || !w.inWindow(ev, o.Time) {
-			w.late(ev, o, in.Offset)
+		if w.events.at(s).flags&evClosed != 0 || !w.inWindow(s, o.Time) {
+			w.keepID(s, o, true)
+			w.late(s, in.Key, o, in.Offset)
 			return
 		}
 		// The rank's mark, at a lower offset, keeps this record needed.
-		ev.Outcomes = append(ev.Outcomes, o)
+		w.keepID(s, o, false)
 		return
 	}
 	q := w.early[in.Key]
@@ -557,7 +665,70 @@ func (w *Window) addOutcome(in Input, before clock) {
 	e := &early{key: in.Key, outcome: o, offset: in.Offset}
 	q.list = append(q.list, e)
 	w.earlyQ.push(e)
-	w.live.push(mark{offset: in.Offset, before: before, out: e})
+	w.live.pushOther(other{offset: in.Offset, before: before, out: e})
+}
+
+// keepID adds outcome o to event s: joined, or only its id if it is late
+// (an outcome without id is not kept then: it is never deduplicated).
+func (w *Window) keepID(s uint32, o Outcome, late bool) {
+	if late && o.ID == 0 {
+		return
+	}
+	i := w.outcomes.alloc()
+	ev := w.events.at(s)
+	next := ev.outs
+	if o.Activate {
+		next |= outActivate
+	}
+	if late {
+		next |= outLate
+	}
+	*w.outcomes.at(i) = outcome{time: o.Time.UnixNano(), id: o.ID, value: o.Value, next: next}
+	ev.outs = i
+	if o.ID == 0 {
+		return
+	}
+	if ids := w.manyIDs[s]; ids != nil {
+		ids[o.ID] = struct{}{}
+		return
+	}
+	// A flood of outcomes moves the event's ids to a set, so that each
+	// new outcome costs the same.
+	n := 0
+	for i := ev.outs; i != 0 && n <= idSetSmall; i = w.outcomes.at(i).next & outNext {
+		n++
+	}
+	if n > idSetSmall {
+		ids := map[uint64]struct{}{}
+		for i := ev.outs; i != 0; i = w.outcomes.at(i).next & outNext {
+			if id := w.outcomes.at(i).id; id != 0 {
+				ids[id] = struct{}{}
+			}
+		}
+		if w.manyIDs == nil {
+			w.manyIDs = map[uint32]map[uint64]struct{}{}
+		}
+		w.manyIDs[s] = ids
+	}
+}
+
+// hasID reports whether event s has an outcome with id.
+func (w *Window) hasID(s uint32, id uint64) bool {
+	if id == 0 {
+		return false
+	}
+	if ids := w.manyIDs[s]; ids != nil {
+		_, ok := ids[id]
+		return ok
+	}
+	for i := w.events.at(s).outs; i != 0; {
+		o := w.outcomes.at(i)
+		if o.id == id {
+			return true
+		}
+		i = o.next & outNext
+	}
+	return false
 }
 
 // earlyQueue is the outcomes that came for a key before its rank. Those
@@ -617,27 +788,28 @@ func (s *idSet) add(id uint64) {
 	}
 }
 
-// inWindow reports whether an outcome at t counts for ev: less than ev's
-// reward wait after the rank, and less than Backward before it.
-func (w *Window) inWindow(ev *event, t time.Time) bool {
-	return t.Sub(ev.Time) < ev.wait && ev.Time.Sub(t) < w.rules.Backward
+// inWindow reports whether an outcome at t counts for event s: less than
+// its reward wait after the rank, and less than Backward before it.
+func (w *Window) inWindow(s uint32, t time.Time) bool {
+	ev, n := w.events.at(s), t.UnixNano()
+	return n < ev.end && ev.time-n < int64(w.rules.Backward)
 }
 
 // late audits an outcome of a known event that it does not count for,
 // and keeps the event remembered as long as the outcome would have waited
 // had the event been unknown. That makes a restart exact: if the event is
 // forgotten before a checkpoint, so is every trace of its outcomes.
-func (w *Window) late(ev *event, o Outcome, offset int64) {
-	w.audit(Audit{Key: ev.Key, Reason: Late, Outcome: o, Offset: offset, Rank: ev.Time})
-	w.extend(ev, o.Time.Add(w.rules.Backward))
+func (w *Window) late(s uint32, key string, o Outcome, offset int64) {
+	w.audit(Audit{Key: key, Reason: Late, Outcome: o, Offset: offset, Rank: time.Unix(0, w.events.at(s).time)})
+	w.extend(s, o.Time.Add(w.rules.Backward).UnixNano())
 }
 
-// extend keeps ev remembered at least until t.
-func (w *Window) extend(ev *event, t time.Time) {
-	if t.After(ev.forget) {
+// extend keeps event s remembered at least until t.
+func (w *Window) extend(s uint32, t int64) {
+	if ev := w.events.at(s); t > ev.forget {
 		ev.forget = t
-		if ev.closed {
-			w.forgets.push(timed{at: t.UnixNano(), ev: ev})
+		if ev.flags&evClosed != 0 {
+			w.forgets.push(forgetAt{at: t, ref: ref{s, ev.gen}})
 		}
 	}
 }
@@ -670,7 +842,7 @@ func (w *Window) watermark() time.Time { return w.maxTime.Add(-w.rules.Slack) }
 func (w *Window) expire() {
 	wm := w.watermark()
 	wmNano := wm.UnixNano()
-	for len(w.earlyQ) > 0 && !w.earlyQ[0].outcome.Time.Add(w.rules.Backward).After(wm) {
+	for len(w.earlyQ.q) > 0 && !w.earlyQ.q[0].outcome.Time.Add(w.rules.Backward).After(wm) {
 		e := w.earlyQ.pop()
 		if e.done {
 			continue
@@ -690,64 +862,93 @@ func (w *Window) expire() {
 			q.list = q.list[1:]
 		}
 	}
-	for len(w.deadlines) > 0 && w.deadlines[0].at <= wmNano {
-		ev := w.deadlines.pop().ev
-		w.close(ev)
-		ev.closed = true
-		if t := ev.Time.Add(ev.wait + w.rules.Backward); t.After(ev.forget) {
-			ev.forget = t
-		}
-		w.forgets.push(timed{at: ev.forget.UnixNano(), ev: ev})
+	for len(w.deadlines.q) > 0 && w.deadlines.q[0].at <= wmNano {
+		s := w.deadlines.pop().slot
+		w.close(s)
+		ev := w.events.at(s)
+		ev.flags |= evClosed
+		ev.forget = max(ev.forget, ev.end+int64(w.rules.Backward))
+		w.forgets.push(forgetAt{at: ev.forget, ref: ref{s, ev.gen}})
 	}
-	for len(w.forgets) > 0 && w.forgets[0].at <= wmNano {
+	for len(w.forgets.q) > 0 && w.forgets.q[0].at <= wmNano {
 		f := w.forgets.pop()
-		if f.at != f.ev.forget.UnixNano() || f.ev.forgotten {
+		if !w.alive(f.ref) || f.at != w.events.at(f.slot).forget {
 			continue // pushed again with a later time
 		}
-		f.ev.forgotten = true
-		delete(w.events, f.ev.Key)
+		w.forget(f.slot)
 	}
 }
 
-// close applies the reward rules to an event whose window closed.
-func (w *Window) close(ev *event) {
-	j := ev.Joined
-	// Closed events keep only what late outcomes and repeated ranks need.
-	ev.Rank, ev.Outcomes, ev.Trace = nil, nil, nil
+// forget frees event s and its outcomes.
+func (w *Window) forget(s uint32) {
+	ev := w.events.at(s)
+	w.index.remove(s, &w.events)
+	for i := ev.outs; i != 0; {
+		next := w.outcomes.at(i).next & outNext
+		w.outcomes.release(i)
+		i = next
+	}
+	delete(w.manyIDs, s)
+	ev.outs = 0
+	ev.gen++
+	w.events.release(s)
+}
 
-	var n int
-	j.Original, n = aggregate(ev.agg, j.Outcomes)
-	if n == 0 {
-		j.Original = ev.dflt
-	}
-	j.Reward = j.Original
-	mode := normalMode(j.Rank.GetLearningMode())
-	if mode == eventsv1.LearningMode_LEARNING_MODE_APPRENTICE {
-		// Imitation: the model is rewarded for choosing the baseline,
-		// the first eligible action.
-		j.Reward = 0
-		if j.Rank.GetRanking()[0] == 0 {
-			j.Reward = 1
-		}
-	}
-	activated := slices.ContainsFunc(j.Outcomes, func(o Outcome) bool { return o.Activate })
+// close applies the reward rules to event s, whose window closed. The
+// event keeps its outcomes' ids, which late outcomes need.
+func (w *Window) close(s uint32) {
+	ev := w.events.at(s)
 	var notLearnable *int64
+	activated := false
+	n := 0
+	for i := ev.outs; i != 0; {
+		o := w.outcomes.at(i)
+		if o.next&outLate == 0 {
+			n++
+			activated = activated || o.next&outActivate != 0
+		}
+		i = o.next & outNext
+	}
 	switch {
-	case !ev.own && mode != w.rules.LearningMode:
+	case ev.flags&evOwn == 0 && ev.flags&evOtherMode != 0:
 		// A record without rules comes from a server that did not log
 		// its loop's live configuration: the joiner's flag says the mode.
 		notLearnable = &w.stats.OtherMode
-	case mode == eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY:
+	case ev.flags&evLoggingOnly != 0:
 		notLearnable = &w.stats.LoggingOnly
-	case j.Rank.GetDeferred() && !activated:
+	case ev.flags&evDeferred != 0 && !activated:
 		notLearnable = &w.stats.NotActivated
 	}
-	j.Learnable = notLearnable == nil
 	if !w.count(&w.stats.Emitted) {
 		return
 	}
-	if n == 0 {
+	j := Joined{Offset: ev.offset, Time: time.Unix(0, ev.time), hash: ev.hash, Learnable: notLearnable == nil}
+	if n > 0 {
+		// In arrival order: the list is newest first.
+		j.Outcomes = make([]Outcome, n)
+		for i := ev.outs; i != 0; {
+			o := w.outcomes.at(i)
+			if o.next&outLate == 0 {
+				n--
+				j.Outcomes[n] = Outcome{Activate: o.next&outActivate != 0, Value: o.value, Time: time.Unix(0, o.time), ID: o.id}
+			}
+			i = o.next & outNext
+		}
+	}
+	var k int
+	j.Original, k = aggregate(aggregations[ev.agg], j.Outcomes)
+	if k == 0 {
+		j.Original = ev.dflt
 		w.stats.DefaultRewards++
+	}
+	j.Reward = j.Original
+	if ev.flags&evApprentice != 0 {
+		// Imitation: the model is rewarded for choosing the baseline,
+		// the first eligible action.
+		j.Reward = 0
+		if ev.flags&evBaseline != 0 {
+			j.Reward = 1
+		}
 	}
 	if j.Learnable {
 		w.stats.Learnable++
@@ -804,8 +1005,8 @@ func aggregate(agg Aggregation, outcomes []Outcome) (float32, int) {
 // still needs, or after the last input when nothing is open.
 func (w *Window) Checkpoint() Checkpoint {
 	cp := Checkpoint{Offset: w.next, Watermark: w.maxTime, Tick: w.maxTick, Next: max(w.next, w.resume)}
-	if m, ok := w.live.first(); ok {
-		cp.Offset, cp.Watermark, cp.Tick = m.offset, m.before.time, m.before.tick
+	if off, before, ok := w.live.first(w); ok {
+		cp.Offset, cp.Watermark, cp.Tick = off, before.time, before.tick
 	}
 	return cp
 }
@@ -814,78 +1015,106 @@ func (w *Window) Checkpoint() Checkpoint {
 // moves the watermark and the newest tick time.
 type clock struct{ time, tick time.Time }
 
-// mark is a record that open state may still need after a restart: a rank
-// (needed until its event is forgotten), an outcome that came before its
-// rank (needed until it dangles, or until the event it joined is
-// forgotten) or a record ahead of the joiners' clock (needed until the
-// next tick). Outcomes that come after their rank need no mark: the rank's
-// mark, at a lower offset, covers them.
-type mark struct {
+// marks are the records that open state may still need after a restart,
+// in offset order: a rank (needed until its event is forgotten), an
+// outcome that came before its rank (needed until it dangles, or until
+// the event it joined is forgotten) or a record ahead of the joiners'
+// clock (needed until the next tick). Outcomes that come after their rank
+// need no mark: the rank's mark, at a lower offset, covers them. Records
+// come in offset order, so the first needed mark is the lowest needed
+// offset.
+//
+// A rank's mark is its event (8 bytes); the others, rare, wait in a
+// second queue in the same order, each marked in the first by slot 0.
+type marks struct {
+	q      fifo[mark]
+	others fifo[other]
+}
+
+type mark ref // slot 0: the first of others
+
+type other struct {
 	offset int64
 	before clock // the window's clock before this record
-	ev     *event
 	out    *early
 	ahead  *ahead
 }
 
-func (m *mark) needed() bool {
-	switch {
-	case m.ahead != nil:
-		return !m.ahead.done
-	case m.ev != nil:
-		return !m.ev.forgotten
-	case m.out.owner != nil:
-		return !m.out.owner.forgotten
-	}
-	return !m.out.done
+func (ms *marks) push(m mark) { ms.q.push(m) }
+
+func (ms *marks) pushOther(o other) {
+	ms.others.push(o)
+	ms.q.push(mark{})
 }
 
-// marks is a FIFO of marks in offset order; records come in offset order,
-// so the first needed mark is the lowest needed offset.
-type marks struct {
-	q    []mark
+// needed reports whether the first mark is needed.
+func (ms *marks) needed(w *Window) bool {
+	m := ms.q.front()
+	if m.slot != 0 {
+		return w.alive(ref(m))
+	}
+	switch o := ms.others.front(); {
+	case o.ahead != nil:
+		return !o.ahead.done
+	case o.out.owner.slot != 0:
+		return w.alive(o.out.owner)
+	default:
+		return !o.out.done
+	}
+}
+
+// first drops marks no longer needed from the front and returns the
+// offset and clock of the first needed one.
+func (ms *marks) first(w *Window) (int64, clock, bool) {
+	for ms.q.len() > 0 && !ms.needed(w) {
+		if ms.q.pop().slot == 0 {
+			ms.others.pop()
+		}
+	}
+	if ms.q.len() == 0 {
+		return 0, clock{}, false
+	}
+	if m := ms.q.front(); m.slot != 0 {
+		ev := w.events.at(m.slot)
+		return ev.offset, ev.before.clock(), true
+	}
+	o := ms.others.front()
+	return o.offset, o.before, true
+}
+
+// fifo is a queue that reuses its front rather than grow.
+type fifo[T any] struct {
+	q    []T
 	head int
 }
 
-func (ms *marks) push(m mark) {
-	if len(ms.q) == cap(ms.q) {
-		ms.first() // make room at the front rather than grow
+func (f *fifo[T]) len() int { return len(f.q) - f.head }
+func (f *fifo[T]) front() T { return f.q[f.head] }
+func (f *fifo[T]) push(x T) { f.q = append(f.q, x) }
+
+func (f *fifo[T]) pop() T {
+	x := f.q[f.head]
+	var zero T
+	f.q[f.head] = zero
+	f.head++
+	if f.head > 64 && f.head >= len(f.q)/2 {
+		n := copy(f.q, f.q[f.head:])
+		clear(f.q[n:])
+		f.q, f.head = f.q[:n], 0
 	}
-	ms.q = append(ms.q, m)
+	return x
 }
 
-// first drops marks no longer needed from the front and returns the first
-// needed one.
-func (ms *marks) first() (mark, bool) {
-	for ms.head < len(ms.q) && !ms.q[ms.head].needed() {
-		ms.q[ms.head] = mark{}
-		ms.head++
-	}
-	if ms.head > 64 && ms.head >= len(ms.q)/2 {
-		n := copy(ms.q, ms.q[ms.head:])
-		clear(ms.q[n:])
-		ms.q, ms.head = ms.q[:n], 0
-	}
-	if ms.head == len(ms.q) {
-		return mark{}, false
-	}
-	return ms.q[ms.head], true
-}
-
-// timed is an event due at a time, in Unix nanoseconds: cheaper to
-// compare than time.Time, and record times (milliseconds) fit.
+// timed is a pending event due at a time, in Unix nanoseconds.
 type timed struct {
-	at int64
-	ev *event
+	at   int64
+	slot uint32
 }
 
-// before orders by time, then by rank offset, so that output order
-// depends only on the input.
-func (t timed) before(o timed) bool {
-	if t.at != o.at {
-		return t.at < o.at
-	}
-	return t.ev.offset < o.ev.offset
+// forgetAt is a closed event to forget at a time, in Unix nanoseconds.
+type forgetAt struct {
+	at int64
+	ref
 }
 
 // before orders early outcomes by time, then offset.
@@ -896,21 +1125,19 @@ func (e *early) before(o *early) bool {
 	return e.offset < o.offset
 }
 
-// minHeap is a binary min-heap. (container/heap would put every element
-// in an interface, an allocation per push for timed.)
-type minHeap[T interface{ before(T) bool }] []T
-
-type (
-	timeHeap  = minHeap[timed]
-	earlyHeap = minHeap[*early]
-)
+// minHeap is a binary min-heap by less. Deadlines tie by rank offset, so
+// that output order depends only on the input.
+type minHeap[T any] struct {
+	q    []T
+	less func(a, b T) bool
+}
 
 func (h *minHeap[T]) push(x T) {
-	*h = append(*h, x)
-	q := *h
+	h.q = append(h.q, x)
+	q := h.q
 	for j := len(q) - 1; j > 0; {
 		i := (j - 1) / 2
-		if !q[j].before(q[i]) {
+		if !h.less(q[j], q[i]) {
 			break
 		}
 		q[i], q[j] = q[j], q[i]
@@ -919,27 +1146,132 @@ func (h *minHeap[T]) push(x T) {
 }
 
 func (h *minHeap[T]) pop() T {
-	q := *h
+	q := h.q
 	n := len(q) - 1
 	x := q[0]
 	q[0] = q[n]
 	var zero T
 	q[n] = zero
 	q = q[:n]
-	*h = q
+	h.q = q
 	for i := 0; ; {
 		j := 2*i + 1
 		if j >= n {
 			break
 		}
-		if k := j + 1; k < n && q[k].before(q[j]) {
+		if k := j + 1; k < n && h.less(q[k], q[j]) {
 			j = k
 		}
-		if !q[j].before(q[i]) {
+		if !h.less(q[j], q[i]) {
 			break
 		}
 		q[i], q[j] = q[j], q[i]
 		i = j
 	}
 	return x
+}
+
+// keyHash is a 128-bit hash of an event's key, which the window keeps
+// instead of the key: two keys share one with a chance of 2^-128.
+type keyHash [2]uint64
+
+// slab holds Ts in chunks, indexed by uint32: it never copies what it
+// holds to grow, and reuses what is released. Index 0 is never handed
+// out, so that 0 can mean none.
+type slab[T any] struct {
+	chunks []*[slabChunk]T
+	n      uint32 // indices handed out, 0 included
+	free   []uint32
+}
+
+const (
+	slabBits  = 12
+	slabChunk = 1 << slabBits
+)
+
+func (s *slab[T]) at(i uint32) *T { return &s.chunks[i>>slabBits][i&(slabChunk-1)] }
+
+// alloc returns an unused index. What it holds is what was released
+// there (or zero).
+func (s *slab[T]) alloc() uint32 {
+	if n := len(s.free); n > 0 {
+		i := s.free[n-1]
+		s.free = s.free[:n-1]
+		return i
+	}
+	if s.n == 0 {
+		s.n = 1
+	}
+	if int(s.n>>slabBits) == len(s.chunks) {
+		s.chunks = append(s.chunks, new([slabChunk]T))
+	}
+	s.n++
+	return s.n - 1
+}
+
+func (s *slab[T]) release(i uint32) { s.free = append(s.free, i) }
+
+// keyIndex finds events by key hash: open addressing with linear probing
+// over event slots (0: empty), at most half full; removal shifts the
+// entries after it back, so no tombstones accumulate.
+type keyIndex struct {
+	t []uint32
+	n int
+}
+
+// find returns the event with hash h, or 0.
+func (x *keyIndex) find(h keyHash, evs *slab[event]) uint32 {
+	if len(x.t) == 0 {
+		return 0
+	}
+	mask := uint64(len(x.t) - 1)
+	for i := h[0] & mask; ; i = (i + 1) & mask {
+		if s := x.t[i]; s == 0 || evs.at(s).hash == h {
+			return s
+		}
+	}
+}
+
+// insert adds event s, whose hash is not in x.
+func (x *keyIndex) insert(s uint32, evs *slab[event]) {
+	if 2*(x.n+1) > len(x.t) {
+		old := x.t
+		x.t = make([]uint32, max(1024, 2*len(old)))
+		for _, o := range old {
+			if o != 0 {
+				x.place(o, evs)
+			}
+		}
+	}
+	x.place(s, evs)
+	x.n++
+}
+
+func (x *keyIndex) place(s uint32, evs *slab[event]) {
+	mask := uint64(len(x.t) - 1)
+	i := evs.at(s).hash[0] & mask
+	for x.t[i] != 0 {
+		i = (i + 1) & mask
+	}
+	x.t[i] = s
+}
+
+// remove removes event s, which is in x.
+func (x *keyIndex) remove(s uint32, evs *slab[event]) {
+	mask := uint64(len(x.t) - 1)
+	i := evs.at(s).hash[0] & mask
+	for x.t[i] != s {
+		i = (i + 1) & mask
+	}
+	// Move back every entry after i, up to the next empty one, that
+	// would no longer be found past the hole.
+	for j := (i + 1) & mask; x.t[j] != 0; j = (j + 1) & mask {
+		home := evs.at(x.t[j]).hash[0] & mask
+		if (j-home)&mask >= (j-i)&mask {
+			x.t[i] = x.t[j]
+			i = j
+		}
+	}
+	x.t[i] = 0
+	x.n--
 }

@@ -3,6 +3,7 @@ package joiner
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -77,6 +78,7 @@ func run(w *Window, s script) []string {
 	for _, in := range s {
 		w.Add(in, &out)
 		for _, j := range out.Joined {
+			resolve(w, &j, s)
 			got = append(got, fmt.Sprintf("@%d %s", in.Offset, describe(j)))
 		}
 		for _, a := range out.Audits {
@@ -88,6 +90,18 @@ func run(w *Window, s script) []string {
 		out.Reset()
 	}
 	return got
+}
+
+// resolve fills in what a window leaves to its caller (see [Joined]):
+// the key, rank and trace of the rank record at j.Offset in s, whose
+// offsets are consecutive, as the joiner does with the record it reads
+// back.
+func resolve(w *Window, j *Joined, s script) {
+	in := s[j.Offset-s[0].Offset]
+	if in.Offset != j.Offset || in.Kind != Rank || !w.IsKey(j, []byte(in.Key)) {
+		panic(fmt.Sprintf("joined offset %d is not a rank of the script", j.Offset))
+	}
+	j.Key, j.Rank, j.Trace = in.Key, in.Rank, in.Trace
 }
 
 // describe renders what the tests check of a joined event: key, reward,
@@ -510,8 +524,8 @@ func TestWindowCheckpoint(t *testing.T) {
 			t.Errorf("after input %d: checkpoint %+v, want %+v", i, got, want[i])
 		}
 	}
-	if w.Pending() != 0 || len(w.events) != 0 || len(w.early) != 0 {
-		t.Errorf("state left: %d pending, %d events, %d early", w.Pending(), len(w.events), len(w.early))
+	if w.Pending() != 0 || w.index.n != 0 || len(w.early) != 0 {
+		t.Errorf("state left: %d pending, %d events, %d early", w.Pending(), w.index.n, len(w.early))
 	}
 }
 
@@ -614,4 +628,47 @@ func skewRun(w *Window, s script) []string {
 		got = append(got, l)
 	}
 	return got
+}
+
+// TestKeyIndex checks the key index against a map under inserts and
+// removals whose hashes crowd a few home slots, across the table's end
+// and through its growth, so that probing and the backward shift of
+// removals are exercised.
+func TestKeyIndex(t *testing.T) {
+	t.Parallel()
+	var evs slab[event]
+	var x keyIndex
+	want := map[keyHash]uint32{}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 200_000 {
+		// Homes 1020..1027 and their multiples: both sides of the end of
+		// a 1024-slot table, and clustered in larger ones.
+		h := keyHash{uint64(1020 + rng.IntN(8) + 1024*rng.IntN(4)), rng.Uint64()}
+		if len(want) > 0 && rng.IntN(2) == 0 {
+			for k, s := range want { // any one
+				x.remove(s, &evs)
+				evs.release(s)
+				delete(want, k)
+				if got := x.find(k, &evs); got != 0 {
+					t.Fatalf("op %d: removed hash found at slot %d", i, got)
+				}
+				break
+			}
+		} else if len(want) < 3000 {
+			s := evs.alloc()
+			evs.at(s).hash = h
+			x.insert(s, &evs)
+			want[h] = s
+		}
+		if i%1000 == 0 {
+			for k, s := range want {
+				if got := x.find(k, &evs); got != s {
+					t.Fatalf("op %d: hash %v found at slot %d, want %d", i, k, got, s)
+				}
+			}
+			if x.n != len(want) {
+				t.Fatalf("op %d: %d entries, want %d", i, x.n, len(want))
+			}
+		}
+	}
 }

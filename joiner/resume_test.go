@@ -91,6 +91,7 @@ func outputs(w *Window, s script) (joined, audits []string) {
 	for _, in := range s {
 		w.Add(in, &out)
 		for i := range out.Joined {
+			resolve(w, &out.Joined[i], s)
 			joined = append(joined, fmt.Sprintf("@%d %s", in.Offset, AppendDSJSON(nil, &out.Joined[i])))
 		}
 		for i := range out.Audits {

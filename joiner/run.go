@@ -45,6 +45,12 @@ type Config struct {
 	// output that still does not fit, or that the log refuses, goes to
 	// the dead-letter topic as a reference to its input record.
 	MaxRecordBytes int
+	// RankCache is how many bytes of recently fetched rank records (key,
+	// value and about 512 bytes of decoding) each partition keeps, so that
+	// an event whose window closes soon after its rank need not read the
+	// record again. 0 keeps none: every rank is read back from the log
+	// when its window closes.
+	RankCache int
 	// TracerProvider, when set, records a span for every joined event
 	// whose rank record carries trace context, a child of the Rank call's
 	// span, and the joined line carries that span's context on to the
@@ -66,6 +72,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, p string) {
 	LearningModeVar(fs, &c.LearningMode, p+"learning-mode")
 	fs.DurationVar(&c.TickInterval, p+"tick-interval", time.Second, "how often each owned partition gets a tick record, so idle windows close")
 	fs.DurationVar(&c.CommitInterval, p+"commit-interval", time.Second, "least time between offset commits of a partition")
+	fs.IntVar(&c.RankCache, p+"joiner-rank-cache", 32<<20, "bytes of recent rank records each partition keeps for windows that close soon; other ranks are read back from the log when their window closes (0: always read back)")
 }
 
 // float32Value is a flag.Value for a float32.
@@ -120,6 +127,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TickInterval <= 0 {
 		return fmt.Errorf("tick interval must be positive, got %v", c.TickInterval)
+	}
+	if c.RankCache < 0 {
+		return fmt.Errorf("rank cache must not be negative, got %d", c.RankCache)
 	}
 	return nil
 }
@@ -183,7 +193,8 @@ func (j *Joiner) Wait(ctx context.Context, cond func(Stats) bool) error {
 
 // Pending returns how many events wait for their reward window to close
 // in the partitions the joiner holds, as of their last written batch. Each
-// holds its rank record in memory.
+// takes about 140 bytes of memory, whatever its rank record's size (see
+// [Window]).
 func (j *Joiner) Pending() int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -409,7 +420,9 @@ func (j *Joiner) claim(ctx context.Context, c eventlog.Claim) error {
 	g.Go(func() error { return j.tick(gctx, p) })
 	g.Go(func() error {
 		defer close(batches)
-		return j.join(gctx, p, w, records, batches, free)
+		rr := &rereader{claim: c}
+		defer rr.close()
+		return j.join(gctx, p, w, records, batches, free, rr)
 	})
 	g.Go(func() error { return j.write(wctx, c, batches, free) })
 	err := g.Wait()
@@ -464,9 +477,10 @@ func (j *Joiner) tick(ctx context.Context, p int) error {
 
 // join owns the partition's window: it applies records and hands what
 // they produce, with the checkpoint after them, to the writer.
-func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan eventlog.Record, batches chan<- batch, free <-chan batch) error {
+func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan eventlog.Record, batches chan<- batch, free <-chan batch, rr *rereader) error {
 	var out Output
 	var r renderer
+	cache := rankCache{budget: j.cfg.RankCache}
 	prev := w.Stats()
 	for {
 		var rec eventlog.Record
@@ -482,7 +496,14 @@ func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan even
 		}
 		// Take what is already fetched, so output is written in batches.
 		for n := 1; ; n++ {
-			w.Add(decode(rec), &out)
+			in := decode(rec)
+			if in.Kind == Rank {
+				cache.put(in.Offset, in.Key, in.Rank, in.Trace, len(rec.Value))
+			}
+			w.Add(in, &out)
+			if err := j.resolve(ctx, p, w, &out, &b, &cache, rr); err != nil {
+				return err
+			}
 			j.render(&b, p, &out, &rec, &r)
 			b.in.Records++
 			b.in.Bytes += int64(len(rec.Key) + len(rec.Value))

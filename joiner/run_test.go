@@ -411,3 +411,133 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// rereadFrom is a [Source] over m whose claims read records again from
+// another log, so that a rank read back is not what was fetched.
+type rereadFrom struct {
+	m, again *eventlog.Mem
+}
+
+func (s rereadFrom) Consume(ctx context.Context, fn eventlog.ClaimFunc) error {
+	return s.m.Consume(ctx, "joiner", eventlog.EventsTopic, func(ctx context.Context, c eventlog.Claim) error {
+		return fn(ctx, rereadClaim{c, s.again})
+	})
+}
+
+type rereadClaim struct {
+	eventlog.Claim
+	again *eventlog.Mem
+}
+
+func (c rereadClaim) Reread(_ context.Context, offset int64) (eventlog.Reader, error) {
+	return c.again.Reader(eventlog.EventsTopic, map[int]int64{c.Partition(): offset}), nil
+}
+
+// TestJoinerRereadLost checks that a rank record that cannot be read back
+// when its window closes (deleted by retention, another key at its
+// offset, undecodable) costs its event but not the partition: counted,
+// dead-lettered as a reference to its offset, and the events after it
+// are joined.
+func TestJoinerRereadLost(t *testing.T) {
+	t.Parallel()
+	one := map[string]int{eventlog.EventsTopic: 1, eventlog.JoinedTopic: 1, eventlog.AuditTopic: 1, eventlog.DeadLetterTopic: 1}
+	m, again := eventlog.NewMem(one), eventlog.NewMem(one)
+	ctx := context.Background()
+	rank := func(key string) eventlog.Record {
+		return record(eventlog.TypeRank, key, rankEvent(key, 0, false, online), t0)
+	}
+	reward := record(eventlog.TypeReward, "l/kept", &eventsv1.RewardEvent{Value: 1, Id: 1}, t0.Add(time.Second))
+	if err := m.Write(ctx, rank("l/gone"), rank("l/other"), rank("l/garbled"), rank("l/kept"), reward); err != nil {
+		t.Fatal(err)
+	}
+	garbled := rank("l/garbled")
+	garbled.Value = []byte{0xff}
+	if err := again.Write(ctx, rank("l/gone"), rank("l/impostor"), garbled, rank("l/kept"), reward); err != nil {
+		t.Fatal(err)
+	}
+	again.Truncate(eventlog.EventsTopic, 0, 1) // retention took l/gone
+	cfg := Config{Rules: testRules(), TickInterval: 10 * time.Millisecond}
+	j := New(cfg, slog.New(slog.DiscardHandler), rereadFrom{m, again}, m.Direct(), m, func() time.Time { return t0.Add(time.Hour) })
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- j.Run(runCtx) }()
+	waitFor(t, j, "every window", func(s Stats) bool { return s.Emitted == 4 && s.Unread == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c := j.Counters(); c != (Stats{Emitted: 4, Learnable: 4, DefaultRewards: 3, Unread: 3}) {
+		t.Errorf("counters %+v", c)
+	}
+	joined := m.Records(eventlog.JoinedTopic, 0)
+	if len(joined) != 1 || string(joined[0].Key) != "l/kept" || !bytes.Contains(joined[0].Value, []byte(`"_label_cost":-1,`)) {
+		t.Errorf("joined %v, want l/kept's line alone", joined)
+	}
+	wantErr := []string{"the log no longer has it: the next record kept is at offset 1", `the record there has another key, "l/impostor"`, "rank record: "}
+	letters := m.Records(eventlog.DeadLetterTopic, 0)
+	if len(letters) != 3 {
+		t.Fatalf("%d dead letters, want 3", len(letters))
+	}
+	for i, r := range letters {
+		why := string(r.Header(eventlog.DeadLetterErrorHeader))
+		if off := string(r.Header(eventlog.DeadLetterOffsetHeader)); off != strconv.Itoa(i) || len(r.Value) != 0 || r.Type() != eventlog.TypeRank ||
+			!strings.Contains(why, fmt.Sprintf("rank record at offset %d could not be read back", i)) || !strings.Contains(why, wantErr[i]) {
+			t.Errorf("dead letter %d: offset %s, %d value bytes, type %q, error %q; want a reference to offset %d, %q", i, off, len(r.Value), r.Type(), why, i, wantErr[i])
+		}
+	}
+}
+
+// TestJoinerRankCache checks that the joined lines are the same, byte for
+// byte and in order, whether ranks come from the cache, from reading the
+// log again, or some from each (a cache that holds the ranks of 1.5s), with windows
+// of several waits closing out of rank order.
+func TestJoinerRankCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var recs []eventlog.Record
+	for i := range 300 {
+		key := fmt.Sprintf("l/e%d", i)
+		at := t0.Add(time.Duration(i) * 100 * time.Millisecond)
+		in := ruled(Input{Rank: rankEvent(key, uint32(i%3), false, online)}, time.Duration(1+i%4)*time.Second, 0, "sum")
+		recs = append(recs, record(eventlog.TypeRank, key, in.Rank, at))
+		if i%2 == 0 {
+			recs = append(recs, record(eventlog.TypeReward, key, &eventsv1.RewardEvent{Value: float32(i%5) / 4, Id: uint64(i + 1)}, at.Add(500*time.Millisecond)))
+		}
+	}
+	size := len(recs[0].Value) + len(recs[0].Key) + rankCacheOverhead
+	var want [][]eventlog.Record
+	for _, cache := range []int{0, 15 * size, 1 << 30} {
+		m := newMem()
+		if err := m.Write(ctx, recs...); err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{Rules: testRules(), TickInterval: 10 * time.Millisecond, RankCache: cache}
+		j := New(cfg, slog.New(slog.DiscardHandler), memSource{m}, m.Direct(), m, func() time.Time { return t0.Add(time.Hour) })
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- j.Run(runCtx) }()
+		waitFor(t, j, "every window", func(s Stats) bool { return s.Emitted == 300 })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if c := j.Counters(); c.Unread != 0 || c.Learnable != 300 || c.DefaultRewards != 150 {
+			t.Errorf("cache %d: counters %+v", cache, c)
+		}
+		var got [][]eventlog.Record
+		for p := range 2 {
+			got = append(got, m.Records(eventlog.JoinedTopic, p))
+		}
+		if want == nil {
+			want = got
+			continue
+		}
+		for p := range got {
+			if !slices.EqualFunc(got[p], want[p], func(a, b eventlog.Record) bool {
+				return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value)
+			}) {
+				t.Errorf("cache %d: partition %d's joined lines differ from those read back", cache, p)
+			}
+		}
+	}
+}

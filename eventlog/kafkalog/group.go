@@ -135,7 +135,7 @@ func (g *Group) runGeneration(ctx context.Context, gen *kafka.Generation, client
 		// the offset this claim has not committed yet) while it runs.
 		gen.Start(func(genCtx context.Context) {
 			defer wg.Done()
-			g.runClaim(ctx, genCtx, &claim{client: client, gen: gen, topic: g.cfg.Topic, partition: a.ID}, fn, fail)
+			g.runClaim(ctx, genCtx, &claim{client: client, gen: gen, brokers: g.cfg.Brokers, topic: g.cfg.Topic, partition: a.ID}, fn, fail)
 		})
 	}
 	wg.Wait()
@@ -170,7 +170,7 @@ func (g *Group) serveClaim(ctx context.Context, c *claim, fn eventlog.ClaimFunc)
 	if start < 0 {
 		start = kafka.FirstOffset
 	}
-	r, err := newPartitionReader(g.cfg.Brokers, g.cfg.Topic, c.partition, start)
+	r, err := newPartitionReader(g.cfg.Brokers, g.cfg.Topic, c.partition, start, fetchQueueCapacity)
 	if err != nil {
 		return err
 	}
@@ -205,6 +205,7 @@ func (g *Group) fetchCommitted(ctx context.Context, c *claim) error {
 type claim struct {
 	client    *kafka.Client
 	gen       *kafka.Generation
+	brokers   []string
 	topic     string
 	partition int
 	start     int64  // committed offset, -1 if none
@@ -250,6 +251,31 @@ func (c *claim) Fetch(ctx context.Context) (eventlog.Record, error) {
 	}
 	return toRecord(m), nil
 }
+
+// Reread implements [eventlog.Rereader]: a reader of the claim's
+// partition from offset, or from the first record kept if retention
+// deleted offset. Close it when done.
+func (c *claim) Reread(_ context.Context, offset int64) (eventlog.Reader, error) {
+	r, err := newPartitionReader(c.brokers, c.topic, c.partition, offset, rereadQueueCapacity)
+	if err != nil {
+		return nil, err
+	}
+	return &partitionReader{r: r}, nil
+}
+
+// partitionReader is a kafka-go reader of one partition as an
+// [eventlog.Reader].
+type partitionReader struct{ r *kafka.Reader }
+
+func (p *partitionReader) Fetch(ctx context.Context) (eventlog.Record, error) {
+	m, err := p.r.FetchMessage(ctx)
+	if err != nil {
+		return eventlog.Record{}, fmt.Errorf("read %s/%d again: %w", p.r.Config().Topic, p.r.Config().Partition, err)
+	}
+	return toRecord(m), nil
+}
+
+func (p *partitionReader) Close() error { return p.r.Close() }
 
 // Commit stores next and metadata for this partition under this
 // generation. The broker refuses a commit from a generation the group has

@@ -762,3 +762,43 @@ func TestBrokerWrapConn(t *testing.T) {
 		t.Errorf("wrapped %d connections before the write and %d after", before, conns.Load())
 	}
 }
+
+// TestGroupClaimReread checks that a claim reads its partition again from
+// any offset, forward and back, whatever it has fetched.
+func TestGroupClaimReread(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	b := startBroker(t, t.TempDir())
+	w := newWriter(t, b, eventlog.EventsTopic)
+	writeKeyless(t, ctx, w, partitions, 10, 0)
+	g := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: b.Addrs(), GroupID: "reread", Topic: eventlog.EventsTopic}, testLog())
+	done := errors.New("done")
+	err := g.Consume(ctx, func(ctx context.Context, c eventlog.Claim) error {
+		if c.Partition() != 1 {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		for range 10 {
+			if _, err := c.Fetch(ctx); err != nil {
+				return err
+			}
+		}
+		for _, from := range []int64{6, 2, 9} {
+			r, err := c.(eventlog.Rereader).Reread(ctx, from)
+			if err != nil {
+				return err
+			}
+			got := readN(t, ctx, r, int(10-from))
+			r.Close()
+			for i, rec := range got {
+				if want := fmt.Sprintf("1/%d", from+int64(i)); rec.Offset != from+int64(i) || rec.Partition != 1 || string(rec.Value) != want {
+					t.Errorf("reread from %d: record %d is %q at %d/%d, want %q at 1/%d", from, i, rec.Value, rec.Partition, rec.Offset, want, from+int64(i))
+				}
+			}
+		}
+		return done
+	})
+	if !errors.Is(err, done) {
+		t.Fatalf("Consume returned %v", err)
+	}
+}

@@ -26,15 +26,19 @@ const (
 	fetchMaxBytes      = 2 << 20
 	fetchMaxWait       = 250 * time.Millisecond
 	fetchQueueCapacity = 1024
+	// rereadQueueCapacity is the read-ahead of a claim's Reread: the
+	// joiner keeps a few such readers per partition, and each holds its
+	// read-ahead (about 1.3 MB of 5 KB records) besides a fetch.
+	rereadQueueCapacity = 256
 )
 
 // errClosed is returned by Fetch after Close.
 var errClosed = errors.New("reader closed")
 
 // newPartitionReader returns a kafka-go reader of one partition starting at
-// offset (an offset or kafka.FirstOffset). Without a GroupID the reader never
-// commits anything.
-func newPartitionReader(brokers []string, topic string, partition int, offset int64) (*kafka.Reader, error) {
+// offset (an offset or kafka.FirstOffset), reading ahead up to queue
+// records. Without a GroupID the reader never commits anything.
+func newPartitionReader(brokers []string, topic string, partition int, offset int64, queue int) (*kafka.Reader, error) {
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:       brokers,
 		Topic:         topic,
@@ -42,7 +46,7 @@ func newPartitionReader(brokers []string, topic string, partition int, offset in
 		MinBytes:      fetchMinBytes,
 		MaxBytes:      fetchMaxBytes,
 		MaxWait:       fetchMaxWait,
-		QueueCapacity: fetchQueueCapacity,
+		QueueCapacity: queue,
 		// Lag reporting would add a ListOffsets request per minute
 		// per partition that nobody reads.
 		ReadLagInterval: -1,
@@ -93,7 +97,7 @@ func NewTopicReader(ctx context.Context, brokers []string, topic string, start m
 		if !ok {
 			off = kafka.FirstOffset
 		}
-		pr, err := newPartitionReader(brokers, topic, p, off)
+		pr, err := newPartitionReader(brokers, topic, p, off, fetchQueueCapacity)
 		if err != nil {
 			r.Close()
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -51,9 +52,10 @@ func cpuTime() time.Duration {
 // (4 partitions, data on disk) before the clock starts; one joiner then
 // consumes them, joins them and writes the joined lines, acks=all, to the
 // same broker. Ten events are stamped per millisecond and the reward wait
-// is 1s, so about 10,000 events are pending at any time. MB/s counts the
-// input records (keys and values) consumed. The clock starts when the
-// first event is joined, so that joining the consumer group is left out.
+// is 1s, so about 10,000 events are pending at any time (BENCH_JOIN_WAIT
+// sets another wait). MB/s counts the input records (keys and values)
+// consumed. The clock starts when the first event is joined or pending,
+// so that joining the consumer group is left out.
 func BenchmarkJoiner(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
@@ -115,11 +117,25 @@ func BenchmarkJoiner(b *testing.B) {
 	defer out.Close()
 	ticks := kafkalog.NewWriter(kafkalog.WriterConfig{Brokers: brokers, Topic: eventlog.EventsTopic})
 	defer ticks.Close()
+	rewardWait := time.Second
+	if v := os.Getenv("BENCH_JOIN_WAIT"); v != "" {
+		var err error
+		if rewardWait, err = time.ParseDuration(v); err != nil {
+			b.Fatal(err)
+		}
+	}
 	cfg := joiner.Config{
-		Rules: joiner.Rules{RewardWait: time.Second, Backward: 2 * time.Second, DefaultReward: 0, Aggregation: joiner.Earliest,
+		Rules: joiner.Rules{RewardWait: rewardWait, Backward: 2 * time.Second, DefaultReward: 0, Aggregation: joiner.Earliest,
 			LearningMode: eventsv1.LearningMode_LEARNING_MODE_ONLINE},
 		// No wall-clock ticks: the records' times are an hour old.
 		TickInterval: time.Hour, CommitInterval: time.Second,
+		RankCache: 32 << 20, // the flag's default
+	}
+	if v := os.Getenv("BENCH_RANK_CACHE"); v != "" {
+		var err error
+		if cfg.RankCache, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
 	}
 	group := kafkalog.NewGroup(kafkalog.GroupConfig{Brokers: brokers, GroupID: "bench", Topic: eventlog.EventsTopic}, testLogger())
 	j := joiner.New(cfg, testLogger(), group, out, ticks, time.Now)
@@ -139,7 +155,12 @@ func BenchmarkJoiner(b *testing.B) {
 			b.Fatalf("waiting for %d joined events: %v (%+v)", n, err, j.Counters())
 		}
 	}
-	wait(1)
+	// The first event joined, or with a long wait the first pending.
+	wctx, stop := context.WithTimeout(ctx, 10*time.Minute)
+	if err := j.Wait(wctx, func(s joiner.Stats) bool { return s.Emitted > 0 || j.Pending() > 0 }); err != nil {
+		b.Fatal(err)
+	}
+	stop()
 	b.SetBytes(int64(perEvent))
 	// -cpuprofile would include writing the input; this profiles the
 	// join alone.

@@ -192,11 +192,13 @@ func registerJoiner(reg prometheus.Registerer, j *joiner.Joiner) {
 			stat(func(s joiner.Stats) int64 { return s.Refused })},
 		metric{"personalizer_joiner_dropped_total", "Outputs refused even as a dead-letter reference: skipped, each logged at ERROR.", true,
 			stat(func(s joiner.Stats) int64 { return s.Dropped })},
-		metric{"personalizer_joiner_errors_total", "Failed attempts to fetch records or write output (each retried).", true,
+		metric{"personalizer_joiner_unread_total", "Events whose window closed but whose rank record could not be read back (deleted by retention, or another record at its offset): not joined, written to personalizer.deadletter as a reference, each logged at ERROR.", true,
+			stat(func(s joiner.Stats) int64 { return s.Unread })},
+		metric{"personalizer_joiner_errors_total", "Failed attempts to fetch records, read a rank record back or write output (each retried).", true,
 			stat(func(s joiner.Stats) int64 { return s.Errors })},
 		metric{"personalizer_joiner_stalled_partitions", "Partitions of this joiner whose fetch or output write is failing and being retried: they do not move on.", false,
 			func() float64 { return float64(j.Stalled()) }},
-		metric{"personalizer_joiner_pending_events", "Ranks waiting for their reward window to close in this joiner's partitions; each keeps its rank record in memory.", false,
+		metric{"personalizer_joiner_pending_events", "Ranks waiting for their reward window to close in this joiner's partitions; each takes about 140 bytes, whatever its record's size (the rank is read back when the window closes).", false,
 			func() float64 { return float64(j.Pending()) }},
 	)
 }
