@@ -15,6 +15,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -96,7 +97,11 @@ func contextOf(t *testing.T, req *personalizerv1.RankRequest) []byte {
 	if err := proto.Unmarshal(loggedRecord(t, mem, 1).Value, &ev); err != nil {
 		t.Fatal(err)
 	}
-	return ev.GetContext()
+	c, err := joiner.RankContext(&ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // manyFeatures is a valid Rank with n number features in one context

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/open-personalizer/personalizer/internal/vtcodec"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
 
@@ -28,9 +30,42 @@ import (
 // without failing, and decode it themselves with the process's "proto"
 // codec. A unary request that does not decode is refused inside the
 // interceptors, so that the call is authenticated, rate limited, logged
-// and counted like any other.
+// and counted like any other. Rank requests are decoded with
+// [vtcodec.UnmarshalRank] from a copy of their bytes, which the rank
+// record then carries.
 func Register(g grpc.ServiceRegistrar, s *Server) {
-	g.RegisterService(decoding(personalizerv1.PersonalizerService_ServiceDesc), s)
+	desc := decoding(personalizerv1.PersonalizerService_ServiceDesc)
+	for i := range desc.Methods {
+		if desc.Methods[i].MethodName == "Rank" {
+			desc.Methods[i].Handler = rankHandler
+		}
+	}
+	g.RegisterService(desc, s)
+}
+
+// rankHandler is Rank's handler: it decodes the request as [decoding]'s
+// handlers do, keeping the bytes it decoded it from, which the rank record
+// then carries as they are.
+func rankHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	r := request{msg: new(personalizerv1.RankRequest), keep: true}
+	if err := dec(&r); err != nil { // the transport failed; grpc-go has answered
+		return nil, err
+	}
+	s := srv.(*Server)
+	handler := func(ctx context.Context, req any) (any, error) {
+		if r.err != nil {
+			return nil, r.err
+		}
+		m := req.(*personalizerv1.RankRequest)
+		if m != r.msg { // an interceptor replaced it: these are not its bytes
+			return s.Rank(ctx, m)
+		}
+		return s.rankWire(ctx, m, r.wire)
+	}
+	if interceptor == nil {
+		return handler(ctx, r.msg)
+	}
+	return interceptor(ctx, r.msg, &grpc.UnaryServerInfo{Server: srv, FullMethod: personalizerv1.PersonalizerService_Rank_FullMethodName}, handler)
 }
 
 // RegisterAdmin registers a as g's AdminService, decoding requests as
@@ -98,8 +133,10 @@ func (s decodingStream) RecvMsg(m any) error {
 // Unmarshal method, which proto.Unmarshal calls with the bytes instead of
 // decoding them itself.
 type request struct {
-	msg any
-	err error
+	msg  any
+	err  error
+	keep bool   // a RankRequest: decode it from wire, a copy of its bytes
+	wire []byte // what msg was decoded from, when keep
 }
 
 func (r *request) Reset()         { r.err = nil }
@@ -109,7 +146,14 @@ func (*request) ProtoMessage()    {}
 // Unmarshal decodes b into r.msg. b is a buffer gRPC reuses: the codec
 // copies what the message keeps (vtcodec copies the whole of b).
 func (r *request) Unmarshal(b []byte) error {
-	if err := encoding.GetCodecV2(grpcproto.Name).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, r.msg); err != nil {
+	var err error
+	if m, ok := r.msg.(*personalizerv1.RankRequest); ok && r.keep {
+		r.wire = bytes.Clone(b)
+		err = vtcodec.UnmarshalRank(r.wire, m) // m's strings may point into r.wire
+	} else {
+		err = encoding.GetCodecV2(grpcproto.Name).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, r.msg)
+	}
+	if err != nil {
 		name := "request"
 		if pm, ok := r.msg.(proto.Message); ok {
 			name = string(pm.ProtoReflect().Descriptor().FullName())

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -110,7 +111,10 @@ type scratch struct {
 	baseline []bandit.ActionProb // eligible actions in request order
 	excluded []bool
 	eligible []*personalizerv1.Action
-	context  []byte // the rank record's context: publish copies it when it encodes the record
+	context  []byte // the DSJson context, rendered only to size a request near the record limit
+	wire     []byte // the request encoded, when it did not come with its bytes
+	ranking  []uint32
+	probs    []float32
 }
 
 // New returns a server that appends events through events.
@@ -278,7 +282,13 @@ func (s *Server) WaitLoopModel(ctx context.Context, name string, version uint64)
 
 // Rank implements PersonalizerService.Rank.
 func (s *Server) Rank(ctx context.Context, req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
-	resp, err := s.rank(ctx, req)
+	return s.rankWire(ctx, req, nil)
+}
+
+// rankWire is Rank of req, which was decoded from wire; nil wire means
+// the request has to be encoded for its rank record.
+func (s *Server) rankWire(ctx context.Context, req *personalizerv1.RankRequest, wire []byte) (*personalizerv1.RankResponse, error) {
+	resp, err := s.rank(ctx, req, wire)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -322,7 +332,7 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 		if r.err != nil {
 			return r.err
 		}
-		resp, err := s.rank(ctx, r.req.GetRequest())
+		resp, err := s.rank(ctx, r.req.GetRequest(), nil)
 		if err != nil {
 			return s.toStatus(err)
 		}
@@ -333,7 +343,7 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 }
 
 // joinedLineRoom is what a joined DSJson line may need beyond its rank's
-// context: the label, the ids, the ranking and probabilities of 50
+// context, and a rank record beyond its request: the label, the ids, the ranking and probabilities of 50
 // actions, the model version and the record's headers, with room to
 // spare. (The joiner leaves outcomes out of a line that would not fit.)
 const joinedLineRoom = 8 << 10
@@ -345,13 +355,14 @@ const (
 	keepScratchContextBytes = 1 << 16
 )
 
-// rank decides and logs one request.
-func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
+// rank decides and logs one request, which was decoded from wire (nil:
+// encode it for the record).
+func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, wire []byte) (*personalizerv1.RankResponse, error) {
 	sc := s.pool.Get().(*scratch)
 	var scored int // features scored, interactions included
 	defer func() {
 		clear(sc.eligible) // not to keep the request alive
-		if scored <= keepScratchFeatures && cap(sc.context) <= keepScratchContextBytes {
+		if scored <= keepScratchFeatures && cap(sc.context) <= keepScratchContextBytes && cap(sc.wire) <= keepScratchContextBytes {
 			s.pool.Put(sc)
 		}
 	}()
@@ -370,18 +381,25 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		eventID = rand.Text()
 	}
 	actions := req.GetActions()
-	eligible := sc.eligible[:0]
-	for i, a := range actions {
-		if !excluded[i] {
-			eligible = append(eligible, a)
-		}
-	}
+	eligible := features.Eligible(sc.eligible[:0], actions, excluded)
 	sc.eligible = eligible
 
-	// What the event becomes must fit the log: the rank record, and the
-	// joined line made of it later, each carry this context.
-	sc.context = features.AppendContext(sc.context[:0], req.GetContextFeatures(), eligible)
-	if n := len(sc.context) + joinedLineRoom; n > s.cfg.MaxRecordBytes {
+	// What the event becomes must fit the log: the rank record carries
+	// the request, the joined line made of it later the request's context.
+	if wire == nil {
+		n := req.SizeVT()
+		sc.wire = slices.Grow(sc.wire[:0], n)[:n]
+		if _, err := req.MarshalToSizedBufferVT(sc.wire); err != nil {
+			return nil, fmt.Errorf("encode the request: %w", err)
+		}
+		wire = sc.wire
+	}
+	size := max(len(wire), features.ContextBound(req.GetContextFeatures(), eligible))
+	if size+joinedLineRoom > s.cfg.MaxRecordBytes { // rare: render the context to know
+		sc.context = features.AppendContext(sc.context[:0], req.GetContextFeatures(), eligible)
+		size = max(len(wire), len(sc.context))
+	}
+	if n := size + joinedLineRoom; n > s.cfg.MaxRecordBytes {
 		return nil, invalid("request", "the event this Rank logs would take about %d bytes, over the limit of %d bytes a record may have (--max-record-bytes); send fewer or shorter features", n, s.cfg.MaxRecordBytes)
 	}
 	sm := l.model.Load()
@@ -442,24 +460,10 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		EventId:        eventID,
 		RewardActionId: eligible[answer[0].Action].GetId(),
 	}
-	ev := &eventsv1.RankEvent{
-		Loop:          l.name,
-		EventId:       eventID,
-		Context:       sc.context,
-		Ranking:       make([]uint32, len(logged)),
-		Probabilities: make([]float32, len(logged)),
-		Deferred:      req.GetDeferActivation(),
-		LearningMode:  mode,
-		Rules:         lc.rules,
-	}
 	if sm != nil {
 		resp.ModelVersion = sm.label
-		ev.ModelVersion = sm.label
 	}
-	for i, ap := range logged {
-		ev.Ranking[i] = uint32(ap.Action)
-		ev.Probabilities[i] = ap.Prob
-	}
+	ev := buildRankRecord(sc, l.name, eventID, wire, logged, resp.ModelVersion, lc, req.GetDeferActivation())
 	ranked := make([]personalizerv1.RankedAction, len(actions)) // one allocation for all
 	for i, ap := range answer {
 		ranked[i].Id, ranked[i].Probability = eligible[ap.Action].GetId(), ap.Prob
@@ -479,6 +483,27 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		s.log.Error("rank event not logged", "event_id", eventID, "err", err)
 	}
 	return resp, nil
+}
+
+// buildRankRecord is the rank record of a decision: the request's bytes
+// and the decision logged, in sc's reused slices.
+func buildRankRecord(sc *scratch, loopName, eventID string, request []byte, logged []bandit.ActionProb, model string, lc *liveConfig, deferred bool) *eventsv1.RankEvent {
+	sc.ranking, sc.probs = sc.ranking[:0], sc.probs[:0]
+	for _, ap := range logged {
+		sc.ranking = append(sc.ranking, uint32(ap.Action))
+		sc.probs = append(sc.probs, ap.Prob)
+	}
+	return &eventsv1.RankEvent{
+		Loop:          loopName,
+		EventId:       eventID,
+		Request:       request,
+		Ranking:       sc.ranking,
+		Probabilities: sc.probs,
+		Deferred:      deferred,
+		ModelVersion:  model,
+		LearningMode:  lc.mode,
+		Rules:         lc.rules,
+	}
 }
 
 // Reward implements PersonalizerService.Reward.

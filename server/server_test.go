@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/internal/features"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
@@ -234,9 +236,13 @@ func TestRankAnswersAndLogs(t *testing.T) {
 			eligible = append(eligible, a)
 		}
 	}
+	// The record carries the request as sent and no context: the joiner
+	// renders that.
+	c, err := joiner.RankContext(&ev)
 	if len(ev.Ranking) != 4 || eligible[ev.Ranking[0]].Id != resp.RewardActionId || ev.Probabilities[0] != 0.25 ||
-		string(ev.Context) != string(features.AppendContext(nil, req.ContextFeatures, eligible)) {
-		t.Errorf("rank event = %v", &ev)
+		len(ev.Context) != 0 || !bytes.Equal(ev.Request, mustMarshal(t, req)) ||
+		err != nil || string(c) != string(features.AppendContext(nil, req.ContextFeatures, eligible)) {
+		t.Errorf("rank event = %v, context %s (%v)", &ev, c, err)
 	}
 }
 
@@ -329,8 +335,18 @@ func TestRankRecordsKeepTheirContext(t *testing.T) {
 			t.Fatalf("record for unknown or repeated event %q", ev.EventId)
 		}
 		delete(reqs, ev.EventId)
-		if want := features.AppendContext(nil, req.ContextFeatures, req.Actions); string(ev.Context) != string(want) {
-			t.Errorf("event %s logged context\n%s\nwant\n%s", ev.EventId, ev.Context, want)
+		c, err := joiner.RankContext(&ev)
+		if want := features.AppendContext(nil, req.ContextFeatures, req.Actions); string(c) != string(want) {
+			t.Errorf("event %s logged context\n%s (%v)\nwant\n%s", ev.EventId, c, err, want)
 		}
 	}
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -64,6 +64,10 @@ func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
 
+// UnmarshalRank decodes b into m as the codec does, without copying b
+// first: m's strings may point into b, which must not change afterwards.
+func UnmarshalRank(b []byte, m *personalizerv1.RankRequest) error { return unmarshalRank(b, m) }
+
 // Unmarshal implements encoding.CodecV2. For Rank requests, Materialize
 // copies into a new buffer, which the request's strings then point into.
 func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
