@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -136,7 +135,7 @@ type request struct {
 	msg  any
 	err  error
 	keep bool   // a RankRequest: decode it from wire, a copy of its bytes
-	wire []byte // what msg was decoded from, when keep
+	wire []byte // what msg was decoded from, after room for its record (withRoom), when keep
 }
 
 func (r *request) Reset()         { r.err = nil }
@@ -148,8 +147,8 @@ func (*request) ProtoMessage()    {}
 func (r *request) Unmarshal(b []byte) error {
 	var err error
 	if m, ok := r.msg.(*personalizerv1.RankRequest); ok && r.keep {
-		r.wire = bytes.Clone(b)
-		err = vtcodec.UnmarshalRank(r.wire, m) // m's strings may point into r.wire
+		r.wire = withRoom(b)
+		err = vtcodec.UnmarshalRank(r.wire[recordRoom:], m) // m's strings may point into r.wire
 	} else {
 		err = encoding.GetCodecV2(grpcproto.Name).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, r.msg)
 	}

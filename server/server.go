@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -112,9 +111,9 @@ type scratch struct {
 	excluded []bool
 	eligible []*personalizerv1.Action
 	context  []byte // the DSJson context, rendered only to size a request near the record limit
-	wire     []byte // the request encoded, when it did not come with its bytes
 	ranking  []uint32
 	probs    []float32
+	record   eventsv1.RankEvent // buildRankRecord's
 }
 
 // New returns a server that appends events through events.
@@ -285,8 +284,8 @@ func (s *Server) Rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	return s.rankWire(ctx, req, nil)
 }
 
-// rankWire is Rank of req, which was decoded from wire; nil wire means
-// the request has to be encoded for its rank record.
+// rankWire is Rank of req, which was decoded from wire: a [withRoom]
+// buffer, or nil when the request has to be encoded for its rank record.
 func (s *Server) rankWire(ctx context.Context, req *personalizerv1.RankRequest, wire []byte) (*personalizerv1.RankResponse, error) {
 	resp, err := s.rank(ctx, req, wire)
 	if err != nil {
@@ -355,14 +354,16 @@ const (
 	keepScratchContextBytes = 1 << 16
 )
 
-// rank decides and logs one request, which was decoded from wire (nil:
-// encode it for the record).
-func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, wire []byte) (*personalizerv1.RankResponse, error) {
+// rank decides and logs one request, which was decoded from the bytes
+// after the room in buf, a [withRoom] buffer (nil: encode it for the
+// record).
+func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, buf []byte) (*personalizerv1.RankResponse, error) {
 	sc := s.pool.Get().(*scratch)
 	var scored int // features scored, interactions included
 	defer func() {
 		clear(sc.eligible) // not to keep the request alive
-		if scored <= keepScratchFeatures && cap(sc.context) <= keepScratchContextBytes && cap(sc.wire) <= keepScratchContextBytes {
+		sc.record = eventsv1.RankEvent{}
+		if scored <= keepScratchFeatures && cap(sc.context) <= keepScratchContextBytes {
 			s.pool.Put(sc)
 		}
 	}()
@@ -386,14 +387,13 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, wire
 
 	// What the event becomes must fit the log: the rank record carries
 	// the request, the joined line made of it later the request's context.
-	if wire == nil {
-		n := req.SizeVT()
-		sc.wire = slices.Grow(sc.wire[:0], n)[:n]
-		if _, err := req.MarshalToSizedBufferVT(sc.wire); err != nil {
+	if buf == nil {
+		buf = make([]byte, recordRoom+req.SizeVT())
+		if _, err := req.MarshalToSizedBufferVT(buf[recordRoom:]); err != nil {
 			return nil, fmt.Errorf("encode the request: %w", err)
 		}
-		wire = sc.wire
 	}
+	wire := buf[recordRoom:]
 	size := max(len(wire), features.ContextBound(req.GetContextFeatures(), eligible))
 	if size+joinedLineRoom > s.cfg.MaxRecordBytes { // rare: render the context to know
 		sc.context = features.AppendContext(sc.context[:0], req.GetContextFeatures(), eligible)
@@ -463,7 +463,7 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, wire
 	if sm != nil {
 		resp.ModelVersion = sm.label
 	}
-	ev := buildRankRecord(sc, l.name, eventID, wire, logged, resp.ModelVersion, lc, req.GetDeferActivation())
+	ev := encodeRankRecord(buildRankRecord(sc, l.name, eventID, logged, resp.ModelVersion, lc, req.GetDeferActivation()), buf)
 	ranked := make([]personalizerv1.RankedAction, len(actions)) // one allocation for all
 	for i, ap := range answer {
 		ranked[i].Id, ranked[i].Probability = eligible[ap.Action].GetId(), ap.Prob
@@ -479,31 +479,10 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, wire
 	// The decision stands even if the event cannot be buffered: the caller
 	// gets its ranking, the event is not learned from, and the publisher
 	// has counted it and logs the overflow (at most every few seconds).
-	if err := s.publish(ctx, l, eventlog.TypeRank, eventID, ev); err != nil && !errors.Is(err, errBufferFull) {
+	if err := s.publishValue(ctx, eventlog.TypeRank, []byte(l.prefix+eventID), ev); err != nil && !errors.Is(err, errBufferFull) {
 		s.log.Error("rank event not logged", "event_id", eventID, "err", err)
 	}
 	return resp, nil
-}
-
-// buildRankRecord is the rank record of a decision: the request's bytes
-// and the decision logged, in sc's reused slices.
-func buildRankRecord(sc *scratch, loopName, eventID string, request []byte, logged []bandit.ActionProb, model string, lc *liveConfig, deferred bool) *eventsv1.RankEvent {
-	sc.ranking, sc.probs = sc.ranking[:0], sc.probs[:0]
-	for _, ap := range logged {
-		sc.ranking = append(sc.ranking, uint32(ap.Action))
-		sc.probs = append(sc.probs, ap.Prob)
-	}
-	return &eventsv1.RankEvent{
-		Loop:          loopName,
-		EventId:       eventID,
-		Request:       request,
-		Ranking:       sc.ranking,
-		Probabilities: sc.probs,
-		Deferred:      deferred,
-		ModelVersion:  model,
-		LearningMode:  lc.mode,
-		Rules:         lc.rules,
-	}
 }
 
 // Reward implements PersonalizerService.Reward.
@@ -568,11 +547,16 @@ func (s *Server) publish(ctx context.Context, l *loopState, typ, eventID string,
 	if err != nil {
 		return fmt.Errorf("encode %s event %s: %w", typ, eventID, err)
 	}
+	return s.publishValue(ctx, typ, []byte(l.prefix+eventID), value)
+}
+
+// publishValue is publish of an encoded record.
+func (s *Server) publishValue(ctx context.Context, typ string, key, value []byte) error {
 	rec := eventlog.Record{
 		Topic:   eventlog.EventsTopic,
-		Key:     []byte(l.prefix + eventID),
+		Key:     key,
 		Value:   value,
-		Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(typ)}},
+		Headers: typeHeaders[typ],
 		Time:    s.now(),
 	}
 	if trace.SpanContextFromContext(ctx).IsValid() { // else rec would escape to the heap for nothing
@@ -581,6 +565,15 @@ func (s *Server) publish(ctx context.Context, l *loopState, typ, eventID string,
 		rec.Headers = h
 	}
 	return s.events.Publish(rec)
+}
+
+// typeHeaders are the headers of a record of each type, shared by the
+// records: no one changes them, and appending to one copies it (its
+// capacity is its length).
+var typeHeaders = map[string][]eventlog.Header{
+	eventlog.TypeRank:     {{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}},
+	eventlog.TypeReward:   {{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeReward)}},
+	eventlog.TypeActivate: {{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeActivate)}},
 }
 
 // traceContext writes W3C traceparent headers.

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/internal/features"
@@ -349,4 +350,31 @@ func mustMarshal(t *testing.T, m proto.Message) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestEncodeRankRecord checks that a rank record encoded in front of its
+// request's bytes is what protobuf encodes, with the fields in the room
+// and, when they do not fit there, apart.
+func TestEncodeRankRecord(t *testing.T) {
+	t.Parallel()
+	req := mustMarshal(t, validRank())
+	lc := &liveConfig{mode: eventsv1.LearningMode_LEARNING_MODE_APPRENTICE, rules: &eventsv1.JoinRules{RewardWaitMs: 5, Aggregation: "sum", ConfigVersion: 2}}
+	for _, n := range []int{1, 3, 50, 120} { // 120 actions' fields overflow the room
+		var sc scratch
+		logged := make([]bandit.ActionProb, n)
+		for i := range logged {
+			logged[i] = bandit.ActionProb{Action: n - 1 - i, Prob: 1 / float32(n)}
+		}
+		buf := withRoom(req)
+		ev := buildRankRecord(&sc, "loop", "évent", logged, "7", lc, true)
+		got := encodeRankRecord(ev, buf)
+		want := &eventsv1.RankEvent{Loop: "loop", EventId: "évent", Request: req, Ranking: sc.ranking, Probabilities: sc.probs,
+			Deferred: true, ModelVersion: "7", LearningMode: lc.mode, Rules: lc.rules}
+		if !bytes.Equal(got, mustMarshal(t, want)) {
+			t.Errorf("%d actions: encoded differently from protobuf", n)
+		}
+		if inRoom := &got[len(got)-1] == &buf[len(buf)-1]; inRoom != (n < 120) {
+			t.Errorf("%d actions: encoded in the room %v", n, inRoom)
+		}
+	}
 }
