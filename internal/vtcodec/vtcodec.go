@@ -24,8 +24,16 @@ import (
 )
 
 func init() {
-	encoding.RegisterCodecV2(Codec{fallback: encoding.GetCodecV2(proto.Name)})
+	standard = encoding.GetCodecV2(proto.Name)
+	encoding.RegisterCodecV2(Codec{fallback: standard})
 }
+
+// standard is grpc-go's own "proto" codec, which this package's replaces.
+var standard encoding.CodecV2
+
+// Standard returns grpc-go's own "proto" codec (proto.Marshal and
+// proto.Unmarshal), which the package replaced: for measuring against.
+func Standard() encoding.CodecV2 { return standard }
 
 // Message is what vtprotobuf generates for the size and marshal features.
 type Message interface {

@@ -322,3 +322,13 @@ func TestOverGRPC(t *testing.T) {
 		t.Errorf("response %v", resp)
 	}
 }
+
+// TestStandard checks that Standard is grpc-go's own codec, not this one.
+func TestStandard(t *testing.T) {
+	t.Parallel()
+	if c := Standard(); c == nil || c.Name() != "proto" {
+		t.Fatalf("Standard() = %v", c)
+	} else if _, ok := c.(Codec); ok {
+		t.Error("Standard() is this package's codec")
+	}
+}
