@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,9 +30,9 @@ import (
 // without failing, and decode it themselves with the process's "proto"
 // codec. A unary request that does not decode is refused inside the
 // interceptors, so that the call is authenticated, rate limited, logged
-// and counted like any other. Rank requests are decoded with
-// [vtcodec.UnmarshalRank] from a copy of their bytes, which the rank
-// record then carries.
+// and counted like any other. Rank requests are decoded by vtcodec's
+// decoder (into pooled [vtcodec.Blocks]) from a copy of their bytes, which
+// the rank record then carries.
 func Register(g grpc.ServiceRegistrar, s *Server) {
 	desc := decoding(personalizerv1.PersonalizerService_ServiceDesc)
 	for i := range desc.Methods {
@@ -44,9 +45,17 @@ func Register(g grpc.ServiceRegistrar, s *Server) {
 
 // rankHandler is Rank's handler: it decodes the request as [decoding]'s
 // handlers do, keeping the bytes it decoded it from, which the rank record
-// then carries as they are.
+// then carries as they are, into pooled memory, which it hands on once the
+// call has its answer (the answer's strings point into the bytes, not into
+// that memory).
 func rankHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	r := request{msg: new(personalizerv1.RankRequest), keep: true}
+	bl := rankBlocks.Get().(*vtcodec.Blocks)
+	defer func() {
+		if bl.Features() <= keepBlocksFeatures { // a rare large request must not hold its memory for good
+			rankBlocks.Put(bl)
+		}
+	}()
+	r := request{msg: new(personalizerv1.RankRequest), blocks: bl}
 	if err := dec(&r); err != nil { // the transport failed; grpc-go has answered
 		return nil, err
 	}
@@ -66,6 +75,13 @@ func rankHandler(srv any, ctx context.Context, dec func(any) error, interceptor 
 	}
 	return interceptor(ctx, r.msg, &grpc.UnaryServerInfo{Server: srv, FullMethod: personalizerv1.PersonalizerService_Rank_FullMethodName}, handler)
 }
+
+// keepBlocksFeatures is the most features a request's decoded memory may
+// have room for to be kept for the next request (about 100 bytes each).
+const keepBlocksFeatures = 1 << 12
+
+// rankBlocks is the memory Rank requests are decoded into.
+var rankBlocks = sync.Pool{New: func() any { return new(vtcodec.Blocks) }}
 
 // RegisterAdmin registers a as g's AdminService, decoding requests as
 // [Register] does. Calls must pass the same [Guard] as a's: its
@@ -134,8 +150,10 @@ func (s decodingStream) RecvMsg(m any) error {
 type request struct {
 	msg  any
 	err  error
-	keep bool   // a RankRequest: decode it from wire, a copy of its bytes
-	wire []byte // what msg was decoded from, after room for its record (withRoom), when keep
+	// blocks, for a RankRequest: decode it into these from wire, a copy of
+	// its bytes after room for its record (withRoom)
+	blocks *vtcodec.Blocks
+	wire   []byte
 }
 
 func (r *request) Reset()         { r.err = nil }
@@ -146,9 +164,9 @@ func (*request) ProtoMessage()    {}
 // copies what the message keeps (vtcodec copies the whole of b).
 func (r *request) Unmarshal(b []byte) error {
 	var err error
-	if m, ok := r.msg.(*personalizerv1.RankRequest); ok && r.keep {
+	if m, ok := r.msg.(*personalizerv1.RankRequest); ok && r.blocks != nil {
 		r.wire = withRoom(b)
-		err = vtcodec.UnmarshalRank(r.wire[recordRoom:], m) // m's strings may point into r.wire
+		err = r.blocks.Unmarshal(r.wire[recordRoom:], m) // m's strings may point into r.wire
 	} else {
 		err = encoding.GetCodecV2(grpcproto.Name).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, r.msg)
 	}

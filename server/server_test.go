@@ -44,7 +44,7 @@ func newTestServer(t *testing.T) (personalizerv1.PersonalizerServiceClient, *eve
 
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
-	personalizerv1.RegisterPersonalizerServiceServer(gs, srv)
+	Register(gs, srv)
 	go gs.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufconn",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
