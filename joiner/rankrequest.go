@@ -27,16 +27,18 @@ func RankContext(ev *eventsv1.RankEvent) ([]byte, error) {
 	if len(ev.GetContext()) > 0 {
 		return nil, errors.New("the record carries both a context and a request")
 	}
-	var req personalizerv1.RankRequest
-	if err := vtcodec.UnmarshalRank(ev.GetRequest(), &req); err != nil {
-		return nil, fmt.Errorf("request: %w", err)
-	}
 	sc := renderPool.Get().(*renderScratch)
 	defer func() {
-		if cap(sc.context) <= keepRenderBytes { // a rare large context must not hold its memory for good
+		// A rare large request must not hold its memory for good.
+		if cap(sc.context) <= keepRenderBytes && sc.blocks.Features() <= keepRenderFeatures {
 			renderPool.Put(sc)
 		}
 	}()
+	req := &sc.req
+	if err := sc.blocks.Unmarshal(ev.GetRequest(), req); err != nil {
+		return nil, fmt.Errorf("request: %w", err)
+	}
+	defer req.Reset() // not to keep the record alive
 	actions := req.GetActions()
 	excluded, n, unknown := features.Excluded(sc.excluded, actions, req.GetExcludedActions())
 	sc.excluded = excluded
@@ -69,11 +71,16 @@ func renderRequest(ev *eventsv1.RankEvent) error {
 
 // renderScratch is RankContext's reused memory.
 type renderScratch struct {
+	blocks   vtcodec.Blocks
+	req      personalizerv1.RankRequest
 	excluded []bool
 	eligible []*personalizerv1.Action
 	context  []byte
 }
 
-const keepRenderBytes = 1 << 16
+const (
+	keepRenderBytes    = 1 << 16
+	keepRenderFeatures = 1 << 12
+)
 
 var renderPool = sync.Pool{New: func() any { return new(renderScratch) }}
