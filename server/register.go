@@ -148,8 +148,8 @@ func (s decodingStream) RecvMsg(m any) error {
 // Unmarshal method, which proto.Unmarshal calls with the bytes instead of
 // decoding them itself.
 type request struct {
-	msg  any
-	err  error
+	msg any
+	err error
 	// blocks, for a RankRequest: decode it into these from wire, a copy of
 	// its bytes after room for its record (withRoom)
 	blocks *vtcodec.Blocks
@@ -161,7 +161,9 @@ func (r *request) String() string { return fmt.Sprintf("undecoded %T", r.msg) }
 func (*request) ProtoMessage()    {}
 
 // Unmarshal decodes b into r.msg. b is a buffer gRPC reuses: the codec
-// copies what the message keeps (vtcodec copies the whole of b).
+// copies what the message keeps (vtcodec copies the whole of b), and a
+// RankRequest with blocks is decoded from a copy of b behind room for its
+// rank record (withRoom), kept in wire.
 func (r *request) Unmarshal(b []byte) error {
 	var err error
 	if m, ok := r.msg.(*personalizerv1.RankRequest); ok && r.blocks != nil {

@@ -23,9 +23,9 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
-	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/internal/features"
 	"github.com/open-personalizer/personalizer/internal/sim"
+	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )

@@ -284,10 +284,11 @@ func (s *Server) Rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	return s.rankWire(ctx, req, nil)
 }
 
-// rankWire is Rank of req, which was decoded from wire: a [withRoom]
-// buffer, or nil when the request has to be encoded for its rank record.
-func (s *Server) rankWire(ctx context.Context, req *personalizerv1.RankRequest, wire []byte) (*personalizerv1.RankResponse, error) {
-	resp, err := s.rank(ctx, req, wire)
+// rankWire is Rank of req, which was decoded from the bytes after the
+// room in buf, a [withRoom] buffer; nil buf means the request has to be
+// encoded for its rank record.
+func (s *Server) rankWire(ctx context.Context, req *personalizerv1.RankRequest, buf []byte) (*personalizerv1.RankResponse, error) {
+	resp, err := s.rank(ctx, req, buf)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -342,9 +343,9 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 }
 
 // joinedLineRoom is what a joined DSJson line may need beyond its rank's
-// context, and a rank record beyond its request: the label, the ids, the ranking and probabilities of 50
-// actions, the model version and the record's headers, with room to
-// spare. (The joiner leaves outcomes out of a line that would not fit.)
+// context, and a rank record beyond its request: the label, the ids, the
+// ranking and probabilities of 50 actions, the model version and the
+// record's headers, with room to spare. (The joiner leaves outcomes out of a line that would not fit.)
 const joinedLineRoom = 8 << 10
 
 // Scratch memory a Rank grew past these sizes is not kept for the next
