@@ -774,7 +774,9 @@ func decode(rec eventlog.Record) Input {
 	case eventlog.TypeRank:
 		var ev *eventsv1.RankEvent
 		if ev, err = unmarshalRank(rec.Value); err == nil {
-			err = checkRank(ev)
+			if err = renderRequest(ev); err == nil {
+				err = checkRank(ev)
+			}
 		}
 		in.Kind, in.Rank, in.Trace = Rank, ev, rec.Header(eventlog.TraceparentHeader)
 	case eventlog.TypeReward:
@@ -800,7 +802,7 @@ func decode(rec eventlog.Record) Input {
 }
 
 // unmarshalRank decodes a RankEvent as proto.Unmarshal does, except that
-// Context is not copied but points into b: the context is most of a rank
+// Context and Request are not copied but point into b: the context is most of a rank
 // record's bytes, and the joiner keeps it until the window closes anyway,
 // so the record's buffer is kept instead of a copy of it. b must not
 // change afterwards.
@@ -842,6 +844,8 @@ func unmarshalRank(b []byte) (*eventsv1.RankEvent, error) {
 			ev.EventId, err = utf8String(v)
 		case num == 3 && typ == protowire.BytesType:
 			ev.Context = v[:len(v):len(v)]
+		case num == 11 && typ == protowire.BytesType:
+			ev.Request = v[:len(v):len(v)]
 		case num == 4 && typ == protowire.VarintType:
 			ev.Ranking = append(ev.Ranking, uint32(x))
 		case num == 4 && typ == protowire.BytesType: // packed
@@ -878,7 +882,7 @@ func unmarshalRank(b []byte) (*eventsv1.RankEvent, error) {
 				ev.Rules = new(eventsv1.JoinRules)
 			}
 			err = proto.UnmarshalOptions{Merge: true}.Unmarshal(v, ev.Rules)
-		case num >= 1 && num <= 10:
+		case num >= 1 && num <= 11:
 			return nil, fmt.Errorf("field %d has wire type %d", num, typ)
 		}
 		if err != nil {

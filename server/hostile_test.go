@@ -15,6 +15,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -96,7 +97,11 @@ func contextOf(t *testing.T, req *personalizerv1.RankRequest) []byte {
 	if err := proto.Unmarshal(loggedRecord(t, mem, 1).Value, &ev); err != nil {
 		t.Fatal(err)
 	}
-	return ev.GetContext()
+	c, err := joiner.RankContext(&ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // manyFeatures is a valid Rank with n number features in one context
@@ -204,5 +209,35 @@ func TestLargeRankReleasesScratch(t *testing.T) {
 	heap()
 	if after := heap(); after > before+8<<20 {
 		t.Errorf("heap grew from %d to %d bytes after one large Rank", before, after)
+	}
+}
+
+// TestRankRefusesARequestTooLargeToLog checks the other half of the
+// record limit: the rank record carries the request as protobuf, which
+// for many short number features is larger than their JSON (14 bytes a
+// feature against 6), so such a request is refused by its own size even
+// though its context would fit; one feature fewer than the limit allows
+// fits.
+func TestRankRefusesARequestTooLargeToLog(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	req := manyFeatures(1000)
+	wire := len(mustMarshal(t, req))
+	if c := len(contextOf(t, req)); c >= wire {
+		t.Fatalf("context %d bytes, request %d: the test needs a request larger than its context", c, wire)
+	}
+	limit := wire + joinedLineRoom
+	srv, _ := hostileServer(t, Config{MaxRecordBytes: limit})
+	if _, err := srv.Rank(ctx, req); err != nil {
+		t.Errorf("a request of exactly the room left: %v", err)
+	}
+	small, mem := hostileServer(t, Config{MaxRecordBytes: limit - 1})
+	_, err := small.Rank(ctx, req)
+	assertInvalid(t, err, "request")
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, fmt.Sprintf("about %d bytes, over the limit of %d bytes", limit, limit-1)) {
+		t.Errorf("message %q", msg)
+	}
+	if n := len(mem.Records(eventlog.EventsTopic, 0)); n != 0 {
+		t.Errorf("the refused request logged %d records", n)
 	}
 }

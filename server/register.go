@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/open-personalizer/personalizer/internal/vtcodec"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
 
@@ -28,10 +30,58 @@ import (
 // without failing, and decode it themselves with the process's "proto"
 // codec. A unary request that does not decode is refused inside the
 // interceptors, so that the call is authenticated, rate limited, logged
-// and counted like any other.
+// and counted like any other. Rank requests are decoded by vtcodec's
+// decoder (into pooled [vtcodec.Blocks]) from a copy of their bytes, which
+// the rank record then carries.
 func Register(g grpc.ServiceRegistrar, s *Server) {
-	g.RegisterService(decoding(personalizerv1.PersonalizerService_ServiceDesc), s)
+	desc := decoding(personalizerv1.PersonalizerService_ServiceDesc)
+	for i := range desc.Methods {
+		if desc.Methods[i].MethodName == "Rank" {
+			desc.Methods[i].Handler = rankHandler
+		}
+	}
+	g.RegisterService(desc, s)
 }
+
+// rankHandler is Rank's handler: it decodes the request as [decoding]'s
+// handlers do, keeping the bytes it decoded it from, which the rank record
+// then carries as they are, into pooled memory, which it hands on once the
+// call has its answer (the answer's strings point into the bytes, not into
+// that memory).
+func rankHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	bl := rankBlocks.Get().(*vtcodec.Blocks)
+	defer func() {
+		if bl.Features() <= keepBlocksFeatures { // a rare large request must not hold its memory for good
+			rankBlocks.Put(bl)
+		}
+	}()
+	r := request{msg: new(personalizerv1.RankRequest), blocks: bl}
+	if err := dec(&r); err != nil { // the transport failed; grpc-go has answered
+		return nil, err
+	}
+	s := srv.(*Server)
+	handler := func(ctx context.Context, req any) (any, error) {
+		if r.err != nil {
+			return nil, r.err
+		}
+		m := req.(*personalizerv1.RankRequest)
+		if m != r.msg { // an interceptor replaced it: these are not its bytes
+			return s.Rank(ctx, m)
+		}
+		return s.rankWire(ctx, m, r.wire)
+	}
+	if interceptor == nil {
+		return handler(ctx, r.msg)
+	}
+	return interceptor(ctx, r.msg, &grpc.UnaryServerInfo{Server: srv, FullMethod: personalizerv1.PersonalizerService_Rank_FullMethodName}, handler)
+}
+
+// keepBlocksFeatures is the most features a request's decoded memory may
+// have room for to be kept for the next request (about 100 bytes each).
+const keepBlocksFeatures = 1 << 12
+
+// rankBlocks is the memory Rank requests are decoded into.
+var rankBlocks = sync.Pool{New: func() any { return new(vtcodec.Blocks) }}
 
 // RegisterAdmin registers a as g's AdminService, decoding requests as
 // [Register] does. Calls must pass the same [Guard] as a's: its
@@ -100,6 +150,10 @@ func (s decodingStream) RecvMsg(m any) error {
 type request struct {
 	msg any
 	err error
+	// blocks, for a RankRequest: decode it into these from wire, a copy of
+	// its bytes after room for its record (withRoom)
+	blocks *vtcodec.Blocks
+	wire   []byte
 }
 
 func (r *request) Reset()         { r.err = nil }
@@ -107,9 +161,18 @@ func (r *request) String() string { return fmt.Sprintf("undecoded %T", r.msg) }
 func (*request) ProtoMessage()    {}
 
 // Unmarshal decodes b into r.msg. b is a buffer gRPC reuses: the codec
-// copies what the message keeps (vtcodec copies the whole of b).
+// copies what the message keeps (vtcodec copies the whole of b), and a
+// RankRequest with blocks is decoded from a copy of b behind room for its
+// rank record (withRoom), kept in wire.
 func (r *request) Unmarshal(b []byte) error {
-	if err := encoding.GetCodecV2(grpcproto.Name).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, r.msg); err != nil {
+	var err error
+	if m, ok := r.msg.(*personalizerv1.RankRequest); ok && r.blocks != nil {
+		r.wire = withRoom(b)
+		err = r.blocks.Unmarshal(r.wire[recordRoom:], m) // m's strings may point into r.wire
+	} else {
+		err = encoding.GetCodecV2(grpcproto.Name).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, r.msg)
+	}
+	if err != nil {
 		name := "request"
 		if pm, ok := r.msg.(proto.Message); ok {
 			name = string(pm.ProtoReflect().Descriptor().FullName())

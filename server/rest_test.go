@@ -25,6 +25,7 @@ import (
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/internal/features"
 	"github.com/open-personalizer/personalizer/internal/sim"
+	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -222,8 +223,8 @@ func TestRESTMatchesGRPC(t *testing.T) {
 			if len(recs) != 2 || !proto.Equal(recs[0], recs[1]) {
 				t.Fatalf("logged %v", recs)
 			}
-			if tt.context != "" && string(recs[0].Context) != tt.context {
-				t.Errorf("context\n%s\nwant\n%s", recs[0].Context, tt.context)
+			if c, err := joiner.RankContext(recs[0]); tt.context != "" && string(c) != tt.context {
+				t.Errorf("context\n%s (%v)\nwant\n%s", c, err, tt.context)
 			}
 			if recs[0].Deferred != tt.typed.DeferActivation {
 				t.Errorf("deferred %v", recs[0].Deferred)

@@ -110,7 +110,10 @@ type scratch struct {
 	baseline []bandit.ActionProb // eligible actions in request order
 	excluded []bool
 	eligible []*personalizerv1.Action
-	context  []byte // the rank record's context: publish copies it when it encodes the record
+	context  []byte // the DSJson context, rendered only to size a request near the record limit
+	ranking  []uint32
+	probs    []float32
+	record   eventsv1.RankEvent // buildRankRecord's
 }
 
 // New returns a server that appends events through events.
@@ -278,7 +281,14 @@ func (s *Server) WaitLoopModel(ctx context.Context, name string, version uint64)
 
 // Rank implements PersonalizerService.Rank.
 func (s *Server) Rank(ctx context.Context, req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
-	resp, err := s.rank(ctx, req)
+	return s.rankWire(ctx, req, nil)
+}
+
+// rankWire is Rank of req, which was decoded from the bytes after the
+// room in buf, a [withRoom] buffer; nil buf means the request has to be
+// encoded for its rank record.
+func (s *Server) rankWire(ctx context.Context, req *personalizerv1.RankRequest, buf []byte) (*personalizerv1.RankResponse, error) {
+	resp, err := s.rank(ctx, req, buf)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -322,7 +332,7 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 		if r.err != nil {
 			return r.err
 		}
-		resp, err := s.rank(ctx, r.req.GetRequest())
+		resp, err := s.rank(ctx, r.req.GetRequest(), nil)
 		if err != nil {
 			return s.toStatus(err)
 		}
@@ -333,9 +343,9 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 }
 
 // joinedLineRoom is what a joined DSJson line may need beyond its rank's
-// context: the label, the ids, the ranking and probabilities of 50
-// actions, the model version and the record's headers, with room to
-// spare. (The joiner leaves outcomes out of a line that would not fit.)
+// context, and a rank record beyond its request: the label, the ids, the
+// ranking and probabilities of 50 actions, the model version and the
+// record's headers, with room to spare. (The joiner leaves outcomes out of a line that would not fit.)
 const joinedLineRoom = 8 << 10
 
 // Scratch memory a Rank grew past these sizes is not kept for the next
@@ -345,12 +355,15 @@ const (
 	keepScratchContextBytes = 1 << 16
 )
 
-// rank decides and logs one request.
-func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
+// rank decides and logs one request, which was decoded from the bytes
+// after the room in buf, a [withRoom] buffer (nil: encode it for the
+// record).
+func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, buf []byte) (*personalizerv1.RankResponse, error) {
 	sc := s.pool.Get().(*scratch)
 	var scored int // features scored, interactions included
 	defer func() {
 		clear(sc.eligible) // not to keep the request alive
+		sc.record = eventsv1.RankEvent{}
 		if scored <= keepScratchFeatures && cap(sc.context) <= keepScratchContextBytes {
 			s.pool.Put(sc)
 		}
@@ -370,18 +383,24 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		eventID = rand.Text()
 	}
 	actions := req.GetActions()
-	eligible := sc.eligible[:0]
-	for i, a := range actions {
-		if !excluded[i] {
-			eligible = append(eligible, a)
-		}
-	}
+	eligible := features.Eligible(sc.eligible[:0], actions, excluded)
 	sc.eligible = eligible
 
-	// What the event becomes must fit the log: the rank record, and the
-	// joined line made of it later, each carry this context.
-	sc.context = features.AppendContext(sc.context[:0], req.GetContextFeatures(), eligible)
-	if n := len(sc.context) + joinedLineRoom; n > s.cfg.MaxRecordBytes {
+	// What the event becomes must fit the log: the rank record carries
+	// the request, the joined line made of it later the request's context.
+	if buf == nil {
+		buf = make([]byte, recordRoom+req.SizeVT())
+		if _, err := req.MarshalToSizedBufferVT(buf[recordRoom:]); err != nil {
+			return nil, fmt.Errorf("encode the request: %w", err)
+		}
+	}
+	wire := buf[recordRoom:]
+	size := max(len(wire), features.ContextBound(req.GetContextFeatures(), eligible))
+	if size+joinedLineRoom > s.cfg.MaxRecordBytes { // rare: render the context to know
+		sc.context = features.AppendContext(sc.context[:0], req.GetContextFeatures(), eligible)
+		size = max(len(wire), len(sc.context))
+	}
+	if n := size + joinedLineRoom; n > s.cfg.MaxRecordBytes {
 		return nil, invalid("request", "the event this Rank logs would take about %d bytes, over the limit of %d bytes a record may have (--max-record-bytes); send fewer or shorter features", n, s.cfg.MaxRecordBytes)
 	}
 	sm := l.model.Load()
@@ -442,24 +461,10 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 		EventId:        eventID,
 		RewardActionId: eligible[answer[0].Action].GetId(),
 	}
-	ev := &eventsv1.RankEvent{
-		Loop:          l.name,
-		EventId:       eventID,
-		Context:       sc.context,
-		Ranking:       make([]uint32, len(logged)),
-		Probabilities: make([]float32, len(logged)),
-		Deferred:      req.GetDeferActivation(),
-		LearningMode:  mode,
-		Rules:         lc.rules,
-	}
 	if sm != nil {
 		resp.ModelVersion = sm.label
-		ev.ModelVersion = sm.label
 	}
-	for i, ap := range logged {
-		ev.Ranking[i] = uint32(ap.Action)
-		ev.Probabilities[i] = ap.Prob
-	}
+	ev := encodeRankRecord(buildRankRecord(sc, l.name, eventID, logged, resp.ModelVersion, lc, req.GetDeferActivation()), buf)
 	ranked := make([]personalizerv1.RankedAction, len(actions)) // one allocation for all
 	for i, ap := range answer {
 		ranked[i].Id, ranked[i].Probability = eligible[ap.Action].GetId(), ap.Prob
@@ -475,7 +480,7 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest) (*pe
 	// The decision stands even if the event cannot be buffered: the caller
 	// gets its ranking, the event is not learned from, and the publisher
 	// has counted it and logs the overflow (at most every few seconds).
-	if err := s.publish(ctx, l, eventlog.TypeRank, eventID, ev); err != nil && !errors.Is(err, errBufferFull) {
+	if err := s.publishValue(ctx, eventlog.TypeRank, []byte(l.prefix+eventID), ev); err != nil && !errors.Is(err, errBufferFull) {
 		s.log.Error("rank event not logged", "event_id", eventID, "err", err)
 	}
 	return resp, nil
@@ -543,11 +548,16 @@ func (s *Server) publish(ctx context.Context, l *loopState, typ, eventID string,
 	if err != nil {
 		return fmt.Errorf("encode %s event %s: %w", typ, eventID, err)
 	}
+	return s.publishValue(ctx, typ, []byte(l.prefix+eventID), value)
+}
+
+// publishValue is publish of an encoded record.
+func (s *Server) publishValue(ctx context.Context, typ string, key, value []byte) error {
 	rec := eventlog.Record{
 		Topic:   eventlog.EventsTopic,
-		Key:     []byte(l.prefix + eventID),
+		Key:     key,
 		Value:   value,
-		Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(typ)}},
+		Headers: typeHeaders[typ],
 		Time:    s.now(),
 	}
 	if trace.SpanContextFromContext(ctx).IsValid() { // else rec would escape to the heap for nothing
@@ -556,6 +566,15 @@ func (s *Server) publish(ctx context.Context, l *loopState, typ, eventID string,
 		rec.Headers = h
 	}
 	return s.events.Publish(rec)
+}
+
+// typeHeaders are the headers of a record of each type, shared by the
+// records: no one changes them, and appending to one copies it (its
+// capacity is its length).
+var typeHeaders = map[string][]eventlog.Header{
+	eventlog.TypeRank:     {{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}},
+	eventlog.TypeReward:   {{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeReward)}},
+	eventlog.TypeActivate: {{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeActivate)}},
 }
 
 // traceContext writes W3C traceparent headers.

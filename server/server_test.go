@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,8 +20,10 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/internal/features"
+	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -41,7 +44,7 @@ func newTestServer(t *testing.T) (personalizerv1.PersonalizerServiceClient, *eve
 
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
-	personalizerv1.RegisterPersonalizerServiceServer(gs, srv)
+	Register(gs, srv)
 	go gs.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufconn",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -234,9 +237,13 @@ func TestRankAnswersAndLogs(t *testing.T) {
 			eligible = append(eligible, a)
 		}
 	}
+	// The record carries the request as sent and no context: the joiner
+	// renders that.
+	c, err := joiner.RankContext(&ev)
 	if len(ev.Ranking) != 4 || eligible[ev.Ranking[0]].Id != resp.RewardActionId || ev.Probabilities[0] != 0.25 ||
-		string(ev.Context) != string(features.AppendContext(nil, req.ContextFeatures, eligible)) {
-		t.Errorf("rank event = %v", &ev)
+		len(ev.Context) != 0 || !bytes.Equal(ev.Request, mustMarshal(t, req)) ||
+		err != nil || string(c) != string(features.AppendContext(nil, req.ContextFeatures, eligible)) {
+		t.Errorf("rank event = %v, context %s (%v)", &ev, c, err)
 	}
 }
 
@@ -329,8 +336,45 @@ func TestRankRecordsKeepTheirContext(t *testing.T) {
 			t.Fatalf("record for unknown or repeated event %q", ev.EventId)
 		}
 		delete(reqs, ev.EventId)
-		if want := features.AppendContext(nil, req.ContextFeatures, req.Actions); string(ev.Context) != string(want) {
-			t.Errorf("event %s logged context\n%s\nwant\n%s", ev.EventId, ev.Context, want)
+		c, err := joiner.RankContext(&ev)
+		if want := features.AppendContext(nil, req.ContextFeatures, req.Actions); string(c) != string(want) {
+			t.Errorf("event %s logged context\n%s (%v)\nwant\n%s", ev.EventId, c, err, want)
+		}
+	}
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestEncodeRankRecord checks that a rank record encoded in front of its
+// request's bytes is what protobuf encodes, with the fields in the room
+// and, when they do not fit there, apart.
+func TestEncodeRankRecord(t *testing.T) {
+	t.Parallel()
+	req := mustMarshal(t, validRank())
+	lc := &liveConfig{mode: eventsv1.LearningMode_LEARNING_MODE_APPRENTICE, rules: &eventsv1.JoinRules{RewardWaitMs: 5, Aggregation: "sum", ConfigVersion: 2}}
+	for _, n := range []int{1, 3, 50, 120} { // 120 actions' fields overflow the room
+		var sc scratch
+		logged := make([]bandit.ActionProb, n)
+		for i := range logged {
+			logged[i] = bandit.ActionProb{Action: n - 1 - i, Prob: 1 / float32(n)}
+		}
+		buf := withRoom(req)
+		ev := buildRankRecord(&sc, "loop", "évent", logged, "7", lc, true)
+		got := encodeRankRecord(ev, buf)
+		want := &eventsv1.RankEvent{Loop: "loop", EventId: "évent", Request: req, Ranking: sc.ranking, Probabilities: sc.probs,
+			Deferred: true, ModelVersion: "7", LearningMode: lc.mode, Rules: lc.rules}
+		if !bytes.Equal(got, mustMarshal(t, want)) {
+			t.Errorf("%d actions: encoded differently from protobuf", n)
+		}
+		if inRoom := &got[len(got)-1] == &buf[len(buf)-1]; inRoom != (n < 120) {
+			t.Errorf("%d actions: encoded in the room %v", n, inRoom)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"unicode/utf8"
 
+	"github.com/open-personalizer/personalizer/internal/features"
 	"github.com/open-personalizer/personalizer/loop"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -112,23 +113,9 @@ func (l Limits) validateRank(req *personalizerv1.RankRequest, excluded []bool) (
 			return nil, err
 		}
 	}
-	excluded = append(excluded[:0], make([]bool, len(actions))...)
-	eligible := len(actions)
-	for i, id := range req.GetExcludedActions() {
-		k := -1
-		for j, a := range actions {
-			if a.GetId() == id {
-				k = j
-				break
-			}
-		}
-		if k < 0 {
-			return nil, invalid(fmt.Sprintf("excluded_actions[%d]", i), "no action has id %q", id)
-		}
-		if !excluded[k] {
-			excluded[k] = true
-			eligible--
-		}
+	excluded, eligible, unknown := features.Excluded(excluded, actions, req.GetExcludedActions())
+	if unknown >= 0 {
+		return nil, invalid(fmt.Sprintf("excluded_actions[%d]", unknown), "no action has id %q", req.GetExcludedActions()[unknown])
 	}
 	if eligible == 0 {
 		return nil, invalid("excluded_actions", "every action is excluded")

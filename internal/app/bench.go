@@ -22,6 +22,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/internal/sim"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
+	"github.com/open-personalizer/personalizer/internal/vtcodec"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
 
@@ -35,8 +36,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	echo := fs.Bool("echo", true, "also measure a plain gRPC echo of the same request, served in this process, and report Rank's share of its QPS")
 	serverPID := fs.Int("server-pid", 0, "report the CPU time this local process (the server) spends per request, from /proc")
 	method := fs.String("call", "rank", "what to call at --addr: rank, stream (Rank over RankStream, one stream per request in flight), echo or transport on a bench --serve-echo process, "+
-		"pipeline (Rank and Reward until learned: events/s, MB/s, CPU per event of the --pids) or reward-to-model (time from each Reward call to the first served model version that learned it)")
+		"pipeline (Rank and Reward until learned: events/s, MB/s, CPU per event of the --pids) reward-to-model (time from each Reward call to the first served model version that learned it), or plain on a bench --serve-plain process")
 	serveEcho := fs.String("serve-echo", "", "serve the echo and transport services on this address until interrupted, and measure nothing")
+	servePlain := fs.String("serve-plain", "", "serve the plain-protobuf service (a plain grpc-go server: decodes the request with grpc-go's standard protobuf codec, answers an empty RankResponse) on this address until interrupted, and measure nothing")
 	actions := fs.Int("actions", 20, "actions per request")
 	features := fs.Int("features", 15, "features per action")
 	nContext := fs.Int("context", 15, "context features")
@@ -64,7 +66,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return errors.New("--qps: want 0 or a positive rate")
 	}
 	if *serveEcho != "" {
-		return serveEchoOn(ctx, *serveEcho, stdout)
+		return serveOn(ctx, *serveEcho, "--serve-echo", "echo and transport", &echoService, stdout)
+	}
+	if *servePlain != "" {
+		return serveOn(ctx, *servePlain, "--serve-plain", "plain-protobuf", &plainService, stdout, grpc.ForceServerCodecV2(vtcodec.Standard()))
 	}
 	switch *workload {
 	case "":
@@ -151,8 +156,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			return b.runPipeline(ctx, stdout, *concurrency, *duration, *qps, pids, *learnTimeout)
 		}
 		return b.runRewardToModel(ctx, stdout, *concurrency, *duration, *qps, *learnTimeout)
+	case "plain":
+		rank = func(ctx context.Context) error {
+			return conn.Invoke(ctx, plainMethod, req, new(personalizerv1.RankResponse))
+		}
 	default:
-		return fmt.Errorf("--call %q: want rank, stream, echo, transport, pipeline or reward-to-model", *method)
+		return fmt.Errorf("--call %q: want rank, stream, echo, transport, plain, pipeline or reward-to-model", *method)
 	}
 	if err := rank(ctx); err != nil {
 		return fmt.Errorf("%s: %w", *method, err)
@@ -365,16 +374,36 @@ func init() {
 	})
 }
 
-// serveEchoOn serves the echo service on addr until ctx ends, for bench
-// runs that measure the echo in a process of its own (--call).
-func serveEchoOn(ctx context.Context, addr string, stdout io.Writer) error {
+// plainMethod is the plain-protobuf server bench measures Rank against:
+// a plain grpc-go server, which decodes the request with grpc-go's
+// standard protobuf codec (served with it forced, see --serve-plain) and
+// answers an empty RankResponse.
+const plainMethod = "/personalizer.bench.Plain/Rank"
+
+var plainService = grpc.ServiceDesc{
+	ServiceName: "personalizer.bench.Plain",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Rank",
+		Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			if err := dec(new(personalizerv1.RankRequest)); err != nil {
+				return nil, err
+			}
+			return new(personalizerv1.RankResponse), nil
+		},
+	}},
+}
+
+// serveOn serves desc on addr until ctx ends, for bench runs that measure
+// it in a process of its own (--call); flag names the flag that asked.
+func serveOn(ctx context.Context, addr, flag, what string, desc *grpc.ServiceDesc, stdout io.Writer, opts ...grpc.ServerOption) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--serve-echo: %w", err)
+		return fmt.Errorf("%s: %w", flag, err)
 	}
-	gs := grpc.NewServer()
-	gs.RegisterService(&echoService, nil)
-	fmt.Fprintf(stdout, "echo and transport services on %s (pid %d)\n", lis.Addr(), os.Getpid())
+	gs := grpc.NewServer(opts...)
+	gs.RegisterService(desc, nil)
+	fmt.Fprintf(stdout, "%s services on %s (pid %d)\n", what, lis.Addr(), os.Getpid())
 	defer context.AfterFunc(ctx, gs.Stop)()
 	if err := gs.Serve(lis); err != nil && ctx.Err() == nil {
 		return err

@@ -216,6 +216,38 @@ func TestBenchEchoProcess(t *testing.T) {
 	w.Close()
 }
 
+// TestBenchPlainProcess serves the plain-protobuf server as bench
+// --serve-plain does and measures it with --call plain.
+func TestBenchPlainProcess(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r, w := io.Pipe()
+	served := make(chan error, 1)
+	go func() { served <- run(ctx, []string{"bench", "--serve-plain", "127.0.0.1:0"}, w, io.Discard, noEnv) }()
+	first, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, r)
+	m := regexp.MustCompile(`^plain-protobuf services on (\S+) \(pid [0-9]+\)\n$`).FindStringSubmatch(first)
+	if m == nil {
+		t.Fatalf("first line %q", first)
+	}
+	var out strings.Builder
+	args := []string{"bench", "--addr", m[1], "--call", "plain", "--duration", "100ms", "--server-pid", strconv.Itoa(os.Getpid())}
+	if err := run(ctx, args, &out, io.Discard, noEnv); err != nil {
+		t.Fatal(err)
+	}
+	want := "^Plain: 4859 B request .*\nplain requests [1-9][0-9]*  QPS [0-9]+  latency p50 \\S+  p90 \\S+  p99 \\S+  max \\S+  server CPU [0-9]+ µs/request\n$"
+	if !regexp.MustCompile(want).MatchString(out.String()) {
+		t.Errorf("--call plain: output\n%s\nwant %s", out.String(), want)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("--serve-plain returned %v after its context ended", err)
+	}
+	w.Close()
+}
+
 func TestBenchCommandErrors(t *testing.T) {
 	addr := startRankServer(t)
 	for _, tc := range []struct {
@@ -229,6 +261,7 @@ func TestBenchCommandErrors(t *testing.T) {
 		{[]string{"--actions", "0"}, "rank"}, // the server refuses a request without actions
 		{[]string{"--call", "bogus"}, `--call "bogus"`},
 		{[]string{"--serve-echo", "127.0.0.1:-1"}, "--serve-echo"},
+		{[]string{"--serve-plain", "127.0.0.1:-1"}, "--serve-plain"},
 	} {
 		args := append([]string{"bench", "--addr", addr, "--duration", "100ms"}, tc.args...)
 		err := run(context.Background(), args, io.Discard, io.Discard, noEnv)

@@ -185,3 +185,72 @@ func AppendString(b []byte, s string) []byte {
 	b = append(b, s[start:]...)
 	return append(b, '"')
 }
+
+// Excluded marks in dst (reused, resized to len(actions)) the actions
+// whose id ids names. It returns the marks, how many actions are left
+// eligible, and the index in ids of the first id that names no action (-1
+// when every id names one). The server and the joiner both find a Rank's
+// eligible actions with it, so that the ranking the server logs indexes
+// the actions the joiner renders.
+func Excluded(dst []bool, actions []*personalizerv1.Action, ids []string) (excluded []bool, eligible, unknown int) {
+	excluded = append(dst[:0], make([]bool, len(actions))...)
+	eligible = len(actions)
+	for i, id := range ids {
+		k := -1
+		for j, a := range actions {
+			if a.GetId() == id {
+				k = j
+				break
+			}
+		}
+		if k < 0 {
+			return excluded, eligible, i
+		}
+		if !excluded[k] {
+			excluded[k] = true
+			eligible--
+		}
+	}
+	return excluded, eligible, -1
+}
+
+// Eligible appends to dst the actions excluded does not mark, in order.
+func Eligible(dst []*personalizerv1.Action, actions []*personalizerv1.Action, excluded []bool) []*personalizerv1.Action {
+	for i, a := range actions {
+		if !excluded[i] {
+			dst = append(dst, a)
+		}
+	}
+	return dst
+}
+
+// ContextBound is at least len(AppendContext(nil, context, actions)),
+// found without writing it: every string at its longest escaped form
+// (6 bytes a byte, as control characters and invalid UTF-8 take), every
+// number at the longest shortest form of a float64 (24 bytes).
+func ContextBound(context []*personalizerv1.Namespace, actions []*personalizerv1.Action) int {
+	n := len(`{,"_multi":[]}`)
+	for _, ns := range context {
+		n += namespaceBound(ns.GetName(), ns.GetFeatures())
+	}
+	for _, a := range actions {
+		// ,{"_tag":<id>,"i":{"constant":1,"id":<id>}} and the namespaces
+		n += len(`,{"_tag":,"i":{"constant":1,"id":}}`) + 2*stringBound(a.GetId())
+		for _, ns := range a.GetFeatures() {
+			n += namespaceBound(ActionNamespace, ns.GetFeatures()) + 6*len(ns.GetName())
+		}
+	}
+	return n
+}
+
+// namespaceBound bounds `,<name>:{<features>}`.
+func namespaceBound(name string, fs []*personalizerv1.Feature) int {
+	n := len(`,:{}`) + stringBound(name)
+	for _, f := range fs {
+		n += len(`,:`) + stringBound(f.GetName()) + max(stringBound(f.GetStringValue()), len("-2.2250738585072014e-308"), len("false"))
+	}
+	return n
+}
+
+// stringBound bounds len(AppendString(nil, s)).
+func stringBound(s string) int { return 6*len(s) + 2 }

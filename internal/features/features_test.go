@@ -95,3 +95,41 @@ func TestAppendString(t *testing.T) {
 		}
 	}
 }
+
+// TestContextBound checks that the bound is never under the context's
+// length, for the awkward request and for strings and numbers at their
+// longest escaped and shortest forms.
+func TestContextBound(t *testing.T) {
+	t.Parallel()
+	context, actions := request()
+	worst := []*personalizerv1.Feature{str("\x01\x02", "\x00\x1f\xff\xfe"), num("\x7f", -2.2250738585072014e-308),
+		num("n", -1.2345678901234567e+308), num("f", -0.00012345678901234567), boolean("b", false)}
+	cases := [][2]any{
+		{context, actions},
+		{[]*personalizerv1.Namespace{{Name: "\x01", Features: worst}, {Features: worst}}, []*personalizerv1.Action{
+			{Id: "\x01\xff", Features: []*personalizerv1.Namespace{{Features: worst}, {Name: "\x02", Features: worst}}}}},
+		{[]*personalizerv1.Namespace(nil), []*personalizerv1.Action{{Id: "a"}}},
+	}
+	for i, c := range cases {
+		ctx, acts := c[0].([]*personalizerv1.Namespace), c[1].([]*personalizerv1.Action)
+		n, bound := len(AppendContext(nil, ctx, acts)), ContextBound(ctx, acts)
+		if bound < n {
+			t.Errorf("case %d: bound %d, context %d bytes", i, bound, n)
+		}
+	}
+}
+
+func TestExcludedEligible(t *testing.T) {
+	t.Parallel()
+	acts := []*personalizerv1.Action{{Id: "a"}, {Id: "b"}, {Id: "c"}}
+	ex, n, unknown := Excluded([]bool{true, true, true, true}, acts, []string{"c", "a", "c"})
+	if len(ex) != 3 || ex[0] != true || ex[1] != false || ex[2] != true || n != 1 || unknown != -1 {
+		t.Errorf("Excluded: %v %d %d", ex, n, unknown)
+	}
+	if el := Eligible(nil, acts, ex); len(el) != 1 || el[0].Id != "b" {
+		t.Errorf("Eligible: %v", el)
+	}
+	if _, n, unknown := Excluded(nil, acts, []string{"b", "x", "y"}); n != 2 || unknown != 1 {
+		t.Errorf("an unknown id: %d eligible, unknown %d", n, unknown)
+	}
+}

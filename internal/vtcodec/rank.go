@@ -19,34 +19,86 @@ import (
 // decoder does not handle (unknown or mistyped fields, malformed or
 // invalid UTF-8 data) goes to proto.Unmarshal, which keeps or reports it.
 func unmarshalRank(b []byte, m *personalizerv1.RankRequest) error {
+	return new(Blocks).unmarshal(b, m)
+}
+
+// Blocks is memory Rank requests are decoded into, reusable: a request
+// decoded with [Blocks.Unmarshal] uses it until the next Unmarshal with the
+// same Blocks. The zero value is ready to use.
+type Blocks struct {
+	actions    []personalizerv1.Action
+	namespaces []personalizerv1.Namespace
+	nsPtrs     []*personalizerv1.Namespace
+	features   []personalizerv1.Feature
+	featPtrs   []*personalizerv1.Feature
+	numbers    []personalizerv1.Feature_NumberValue
+	strs       []personalizerv1.Feature_StringValue
+	bools      []personalizerv1.Feature_BoolValue
+	context    []*personalizerv1.Namespace
+	actionPtrs []*personalizerv1.Action
+	excluded   []string
+}
+
+// Unmarshal is [UnmarshalRank] into bl's memory: the request then uses
+// bl, and bl's memory may be handed on to the next request only once m is
+// no longer used. A Rank request thus allocates nothing for its messages.
+func (bl *Blocks) Unmarshal(b []byte, m *personalizerv1.RankRequest) error { return bl.unmarshal(b, m) }
+
+// Features is the number of features bl holds room for.
+func (bl *Blocks) Features() int { return cap(bl.features) }
+
+func (bl *Blocks) unmarshal(b []byte, m *personalizerv1.RankRequest) error {
 	m.Reset()
 	var count rankDecoder
 	if !count.request(b, nil) {
 		return proto.Unmarshal(b, m)
 	}
 	n := count.n
+	bl.actions = reuse(bl.actions, n.actions)
+	bl.namespaces = reuse(bl.namespaces, n.namespaces)
+	bl.nsPtrs = reuse(bl.nsPtrs, n.namespaces)
+	bl.features = reuse(bl.features, n.features)
+	bl.featPtrs = reuse(bl.featPtrs, n.features)
+	bl.numbers = reuse(bl.numbers, n.numbers)
+	bl.strs = reuse(bl.strs, n.strs)
+	bl.bools = reuse(bl.bools, n.bools)
 	d := rankDecoder{
 		fill:       true,
-		actions:    make([]personalizerv1.Action, n.actions),
-		namespaces: make([]personalizerv1.Namespace, n.namespaces),
-		nsPtrs:     make([]*personalizerv1.Namespace, n.namespaces),
-		features:   make([]personalizerv1.Feature, n.features),
-		featPtrs:   make([]*personalizerv1.Feature, n.features),
-		numbers:    make([]personalizerv1.Feature_NumberValue, n.numbers),
-		strs:       make([]personalizerv1.Feature_StringValue, n.strs),
-		bools:      make([]personalizerv1.Feature_BoolValue, n.bools),
+		actions:    bl.actions,
+		namespaces: bl.namespaces,
+		nsPtrs:     bl.nsPtrs,
+		features:   bl.features,
+		featPtrs:   bl.featPtrs,
+		numbers:    bl.numbers,
+		strs:       bl.strs,
+		bools:      bl.bools,
 	}
 	if n.context > 0 {
-		m.ContextFeatures = make([]*personalizerv1.Namespace, 0, n.context)
+		bl.context = reuse(bl.context, n.context)[:0]
+		m.ContextFeatures = bl.context
 	}
 	if n.actions > 0 {
-		m.Actions = make([]*personalizerv1.Action, 0, n.actions)
+		bl.actionPtrs = reuse(bl.actionPtrs, n.actions)[:0]
+		m.Actions = bl.actionPtrs
 	}
 	if n.excluded > 0 {
-		m.ExcludedActions = make([]string, 0, n.excluded)
+		bl.excluded = reuse(bl.excluded, n.excluded)[:0]
+		m.ExcludedActions = bl.excluded
 	}
 	d.request(b, m) // cannot fail: the first pass checked b
 	return nil
+}
+
+// reuse returns s resized to n zero elements, in s's memory when it has
+// room. The filling pass tells blocks from the counting pass's nil ones,
+// so a block is never nil when it has elements to fill.
+func reuse[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
 }
 
 // unmarshalRankStream is unmarshalRank for the RankStream wrapper.

@@ -24,8 +24,16 @@ import (
 )
 
 func init() {
-	encoding.RegisterCodecV2(Codec{fallback: encoding.GetCodecV2(proto.Name)})
+	standard = encoding.GetCodecV2(proto.Name)
+	encoding.RegisterCodecV2(Codec{fallback: standard})
 }
+
+// standard is grpc-go's own "proto" codec, which this package's replaces.
+var standard encoding.CodecV2
+
+// Standard returns grpc-go's own "proto" codec (proto.Marshal and
+// proto.Unmarshal), which the package replaced: for measuring against.
+func Standard() encoding.CodecV2 { return standard }
 
 // Message is what vtprotobuf generates for the size and marshal features.
 type Message interface {
@@ -63,6 +71,10 @@ func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
+
+// UnmarshalRank decodes b into m as the codec does, without copying b
+// first: m's strings may point into b, which must not change afterwards.
+func UnmarshalRank(b []byte, m *personalizerv1.RankRequest) error { return unmarshalRank(b, m) }
 
 // Unmarshal implements encoding.CodecV2. For Rank requests, Materialize
 // copies into a new buffer, which the request's strings then point into.

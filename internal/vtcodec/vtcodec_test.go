@@ -322,3 +322,45 @@ func TestOverGRPC(t *testing.T) {
 		t.Errorf("response %v", resp)
 	}
 }
+
+// TestStandard checks that Standard is grpc-go's own codec, not this one.
+func TestStandard(t *testing.T) {
+	t.Parallel()
+	if c := Standard(); c == nil || c.Name() != "proto" {
+		t.Fatalf("Standard() = %v", c)
+	} else if _, ok := c.(Codec); ok {
+		t.Error("Standard() is this package's codec")
+	}
+}
+
+// TestBlocksReused checks that requests of every size decoded one after
+// the other into the same Blocks each decode to what protobuf decodes,
+// nothing left over from the one before.
+func TestBlocksReused(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(5, 6))
+	var bl Blocks
+	for i := range 200 {
+		want := sim.Request(r, 1+r.IntN(20), r.IntN(15), r.IntN(15))
+		if i%3 == 0 {
+			want = fullRequest()
+		}
+		if r.IntN(2) == 0 {
+			want.ExcludedActions = []string{want.Actions[0].Id}
+		}
+		b, err := proto.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got personalizerv1.RankRequest
+		if err := bl.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&got, want) {
+			t.Fatalf("request %d decoded into reused blocks:\n%v\nwant\n%v", i, &got, want)
+		}
+	}
+	if bl.Features() == 0 {
+		t.Error("no features decoded into the blocks")
+	}
+}

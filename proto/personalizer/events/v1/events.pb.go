@@ -80,16 +80,17 @@ func (LearningMode) EnumDescriptor() ([]byte, []int) {
 }
 
 // RankEvent is the record the server writes for every Rank: the decision
-// and the request's features, already in the form the joined DSJson needs.
-// Record header "type" is "rank"; key "loop/eventId". The record's timestamp
-// is the rank time that starts the reward window.
+// and the request it was made for. Record header "type" is "rank"; key
+// "loop/eventId". The record's timestamp is the rank time that starts the
+// reward window.
 type RankEvent struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Loop    string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
 	EventId string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
 	// The DSJson "c" object: the context features and, under "_multi", the
-	// eligible (non-excluded) actions in request order. Rendering it at Rank
-	// time means the joiner copies bytes instead of decoding features.
+	// eligible (non-excluded) actions in request order. Servers before the
+	// request field rendered it at Rank time; the joiner still copies it
+	// from such records. A record carries context or request, not both.
 	Context []byte `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
 	// Ranking as 0-based indices into the eligible actions, the chosen action
 	// first.
@@ -113,7 +114,14 @@ type RankEvent struct {
 	// the joiner judges the event by them, so that a configuration change
 	// never alters how an earlier rank is joined, nor a replay. Records
 	// from before the field get the joiner's own rules.
-	Rules         *JoinRules `protobuf:"bytes,10,opt,name=rules,proto3" json:"rules,omitempty"`
+	Rules *JoinRules `protobuf:"bytes,10,opt,name=rules,proto3" json:"rules,omitempty"`
+	// The Rank request as the server received it: a
+	// personalizer.v1.RankRequest message, on the gRPC path the very bytes
+	// of the call. The joiner decodes it and renders the DSJson "c" object
+	// from its context features and its eligible actions (those
+	// excluded_actions does not name, in request order), which ranking
+	// indexes: rendering moves off the Rank call.
+	Request       []byte `protobuf:"bytes,11,opt,name=request,proto3" json:"request,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -214,6 +222,13 @@ func (x *RankEvent) GetPdrop() float32 {
 func (x *RankEvent) GetRules() *JoinRules {
 	if x != nil {
 		return x.Rules
+	}
+	return nil
+}
+
+func (x *RankEvent) GetRequest() []byte {
+	if x != nil {
+		return x.Request
 	}
 	return nil
 }
@@ -951,7 +966,7 @@ var File_personalizer_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xef\x02\n" +
+	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n" +
 	"\tRankEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x18\n" +
@@ -963,7 +978,8 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\rlearning_mode\x18\b \x01(\x0e2$.personalizer.events.v1.LearningModeR\flearningMode\x12\x14\n" +
 	"\x05pdrop\x18\t \x01(\x02R\x05pdrop\x127\n" +
 	"\x05rules\x18\n" +
-	" \x01(\v2!.personalizer.events.v1.JoinRulesR\x05rules\"\xa1\x01\n" +
+	" \x01(\v2!.personalizer.events.v1.JoinRulesR\x05rules\x12\x18\n" +
+	"\arequest\x18\v \x01(\fR\arequest\"\xa1\x01\n" +
 	"\tJoinRules\x12$\n" +
 	"\x0ereward_wait_ms\x18\x01 \x01(\x03R\frewardWaitMs\x12%\n" +
 	"\x0edefault_reward\x18\x02 \x01(\x02R\rdefaultReward\x12 \n" +

@@ -49,6 +49,13 @@ func (m *RankEvent) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if len(m.Request) > 0 {
+		i -= len(m.Request)
+		copy(dAtA[i:], m.Request)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.Request)))
+		i--
+		dAtA[i] = 0x5a
+	}
 	if m.Rules != nil {
 		size, err := m.Rules.MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
@@ -828,6 +835,10 @@ func (m *RankEvent) SizeVT() (n int) {
 	}
 	if m.Rules != nil {
 		l = m.Rules.SizeVT()
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	l = len(m.Request)
+	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
