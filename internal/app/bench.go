@@ -21,8 +21,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/internal/sim"
-	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	"github.com/open-personalizer/personalizer/internal/vtcodec"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
 
