@@ -15,6 +15,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/internal/decide"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -77,7 +78,7 @@ func TestRankRefusesWhatTheLogCannotTake(t *testing.T) {
 	// The boundary is exact: the context plus room for the joined line.
 	small, _ := hostileServer(t, Config{MaxRecordBytes: 20_000})
 	base := len(contextOf(t, withString("")))
-	fits := 20_000 - joinedLineRoom - base
+	fits := 20_000 - decide.JoinedLineRoom - base
 	if _, err := small.Rank(ctx, withString(strings.Repeat("x", fits))); err != nil {
 		t.Errorf("a context of exactly the room left: %v", err)
 	}
