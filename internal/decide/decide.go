@@ -215,16 +215,18 @@ func (d *Decision) Response(req *personalizerv1.RankRequest) *personalizerv1.Ran
 // from 1: float32 sums of up to 50 probabilities drift by far less.
 const probSumTolerance = 1e-3
 
-// Logged checks a decision made elsewhere (by local inference) for req,
-// which [Scratch.Check] has just passed in sc, and returns it: ranking
-// and probabilities as the rank record carries them (indices into the
-// eligible actions, the shown one first), the learning mode and model
-// version it was made with. field names the decision in errors.
-func (sc *Scratch) Logged(field, eventID string, ranking []uint32, probs []float32, mode eventsv1.LearningMode, version string) (*Decision, error) {
+// Logged checks a decision made elsewhere (by local inference) for a
+// request that [Scratch.Check] has just passed in sc, and returns it:
+// ranking and probabilities as the rank record carries them (indices into
+// the eligible actions, the shown one first), the learning mode and model
+// version it was made with. Errors name the fields as [LoggedRank] does.
+//
+// [LoggedRank]: https://pkg.go.dev/github.com/open-personalizer/personalizer/proto/personalizer/v1#LoggedRank
+func (sc *Scratch) Logged(eventID string, ranking []uint32, probs []float32, mode eventsv1.LearningMode, version string) (*Decision, error) {
 	d := &sc.d
 	n := len(d.Eligible)
 	if len(ranking) != n || len(probs) != n {
-		return nil, invalid(field+".ranking", "want the %d eligible actions ranked, each with its probability; got %d ranked and %d probabilities", n, len(ranking), len(probs))
+		return nil, invalid("ranking", "want the %d eligible actions ranked, each with its probability; got %d ranked and %d probabilities", n, len(ranking), len(probs))
 	}
 	sc.pmf = sc.pmf[:0]
 	seen := sc.excluded[:0] // free again: Check's work is done
@@ -232,28 +234,28 @@ func (sc *Scratch) Logged(field, eventID string, ranking []uint32, probs []float
 	sum := 0.0
 	for i, a := range ranking {
 		if int(a) >= n || seen[a] {
-			return nil, invalid(fmt.Sprintf("%s.ranking[%d]", field, i), "want each eligible action's index (0 to %d) once, got %d", n-1, a)
+			return nil, invalid(fmt.Sprintf("ranking[%d]", i), "want each eligible action's index (0 to %d) once, got %d", n-1, a)
 		}
 		seen[a] = true
 		p := probs[i]
 		if !(p >= 0 && p <= 1) {
-			return nil, invalid(fmt.Sprintf("%s.probabilities[%d]", field, i), "want a probability in [0, 1], got %v", p)
+			return nil, invalid(fmt.Sprintf("probabilities[%d]", i), "want a probability in [0, 1], got %v", p)
 		}
 		sum += float64(p)
 		sc.pmf = append(sc.pmf, bandit.ActionProb{Action: int(a), Prob: p})
 	}
 	sc.excluded = seen
 	if math.Abs(sum-1) > probSumTolerance {
-		return nil, invalid(field+".probabilities", "want probabilities that sum to 1, got %v", sum)
+		return nil, invalid("probabilities", "want probabilities that sum to 1, got %v", sum)
 	}
 	switch mode {
 	case eventsv1.LearningMode_LEARNING_MODE_ONLINE, eventsv1.LearningMode_LEARNING_MODE_APPRENTICE, eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY:
 	default:
-		return nil, invalid(field+".learning_mode", "want online, apprentice or logging-only, got %v", mode)
+		return nil, invalid("learning_mode", "want Online, Apprentice or LoggingOnly")
 	}
 	if version != "" {
 		if _, err := strconv.ParseUint(version, 10, 64); err != nil {
-			return nil, invalid(field+".model_version", "want a model version number or none, got %q", version)
+			return nil, invalid("model_version", "want a model version number or none, got %q", version)
 		}
 	}
 	d.EventID, d.Logged, d.Answer, d.Mode, d.ModelVersion = eventID, sc.pmf, nil, mode, version
