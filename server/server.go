@@ -1,16 +1,13 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,16 +232,11 @@ func (s *Server) Load(mv *eventsv1.GetModelResponse) error {
 			return fmt.Errorf("model version %d: loop %q is not served here", info.GetVersion(), name)
 		}
 	}
-	sum := sha256.Sum256(mv.GetData())
-	if !bytes.Equal(sum[:], info.GetSha256()) {
-		return fmt.Errorf("model version %d: checksum mismatch", info.GetVersion())
-	}
-	m, err := bandit.ReadModel(bytes.NewReader(mv.GetData()))
+	m, err := decide.LoadModel(mv.GetData(), info.GetSha256(), info.GetVersion())
 	if err != nil {
-		return fmt.Errorf("model version %d: %w", info.GetVersion(), err)
+		return err
 	}
-	l.model.Store(&servingModel{Model: decide.Model{Model: m, Version: strconv.FormatUint(info.GetVersion(), 10)}, info: info,
-		data: mv.GetData()})
+	l.model.Store(&servingModel{Model: *m, info: info, data: mv.GetData()})
 	l.served.Update(func(v *uint64) { *v = info.GetVersion() })
 	l.changed()
 	s.log.Info("model swapped", "loop", l.name, "version", info.GetVersion(), "examples", info.GetExamples())

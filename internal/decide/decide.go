@@ -6,11 +6,14 @@
 // same request and event id, under the same settings and model, get the
 // same ranking, probabilities and model version from either.
 //
-// decide performs no I/O and reads no clock: a decision is a function of
+// decide performs no I/O (it reads model files from memory) and reads no clock: a decision is a function of
 // its inputs.
 package decide
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -43,6 +46,23 @@ type Model struct {
 	Model   *bandit.Model
 	Version string // as the API reports it: the version number in decimal
 }
+
+// LoadModel reads a model version's file, data, after checking it against
+// its SHA-256, sum: a version that arrived damaged is refused.
+func LoadModel(data, sum []byte, version uint64) (*Model, error) {
+	got := sha256.Sum256(data)
+	if !bytes.Equal(got[:], sum) {
+		return nil, fmt.Errorf("model version %d: %w", version, ErrChecksum)
+	}
+	m, err := bandit.ReadModel(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("model version %d: %w", version, err)
+	}
+	return &Model{Model: m, Version: strconv.FormatUint(version, 10)}, nil
+}
+
+// ErrChecksum is a model file whose SHA-256 is not the one published with it.
+var ErrChecksum = errors.New("checksum mismatch")
 
 // JoinedLineRoom is what a joined DSJson line may need beyond its rank's
 // context: the label, the ids, the ranking and probabilities of 50
