@@ -18,6 +18,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/internal/decide"
+	"github.com/open-personalizer/personalizer/internal/watch"
 	"github.com/open-personalizer/personalizer/loop"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -113,6 +114,7 @@ type Local struct {
 	cfg    LocalConfig
 
 	state atomic.Pointer[localState] // swapped whole: settings and model together
+	served watch.Value[uint64]        // the model version in state, for WaitModel
 	pool  sync.Pool                  // *decide.Scratch
 
 	mu     sync.RWMutex // Rank holds it to buffer; Close to close
@@ -354,7 +356,14 @@ func (l *Local) apply(ctx context.Context, rs *personalizerv1.RankSettings) erro
 		next.model, next.props = m, props
 	}
 	l.state.Store(next)
+	l.served.Update(func(v *uint64) { *v = next.props.GetVersion() })
 	return nil
+}
+
+// WaitModel blocks until Rank uses model version or a later one, or ctx
+// ends.
+func (l *Local) WaitModel(ctx context.Context, version uint64) error {
+	return l.served.Wait(ctx, func(v uint64) bool { return v >= version })
 }
 
 // fetchModel returns the model version the service's Rank uses, checked
