@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,16 +225,26 @@ func TestLocalModelSwapIsAtomic(t *testing.T) {
 	l := newLocal(t, e.conn, client.LocalConfig{Buffer: 1 << 16})
 	defer l.Close(context.Background())
 	ctx := context.Background()
-	reqs := localRequests(4000, 5)
-	resps := make([]*personalizerv1.RankResponse, len(reqs))
+	reqs := localRequests(500, 5)
+	type answer struct {
+		i    int
+		resp *personalizerv1.RankResponse
+	}
+	answers := make([][]answer, 2)
+	var swapped atomic.Bool
 	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Go(func() {
-			for i := w; i < len(reqs); i += 4 {
-				var err error
-				if resps[i], err = l.Rank(ctx, reqs[i]); err != nil {
+	for w := range answers {
+		wg.Go(func() { // ranks until the last swap, and once more through reqs
+			stop := math.MaxInt
+			for i := w; i < stop; i += len(answers) {
+				resp, err := l.Rank(ctx, reqs[i%len(reqs)])
+				if err != nil {
 					t.Error(err)
 					return
+				}
+				answers[w] = append(answers[w], answer{i % len(reqs), resp})
+				if stop == math.MaxInt && swapped.Load() {
+					stop = i + len(reqs)
 				}
 			}
 		})
@@ -244,22 +255,26 @@ func TestLocalModelSwapIsAtomic(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	swapped.Store(true)
 	wg.Wait()
 	set := e.srv.def.live.Load().set
 	var sc decide.Scratch
 	seen := map[string]int{}
-	for i, resp := range resps {
-		m := versions[resp.GetModelVersion()]
-		if m == nil {
-			t.Fatalf("request %d: model version %q was never published", i, resp.GetModelVersion())
-		}
-		seen[m.Version]++
-		d, err := sc.Decide(reqs[i], reqs[i].GetEventId(), &set, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := d.Response(reqs[i]); !proto.Equal(resp, want) {
-			t.Fatalf("request %d answered\n%v\nbut version %s gives\n%v", i, resp, m.Version, want)
+	for _, as := range answers {
+		for _, a := range as {
+			m := versions[a.resp.GetModelVersion()]
+			if m == nil {
+				t.Fatalf("request %d: model version %q was never published", a.i, a.resp.GetModelVersion())
+			}
+			seen[m.Version]++
+			req := reqs[a.i]
+			d, err := sc.Decide(req, req.GetEventId(), &set, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := d.Response(req); !proto.Equal(a.resp, want) {
+				t.Fatalf("request %d answered\n%v\nbut version %s gives\n%v", a.i, a.resp, m.Version, want)
+			}
 		}
 	}
 	t.Logf("answers per model version: %v", seen)
