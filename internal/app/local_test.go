@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,10 +17,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/client"
+	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/learner"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
+	"github.com/open-personalizer/personalizer/server"
 )
 
 // TestLocalLearnedOnce ranks with local inference against `personalizer
@@ -84,5 +88,67 @@ func TestLocalLearnedOnce(t *testing.T) {
 	// Every rank logged twice or once, and every reward once.
 	if ps := d.pub.Stats(); ps.Written != 2*events+batch || ps.Refused != 0 || ps.Lost != 0 {
 		t.Errorf("publisher stats %+v, want %d written", ps, 2*events+batch)
+	}
+}
+
+// TestLocalNeedsLoopKey: local inference's calls are authorised as Rank
+// is: without a key or with another loop's key WatchRankSettings and
+// LogRanks are refused; with the loop's key a Local ranks and its records
+// are logged in the loop.
+func TestLocalNeedsLoopKey(t *testing.T) {
+	t.Parallel()
+	a, la := server.NewKey("A", "")
+	b, lb := server.NewKey("B", "")
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keys, []byte(la+"\n"+lb+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mem := eventlog.NewMem(map[string]int{eventlog.EventsTopic: 1})
+	s := startSecure(t, "A", mem, "--api-keys", keys)
+	c := s.client(t, nil)
+	entry := &personalizerv1.LoggedRank{Request: rankReq("x"), Ranking: []uint32{0, 1}, Probabilities: []float32{0.5, 0.5}, LearningMode: "Online"}
+	for _, tt := range []struct {
+		name string
+		ctx  context.Context
+		want codes.Code
+	}{
+		{"no key", context.Background(), codes.Unauthenticated},
+		{"loop B's key", keyed(b), codes.PermissionDenied},
+	} {
+		if _, err := c.LogRanks(tt.ctx, &personalizerv1.LogRanksRequest{Entries: []*personalizerv1.LoggedRank{entry}}); status.Code(err) != tt.want {
+			t.Errorf("LogRanks, %s: %v, want %v", tt.name, err, tt.want)
+		}
+		st, err := c.WatchRankSettings(tt.ctx, &personalizerv1.WatchRankSettingsRequest{})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		if status.Code(err) != tt.want {
+			t.Errorf("WatchRankSettings, %s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	conn, err := grpc.NewClient(s.api.grpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(client.APIKey(a)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a bound for failures, not a wait
+	defer cancel()
+	l, err := client.NewLocal(ctx, conn, client.LocalConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Rank(ctx, rankReq("e1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := l.Stats(); st != (client.LocalStats{Ranked: 1, Logged: 1}) {
+		t.Errorf("stats %+v, want 1 ranked and logged", st)
+	}
+	r := mem.Reader(eventlog.EventsTopic, nil)
+	rec, err := r.Fetch(ctx)
+	if err != nil || string(rec.Key) != "A/e1" {
+		t.Errorf("logged %q, %v; want A/e1", rec.Key, err)
 	}
 }
