@@ -113,9 +113,9 @@ type Local struct {
 	ac     personalizerv1.AdminServiceClient
 	cfg    LocalConfig
 
-	state atomic.Pointer[localState] // swapped whole: settings and model together
+	state  atomic.Pointer[localState] // swapped whole: settings and model together
 	served watch.Value[uint64]        // the model version in state, for WaitModel
-	pool  sync.Pool                  // *decide.Scratch
+	pool   sync.Pool                  // *decide.Scratch
 
 	mu     sync.RWMutex // Rank holds it to buffer; Close to close
 	closed bool
