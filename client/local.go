@@ -47,8 +47,11 @@ type LocalConfig struct {
 	// WhenFull is what Rank does when the buffer is full; Drop by default.
 	WhenFull WhenFull
 	// MaxBatch and MaxBatchBytes bound one LogRanks call: 500 records and
-	// 1 MiB by default (keep MaxBatchBytes under the service's
-	// --max-message-bytes, 4 MiB by default).
+	// 1 MiB by default. Keep MaxBatchBytes under the service's
+	// --max-message-bytes (4 MiB by default). A record larger than
+	// MaxBatchBytes goes alone; the record size limit Rank applies keeps
+	// it near 1 MB at most, so a service whose --max-message-bytes is
+	// below that refuses it, and the batch is retried until Close.
 	MaxBatch      int
 	MaxBatchBytes int
 	// FlushInterval is the longest a record waits for its batch to fill;
