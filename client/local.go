@@ -33,7 +33,7 @@ const (
 	Drop WhenFull = iota
 	// Block waits for room in the buffer; if the call's context ends
 	// first, Rank fails with the context's error and the record is
-	// counted dropped.
+	// counted dropped; if Close comes first, with ErrClosed.
 	Block
 	// Fail makes Rank fail with ResourceExhausted, the record counted
 	// dropped: the caller decides what to show.
@@ -124,6 +124,8 @@ type Local struct {
 	closed bool
 	buf    chan *personalizerv1.LoggedRank
 
+	stopping    chan struct{} // closed first by Close: ends Rank's waits for room
+	stopOnce    sync.Once
 	closing     chan struct{} // closed by Close: flush what is buffered and stop
 	cancelSend  context.CancelFunc
 	cancelWatch context.CancelFunc
@@ -152,7 +154,7 @@ func NewLocal(ctx context.Context, cc grpc.ClientConnInterface, cfg LocalConfig,
 	l := &Local{
 		remote: New(cc, opts...), pc: personalizerv1.NewPersonalizerServiceClient(cc), ac: personalizerv1.NewAdminServiceClient(cc),
 		cfg: cfg, buf: make(chan *personalizerv1.LoggedRank, cfg.Buffer),
-		closing: make(chan struct{}), flushed: make(chan struct{}), watched: make(chan struct{}),
+		stopping: make(chan struct{}), closing: make(chan struct{}), flushed: make(chan struct{}), watched: make(chan struct{}),
 	}
 	l.pool.New = func() any { return new(decide.Scratch) }
 	ready := make(chan struct{})
@@ -224,6 +226,8 @@ func (l *Local) buffer(ctx context.Context, e *personalizerv1.LoggedRank) error 
 		case <-ctx.Done():
 			l.dropped.Add(1)
 			return ctx.Err()
+		case <-l.stopping: // Close waits for this Rank
+			return ErrClosed
 		}
 	}
 	l.dropped.Add(1)
@@ -261,6 +265,7 @@ func (l *Local) Stats() LocalStats {
 // buffered records and stops following the service. If ctx ends first,
 // the records not yet sent are counted Lost and Close says how many.
 func (l *Local) Close(ctx context.Context) error {
+	l.stopOnce.Do(func() { close(l.stopping) })
 	l.mu.Lock()
 	already := l.closed
 	l.closed = true

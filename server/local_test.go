@@ -390,6 +390,49 @@ func TestLocalBufferFull(t *testing.T) {
 	}
 }
 
+// TestLocalCloseEndsWait: Close ends a Rank waiting for room (Block)
+// with ErrClosed, and counts the records it could not send before its
+// context ended as lost.
+func TestLocalCloseEndsWait(t *testing.T) {
+	t.Parallel()
+	arrived, release := make(chan struct{}, 10), make(chan struct{})
+	defer close(release)
+	e := newLocalEnv(t, Config{}, grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == personalizerv1.PersonalizerService_LogRanks_FullMethodName {
+			arrived <- struct{}{}
+			<-release
+		}
+		return h(ctx, req)
+	}))
+	l := newLocal(t, e.conn, client.LocalConfig{Buffer: 10, MaxBatch: 5, FlushInterval: time.Hour, WhenFull: client.Block})
+	ctx := context.Background()
+	reqs := localRequests(16, 4)
+	for i, req := range reqs[:15] {
+		if _, err := l.Rank(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		if i == 4 {
+			<-arrived // the flusher holds the first five; the buffer takes ten
+		}
+	}
+	waiting := make(chan error)
+	go func() {
+		_, err := l.Rank(ctx, reqs[15])
+		waiting <- err
+	}()
+	gaveUp, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := l.Close(gaveUp); err == nil || err.Error() != "local inference: 15 rank records were not sent" {
+		t.Errorf("Close: %v", err)
+	}
+	if err := <-waiting; !errors.Is(err, client.ErrClosed) {
+		t.Errorf("Rank waiting for room when Close came: %v, want ErrClosed", err)
+	}
+	if st := l.Stats(); st != (client.LocalStats{Ranked: 15, Lost: 15}) {
+		t.Errorf("stats %+v, want 15 ranked and lost", st)
+	}
+}
+
 // TestLogRanksRejectsBadEntries: an invalid entry fails LogRanks with
 // InvalidArgument naming it; the entries before it are logged, it and the
 // ones after it are not.
