@@ -84,8 +84,10 @@ func (c *LocalConfig) defaults() {
 	setDur(&c.MaxBackoff, 5*time.Second)
 }
 
-// LocalStats counts what a [Local] did. Every rank answered is, in the
-// end, exactly one of Logged, Dropped, Rejected or Lost, or still Pending.
+// LocalStats counts what a [Local] did. The record of every rank decided
+// is, in the end, exactly one of Logged, Dropped, Rejected or Lost, or
+// still Pending; Ranked counts the ranks answered, which under Fail and
+// Block leaves out those dropped.
 type LocalStats struct {
 	Ranked   int64 // ranks answered
 	Logged   int64 // rank records the service took
