@@ -32,8 +32,8 @@ const (
 	// default, and what the server does when its own event buffer is full).
 	Drop WhenFull = iota
 	// Block waits for room in the buffer; if the call's context ends
-	// first, Rank fails with the context's error and the record is
-	// counted dropped; if Close comes first, with ErrClosed.
+	// first (or Close comes), Rank fails with the context's error (or
+	// ErrClosed) and the record is counted dropped.
 	Block
 	// Fail makes Rank fail with ResourceExhausted, the record counted
 	// dropped: the caller decides what to show.
@@ -92,7 +92,7 @@ type LocalStats struct {
 	Ranked   int64 // ranks answered
 	Logged   int64 // rank records the service took
 	Pending  int64 // records buffered or being sent
-	Dropped  int64 // records not buffered: the buffer was full
+	Dropped  int64 // records not buffered: the buffer was full, or Close had come
 	Rejected int64 // records the service refused as invalid (InvalidArgument)
 	Lost     int64 // records Close gave up sending
 	Retries  int64 // LogRanks calls that failed and were made again
@@ -212,6 +212,7 @@ func (l *Local) buffer(ctx context.Context, e *personalizerv1.LoggedRank) error 
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
+		l.dropped.Add(1)
 		return ErrClosed
 	}
 	select {
@@ -229,6 +230,7 @@ func (l *Local) buffer(ctx context.Context, e *personalizerv1.LoggedRank) error 
 			l.dropped.Add(1)
 			return ctx.Err()
 		case <-l.stopping: // Close waits for this Rank
+			l.dropped.Add(1)
 			return ErrClosed
 		}
 	}

@@ -428,8 +428,8 @@ func TestLocalCloseEndsWait(t *testing.T) {
 	if err := <-waiting; !errors.Is(err, client.ErrClosed) {
 		t.Errorf("Rank waiting for room when Close came: %v, want ErrClosed", err)
 	}
-	if st := l.Stats(); st != (client.LocalStats{Ranked: 15, Lost: 15}) {
-		t.Errorf("stats %+v, want 15 ranked and lost", st)
+	if st := l.Stats(); st != (client.LocalStats{Ranked: 15, Lost: 15, Dropped: 1}) {
+		t.Errorf("stats %+v, want 15 ranked and lost, 1 dropped", st)
 	}
 }
 
