@@ -301,7 +301,7 @@ func (s *adminService) SetLimits(ctx context.Context, req *personalizerv1.SetLim
 func propertiesToProto(info *eventsv1.ModelInfo) *personalizerv1.ModelProperties {
 	p := propertiesOf(info)
 	return &personalizerv1.ModelProperties{CreationTime: timestampOrNil(p.created), LastModifiedTime: timestampOrNil(p.modified),
-		Version: p.version, Examples: p.examples}
+		Version: p.version, Examples: p.examples, Sha256: info.GetSha256()}
 }
 
 func timestampOrNil(t time.Time) *timestamppb.Timestamp {

@@ -29,7 +29,7 @@ func BenchmarkRankLiveConfig(b *testing.B) {
 	}
 	srv.Configs().Set(c)
 	srv.syncLoops() // what WatchConfig does on the change, without its goroutine
-	if lc := srv.def.live.Load(); lc.cfg.Version != 1 || lc.rules == nil || lc.eps != 0.1 {
+	if lc := srv.def.live.Load(); lc.cfg.Version != 1 || lc.rules == nil || lc.set.Epsilon != 0.1 {
 		b.Fatalf("live configuration %+v, want version 1 with join rules and epsilon 0.1", lc)
 	}
 	// The loop of benchmarkRankOf, on this server.

@@ -1,7 +1,11 @@
 // Package server answers the decision API: it validates requests, scores
 // every action with the current model, explores as Vowpal Wabbit's
-// epsilon-greedy does, answers, and appends rank, reward and activate
-// records to the event log without making the answer wait for the broker.
+// epsilon-greedy does, answers (the decision is internal/decide's, which
+// the Go client's local inference shares), and appends rank, reward and
+// activate records to the event log without making the answer wait for
+// the broker. It also logs the ranks local inference decided
+// ([Server.LogRanks]) and streams what they are decided with
+// ([Server.WatchRankSettings]).
 //
 // The server never learns and never reads the event log; it reaches the
 // learner only through a [ModelSource]. Models are swapped atomically, so a

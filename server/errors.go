@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -18,13 +17,7 @@ func (s *Server) toStatus(err error) error {
 	var inv *invalidError
 	switch {
 	case errors.As(err, &inv):
-		st := status.New(codes.InvalidArgument, inv.Error())
-		if d, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
-			{Field: inv.Field, Description: inv.Reason},
-		}}); derr == nil {
-			st = d
-		}
-		return st.Err()
+		return inv.GRPCStatus().Err()
 	case errors.Is(err, errBufferFull):
 		return status.Error(codes.ResourceExhausted, "event buffer is full; retry later")
 	case errors.Is(err, errShuttingDown):

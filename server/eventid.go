@@ -2,9 +2,9 @@ package server
 
 // validateOutcomeEventID checks the event id of a Reward or Activate,
 // which must name the event: unlike Rank's, it is not optional.
-func (l Limits) validateOutcomeEventID(field, id string) error {
+func validateOutcomeEventID(l Limits, field, id string) error {
 	if id == "" {
 		return invalid(field, "event id is required")
 	}
-	return l.validateEventID(field, id)
+	return l.ValidateEventID(field, id)
 }

@@ -14,11 +14,11 @@ import (
 // TestUndecodableRequests.)
 func TestEventIDNotUTF8(t *testing.T) {
 	t.Parallel()
-	if err := DefaultLimits.validateEventID("event_id", "a\xff"); err == nil || err.Error() != "event_id: event id must be valid UTF-8" {
-		t.Errorf("validateEventID(a\\xff) = %v", err)
+	if err := DefaultLimits.ValidateEventID("event_id", "a\xff"); err == nil || err.Error() != "event_id: event id must be valid UTF-8" {
+		t.Errorf("ValidateEventID(a\\xff) = %v", err)
 	}
-	if err := DefaultLimits.validateEventID("event_id", "ünïcode"); err != nil {
-		t.Errorf("validateEventID(ünïcode) = %v", err)
+	if err := DefaultLimits.ValidateEventID("event_id", "ünïcode"); err != nil {
+		t.Errorf("ValidateEventID(ünïcode) = %v", err)
 	}
 	_, mem, srv := newTestServer(t)
 	url := newTestREST(t, srv, 4096) + "/personalizer/v1.0/events/"

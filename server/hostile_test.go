@@ -15,6 +15,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/internal/decide"
 	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
@@ -78,7 +79,7 @@ func TestRankRefusesWhatTheLogCannotTake(t *testing.T) {
 	// The boundary is exact: the context plus room for the joined line.
 	small, _ := hostileServer(t, Config{MaxRecordBytes: 20_000})
 	base := len(contextOf(t, withString("")))
-	fits := 20_000 - joinedLineRoom - base
+	fits := 20_000 - decide.JoinedLineRoom - base
 	if _, err := small.Rank(ctx, withString(strings.Repeat("x", fits))); err != nil {
 		t.Errorf("a context of exactly the room left: %v", err)
 	}
@@ -226,7 +227,7 @@ func TestRankRefusesARequestTooLargeToLog(t *testing.T) {
 	if c := len(contextOf(t, req)); c >= wire {
 		t.Fatalf("context %d bytes, request %d: the test needs a request larger than its context", c, wire)
 	}
-	limit := wire + joinedLineRoom
+	limit := wire + decide.JoinedLineRoom
 	srv, _ := hostileServer(t, Config{MaxRecordBytes: limit})
 	if _, err := srv.Rank(ctx, req); err != nil {
 		t.Errorf("a request of exactly the room left: %v", err)

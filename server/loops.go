@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/open-personalizer/personalizer/internal/decide"
 	"github.com/open-personalizer/personalizer/internal/watch"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
@@ -30,6 +31,20 @@ type loopState struct {
 	model  atomic.Pointer[servingModel]
 	served watch.Value[uint64] // the version in model, for callers waiting for one
 	live   atomic.Pointer[liveConfig]
+	// swaps counts the swaps of model and live, for the watchers of what
+	// Rank decides with (WatchRankSettings).
+	swaps watch.Value[uint64]
+}
+
+// changed tells the watchers of l's settings that model or live changed.
+func (l *loopState) changed() { l.swaps.Update(func(n *uint64) { *n++ }) }
+
+// decideModel returns l's model as decisions use it, nil before the first.
+func (l *loopState) decideModel() *decide.Model {
+	if m := l.model.Load(); m != nil {
+		return &m.Model
+	}
+	return nil
 }
 
 func newLoopState(name string) *loopState { return &loopState{name: name, prefix: name + "/"} }

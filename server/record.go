@@ -1,10 +1,13 @@
 package server
 
 import (
+	"fmt"
+
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/open-personalizer/personalizer/bandit"
+	"github.com/open-personalizer/personalizer/internal/decide"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
+	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
 
 // recordRoom is the room a request's bytes are kept behind (see
@@ -22,23 +25,33 @@ func withRoom(b []byte) []byte {
 	return buf
 }
 
-// buildRankRecord is the rank record of a decision, without its request,
-// in sc's reused slices: the ranking and probabilities logged and what
-// they were decided under.
-func buildRankRecord(sc *scratch, loopName, eventID string, logged []bandit.ActionProb, model string, lc *liveConfig, deferred bool) *eventsv1.RankEvent {
+// requestWithRoom encodes req behind recordRoom bytes of room: a request
+// that came without its bytes (RankStream's, REST's, LogRanks').
+func requestWithRoom(req *personalizerv1.RankRequest) ([]byte, error) {
+	buf := make([]byte, recordRoom+req.SizeVT())
+	if _, err := req.MarshalToSizedBufferVT(buf[recordRoom:]); err != nil {
+		return nil, fmt.Errorf("encode the request: %w", err)
+	}
+	return buf, nil
+}
+
+// buildRankRecord is the rank record of decision d in loop l, without its
+// request, in sc's reused slices: the ranking and probabilities logged and
+// what they were decided under.
+func buildRankRecord(sc *scratch, l *loopState, lc *liveConfig, d *decide.Decision, deferred bool) *eventsv1.RankEvent {
 	sc.ranking, sc.probs = sc.ranking[:0], sc.probs[:0]
-	for _, ap := range logged {
+	for _, ap := range d.Logged {
 		sc.ranking = append(sc.ranking, uint32(ap.Action))
 		sc.probs = append(sc.probs, ap.Prob)
 	}
 	sc.record = eventsv1.RankEvent{
-		Loop:          loopName,
-		EventId:       eventID,
+		Loop:          l.name,
+		EventId:       d.EventID,
 		Ranking:       sc.ranking,
 		Probabilities: sc.probs,
 		Deferred:      deferred,
-		ModelVersion:  model,
-		LearningMode:  lc.mode,
+		ModelVersion:  d.ModelVersion,
+		LearningMode:  d.Mode,
 		Rules:         lc.rules,
 	}
 	return &sc.record

@@ -382,7 +382,7 @@ func FuzzRESTRank(f *testing.F) {
 			req, err = rankFromREST(&in)
 		}
 		if err == nil {
-			_, err = DefaultLimits.validateRank(req, nil)
+			_, err = DefaultLimits.ValidateRank(req, nil)
 		}
 		if want := map[bool]int{true: http.StatusCreated, false: http.StatusBadRequest}[err == nil]; rec.Code != want {
 			t.Fatalf("status %d %s, want %d (%v)", rec.Code, rec.Body, want, err)

@@ -1,17 +1,13 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	mrand "math/rand/v2"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +17,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
-	"github.com/open-personalizer/personalizer/internal/features"
+	"github.com/open-personalizer/personalizer/internal/decide"
 	"github.com/open-personalizer/personalizer/loop"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
@@ -84,36 +80,29 @@ type Server struct {
 
 // servingModel is a model version as Rank uses it.
 type servingModel struct {
-	model *bandit.Model
-	label string // version as the API reports it
-	info  *eventsv1.ModelInfo
-	data  []byte // the model file, for exports
+	decide.Model
+	info *eventsv1.ModelInfo
+	data []byte // the model file, for exports
 }
 
 // liveConfig is the loop's configuration as Rank uses it, computed once
 // per configuration version so that Rank reads one pointer and allocates
 // nothing for it.
 type liveConfig struct {
-	cfg    *loop.Config
-	rules  *eventsv1.JoinRules // nil for the seed: the joiner's own rules apply
-	mode   eventsv1.LearningMode
-	eps    float32
-	policy *bandit.Policy // the policy before the first model
-	limits Limits         // the loop's, over the server's
+	cfg   *loop.Config
+	rules *eventsv1.JoinRules // nil for the seed: the joiner's own rules apply
+	// set is what deciding takes of cfg: the learning mode, epsilon, the
+	// policy before the first model, the loop's limits over the server's.
+	set decide.Settings
 }
 
-// scratch is per-Rank working memory, pooled so Rank allocates little.
+// scratch is per-Rank working memory, pooled so Rank allocates little:
+// the decision's and its rank record's.
 type scratch struct {
-	ev       bandit.Event
-	pred     bandit.Prediction
-	pmf      []bandit.ActionProb
-	baseline []bandit.ActionProb // eligible actions in request order
-	excluded []bool
-	eligible []*personalizerv1.Action
-	context  []byte // the DSJson context, rendered only to size a request near the record limit
-	ranking  []uint32
-	probs    []float32
-	record   eventsv1.RankEvent // buildRankRecord's
+	decide.Scratch
+	ranking []uint32
+	probs   []float32
+	record  eventsv1.RankEvent // buildRankRecord's
 }
 
 // New returns a server that appends events through events.
@@ -137,7 +126,8 @@ func New(cfg Config, events *Publisher, log *slog.Logger, now func() time.Time) 
 		s.reg = loop.NewRegistry(s.seed)
 	}
 	s.def = newLoopState(cfg.Loop)
-	s.def.live.Store(&liveConfig{cfg: s.seed, mode: cfg.LearningMode, eps: s.seed.Epsilon(), policy: cfg.Policy, limits: cfg.Limits})
+	s.def.live.Store(&liveConfig{cfg: s.seed, set: decide.Settings{Mode: cfg.LearningMode, Epsilon: s.seed.Epsilon(), Policy: cfg.Policy,
+		Limits: cfg.Limits, MaxRecordBytes: cfg.MaxRecordBytes}})
 	s.loops.Store(&map[string]*loopState{cfg.Loop: s.def})
 	s.syncLoops()
 	s.pool.New = func() any { return new(scratch) }
@@ -154,7 +144,8 @@ func seedConfig(cfg Config) *loop.Config {
 
 // setConfig makes c the configuration Rank uses in l.
 func (s *Server) setConfig(l *loopState, c *loop.Config) {
-	lc := &liveConfig{cfg: c, mode: c.Service.Mode(), eps: c.Epsilon(), policy: s.cfg.Policy, limits: s.cfg.Limits.over(c.Limits)}
+	lc := &liveConfig{cfg: c, set: decide.Settings{Mode: c.Service.Mode(), Epsilon: c.Epsilon(), Policy: s.cfg.Policy,
+		Limits: s.cfg.Limits.Over(c.Limits), MaxRecordBytes: s.cfg.MaxRecordBytes}}
 	if c.Version > 0 {
 		// Version 0 is made from this process's flags, which need not
 		// be the joiners': records made under it carry no rules, and the
@@ -162,18 +153,19 @@ func (s *Server) setConfig(l *loopState, c *loop.Config) {
 		// configuration topic existed.
 		lc.rules = c.JoinRules()
 	}
-	if lc.mode == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
-		lc.mode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
+	if lc.set.Mode == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
+		lc.set.Mode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
 	}
 	if c.Policy.Arguments != s.cfg.Policy.String() {
 		p, err := bandit.ParsePolicy(c.Policy.Arguments)
 		if err != nil { // the configuration was validated before it was written
 			s.log.Warn("configured policy does not parse; keeping the previous one", "loop", l.name, "config_version", c.Version, "err", err)
 		} else {
-			lc.policy = p
+			lc.set.Policy = p
 		}
 	}
 	l.live.Store(lc)
+	l.changed()
 	s.log.Info("configuration applied", "loop", l.name, "config_version", c.Version, "learning_mode", c.Service.LearningMode,
 		"exploration", c.Service.ExplorationPercentage)
 }
@@ -249,17 +241,13 @@ func (s *Server) Load(mv *eventsv1.GetModelResponse) error {
 			return fmt.Errorf("model version %d: loop %q is not served here", info.GetVersion(), name)
 		}
 	}
-	sum := sha256.Sum256(mv.GetData())
-	if !bytes.Equal(sum[:], info.GetSha256()) {
-		return fmt.Errorf("model version %d: checksum mismatch", info.GetVersion())
-	}
-	m, err := bandit.ReadModel(bytes.NewReader(mv.GetData()))
+	m, err := decide.LoadModel(mv.GetData(), info.GetSha256(), info.GetVersion())
 	if err != nil {
-		return fmt.Errorf("model version %d: %w", info.GetVersion(), err)
+		return err
 	}
-	l.model.Store(&servingModel{model: m, label: strconv.FormatUint(info.GetVersion(), 10), info: info,
-		data: mv.GetData()})
+	l.model.Store(&servingModel{Model: *m, info: info, data: mv.GetData()})
 	l.served.Update(func(v *uint64) { *v = info.GetVersion() })
+	l.changed()
 	s.log.Info("model swapped", "loop", l.name, "version", info.GetVersion(), "examples", info.GetExamples())
 	return nil
 }
@@ -342,148 +330,51 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 	}
 }
 
-// joinedLineRoom is what a joined DSJson line may need beyond its rank's
-// context, and a rank record beyond its request: the label, the ids, the
-// ranking and probabilities of 50 actions, the model version and the
-// record's headers, with room to spare. (The joiner leaves outcomes out of a line that would not fit.)
-const joinedLineRoom = 8 << 10
-
-// Scratch memory a Rank grew past these sizes is not kept for the next
-// one: a rare large request must not hold its memory for good.
-const (
-	keepScratchFeatures     = 1 << 17 // features scored, interactions included
-	keepScratchContextBytes = 1 << 16
-)
-
 // rank decides and logs one request, which was decoded from the bytes
 // after the room in buf, a [withRoom] buffer (nil: encode it for the
 // record).
 func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, buf []byte) (*personalizerv1.RankResponse, error) {
 	sc := s.pool.Get().(*scratch)
-	var scored int // features scored, interactions included
-	defer func() {
-		clear(sc.eligible) // not to keep the request alive
-		sc.record = eventsv1.RankEvent{}
-		if scored <= keepScratchFeatures && cap(sc.context) <= keepScratchContextBytes {
-			s.pool.Put(sc)
-		}
-	}()
+	defer s.putScratch(sc)
 	l, err := s.loopFor(ctx)
 	if err != nil {
 		return nil, err
 	}
 	lc := l.live.Load()
-	excluded, err := lc.limits.validateRank(req, sc.excluded)
-	if err != nil {
-		return nil, err
-	}
-	sc.excluded = excluded
 	eventID := req.GetEventId()
 	if req.EventId == nil {
 		eventID = rand.Text()
 	}
-	actions := req.GetActions()
-	eligible := features.Eligible(sc.eligible[:0], actions, excluded)
-	sc.eligible = eligible
-
-	// What the event becomes must fit the log: the rank record carries
-	// the request, the joined line made of it later the request's context.
+	size := len(buf) - recordRoom
 	if buf == nil {
-		buf = make([]byte, recordRoom+req.SizeVT())
-		if _, err := req.MarshalToSizedBufferVT(buf[recordRoom:]); err != nil {
-			return nil, fmt.Errorf("encode the request: %w", err)
+		size = req.SizeVT()
+	}
+	d, err := sc.Decide(req, size, eventID, &lc.set, l.decideModel())
+	if err != nil {
+		return nil, err
+	}
+	if buf == nil {
+		if buf, err = requestWithRoom(req); err != nil {
+			return nil, err
 		}
 	}
-	wire := buf[recordRoom:]
-	size := max(len(wire), features.ContextBound(req.GetContextFeatures(), eligible))
-	if size+joinedLineRoom > s.cfg.MaxRecordBytes { // rare: render the context to know
-		sc.context = features.AppendContext(sc.context[:0], req.GetContextFeatures(), eligible)
-		size = max(len(wire), len(sc.context))
-	}
-	if n := size + joinedLineRoom; n > s.cfg.MaxRecordBytes {
-		return nil, invalid("request", "the event this Rank logs would take about %d bytes, over the limit of %d bytes a record may have (--max-record-bytes); send fewer or shorter features", n, s.cfg.MaxRecordBytes)
-	}
-	sm := l.model.Load()
-	pol := lc.policy
-	if sm != nil {
-		pol = sm.model.Policy()
-	}
-	sc.ev.Reset()
-	features.Build(&sc.ev, req.GetContextFeatures(), eligible)
-	// The policy's interactions multiply features: bound what scoring
-	// (and later learning) this event costs before doing any of it.
-	scored = pol.CountFeatures(&sc.ev, &sc.pred)
-	if limit := lc.limits.MaxInteractionFeatures; scored > limit {
-		return nil, invalid("request", "the policy's interactions make %s features to score these actions, over the limit of %d (--max-interaction-features); send fewer features per namespace or fewer actions", countString(scored), limit)
-	}
-	sc.pmf = sc.pmf[:0]
-	if sm == nil {
-		// Before the first model every action is equally likely
-		// (Personalizer's initial epsilon is 1), which is also what an
-		// empty model's all-tied scores give: a reset model (fresh,
-		// every weight 0) ranks uniformly too until it has learned, as
-		// Personalizer did after a reset.
-		p := 1 / float32(len(eligible))
-		for i := range eligible {
-			sc.pmf = append(sc.pmf, bandit.ActionProb{Action: i, Prob: p})
-		}
-	} else {
-		sm.model.PredictEpsilon(&sc.ev, &sc.pred, lc.eps)
-		sc.pmf = append(sc.pmf, sc.pred.PMF()...)
-	}
-	// Sample, then put the sampled action first as VW's clients do.
-	k := bandit.SampleIndex(eventID, sc.pmf)
-	sc.pmf[0], sc.pmf[k] = sc.pmf[k], sc.pmf[0]
-	// logged is the decision the rank record carries and answer the one
-	// the caller gets. Online, both are the model's. Apprentice logs the
-	// model's decision and answers with the baseline order (the first
-	// eligible action first). LoggingOnly logs and answers the baseline
-	// order, with the model's probabilities, as Personalizer's client
-	// library reset the ranking before logging there.
-	mode := lc.mode
-	logged, answer := sc.pmf, sc.pmf
-	if mode != eventsv1.LearningMode_LEARNING_MODE_ONLINE {
-		sc.baseline = sc.baseline[:0]
-		for i := range eligible {
-			sc.baseline = append(sc.baseline, bandit.ActionProb{Action: i})
-		}
-		for _, ap := range sc.pmf {
-			sc.baseline[ap.Action].Prob = ap.Prob
-		}
-		answer = sc.baseline
-		if mode == eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY {
-			logged = sc.baseline
-		}
-	}
-
-	resp := &personalizerv1.RankResponse{
-		Ranking:        make([]*personalizerv1.RankedAction, 0, len(actions)),
-		EventId:        eventID,
-		RewardActionId: eligible[answer[0].Action].GetId(),
-	}
-	if sm != nil {
-		resp.ModelVersion = sm.label
-	}
-	ev := encodeRankRecord(buildRankRecord(sc, l.name, eventID, logged, resp.ModelVersion, lc, req.GetDeferActivation()), buf)
-	ranked := make([]personalizerv1.RankedAction, len(actions)) // one allocation for all
-	for i, ap := range answer {
-		ranked[i].Id, ranked[i].Probability = eligible[ap.Action].GetId(), ap.Prob
-		resp.Ranking = append(resp.Ranking, &ranked[i])
-	}
-	for i, a := range actions {
-		if excluded[i] {
-			r := &ranked[len(resp.Ranking)]
-			r.Id = a.GetId()
-			resp.Ranking = append(resp.Ranking, r)
-		}
-	}
+	resp := d.Response(req)
 	// The decision stands even if the event cannot be buffered: the caller
 	// gets its ranking, the event is not learned from, and the publisher
 	// has counted it and logs the overflow (at most every few seconds).
+	ev := encodeRankRecord(buildRankRecord(sc, l, lc, d, req.GetDeferActivation()), buf)
 	if err := s.publishValue(ctx, eventlog.TypeRank, []byte(l.prefix+eventID), ev); err != nil && !errors.Is(err, errBufferFull) {
 		s.log.Error("rank event not logged", "event_id", eventID, "err", err)
 	}
 	return resp, nil
+}
+
+// putScratch returns sc to the pool, unless a large request grew it.
+func (s *Server) putScratch(sc *scratch) {
+	sc.record = eventsv1.RankEvent{} // not to keep the configuration alive
+	if sc.Keep() {
+		s.pool.Put(sc)
+	}
 }
 
 // Reward implements PersonalizerService.Reward.
@@ -492,7 +383,7 @@ func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) 
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	if err := l.live.Load().limits.validateReward(req); err != nil {
+	if err := validateReward(l.live.Load().set.Limits, req); err != nil {
 		return nil, s.toStatus(err)
 	}
 	ev := &eventsv1.RewardEvent{Loop: l.name, EventId: req.GetEventId(), Value: req.GetValue(), Id: outcomeID()}
@@ -508,7 +399,7 @@ func (s *Server) Activate(ctx context.Context, req *personalizerv1.ActivateReque
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	if err := l.live.Load().limits.validateOutcomeEventID("event_id", req.GetEventId()); err != nil {
+	if err := validateOutcomeEventID(l.live.Load().set.Limits, "event_id", req.GetEventId()); err != nil {
 		return nil, s.toStatus(err)
 	}
 	ev := &eventsv1.ActivateEvent{Loop: l.name, EventId: req.GetEventId(), Id: outcomeID()}
@@ -526,15 +417,6 @@ func outcomeID() uint64 {
 			return id
 		}
 	}
-}
-
-// countString writes a feature count, saturated at math.MaxInt when the
-// true count does not fit.
-func countString(n int) string {
-	if n == math.MaxInt {
-		return "more than " + strconv.Itoa(math.MaxInt)
-	}
-	return strconv.Itoa(n)
 }
 
 // event is an event record message; vtprotobuf generated MarshalVT, which

@@ -22,6 +22,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/internal/decide"
 	"github.com/open-personalizer/personalizer/internal/features"
 	"github.com/open-personalizer/personalizer/joiner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
@@ -358,7 +359,8 @@ func mustMarshal(t *testing.T, m proto.Message) []byte {
 func TestEncodeRankRecord(t *testing.T) {
 	t.Parallel()
 	req := mustMarshal(t, validRank())
-	lc := &liveConfig{mode: eventsv1.LearningMode_LEARNING_MODE_APPRENTICE, rules: &eventsv1.JoinRules{RewardWaitMs: 5, Aggregation: "sum", ConfigVersion: 2}}
+	lc := &liveConfig{rules: &eventsv1.JoinRules{RewardWaitMs: 5, Aggregation: "sum", ConfigVersion: 2}}
+	mode := eventsv1.LearningMode_LEARNING_MODE_APPRENTICE
 	for _, n := range []int{1, 3, 50, 120} { // 120 actions' fields overflow the room
 		var sc scratch
 		logged := make([]bandit.ActionProb, n)
@@ -366,10 +368,11 @@ func TestEncodeRankRecord(t *testing.T) {
 			logged[i] = bandit.ActionProb{Action: n - 1 - i, Prob: 1 / float32(n)}
 		}
 		buf := withRoom(req)
-		ev := buildRankRecord(&sc, "loop", "évent", logged, "7", lc, true)
+		d := &decide.Decision{EventID: "évent", Logged: logged, Mode: mode, ModelVersion: "7"}
+		ev := buildRankRecord(&sc, &loopState{name: "loop"}, lc, d, true)
 		got := encodeRankRecord(ev, buf)
 		want := &eventsv1.RankEvent{Loop: "loop", EventId: "évent", Request: req, Ranking: sc.ranking, Probabilities: sc.probs,
-			Deferred: true, ModelVersion: "7", LearningMode: lc.mode, Rules: lc.rules}
+			Deferred: true, ModelVersion: "7", LearningMode: mode, Rules: lc.rules}
 		if !bytes.Equal(got, mustMarshal(t, want)) {
 			t.Errorf("%d actions: encoded differently from protobuf", n)
 		}

@@ -1,201 +1,30 @@
 package server
 
 import (
-	"errors"
-	"flag"
-	"fmt"
 	"math"
-	"unicode/utf8"
 
-	"github.com/open-personalizer/personalizer/internal/features"
-	"github.com/open-personalizer/personalizer/loop"
+	"github.com/open-personalizer/personalizer/internal/decide"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
 
-// Limits bound what one request may carry.
-type Limits struct {
-	MaxActions      int // per Rank; Personalizer's limit is 50
-	MaxIDLength     int // action and event ids; Personalizer's limit is 256
-	MaxFeatureBytes int // names and string values of one request, summed
-	MaxFeatures     int // context and action features of one request, counted
-	// MaxInteractionFeatures bounds the features the policy makes of one
-	// Rank to score it, interactions included, summed over its actions
-	// (the count VW reports): quadratic interactions make n(n+1)/2
-	// features of a namespace of n, so this, not MaxFeatures, bounds
-	// what scoring and learning an event cost.
-	MaxInteractionFeatures int
-}
+// Limits bound what one request may carry; see [decide.Limits], where
+// Rank's validation lives so that local inference applies it too.
+type Limits = decide.Limits
 
-// DefaultLimits are Personalizer's limits, a 1 MiB feature budget, 10000
-// features (200 for each of 50 actions) and 2 million features scored.
-var DefaultLimits = Limits{MaxActions: 50, MaxIDLength: 256, MaxFeatureBytes: 1 << 20, MaxFeatures: 10000, MaxInteractionFeatures: 2_000_000}
+// DefaultLimits are Personalizer's limits; see [decide.DefaultLimits].
+var DefaultLimits = decide.DefaultLimits
 
-// RegisterFlags registers the limits' flags, with [DefaultLimits] as defaults.
-func (l *Limits) RegisterFlags(fs *flag.FlagSet, prefix string) {
-	fs.IntVar(&l.MaxActions, prefix+"max-actions", DefaultLimits.MaxActions, "most actions in one Rank")
-	fs.IntVar(&l.MaxIDLength, prefix+"max-id-length", DefaultLimits.MaxIDLength, "longest action or event id, in bytes")
-	fs.IntVar(&l.MaxFeatureBytes, prefix+"max-feature-bytes", DefaultLimits.MaxFeatureBytes, "most bytes of feature names and string values in one Rank")
-	fs.IntVar(&l.MaxFeatures, prefix+"max-features", DefaultLimits.MaxFeatures, "most context and action features in one Rank")
-	fs.IntVar(&l.MaxInteractionFeatures, prefix+"max-interaction-features", DefaultLimits.MaxInteractionFeatures, "most features the policy makes of one Rank to score it, interactions included, summed over its actions")
-}
+// invalidError is a request that breaks a rule.
+type invalidError = decide.InvalidError
 
-// Validate checks that every limit is positive.
-func (l Limits) Validate() error {
-	if l.MaxActions < 1 || l.MaxIDLength < 1 || l.MaxFeatureBytes < 1 || l.MaxFeatures < 1 || l.MaxInteractionFeatures < 1 {
-		return errors.New("limits: --max-actions, --max-id-length, --max-feature-bytes, --max-features and --max-interaction-features must be at least 1")
-	}
-	return nil
-}
+func invalid(field, format string, args ...any) error { return decide.Invalid(field, format, args...) }
 
-// over returns l with the limits a loop sets (its non-zero ones) in place.
-func (l Limits) over(o loop.Limits) Limits {
-	pick := func(own, loop int) int {
-		if loop > 0 {
-			return loop
-		}
-		return own
-	}
-	return Limits{
-		MaxActions:             pick(l.MaxActions, o.MaxActions),
-		MaxIDLength:            pick(l.MaxIDLength, o.MaxIDLength),
-		MaxFeatureBytes:        pick(l.MaxFeatureBytes, o.MaxFeatureBytes),
-		MaxFeatures:            pick(l.MaxFeatures, o.MaxFeatures),
-		MaxInteractionFeatures: pick(l.MaxInteractionFeatures, o.MaxInteractionFeatures),
-	}
-}
+func namespaceNameProblem(name string) string { return decide.NamespaceNameProblem(name) }
 
-// featureBudget is what is left of a request's feature limits.
-type featureBudget struct{ bytes, features int }
+func featureNameProblem(name string) string { return decide.FeatureNameProblem(name) }
 
-// invalidError is a request that breaks a rule; Field names the offending
-// field the way a client spells it in its request.
-type invalidError struct {
-	Field  string
-	Reason string
-}
-
-func (e *invalidError) Error() string { return e.Field + ": " + e.Reason }
-
-func invalid(field, format string, args ...any) error {
-	return &invalidError{Field: field, Reason: fmt.Sprintf(format, args...)}
-}
-
-// validateRank checks a RankRequest and returns, for each action, whether
-// it is excluded.
-func (l Limits) validateRank(req *personalizerv1.RankRequest, excluded []bool) ([]bool, error) {
-	actions := req.GetActions()
-	if n := len(actions); n < 1 || n > l.MaxActions {
-		return nil, invalid("actions", "action count should be between 1 and %d, got %d", l.MaxActions, n)
-	}
-	if req.EventId != nil {
-		if err := l.validateEventID("event_id", req.GetEventId()); err != nil {
-			return nil, err
-		}
-	}
-	budget := featureBudget{bytes: l.MaxFeatureBytes, features: l.MaxFeatures}
-	if err := l.validateNamespaces(func() string { return "context_features" }, req.GetContextFeatures(), &budget); err != nil {
-		return nil, err
-	}
-	for i, a := range actions {
-		id := a.GetId()
-		if id == "" {
-			return nil, invalid(fmt.Sprintf("actions[%d].id", i), "action ids must not be empty")
-		}
-		if len(id) > l.MaxIDLength {
-			return nil, invalid(fmt.Sprintf("actions[%d].id", i), "longer than %d bytes", l.MaxIDLength)
-		}
-		for j := range i {
-			if actions[j].GetId() == id {
-				return nil, invalid(fmt.Sprintf("actions[%d].id", i), "duplicate action id %q (also actions[%d])", id, j)
-			}
-		}
-		if err := l.validateNamespaces(func() string { return fmt.Sprintf("actions[%d].features", i) }, a.GetFeatures(), &budget); err != nil {
-			return nil, err
-		}
-	}
-	excluded, eligible, unknown := features.Excluded(excluded, actions, req.GetExcludedActions())
-	if unknown >= 0 {
-		return nil, invalid(fmt.Sprintf("excluded_actions[%d]", unknown), "no action has id %q", req.GetExcludedActions()[unknown])
-	}
-	if eligible == 0 {
-		return nil, invalid("excluded_actions", "every action is excluded")
-	}
-	return excluded, nil
-}
-
-// validateNamespaces checks names and values and charges their bytes to
-// budget. Field paths are formatted only on error: this runs for every
-// feature of every Rank.
-func (l Limits) validateNamespaces(field func() string, nss []*personalizerv1.Namespace, budget *featureBudget) error {
-	for i, ns := range nss {
-		name := ns.GetName()
-		if reason := namespaceNameProblem(name); reason != "" {
-			return invalid(fmt.Sprintf("%s[%d].name", field(), i), "%s", reason)
-		}
-		budget.bytes -= len(name)
-		for j, f := range ns.GetFeatures() {
-			at := func(suffix string) string { return fmt.Sprintf("%s[%d].features[%d]%s", field(), i, j, suffix) }
-			fname := f.GetName()
-			if reason := featureNameProblem(fname); reason != "" {
-				return invalid(at(".name"), "%s", reason)
-			}
-			budget.bytes -= len(fname) + 8
-			budget.features--
-			switch v := f.GetValue().(type) {
-			case nil:
-				return invalid(at(""), "feature %q has no value", fname)
-			case *personalizerv1.Feature_NumberValue:
-				if math.IsNaN(v.NumberValue) || math.IsInf(v.NumberValue, 0) {
-					return invalid(at(".number_value"), "must be a finite number, got %v", v.NumberValue)
-				}
-			case *personalizerv1.Feature_StringValue:
-				budget.bytes -= len(v.StringValue)
-			}
-			if budget.bytes < 0 {
-				return invalid("request", "features exceed the limit of %d bytes", l.MaxFeatureBytes)
-			}
-			if budget.features < 0 {
-				return invalid("request", "more than the limit of %d features", l.MaxFeatures)
-			}
-		}
-	}
-	return nil
-}
-
-// namespaceNameProblem says what is wrong with a namespace name, or "".
-// The empty name is the default namespace.
-func namespaceNameProblem(name string) string {
-	if len(name) > 0 && (name[0] == '_' || name[0] <= ' ') {
-		return "namespace names must not start with '_', a space or a control character"
-	}
-	return ""
-}
-
-// featureNameProblem says what is wrong with a feature name, or "".
-func featureNameProblem(name string) string {
-	switch {
-	case name == "":
-		return "feature names must not be empty"
-	case name[0] == '_':
-		return "feature names must not start with '_'"
-	}
-	return ""
-}
-
-func (l Limits) validateEventID(field, id string) error {
-	switch {
-	case id == "":
-		return invalid(field, "event id should be non-empty or absent")
-	case len(id) > l.MaxIDLength:
-		return invalid(field, "longer than %d bytes", l.MaxIDLength)
-	case !utf8.ValidString(id): // a REST path can carry any bytes (%FF); the record would not decode
-		return invalid(field, "event id must be valid UTF-8")
-	}
-	return nil
-}
-
-func (l Limits) validateReward(req *personalizerv1.RewardRequest) error {
-	if err := l.validateOutcomeEventID("event_id", req.GetEventId()); err != nil {
+func validateReward(l Limits, req *personalizerv1.RewardRequest) error {
+	if err := validateOutcomeEventID(l, "event_id", req.GetEventId()); err != nil {
 		return err
 	}
 	v := req.GetValue()

@@ -114,6 +114,69 @@ func unmarshalRankStream(b []byte, m *personalizerv1.RankStreamRequest) error {
 	return proto.Unmarshal(b, m)
 }
 
+// unmarshalLogRanks decodes a LogRanks batch: each entry's request with
+// unmarshalRank, the entry's other fields with proto.Unmarshal. Anything
+// else (unknown fields, an entry's request given twice, malformed data)
+// goes to proto.Unmarshal whole.
+func unmarshalLogRanks(b []byte, m *personalizerv1.LogRanksRequest) error {
+	m.Reset()
+	for rest := b; len(rest) > 0; {
+		num, typ, n := consumeTag(rest)
+		if n <= 0 || num != 1 || typ != protowire.BytesType {
+			return proto.Unmarshal(b, m)
+		}
+		v, k := protowire.ConsumeBytes(rest[n:])
+		if k < 0 {
+			return proto.Unmarshal(b, m)
+		}
+		e, ok := unmarshalLoggedRank(v)
+		if !ok {
+			return proto.Unmarshal(b, m)
+		}
+		m.Entries = append(m.Entries, e)
+		rest = rest[n+k:]
+	}
+	return nil
+}
+
+// unmarshalLoggedRank decodes one LogRanks entry, or reports false for
+// input unmarshalLogRanks leaves to proto.Unmarshal.
+func unmarshalLoggedRank(b []byte) (*personalizerv1.LoggedRank, bool) {
+	e := new(personalizerv1.LoggedRank)
+	var req, others []byte // the request, and the entry's other fields
+	seen := false
+	for rest := b; len(rest) > 0; {
+		num, typ, n := protowire.ConsumeTag(rest)
+		if n < 0 {
+			return nil, false
+		}
+		k := protowire.ConsumeFieldValue(num, typ, rest[n:])
+		if k < 0 {
+			return nil, false
+		}
+		if num == 1 {
+			if seen || typ != protowire.BytesType {
+				return nil, false
+			}
+			req, _ = protowire.ConsumeBytes(rest[n:])
+			seen = true
+		} else {
+			others = append(others, rest[:n+k]...)
+		}
+		rest = rest[n+k:]
+	}
+	if len(others) > 0 && proto.Unmarshal(others, e) != nil {
+		return nil, false
+	}
+	if seen {
+		e.Request = new(personalizerv1.RankRequest)
+		if unmarshalRank(req, e.Request) != nil {
+			return nil, false
+		}
+	}
+	return e, true
+}
+
 // rankDecoder is one pass of unmarshalRank. In the counting pass (fill
 // false) the blocks are nil, the messages passed down are nil and n counts;
 // in the filling pass n indexes the blocks.

@@ -1,6 +1,7 @@
 // Package vtcodec replaces gRPC's "proto" codec with a faster one for the
 // personalizer's messages. It marshals them with the code vtprotobuf
-// generated (no reflection) and decodes Rank requests with a decoder that
+// generated (no reflection) and decodes Rank requests (alone, on a stream
+// or in a LogRanks batch) with a decoder that
 // allocates in blocks (see unmarshalRank); everything else goes through the
 // standard codec. Decoding is exactly proto.Unmarshal's, UTF-8 checks
 // included (vtprotobuf's generated unmarshalling skips them, so it is not
@@ -84,6 +85,8 @@ func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return unmarshalRank(data.Materialize(), m)
 	case *personalizerv1.RankStreamRequest:
 		return unmarshalRankStream(data.Materialize(), m)
+	case *personalizerv1.LogRanksRequest:
+		return unmarshalLogRanks(data.Materialize(), m)
 	}
 	return c.fallback.Unmarshal(data, v)
 }

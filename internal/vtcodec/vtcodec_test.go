@@ -144,6 +144,37 @@ func TestRankStream(t *testing.T) {
 	}
 }
 
+// TestLogRanks: a LogRanks batch decodes as proto.Unmarshal decodes it,
+// whether the fast path takes it (entries with and without a request) or
+// leaves it to proto.Unmarshal (an entry's request given twice, an
+// unknown field, a truncated batch).
+func TestLogRanks(t *testing.T) {
+	c := registered(t)
+	entry := &personalizerv1.LoggedRank{Request: fullRequest(), Ranking: []uint32{2, 0, 1}, Probabilities: []float32{0.8, 0.1, 0.1},
+		ModelVersion: "7", LearningMode: "Online"}
+	m := &personalizerv1.LogRanksRequest{Entries: []*personalizerv1.LoggedRank{entry, {Ranking: []uint32{0}}, entry}}
+	data, err := c.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := data.Materialize()
+	e, _ := proto.Marshal(entry)
+	twice := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), append(slices.Clone(e), e...))
+	unknown := protowire.AppendVarint(protowire.AppendTag(slices.Clone(b), 9, protowire.VarintType), 1)
+	for name, in := range map[string][]byte{"batch": b, "request twice": twice, "unknown field": unknown, "truncated": b[:len(b)-3], "empty": nil} {
+		var want, got personalizerv1.LogRanksRequest
+		wantErr := proto.Unmarshal(in, &want)
+		gotErr := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(in)}, &got)
+		if (gotErr == nil) != (wantErr == nil) || wantErr == nil && !proto.Equal(&got, &want) {
+			t.Errorf("%s: decodes to %v, %v; proto.Unmarshal: %v, %v", name, &got, gotErr, &want, wantErr)
+		}
+	}
+	var got personalizerv1.LogRanksRequest
+	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &got); err != nil || !proto.Equal(&got, m) {
+		t.Errorf("round trip gives %v, %v", &got, err)
+	}
+}
+
 // TestRankAsProto: for input the fast decoder does not take (unknown
 // fields, a known field with another wire type, repeated singular fields,
 // invalid UTF-8), decoding is proto.Unmarshal's: the same message or an

@@ -1151,7 +1151,9 @@ type ModelProperties struct {
 	LastModifiedTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_modified_time,json=lastModifiedTime,proto3" json:"last_modified_time,omitempty"`
 	Version          uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	// Examples learned into the current version since its creation.
-	Examples      uint64 `protobuf:"varint,4,opt,name=examples,proto3" json:"examples,omitempty"`
+	Examples uint64 `protobuf:"varint,4,opt,name=examples,proto3" json:"examples,omitempty"`
+	// SHA-256 of the model file, as ExportModel streams it.
+	Sha256        []byte `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1212,6 +1214,13 @@ func (x *ModelProperties) GetExamples() uint64 {
 		return x.Examples
 	}
 	return 0
+}
+
+func (x *ModelProperties) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
 }
 
 type GetModelPropertiesRequest struct {
@@ -2017,12 +2026,13 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x12ResetModelResponse\x12@\n" +
 	"\n" +
 	"properties\x18\x01 \x01(\v2 .personalizer.v1.ModelPropertiesR\n" +
-	"properties\"\xd2\x01\n" +
+	"properties\"\xea\x01\n" +
 	"\x0fModelProperties\x12?\n" +
 	"\rcreation_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fcreationTime\x12H\n" +
 	"\x12last_modified_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x10lastModifiedTime\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x1a\n" +
-	"\bexamples\x18\x04 \x01(\x04R\bexamples\"/\n" +
+	"\bexamples\x18\x04 \x01(\x04R\bexamples\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\fR\x06sha256\"/\n" +
 	"\x19GetModelPropertiesRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\"^\n" +
 	"\x1aGetModelPropertiesResponse\x12@\n" +

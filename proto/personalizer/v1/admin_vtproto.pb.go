@@ -1084,6 +1084,13 @@ func (m *ModelProperties) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if len(m.Sha256) > 0 {
+		i -= len(m.Sha256)
+		copy(dAtA[i:], m.Sha256)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.Sha256)))
+		i--
+		dAtA[i] = 0x2a
+	}
 	if m.Examples != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Examples))
 		i--
@@ -2203,6 +2210,10 @@ func (m *ModelProperties) SizeVT() (n int) {
 	}
 	if m.Examples != 0 {
 		n += 1 + protohelpers.SizeOfVarint(uint64(m.Examples))
+	}
+	l = len(m.Sha256)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
 	return n

@@ -711,11 +711,362 @@ func (*ActivateResponse) Descriptor() ([]byte, []int) {
 	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{11}
 }
 
+type WatchRankSettingsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRankSettingsRequest) Reset() {
+	*x = WatchRankSettingsRequest{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRankSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRankSettingsRequest) ProtoMessage() {}
+
+func (x *WatchRankSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRankSettingsRequest.ProtoReflect.Descriptor instead.
+func (*WatchRankSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{12}
+}
+
+// WatchRankSettingsResponse carries the settings, whole, after a change.
+type WatchRankSettingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *RankSettings          `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRankSettingsResponse) Reset() {
+	*x = WatchRankSettingsResponse{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRankSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRankSettingsResponse) ProtoMessage() {}
+
+func (x *WatchRankSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRankSettingsResponse.ProtoReflect.Descriptor instead.
+func (*WatchRankSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchRankSettingsResponse) GetSettings() *RankSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// RankSettings are what Rank decides with besides the request.
+type RankSettings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The loop configuration version they come from (0: the server's flags).
+	ConfigVersion uint64 `protobuf:"varint,1,opt,name=config_version,json=configVersion,proto3" json:"config_version,omitempty"`
+	// Online, Apprentice or LoggingOnly.
+	LearningMode string `protobuf:"bytes,2,opt,name=learning_mode,json=learningMode,proto3" json:"learning_mode,omitempty"`
+	// The exploration of an epsilon-greedy model.
+	Epsilon float32 `protobuf:"fixed32,3,opt,name=epsilon,proto3" json:"epsilon,omitempty"`
+	// The policy (Vowpal Wabbit arguments) whose interactions bound a
+	// request's features before the first model; then the model's own does.
+	Policy string `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The limits Rank applies: the loop's over the server's own.
+	Limits *Limits `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
+	// The largest event record: Rank refuses a request whose event would
+	// take more.
+	MaxRecordBytes int64 `protobuf:"varint,6,opt,name=max_record_bytes,json=maxRecordBytes,proto3" json:"max_record_bytes,omitempty"`
+	// The model version Rank uses; unset before the first model.
+	Model         *ModelProperties `protobuf:"bytes,7,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RankSettings) Reset() {
+	*x = RankSettings{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RankSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RankSettings) ProtoMessage() {}
+
+func (x *RankSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RankSettings.ProtoReflect.Descriptor instead.
+func (*RankSettings) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RankSettings) GetConfigVersion() uint64 {
+	if x != nil {
+		return x.ConfigVersion
+	}
+	return 0
+}
+
+func (x *RankSettings) GetLearningMode() string {
+	if x != nil {
+		return x.LearningMode
+	}
+	return ""
+}
+
+func (x *RankSettings) GetEpsilon() float32 {
+	if x != nil {
+		return x.Epsilon
+	}
+	return 0
+}
+
+func (x *RankSettings) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *RankSettings) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *RankSettings) GetMaxRecordBytes() int64 {
+	if x != nil {
+		return x.MaxRecordBytes
+	}
+	return 0
+}
+
+func (x *RankSettings) GetModel() *ModelProperties {
+	if x != nil {
+		return x.Model
+	}
+	return nil
+}
+
+// LogRanksRequest is a batch of ranks decided by local inference.
+type LogRanksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*LoggedRank          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogRanksRequest) Reset() {
+	*x = LogRanksRequest{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogRanksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogRanksRequest) ProtoMessage() {}
+
+func (x *LogRanksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogRanksRequest.ProtoReflect.Descriptor instead.
+func (*LogRanksRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LogRanksRequest) GetEntries() []*LoggedRank {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// LoggedRank is one rank decided by local inference, as its rank record
+// carries it.
+type LoggedRank struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request, with its event id.
+	Request *RankRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// Indices into the request's eligible actions (those excluded_actions
+	// does not name, in request order), the shown action first.
+	Ranking []uint32 `protobuf:"varint,2,rep,packed,name=ranking,proto3" json:"ranking,omitempty"`
+	// Probabilities aligned with ranking.
+	Probabilities []float32 `protobuf:"fixed32,3,rep,packed,name=probabilities,proto3" json:"probabilities,omitempty"`
+	// The model version that decided; empty before the first model.
+	ModelVersion string `protobuf:"bytes,4,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// The learning mode it was decided in: Online, Apprentice or LoggingOnly.
+	// In Apprentice, ranking is the model's decision (the caller got the
+	// baseline); in LoggingOnly, the baseline order.
+	LearningMode  string `protobuf:"bytes,5,opt,name=learning_mode,json=learningMode,proto3" json:"learning_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoggedRank) Reset() {
+	*x = LoggedRank{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoggedRank) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoggedRank) ProtoMessage() {}
+
+func (x *LoggedRank) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoggedRank.ProtoReflect.Descriptor instead.
+func (*LoggedRank) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *LoggedRank) GetRequest() *RankRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *LoggedRank) GetRanking() []uint32 {
+	if x != nil {
+		return x.Ranking
+	}
+	return nil
+}
+
+func (x *LoggedRank) GetProbabilities() []float32 {
+	if x != nil {
+		return x.Probabilities
+	}
+	return nil
+}
+
+func (x *LoggedRank) GetModelVersion() string {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return ""
+}
+
+func (x *LoggedRank) GetLearningMode() string {
+	if x != nil {
+		return x.LearningMode
+	}
+	return ""
+}
+
+// LogRanksResponse is empty: every entry is logged.
+type LogRanksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogRanksResponse) Reset() {
+	*x = LogRanksResponse{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogRanksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogRanksResponse) ProtoMessage() {}
+
+func (x *LogRanksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogRanksResponse.ProtoReflect.Descriptor instead.
+func (*LogRanksResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{17}
+}
+
 var File_personalizer_v1_personalizer_proto protoreflect.FileDescriptor
 
 const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\n" +
-	"\"personalizer/v1/personalizer.proto\x12\x0fpersonalizer.v1\"\x91\x01\n" +
+	"\"personalizer/v1/personalizer.proto\x12\x0fpersonalizer.v1\x1a\x1bpersonalizer/v1/admin.proto\"\x91\x01\n" +
 	"\aFeature\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\fstring_value\x18\x02 \x01(\tH\x00R\vstringValue\x12#\n" +
@@ -754,13 +1105,36 @@ const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\x0eRewardResponse\",\n" +
 	"\x0fActivateRequest\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\"\x12\n" +
-	"\x10ActivateResponse2\xd1\x02\n" +
+	"\x10ActivateResponse\"\x1a\n" +
+	"\x18WatchRankSettingsRequest\"V\n" +
+	"\x19WatchRankSettingsResponse\x129\n" +
+	"\bsettings\x18\x01 \x01(\v2\x1d.personalizer.v1.RankSettingsR\bsettings\"\x9f\x02\n" +
+	"\fRankSettings\x12%\n" +
+	"\x0econfig_version\x18\x01 \x01(\x04R\rconfigVersion\x12#\n" +
+	"\rlearning_mode\x18\x02 \x01(\tR\flearningMode\x12\x18\n" +
+	"\aepsilon\x18\x03 \x01(\x02R\aepsilon\x12\x16\n" +
+	"\x06policy\x18\x04 \x01(\tR\x06policy\x12/\n" +
+	"\x06limits\x18\x05 \x01(\v2\x17.personalizer.v1.LimitsR\x06limits\x12(\n" +
+	"\x10max_record_bytes\x18\x06 \x01(\x03R\x0emaxRecordBytes\x126\n" +
+	"\x05model\x18\a \x01(\v2 .personalizer.v1.ModelPropertiesR\x05model\"H\n" +
+	"\x0fLogRanksRequest\x125\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.personalizer.v1.LoggedRankR\aentries\"\xce\x01\n" +
+	"\n" +
+	"LoggedRank\x126\n" +
+	"\arequest\x18\x01 \x01(\v2\x1c.personalizer.v1.RankRequestR\arequest\x12\x18\n" +
+	"\aranking\x18\x02 \x03(\rR\aranking\x12$\n" +
+	"\rprobabilities\x18\x03 \x03(\x02R\rprobabilities\x12#\n" +
+	"\rmodel_version\x18\x04 \x01(\tR\fmodelVersion\x12#\n" +
+	"\rlearning_mode\x18\x05 \x01(\tR\flearningMode\"\x12\n" +
+	"\x10LogRanksResponse2\x90\x04\n" +
 	"\x13PersonalizerService\x12C\n" +
 	"\x04Rank\x12\x1c.personalizer.v1.RankRequest\x1a\x1d.personalizer.v1.RankResponse\x12Y\n" +
 	"\n" +
 	"RankStream\x12\".personalizer.v1.RankStreamRequest\x1a#.personalizer.v1.RankStreamResponse(\x010\x01\x12I\n" +
 	"\x06Reward\x12\x1e.personalizer.v1.RewardRequest\x1a\x1f.personalizer.v1.RewardResponse\x12O\n" +
-	"\bActivate\x12 .personalizer.v1.ActivateRequest\x1a!.personalizer.v1.ActivateResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
+	"\bActivate\x12 .personalizer.v1.ActivateRequest\x1a!.personalizer.v1.ActivateResponse\x12l\n" +
+	"\x11WatchRankSettings\x12).personalizer.v1.WatchRankSettingsRequest\x1a*.personalizer.v1.WatchRankSettingsResponse0\x01\x12O\n" +
+	"\bLogRanks\x12 .personalizer.v1.LogRanksRequest\x1a!.personalizer.v1.LogRanksResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
 
 var (
 	file_personalizer_v1_personalizer_proto_rawDescOnce sync.Once
@@ -774,20 +1148,28 @@ func file_personalizer_v1_personalizer_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_personalizer_proto_rawDescData
 }
 
-var file_personalizer_v1_personalizer_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_personalizer_v1_personalizer_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_personalizer_v1_personalizer_proto_goTypes = []any{
-	(*Feature)(nil),            // 0: personalizer.v1.Feature
-	(*Namespace)(nil),          // 1: personalizer.v1.Namespace
-	(*Action)(nil),             // 2: personalizer.v1.Action
-	(*RankRequest)(nil),        // 3: personalizer.v1.RankRequest
-	(*RankedAction)(nil),       // 4: personalizer.v1.RankedAction
-	(*RankResponse)(nil),       // 5: personalizer.v1.RankResponse
-	(*RankStreamRequest)(nil),  // 6: personalizer.v1.RankStreamRequest
-	(*RankStreamResponse)(nil), // 7: personalizer.v1.RankStreamResponse
-	(*RewardRequest)(nil),      // 8: personalizer.v1.RewardRequest
-	(*RewardResponse)(nil),     // 9: personalizer.v1.RewardResponse
-	(*ActivateRequest)(nil),    // 10: personalizer.v1.ActivateRequest
-	(*ActivateResponse)(nil),   // 11: personalizer.v1.ActivateResponse
+	(*Feature)(nil),                   // 0: personalizer.v1.Feature
+	(*Namespace)(nil),                 // 1: personalizer.v1.Namespace
+	(*Action)(nil),                    // 2: personalizer.v1.Action
+	(*RankRequest)(nil),               // 3: personalizer.v1.RankRequest
+	(*RankedAction)(nil),              // 4: personalizer.v1.RankedAction
+	(*RankResponse)(nil),              // 5: personalizer.v1.RankResponse
+	(*RankStreamRequest)(nil),         // 6: personalizer.v1.RankStreamRequest
+	(*RankStreamResponse)(nil),        // 7: personalizer.v1.RankStreamResponse
+	(*RewardRequest)(nil),             // 8: personalizer.v1.RewardRequest
+	(*RewardResponse)(nil),            // 9: personalizer.v1.RewardResponse
+	(*ActivateRequest)(nil),           // 10: personalizer.v1.ActivateRequest
+	(*ActivateResponse)(nil),          // 11: personalizer.v1.ActivateResponse
+	(*WatchRankSettingsRequest)(nil),  // 12: personalizer.v1.WatchRankSettingsRequest
+	(*WatchRankSettingsResponse)(nil), // 13: personalizer.v1.WatchRankSettingsResponse
+	(*RankSettings)(nil),              // 14: personalizer.v1.RankSettings
+	(*LogRanksRequest)(nil),           // 15: personalizer.v1.LogRanksRequest
+	(*LoggedRank)(nil),                // 16: personalizer.v1.LoggedRank
+	(*LogRanksResponse)(nil),          // 17: personalizer.v1.LogRanksResponse
+	(*Limits)(nil),                    // 18: personalizer.v1.Limits
+	(*ModelProperties)(nil),           // 19: personalizer.v1.ModelProperties
 }
 var file_personalizer_v1_personalizer_proto_depIdxs = []int32{
 	0,  // 0: personalizer.v1.Namespace.features:type_name -> personalizer.v1.Feature
@@ -797,19 +1179,28 @@ var file_personalizer_v1_personalizer_proto_depIdxs = []int32{
 	4,  // 4: personalizer.v1.RankResponse.ranking:type_name -> personalizer.v1.RankedAction
 	3,  // 5: personalizer.v1.RankStreamRequest.request:type_name -> personalizer.v1.RankRequest
 	5,  // 6: personalizer.v1.RankStreamResponse.response:type_name -> personalizer.v1.RankResponse
-	3,  // 7: personalizer.v1.PersonalizerService.Rank:input_type -> personalizer.v1.RankRequest
-	6,  // 8: personalizer.v1.PersonalizerService.RankStream:input_type -> personalizer.v1.RankStreamRequest
-	8,  // 9: personalizer.v1.PersonalizerService.Reward:input_type -> personalizer.v1.RewardRequest
-	10, // 10: personalizer.v1.PersonalizerService.Activate:input_type -> personalizer.v1.ActivateRequest
-	5,  // 11: personalizer.v1.PersonalizerService.Rank:output_type -> personalizer.v1.RankResponse
-	7,  // 12: personalizer.v1.PersonalizerService.RankStream:output_type -> personalizer.v1.RankStreamResponse
-	9,  // 13: personalizer.v1.PersonalizerService.Reward:output_type -> personalizer.v1.RewardResponse
-	11, // 14: personalizer.v1.PersonalizerService.Activate:output_type -> personalizer.v1.ActivateResponse
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	14, // 7: personalizer.v1.WatchRankSettingsResponse.settings:type_name -> personalizer.v1.RankSettings
+	18, // 8: personalizer.v1.RankSettings.limits:type_name -> personalizer.v1.Limits
+	19, // 9: personalizer.v1.RankSettings.model:type_name -> personalizer.v1.ModelProperties
+	16, // 10: personalizer.v1.LogRanksRequest.entries:type_name -> personalizer.v1.LoggedRank
+	3,  // 11: personalizer.v1.LoggedRank.request:type_name -> personalizer.v1.RankRequest
+	3,  // 12: personalizer.v1.PersonalizerService.Rank:input_type -> personalizer.v1.RankRequest
+	6,  // 13: personalizer.v1.PersonalizerService.RankStream:input_type -> personalizer.v1.RankStreamRequest
+	8,  // 14: personalizer.v1.PersonalizerService.Reward:input_type -> personalizer.v1.RewardRequest
+	10, // 15: personalizer.v1.PersonalizerService.Activate:input_type -> personalizer.v1.ActivateRequest
+	12, // 16: personalizer.v1.PersonalizerService.WatchRankSettings:input_type -> personalizer.v1.WatchRankSettingsRequest
+	15, // 17: personalizer.v1.PersonalizerService.LogRanks:input_type -> personalizer.v1.LogRanksRequest
+	5,  // 18: personalizer.v1.PersonalizerService.Rank:output_type -> personalizer.v1.RankResponse
+	7,  // 19: personalizer.v1.PersonalizerService.RankStream:output_type -> personalizer.v1.RankStreamResponse
+	9,  // 20: personalizer.v1.PersonalizerService.Reward:output_type -> personalizer.v1.RewardResponse
+	11, // 21: personalizer.v1.PersonalizerService.Activate:output_type -> personalizer.v1.ActivateResponse
+	13, // 22: personalizer.v1.PersonalizerService.WatchRankSettings:output_type -> personalizer.v1.WatchRankSettingsResponse
+	17, // 23: personalizer.v1.PersonalizerService.LogRanks:output_type -> personalizer.v1.LogRanksResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_personalizer_proto_init() }
@@ -817,6 +1208,7 @@ func file_personalizer_v1_personalizer_proto_init() {
 	if File_personalizer_v1_personalizer_proto != nil {
 		return
 	}
+	file_personalizer_v1_admin_proto_init()
 	file_personalizer_v1_personalizer_proto_msgTypes[0].OneofWrappers = []any{
 		(*Feature_StringValue)(nil),
 		(*Feature_NumberValue)(nil),
@@ -829,7 +1221,7 @@ func file_personalizer_v1_personalizer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_personalizer_proto_rawDesc), len(file_personalizer_v1_personalizer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

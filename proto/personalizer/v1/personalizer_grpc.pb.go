@@ -19,10 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PersonalizerService_Rank_FullMethodName       = "/personalizer.v1.PersonalizerService/Rank"
-	PersonalizerService_RankStream_FullMethodName = "/personalizer.v1.PersonalizerService/RankStream"
-	PersonalizerService_Reward_FullMethodName     = "/personalizer.v1.PersonalizerService/Reward"
-	PersonalizerService_Activate_FullMethodName   = "/personalizer.v1.PersonalizerService/Activate"
+	PersonalizerService_Rank_FullMethodName              = "/personalizer.v1.PersonalizerService/Rank"
+	PersonalizerService_RankStream_FullMethodName        = "/personalizer.v1.PersonalizerService/RankStream"
+	PersonalizerService_Reward_FullMethodName            = "/personalizer.v1.PersonalizerService/Reward"
+	PersonalizerService_Activate_FullMethodName          = "/personalizer.v1.PersonalizerService/Activate"
+	PersonalizerService_WatchRankSettings_FullMethodName = "/personalizer.v1.PersonalizerService/WatchRankSettings"
+	PersonalizerService_LogRanks_FullMethodName          = "/personalizer.v1.PersonalizerService/LogRanks"
 )
 
 // PersonalizerServiceClient is the client API for PersonalizerService service.
@@ -43,6 +45,18 @@ type PersonalizerServiceClient interface {
 	Reward(ctx context.Context, in *RewardRequest, opts ...grpc.CallOption) (*RewardResponse, error)
 	// Activate marks a Rank made with defer_activation as shown to the user.
 	Activate(ctx context.Context, in *ActivateRequest, opts ...grpc.CallOption) (*ActivateResponse, error)
+	// WatchRankSettings streams what Rank decides with besides the request,
+	// for a client that ranks in its own process (local inference): the
+	// loop's settings as Rank applies them and the model version it uses,
+	// first as they are, then after each change. The model's bytes come from
+	// AdminService.ExportModel.
+	WatchRankSettings(ctx context.Context, in *WatchRankSettingsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRankSettingsResponse], error)
+	// LogRanks logs ranks decided in the caller's process, each as Rank logs
+	// its own, to be learned from once rewarded. An invalid entry fails the
+	// call with InvalidArgument naming it ("entries[3]..."), and none of the
+	// batch is logged. Sending a batch again (a retry) is safe: a rank
+	// logged twice for one event is learned once.
+	LogRanks(ctx context.Context, in *LogRanksRequest, opts ...grpc.CallOption) (*LogRanksResponse, error)
 }
 
 type personalizerServiceClient struct {
@@ -96,6 +110,35 @@ func (c *personalizerServiceClient) Activate(ctx context.Context, in *ActivateRe
 	return out, nil
 }
 
+func (c *personalizerServiceClient) WatchRankSettings(ctx context.Context, in *WatchRankSettingsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRankSettingsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PersonalizerService_ServiceDesc.Streams[1], PersonalizerService_WatchRankSettings_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRankSettingsRequest, WatchRankSettingsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PersonalizerService_WatchRankSettingsClient = grpc.ServerStreamingClient[WatchRankSettingsResponse]
+
+func (c *personalizerServiceClient) LogRanks(ctx context.Context, in *LogRanksRequest, opts ...grpc.CallOption) (*LogRanksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LogRanksResponse)
+	err := c.cc.Invoke(ctx, PersonalizerService_LogRanks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PersonalizerServiceServer is the server API for PersonalizerService service.
 // All implementations must embed UnimplementedPersonalizerServiceServer
 // for forward compatibility.
@@ -114,6 +157,18 @@ type PersonalizerServiceServer interface {
 	Reward(context.Context, *RewardRequest) (*RewardResponse, error)
 	// Activate marks a Rank made with defer_activation as shown to the user.
 	Activate(context.Context, *ActivateRequest) (*ActivateResponse, error)
+	// WatchRankSettings streams what Rank decides with besides the request,
+	// for a client that ranks in its own process (local inference): the
+	// loop's settings as Rank applies them and the model version it uses,
+	// first as they are, then after each change. The model's bytes come from
+	// AdminService.ExportModel.
+	WatchRankSettings(*WatchRankSettingsRequest, grpc.ServerStreamingServer[WatchRankSettingsResponse]) error
+	// LogRanks logs ranks decided in the caller's process, each as Rank logs
+	// its own, to be learned from once rewarded. An invalid entry fails the
+	// call with InvalidArgument naming it ("entries[3]..."), and none of the
+	// batch is logged. Sending a batch again (a retry) is safe: a rank
+	// logged twice for one event is learned once.
+	LogRanks(context.Context, *LogRanksRequest) (*LogRanksResponse, error)
 	mustEmbedUnimplementedPersonalizerServiceServer()
 }
 
@@ -135,6 +190,12 @@ func (UnimplementedPersonalizerServiceServer) Reward(context.Context, *RewardReq
 }
 func (UnimplementedPersonalizerServiceServer) Activate(context.Context, *ActivateRequest) (*ActivateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Activate not implemented")
+}
+func (UnimplementedPersonalizerServiceServer) WatchRankSettings(*WatchRankSettingsRequest, grpc.ServerStreamingServer[WatchRankSettingsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchRankSettings not implemented")
+}
+func (UnimplementedPersonalizerServiceServer) LogRanks(context.Context, *LogRanksRequest) (*LogRanksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LogRanks not implemented")
 }
 func (UnimplementedPersonalizerServiceServer) mustEmbedUnimplementedPersonalizerServiceServer() {}
 func (UnimplementedPersonalizerServiceServer) testEmbeddedByValue()                             {}
@@ -218,6 +279,35 @@ func _PersonalizerService_Activate_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PersonalizerService_WatchRankSettings_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRankSettingsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PersonalizerServiceServer).WatchRankSettings(m, &grpc.GenericServerStream[WatchRankSettingsRequest, WatchRankSettingsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PersonalizerService_WatchRankSettingsServer = grpc.ServerStreamingServer[WatchRankSettingsResponse]
+
+func _PersonalizerService_LogRanks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LogRanksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersonalizerServiceServer).LogRanks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersonalizerService_LogRanks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersonalizerServiceServer).LogRanks(ctx, req.(*LogRanksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PersonalizerService_ServiceDesc is the grpc.ServiceDesc for PersonalizerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -237,6 +327,10 @@ var PersonalizerService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Activate",
 			Handler:    _PersonalizerService_Activate_Handler,
 		},
+		{
+			MethodName: "LogRanks",
+			Handler:    _PersonalizerService_LogRanks_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -244,6 +338,11 @@ var PersonalizerService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _PersonalizerService_RankStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchRankSettings",
+			Handler:       _PersonalizerService_WatchRankSettings_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "personalizer/v1/personalizer.proto",

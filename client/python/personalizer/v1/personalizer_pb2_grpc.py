@@ -36,6 +36,16 @@ class PersonalizerServiceStub(object):
                 request_serializer=personalizer_dot_v1_dot_personalizer__pb2.ActivateRequest.SerializeToString,
                 response_deserializer=personalizer_dot_v1_dot_personalizer__pb2.ActivateResponse.FromString,
                 )
+        self.WatchRankSettings = channel.unary_stream(
+                '/personalizer.v1.PersonalizerService/WatchRankSettings',
+                request_serializer=personalizer_dot_v1_dot_personalizer__pb2.WatchRankSettingsRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_personalizer__pb2.WatchRankSettingsResponse.FromString,
+                )
+        self.LogRanks = channel.unary_unary(
+                '/personalizer.v1.PersonalizerService/LogRanks',
+                request_serializer=personalizer_dot_v1_dot_personalizer__pb2.LogRanksRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_personalizer__pb2.LogRanksResponse.FromString,
+                )
 
 
 class PersonalizerServiceServicer(object):
@@ -74,6 +84,28 @@ class PersonalizerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRankSettings(self, request, context):
+        """WatchRankSettings streams what Rank decides with besides the request,
+        for a client that ranks in its own process (local inference): the
+        loop's settings as Rank applies them and the model version it uses,
+        first as they are, then after each change. The model's bytes come from
+        AdminService.ExportModel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogRanks(self, request, context):
+        """LogRanks logs ranks decided in the caller's process, each as Rank logs
+        its own, to be learned from once rewarded. An invalid entry fails the
+        call with InvalidArgument naming it ("entries[3]..."), and none of the
+        batch is logged. Sending a batch again (a retry) is safe: a rank
+        logged twice for one event is learned once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersonalizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +128,16 @@ def add_PersonalizerServiceServicer_to_server(servicer, server):
                     servicer.Activate,
                     request_deserializer=personalizer_dot_v1_dot_personalizer__pb2.ActivateRequest.FromString,
                     response_serializer=personalizer_dot_v1_dot_personalizer__pb2.ActivateResponse.SerializeToString,
+            ),
+            'WatchRankSettings': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRankSettings,
+                    request_deserializer=personalizer_dot_v1_dot_personalizer__pb2.WatchRankSettingsRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_personalizer__pb2.WatchRankSettingsResponse.SerializeToString,
+            ),
+            'LogRanks': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogRanks,
+                    request_deserializer=personalizer_dot_v1_dot_personalizer__pb2.LogRanksRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_personalizer__pb2.LogRanksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,5 +216,39 @@ class PersonalizerService(object):
         return grpc.experimental.unary_unary(request, target, '/personalizer.v1.PersonalizerService/Activate',
             personalizer_dot_v1_dot_personalizer__pb2.ActivateRequest.SerializeToString,
             personalizer_dot_v1_dot_personalizer__pb2.ActivateResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WatchRankSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/personalizer.v1.PersonalizerService/WatchRankSettings',
+            personalizer_dot_v1_dot_personalizer__pb2.WatchRankSettingsRequest.SerializeToString,
+            personalizer_dot_v1_dot_personalizer__pb2.WatchRankSettingsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def LogRanks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.PersonalizerService/LogRanks',
+            personalizer_dot_v1_dot_personalizer__pb2.LogRanksRequest.SerializeToString,
+            personalizer_dot_v1_dot_personalizer__pb2.LogRanksResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
