@@ -112,6 +112,17 @@ func waitVersion(ctx context.Context, v *watch.Value[*eventsv1.ModelInfo], done 
 	return nil
 }
 
+// watchExamples follows the learner's versions until ctx ends, and
+// returns them with the examples learned so far.
+func (b *loopBench) watchExamples(ctx context.Context) (*watch.Value[*eventsv1.ModelInfo], <-chan error, uint64, error) {
+	latest := new(watch.Value[*eventsv1.ModelInfo])
+	done, err := b.watchVersions(ctx, latest, nil)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return latest, done, latest.Get().GetExamples(), nil
+}
+
 // warmUp sends one event and waits until the learner has published a
 // version that learned it: a loop just started may not have its joiner's
 // partitions assigned yet, and its first events would wait for that.
@@ -119,16 +130,14 @@ func (b *loopBench) warmUp(ctx context.Context, stdout io.Writer, timeout time.D
 	start := time.Now()
 	watchCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	var latest watch.Value[*eventsv1.ModelInfo]
-	done, err := b.watchVersions(watchCtx, &latest, nil)
+	latest, done, base, err := b.watchExamples(watchCtx)
 	if err != nil {
 		return err
 	}
-	base := latest.Get().GetExamples()
 	if _, _, err := b.rankReward(ctx); err != nil {
 		return err
 	}
-	if err := waitVersion(ctx, &latest, done, timeout, func(i *eventsv1.ModelInfo) bool { return i.GetExamples() > base }); err != nil {
+	if err := waitVersion(ctx, latest, done, timeout, func(i *eventsv1.ModelInfo) bool { return i.GetExamples() > base }); err != nil {
 		return fmt.Errorf("warming up: %w", err)
 	}
 	fmt.Fprintf(stdout, "warmed up: a first event learned after %.1fs\n", time.Since(start).Seconds())
@@ -151,12 +160,10 @@ func (b *loopBench) runPipeline(ctx context.Context, stdout io.Writer, concurren
 	}
 	watchCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	var latest watch.Value[*eventsv1.ModelInfo]
-	done, err := b.watchVersions(watchCtx, &latest, nil)
+	latest, done, base, err := b.watchExamples(watchCtx)
 	if err != nil {
 		return err
 	}
-	base := latest.Get().GetExamples()
 	cpu0, err := rolesCPU(pids)
 	if err != nil {
 		return err
@@ -171,7 +178,7 @@ func (b *loopBench) runPipeline(ctx context.Context, stdout io.Writer, concurren
 	}
 	events := uint64(len(r.lat))
 	fmt.Fprintf(stdout, "sent  %v (Rank and Reward)\n", r)
-	if err := waitVersion(ctx, &latest, done, timeout, func(i *eventsv1.ModelInfo) bool { return i.GetExamples() >= base+events }); err != nil {
+	if err := waitVersion(ctx, latest, done, timeout, func(i *eventsv1.ModelInfo) bool { return i.GetExamples() >= base+events }); err != nil {
 		return fmt.Errorf("waiting for the learner to learn %d events: %w", events, err)
 	}
 	elapsed := time.Since(start)
