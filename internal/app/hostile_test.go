@@ -94,7 +94,11 @@ func TestJoinerHostileRecords(t *testing.T) {
 	h.audits++ // the skewed rank
 	h.want[faultLoop+"/flood"] = -sum
 	h.mu.Unlock()
-	now := time.Now()
+	// One write, the producer's held back, its records stamped by the
+	// clock, which holds the joiner's ticks until it is stored: however
+	// long the write takes, no later time passes the flood's window.
+	h.writing.Lock()
+	now := h.clock.hold()
 	for i := range recs {
 		recs[i].Time = now
 		switch {
@@ -104,7 +108,10 @@ func TestJoinerHostileRecords(t *testing.T) {
 			recs[i].Time = now.Add(time.Millisecond) // the flood's rewards
 		}
 	}
-	if err := w.Write(h.ctx, recs...); err != nil {
+	err := w.Write(h.ctx, recs...)
+	h.clock.release()
+	h.writing.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	h.waitLearned(h.learner.Stats().Learned + 200)

@@ -195,7 +195,9 @@ func TestMetrics(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, client := startTestDev(t, testConfig(t, t.TempDir(), "--event-buffer", "500"))
+	// A reward wait that a loaded machine cannot miss between a Rank and
+	// its Reward: a late reward would count as a default one.
+	d, client := startTestDev(t, testConfig(t, t.TempDir(), "--event-buffer", "500", "--reward-wait", "10s"))
 	defer d.close()
 	const ranks, rewards, streamed = 40, 25, 10
 	for i := range ranks {
