@@ -301,7 +301,8 @@ func (e *evaluator) prepare(it *item) {
 		return
 	}
 	it.state, it.chosen = evaluated, chosen
-	it.r, it.c = -float64(cost), float64(ev.Weight())
+	it.r = 0 - float64(cost) // not -cost: a cost of 0 is a reward of +0
+	it.c = float64(ev.Weight())
 	it.p = float64(prob) * it.c // _label_probability is p·(1-pdrop)
 	// The reward model predicts, then learns the event.
 	e.reward.Process(ev, &e.rpred, bandit.ModeLearn)

@@ -70,7 +70,7 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		return err
 	}
 	for _, e := range res.Errors {
-		fmt.Fprintf(stderr, "warning: %s skipped\n", e)
+		fmt.Fprintf(stderr, "warning: skipped %s\n", e)
 	}
 	if more := res.Malformed + res.NoDecision - int64(len(res.Errors)); more > 0 {
 		fmt.Fprintf(stderr, "warning: %d more lines skipped\n", more)
