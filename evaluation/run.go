@@ -22,17 +22,14 @@ type evaluator struct {
 	cfg    Config
 	pols   []Policy
 	custom []*customModel
-	reward *bandit.Model // the reward model of DR
-	rpred  bandit.Prediction
-	scores []float32
+	reward rewardModel
 
 	counts     Counts
 	progress   Progress
 	total      []sums // by policy
 	buckets    []*bucket
 	bucketAt   map[int64]int
-	rmin, rmax float64 // the reward range so far
-	tmin, tmax int64   // event times seen (Unix ns)
+	tmin, tmax int64 // event times seen (Unix ns)
 	hasTime    bool
 
 	ev     Event // for OnEvent
@@ -45,12 +42,21 @@ type bucket struct {
 	sums  []sums
 }
 
-// customModel is a custom policy's model and its results for the batch
+// customModel is a custom policy's model and its PMFs for the batch
 // being evaluated.
 type customModel struct {
 	m    *bandit.Model
 	pred bandit.Prediction
-	out  []polOut // by batch item
+	pmfs [][]bandit.ActionProb // by batch item
+}
+
+// rewardModel is the reward model of DR and the range of the rewards it
+// has seen.
+type rewardModel struct {
+	m          *bandit.Model
+	pred       bandit.Prediction
+	scores     []float32
+	rmin, rmax float64
 }
 
 // polOut is a policy's terms for one event: its importance weight and DR
@@ -119,11 +125,11 @@ func newEvaluator(cfg Config) (*evaluator, error) {
 		return nil, err
 	}
 	e := &evaluator{
-		cfg: cfg, pols: pols, reward: bandit.NewModel(rp), bucketAt: map[int64]int{},
-		rmin: cfg.RewardMin, rmax: cfg.RewardMax, keepPM: cfg.OnEvent != nil,
+		cfg: cfg, pols: pols, bucketAt: map[int64]int{}, keepPM: cfg.OnEvent != nil,
+		reward: rewardModel{m: bandit.NewModel(rp), rmin: cfg.RewardMin, rmax: cfg.RewardMax},
 	}
 	for _, p := range parsed {
-		e.custom = append(e.custom, &customModel{m: bandit.NewModel(p), out: make([]polOut, batchSize)})
+		e.custom = append(e.custom, &customModel{m: bandit.NewModel(p), pmfs: make([][]bandit.ActionProb, batchSize)})
 	}
 	e.total = e.newSums()
 	e.ev.PMF = make([][]bandit.ActionProb, len(pols))
@@ -234,15 +240,15 @@ func read(ctx context.Context, src learner.Examples, full chan<- *batch, free <-
 	}
 }
 
-// batch evaluates a batch: first in order what is shared by the policies
-// (the logged decision, the reward model), then the custom models in
-// parallel, then the sums in order.
+// batch evaluates a batch: first the logged decisions, in order, then
+// the reward model and the custom models learn in parallel, then the
+// policies' terms are added up in order.
 func (e *evaluator) batch(b *batch) {
 	items := b.items[:b.n]
 	for i := range items {
 		e.prepare(&items[i])
 	}
-	e.learnCustom(items)
+	e.learn(items)
 	for i := range items {
 		it := &items[i]
 		e.progress.Lines++
@@ -304,14 +310,6 @@ func (e *evaluator) prepare(it *item) {
 	it.r = 0 - float64(cost) // not -cost: a cost of 0 is a reward of +0
 	it.c = float64(ev.Weight())
 	it.p = float64(prob) * it.c // _label_probability is p·(1-pdrop)
-	// The reward model predicts, then learns the event.
-	e.reward.Process(ev, &e.rpred, bandit.ModeLearn)
-	e.scores = e.rpred.Scores(e.scores[:0])
-	it.rhat = it.rhat[:0]
-	for _, s := range e.scores {
-		it.rhat = append(it.rhat, clamp(-float64(s), e.rmin, e.rmax))
-	}
-	e.rmin, e.rmax = min(e.rmin, it.r), max(e.rmax, it.r)
 	e.counts.Evaluated++
 }
 
@@ -347,17 +345,25 @@ func (e *evaluator) decision(it *item, chosen int) error {
 	return nil
 }
 
-// learnCustom makes each custom model predict, and learn, every event of
-// the batch it would learn, the models divided among workers.
-func (e *evaluator) learnCustom(items []item) {
+// learn runs the models on the batch: the reward model and each custom
+// model, divided among workers.
+func (e *evaluator) learn(items []item) {
+	jobs := 1 + len(e.custom)
+	job := func(j int) {
+		if j == 0 {
+			e.reward.learn(items)
+		} else {
+			e.custom[j-1].learn(items, e.keepPM)
+		}
+	}
 	workers := e.cfg.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	workers = min(workers, len(e.custom))
+	workers = min(workers, jobs)
 	if workers <= 1 {
-		for _, cm := range e.custom {
-			e.learnModel(cm, items)
+		for j := range jobs {
+			job(j)
 		}
 		return
 	}
@@ -366,41 +372,59 @@ func (e *evaluator) learnCustom(items []item) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < len(e.custom); i += workers {
-				e.learnModel(e.custom[i], items)
+			for j := w; j < jobs; j += workers {
+				job(j)
 			}
 		}()
 	}
 	wg.Wait()
 }
 
-// learnModel is the learner's trainer for one model (bandit.Model.Process
-// in VW's learn mode) and the policy's terms for the evaluated events.
-func (e *evaluator) learnModel(cm *customModel, items []item) {
+// learn makes the reward model predict the evaluated events of the
+// batch, then learn each.
+func (r *rewardModel) learn(items []item) {
+	for i := range items {
+		it := &items[i]
+		if it.state != evaluated {
+			continue
+		}
+		r.m.Process(&it.ev, &r.pred, bandit.ModeLearn) // keeps the scores before learning
+		r.scores = r.pred.Scores(r.scores[:0])
+		it.rhat = it.rhat[:0]
+		for _, s := range r.scores {
+			it.rhat = append(it.rhat, clamp(-float64(s), r.rmin, r.rmax))
+		}
+		r.rmin, r.rmax = min(r.rmin, it.r), max(r.rmax, it.r)
+	}
+}
+
+// learn is the learner's trainer for one model (bandit.Model.Process in
+// VW's learn mode), keeping the PMFs of the evaluated events.
+func (cm *customModel) learn(items []item, keep bool) {
 	for i := range items {
 		it := &items[i]
 		if it.state == skipped {
 			continue
 		}
 		cm.m.Process(&it.ev, &cm.pred, bandit.ModeLearn)
-		if it.state != evaluated {
-			continue
-		}
-		pmf := cm.pred.PMF()
-		var pi, sum float64
-		for _, ap := range pmf {
-			if ap.Action == it.chosen {
-				pi = float64(ap.Prob)
-			}
-			sum += float64(ap.Prob) * it.rhat[ap.Action]
-		}
-		o := &cm.out[i]
-		o.w = pi / it.p
-		o.d = sum + o.w*(it.r-it.rhat[it.chosen])
-		if e.keepPM {
-			o.pmf = append(o.pmf[:0], pmf...)
+		if it.state == evaluated {
+			cm.pmfs[i] = append(cm.pmfs[i][:0], cm.pred.PMF()...)
 		}
 	}
+}
+
+// terms returns a policy's importance weight and DR term for an item,
+// given its PMF.
+func terms(pmf []bandit.ActionProb, it *item) polOut {
+	var pi, sum float64
+	for _, ap := range pmf {
+		if ap.Action == it.chosen {
+			pi += float64(ap.Prob)
+		}
+		sum += float64(ap.Prob) * it.rhat[ap.Action]
+	}
+	w := pi / it.p
+	return polOut{w: w, d: sum + w*(it.r-it.rhat[it.chosen]), pmf: pmf}
 }
 
 // add adds an evaluated item, the i-th of its batch, to every policy's
@@ -432,7 +456,7 @@ func (e *evaluator) add(it *item, i int) {
 		if p < len(e.fixed) {
 			o = e.fixedPolicy(p, it)
 		} else {
-			o = e.custom[p-len(e.fixed)].out[i]
+			o = terms(e.custom[p-len(e.fixed)].pmfs[i], it)
 		}
 		e.total[p].add(it.c, o.w, it.r, o.d)
 		if bs != nil {
@@ -472,20 +496,15 @@ func (e *evaluator) fixedPolicy(p int, it *item) polOut {
 		}
 	}
 	e.fixed[p] = pmf
-	var o polOut
-	var pi, sum float64
-	for _, ap := range pmf {
-		prob := float64(ap.Prob)
-		if p == 2 {
-			prob = 1 / float64(len(pmf)) // exactly, not rounded to float32
-		}
-		if ap.Action == it.chosen {
-			pi += prob
-		}
-		sum += prob * it.rhat[ap.Action]
+	if p != 2 {
+		return terms(pmf, it)
 	}
-	o.w = pi / it.p
-	o.d = sum + o.w*(it.r-it.rhat[it.chosen])
-	o.pmf = pmf
-	return o
+	// Random's probability exactly, not rounded to float32.
+	prob := 1 / float64(len(pmf))
+	var sum float64
+	for _, v := range it.rhat {
+		sum += prob * v
+	}
+	w := prob / it.p
+	return polOut{w: w, d: sum + w*(it.r-it.rhat[it.chosen]), pmf: pmf}
 }
