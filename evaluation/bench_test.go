@@ -19,19 +19,10 @@ import (
 func benchData(b *testing.B) string {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "public_train.dsjson")
-	if err := os.WriteFile(path, gunzipB(b, vwData), 0o600); err != nil {
+	if err := os.WriteFile(path, gunzip(b, vwData), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return path
-}
-
-func gunzipB(b *testing.B, path string) []byte {
-	t := &testing.T{}
-	data := gunzip(t, path)
-	if t.Failed() {
-		b.Fatalf("read %s", path)
-	}
-	return data
 }
 
 // benchPolicies are n variants of Personalizer's default policy.

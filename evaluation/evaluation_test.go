@@ -361,7 +361,7 @@ func TestCustomPoliciesAreTheLearners(t *testing.T) {
 	}
 }
 
-func gunzip(t *testing.T, path string) []byte {
+func gunzip(t testing.TB, path string) []byte {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

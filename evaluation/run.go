@@ -17,7 +17,8 @@ import (
 
 // evaluator is one evaluation's state. The goroutine that runs it owns
 // everything but the batches in flight and, during a batch's parallel
-// step, each custom model (owned by the worker that learns it).
+// step, the reward model and each custom model (owned by the worker that
+// learns it).
 type evaluator struct {
 	cfg    Config
 	pols   []Policy
@@ -32,9 +33,9 @@ type evaluator struct {
 	tmin, tmax int64 // event times seen (Unix ns)
 	hasTime    bool
 
-	ev     Event // for OnEvent
-	fixed  [3][]bandit.ActionProb
-	keepPM bool
+	ev     Event                  // for OnEvent
+	fixed  [3][]bandit.ActionProb // Online's, Baseline's and Random's PMF of the event being added
+	keepPM bool                   // OnEvent wants the PMFs
 }
 
 type bucket struct {
@@ -60,7 +61,7 @@ type rewardModel struct {
 }
 
 // polOut is a policy's terms for one event: its importance weight and DR
-// term, and its PMF if kept.
+// term, and its PMF.
 type polOut struct {
 	w, d float64
 	pmf  []bandit.ActionProb
@@ -86,7 +87,8 @@ type item struct {
 	bytes int
 	ids   []int
 	probs []float32
-	ts    []byte // "Timestamp", nil if absent
+	ts    []byte // "Timestamp"
+	hasTS bool
 
 	// Set by the evaluator.
 	state  int
@@ -220,10 +222,7 @@ func read(ctx context.Context, src learner.Examples, full chan<- *batch, free <-
 			it.err = parser.Parse(x.Data, &it.ev)
 			ids, probs, ts := parser.Logged()
 			it.ids, it.probs = append(it.ids[:0], ids...), append(it.probs[:0], probs...)
-			it.ts = append(it.ts[:0], ts...)
-			if ts == nil {
-				it.ts = nil
-			}
+			it.ts, it.hasTS = append(it.ts[:0], ts...), ts != nil
 			b.n++
 		}
 		if b.n > 0 && (err == io.EOF || b.n == len(b.items)) {
@@ -332,7 +331,7 @@ func (e *evaluator) decision(it *item, chosen int) error {
 	if !found {
 		return fmt.Errorf(`the chosen action %d is not in "a"`, chosen+1)
 	}
-	it.hasT = it.ts != nil
+	it.hasT = it.hasTS
 	if it.hasT {
 		t, err := time.Parse(time.RFC3339Nano, string(it.ts))
 		if err != nil {
@@ -353,7 +352,7 @@ func (e *evaluator) learn(items []item) {
 		if j == 0 {
 			e.reward.learn(items)
 		} else {
-			e.custom[j-1].learn(items, e.keepPM)
+			e.custom[j-1].learn(items)
 		}
 	}
 	workers := e.cfg.Workers
@@ -400,7 +399,7 @@ func (r *rewardModel) learn(items []item) {
 
 // learn is the learner's trainer for one model (bandit.Model.Process in
 // VW's learn mode), keeping the PMFs of the evaluated events.
-func (cm *customModel) learn(items []item, keep bool) {
+func (cm *customModel) learn(items []item) {
 	for i := range items {
 		it := &items[i]
 		if it.state == skipped {
