@@ -491,3 +491,34 @@ func TestProgress(t *testing.T) {
 		t.Errorf("last progress %+v after %d calls, want 4000 lines of %d bytes in 1 call", last, calls, size)
 	}
 }
+
+// TestSkipLearnIsNotLearned inserts a "_skipLearn" copy (with another
+// reward) after every tenth event of the reference data: the estimates,
+// custom policies' included, are those without the copies, which are
+// counted.
+func TestSkipLearnIsNotLearned(t *testing.T) {
+	t.Parallel()
+	lines := strings.SplitAfter(string(gunzip(t, vwData)), "\n")[:500]
+	var with strings.Builder
+	for i, l := range lines {
+		with.WriteString(l)
+		if i%10 == 0 {
+			with.WriteString(strings.Replace(strings.Replace(l, `"_label_cost":`, `"_label_cost":-5,"_x":`, 1), `"Version"`, `"_skipLearn":true,"Version"`, 1))
+		}
+	}
+	cfg := Config{Custom: []Policy{{Arguments: vwPolicy("dr", "0.1")}}, Bucket: time.Hour}
+	a, err := EvaluateReader(context.Background(), cfg, "with", strings.NewReader(with.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := EvaluateReader(context.Background(), cfg, "without", strings.NewReader(strings.Join(lines, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.SkipLearn != 50 || a.Evaluated != 500 || a.Lines != 550 || b.SkipLearn != 0 || b.Lines != 500 {
+		t.Fatalf("counts %+v and %+v", a.Counts, b.Counts)
+	}
+	if !reflect.DeepEqual(a.Policies, b.Policies) {
+		t.Errorf("_skipLearn events changed the results")
+	}
+}
