@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/open-personalizer/personalizer/evaluation"
+	"github.com/open-personalizer/personalizer/evaluate"
 )
 
 // runEvaluate is `personalizer evaluate`: an offline evaluation of the
@@ -29,7 +29,7 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		fs.PrintDefaults()
 	}
 	var (
-		cfg      evaluation.Config
+		cfg      evaluate.Config
 		data     string
 		custom   policyList
 		asJSON   bool
@@ -65,7 +65,7 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	if !quiet {
 		cfg.Progress = progressPrinter(stderr, data)
 	}
-	res, err := evaluation.EvaluateFile(ctx, cfg, data)
+	res, err := evaluate.File(ctx, cfg, data)
 	if err != nil {
 		return err
 	}
@@ -84,14 +84,14 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 }
 
 // policyList is the repeatable --policy flag.
-type policyList []evaluation.Policy
+type policyList []evaluate.Policy
 
 func (l *policyList) String() string { return fmt.Sprint(len(*l), " policies") }
 
 // Set reads [NAME=]ARGS: a name is text before an '=' that does not start
 // with '-' (VW arguments do).
 func (l *policyList) Set(v string) error {
-	p := evaluation.Policy{Arguments: strings.TrimSpace(v)}
+	p := evaluate.Policy{Arguments: strings.TrimSpace(v)}
 	if name, args, ok := strings.Cut(v, "="); ok && !strings.HasPrefix(strings.TrimSpace(name), "-") {
 		p.Name, p.Arguments = strings.TrimSpace(name), strings.TrimSpace(args)
 		if p.Name == "" {
@@ -107,14 +107,14 @@ func (l *policyList) Set(v string) error {
 
 // progressPrinter prints the progress on stderr at most once a second,
 // with the share of the file read when it is not compressed.
-func progressPrinter(stderr io.Writer, path string) func(evaluation.Progress) {
+func progressPrinter(stderr io.Writer, path string) func(evaluate.Progress) {
 	var size int64
 	if st, err := os.Stat(path); err == nil && !gzipped(path) {
 		size = st.Size()
 	}
 	start := time.Now()
 	last := start
-	return func(p evaluation.Progress) {
+	return func(p evaluate.Progress) {
 		now := time.Now()
 		if now.Sub(last) < time.Second {
 			return
@@ -143,7 +143,7 @@ func gzipped(path string) bool {
 
 // printEvaluation prints the totals as a table: a row per policy and
 // estimator.
-func printEvaluation(w io.Writer, res *evaluation.Result) error {
+func printEvaluation(w io.Writer, res *evaluate.Result) error {
 	fmt.Fprintf(w, "%d events evaluated of %d lines (%d _skipLearn, %d without actions, %d unlabeled, %d without a logged decision, %d malformed)\n",
 		res.Evaluated, res.Lines, res.SkipLearn, res.Dropped, res.Unlabeled, res.NoDecision, res.Malformed)
 	fmt.Fprintf(w, "intervals: %.0f%%; gaussian = estimate ± z·sd/√n of the per-event terms; cressie-read = empirical-likelihood interval for heavy importance weights (IPS rows)\n",
@@ -157,7 +157,7 @@ func printEvaluation(w io.Writer, res *evaluation.Result) error {
 		}
 		return strconv.FormatFloat(*v, 'f', 6, 64)
 	}
-	iv := func(i *evaluation.Interval) string {
+	iv := func(i *evaluate.Interval) string {
 		if i == nil {
 			return "-"
 		}
@@ -172,7 +172,7 @@ func printEvaluation(w io.Writer, res *evaluation.Result) error {
 		return err
 	}
 	for _, p := range res.Policies {
-		if p.Source == evaluation.Custom {
+		if p.Source == evaluate.Custom {
 			fmt.Fprintf(w, "%s: %s\n", p.Name, p.Arguments)
 		}
 	}

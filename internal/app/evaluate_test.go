@@ -9,12 +9,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/open-personalizer/personalizer/evaluation"
+	"github.com/open-personalizer/personalizer/evaluate"
 )
 
-const evalData = "../../evaluation/testdata/tiny.dsjson"
+const evalData = "../../evaluate/testdata/tiny.dsjson"
 
-// TestEvaluate runs `personalizer evaluate` on the evaluation package's
+// TestEvaluate runs `personalizer evaluate` on the evaluate package's
 // tiny log: the table's Online row is the mean reward 4/5 with the
 // Gaussian half-width 0.2·z, and --json is the Result with a summary per
 // hour.
@@ -45,7 +45,7 @@ func TestEvaluate(t *testing.T) {
 	if err := run(context.Background(), append(args, "--json", "--quiet"), &stdout, &stderr, noEnv); err != nil {
 		t.Fatal(err)
 	}
-	var res evaluation.Result
+	var res evaluate.Result
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		t.Fatalf("--json: %v\n%s", err, stdout.String())
 	}

@@ -1,4 +1,4 @@
-// Package evaluation is offline (counterfactual) evaluation of learning
+// Package evaluate is offline (counterfactual) evaluation of learning
 // policies on a log of joined decisions, as Personalizer's evaluations:
 // it replays DSJson events in order and estimates, per time bucket and in
 // total, the average reward each policy would have had (IPS, SNIPS and
@@ -11,7 +11,7 @@
 // by a bandit.Model exactly as the learner's trainer does (the PMF of an
 // event is the one before learning it). Results are plain structs whose
 // JSON has Personalizer's PolicyResult and PolicyResultSummary names.
-package evaluation
+package evaluate
 
 import (
 	"context"
@@ -34,7 +34,7 @@ const (
 	Custom   = "Custom"
 )
 
-// MaxCustom is Personalizer's limit on custom policies in an evaluation.
+// MaxCustom is Personalizer's limit on custom policies in an evaluate.
 const MaxCustom = 10
 
 // RewardModelPolicy is the reward model of the doubly robust estimate: a
@@ -53,7 +53,7 @@ type Policy struct {
 	Source    string `json:"policySource"`
 }
 
-// Config configures an evaluation.
+// Config configures an evaluate.
 type Config struct {
 	// Custom lists the custom policies (their Source is ignored): at most
 	// MaxCustom, with unique names; an empty name becomes "Custom N".
@@ -112,7 +112,7 @@ type Result struct {
 	Counts
 }
 
-// Counts counts the lines of an evaluation.
+// Counts counts the lines of an evaluate.
 type Counts struct {
 	Lines     int64 `json:"lines"`     // non-blank lines read
 	Evaluated int64 `json:"evaluated"` // events evaluated
@@ -217,9 +217,9 @@ func (s *sums) summary(start time.Time, window time.Duration) Summary {
 	return out
 }
 
-// Evaluate evaluates the Online, Baseline, Random and cfg's custom
+// Run evaluates the Online, Baseline, Random and cfg's custom
 // policies on the DSJson lines of src, in order.
-func Evaluate(ctx context.Context, cfg Config, src learner.Examples) (*Result, error) {
+func Run(ctx context.Context, cfg Config, src learner.Examples) (*Result, error) {
 	e, err := newEvaluator(cfg)
 	if err != nil {
 		return nil, err
@@ -227,8 +227,8 @@ func Evaluate(ctx context.Context, cfg Config, src learner.Examples) (*Result, e
 	return e.run(ctx, src)
 }
 
-// EvaluateFile evaluates on a DSJson file, gzip-compressed or not.
-func EvaluateFile(ctx context.Context, cfg Config, path string) (*Result, error) {
+// File evaluates on a DSJson file, gzip-compressed or not.
+func File(ctx context.Context, cfg Config, path string) (*Result, error) {
 	e, err := newEvaluator(cfg) // bad policies before a bad file
 	if err != nil {
 		return nil, err
@@ -245,10 +245,10 @@ func EvaluateFile(ctx context.Context, cfg Config, path string) (*Result, error)
 	return res, nil
 }
 
-// EvaluateReader evaluates on the DSJson lines of r (joined events, not
+// Reader evaluates on the DSJson lines of r (joined events, not
 // compressed); name names r in errors.
-func EvaluateReader(ctx context.Context, cfg Config, name string, r io.Reader) (*Result, error) {
-	return Evaluate(ctx, cfg, learner.ReadExamples(name, r))
+func Reader(ctx context.Context, cfg Config, name string, r io.Reader) (*Result, error) {
+	return Run(ctx, cfg, learner.ReadExamples(name, r))
 }
 
 // policies returns the evaluation's policies, checked, and the parsed

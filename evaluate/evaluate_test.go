@@ -1,4 +1,4 @@
-package evaluation
+package evaluate
 
 import (
 	"bufio"
@@ -91,7 +91,7 @@ func near(a, b float64) bool { return a == b || math.Abs(a-b) <= 1e-12*math.Max(
 func TestTinyEstimates(t *testing.T) {
 	var events []Event
 	var rhat [][]float64
-	res, err := EvaluateFile(context.Background(), Config{Bucket: time.Hour, OnEvent: func(e *Event) {
+	res, err := File(context.Background(), Config{Bucket: time.Hour, OnEvent: func(e *Event) {
 		c := *e
 		c.PMF = nil
 		for _, pmf := range e.PMF {
@@ -235,11 +235,11 @@ func TestGaussianWithSubsampling(t *testing.T) {
 		}
 		return `{"_label_cost":` + cost + `,"_label_probability":` + prob + `,"_labelIndex":0,"a":[1,2],"c":{"_multi":[{"i":{"x":1}},{"i":{"y":1}}]},"p":[0.5,0.5]` + extra + `}` + "\n"
 	}
-	one, err := EvaluateReader(context.Background(), Config{}, "sub", strings.NewReader(line(true, "-1")+line(false, "0")))
+	one, err := Reader(context.Background(), Config{}, "sub", strings.NewReader(line(true, "-1")+line(false, "0")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	two, err := EvaluateReader(context.Background(), Config{}, "full", strings.NewReader(line(false, "-1")+line(false, "-1")+line(false, "0")))
+	two, err := Reader(context.Background(), Config{}, "full", strings.NewReader(line(false, "-1")+line(false, "-1")+line(false, "0")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestCustomPoliciesAreTheLearners(t *testing.T) {
 	var got [][][]bandit.ActionProb // by policy, by event
 	got = make([][][]bandit.ActionProb, 3+len(custom))
 	var rewards []float64
-	res, err := EvaluateFile(context.Background(), Config{Custom: custom, Workers: 2, OnEvent: func(e *Event) {
+	res, err := File(context.Background(), Config{Custom: custom, Workers: 2, OnEvent: func(e *Event) {
 		for i, pmf := range e.PMF {
 			got[i] = append(got[i], slices.Clone(pmf))
 		}
@@ -385,7 +385,7 @@ func TestWorkersGiveTheSameResult(t *testing.T) {
 	custom := []Policy{{Arguments: vwPolicy("mtr", "0.1")}, {Arguments: vwPolicy("ips", "0.1")}, {Arguments: vwPolicy("dr", "0.001")}}
 	var results []*Result
 	for _, w := range []int{1, 4} {
-		res, err := EvaluateFile(context.Background(), Config{Custom: custom, Workers: w, Bucket: time.Minute}, vwData)
+		res, err := File(context.Background(), Config{Custom: custom, Workers: w, Bucket: time.Minute}, vwData)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -428,12 +428,12 @@ func TestErrors(t *testing.T) {
 		{Config{}, lines(strings.Replace(strings.Replace(good, `"a":[1,2]`, `"a":[2]`, 1), `"p":[0.5,0.5]`, `"p":[1]`, 1)), `the chosen action 1 is not in "a"`},
 		{Config{}, lines(strings.Replace(good, `"c":`, `"Timestamp":"yesterday","c":`, 1)), `"Timestamp" "yesterday" is not an RFC 3339 time`},
 	} {
-		_, err := EvaluateReader(ctx, c.cfg, "input", c.in)
+		_, err := Reader(ctx, c.cfg, "input", c.in)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("err = %v, want %q", err, c.want)
 		}
 	}
-	if _, err := EvaluateFile(ctx, Config{}, "testdata/missing.dsjson"); err == nil || !strings.Contains(err.Error(), "open data: open testdata/missing.dsjson") {
+	if _, err := File(ctx, Config{}, "testdata/missing.dsjson"); err == nil || !strings.Contains(err.Error(), "open data: open testdata/missing.dsjson") {
 		t.Errorf("missing file: %v", err)
 	}
 }
@@ -463,7 +463,7 @@ func TestCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var seen int
-	_, err := EvaluateReader(ctx, Config{Custom: []Policy{{Arguments: bandit.DefaultPolicy}}, OnEvent: func(*Event) {
+	_, err := Reader(ctx, Config{Custom: []Policy{{Arguments: bandit.DefaultPolicy}}, OnEvent: func(*Event) {
 		seen++
 		if seen == 1000 {
 			cancel()
@@ -482,7 +482,7 @@ func TestProgress(t *testing.T) {
 	t.Parallel()
 	var last Progress
 	calls := 0
-	_, err := EvaluateFile(context.Background(), Config{Progress: func(p Progress) { last = p; calls++ }}, vwData)
+	_, err := File(context.Background(), Config{Progress: func(p Progress) { last = p; calls++ }}, vwData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,11 +507,11 @@ func TestSkipLearnIsNotLearned(t *testing.T) {
 		}
 	}
 	cfg := Config{Custom: []Policy{{Arguments: vwPolicy("dr", "0.1")}}, Bucket: time.Hour}
-	a, err := EvaluateReader(context.Background(), cfg, "with", strings.NewReader(with.String()))
+	a, err := Reader(context.Background(), cfg, "with", strings.NewReader(with.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := EvaluateReader(context.Background(), cfg, "without", strings.NewReader(strings.Join(lines, "")))
+	b, err := Reader(context.Background(), cfg, "without", strings.NewReader(strings.Join(lines, "")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package evaluation
+package evaluate
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 )
 
 // benchData writes the VW reference events, uncompressed, to a file: the
-// same input for the trainer and the evaluation.
+// same input for the trainer and the evaluate.
 func benchData(b *testing.B) string {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "public_train.dsjson")
@@ -58,7 +58,7 @@ func BenchmarkEvaluate(b *testing.B) {
 			cfg := Config{Custom: benchPolicies(n), Bucket: 0}
 			cpu := cpuTime(b)
 			for range b.N {
-				res, err := EvaluateFile(context.Background(), cfg, path)
+				res, err := File(context.Background(), cfg, path)
 				if err != nil || res.Evaluated != 4000 {
 					b.Fatal(err)
 				}
