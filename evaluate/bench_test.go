@@ -15,7 +15,7 @@ import (
 )
 
 // benchData writes the VW reference events, uncompressed, to a file: the
-// same input for the trainer and the evaluate.
+// same input for the trainer and the evaluation.
 func benchData(b *testing.B) string {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "public_train.dsjson")

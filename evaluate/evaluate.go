@@ -34,7 +34,7 @@ const (
 	Custom   = "Custom"
 )
 
-// MaxCustom is Personalizer's limit on custom policies in an evaluate.
+// MaxCustom is Personalizer's limit on custom policies in an evaluation.
 const MaxCustom = 10
 
 // RewardModelPolicy is the reward model of the doubly robust estimate: a
@@ -53,7 +53,7 @@ type Policy struct {
 	Source    string `json:"policySource"`
 }
 
-// Config configures an evaluate.
+// Config configures an evaluation.
 type Config struct {
 	// Custom lists the custom policies (their Source is ignored): at most
 	// MaxCustom, with unique names; an empty name becomes "Custom N".
@@ -112,7 +112,7 @@ type Result struct {
 	Counts
 }
 
-// Counts counts the lines of an evaluate.
+// Counts counts the lines of an evaluation.
 type Counts struct {
 	Lines     int64 `json:"lines"`     // non-blank lines read
 	Evaluated int64 `json:"evaluated"` // events evaluated
@@ -120,9 +120,10 @@ type Counts struct {
 	Dropped   int64 `json:"dropped"`   // events VW drops ("a" missing or empty)
 	Unlabeled int64 `json:"unlabeled"` // events without a valid label: learned from by no one, not evaluated
 	// NoDecision counts labelled events whose "a" and "p" do not give the
-	// logged PMF: learned (as VW does) but not evaluated.
+	// logged PMF, or whose "Timestamp" is not RFC 3339 (or missing, with
+	// buckets): learned (as VW does) but not evaluated.
 	NoDecision int64 `json:"noDecision"`
-	Malformed  int64 `json:"malformed"` // lines that are not valid DSJson (or with a bad Timestamp)
+	Malformed  int64 `json:"malformed"` // lines that are not valid DSJson: learned by no one
 	// Errors explains the first MaxErrors lines skipped as malformed or
 	// without a decision, with their line numbers.
 	Errors []string `json:"errors,omitempty"`
