@@ -94,7 +94,7 @@ func TestCoverage(t *testing.T) {
 			if g := ips.Gaussian; g.Lower <= truth[p] && truth[p] <= g.Upper {
 				gauss[p]++
 			}
-			if c := ips.Robust; c.Lower <= truth[p] && truth[p] <= c.Upper {
+			if c := s.Estimates[3].Robust; c.Lower <= truth[p] && truth[p] <= c.Upper {
 				cr[p]++
 			}
 			if g := dr.Gaussian; g.Lower <= truth[p] && truth[p] <= g.Upper {

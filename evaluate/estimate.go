@@ -22,6 +22,7 @@ type sums struct {
 	sw, sw2          float64
 	swr, sw2r, sw2r2 float64
 	sd, sd2          float64
+	sr               float64 // Σ c·r
 	rmin, rmax       float64 // the reward range: configured, widened by rewards seen
 }
 
@@ -42,6 +43,7 @@ func (s *sums) add(c, w, r, d float64) {
 	s.sw2r2 += c * w * w * r * r
 	s.sd += c * d
 	s.sd2 += c * d * d
+	s.sr += c * r
 	s.rmin, s.rmax = min(s.rmin, r), max(s.rmax, r)
 }
 
@@ -83,6 +85,31 @@ func (s *sums) snipsHalf() (float64, bool) {
 	dev := s.sw2r2 - 2*v*s.sw2r + v*v*s.sw2 // Σ c·(w(r-v))²; Σ c·w(r-v) is 0
 	mw := s.sw / s.n
 	return zGaussian * math.Sqrt(max(dev/(s.n-1), 0)/s.n) / mw, true
+}
+
+// cressieReadValue is the Cressie-Read (power -2) estimate of the policy's
+// value, the point estimate of VW's estimators package
+// (bandits/cressieread.py) with weights known only to be in [0, ∞): IPS
+// with the weights reweighted so that their mean is 1, the missing mass
+// given the mean reward. It is undefined (ok false) in degenerate cases.
+func (s *sums) cressieReadValue() (float64, bool) {
+	n := s.n
+	if !(n > 0) {
+		return 0, false
+	}
+	var gamma, beta float64
+	if s.sw < n { // the fake point is w = ∞
+		gamma = -(1 + n) / n
+	} else { // w = 0
+		a, b := s.sw/(1+n), s.sw2/(1+n)
+		if !(a*a < b) {
+			return 0, false
+		}
+		gamma, beta = (b-a)/(a*a-b), (1-a)/(a*a-b)
+	}
+	v := (-gamma*s.swr - beta*s.sw2r) / (1 + n)
+	missing := max(0, 1-(-gamma*s.sw-beta*s.sw2)/(1+n))
+	return v + missing*s.sr/n, true
 }
 
 // cressieRead is the empirical-likelihood interval of Karampatziakis,

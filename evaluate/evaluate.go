@@ -2,8 +2,8 @@
 // policies on a log of joined decisions, as Personalizer's evaluations:
 // it replays DSJson events in order and estimates, per time bucket and in
 // total, the average reward each policy would have had (IPS, SNIPS and
-// doubly robust), with Personalizer's Gaussian interval and a
-// Cressie-Read interval that stays valid with heavy importance weights.
+// doubly robust) with Personalizer's Gaussian intervals, and Cressie-Read
+// (CR) with an interval that stays valid with heavy importance weights.
 //
 // Policies are Online (the logged decisions), Baseline (the first action
 // of "_multi", the application's default), Random (uniform) and up to
@@ -156,17 +156,17 @@ type Summary struct {
 	AverageReward      float64       `json:"averageReward"`      // the IPS estimate
 
 	Events    int64      `json:"events"`
-	Estimates []Estimate `json:"estimates"` // IPS, SNIPS, DR
+	Estimates []Estimate `json:"estimates"` // IPS, SNIPS, DR, CR
 }
 
-// Estimate is one estimator's value and intervals. Undefined values and
+// Estimate is one estimator's value and interval. Undefined values and
 // intervals are nil (JSON null): SNIPS when no event has weight, Gaussian
 // intervals with fewer than two events.
 type Estimate struct {
-	Estimator string    `json:"estimator"` // "IPS", "SNIPS" or "DR"
+	Estimator string    `json:"estimator"` // IPS, SNIPS, DR or CR
 	Value     *float64  `json:"value"`
-	Gaussian  *Interval `json:"gaussian"`              // value ± z·sd/√n (SNIPS: by the delta method)
-	Robust    *Interval `json:"cressieRead,omitempty"` // IPS only: the Cressie-Read interval
+	Gaussian  *Interval `json:"gaussian,omitempty"`    // IPS, SNIPS, DR: value ± z·sd/√n (SNIPS: by the delta method)
+	Robust    *Interval `json:"cressieRead,omitempty"` // CR: the Cressie-Read interval
 }
 
 // Estimators in the order of Summary.Estimates.
@@ -174,6 +174,7 @@ const (
 	IPS   = "IPS"
 	SNIPS = "SNIPS"
 	DR    = "DR"
+	CR    = "CR" // Cressie-Read, with the interval valid with heavy weights
 )
 
 // summary turns sums into a Summary.
@@ -196,6 +197,7 @@ func (s *sums) summary(start time.Time, window time.Duration) Summary {
 	ips := Estimate{Estimator: IPS}
 	snips := Estimate{Estimator: SNIPS}
 	dr := Estimate{Estimator: DR}
+	cr := Estimate{Estimator: CR}
 	if s.n > 0 {
 		v := s.ips()
 		half, ok := gaussian(s.n, s.swr, s.sw2r2)
@@ -203,8 +205,11 @@ func (s *sums) summary(start time.Time, window time.Duration) Summary {
 		if ok {
 			out.ConfidenceInterval = half
 		}
-		if cr, ok := s.cressieRead(); ok {
-			ips.Robust = &cr
+		if v, ok := s.cressieReadValue(); ok {
+			cr.Value = val(v)
+		}
+		if iv, ok := s.cressieRead(); ok {
+			cr.Robust = &iv
 		}
 		d := s.dr()
 		half, ok = gaussian(s.n, s.sd, s.sd2)
@@ -214,7 +219,7 @@ func (s *sums) summary(start time.Time, window time.Duration) Summary {
 		half, hok := s.snipsHalf()
 		snips.Value, snips.Gaussian = val(v), around(v, half, hok)
 	}
-	out.Estimates = []Estimate{ips, snips, dr}
+	out.Estimates = []Estimate{ips, snips, dr, cr}
 	return out
 }
 

@@ -48,7 +48,7 @@ var tinyWeights = map[string][]float64{
 var tinyRewards = []float64{1, 0, 1, 1, 1}
 
 // tinyWant are the expected estimates over events [lo, hi) of the tiny
-// file. The Cressie-Read bounds were computed by an independent Python
+// file. The Cressie-Read estimates and bounds were computed by an independent Python
 // program following VW's estimators package (bandits/cressieread.py) with
 // the Student t quantile from mpmath: e.g. for Online in total, n = 5,
 // Σw = 5 ≥ n so the fake point is w = 0: a = b = 5/6, g = 6·(1/6)²/(5/6 -
@@ -58,6 +58,7 @@ type tinyWant struct {
 	gaussIPS         float64 // z·sd/√n of the w·r terms; NaN: undefined (one event)
 	crLower, crUpper float64
 	snipsHalf        float64 // NaN: undefined
+	cr               float64 // the Cressie-Read estimate
 }
 
 var tinyExpect = map[string][]tinyWant{
@@ -65,24 +66,24 @@ var tinyExpect = map[string][]tinyWant{
 	// Online total: x = 1,0,1,1,1: Σx = 4, Σx² = 4, var = (4 - 16/5)/4 = 0.2,
 	// half = z·sqrt(0.2/5) = 0.2z.
 	Online: {
-		{0, 5, 0.2 * zGaussian, 0.4168002849194003, 1, 0.39199279690801087},
-		{0, 2, 0.979981992270027, 0, 1, 0.979981992270027}, // x = 1, 0: var 0.5, half = z·0.5
-		{2, 4, 0, 0.9999999985857865, 1, 0},                // x = 1, 1: var 0
-		{4, 5, math.NaN(), 0.9999999985857865, 1, math.NaN()},
+		{0, 5, 0.2 * zGaussian, 0.4168002849194003, 1, 0.39199279690801087, 0.8000000000000002},
+		{0, 2, 0.979981992270027, 0, 1, 0.979981992270027, 0.5000000000000001}, // x = 1, 0: var 0.5, half = z·0.5
+		{2, 4, 0, 0.9999999985857865, 1, 0, 1.0000000000000002},                // x = 1, 1: var 0
+		{4, 5, math.NaN(), 0.9999999985857865, 1, math.NaN(), 1.0},
 	},
 	// Baseline total: x = 0,0,4,0,8/7: IPS = (36/7)/5 = 36/35, SNIPS = (36/7)/(50/7) = 0.72.
 	Baseline: {
-		{0, 5, 1.5192139997933347, 0, 1, 0.5682029903946949},
-		{0, 2, 0, 0, 1, 0},
-		{2, 4, 3.919927969080108, 0, 1, 0}, // x = 4, 0: var 8, half = z·2
-		{4, 5, math.NaN(), 0.9999999985857865, 1, math.NaN()},
+		{0, 5, 1.5192139997933347, 0, 1, 0.5682029903946949, 0.6907545164718384},
+		{0, 2, 0, 0, 1, 0, 0.0},
+		{2, 4, 3.919927969080108, 0, 1, 0, 1.0}, // x = 4, 0: var 8, half = z·2
+		{4, 5, math.NaN(), 0.9999999985857865, 1, math.NaN(), 1.0},
 	},
 	// Random total: Σw·r = 2/3+2+1+4/7 = 89/21, Σw = 110/21: IPS = 89/105, SNIPS = 89/110.
 	Random: {
-		{0, 5, 0.6468897885400089, 0.26173229179191193, 1, 0.3890696794325518},
-		{0, 2, 0.653321328180018, 0, 1, 0.9407827125792261},
-		{2, 4, 0.979981992270027, 0.5278083032875176, 1, 0},
-		{4, 5, math.NaN(), 0.5714285700143579, 1, math.NaN()},
+		{0, 5, 0.6468897885400089, 0.26173229179191193, 1, 0.3890696794325518, 0.8259972489683634},
+		{0, 2, 0.653321328180018, 0, 1, 0.9407827125792261, 0.41666666666666663},
+		{2, 4, 0.979981992270027, 0.5278083032875176, 1, 0, 1.0},
+		{4, 5, math.NaN(), 0.5714285700143579, 1, math.NaN(), 1.0},
 	},
 }
 
@@ -176,7 +177,7 @@ func checkSummary(t *testing.T, name string, k int, s Summary, w, r []float64, e
 	for _, e := range s.Estimates {
 		est[e.Estimator] = e
 	}
-	ips, snips, dr := est[IPS], est[SNIPS], est[DR]
+	ips, snips, dr, cr := est[IPS], est[SNIPS], est[DR], est[CR]
 	if *ips.Value != swr/n || s.AverageReward != swr/n {
 		t.Errorf("%s %d: IPS %v, want %v", name, k, *ips.Value, swr/n)
 	}
@@ -207,8 +208,11 @@ func checkSummary(t *testing.T, name string, k int, s Summary, w, r []float64, e
 	} else if *snips.Value != swr/sw {
 		t.Errorf("%s %d: SNIPS %v, want %v", name, k, *snips.Value, swr/sw)
 	}
-	if cr := ips.Robust; cr == nil || !near(cr.Lower, exp.crLower) || !near(cr.Upper, exp.crUpper) {
-		t.Errorf("%s %d: Cressie-Read %v, want [%v, %v]", name, k, cr, exp.crLower, exp.crUpper)
+	if iv := cr.Robust; iv == nil || !near(iv.Lower, exp.crLower) || !near(iv.Upper, exp.crUpper) {
+		t.Errorf("%s %d: Cressie-Read interval %v, want [%v, %v]", name, k, iv, exp.crLower, exp.crUpper)
+	}
+	if cr.Value == nil || !near(*cr.Value, exp.cr) || cr.Gaussian != nil || ips.Robust != nil {
+		t.Errorf("%s %d: Cressie-Read %+v, want %v (and no Gaussian interval)", name, k, cr, exp.cr)
 	}
 }
 

@@ -25,7 +25,8 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		fmt.Fprint(fs.Output(), "usage: personalizer evaluate --dsjson FILE [--policy [NAME=]\"VW ARGS\" ...] [--bucket 1h] [--json]\n\n"+
 			"Estimates the average reward the Online (logged), Baseline (first action), Random and custom\n"+
 			"policies would have had on the joined events of FILE, in order: IPS, SNIPS and DR with 95%\n"+
-			"intervals (Gaussian, and Cressie-Read for IPS), per time bucket and in total.\n\n")
+			"intervals (Gaussian), and Cressie-Read (CR) with an interval valid with heavy importance weights,\n"+
+			"per time bucket and in total.\n\n")
 		fs.PrintDefaults()
 	}
 	var (
@@ -146,7 +147,7 @@ func gzipped(path string) bool {
 func printEvaluation(w io.Writer, res *evaluate.Result) error {
 	fmt.Fprintf(w, "%d events evaluated of %d lines (%d _skipLearn, %d without actions, %d unlabeled, %d without a logged decision, %d malformed)\n",
 		res.Evaluated, res.Lines, res.SkipLearn, res.Dropped, res.Unlabeled, res.NoDecision, res.Malformed)
-	fmt.Fprintf(w, "intervals: %.0f%%; gaussian = estimate ± z·sd/√n of the per-event terms; cressie-read = empirical-likelihood interval for heavy importance weights (IPS rows)\n",
+	fmt.Fprintf(w, "intervals: %.0f%%; gaussian = estimate ± z·sd/√n of the per-event terms; cressie-read = the empirical-likelihood interval of CR, valid with heavy importance weights\n",
 		100*res.Confidence)
 	fmt.Fprintf(w, "DR reward model: %s\n\n", res.RewardModel)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

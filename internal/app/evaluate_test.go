@@ -28,7 +28,8 @@ func TestEvaluate(t *testing.T) {
 	out := stdout.String()
 	for _, want := range []string{
 		"5 events evaluated of 7 lines (1 _skipLearn, 0 without actions, 0 unlabeled, 0 without a logged decision, 1 malformed)\n",
-		"Online    IPS        0.800000  [0.408007, 1.191993]   [0.416800, 1.000000]",
+		"Online    IPS        0.800000  [0.408007, 1.191993]   -                     5",
+		"Online    CR         0.800000  -                      [0.416800, 1.000000]  5",
 		"Baseline  SNIPS      0.720000",
 		"fast: --cb_explore_adf -l 0.5\n",
 		"Custom 2: --cb_explore_adf --cb_type ips\n",
