@@ -49,6 +49,12 @@ type DSJSONParser struct {
 	cDone     bool
 	nActions  int // length of "a"
 	skipLearn bool
+
+	// The logged decision, for Logged.
+	ids       []int
+	probs     []float32
+	timestamp []byte
+	hasTime   bool
 }
 
 // dsLabel collects the "_label*" keys until "c" ends, where VW applies them.
@@ -64,7 +70,8 @@ type dsLabel struct {
 func (d *DSJSONParser) Parse(line []byte, e *Event) error {
 	e.Reset()
 	e.SetKeepNames(d.KeepNames)
-	*d = DSJSONParser{KeepNames: d.KeepNames, s: line, str: d.str[:0], key: d.key[:0], label: dsLabel{index: -1}}
+	*d = DSJSONParser{KeepNames: d.KeepNames, s: line, str: d.str[:0], key: d.key[:0], label: dsLabel{index: -1},
+		ids: d.ids[:0], probs: d.probs[:0], timestamp: d.timestamp[:0]}
 	d.ws()
 	if d.pos == len(d.s) {
 		return errBlank
@@ -94,6 +101,17 @@ func (d *DSJSONParser) Parse(line []byte, e *Event) error {
 	return nil
 }
 
+// Logged returns the logged decision of the line Parse read last, which VW
+// does not use: "a" (1-based indices into "_multi", the chosen action
+// first), "p" (their probabilities, aligned with "a") and "Timestamp"
+// (nil if absent or null). The slices are valid until the next Parse.
+func (d *DSJSONParser) Logged() (actions []int, probs []float32, timestamp []byte) {
+	if d.hasTime {
+		timestamp = d.timestamp
+	}
+	return d.ids, d.probs, timestamp
+}
+
 func (d *DSJSONParser) errorf(format string, args ...any) error {
 	return fmt.Errorf("offset %d: %s", d.pos, fmt.Sprintf(format, args...))
 }
@@ -105,7 +123,7 @@ func (d *DSJSONParser) event(e *Event) error {
 		case "a":
 			return d.actionIDs()
 		case "p", "_p":
-			return d.numbers()
+			return d.numbers(&d.probs)
 		case "c":
 			if d.cDone {
 				return d.errorf(`"c" appears twice`)
@@ -135,7 +153,10 @@ func (d *DSJSONParser) event(e *Event) error {
 			}
 			return err
 		case "Timestamp":
-			_, _, err := d.stringOrNull()
+			s, null, err := d.stringOrNull()
+			if err == nil && !null {
+				d.timestamp, d.hasTime = append(d.timestamp[:0], s...), true
+			}
 			return err
 		case "_skipLearn":
 			b, err := d.boolean()
@@ -145,7 +166,7 @@ func (d *DSJSONParser) event(e *Event) error {
 			_, _, err := d.number()
 			return err
 		case "_ba":
-			return d.numbers()
+			return d.numbers(nil)
 		case "pdf", "_outcomes":
 			return d.errorf("%q is not supported (continuous actions, CCB and slates are not)", key)
 		}
@@ -480,28 +501,34 @@ func (d *DSJSONParser) actionIDs() error {
 		if d.peek() == 'n' {
 			return d.null()
 		}
-		_, err := d.uint()
+		id, err := d.uint()
 		d.nActions++
+		d.ids = append(d.ids, id)
 		return err
 	}
 	return d.elements(func() error {
-		_, err := d.uint()
+		id, err := d.uint()
 		d.nActions++
+		d.ids = append(d.ids, id)
 		return err
 	})
 }
 
 // numbers parses an array of numbers (or one number, or null), as VW's
-// ArrayToVectorState; the values are not used.
-func (d *DSJSONParser) numbers() error {
-	if d.peek() != '[' {
-		_, _, err := d.number()
+// ArrayToVectorState; VW does not use the values, which are appended to
+// *dst unless dst is nil.
+func (d *DSJSONParser) numbers(dst *[]float32) error {
+	one := func() error {
+		n, null, err := d.number()
+		if err == nil && !null && dst != nil {
+			*dst = append(*dst, n.value)
+		}
 		return err
 	}
-	return d.elements(func() error {
-		_, _, err := d.number()
-		return err
-	})
+	if d.peek() != '[' {
+		return one()
+	}
+	return d.elements(one)
 }
 
 // --- JSON scanning -------------------------------------------------------

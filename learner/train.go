@@ -93,6 +93,8 @@ type FileExamples struct {
 	buf  []byte // for lines longer than r's buffer
 	line int    // of the line Next returned last
 	eof  bool
+	// stream is set for a reader, which cannot be read again.
+	stream bool
 }
 
 // OpenExamples opens the DSJson file at path, decompressing it if it
@@ -103,6 +105,13 @@ func OpenExamples(path string) (*FileExamples, error) {
 		return nil, err
 	}
 	return &FileExamples{path: path, in: in, r: bufio.NewReaderSize(in, 1<<16)}, nil
+}
+
+// ReadExamples reads the DSJson lines of r (not compressed), as
+// [OpenExamples] reads a file; name names r in errors. It cannot be
+// rewound.
+func ReadExamples(name string, r io.Reader) *FileExamples {
+	return &FileExamples{path: name, in: io.NopCloser(r), r: bufio.NewReaderSize(r, 1<<16), stream: true}
 }
 
 // Next returns the next line that is not blank, or io.EOF.
@@ -123,6 +132,9 @@ func (f *FileExamples) Next(context.Context) (Example, error) {
 
 // Rewind opens the file again, for another pass.
 func (f *FileExamples) Rewind() error {
+	if f.stream {
+		return fmt.Errorf("%s cannot be read again", f.path)
+	}
 	in, err := openData(f.path)
 	if err != nil {
 		return err

@@ -1,6 +1,6 @@
 // Package app is the personalizer binary's application: a subcommand per
 // role (dev, server, joiner, learner, broker) and per tool (simulate,
-// train, bench, health, keygen, version), each wiring the packages that
+// train, evaluate, bench, health, keygen, version), each wiring the packages that
 // do the work (server, joiner, learner, kafkalog) with their flags,
 // lifecycle, telemetry and security. cmd/personalizer is its thin main.
 package app
@@ -50,6 +50,7 @@ commands:
   health     check a running process's gRPC health (exit 0 when SERVING), for container health checks
   simulate   drive a running service with simulated users and print the reward it collects
   train      train offline on a DSJson file, like vw --dsjson
+  evaluate   estimate offline how Online, Baseline, Random and custom policies do on a DSJson file
   bench      load a running service with Rank requests and report QPS and latency
   keygen     print a new API key and its line for the --api-keys file
   version    print the version, the VCS revision it was built from and the Go version (also --version)
@@ -74,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		"health":   runHealth,
 		"simulate": runSimulate,
 		"train":    runTrain,
+		"evaluate": runEvaluate,
 		"bench":    runBench,
 		"keygen":   runKeygen,
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 // commands are every command that parses flags.
-var commands = []string{"dev", "broker", "server", "joiner", "learner", "health", "simulate", "train", "bench", "keygen"}
+var commands = []string{"dev", "broker", "server", "joiner", "learner", "health", "simulate", "train", "evaluate", "bench", "keygen"}
 
 // TestFlagMistakes gives every command a flag it does not have, and one a
 // bad value: each fails with one line naming the command and the mistake
@@ -45,7 +45,7 @@ func TestFlagMistakes(t *testing.T) {
 func TestFlagHelp(t *testing.T) {
 	t.Parallel()
 	someFlag := map[string]string{"dev": "-reward-wait", "broker": "-broker-addr", "server": "-learner-addr", "joiner": "-group",
-		"learner": "-model-export-frequency", "health": "-service", "simulate": "-events", "train": "-dsjson", "bench": "-concurrency", "keygen": "-loop"}
+		"learner": "-model-export-frequency", "health": "-service", "simulate": "-events", "train": "-dsjson", "evaluate": "-dsjson", "bench": "-concurrency", "keygen": "-loop"}
 	for _, cmd := range commands {
 		var stdout, stderr, reported bytes.Buffer
 		err := run(context.Background(), []string{cmd, "-h"}, &stdout, &stderr, noEnv)

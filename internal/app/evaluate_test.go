@@ -1,0 +1,90 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/open-personalizer/personalizer/evaluate"
+)
+
+const evalData = "../../evaluate/testdata/tiny.dsjson"
+
+// TestEvaluate runs `personalizer evaluate` on the evaluate package's
+// tiny log: the table's Online row is the mean reward 4/5 with the
+// Gaussian half-width 0.2·z, and --json is the Result with a summary per
+// hour.
+func TestEvaluate(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	args := []string{"evaluate", "--dsjson", evalData, "--policy", "fast=--cb_explore_adf -l 0.5", "--policy", "--cb_explore_adf --cb_type ips", "--bucket", "1h"}
+	if err := run(context.Background(), args, &stdout, &stderr, noEnv); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"5 events evaluated of 7 lines (1 _skipLearn, 0 without actions, 0 unlabeled, 0 without a logged decision, 1 malformed)\n",
+		"Online    IPS        0.800000  [0.408007, 1.191993]   -                     5",
+		"Online    CR         0.800000  -                      [0.416800, 1.000000]  5",
+		"Baseline  SNIPS      0.720000",
+		"fast: --cb_explore_adf -l 0.5\n",
+		"Custom 2: --cb_explore_adf --cb_type ips\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if want := "warning: skipped line 4: offset 38: expected a number\n"; stderr.String() != want {
+		t.Errorf("stderr %q, want %q", stderr.String(), want)
+	}
+
+	stdout.Reset()
+	if err := run(context.Background(), append(args, "--json", "--quiet"), &stdout, &stderr, noEnv); err != nil {
+		t.Fatal(err)
+	}
+	var res evaluate.Result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("--json: %v\n%s", err, stdout.String())
+	}
+	if len(res.Policies) != 5 || res.Policies[3].Name != "fast" || res.Policies[4].Source != "Custom" ||
+		len(res.Policies[0].Summary) != 3 || res.Policies[0].TotalSummary.AverageReward != 0.8 {
+		t.Errorf("--json result: %+v", res)
+	}
+	for _, key := range []string{`"policyResults"`, `"ipsEstimatorNumerator": 4`, `"aggregateTimeWindow": "PT1H"`, `"policySource": "Baseline"`, `"cressieRead"`} {
+		if !strings.Contains(stdout.String(), key) {
+			t.Errorf("--json lacks %s", key)
+		}
+	}
+}
+
+func TestEvaluateFlagErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.dsjson")
+	os.WriteFile(empty, nil, 0o600)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"evaluate"}, "evaluate: needs --dsjson FILE"},
+		{[]string{"evaluate", "--dsjson", evalData, "extra"}, `unexpected arguments ["extra"]`},
+		{[]string{"evaluate", "--dsjson", evalData, "--bucket", "soon"}, `invalid value "soon" for flag -bucket`},
+		{[]string{"evaluate", "--dsjson", evalData, "--bucket", "-1h"}, "--bucket -1h0m0s must not be negative"},
+		{[]string{"evaluate", "--dsjson", evalData, "--policy", "x="}, "empty policy arguments"},
+		{[]string{"evaluate", "--dsjson", evalData, "--policy", "--cb_explore_adf --bogus 1"}, "option --bogus is not supported"},
+		{[]string{"evaluate", "--dsjson", evalData, "--reward-min", "1", "--reward-max", "0"}, "--reward-min 1 must be below --reward-max 0"},
+		{[]string{"evaluate", "--dsjson", filepath.Join(dir, "missing.dsjson")}, "open data"},
+		{[]string{"evaluate", "--dsjson", empty}, "no event to evaluate in 0 lines"},
+	}
+	for _, tt := range tests {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), tt.args, &stdout, &stderr, noEnv)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: err = %v, want %q", tt.args, err, tt.want)
+		}
+	}
+}
