@@ -435,7 +435,8 @@ func TestLocalCloseEndsWait(t *testing.T) {
 
 // TestLogRanksRejectsBadEntries: an invalid entry fails LogRanks with
 // InvalidArgument naming it; the entries before it are logged, it and the
-// ones after it are not.
+// ones after it are not. The same holds over gRPC (each request decoded
+// from the bytes it came in) and called directly (the requests encoded).
 func TestLogRanksRejectsBadEntries(t *testing.T) {
 	t.Parallel()
 	e := newLocalEnv(t, Config{})
@@ -450,6 +451,8 @@ func TestLogRanksRejectsBadEntries(t *testing.T) {
 		field string
 	}{
 		{"no event id", func(e *personalizerv1.LoggedRank) { e.Request.EventId = nil }, "entries[1].request.event_id"},
+		{"no request", func(e *personalizerv1.LoggedRank) { e.Request = nil }, "entries[1].request.event_id"},
+		{"a request that does not decode", func(e *personalizerv1.LoggedRank) { e.Request.Actions[0].Id = "a\xff" }, "entries[1].request"},
 		{"no actions", func(e *personalizerv1.LoggedRank) { e.Request.Actions = nil }, "entries[1].request.actions"},
 		{"bad feature", func(e *personalizerv1.LoggedRank) {
 			e.Request.ContextFeatures = []*personalizerv1.Namespace{ns("", num("x", math.NaN()))}
@@ -464,27 +467,35 @@ func TestLogRanksRejectsBadEntries(t *testing.T) {
 		{"unknown learning mode", func(e *personalizerv1.LoggedRank) { e.LearningMode = "Sometimes" }, "entries[1].learning_mode"},
 		{"bad model version", func(e *personalizerv1.LoggedRank) { e.ModelVersion = "v2" }, "entries[1].model_version"},
 	}
-	for i, tt := range tests {
-		bad := good(fmt.Sprint("bad-", i))
-		tt.edit(bad)
-		_, err := pc.LogRanks(context.Background(), &personalizerv1.LogRanksRequest{Entries: []*personalizerv1.LoggedRank{good(fmt.Sprint("ok-", i)), bad, good(fmt.Sprint("after-", i))}})
-		st, _ := status.FromError(err)
-		var field string
-		for _, d := range st.Details() {
-			if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 {
-				field = br.GetFieldViolations()[0].GetField()
+	calls := map[string]func(context.Context, *personalizerv1.LogRanksRequest) (*personalizerv1.LogRanksResponse, error){
+		"grpc": func(ctx context.Context, req *personalizerv1.LogRanksRequest) (*personalizerv1.LogRanksResponse, error) {
+			return pc.LogRanks(ctx, req)
+		},
+		"direct": e.srv.LogRanks,
+	}
+	for how, call := range calls {
+		for i, tt := range tests {
+			bad := good(fmt.Sprint("bad-", how, i))
+			tt.edit(bad)
+			_, err := call(context.Background(), &personalizerv1.LogRanksRequest{Entries: []*personalizerv1.LoggedRank{good(fmt.Sprint("ok-", how, i)), bad, good(fmt.Sprint("after-", how, i))}})
+			st, _ := status.FromError(err)
+			var field string
+			for _, d := range st.Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 {
+					field = br.GetFieldViolations()[0].GetField()
+				}
 			}
-		}
-		if st.Code() != codes.InvalidArgument || field != tt.field {
-			t.Errorf("%s: %v (field %q), want InvalidArgument on %s", tt.name, err, field, tt.field)
+			if st.Code() != codes.InvalidArgument || field != tt.field {
+				t.Errorf("%s, %s: %v (field %q), want InvalidArgument on %s", how, tt.name, err, field, tt.field)
+			}
 		}
 	}
 	var keys []string
 	for _, rec := range e.records() {
 		keys = append(keys, string(rec.Key))
 	}
-	if len(keys) != len(tests) {
-		t.Errorf("logged %q, want the %d entries before the bad ones", keys, len(tests))
+	if len(keys) != len(calls)*len(tests) {
+		t.Errorf("logged %q, want the %d entries before the bad ones", keys, len(calls)*len(tests))
 	}
 	for _, k := range keys {
 		if !bytes.HasPrefix([]byte(k), []byte("test/ok-")) {
