@@ -82,8 +82,9 @@ func rankSettings(l *loopState) *personalizerv1.RankSettings {
 // ResourceExhausted; the client sends the batch again, and the joiner
 // learns the ranks logged twice once.
 //
-// The gRPC handler [Register] installs does not call this: it hands
-// logRanks each entry's request as the bytes it came in.
+// The gRPC handler [Register] installs calls this only for a request an
+// interceptor replaced: it hands logRanks each entry's request as the
+// bytes it came in.
 func (s *Server) LogRanks(ctx context.Context, req *personalizerv1.LogRanksRequest) (*personalizerv1.LogRanksResponse, error) {
 	entries, err := encodeEntries(req)
 	if err != nil {

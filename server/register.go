@@ -79,8 +79,9 @@ func rankHandler(srv any, ctx context.Context, dec func(any) error, interceptor 
 // [decoding]'s handlers do, except that each entry's request is left as
 // the bytes it came in, copied behind room for its rank record
 // ([withRoom]); [Server.logRanks] decodes them one by one and the records
-// carry them as they are. The interceptors see the LogRanksRequest
-// without its entries.
+// carry them as they are. The LogRanksRequest the interceptors see has
+// no entries (unless the batch was one SplitLogRanks does not take, which
+// the codec decodes whole).
 func logRanksHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	r := request{msg: new(personalizerv1.LogRanksRequest), split: true}
 	if err := dec(&r); err != nil { // the transport failed; grpc-go has answered
