@@ -275,9 +275,11 @@ func (b *logBatch) Marshal() ([]byte, error) {
 	return dst, err
 }
 
-func (b *logBatch) Reset()         { b.entries = nil }
-func (b *logBatch) String() string { return fmt.Sprintf("LogRanksRequest of %d encoded entries", len(b.entries)) }
-func (*logBatch) ProtoMessage()    {}
+func (b *logBatch) Reset() { b.entries = nil }
+func (b *logBatch) String() string {
+	return fmt.Sprintf("LogRanksRequest of %d encoded entries", len(b.entries))
+}
+func (*logBatch) ProtoMessage() {}
 
 // buffer queues e, doing what cfg.WhenFull says when the buffer is full.
 func (l *Local) buffer(ctx context.Context, e []byte) error {

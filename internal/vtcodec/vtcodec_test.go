@@ -191,7 +191,9 @@ func TestSplitLogRanks(t *testing.T) {
 		t.Fatal(err)
 	}
 	req, _ := proto.Marshal(entry.GetRequest())
-	field := func(b []byte, num protowire.Number, typ protowire.Type) []byte { return protowire.AppendTag(b, num, typ) }
+	field := func(b []byte, num protowire.Number, typ protowire.Type) []byte {
+		return protowire.AppendTag(b, num, typ)
+	}
 	var odd []byte // ranking unpacked and in two runs, probabilities unpacked, the model version twice
 	odd = protowire.AppendVarint(field(odd, 2, protowire.VarintType), 2)
 	odd = protowire.AppendBytes(field(odd, 2, protowire.BytesType), protowire.AppendVarint(protowire.AppendVarint(nil, 0), 1<<33+1))
