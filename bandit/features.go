@@ -135,56 +135,6 @@ func (p *Prediction) count() int {
 	return n
 }
 
-// CountFeatures returns how many features a model of policy pol generates
-// to score every action of e, interactions included: the sum over the
-// actions of what VW counts for each (see [Prediction.NumFeatures]). It
-// reads only the namespaces' sizes, so it costs little however many
-// interactions there are; the count saturates at [math.MaxInt]. p is
-// scratch memory.
-func (pol *Policy) CountFeatures(e *Event, p *Prediction) int {
-	m := pol.shape
-	m.prepare(e, p)
-	// The shared namespaces' sizes, then each action's added and taken
-	// away again.
-	var size [256]int
-	shared := 0
-	p.idx = e.shared.indices(p.idx[:0])
-	for _, ns := range p.idx {
-		if !pol.ignore[ns] {
-			size[ns] = len(e.shared.group(ns))
-			shared += size[ns]
-		}
-	}
-	if !pol.noConstant {
-		size[constantNamespace] = 1
-		shared++
-	}
-	sizeOf := func(ns byte) int { return size[ns] }
-	total := 0
-	for a := range e.n {
-		act := e.actions[a]
-		n := shared
-		p.idx = act.indices(p.idx[:0])
-		for _, ns := range p.idx {
-			if !pol.ignore[ns] {
-				k := len(act.group(ns))
-				size[ns] += k
-				n += k
-			}
-		}
-		for i := range p.terms {
-			n = satAdd(n, termFeatures(&p.terms[i], sizeOf))
-		}
-		total = satAdd(total, n)
-		for _, ns := range p.idx {
-			if !pol.ignore[ns] {
-				size[ns] -= len(act.group(ns))
-			}
-		}
-	}
-	return total
-}
-
 // termFeatures is how many features the interaction term t generates when
 // namespace ns has size(ns) features: VW generates each combination of the
 // features of a repeated namespace once, the diagonal included, so a run

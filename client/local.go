@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/internal/decide"
@@ -114,17 +115,18 @@ var ErrClosed = errors.New("local inference is closed")
 // Local is safe for concurrent use.
 type Local struct {
 	remote *Client
+	cc     grpc.ClientConnInterface
 	pc     personalizerv1.PersonalizerServiceClient
 	ac     personalizerv1.AdminServiceClient
 	cfg    LocalConfig
 
 	state  atomic.Pointer[localState] // swapped whole: settings and model together
 	served watch.Value[uint64]        // the model version in state, for WaitModel
-	pool   sync.Pool                  // *decide.Scratch
+	pool   sync.Pool                  // *localScratch
 
 	mu     sync.RWMutex // Rank holds it to buffer; Close to close
 	closed bool
-	buf    chan *personalizerv1.LoggedRank
+	buf    chan []byte // encoded entries (see localScratch.entry)
 
 	stopping    chan struct{} // closed first by Close: ends Rank's waits for room
 	stopOnce    sync.Once
@@ -154,11 +156,11 @@ type localState struct {
 func NewLocal(ctx context.Context, cc grpc.ClientConnInterface, cfg LocalConfig, opts ...Option) (*Local, error) {
 	cfg.defaults()
 	l := &Local{
-		remote: New(cc, opts...), pc: personalizerv1.NewPersonalizerServiceClient(cc), ac: personalizerv1.NewAdminServiceClient(cc),
-		cfg: cfg, buf: make(chan *personalizerv1.LoggedRank, cfg.Buffer),
+		remote: New(cc, opts...), cc: cc, pc: personalizerv1.NewPersonalizerServiceClient(cc), ac: personalizerv1.NewAdminServiceClient(cc),
+		cfg: cfg, buf: make(chan []byte, cfg.Buffer),
 		stopping: make(chan struct{}), closing: make(chan struct{}), flushed: make(chan struct{}), watched: make(chan struct{}),
 	}
-	l.pool.New = func() any { return new(decide.Scratch) }
+	l.pool.New = func() any { return new(localScratch) }
 	ready := make(chan struct{})
 	var watchCtx, sendCtx context.Context
 	watchCtx, l.cancelWatch = context.WithCancel(context.Background())
@@ -176,28 +178,27 @@ func NewLocal(ctx context.Context, cc grpc.ClientConnInterface, cfg LocalConfig,
 
 // Rank ranks req's actions in this process, as the service's Rank would,
 // and buffers its rank record to be sent. A request without an event id
-// gets a new one; req itself is not modified, and must not be modified
-// after Rank: its record keeps it until it is sent. An invalid request
-// fails with the error the service's Rank gives (InvalidArgument naming
-// the field). When the buffer is full, Rank does what
-// [LocalConfig.WhenFull] says.
+// gets a new one; req itself is not modified (its record is encoded
+// before Rank returns). An invalid request fails with the error the
+// service's Rank gives (InvalidArgument naming the field). When the
+// buffer is full, Rank does what [LocalConfig.WhenFull] says.
 func (l *Local) Rank(ctx context.Context, req *personalizerv1.RankRequest) (*personalizerv1.RankResponse, error) {
 	st := l.state.Load()
 	req = withEventID(req)
-	sc := l.pool.Get().(*decide.Scratch)
+	sc := l.pool.Get().(*localScratch)
 	defer func() {
 		if sc.Keep() {
 			l.pool.Put(sc)
 		}
 	}()
-	d, err := sc.Decide(req, req.SizeVT(), req.GetEventId(), &st.set, st.model)
+	size := req.SizeVT()
+	d, err := sc.Decide(req, size, req.GetEventId(), &st.set, st.model)
 	if err != nil {
 		return nil, err // an *decide.InvalidError: InvalidArgument, as the service answers
 	}
-	e := &personalizerv1.LoggedRank{Request: req, Ranking: make([]uint32, len(d.Logged)), Probabilities: make([]float32, len(d.Logged)),
-		ModelVersion: d.ModelVersion, LearningMode: loop.ModeName(d.Mode)}
-	for i, ap := range d.Logged {
-		e.Ranking[i], e.Probabilities[i] = uint32(ap.Action), ap.Prob
+	e, err := sc.entry(req, size, d)
+	if err != nil {
+		return nil, err
 	}
 	resp := d.Response(req)
 	if err := l.buffer(ctx, e); err != nil {
@@ -207,8 +208,81 @@ func (l *Local) Rank(ctx context.Context, req *personalizerv1.RankRequest) (*per
 	return resp, nil
 }
 
+// localScratch is a rank's working memory, pooled.
+type localScratch struct {
+	decide.Scratch
+	ranking []uint32
+	probs   []float32
+	rest    personalizerv1.LoggedRank // an entry's fields but its request
+}
+
+// entry encodes the LogRanks entry of d, req's decision (req's encoded
+// size is size): the bytes of a LogRanksRequest of this entry alone, so
+// that a batch's bytes are its entries' one after the other ([logBatch]).
+// The request is encoded once, in place.
+func (sc *localScratch) entry(req *personalizerv1.RankRequest, size int, d *decide.Decision) ([]byte, error) {
+	sc.ranking, sc.probs = sc.ranking[:0], sc.probs[:0]
+	for _, ap := range d.Logged {
+		sc.ranking, sc.probs = append(sc.ranking, uint32(ap.Action)), append(sc.probs, ap.Prob)
+	}
+	sc.rest = personalizerv1.LoggedRank{Ranking: sc.ranking, Probabilities: sc.probs, ModelVersion: d.ModelVersion, LearningMode: loop.ModeName(d.Mode)}
+	defer func() { sc.rest = personalizerv1.LoggedRank{} }()
+	rest := sc.rest.SizeVT()
+	// LogRanksRequest.entries (1) holding LoggedRank.request (1), then
+	// LoggedRank's other fields (2 to 5), in field order as proto encodes.
+	inner := protowire.SizeTag(1) + protowire.SizeBytes(size) + rest
+	b := make([]byte, 0, protowire.SizeTag(1)+protowire.SizeBytes(inner))
+	b = protowire.AppendVarint(protowire.AppendTag(b, 1, protowire.BytesType), uint64(inner))
+	b = protowire.AppendVarint(protowire.AppendTag(b, 1, protowire.BytesType), uint64(size))
+	b = b[:len(b)+size+rest]
+	if _, err := req.MarshalToSizedBufferVT(b[len(b)-rest-size : len(b)-rest]); err != nil {
+		return nil, fmt.Errorf("local inference: encode the request: %w", err)
+	}
+	if _, err := sc.rest.MarshalToSizedBufferVT(b[len(b)-rest:]); err != nil {
+		return nil, fmt.Errorf("local inference: encode the rank record: %w", err)
+	}
+	return b, nil
+}
+
+// logBatch is a LogRanksRequest already encoded, entry by entry (see
+// [localScratch.entry]). It encodes itself for any gRPC proto codec:
+// vtcodec's takes its SizeVT and MarshalToSizedBufferVT, protobuf's its
+// Marshal (it is a legacy message to protobuf).
+type logBatch struct{ entries [][]byte }
+
+func (b *logBatch) SizeVT() int {
+	n := 0
+	for _, e := range b.entries {
+		n += len(e)
+	}
+	return n
+}
+
+// MarshalToSizedBufferVT writes b at the end of dst, as vtprotobuf's
+// generated code does.
+func (b *logBatch) MarshalToSizedBufferVT(dst []byte) (int, error) {
+	i := len(dst)
+	for k := len(b.entries) - 1; k >= 0; k-- {
+		i -= len(b.entries[k])
+		copy(dst[i:], b.entries[k])
+	}
+	return len(dst) - i, nil
+}
+
+func (b *logBatch) Marshal() ([]byte, error) {
+	dst := make([]byte, b.SizeVT())
+	_, err := b.MarshalToSizedBufferVT(dst)
+	return dst, err
+}
+
+func (b *logBatch) Reset() { b.entries = nil }
+func (b *logBatch) String() string {
+	return fmt.Sprintf("LogRanksRequest of %d encoded entries", len(b.entries))
+}
+func (*logBatch) ProtoMessage() {}
+
 // buffer queues e, doing what cfg.WhenFull says when the buffer is full.
-func (l *Local) buffer(ctx context.Context, e *personalizerv1.LoggedRank) error {
+func (l *Local) buffer(ctx context.Context, e []byte) error {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.closed {
@@ -410,7 +484,7 @@ func (l *Local) fetchModel(ctx context.Context) (*personalizerv1.ModelProperties
 // flush sends the buffered records in batches until Close, then what is
 // left; ctx ends when Close gives up.
 func (l *Local) flush(ctx context.Context) {
-	var batch []*personalizerv1.LoggedRank
+	var batch [][]byte
 	size := 0
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -420,8 +494,8 @@ func (l *Local) flush(ctx context.Context) {
 			batch, size = nil, 0
 		}
 	}
-	add := func(e *personalizerv1.LoggedRank) {
-		n := e.SizeVT() + 8 // the entry's tag and length
+	add := func(e []byte) {
+		n := len(e)
 		if len(batch) > 0 && size+n > l.cfg.MaxBatchBytes {
 			send()
 		}
@@ -461,10 +535,10 @@ var entryField = regexp.MustCompile(`^entries\[(\d+)\]`)
 // backoff (a batch sent twice is learned once) until ctx ends. An invalid
 // entry is dropped, counted Rejected, and the entries after it are sent
 // again; the service logged those before it.
-func (l *Local) send(ctx context.Context, batch []*personalizerv1.LoggedRank) {
+func (l *Local) send(ctx context.Context, batch [][]byte) {
 	wait := l.cfg.Backoff
 	for len(batch) > 0 {
-		_, err := l.pc.LogRanks(ctx, &personalizerv1.LogRanksRequest{Entries: batch})
+		err := l.cc.Invoke(ctx, personalizerv1.PersonalizerService_LogRanks_FullMethodName, &logBatch{batch}, new(personalizerv1.LogRanksResponse), grpc.StaticMethod())
 		if err == nil {
 			l.done(&l.logged, len(batch))
 			return

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/internal/vtcodec"
 	"github.com/open-personalizer/personalizer/loop"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
@@ -80,7 +81,39 @@ func rankSettings(l *loopState) *personalizerv1.RankSettings {
 // it and those after it are not. A full event buffer ends the call with
 // ResourceExhausted; the client sends the batch again, and the joiner
 // learns the ranks logged twice once.
+//
+// The gRPC handler [Register] installs calls this only for a request an
+// interceptor replaced: it hands logRanks each entry's request as the
+// bytes it came in.
 func (s *Server) LogRanks(ctx context.Context, req *personalizerv1.LogRanksRequest) (*personalizerv1.LogRanksResponse, error) {
+	entries, err := encodeEntries(req)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	return s.logRanks(ctx, entries)
+}
+
+// encodeEntries are req's entries as logRanks takes them, each request
+// encoded behind room for its record.
+func encodeEntries(req *personalizerv1.LogRanksRequest) ([]vtcodec.LoggedRank, error) {
+	entries := make([]vtcodec.LoggedRank, len(req.GetEntries()))
+	for i, e := range req.GetEntries() {
+		buf, err := requestWithRoom(e.GetRequest())
+		if err != nil {
+			return nil, err
+		}
+		entries[i] = vtcodec.LoggedRank{Request: buf, Ranking: e.GetRanking(), Probabilities: e.GetProbabilities(),
+			ModelVersion: e.GetModelVersion(), LearningMode: e.GetLearningMode()}
+	}
+	return entries, nil
+}
+
+// logRanks is [Server.LogRanks] of entries whose Request fields hold the
+// requests' bytes behind recordRoom bytes of room ([withRoom]): each is
+// decoded into pooled memory, checked, and its record written in front of
+// its bytes ([encodeRankRecord]), so that the record carries the bytes as
+// they came.
+func (s *Server) logRanks(ctx context.Context, entries []vtcodec.LoggedRank) (*personalizerv1.LogRanksResponse, error) {
 	l, err := s.loopFor(ctx)
 	if err != nil {
 		return nil, s.toStatus(err)
@@ -89,24 +122,26 @@ func (s *Server) LogRanks(ctx context.Context, req *personalizerv1.LogRanksReque
 	m := l.decideModel()
 	sc := s.pool.Get().(*scratch)
 	defer s.putScratch(sc)
-	for i, e := range req.GetEntries() {
-		r := e.GetRequest()
+	bl := rankBlocks.Get().(*vtcodec.Blocks)
+	defer putBlocks(bl)
+	var r personalizerv1.RankRequest // r's strings point into the entry's bytes, not into bl
+	for i, e := range entries {
+		wire := e.Request[recordRoom:]
+		if err := bl.Unmarshal(wire, &r); err != nil {
+			return nil, s.toStatus(invalid(fmt.Sprintf("entries[%d].request", i), "not a valid personalizer.v1.RankRequest message: %v", err))
+		}
 		if r.EventId == nil {
 			return nil, s.toStatus(invalid(fmt.Sprintf("entries[%d].request.event_id", i), "a logged rank needs its event id"))
 		}
-		if err := sc.Check(r, r.SizeVT(), &lc.set, m); err != nil {
+		if err := sc.Check(&r, len(wire), &lc.set, m); err != nil {
 			return nil, s.toStatus(inEntry(err, i, ".request."))
 		}
-		mode := (&loop.Service{LearningMode: e.GetLearningMode()}).Mode()
-		d, err := sc.Logged(r.GetEventId(), e.GetRanking(), e.GetProbabilities(), mode, e.GetModelVersion())
+		mode := (&loop.Service{LearningMode: e.LearningMode}).Mode()
+		d, err := sc.Logged(r.GetEventId(), e.Ranking, e.Probabilities, mode, e.ModelVersion)
 		if err != nil {
 			return nil, s.toStatus(inEntry(err, i, "."))
 		}
-		buf, err := requestWithRoom(r)
-		if err != nil {
-			return nil, s.toStatus(err)
-		}
-		ev := encodeRankRecord(buildRankRecord(sc, l, lc, d, r.GetDeferActivation()), buf)
+		ev := encodeRankRecord(buildRankRecord(sc, l, lc, d, r.GetDeferActivation()), e.Request)
 		if err := s.publishValue(ctx, eventlog.TypeRank, []byte(l.prefix+r.GetEventId()), ev); err != nil {
 			return nil, s.toStatus(err)
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"testing"
@@ -90,4 +91,46 @@ func benchRanks(b *testing.B, req *personalizerv1.RankRequest, rank func(context
 	cpu := float64((cpuTime(b) - cpu0).Microseconds()) / float64(b.N)
 	b.ReportMetric(cpu, "cpu-µs/op")
 	b.ReportMetric(1e6/cpu, "ranks/s/core")
+}
+
+// BenchmarkLogRanks is the service's ingest of local inference's records,
+// per entry: LogRanks batches of 100 entries of BenchmarkRank's request,
+// each handled as the gRPC handler does (the batch split, each request
+// copied behind room for its record, decoded into pooled memory, checked,
+// its decision checked, its record queued). Unlike BenchmarkRank's, the
+// request's decoding is included; scoring is not done.
+func BenchmarkLogRanks(b *testing.B) {
+	req := sim.Request(rand.New(rand.NewPCG(1, 2)), 20, 15, 15)
+	srv, stop := benchServer(b, req)
+	defer stop()
+	const n = 100
+	var batch personalizerv1.LogRanksRequest
+	for i := range n {
+		e := &personalizerv1.LoggedRank{Request: proto.CloneOf(req), ModelVersion: "1", LearningMode: "Online"}
+		e.Request.EventId = proto.String(fmt.Sprint("event-", i))
+		for a := range req.Actions {
+			e.Ranking, e.Probabilities = append(e.Ranking, uint32(a)), append(e.Probabilities, 1/float32(len(req.Actions)))
+		}
+		batch.Entries = append(batch.Entries, e)
+	}
+	wire, err := proto.Marshal(&batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(wire) / n))
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime(b)
+	logged := 0
+	for logged < b.N {
+		r := request{msg: new(personalizerv1.LogRanksRequest), split: true}
+		if r.Unmarshal(wire); r.err != nil {
+			b.Fatal(r.err)
+		}
+		if _, err := srv.logRanks(context.Background(), r.entries); err != nil {
+			b.Fatal(err)
+		}
+		logged += n
+	}
+	b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(logged), "cpu-µs/op")
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/open-personalizer/personalizer/bandit"
@@ -435,7 +436,8 @@ func TestLocalCloseEndsWait(t *testing.T) {
 
 // TestLogRanksRejectsBadEntries: an invalid entry fails LogRanks with
 // InvalidArgument naming it; the entries before it are logged, it and the
-// ones after it are not.
+// ones after it are not. The same holds over gRPC (each request decoded
+// from the bytes it came in) and called directly (the requests encoded).
 func TestLogRanksRejectsBadEntries(t *testing.T) {
 	t.Parallel()
 	e := newLocalEnv(t, Config{})
@@ -450,6 +452,8 @@ func TestLogRanksRejectsBadEntries(t *testing.T) {
 		field string
 	}{
 		{"no event id", func(e *personalizerv1.LoggedRank) { e.Request.EventId = nil }, "entries[1].request.event_id"},
+		{"no request", func(e *personalizerv1.LoggedRank) { e.Request = nil }, "entries[1].request.event_id"},
+		{"a request that does not decode", func(e *personalizerv1.LoggedRank) { e.Request.Actions[0].Id = "a\xff" }, "entries[1].request"},
 		{"no actions", func(e *personalizerv1.LoggedRank) { e.Request.Actions = nil }, "entries[1].request.actions"},
 		{"bad feature", func(e *personalizerv1.LoggedRank) {
 			e.Request.ContextFeatures = []*personalizerv1.Namespace{ns("", num("x", math.NaN()))}
@@ -464,31 +468,126 @@ func TestLogRanksRejectsBadEntries(t *testing.T) {
 		{"unknown learning mode", func(e *personalizerv1.LoggedRank) { e.LearningMode = "Sometimes" }, "entries[1].learning_mode"},
 		{"bad model version", func(e *personalizerv1.LoggedRank) { e.ModelVersion = "v2" }, "entries[1].model_version"},
 	}
-	for i, tt := range tests {
-		bad := good(fmt.Sprint("bad-", i))
-		tt.edit(bad)
-		_, err := pc.LogRanks(context.Background(), &personalizerv1.LogRanksRequest{Entries: []*personalizerv1.LoggedRank{good(fmt.Sprint("ok-", i)), bad, good(fmt.Sprint("after-", i))}})
-		st, _ := status.FromError(err)
-		var field string
-		for _, d := range st.Details() {
-			if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 {
-				field = br.GetFieldViolations()[0].GetField()
+	calls := map[string]func(context.Context, *personalizerv1.LogRanksRequest) (*personalizerv1.LogRanksResponse, error){
+		"grpc": func(ctx context.Context, req *personalizerv1.LogRanksRequest) (*personalizerv1.LogRanksResponse, error) {
+			return pc.LogRanks(ctx, req)
+		},
+		"direct": e.srv.LogRanks,
+	}
+	for how, call := range calls {
+		for i, tt := range tests {
+			bad := good(fmt.Sprint("bad-", how, i))
+			tt.edit(bad)
+			_, err := call(context.Background(), &personalizerv1.LogRanksRequest{Entries: []*personalizerv1.LoggedRank{good(fmt.Sprint("ok-", how, i)), bad, good(fmt.Sprint("after-", how, i))}})
+			st, _ := status.FromError(err)
+			var field string
+			for _, d := range st.Details() {
+				if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 {
+					field = br.GetFieldViolations()[0].GetField()
+				}
 			}
-		}
-		if st.Code() != codes.InvalidArgument || field != tt.field {
-			t.Errorf("%s: %v (field %q), want InvalidArgument on %s", tt.name, err, field, tt.field)
+			if st.Code() != codes.InvalidArgument || field != tt.field {
+				t.Errorf("%s, %s: %v (field %q), want InvalidArgument on %s", how, tt.name, err, field, tt.field)
+			}
 		}
 	}
 	var keys []string
 	for _, rec := range e.records() {
 		keys = append(keys, string(rec.Key))
 	}
-	if len(keys) != len(tests) {
-		t.Errorf("logged %q, want the %d entries before the bad ones", keys, len(tests))
+	if len(keys) != len(calls)*len(tests) {
+		t.Errorf("logged %q, want the %d entries before the bad ones", keys, len(calls)*len(tests))
 	}
 	for _, k := range keys {
 		if !bytes.HasPrefix([]byte(k), []byte("test/ok-")) {
 			t.Errorf("logged %s", k)
+		}
+	}
+}
+
+// rawMessage sends its bytes as they are, through vtcodec's codec.
+type rawMessage struct{ b []byte }
+
+func (m *rawMessage) SizeVT() int { return len(m.b) }
+func (m *rawMessage) MarshalToSizedBufferVT(dst []byte) (int, error) {
+	return copy(dst[len(dst)-len(m.b):], m.b), nil
+}
+func (m *rawMessage) Reset()         {}
+func (m *rawMessage) String() string { return "raw" }
+func (*rawMessage) ProtoMessage()    {}
+
+// TestLogRanksAnyEncoding: a LogRanks batch over gRPC is logged however
+// proto encodes it: the usual encoding (each record carrying the request's
+// bytes as they came), an entry with an unknown field (the batch decoded
+// whole, each request encoded again), and an entry whose request comes
+// in two parts (which proto merges); a malformed batch is refused whole.
+func TestLogRanksAnyEncoding(t *testing.T) {
+	t.Parallel()
+	e := newLocalEnv(t, Config{})
+	entry := func(id string) *personalizerv1.LoggedRank {
+		return &personalizerv1.LoggedRank{Request: &personalizerv1.RankRequest{Actions: actions(3), EventId: proto.String(id)},
+			Ranking: []uint32{1, 0, 2}, Probabilities: []float32{0.5, 0.25, 0.25}, ModelVersion: "2", LearningMode: "Online"}
+	}
+	enc := func(m proto.Message) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	batch := func(entries ...[]byte) []byte {
+		var b []byte
+		for _, e := range entries {
+			b = protowire.AppendBytes(protowire.AppendTag(b, 1, protowire.BytesType), e)
+		}
+		return b
+	}
+	// A request's bytes as its fields come in a different order than
+	// proto writes them: the record carries them so.
+	reordered := entry("reordered")
+	req := enc(reordered.Request)
+	reordered.Request = nil
+	idField := protowire.AppendString(protowire.AppendTag(nil, 4, protowire.BytesType), "reordered")
+	req = append(idField, req[:len(req)-len(idField)]...)
+	reorderedEntry := append(protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), req), enc(reordered)...)
+
+	unknown := protowire.AppendVarint(protowire.AppendTag(enc(entry("unknown")), 9, protowire.VarintType), 1)
+	twoParts := entry("two-parts")
+	first := enc(&personalizerv1.LoggedRank{Request: &personalizerv1.RankRequest{Actions: twoParts.Request.Actions[:1]}})
+	twoParts.Request.Actions = twoParts.Request.Actions[1:]
+	pc := personalizerv1.NewPersonalizerServiceClient(e.conn)
+	call := func(b []byte) error {
+		return e.conn.Invoke(context.Background(), personalizerv1.PersonalizerService_LogRanks_FullMethodName, &rawMessage{b}, new(personalizerv1.LogRanksResponse))
+	}
+	if err := call(batch(enc(entry("usual")), reorderedEntry)); err != nil {
+		t.Fatal(err)
+	}
+	if err := call(batch(unknown, append(first, enc(twoParts)...))); err != nil {
+		t.Fatal(err)
+	}
+	if err := call(batch(enc(entry("refused")))[:20]); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a truncated batch: %v, want InvalidArgument", err)
+	}
+	if _, err := pc.LogRanks(context.Background(), &personalizerv1.LogRanksRequest{}); err != nil {
+		t.Errorf("an empty batch: %v", err)
+	}
+	want := map[string][]byte{
+		"test/usual":     enc(entry("usual").Request),
+		"test/reordered": req,
+		"test/unknown":   enc(entry("unknown").Request),
+		"test/two-parts": enc(entry("two-parts").Request),
+	}
+	recs := e.records()
+	if len(recs) != len(want) {
+		t.Fatalf("%d records, want %d", len(recs), len(want))
+	}
+	for _, rec := range recs {
+		var ev eventsv1.RankEvent
+		if err := proto.Unmarshal(rec.Value, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if w, ok := want[string(rec.Key)]; !ok || !bytes.Equal(ev.GetRequest(), w) || ev.GetModelVersion() != "2" || len(ev.GetRanking()) != 3 {
+			t.Errorf("record %s: %v", rec.Key, &ev)
 		}
 	}
 }

@@ -26,7 +26,8 @@ func withRoom(b []byte) []byte {
 }
 
 // requestWithRoom encodes req behind recordRoom bytes of room: a request
-// that came without its bytes (RankStream's, REST's, LogRanks').
+// that came without its bytes (RankStream's, REST's, and LogRanks' when
+// its batch was decoded whole).
 func requestWithRoom(req *personalizerv1.RankRequest) ([]byte, error) {
 	buf := make([]byte, recordRoom+req.SizeVT())
 	if _, err := req.MarshalToSizedBufferVT(buf[recordRoom:]); err != nil {

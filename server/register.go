@@ -36,8 +36,11 @@ import (
 func Register(g grpc.ServiceRegistrar, s *Server) {
 	desc := decoding(personalizerv1.PersonalizerService_ServiceDesc)
 	for i := range desc.Methods {
-		if desc.Methods[i].MethodName == "Rank" {
+		switch desc.Methods[i].MethodName {
+		case "Rank":
 			desc.Methods[i].Handler = rankHandler
+		case "LogRanks":
+			desc.Methods[i].Handler = logRanksHandler
 		}
 	}
 	g.RegisterService(desc, s)
@@ -50,11 +53,7 @@ func Register(g grpc.ServiceRegistrar, s *Server) {
 // that memory).
 func rankHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	bl := rankBlocks.Get().(*vtcodec.Blocks)
-	defer func() {
-		if bl.Features() <= keepBlocksFeatures { // a rare large request must not hold its memory for good
-			rankBlocks.Put(bl)
-		}
-	}()
+	defer putBlocks(bl)
 	r := request{msg: new(personalizerv1.RankRequest), blocks: bl}
 	if err := dec(&r); err != nil { // the transport failed; grpc-go has answered
 		return nil, err
@@ -74,6 +73,43 @@ func rankHandler(srv any, ctx context.Context, dec func(any) error, interceptor 
 		return handler(ctx, r.msg)
 	}
 	return interceptor(ctx, r.msg, &grpc.UnaryServerInfo{Server: srv, FullMethod: personalizerv1.PersonalizerService_Rank_FullMethodName}, handler)
+}
+
+// logRanksHandler is LogRanks' handler: it decodes the batch as
+// [decoding]'s handlers do, except that each entry's request is left as
+// the bytes it came in, copied behind room for its rank record
+// ([withRoom]); [Server.logRanks] decodes them one by one and the records
+// carry them as they are. The LogRanksRequest the interceptors see has
+// no entries (unless the batch was one SplitLogRanks does not take, which
+// the codec decodes whole).
+func logRanksHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	r := request{msg: new(personalizerv1.LogRanksRequest), split: true}
+	if err := dec(&r); err != nil { // the transport failed; grpc-go has answered
+		return nil, err
+	}
+	s := srv.(*Server)
+	handler := func(ctx context.Context, req any) (any, error) {
+		if r.err != nil {
+			return nil, r.err
+		}
+		m := req.(*personalizerv1.LogRanksRequest)
+		if m != r.msg { // an interceptor replaced it: these are not its entries
+			return s.LogRanks(ctx, m)
+		}
+		return s.logRanks(ctx, r.entries)
+	}
+	if interceptor == nil {
+		return handler(ctx, r.msg)
+	}
+	return interceptor(ctx, r.msg, &grpc.UnaryServerInfo{Server: srv, FullMethod: personalizerv1.PersonalizerService_LogRanks_FullMethodName}, handler)
+}
+
+// putBlocks hands bl on to the next request, unless a rare large request
+// grew it: that must not hold its memory for good.
+func putBlocks(bl *vtcodec.Blocks) {
+	if bl.Features() <= keepBlocksFeatures {
+		rankBlocks.Put(bl)
+	}
 }
 
 // keepBlocksFeatures is the most features a request's decoded memory may
@@ -154,6 +190,10 @@ type request struct {
 	// its bytes after room for its record (withRoom)
 	blocks *vtcodec.Blocks
 	wire   []byte
+	// split, for a LogRanksRequest: leave its entries' requests encoded,
+	// in entries (see [Server.logRanks]), the message without entries
+	split   bool
+	entries []vtcodec.LoggedRank
 }
 
 func (r *request) Reset()         { r.err = nil }
@@ -161,14 +201,17 @@ func (r *request) String() string { return fmt.Sprintf("undecoded %T", r.msg) }
 func (*request) ProtoMessage()    {}
 
 // Unmarshal decodes b into r.msg. b is a buffer gRPC reuses: the codec
-// copies what the message keeps (vtcodec copies the whole of b), and a
+// copies what the message keeps (vtcodec copies the whole of b), a
 // RankRequest with blocks is decoded from a copy of b behind room for its
-// rank record (withRoom), kept in wire.
+// rank record (withRoom), kept in wire, and a LogRanksRequest to split
+// has each entry's request copied so.
 func (r *request) Unmarshal(b []byte) error {
 	var err error
 	if m, ok := r.msg.(*personalizerv1.RankRequest); ok && r.blocks != nil {
 		r.wire = withRoom(b)
 		err = r.blocks.Unmarshal(r.wire[recordRoom:], m) // m's strings may point into r.wire
+	} else if m, ok := r.msg.(*personalizerv1.LogRanksRequest); ok && r.split {
+		r.entries, err = splitEntries(b, m)
 	} else {
 		err = encoding.GetCodecV2(grpcproto.Name).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, r.msg)
 	}
@@ -180,4 +223,22 @@ func (r *request) Unmarshal(b []byte) error {
 		r.err = status.Errorf(codes.InvalidArgument, "the request is not a valid %s message: %v", name, err)
 	}
 	return nil
+}
+
+// splitEntries returns the entries of b, a LogRanks batch, as
+// [Server.logRanks] takes them: each request's bytes copied behind room
+// for its record. A batch [vtcodec.SplitLogRanks] does not take is
+// decoded into m by the codec, and its requests encoded.
+func splitEntries(b []byte, m *personalizerv1.LogRanksRequest) ([]vtcodec.LoggedRank, error) {
+	entries, ok := vtcodec.SplitLogRanks(b, nil)
+	if !ok {
+		if err := encoding.GetCodecV2(grpcproto.Name).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, m); err != nil {
+			return nil, err
+		}
+		return encodeEntries(m)
+	}
+	for i := range entries {
+		entries[i].Request = withRoom(entries[i].Request)
+	}
+	return entries, nil
 }

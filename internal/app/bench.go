@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/open-personalizer/personalizer/client"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/internal/vtcodec"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
@@ -35,7 +36,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	qps := fs.Float64("qps", 0, "send at this fixed rate, latency counted from when each request was due (0: as fast as possible)")
 	echo := fs.Bool("echo", true, "also measure a plain gRPC echo of the same request, served in this process, and report Rank's share of its QPS")
 	serverPID := fs.Int("server-pid", 0, "report the CPU time this local process (the server) spends per request, from /proc")
-	method := fs.String("call", "rank", "what to call at --addr: rank, stream (Rank over RankStream, one stream per request in flight), echo or transport on a bench --serve-echo process, "+
+	method := fs.String("call", "rank", "what to call at --addr: rank, stream (Rank over RankStream, one stream per request in flight), "+
+		"local (rank in this process with the Go client's local inference, the records sent to the service in LogRanks batches; the run ends when all are sent), echo or transport on a bench --serve-echo process, "+
 		"pipeline (Rank and Reward until learned: events/s, MB/s, CPU per event of the --pids) reward-to-model (time from each Reward call to the first served model version that learned it), or plain on a bench --serve-plain process")
 	serveEcho := fs.String("serve-echo", "", "serve the echo and transport services on this address until interrupted, and measure nothing")
 	servePlain := fs.String("serve-plain", "", "serve the plain-protobuf service (a plain grpc-go server: decodes the request with grpc-go's standard protobuf codec, answers an empty RankResponse) on this address until interrupted, and measure nothing")
@@ -121,6 +123,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	defer conn.Close()
 	req := sim.Request(rand.New(rand.NewPCG(1, 2)), *actions, *features, *nContext)
 	var rank func(context.Context) error
+	var local *client.Local
 	switch *method {
 	case "rank":
 		client := personalizerv1.NewPersonalizerServiceClient(conn)
@@ -160,8 +163,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		rank = func(ctx context.Context) error {
 			return conn.Invoke(ctx, plainMethod, req, new(personalizerv1.RankResponse))
 		}
+	case "local":
+		if local, err = client.NewLocal(ctx, conn, client.LocalConfig{WhenFull: client.Block}); err != nil {
+			return err
+		}
+		defer local.Close(context.Background())
+		rank = func(ctx context.Context) error {
+			_, err := local.Rank(ctx, req)
+			return err
+		}
 	default:
-		return fmt.Errorf("--call %q: want rank, stream, echo, transport, plain, pipeline or reward-to-model", *method)
+		return fmt.Errorf("--call %q: want rank, stream, local, echo, transport, plain, pipeline or reward-to-model", *method)
 	}
 	if err := rank(ctx); err != nil {
 		return fmt.Errorf("%s: %w", *method, err)
@@ -172,6 +184,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			return fmt.Errorf("--server-pid: %w", err)
 		}
 	}
+	own0, err := processCPU(os.Getpid())
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "%s: %d B request (%d actions x %d features, %d context features), %d in flight, %v, %s\n",
 		strings.ToUpper((*method)[:1])+(*method)[1:], proto.Size(req), *actions, *features, *nContext, *concurrency, *duration, rateString(*qps))
 
@@ -179,7 +195,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if err != nil {
 		return fmt.Errorf("%s: %w", *method, err)
 	}
-	fmt.Fprintf(stdout, "%-5s %v", *method, r)
+	if local != nil { // the run ends when the service has every record
+		if err := local.Close(ctx); err != nil {
+			return err
+		}
+		if st := local.Stats(); st.Logged != st.Ranked || st.Dropped+st.Rejected+st.Lost != 0 {
+			return fmt.Errorf("local: not every rank was logged: %+v", st)
+		}
+	}
+	own1, err := processCPU(os.Getpid())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%-5s %v  bench CPU %.0f µs/request", *method, r, float64((own1-own0).Microseconds())/float64(len(r.lat)))
 	if *serverPID != 0 {
 		cpu1, err := processCPU(*serverPID)
 		if err != nil {

@@ -139,25 +139,30 @@ func startRankServer(t *testing.T) string {
 func TestBenchCommand(t *testing.T) {
 	addr := startRankServer(t)
 	const result = `requests [1-9][0-9]*  QPS [0-9]+  latency p50 \S+  p90 \S+  p99 \S+  max \S+`
+	const cpu = `  bench CPU [0-9]+ µs/request`
 	for _, tc := range []struct {
 		args []string
 		want []string // the output's lines after the first, as regular expressions
 	}{
 		{
 			[]string{"--concurrency", "2", "--server-pid", strconv.Itoa(os.Getpid())},
-			[]string{"rank  " + result + `  server CPU [0-9]+ µs/request`, "echo  " + result, `rank/echo QPS [0-9]+\.[0-9]{2}`},
+			[]string{"rank  " + result + cpu + `  server CPU [0-9]+ µs/request`, "echo  " + result, `rank/echo QPS [0-9]+\.[0-9]{2}`},
 		},
 		{
 			[]string{"--concurrency", "4", "--qps", "200"},
-			[]string{"rank  " + result, "echo  " + result},
+			[]string{"rank  " + result + cpu, "echo  " + result},
 		},
 		{
 			[]string{"--echo=false", "--actions", "3"},
-			[]string{"rank  " + result},
+			[]string{"rank  " + result + cpu},
 		},
 		{
 			[]string{"--call", "stream", "--concurrency", "3", "--server-pid", strconv.Itoa(os.Getpid())},
-			[]string{"stream " + result + `  server CPU [0-9]+ µs/request`},
+			[]string{"stream " + result + cpu + `  server CPU [0-9]+ µs/request`},
+		},
+		{ // every rank logged before the CPU is read (bench fails otherwise)
+			[]string{"--call", "local", "--server-pid", strconv.Itoa(os.Getpid())},
+			[]string{"local " + result + cpu + `  server CPU [0-9]+ µs/request`},
 		},
 	} {
 		var out, errOut strings.Builder
@@ -166,7 +171,7 @@ func TestBenchCommand(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", tc.args, err, errOut.String())
 		}
 		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-		if len(lines) != 1+len(tc.want) || !regexp.MustCompile(`^(Rank|Stream): [0-9]+ B request`).MatchString(lines[0]) {
+		if len(lines) != 1+len(tc.want) || !regexp.MustCompile(`^(Rank|Stream|Local): [0-9]+ B request`).MatchString(lines[0]) {
 			t.Fatalf("%v: output\n%s", tc.args, out.String())
 		}
 		for i, re := range tc.want {
@@ -193,7 +198,7 @@ func TestBenchEchoProcess(t *testing.T) {
 	if m == nil {
 		t.Fatalf("first line %q", first)
 	}
-	const result = `requests [1-9][0-9]*  QPS [0-9]+  latency p50 \S+  p90 \S+  p99 \S+  max \S+  server CPU [0-9]+ µs/request`
+	const result = `requests [1-9][0-9]*  QPS [0-9]+  latency p50 \S+  p90 \S+  p99 \S+  max \S+  bench CPU [0-9]+ µs/request  server CPU [0-9]+ µs/request`
 	for _, call := range []string{"echo", "transport"} {
 		var out strings.Builder
 		args := []string{"bench", "--addr", m[1], "--call", call, "--duration", "100ms", "--server-pid", strconv.Itoa(os.Getpid())}
@@ -237,7 +242,7 @@ func TestBenchPlainProcess(t *testing.T) {
 	if err := run(ctx, args, &out, io.Discard, noEnv); err != nil {
 		t.Fatal(err)
 	}
-	want := "^Plain: 4859 B request .*\nplain requests [1-9][0-9]*  QPS [0-9]+  latency p50 \\S+  p90 \\S+  p99 \\S+  max \\S+  server CPU [0-9]+ µs/request\n$"
+	want := "^Plain: 4859 B request .*\nplain requests [1-9][0-9]*  QPS [0-9]+  latency p50 \\S+  p90 \\S+  p99 \\S+  max \\S+  bench CPU [0-9]+ µs/request  server CPU [0-9]+ µs/request\n$"
 	if !regexp.MustCompile(want).MatchString(out.String()) {
 		t.Errorf("--call plain: output\n%s\nwant %s", out.String(), want)
 	}

@@ -98,7 +98,8 @@ type Decision struct {
 // Scratch is a decision's working memory; pool it (see [Scratch.Keep]) so
 // that deciding allocates little. A Scratch is not safe for concurrent use.
 type Scratch struct {
-	ev       bandit.Event
+	ev       bandit.Event // the request's features, hashed to be scored
+	shape    bandit.Shape // their namespaces' sizes, to count them
 	pred     bandit.Prediction
 	pmf      []bandit.ActionProb
 	baseline []bandit.ActionProb // eligible actions in request order
@@ -117,8 +118,8 @@ func (sc *Scratch) Keep() bool {
 // Check validates req under s and m (nil before the first model): the
 // limits, the size of the event it makes, the features the policy's
 // interactions make of it. size is the request's encoded size, which its
-// rank record carries. Check leaves the request's eligible actions and
-// its hashed features in sc.
+// rank record carries. Check leaves the request's eligible actions in sc;
+// it hashes no feature.
 func (sc *Scratch) Check(req *personalizerv1.RankRequest, size int, s *Settings, m *Model) error {
 	excluded, err := s.Limits.ValidateRank(req, sc.excluded)
 	if err != nil {
@@ -141,11 +142,11 @@ func (sc *Scratch) Check(req *personalizerv1.RankRequest, size int, s *Settings,
 	if m != nil {
 		pol = m.Model.Policy()
 	}
-	sc.ev.Reset()
-	features.Build(&sc.ev, req.GetContextFeatures(), d.Eligible)
 	// The policy's interactions multiply features: bound what scoring
-	// (and later learning) this event costs before doing any of it.
-	sc.scored = pol.CountFeatures(&sc.ev, &sc.pred)
+	// (and later learning) this event costs before doing any of it,
+	// counting from the namespaces' sizes (no feature is hashed).
+	features.Shape(&sc.shape, req.GetContextFeatures(), d.Eligible)
+	sc.scored = pol.CountShape(&sc.shape, &sc.pred)
 	if limit := s.Limits.MaxInteractionFeatures; sc.scored > limit {
 		return invalid("request", "the policy's interactions make %s features to score these actions, over the limit of %d (--max-interaction-features); send fewer features per namespace or fewer actions", countString(sc.scored), limit)
 	}
@@ -173,6 +174,8 @@ func (sc *Scratch) Decide(req *personalizerv1.RankRequest, size int, eventID str
 		}
 		d.ModelVersion = ""
 	} else {
+		sc.ev.Reset()
+		features.Build(&sc.ev, req.GetContextFeatures(), d.Eligible)
 		m.Model.PredictEpsilon(&sc.ev, &sc.pred, s.Epsilon)
 		sc.pmf = append(sc.pmf, sc.pred.PMF()...)
 		d.ModelVersion = m.Version

@@ -65,6 +65,49 @@ func addFeatures(x *bandit.Example, fs []*personalizerv1.Feature) {
 	}
 }
 
+// Shape fills s with the shape of the event [Build] makes of context and
+// actions: how many features each namespace of each example gets (Build
+// drops numbers that are 0 as a float32, and false), without hashing any.
+// The features a policy makes of a request are counted from it
+// ([bandit.Policy.CountShape]) for what building the event would cost.
+func Shape(s *bandit.Shape, context []*personalizerv1.Namespace, actions []*personalizerv1.Action) {
+	s.Reset()
+	for _, ns := range context {
+		s.AddShared(bandit.NamespaceIndex(ns.GetName()), countFeatures(ns.GetFeatures()))
+	}
+	for _, a := range actions {
+		s.AddAction()
+		s.AddToAction(bandit.NamespaceIndex(idNamespace), 2) // "constant":1 and the id
+		for _, ns := range a.GetFeatures() {
+			name := ns.GetName()
+			if name == "" {
+				name = ActionNamespace
+			}
+			s.AddToAction(bandit.NamespaceIndex(name), countFeatures(ns.GetFeatures()))
+		}
+	}
+}
+
+// countFeatures is how many features addFeatures adds of fs.
+func countFeatures(fs []*personalizerv1.Feature) int {
+	n := 0
+	for _, f := range fs {
+		switch v := f.GetValue().(type) {
+		case *personalizerv1.Feature_StringValue:
+			n++
+		case *personalizerv1.Feature_NumberValue:
+			if float32(v.NumberValue) != 0 {
+				n++
+			}
+		case *personalizerv1.Feature_BoolValue:
+			if v.BoolValue {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // AppendContext appends the DSJson "c" object for context and actions to b.
 // Parsing it with the bandit DSJson reader gives the features [Build] gives.
 func AppendContext(b []byte, context []*personalizerv1.Namespace, actions []*personalizerv1.Action) []byte {

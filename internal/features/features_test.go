@@ -2,7 +2,9 @@ package features
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/open-personalizer/personalizer/bandit"
@@ -131,5 +133,73 @@ func TestExcludedEligible(t *testing.T) {
 	}
 	if _, n, unknown := Excluded(nil, acts, []string{"b", "x", "y"}); n != 2 || unknown != 1 {
 		t.Errorf("an unknown id: %d eligible, unknown %d", n, unknown)
+	}
+}
+
+// TestShapeCountsBuild: the features a policy makes of a request, counted
+// from its Shape (no hashing), are exactly those it generates from the
+// event Build makes, for random requests with the awkward cases: numbers
+// that are 0 as a float32 (0, -0, 1e-50, 5e-324), false, empty strings,
+// namespaces sharing a first byte (with each other and with the actions'
+// "i" and "j"), a NUL in a name, non-ASCII names, features without a value.
+func TestShapeCountsBuild(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(5, 6))
+	names := []string{"", "", "i", "id", "j", "jj", "User", "Us", "a", "b\x00c", "\x00", "é", "~"}
+	values := []func(name string) *personalizerv1.Feature{
+		func(n string) *personalizerv1.Feature { return str(n, "v") },
+		func(n string) *personalizerv1.Feature { return str(n, "") },
+		func(n string) *personalizerv1.Feature { return num(n, 1.5) },
+		func(n string) *personalizerv1.Feature { return num(n, 0) },
+		func(n string) *personalizerv1.Feature { return num(n, math.Copysign(0, -1)) },
+		func(n string) *personalizerv1.Feature { return num(n, 1e-50) },
+		func(n string) *personalizerv1.Feature { return num(n, math.SmallestNonzeroFloat64) },
+		func(n string) *personalizerv1.Feature { return num(n, -math.MaxFloat64) },
+		func(n string) *personalizerv1.Feature { return boolean(n, true) },
+		func(n string) *personalizerv1.Feature { return boolean(n, false) },
+		func(n string) *personalizerv1.Feature { return &personalizerv1.Feature{Name: n} },
+	}
+	namespaces := func() []*personalizerv1.Namespace {
+		nss := make([]*personalizerv1.Namespace, r.IntN(4))
+		for i := range nss {
+			ns := &personalizerv1.Namespace{Name: names[r.IntN(len(names))]}
+			for range r.IntN(5) {
+				ns.Features = append(ns.Features, values[r.IntN(len(values))](fmt.Sprint("f", r.IntN(3))))
+			}
+			nss[i] = ns
+		}
+		return nss
+	}
+	// VW counts --ignore_linear'd features, which it does not generate:
+	// the last policy's count is checked against the event's only.
+	policies := []string{bandit.DefaultPolicy, "--cb_explore_adf", "--cb_explore_adf -q UA --cubic AAU --cubic :::",
+		"--cb_explore_adf --ignore U -q :: --noconstant", "--cb_explore_adf -q ij --interactions jjU", "--cb_explore_adf -q ij --ignore_linear i"}
+	var s bandit.Shape
+	var p bandit.Prediction
+	for i := range 2000 {
+		context := namespaces()
+		actions := make([]*personalizerv1.Action, 1+r.IntN(4))
+		for k := range actions {
+			actions[k] = &personalizerv1.Action{Id: fmt.Sprint("a", k), Features: namespaces()}
+		}
+		var e bandit.Event
+		Build(&e, context, actions)
+		Shape(&s, context, actions)
+		for k, args := range policies {
+			pol, err := bandit.ParsePolicy(args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			generated := 0
+			for _, fs := range bandit.Features(&e, pol) {
+				generated += len(fs)
+			}
+			if k == len(policies)-1 {
+				generated = pol.CountFeatures(&e, &p)
+			}
+			if got, want := pol.CountShape(&s, &p), pol.CountFeatures(&e, &p); got != want || got != generated {
+				t.Fatalf("request %d, %s: counted %d features from the shape, %d from the event, %d generated\ncontext %v\nactions %v", i, args, got, want, generated, context, actions)
+			}
+		}
 	}
 }

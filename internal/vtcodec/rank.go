@@ -177,6 +177,112 @@ func unmarshalLoggedRank(b []byte) (*personalizerv1.LoggedRank, bool) {
 	return e, true
 }
 
+// LoggedRank is a LogRanks entry as [SplitLogRanks] gives it: its request
+// left encoded, its other fields decoded.
+type LoggedRank struct {
+	// Request is the request's bytes, in the batch's memory; nil when the
+	// entry has none.
+	Request       []byte
+	Ranking       []uint32
+	Probabilities []float32
+	ModelVersion  string
+	LearningMode  string
+}
+
+// SplitLogRanks appends to dst the entries of b, a LogRanks batch, their
+// requests left encoded (to be decoded one by one, and carried by rank
+// records as they came), or reports false for a batch it does not take:
+// an entry with its request twice (which proto merges), an unknown field,
+// a string that is not UTF-8, malformed data. proto.Unmarshal (the codec)
+// decodes those, keeping or reporting what they hold. A request's bytes
+// are not checked here.
+func SplitLogRanks(b []byte, dst []LoggedRank) ([]LoggedRank, bool) {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n <= 0 || num != 1 || typ != protowire.BytesType {
+			return dst, false
+		}
+		v, k := protowire.ConsumeBytes(b[n:])
+		if k < 0 {
+			return dst, false
+		}
+		dst = append(dst, LoggedRank{})
+		if !splitLoggedRank(v, &dst[len(dst)-1]) {
+			return dst, false
+		}
+		b = b[n+k:]
+	}
+	return dst, true
+}
+
+// splitLoggedRank decodes one entry for SplitLogRanks into e.
+func splitLoggedRank(b []byte, e *LoggedRank) bool {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n <= 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.BytesType:
+			v, k := protowire.ConsumeBytes(b)
+			if k < 0 {
+				return false
+			}
+			b = b[k:]
+			switch num {
+			case 1:
+				if e.Request != nil {
+					return false
+				}
+				e.Request = v[:len(v):len(v)]
+			case 2: // packed
+				for len(v) > 0 {
+					x, k := protowire.ConsumeVarint(v)
+					if k < 0 {
+						return false
+					}
+					e.Ranking, v = append(e.Ranking, uint32(x)), v[k:]
+				}
+			case 3: // packed
+				if len(v)%4 != 0 {
+					return false
+				}
+				for ; len(v) > 0; v = v[4:] {
+					x, _ := protowire.ConsumeFixed32(v)
+					e.Probabilities = append(e.Probabilities, math.Float32frombits(x))
+				}
+			case 4, 5:
+				if !utf8.Valid(v) {
+					return false
+				}
+				if num == 4 {
+					e.ModelVersion = string(v)
+				} else {
+					e.LearningMode = string(v)
+				}
+			default:
+				return false
+			}
+		case num == 2 && typ == protowire.VarintType:
+			x, k := protowire.ConsumeVarint(b)
+			if k < 0 {
+				return false
+			}
+			e.Ranking, b = append(e.Ranking, uint32(x)), b[k:]
+		case num == 3 && typ == protowire.Fixed32Type:
+			x, k := protowire.ConsumeFixed32(b)
+			if k < 0 {
+				return false
+			}
+			e.Probabilities, b = append(e.Probabilities, math.Float32frombits(x)), b[k:]
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // rankDecoder is one pass of unmarshalRank. In the counting pass (fill
 // false) the blocks are nil, the messages passed down are nil and n counts;
 // in the filling pass n indexes the blocks.

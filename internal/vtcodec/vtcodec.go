@@ -3,7 +3,9 @@
 // generated (no reflection) and decodes Rank requests (alone, on a stream
 // or in a LogRanks batch) with a decoder that
 // allocates in blocks (see unmarshalRank); everything else goes through the
-// standard codec. Decoding is exactly proto.Unmarshal's, UTF-8 checks
+// standard codec. [SplitLogRanks] splits a LogRanks batch into its entries
+// with their requests left encoded, for a server that decodes them one by
+// one and keeps their bytes. Decoding is exactly proto.Unmarshal's, UTF-8 checks
 // included (vtprotobuf's generated unmarshalling skips them, so it is not
 // used). Import the package for its side effect, in main packages and
 // tests: the codec is registered for every client and server of the

@@ -3,6 +3,7 @@ package vtcodec
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -172,6 +173,82 @@ func TestLogRanks(t *testing.T) {
 	var got personalizerv1.LogRanksRequest
 	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &got); err != nil || !proto.Equal(&got, m) {
 		t.Errorf("round trip gives %v, %v", &got, err)
+	}
+}
+
+// TestSplitLogRanks: a batch SplitLogRanks takes holds, entry by entry,
+// what proto.Unmarshal decodes (each request's bytes decoding to the
+// entry's request), in the usual encoding and in the others proto allows
+// (ranking and probabilities unpacked or split in runs, a string given
+// twice); a batch it does not take is one it need not (an entry's request
+// twice, an unknown field) or one proto.Unmarshal refuses.
+func TestSplitLogRanks(t *testing.T) {
+	entry := &personalizerv1.LoggedRank{Request: fullRequest(), Ranking: []uint32{2, 0, 1}, Probabilities: []float32{0.8, 0.1, 0.1},
+		ModelVersion: "7", LearningMode: "Online"}
+	b, err := proto.Marshal(&personalizerv1.LogRanksRequest{Entries: []*personalizerv1.LoggedRank{
+		entry, {Ranking: []uint32{0}, Probabilities: []float32{1}}, {Request: &personalizerv1.RankRequest{}}, entry}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := proto.Marshal(entry.GetRequest())
+	field := func(b []byte, num protowire.Number, typ protowire.Type) []byte {
+		return protowire.AppendTag(b, num, typ)
+	}
+	var odd []byte // ranking unpacked and in two runs, probabilities unpacked, the model version twice
+	odd = protowire.AppendVarint(field(odd, 2, protowire.VarintType), 2)
+	odd = protowire.AppendBytes(field(odd, 2, protowire.BytesType), protowire.AppendVarint(protowire.AppendVarint(nil, 0), 1<<33+1))
+	for _, p := range []float32{0.5, 0.25, 0.25} {
+		odd = protowire.AppendFixed32(field(odd, 3, protowire.Fixed32Type), math.Float32bits(p))
+	}
+	odd = protowire.AppendString(field(odd, 4, protowire.BytesType), "1")
+	odd = protowire.AppendBytes(field(odd, 1, protowire.BytesType), req)
+	odd = protowire.AppendString(field(odd, 4, protowire.BytesType), "2")
+	batch := func(entries ...[]byte) []byte {
+		var b []byte
+		for _, e := range entries {
+			b = protowire.AppendBytes(field(b, 1, protowire.BytesType), e)
+		}
+		return b
+	}
+	e, _ := proto.Marshal(entry)
+	takes := map[string][]byte{"batch": b, "odd encodings": batch(odd, e), "empty": nil}
+	refuses := map[string][]byte{
+		"request twice":      batch(append(slices.Clone(e), e...)),
+		"unknown field":      batch(protowire.AppendVarint(field(slices.Clone(e), 9, protowire.VarintType), 1)),
+		"truncated":          b[:len(b)-3],
+		"packed probability": batch(protowire.AppendBytes(field(nil, 3, protowire.BytesType), []byte{1, 2, 3})),
+		"not UTF-8":          batch(protowire.AppendString(field(nil, 5, protowire.BytesType), "\xff")),
+		"not an entry":       protowire.AppendVarint(field(nil, 1, protowire.VarintType), 1),
+	}
+	for name, in := range takes {
+		var want personalizerv1.LogRanksRequest
+		if err := proto.Unmarshal(in, &want); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		split, ok := SplitLogRanks(in, nil)
+		if !ok {
+			t.Errorf("%s: not taken", name)
+			continue
+		}
+		var got personalizerv1.LogRanksRequest
+		for _, s := range split {
+			e := &personalizerv1.LoggedRank{Ranking: s.Ranking, Probabilities: s.Probabilities, ModelVersion: s.ModelVersion, LearningMode: s.LearningMode}
+			if s.Request != nil {
+				e.Request = new(personalizerv1.RankRequest)
+				if err := proto.Unmarshal(s.Request, e.Request); err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+			}
+			got.Entries = append(got.Entries, e)
+		}
+		if !proto.Equal(&got, &want) {
+			t.Errorf("%s: split into\n%v\nproto.Unmarshal gives\n%v", name, &got, &want)
+		}
+	}
+	for name, in := range refuses {
+		if _, ok := SplitLogRanks(in, nil); ok {
+			t.Errorf("%s: taken", name)
+		}
 	}
 }
 

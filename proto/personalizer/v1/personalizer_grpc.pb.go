@@ -52,10 +52,11 @@ type PersonalizerServiceClient interface {
 	// AdminService.ExportModel.
 	WatchRankSettings(ctx context.Context, in *WatchRankSettingsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRankSettingsResponse], error)
 	// LogRanks logs ranks decided in the caller's process, each as Rank logs
-	// its own, to be learned from once rewarded. An invalid entry fails the
-	// call with InvalidArgument naming it ("entries[3]..."), and none of the
-	// batch is logged. Sending a batch again (a retry) is safe: a rank
-	// logged twice for one event is learned once.
+	// its own, to be learned from once rewarded. An invalid entry (a request
+	// that does not decode included) fails the call with InvalidArgument
+	// naming it ("entries[3]..."): the entries before it are logged, it and
+	// those after it are not. Sending a batch again (a retry) is safe: a
+	// rank logged twice for one event is learned once.
 	LogRanks(ctx context.Context, in *LogRanksRequest, opts ...grpc.CallOption) (*LogRanksResponse, error)
 }
 
@@ -164,10 +165,11 @@ type PersonalizerServiceServer interface {
 	// AdminService.ExportModel.
 	WatchRankSettings(*WatchRankSettingsRequest, grpc.ServerStreamingServer[WatchRankSettingsResponse]) error
 	// LogRanks logs ranks decided in the caller's process, each as Rank logs
-	// its own, to be learned from once rewarded. An invalid entry fails the
-	// call with InvalidArgument naming it ("entries[3]..."), and none of the
-	// batch is logged. Sending a batch again (a retry) is safe: a rank
-	// logged twice for one event is learned once.
+	// its own, to be learned from once rewarded. An invalid entry (a request
+	// that does not decode included) fails the call with InvalidArgument
+	// naming it ("entries[3]..."): the entries before it are logged, it and
+	// those after it are not. Sending a batch again (a retry) is safe: a
+	// rank logged twice for one event is learned once.
 	LogRanks(context.Context, *LogRanksRequest) (*LogRanksResponse, error)
 	mustEmbedUnimplementedPersonalizerServiceServer()
 }

@@ -97,10 +97,11 @@ class PersonalizerServiceServicer(object):
 
     def LogRanks(self, request, context):
         """LogRanks logs ranks decided in the caller's process, each as Rank logs
-        its own, to be learned from once rewarded. An invalid entry fails the
-        call with InvalidArgument naming it ("entries[3]..."), and none of the
-        batch is logged. Sending a batch again (a retry) is safe: a rank
-        logged twice for one event is learned once.
+        its own, to be learned from once rewarded. An invalid entry (a request
+        that does not decode included) fails the call with InvalidArgument
+        naming it ("entries[3]..."): the entries before it are logged, it and
+        those after it are not. Sending a batch again (a retry) is safe: a
+        rank logged twice for one event is learned once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
