@@ -139,8 +139,13 @@ func (w *WireContext) scan(req []byte) bool {
 	return true
 }
 
-// reset drops what points into the last request.
+// reset drops what points into the last request, and the memory a rare
+// large one made it take.
 func (w *WireContext) reset() {
+	if max(cap(w.context), cap(w.actions), cap(w.ids)) > keepWireItems || cap(w.discard) > keepWireBytes {
+		*w = WireContext{}
+		return
+	}
 	clear(w.context)
 	clear(w.bodies)
 	clear(w.ids)
@@ -149,6 +154,12 @@ func (w *WireContext) reset() {
 	}
 	w.context, w.bodies, w.actions, w.ptrs, w.ids = w.context[:0], w.bodies[:0], w.actions[:0], w.ptrs[:0], w.ids[:0]
 }
+
+// What a WireContext keeps from one request to the next, at most.
+const (
+	keepWireItems = 256     // namespaces, actions, excluded ids
+	keepWireBytes = 1 << 16 // an excluded action rendered
+)
 
 // wireActionID returns the id of the action whose bytes are b, checking
 // its fields but not its namespaces' insides.

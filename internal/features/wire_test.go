@@ -220,3 +220,32 @@ func BenchmarkWireContext(b *testing.B) {
 		}
 	})
 }
+
+// TestWireContextLetsGoOfLargeRequests checks that a WireContext does not
+// keep the memory a request of many actions made it take, and renders
+// the next request as before.
+func TestWireContextLetsGoOfLargeRequests(t *testing.T) {
+	t.Parallel()
+	large := &personalizerv1.RankRequest{}
+	for i := range 1000 {
+		large.Actions = append(large.Actions, &personalizerv1.Action{Id: fmt.Sprint(i)})
+	}
+	wire, err := proto.Marshal(large)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w WireContext
+	if _, n, ok := w.Append(nil, wire); !ok || n != 1000 {
+		t.Fatalf("ok %v, %d eligible", ok, n)
+	}
+	if cap(w.actions) != 0 || cap(w.bodies) != 0 || cap(w.ptrs) != 0 {
+		t.Errorf("kept room for %d actions", cap(w.actions))
+	}
+	small, err := proto.Marshal(&personalizerv1.RankRequest{Actions: large.Actions[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, n, ok := w.Append(nil, small); !ok || n != 1 || string(got) != `{"_multi":[{"_tag":"0","i":{"constant":1,"id":"0"}}]}` {
+		t.Errorf("then %s, %d, %v", got, n, ok)
+	}
+}
