@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 // appendShortest appends the finite v as strconv.AppendFloat(b, v, 'g',
@@ -245,25 +246,39 @@ const (
 	pow10Max = 347
 )
 
-// pow10Tab holds the 128-bit mantissas of 10^pow10Min to 10^pow10Max,
+// pow10Tab returns the 128-bit mantissas of 10^pow10Min to 10^pow10Max,
 // ⌊10^e x 2^k⌋ for the k that puts it in [2^127, 2^128), as strconv's
-// table does; made on first use.
-var pow10Tab = sync.OnceValue(func() []uint128 {
-	tab := make([]uint128, pow10Max-pow10Min+1)
-	one, ten := big.NewInt(1), big.NewInt(10)
-	m := new(big.Int)
-	for e := pow10Min; e <= pow10Max; e++ {
-		p := new(big.Int).Exp(ten, big.NewInt(int64(max(e, -e))), nil)
-		n := p.BitLen()
-		switch {
-		case e < 0: // ⌊2^(127+n) / p⌋, p in [2^(n-1), 2^n) and not a power of 2
-			m.Div(m.Lsh(one, uint(127+n)), p)
-		case n <= 128:
-			m.Lsh(p, uint(128-n))
-		default:
-			m.Rsh(p, uint(n-128))
-		}
+// table has them; made on first use (about a millisecond).
+func pow10Tab() *[pow10Max - pow10Min + 1]uint128 {
+	if t := pow10.Load(); t != nil {
+		return t
+	}
+	pow10Once.Do(func() { pow10.Store(newPow10Tab()) })
+	return pow10.Load()
+}
+
+var (
+	pow10     atomic.Pointer[[pow10Max - pow10Min + 1]uint128]
+	pow10Once sync.Once
+)
+
+func newPow10Tab() *[pow10Max - pow10Min + 1]uint128 {
+	tab := new([pow10Max - pow10Min + 1]uint128)
+	put := func(e int, m *big.Int) {
 		tab[e-pow10Min] = uint128{new(big.Int).Rsh(m, 64).Uint64(), m.Uint64()}
 	}
+	one, ten := big.NewInt(1), big.NewInt(10)
+	m := new(big.Int)
+	for e, p := 0, big.NewInt(1); e <= pow10Max; e, p = e+1, p.Mul(p, ten) {
+		if n := p.BitLen(); n <= 128 {
+			put(e, m.Lsh(p, uint(128-n)))
+		} else {
+			put(e, m.Rsh(p, uint(n-128)))
+		}
+	}
+	for e, p := -1, big.NewInt(10); e >= pow10Min; e, p = e-1, p.Mul(p, ten) {
+		// ⌊2^(127+n) / p⌋, p in [2^(n-1), 2^n) and not a power of 2
+		put(e, m.Div(m.Lsh(one, uint(127+p.BitLen())), p))
+	}
 	return tab
-})
+}

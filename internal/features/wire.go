@@ -255,12 +255,12 @@ func appendWireNamespace(b, ns []byte, unnamed string, first bool) ([]byte, bool
 func appendWireFeature(b, f []byte) ([]byte, bool) {
 	var name []byte
 	if num, v, n := consumeWireBytes(f); n > 0 && num == 1 {
-		if !utf8.Valid(v) {
-			return b, false
-		}
 		name, f = v, f[n:]
 	}
-	b = AppendString(b, wireString(name))
+	b, ok := appendWireString(b, name)
+	if !ok {
+		return b, false
+	}
 	b = append(b, ':')
 	if len(f) == 0 {
 		return append(b, "null"...), true
@@ -280,10 +280,27 @@ func appendWireFeature(b, f []byte) ([]byte, bool) {
 		return strconv.AppendBool(b, v != 0), true
 	}
 	num, v, n := consumeWireBytes(f)
-	if n != len(f) || num != 2 || !utf8.Valid(v) {
+	if n != len(f) || num != 2 {
 		return b, false
 	}
-	return AppendString(b, wireString(v)), true
+	return appendWireString(b, v)
+}
+
+// appendWireString appends the string field v as AppendString does, or
+// reports false if it is not UTF-8.
+func appendWireString(b, v []byte) ([]byte, bool) {
+	for _, c := range v {
+		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' {
+			if !utf8.Valid(v) {
+				return b, false
+			}
+			return AppendString(b, wireString(v)), true
+		}
+	}
+	// Printable ASCII, most strings: nothing to escape.
+	b = append(b, '"')
+	b = append(b, v...)
+	return append(b, '"'), true
 }
 
 // consumeWireBytes reads a length-delimited field: its number, its bytes
