@@ -182,7 +182,7 @@ func wireActionID(b []byte) (id string, ok bool) {
 }
 
 // appendWireAction appends the "_multi" element of the action whose bytes
-// are b and whose id is id.
+// are body and whose id is id.
 func appendWireAction(b, body []byte, id string) ([]byte, bool) {
 	b = append(b, `{"_tag":`...)
 	b = AppendString(b, id)
@@ -205,7 +205,7 @@ func appendWireAction(b, body []byte, id string) ([]byte, bool) {
 	return append(b, '}'), true
 }
 
-// appendWireNamespace appends the namespace whose bytes are b as
+// appendWireNamespace appends the namespace whose bytes are ns as
 // AppendContext does: under its name, or under unnamed when it has none;
 // a context namespace (unnamed "") without a name puts its features in
 // the object itself. first tells whether nothing precedes in the object.
