@@ -3,6 +3,7 @@ package joiner
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"syscall"
 	"testing"
@@ -29,17 +30,24 @@ func benchRecords(n int) []eventlog.Record {
 	return recs
 }
 
-// benchEvents makes the events of benchRecords one at a time.
+// benchEvents makes the events of benchRecords one at a time. Their rank
+// records carry the request, as servers write them, or with
+// BENCH_RECORDS=context the DSJson context rendered from it, as servers
+// wrote them before the request field.
 type benchEvents struct {
-	ctx     []byte
-	ranking []uint32
-	probs   []float32
+	request, ctx []byte
+	ranking      []uint32
+	probs        []float32
 }
 
 func newBenchEvents() *benchEvents {
 	req := sim.Request(rand.New(rand.NewPCG(1, 2)), 12, 15, 15)
-	g := &benchEvents{ctx: features.AppendContext(nil, req.GetContextFeatures(), req.GetActions()),
-		ranking: make([]uint32, 12), probs: make([]float32, 12)}
+	g := &benchEvents{ranking: make([]uint32, 12), probs: make([]float32, 12)}
+	if benchContextRecords() {
+		g.ctx = features.AppendContext(nil, req.GetContextFeatures(), req.GetActions())
+	} else {
+		g.request, _ = proto.Marshal(req)
+	}
 	for a := range g.ranking {
 		g.ranking[a], g.probs[a] = uint32(a), 0.1/11
 	}
@@ -47,13 +55,17 @@ func newBenchEvents() *benchEvents {
 	return g
 }
 
+// benchContextRecords tells whether the benchmarks' rank records carry the
+// rendered context (BENCH_RECORDS=context) instead of the request.
+func benchContextRecords() bool { return os.Getenv("BENCH_RECORDS") == "context" }
+
 // event returns event i's rank and reward records, each in its own
 // buffers.
 func (g *benchEvents) event(i int) (rank, reward eventlog.Record) {
 	key := fmt.Sprintf("bench/e%09d", i)
 	at := t0.Add(time.Duration(i/10) * time.Millisecond)
-	rv, _ := proto.Marshal(&eventsv1.RankEvent{Loop: "bench", EventId: key[6:], Context: g.ctx, Ranking: g.ranking, Probabilities: g.probs,
-		ModelVersion: "7", LearningMode: online})
+	rv, _ := proto.Marshal(&eventsv1.RankEvent{Loop: "bench", EventId: key[6:], Request: g.request, Context: g.ctx,
+		Ranking: g.ranking, Probabilities: g.probs, ModelVersion: "7", LearningMode: online})
 	wv, _ := proto.Marshal(&eventsv1.RewardEvent{Loop: "bench", EventId: key[6:], Value: 1, Id: uint64(i + 1)})
 	return eventlog.Record{Key: []byte(key), Value: rv, Time: at, Offset: int64(2 * i),
 			Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}},
@@ -181,7 +193,7 @@ func BenchmarkRankCache(b *testing.B) {
 		for i := 0; i < 2*budget/5000; i++ {
 			rank, _ := g.event(i)
 			in := decode(rank)
-			c.put(in.Offset, in.Key, in.Rank, in.Trace, len(rank.Value))
+			c.put(in.Offset, in.Key, in.Rank, in.Trace, rankBytes(rank.Value, in.Rank))
 		}
 		b.StopTimer()
 		held := float64(heapInUse() - before)
@@ -191,4 +203,54 @@ func BenchmarkRankCache(b *testing.B) {
 	}
 	b.ReportMetric(perRank, "B/rank")
 	b.ReportMetric(ratio, "held/budget")
+}
+
+// BenchmarkDecodeRank is the joiner's decoding of one rank record in the
+// two forms: the context rendered by the server (records before the
+// request field) and the request, which the joiner renders. Two requests:
+// 5 KB (20 actions x 15 features, 15 context features, as the server's
+// BenchmarkRank) and the seed's 7.4 KB (10 actions x 45 features, 50
+// context features, as bench --workload seed). cpu-ns/op is the process's
+// CPU time per record, GC included.
+func BenchmarkDecodeRank(b *testing.B) {
+	for _, shape := range []struct {
+		name                        string
+		actions, features, contexts int
+	}{{"5KB", 20, 15, 15}, {"seed", 10, 45, 50}} {
+		req := sim.Request(rand.New(rand.NewPCG(1, 2)), shape.actions, shape.features, shape.contexts)
+		wire, err := proto.Marshal(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ranking, probs := make([]uint32, shape.actions), make([]float32, shape.actions)
+		for a := range ranking {
+			ranking[a], probs[a] = uint32(a), 1/float32(shape.actions)
+		}
+		for _, form := range []struct {
+			name string
+			ev   *eventsv1.RankEvent
+		}{
+			{"context", &eventsv1.RankEvent{Context: features.AppendContext(nil, req.ContextFeatures, req.Actions)}},
+			{"request", &eventsv1.RankEvent{Request: wire}},
+		} {
+			ev := form.ev
+			ev.Loop, ev.EventId, ev.Ranking, ev.Probabilities, ev.ModelVersion = "bench", "e1", ranking, probs, "7"
+			value, err := proto.Marshal(ev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rec := eventlog.Record{Key: []byte("bench/e1"), Value: value, Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}}
+			b.Run(shape.name+"/"+form.name, func(b *testing.B) {
+				b.SetBytes(int64(len(value)))
+				b.ReportAllocs()
+				cpu := cpuTime()
+				for b.Loop() {
+					if in := decode(rec); in.Kind != Rank {
+						b.Fatal(in.Err)
+					}
+				}
+				b.ReportMetric(float64((cpuTime()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
 }

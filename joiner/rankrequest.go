@@ -34,6 +34,17 @@ func RankContext(ev *eventsv1.RankEvent) ([]byte, error) {
 			renderPool.Put(sc)
 		}
 	}()
+	// Straight from the bytes when they are what servers write; decoded
+	// otherwise, to render them or to say what is wrong.
+	if c, n, ok := sc.wire.Append(sc.context[:0], ev.GetRequest()); ok && n == len(ev.GetRanking()) {
+		sc.context = c
+		return bytes.Clone(c), nil
+	}
+	return sc.decoded(ev)
+}
+
+// decoded is RankContext by decoding the request into messages.
+func (sc *renderScratch) decoded(ev *eventsv1.RankEvent) ([]byte, error) {
 	req := &sc.req
 	if err := sc.blocks.Unmarshal(ev.GetRequest(), req); err != nil {
 		return nil, fmt.Errorf("request: %w", err)
@@ -71,6 +82,7 @@ func renderRequest(ev *eventsv1.RankEvent) error {
 
 // renderScratch is RankContext's reused memory.
 type renderScratch struct {
+	wire     features.WireContext
 	blocks   vtcodec.Blocks
 	req      personalizerv1.RankRequest
 	excluded []bool

@@ -286,43 +286,65 @@ func TestRankContextRefuses(t *testing.T) {
 	}
 }
 
-// BenchmarkDecodeRank is the joiner's decoding of one rank record of a
-// 5 KB request (20 actions x 15 features, 15 context features, as the
-// server's BenchmarkRank) in the two forms: the context rendered by the
-// server (records before the request field) and the request, which the
-// joiner renders.
-func BenchmarkDecodeRank(b *testing.B) {
-	req := sim.Request(rand.New(rand.NewPCG(1, 2)), 20, 15, 15)
-	wire, err := proto.Marshal(req)
-	if err != nil {
-		b.Fatal(err)
+// decodedContext is RankContext by decoding the request into messages
+// only: the renderer of f7590b6, which the wire renderer must equal.
+func decodedContext(ev *eventsv1.RankEvent) ([]byte, error) {
+	sc := new(renderScratch)
+	return sc.decoded(ev)
+}
+
+// sameContext fails t unless RankContext and decodedContext give the
+// same context, or the same error, for the rank record of request with
+// ranked actions ranked. (A record whose request is empty has none.)
+func sameContext(t *testing.T, request []byte, ranked int) {
+	t.Helper()
+	if len(request) == 0 {
+		return
 	}
-	ranking, probs := make([]uint32, 20), make([]float32, 20)
-	for a := range ranking {
-		ranking[a], probs[a] = uint32(a), 0.05
+	ev := &eventsv1.RankEvent{Request: request, Ranking: make([]uint32, ranked)}
+	got, gerr := RankContext(ev)
+	want, werr := decodedContext(ev)
+	if !bytes.Equal(got, want) || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+		t.Fatalf("request %x, %d ranked: rendered %q, %v; decoded %q, %v", request, ranked, got, gerr, want, werr)
 	}
-	for _, form := range []struct {
-		name string
-		ev   *eventsv1.RankEvent
-	}{
-		{"context", &eventsv1.RankEvent{Context: features.AppendContext(nil, req.ContextFeatures, req.Actions)}},
-		{"request", &eventsv1.RankEvent{Request: wire}},
-	} {
-		ev := form.ev
-		ev.Loop, ev.EventId, ev.Ranking, ev.Probabilities, ev.ModelVersion = "bench", "e1", ranking, probs, "7"
-		value, err := proto.Marshal(ev)
+}
+
+// TestRankContextIsTheDecodedOne checks RankContext (which renders from
+// the wire bytes when it can) against rendering the decoded request, over
+// awkward requests and what becomes of their bytes cut short anywhere,
+// with a byte changed, with the ranking one too long: the same context or
+// the same error, never a panic.
+func TestRankContextIsTheDecodedOne(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range 300 {
+		req := oddRequest(r, i)
+		wire, err := proto.Marshal(req)
 		if err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
-		rec := eventlog.Record{Key: []byte("bench/e1"), Value: value, Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}}
-		b.Run(form.name, func(b *testing.B) {
-			b.SetBytes(int64(len(value)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if in := decode(rec); in.Kind != Rank {
-					b.Fatal(in.Err)
-				}
-			}
-		})
+		n := len(eligibleOf(req))
+		sameContext(t, wire, n)
+		sameContext(t, wire, n+1)
+		for range 20 {
+			sameContext(t, wire[:r.IntN(len(wire))], n)
+			changed := bytes.Clone(wire)
+			changed[r.IntN(len(changed))] = byte(r.Uint32())
+			sameContext(t, changed, n)
+		}
 	}
+}
+
+// FuzzRankContext is TestRankContextIsTheDecodedOne's check for any bytes.
+func FuzzRankContext(f *testing.F) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := range 20 {
+		wire, err := proto.Marshal(oddRequest(r, i))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(wire, uint8(r.IntN(14)))
+	}
+	f.Add([]byte{0x0a, 0x03, 0x12, 0x01, 0xff}, uint8(0))
+	f.Fuzz(func(t *testing.T, request []byte, ranked uint8) { sameContext(t, request, int(ranked)) })
 }

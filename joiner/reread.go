@@ -39,7 +39,16 @@ type cachedRank struct {
 	size   int
 }
 
-// put adds the rank decoded from the record at offset, if it fits.
+// rankBytes is about what a rank decoded from a record of value holds
+// beyond rankCacheOverhead: the value, which its context points into, or
+// the context rendered from the request it carried, which is larger than
+// the request and in memory of its own.
+func rankBytes(value []byte, rank *eventsv1.RankEvent) int {
+	return max(len(value), len(rank.GetContext()))
+}
+
+// put adds the rank decoded from the record at offset, if it fits; value
+// is its [rankBytes].
 func (c *rankCache) put(offset int64, key string, rank *eventsv1.RankEvent, trace []byte, value int) {
 	size := len(key) + value + rankCacheOverhead
 	if size > c.budget {

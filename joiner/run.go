@@ -498,7 +498,7 @@ func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan even
 		for n := 1; ; n++ {
 			in := decode(rec)
 			if in.Kind == Rank {
-				cache.put(in.Offset, in.Key, in.Rank, in.Trace, len(rec.Value))
+				cache.put(in.Offset, in.Key, in.Rank, in.Trace, rankBytes(rec.Value, in.Rank))
 			}
 			w.Add(in, &out)
 			if err := j.resolve(ctx, p, w, &out, &b, &cache, rr); err != nil {

@@ -21,19 +21,48 @@ import (
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
 
-// benchContexts returns n different DSJson contexts of Rank requests of
-// 12 actions with 15 features each and 15 context features (random
-// values): with the rest of the rank record about 5 KB. Different, so
-// that compression sees what it would in production: the same names,
-// other values.
-func benchContexts(n int) [][]byte {
-	r := rand.New(rand.NewPCG(1, 2))
-	out := make([][]byte, n)
-	for i := range out {
-		req := sim.Request(r, 12, 15, 15)
-		out[i] = features.AppendContext(nil, req.GetContextFeatures(), req.GetActions())
+// benchRanks returns n different payloads of rank records: the wire bytes
+// of Rank requests (random values) that rank records carry, as servers
+// write them, or with BENCH_RECORDS=context the DSJson contexts rendered
+// from them, as servers wrote them before the request field (the joiner
+// then has nothing to render). The requests are of 12 actions with 15
+// features each and 15 context features, with the rest of the rank
+// record about 5 KB as a context, 3.4 KB as a request; with
+// BENCH_WORKLOAD=seed the seed's (bench --workload seed): 10 actions x 45
+// features and 50 context features, a 7.4 KB request. Different, so that
+// compression sees what it would in production: the same names, other
+// values. actions is the requests' number of actions; rendered tells
+// contexts from requests.
+func benchRanks(b *testing.B, n int) (payloads [][]byte, actions int, rendered bool) {
+	actions, nFeatures, nContext := 12, 15, 15
+	switch w := os.Getenv("BENCH_WORKLOAD"); w {
+	case "":
+	case "seed":
+		actions, nFeatures, nContext = seedActions, seedFeatures, seedContext
+	default:
+		b.Fatalf("BENCH_WORKLOAD=%q: want seed or nothing", w)
 	}
-	return out
+	switch f := os.Getenv("BENCH_RECORDS"); f {
+	case "", "request":
+	case "context":
+		rendered = true
+	default:
+		b.Fatalf("BENCH_RECORDS=%q: want request or context", f)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	payloads = make([][]byte, n)
+	for i := range payloads {
+		req := sim.Request(r, actions, nFeatures, nContext)
+		if rendered {
+			payloads[i] = features.AppendContext(nil, req.GetContextFeatures(), req.GetActions())
+			continue
+		}
+		var err error
+		if payloads[i], err = proto.Marshal(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return payloads, actions, rendered
 }
 
 // benchCompression is how the benchmark's records are compressed, in and
@@ -47,15 +76,16 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkJoiner measures the joiner on its own: b.N events (a ~5 KB rank
-// record and a reward record each) are written to the embedded broker
+// BenchmarkJoiner measures the joiner on its own: b.N events (a rank
+// record of [benchRanks] and a reward record each) are written to the embedded broker
 // (4 partitions, data on disk) before the clock starts; one joiner then
 // consumes them, joins them and writes the joined lines, acks=all, to the
 // same broker. Ten events are stamped per millisecond and the reward wait
 // is 1s, so about 10,000 events are pending at any time (BENCH_JOIN_WAIT
 // sets another wait). MB/s counts the input records (keys and values)
-// consumed. The clock starts when the first event is joined or pending,
-// so that joining the consumer group is left out.
+// consumed; MB/cpu-s and cpu-µs/event divide by the process's CPU time,
+// the broker's included. The clock starts when the first event is joined
+// or pending, so that joining the consumer group is left out.
 func BenchmarkJoiner(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
@@ -74,11 +104,11 @@ func BenchmarkJoiner(b *testing.B) {
 	defer broker.Close()
 	brokers := broker.Addrs()
 
-	contexts := benchContexts(1024)
-	// Every event ranks the 12 actions, the chosen one first.
-	ranking, probs := make([]uint32, 12), make([]float32, 12)
+	payloads, actions, rendered := benchRanks(b, 1024)
+	// Every event ranks the actions, the chosen one first.
+	ranking, probs := make([]uint32, actions), make([]float32, actions)
 	for a := range ranking {
-		ranking[a], probs[a] = uint32(a), 0.1/11
+		ranking[a], probs[a] = uint32(a), 0.1/float32(actions-1)
 	}
 	probs[0] = 0.9
 	base := time.Now().Add(-time.Hour)
@@ -88,9 +118,14 @@ func BenchmarkJoiner(b *testing.B) {
 	for i := range b.N {
 		key := fmt.Sprintf("bench/e%09d", i)
 		at := base.Add(time.Duration(i/10) * time.Millisecond)
-		rank, _ := proto.Marshal(&eventsv1.RankEvent{Loop: "bench", EventId: key[6:], Context: contexts[i%len(contexts)],
-			Ranking: ranking, Probabilities: probs,
-			ModelVersion: "7", LearningMode: eventsv1.LearningMode_LEARNING_MODE_ONLINE})
+		ev := &eventsv1.RankEvent{Loop: "bench", EventId: key[6:], Ranking: ranking, Probabilities: probs,
+			ModelVersion: "7", LearningMode: eventsv1.LearningMode_LEARNING_MODE_ONLINE}
+		if rendered {
+			ev.Context = payloads[i%len(payloads)]
+		} else {
+			ev.Request = payloads[i%len(payloads)]
+		}
+		rank, _ := proto.Marshal(ev)
 		reward, _ := proto.Marshal(&eventsv1.RewardEvent{Loop: "bench", EventId: key[6:], Value: 1, Id: uint64(i + 1)})
 		recs = append(recs,
 			eventlog.Record{Key: []byte(key), Value: rank, Time: at, Headers: []eventlog.Header{{Key: eventlog.TypeHeader, Value: []byte(eventlog.TypeRank)}}},
@@ -184,6 +219,7 @@ func BenchmarkJoiner(b *testing.B) {
 	// CPU time of the whole process, broker included: what the rate would
 	// be with both cores to itself.
 	b.ReportMetric(float64(b.N)*float64(perEvent)/1e6/cpu.Seconds(), "MB/cpu-s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/event")
 	if st := j.Counters(); st.Emitted != int64(b.N) || st.Learnable != int64(b.N) || st.DefaultRewards != 0 {
 		b.Errorf("joined %+v, want %d events with their reward", st, b.N)
 	}

@@ -1,8 +1,9 @@
 // Package features maps the typed API features onto Vowpal Wabbit's JSON
 // feature semantics, once for scoring ([Build], hashed into a bandit.Event)
-// and once for the log ([AppendContext], the DSJson "c" object). The two
-// must agree feature for feature: the learner reads the log and the server
-// scores with what the learner learned.
+// and once for the log ([AppendContext], the DSJson "c" object; the
+// joiner renders it with [WireContext] from the request's wire bytes, to
+// the same bytes). The two must agree feature for feature: the learner
+// reads the log and the server scores with what the learner learned.
 //
 // The mapping is Personalizer's: context namespaces become namespaces of
 // "c" (the unnamed one is VW's default namespace); each action becomes an
@@ -178,7 +179,8 @@ func appendFeatures(b []byte, fs []*personalizerv1.Feature, first bool) ([]byte,
 }
 
 // AppendNumber appends v in the shortest form that parses back to the same
-// float64. Non-finite values, which validation rejects, become 0.
+// float64, as strconv.AppendFloat(b, v, 'g', -1, 64) does. Non-finite
+// values, which validation rejects, become 0.
 func AppendNumber(b []byte, v float64) []byte {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return append(b, '0')
