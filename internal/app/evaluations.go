@@ -14,9 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-personalizer/personalizer/evaluate"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
-	"github.com/open-personalizer/personalizer/evaluate"
 	"github.com/open-personalizer/personalizer/learner"
 	"github.com/open-personalizer/personalizer/server"
 )
@@ -70,6 +70,10 @@ type evaluations struct {
 	changed chan struct{}                 // closed and replaced on every change of all
 	runCtx  context.Context               // the lifetime of the runs; nil until follow starts
 	ready   chan struct{}                 // closed once the topic's records at start are read
+
+	// hold, when set (by tests), is called by a run once its status is
+	// running, before it reads anything, with the run's context.
+	hold func(ctx context.Context)
 }
 
 func newEvaluations(brokers []string, w *kafkalog.Writer, log *slog.Logger) *evaluations {
@@ -189,7 +193,7 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	id := newID()
 	r := &evalRecord{Loop: loop, Contract: c, Evaluation: server.Evaluation{ID: id, JobID: id, Name: c.Name,
 		StartTime: c.StartTime, EndTime: c.EndTime, Status: server.EvaluationPending, FeatureImportance: [][]string{},
-		EvaluationType: "Manual", CreationTime: time.Now().UTC().Truncate(time.Second)}}
+		EvaluationType: "Manual", CreationTime: time.Now().UTC()}}
 	for _, p := range evalPolicies(c) {
 		r.PolicyResults = append(r.PolicyResults, evaluate.PolicyResult{Policy: p, Summary: []evaluate.Summary{}})
 	}
@@ -280,6 +284,9 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 	r.Status = server.EvaluationRunning
 	if err := e.store(ctx, key, snapshot()); err != nil {
 		return
+	}
+	if e.hold != nil {
+		e.hold(ctx)
 	}
 	beat := time.NewTicker(evalHeartbeat)
 	defer beat.Stop()
