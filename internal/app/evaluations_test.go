@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/open-personalizer/personalizer/evaluate"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
-	"github.com/open-personalizer/personalizer/evaluate"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/joiner"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
@@ -245,7 +245,9 @@ func TestEvaluations(t *testing.T) {
 		c.edit(bad)
 		body, _ := json.Marshal(bad)
 		code, got := restCall(t, "POST", base+"/evaluations", body)
-		var e struct{ Error struct{ Code, Message string } }
+		var e struct {
+			Error struct{ Code, Message string }
+		}
 		json.Unmarshal(got, &e)
 		if code != c.http || e.Error.Code != c.code {
 			t.Errorf("%s: %d %s, want %d %s", c.name, code, got, c.http, c.code)
