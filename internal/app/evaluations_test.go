@@ -309,3 +309,43 @@ func TestEvaluations(t *testing.T) {
 		t.Errorf("after restart policy results differ:\n%s", again)
 	}
 }
+
+func TestEvalBucket(t *testing.T) {
+	t.Parallel()
+	day := 24 * time.Hour
+	for _, c := range []struct{ span, want time.Duration }{
+		{time.Second, 5 * time.Minute},
+		{2 * time.Hour, 5 * time.Minute},
+		{2*time.Hour + time.Second, time.Hour},
+		{24 * time.Hour, time.Hour},
+		{3 * day, 6 * time.Hour},
+		{10 * day, 12 * time.Hour},
+		{24 * day, day},
+		{30 * day, 7 * day},
+		{168 * day, 7 * day},
+		{365 * day, 16 * day},
+	} {
+		if got := evalBucket(c.span); got != c.want {
+			t.Errorf("evalBucket(%v) = %v, want %v", c.span, got, c.want)
+		}
+	}
+}
+
+func TestLineTime(t *testing.T) {
+	t.Parallel()
+	want := time.Date(2026, 12, 3, 7, 43, 45, 107000000, time.UTC)
+	for _, c := range []struct {
+		line string
+		ok   bool
+	}{
+		{`{"_label_cost":-1,"o":[{"v":1,"EventId":"a\"Timestamp\":\"x","ActionTaken":false}],"Timestamp":"2026-12-03T07:43:45.1070000Z","c":{"Timestamp":"1999-01-01T00:00:00Z"}}`, true},
+		{`{"Timestamp":"yesterday"}`, false},
+		{`{"Timestamp":"2026-12-03T07:43:45.107Z`, false},
+		{`{"c":{}}`, false},
+	} {
+		got, ok := lineTime([]byte(c.line))
+		if ok != c.ok || ok && !got.Equal(want) {
+			t.Errorf("lineTime(%s) = %v, %v; want %v, %v", c.line, got, ok, want, c.ok)
+		}
+	}
+}
