@@ -95,8 +95,8 @@ const (
 )
 
 // checkEvaluation refuses a contract Personalizer refuses, and custom
-// policies whose models would take more than the largest model this
-// server takes (each runs in memory here).
+// policies whose models would take, together, more than the largest model
+// this server takes: they are all in memory here while it runs.
 func (a *Admin) checkEvaluation(c *EvaluationContract) error {
 	bad := func(code, format string, args ...any) error {
 		return &loop.Error{Code: code, Message: fmt.Sprintf(format, args...)}
@@ -112,6 +112,7 @@ func (a *Admin) checkEvaluation(c *EvaluationContract) error {
 		return bad("MaximumEvaluationCustomPoliciesExceeded", "A maximum of %d custom policies are allowed.", evaluate.MaxCustom)
 	}
 	seen := map[string]bool{}
+	var total int64
 	for i, p := range c.Policies {
 		switch {
 		case strings.TrimSpace(p.Name) == "" || len(p.Name) > MaxEvaluationNameLength:
@@ -129,6 +130,11 @@ func (a *Admin) checkEvaluation(c *EvaluationContract) error {
 		if err := a.fits(pol, "InvalidEvaluationContract"); err != nil {
 			return err
 		}
+		total += pol.WeightBytes()
+	}
+	if total > a.cfg.MaxModelBytes {
+		return bad("InvalidEvaluationContract", "The custom policies' models take %d bytes together, over the limit of %d bytes (--max-model-bytes); use fewer bits (-b) or fewer policies.",
+			total, a.cfg.MaxModelBytes)
 	}
 	c.StartTime, c.EndTime = c.StartTime.UTC(), c.EndTime.UTC()
 	return nil

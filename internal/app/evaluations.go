@@ -69,6 +69,7 @@ type evaluations struct {
 	running map[string]context.CancelFunc // the evaluations this process runs
 	changed chan struct{}                 // closed and replaced on every change of all
 	runCtx  context.Context               // the lifetime of the runs; nil until follow starts
+	slot    chan struct{}                 // holds the evaluation running in this process
 	ready   chan struct{}                 // closed once the topic's records at start are read
 
 	// hold, when set (by tests), is called by a run once its status is
@@ -78,17 +79,13 @@ type evaluations struct {
 
 func newEvaluations(brokers []string, w *kafkalog.Writer, log *slog.Logger) *evaluations {
 	return &evaluations{brokers: brokers, w: w, log: log, all: map[string]*evalRecord{},
-		running: map[string]context.CancelFunc{}, changed: make(chan struct{}), ready: make(chan struct{})}
+		running: map[string]context.CancelFunc{}, changed: make(chan struct{}), ready: make(chan struct{}), slot: make(chan struct{}, 1)}
 }
 
-// follow applies the topic until ctx ends; evaluations created here run
-// until ctx ends too.
+// follow applies the topic (created with the configuration topic, by
+// followConfigs) until ctx ends; evaluations created here run until ctx
+// ends too.
 func (e *evaluations) follow(ctx context.Context) error {
-	setup, cancel := context.WithTimeout(ctx, configWait)
-	if err := kafkalog.EnsureTopics(setup, e.brokers, evaluationsTopicSpec()); err != nil {
-		e.log.Warn("evaluations topic not created; following it anyway", "err", err)
-	}
-	cancel()
 	e.mu.Lock()
 	e.runCtx = ctx
 	e.mu.Unlock()
@@ -281,13 +278,6 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 		c := r
 		return &c
 	}
-	r.Status = server.EvaluationRunning
-	if err := e.store(ctx, key, snapshot()); err != nil {
-		return
-	}
-	if e.hold != nil {
-		e.hold(ctx)
-	}
 	beat := time.NewTicker(evalHeartbeat)
 	defer beat.Stop()
 	done := make(chan struct{})
@@ -303,12 +293,35 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 			}
 		}
 	}()
+	defer func() {
+		select {
+		case <-done:
+		default:
+			close(done)
+		}
+	}()
+	// One evaluation at a time in a process: the others stay pending.
+	select {
+	case e.slot <- struct{}{}:
+		defer func() { <-e.slot }()
+	case <-ctx.Done():
+		return
+	}
+	mu.Lock()
+	r.Status = server.EvaluationRunning
+	mu.Unlock()
+	if err := e.store(ctx, key, snapshot()); err != nil {
+		return
+	}
+	if e.hold != nil {
+		e.hold(ctx)
+	}
 	res, err := e.evaluate(ctx, &r.Contract, r.Loop, start, end, func(p server.EvaluationProgress) {
 		mu.Lock()
 		r.Progress = p
 		mu.Unlock()
 	})
-	close(done)
+	close(done) // no progress write after the final one
 	if ctx.Err() != nil { // deleted, or the process stops: its record stays as it is
 		log.Info("evaluation stopped", "err", ctx.Err())
 		return

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,10 +147,11 @@ func TestEvaluations(t *testing.T) {
 		t.Fatal(err)
 	}
 	var created server.Evaluation
-	if err := json.NewDecoder(resp.Body).Decode(&created); err != nil {
-		t.Fatal(err)
-	}
+	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if err := json.Unmarshal(raw, &created); err != nil {
+		t.Fatalf("POST /evaluations: %d %s: %v", resp.StatusCode, raw, err)
+	}
 	if resp.StatusCode != http.StatusCreated || created.Status != server.EvaluationPending || created.Name != "first" ||
 		!created.StartTime.Equal(from) || !created.EndTime.Equal(to) || created.EvaluationType != "Manual" || len(created.PolicyResults) != 5 {
 		t.Fatalf("POST /evaluations: %d %+v", resp.StatusCode, created)
@@ -233,6 +236,9 @@ func TestEvaluations(t *testing.T) {
 		{"model too large", func(c map[string]any) {
 			c["policies"] = []map[string]string{{"name": "x", "arguments": "--cb_explore_adf -b 28"}}
 		}, 400, "InvalidEvaluationContract"},
+		{"models too large together", func(c map[string]any) {
+			c["policies"] = []map[string]string{{"name": "x", "arguments": "--cb_explore_adf -b 24"}, {"name": "y", "arguments": "--cb_explore_adf -b 24"}}
+		}, 400, "InvalidEvaluationContract"},
 		{"no events in range", func(c map[string]any) {
 			c["startTime"], c["endTime"] = time.Now().Add(time.Hour), time.Now().Add(2*time.Hour)
 		}, 400, "NoLogsExistInDateRange"},
@@ -268,9 +274,14 @@ func TestEvaluations(t *testing.T) {
 		t.Errorf("gRPC CreateEvaluation end before start: %v", err)
 	}
 
-	// A running evaluation, created over gRPC, stops when deleted.
+	// A running evaluation, created over gRPC, stops when deleted; one
+	// created while it runs waits, pending, and runs then.
 	entered, left := make(chan struct{}), make(chan struct{})
+	var holds atomic.Int32
 	d.evals.hold = func(ctx context.Context) {
+		if holds.Add(1) > 1 {
+			return
+		}
 		close(entered)
 		<-ctx.Done()
 		close(left)
@@ -287,12 +298,28 @@ func TestEvaluations(t *testing.T) {
 	if err != nil || len(l.GetEvaluations()) != 2 || l.GetEvaluations()[1].GetStatus() != server.EvaluationRunning {
 		t.Fatalf("ListEvaluations: %v %v", l, err)
 	}
+	body, _ = json.Marshal(map[string]any{"name": "third", "startTime": from, "endTime": to})
+	code, got = restCall(t, "POST", base+"/evaluations", body)
+	var third server.Evaluation
+	if err := json.Unmarshal(got, &third); code != 201 || err != nil {
+		t.Fatalf("POST third: %d %s", code, got)
+	}
+	if e := awaitEvaluation(t, ctx, d.evals, "default", third.ID, func(e *server.Evaluation) bool { return e != nil }); e.Status != server.EvaluationPending {
+		t.Errorf("an evaluation created while another runs is %s, want pending", e.Status)
+	}
 	if code, got := restCall(t, "DELETE", base+"/evaluations/"+id2, nil); code != 204 {
 		t.Fatalf("DELETE running: %d %s", code, got)
 	}
 	<-left
 	if _, err := admin.GetEvaluation(ctx, &personalizerv1.GetEvaluationRequest{Id: id2}); status.Code(err) != codes.NotFound {
 		t.Errorf("deleted evaluation: %v", err)
+	}
+	e3 := awaitEvaluation(t, ctx, d.evals, "default", third.ID, func(e *server.Evaluation) bool {
+		return e.Status != server.EvaluationPending && e.Status != server.EvaluationRunning
+	})
+	thirdJSON, _ := json.Marshal(e3.PolicyResults)
+	if wantThird, _ := json.Marshal(want.Policies[:3]); !bytes.Equal(thirdJSON, wantThird) {
+		t.Errorf("third evaluation:\n%s\nwant\n%s", thirdJSON, wantThird)
 	}
 
 	// After a restart the completed evaluation is listed as it was.
@@ -302,7 +329,8 @@ func TestEvaluations(t *testing.T) {
 	d, _ = startTestDev(t, cfg)
 	code, got = restCall(t, "GET", "http://"+d.api.httpLis.Addr().String()+"/personalizer/v1.0/evaluations", nil)
 	var list []server.Evaluation
-	if err := json.Unmarshal(got, &list); code != 200 || err != nil || len(list) != 1 || list[0].ID != created.ID || list[0].Status != server.EvaluationCompleted {
+	if err := json.Unmarshal(got, &list); code != 200 || err != nil || len(list) != 2 || list[0].ID != created.ID || list[0].Status != server.EvaluationCompleted ||
+		list[1].ID != third.ID || list[1].Status != server.EvaluationCompleted {
 		t.Fatalf("after restart GET /evaluations: %d %s", code, got)
 	}
 	if again, _ := json.Marshal(list[0].PolicyResults); !bytes.Equal(again, wantJSON) {
