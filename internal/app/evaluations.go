@@ -70,6 +70,8 @@ type evaluations struct {
 	changed chan struct{}                 // closed and replaced on every change of all
 	runCtx  context.Context               // the lifetime of the runs; nil until follow starts
 	slot    chan struct{}                 // holds the evaluation running in this process
+	runs    sync.WaitGroup                // the runs' goroutines, added to under mu while !stopped
+	stopped bool                          // follow has returned
 	ready   chan struct{}                 // closed once the topic's records at start are read
 
 	// hold, when set (by tests), is called by a run once its status is
@@ -89,7 +91,12 @@ func (e *evaluations) follow(ctx context.Context) error {
 	e.mu.Lock()
 	e.runCtx = ctx
 	e.mu.Unlock()
-	return kafkalog.FollowCompacted(ctx, e.brokers, eventlog.EvaluationsTopic, e.log, e.apply, func() { close(e.ready) })
+	err := kafkalog.FollowCompacted(ctx, e.brokers, eventlog.EvaluationsTopic, e.log, e.apply, func() { close(e.ready) })
+	e.mu.Lock()
+	e.stopped = true // no run starts now
+	e.mu.Unlock()
+	e.runs.Wait() // they stop with ctx, leaving their records as they are
+	return err
 }
 
 func (e *evaluations) apply(key, value []byte) {
@@ -207,7 +214,18 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 		e.forget(key)
 		return nil, err
 	}
-	go e.run(run, key, *r, start, end)
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		e.forget(key)
+		return nil, errors.New("evaluations stopped: the process is shutting down")
+	}
+	e.runs.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.runs.Done()
+		e.run(run, key, *r, start, end)
+	}()
 	out := r.Evaluation
 	return &out, nil
 }
