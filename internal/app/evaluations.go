@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/open-personalizer/personalizer/evaluate"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
@@ -181,7 +184,7 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	runCtx := e.runCtx
 	e.mu.Unlock()
 	if runCtx == nil {
-		return nil, errors.New("evaluations are not followed yet")
+		return nil, status.Error(codes.Unavailable, "evaluations are not read yet")
 	}
 	start, err := kafkalog.OffsetsAt(ctx, e.brokers, eventlog.JoinedTopic, c.StartTime)
 	if err != nil {
@@ -191,7 +194,11 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	if err != nil {
 		return nil, fmt.Errorf("find the end of the joined events: %w", err)
 	}
-	if !slices.ContainsFunc(mapsKeys(start), func(p int) bool { return start[p] < end[p] }) {
+	some := false
+	for p, off := range start {
+		some = some || off < end[p]
+	}
+	if !some {
 		return nil, server.ErrNoLogsInRange
 	}
 	id := newID()
@@ -228,14 +235,6 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	}()
 	out := r.Evaluation
 	return &out, nil
-}
-
-func mapsKeys(m map[int]int64) []int {
-	ks := make([]int, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	return ks
 }
 
 // forget stops running key here.
@@ -298,8 +297,9 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 	}
 	beat := time.NewTicker(evalHeartbeat)
 	defer beat.Stop()
-	done := make(chan struct{})
+	done, beaten := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(beaten)
 		for {
 			select {
 			case <-beat.C:
@@ -311,13 +311,12 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 			}
 		}
 	}()
-	defer func() {
-		select {
-		case <-done:
-		default:
-			close(done)
-		}
-	}()
+	// stopBeat returns once no progress write can follow.
+	stopBeat := sync.OnceFunc(func() {
+		close(done)
+		<-beaten
+	})
+	defer stopBeat()
 	// One evaluation at a time in a process: the others stay pending.
 	select {
 	case e.slot <- struct{}{}:
@@ -339,7 +338,7 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 		r.Progress = p
 		mu.Unlock()
 	})
-	close(done) // no progress write after the final one
+	stopBeat() // no progress write after the final one
 	if ctx.Err() != nil { // deleted, or the process stops: its record stays as it is
 		log.Info("evaluation stopped", "err", ctx.Err())
 		return
