@@ -338,7 +338,7 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 		r.Progress = p
 		mu.Unlock()
 	})
-	stopBeat() // no progress write after the final one
+	stopBeat()            // no progress write after the final one
 	if ctx.Err() != nil { // deleted, or the process stops: its record stays as it is
 		log.Info("evaluation stopped", "err", ctx.Err())
 		return
