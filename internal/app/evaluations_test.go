@@ -377,3 +377,64 @@ func TestLineTime(t *testing.T) {
 		}
 	}
 }
+
+// TestEvaluationsKeys checks that a loop's key reaches its own loop's
+// evaluations only.
+func TestEvaluationsKeys(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	keyDefault, lineDefault := server.NewKey("default", "web")
+	keyShop, lineShop := server.NewKey("shop", "web")
+	keyAdmin, lineAdmin := server.NewKey("*", "ops")
+	keys, admins := filepath.Join(dir, "keys"), filepath.Join(dir, "admin-keys")
+	if err := os.WriteFile(keys, []byte(lineDefault+"\n"+lineShop+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(admins, []byte(lineAdmin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := startTestDev(t, testConfig(t, dir, "--api-keys", keys, "--admin-keys", admins))
+	defer d.close()
+	if _, err := personalizerv1.NewAdminServiceClient(keyedConn(t, d.grpcAddr(), keyAdmin)).CreateLoop(ctx,
+		&personalizerv1.CreateLoopRequest{Loop: "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	client := personalizerv1.NewPersonalizerServiceClient(keyedConn(t, d.grpcAddr(), keyDefault))
+	if _, err := sim.Run(ctx, client, sim.Config{Events: 200, Seed: 1, Concurrency: 2}, testWriter{t}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.joiner.Wait(ctx, func(c joiner.Stats) bool { return c.Emitted >= 200 }); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + d.api.httpLis.Addr().String() + "/personalizer/v1.0/evaluations"
+	body := fmt.Sprintf(`{"name":"k","startTime":%q,"endTime":%q}`, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339),
+		time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	code, got := keyedREST(t, ctx, "POST", base, body, keyDefault, "")
+	var e server.Evaluation
+	if err := json.Unmarshal([]byte(got), &e); code != 201 || err != nil {
+		t.Fatalf("POST: %d %s", code, got)
+	}
+	for _, c := range []struct {
+		name, method, url, key, loop string
+		status                       int
+		code                         string
+	}{
+		{"no key", "GET", base, "", "", 401, "401"},
+		{"own loop", "GET", base + "/" + e.ID, keyDefault, "", 200, ""},
+		{"another loop's key", "GET", base + "/" + e.ID, keyShop, "", 404, "EvaluationNotFound"},
+		{"another loop's list", "GET", base, keyShop, "", 200, ""},
+		{"naming another loop", "GET", base + "/" + e.ID, keyShop, "default", 403, "InvalidApiAccess"},
+		{"another loop's delete", "DELETE", base + "/" + e.ID, keyShop, "", 404, "EvaluationNotFound"},
+		{"admin naming the loop", "GET", base + "/" + e.ID, keyAdmin, "default", 200, ""},
+	} {
+		code, got := keyedREST(t, ctx, c.method, c.url, "", c.key, c.loop)
+		if code != c.status || c.code != "" && !strings.Contains(got, `"code":"`+c.code+`"`) {
+			t.Errorf("%s: %d %s, want %d %s", c.name, code, got, c.status, c.code)
+		}
+		if c.name == "another loop's list" && strings.TrimSpace(got) != "[]" {
+			t.Errorf("%s: %s, want []", c.name, got)
+		}
+	}
+}
