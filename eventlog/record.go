@@ -29,6 +29,10 @@ const (
 	// every key, and has one partition, so that all roles apply the
 	// changes in the same order.
 	ConfigTopic = "personalizer.config"
+	// EvaluationsTopic holds every loop's offline evaluations, a JSON
+	// document keyed loop/id; a tombstone deletes one. Compacted, with one
+	// partition, like ConfigTopic.
+	EvaluationsTopic = "personalizer.evaluations"
 )
 
 // TypeHeader is the record header that names the payload type.

@@ -77,6 +77,7 @@ type AdminConfig struct {
 	// OperationNotAllowed (gRPC Unimplemented).
 	Models        ModelAdmin
 	Logs          LogAdmin
+	Evaluations   EvaluationAdmin // nil: the evaluation routes answer OperationNotAllowed
 	MaxModelBytes int64
 	Now           func() time.Time
 }
@@ -128,6 +129,9 @@ var (
 func (a *Admin) classify(err error, failCode string) *apiError {
 	var ae *apiError
 	var le *loop.Error
+	if e := classifyEvaluation(err); e != nil {
+		return e
+	}
 	switch {
 	case errors.As(err, &ae):
 		return ae

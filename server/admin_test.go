@@ -341,8 +341,9 @@ func TestAdminREST(t *testing.T) {
 				{"policy without name", "PUT", "/configurations/policy", `{"arguments":"--cb_explore_adf"}`, 400, "InvalidPolicyContract", ""},
 				{"policy not cb", "PUT", "/configurations/policy", `{"name":"x","arguments":"--cats 4"}`, 400, "InvalidPolicyConfiguration", ""},
 				{"policy name as number", "PUT", "/configurations/policy", `{"name":1,"arguments":"--cb_explore_adf"}`, 400, "BadRequest", "name"},
-				{"evaluations", "GET", "/evaluations", "", 404, "ResourceNotFound", ""},
-				{"evaluation", "POST", "/evaluations", `{}`, 404, "ResourceNotFound", ""},
+				// Without an EvaluationAdmin (internal/app tests them with one).
+				{"evaluations", "GET", "/evaluations", "", 503, "OperationNotAllowed", ""},
+				{"evaluation", "POST", "/evaluations", `{}`, 503, "OperationNotAllowed", ""},
 				{"apply from evaluation", "POST", "/configurations/applyFromEvaluation", `{}`, 404, "ResourceNotFound", ""},
 				{"multi-slot", "POST", "/multislot/rank", `{}`, 404, "ResourceNotFound", ""},
 				{"feature importances", "GET", "/featureImportances", "", 404, "ResourceNotFound", ""},

@@ -1,7 +1,7 @@
 // The official Azure Personalizer SDKs, unchanged, against a running
 // personalizer: @azure/cognitiveservices-personalizer 2.0.1 (v1.0: rank,
 // reward, activate) and @azure-rest/ai-personalizer 1.0.0-beta.1
-// (v1.1-preview.3: configuration, policy, model and logs).
+// (v1.1-preview.3: configuration, policy, evaluations, model and logs).
 // Run: npm ci && node sdk.js --endpoint http://127.0.0.1:8080
 'use strict';
 
@@ -42,6 +42,18 @@ function expect(resp, status, code) {
   } else {
     assert.ok(!isUnexpected(resp), `the SDK calls ${resp.status} unexpected`);
   }
+  return resp.body;
+}
+
+// expectAt is expect for a route with a path parameter: the SDK's
+// isUnexpected matches those against the path with its version prefix
+// (/personalizer/v1.1-preview.3/evaluations/ID has more parts than
+// /evaluations/{evaluationId}), so it calls every answer unexpected;
+// check the status and error code only.
+function expectAt(resp, status, code) {
+  const detail = JSON.stringify(resp.body);
+  assert.strictEqual(resp.status, String(status), `${resp.request.method} ${resp.request.url}: ${resp.status} ${detail}`);
+  if (code) assert.strictEqual(resp.body.error.code, code, detail);
   return resp.body;
 }
 
@@ -89,6 +101,34 @@ async function main() {
   }
   console.log('rank: probabilities 0.625 / 0.125 x3 with exploration 0.5');
 
+  // Evaluations: create one over the events above, follow it to completion,
+  // list it, delete it; refuse a bad one.
+  const contract = {
+    name: 'sdk evaluation', startTime: new Date(Date.now() - 3600e3).toISOString(), endTime: new Date(Date.now() + 3600e3).toISOString(),
+    policies: [{ name: 'fast', arguments: '--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 --cb_type mtr -q ::' }],
+  };
+  const createdResp = await rest.path('/evaluations').post({ body: contract });
+  const created = expect(createdResp, 201);
+  assert.strictEqual(created.status, 'pending');
+  assert.ok(createdResp.headers.location.endsWith(`/evaluations/${created.id}`), createdResp.headers.location);
+  let evaluation;
+  for (let i = 0; ; i++) {
+    evaluation = expectAt(await rest.path('/evaluations/{evaluationId}', created.id).get(), 200);
+    if (evaluation.status !== 'pending' && evaluation.status !== 'running') break;
+    assert.ok(i < 600, `evaluation still ${evaluation.status}`);
+    await sleep(100);
+  }
+  assert.strictEqual(evaluation.status, 'completed', JSON.stringify(evaluation));
+  assert.deepStrictEqual(evaluation.policyResults.map((p) => p.policySource), ['Online', 'Baseline', 'Random', 'Custom']);
+  const online = evaluation.policyResults[0].totalSummary;
+  assert.ok(online.ipsEstimatorDenominator > 0 && online.averageReward >= 0, JSON.stringify(online));
+  const listed = expect(await rest.path('/evaluations').get(), 200);
+  assert.ok(listed.some((e) => e.id === created.id), JSON.stringify(listed));
+  expect(await rest.path('/evaluations').post({ body: { ...contract, endTime: contract.startTime } }), 400, 'InvalidDateTimesInEvaluationContract');
+  expectAt(await rest.path('/evaluations/{evaluationId}', created.id).delete(), 204);
+  expectAt(await rest.path('/evaluations/{evaluationId}', created.id).get(), 404, 'EvaluationNotFound');
+  console.log(`evaluation: ${online.ipsEstimatorDenominator} events, Online ${online.averageReward}, fast ${evaluation.policyResults[3].totalSummary.averageReward}; deleted`);
+
   // Model: properties, export, reset, import.
   const props = expect(await rest.path('/model/properties').get(), 200);
   assert.ok(Date.parse(props.creationTime) <= Date.parse(props.lastModifiedTime), JSON.stringify(props));
@@ -119,9 +159,6 @@ async function main() {
   assert.ok(Date.parse(logs.dateRange.from) <= Date.parse(logs.dateRange.to), JSON.stringify(logs));
   expect(await rest.path('/logs').delete(), 204);
   console.log(`logs: events from ${logs.dateRange.from} to ${logs.dateRange.to}, deleted`);
-
-  // What is not there yet answers 404 ResourceNotFound.
-  expect(await rest.path('/evaluations').get(), 404, 'ResourceNotFound');
 
   // Leave the loop as it was.
   expect(await rest.path('/configurations/service').put({ body: { ...before, lastConfigurationEditDate: undefined } }), 200);

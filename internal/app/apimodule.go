@@ -39,6 +39,7 @@ type apiModule struct {
 	srv   *server.Server
 	api   *api
 	admin *server.Admin
+	evals *evaluations // the loops' offline evaluations, run here
 }
 
 // apiDeps are what the serving part takes from the rest of its process.
@@ -69,8 +70,9 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 		return nil, err
 	}
 	m.api.guard.ServeLoops(m.srv.Serves)
+	m.evals = newEvaluations(deps.brokers, deps.configs.w, log)
 	m.admin = server.NewAdmin(m.srv, server.AdminConfig{Guard: m.api.guard, Configs: deps.configs, Models: deps.models,
-		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, MaxModelBytes: cfg.MaxModelBytes, Now: time.Now})
+		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, Now: time.Now})
 	server.RegisterAdmin(m.api.grpc, m.admin) // before serving: the guard comes with the API
 	registerServer(m.api.metrics, m.srv, m.pub, deps.sourceUp)
 	registerServerLoop(forLoop(m.api.metrics, cfg.Loop), m.srv, cfg.Loop)
@@ -84,10 +86,10 @@ func (m *apiModule) publishes() func(context.Context) error {
 }
 
 // serves is what serves, in the serving stage: the own loop's models from
-// src, every loop's configuration, the listeners.
+// src, every loop's configuration, the evaluations, the listeners.
 func (m *apiModule) serves(src server.ModelSource) []func(context.Context) error {
 	return []func(context.Context) error{
 		func(ctx context.Context) error { return m.srv.WatchModels(ctx, src) }, m.srv.WatchConfig,
-		m.api.serveGRPC, m.api.serveHTTP,
+		m.evals.follow, m.api.serveGRPC, m.api.serveHTTP,
 	}
 }

@@ -87,15 +87,19 @@ func (c *configTopic) await(ctx context.Context, name string, done func(*loop.Co
 // (version 0) and applies the topic's when the broker answers.
 const configWait = 10 * time.Second
 
-// followConfigs creates the configuration topic if need be, starts
+// followConfigs creates the configuration topic (and the evaluations
+// topic) if need be, starts
 // following it in stage st of v, and waits until what it held is read
 // (at most configWait). seed is the configuration from flags.
 func followConfigs(ctx context.Context, v *supervisor, st *stage, brokers []string, w *kafkalog.Writer, seed *loop.Config, log *slog.Logger) *configTopic {
 	c := &configTopic{brokers: brokers, w: w, reg: loop.NewRegistry(seed), log: log}
 	setup, cancel := context.WithTimeout(ctx, configWait)
 	defer cancel()
-	if err := kafkalog.EnsureTopics(setup, brokers, kafkalog.ConfigTopicSpec()); err != nil {
-		log.Warn("configuration topic not created; following it anyway", "err", err)
+	// The evaluations topic too: the writer the serving part writes
+	// evaluations with learns the topics at its first write, and one
+	// created later would be unknown to it for a while.
+	if err := kafkalog.EnsureTopics(setup, brokers, kafkalog.ConfigTopicSpec(), evaluationsTopicSpec()); err != nil {
+		log.Warn("configuration topics not created; following them anyway", "err", err)
 	}
 	ready := make(chan struct{})
 	v.start(st, ctx, func(ctx context.Context) error { return c.follow(ctx, ready) })

@@ -1946,6 +1946,984 @@ func (x *SetLimitsResponse) GetLoop() *LoopConfiguration {
 	return nil
 }
 
+// EvaluationContract is Personalizer's EvaluationContract: what to evaluate.
+type EvaluationContract struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 256 characters.
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// After start_time.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Up to 10 custom policies with unique names (Vowpal Wabbit arguments).
+	Policies []*Policy `protobuf:"bytes,4,rep,name=policies,proto3" json:"policies,omitempty"`
+	// Accepted, not done yet: no policy search runs.
+	EnableOfflineExperimentation bool `protobuf:"varint,5,opt,name=enable_offline_experimentation,json=enableOfflineExperimentation,proto3" json:"enable_offline_experimentation,omitempty"`
+	unknownFields                protoimpl.UnknownFields
+	sizeCache                    protoimpl.SizeCache
+}
+
+func (x *EvaluationContract) Reset() {
+	*x = EvaluationContract{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluationContract) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluationContract) ProtoMessage() {}
+
+func (x *EvaluationContract) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluationContract.ProtoReflect.Descriptor instead.
+func (*EvaluationContract) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *EvaluationContract) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EvaluationContract) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *EvaluationContract) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *EvaluationContract) GetPolicies() []*Policy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *EvaluationContract) GetEnableOfflineExperimentation() bool {
+	if x != nil {
+		return x.EnableOfflineExperimentation
+	}
+	return false
+}
+
+// Evaluation is Personalizer's Evaluation.
+type Evaluation struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	JobId     string                 `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// pending, running, completed or failed.
+	Status        string          `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	PolicyResults []*PolicyResult `protobuf:"bytes,7,rep,name=policy_results,json=policyResults,proto3" json:"policy_results,omitempty"`
+	// Manual.
+	EvaluationType string `protobuf:"bytes,8,opt,name=evaluation_type,json=evaluationType,proto3" json:"evaluation_type,omitempty"`
+	// Empty: no policy search runs yet.
+	OptimalPolicy string                 `protobuf:"bytes,9,opt,name=optimal_policy,json=optimalPolicy,proto3" json:"optimal_policy,omitempty"`
+	CreationTime  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=creation_time,json=creationTime,proto3" json:"creation_time,omitempty"`
+	Progress      *EvaluationProgress    `protobuf:"bytes,11,opt,name=progress,proto3" json:"progress,omitempty"`
+	// Why the evaluation failed.
+	Error         string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Evaluation) Reset() {
+	*x = Evaluation{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Evaluation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Evaluation) ProtoMessage() {}
+
+func (x *Evaluation) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Evaluation.ProtoReflect.Descriptor instead.
+func (*Evaluation) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *Evaluation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Evaluation) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Evaluation) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Evaluation) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *Evaluation) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *Evaluation) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Evaluation) GetPolicyResults() []*PolicyResult {
+	if x != nil {
+		return x.PolicyResults
+	}
+	return nil
+}
+
+func (x *Evaluation) GetEvaluationType() string {
+	if x != nil {
+		return x.EvaluationType
+	}
+	return ""
+}
+
+func (x *Evaluation) GetOptimalPolicy() string {
+	if x != nil {
+		return x.OptimalPolicy
+	}
+	return ""
+}
+
+func (x *Evaluation) GetCreationTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreationTime
+	}
+	return nil
+}
+
+func (x *Evaluation) GetProgress() *EvaluationProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+func (x *Evaluation) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// EvaluationProgress counts what an evaluation has read.
+type EvaluationProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Joined lines of the loop read so far.
+	Lines int64 `protobuf:"varint,1,opt,name=lines,proto3" json:"lines,omitempty"`
+	// Events evaluated so far.
+	Evaluated int64 `protobuf:"varint,2,opt,name=evaluated,proto3" json:"evaluated,omitempty"`
+	// Events read whose timestamp is outside the evaluation's range.
+	OutOfRange    int64 `protobuf:"varint,3,opt,name=out_of_range,json=outOfRange,proto3" json:"out_of_range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluationProgress) Reset() {
+	*x = EvaluationProgress{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluationProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluationProgress) ProtoMessage() {}
+
+func (x *EvaluationProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluationProgress.ProtoReflect.Descriptor instead.
+func (*EvaluationProgress) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *EvaluationProgress) GetLines() int64 {
+	if x != nil {
+		return x.Lines
+	}
+	return 0
+}
+
+func (x *EvaluationProgress) GetEvaluated() int64 {
+	if x != nil {
+		return x.Evaluated
+	}
+	return 0
+}
+
+func (x *EvaluationProgress) GetOutOfRange() int64 {
+	if x != nil {
+		return x.OutOfRange
+	}
+	return 0
+}
+
+// PolicyResult is one policy's estimates, Personalizer's PolicyResult.
+type PolicyResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Arguments string                 `protobuf:"bytes,2,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	// Online, Baseline, Random or Custom.
+	PolicySource  string                 `protobuf:"bytes,3,opt,name=policy_source,json=policySource,proto3" json:"policy_source,omitempty"`
+	Summary       []*PolicyResultSummary `protobuf:"bytes,4,rep,name=summary,proto3" json:"summary,omitempty"`
+	TotalSummary  *PolicyResultSummary   `protobuf:"bytes,5,opt,name=total_summary,json=totalSummary,proto3" json:"total_summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyResult) Reset() {
+	*x = PolicyResult{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyResult) ProtoMessage() {}
+
+func (x *PolicyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyResult.ProtoReflect.Descriptor instead.
+func (*PolicyResult) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *PolicyResult) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PolicyResult) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+func (x *PolicyResult) GetPolicySource() string {
+	if x != nil {
+		return x.PolicySource
+	}
+	return ""
+}
+
+func (x *PolicyResult) GetSummary() []*PolicyResultSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *PolicyResult) GetTotalSummary() *PolicyResultSummary {
+	if x != nil {
+		return x.TotalSummary
+	}
+	return nil
+}
+
+// PolicyResultSummary is Personalizer's PolicyResultSummary, with every
+// estimator's value and interval.
+type PolicyResultSummary struct {
+	state                     protoimpl.MessageState `protogen:"open.v1"`
+	TimeStamp                 *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time_stamp,json=timeStamp,proto3" json:"time_stamp,omitempty"`
+	IpsEstimatorNumerator     float64                `protobuf:"fixed64,2,opt,name=ips_estimator_numerator,json=ipsEstimatorNumerator,proto3" json:"ips_estimator_numerator,omitempty"`
+	IpsEstimatorDenominator   float64                `protobuf:"fixed64,3,opt,name=ips_estimator_denominator,json=ipsEstimatorDenominator,proto3" json:"ips_estimator_denominator,omitempty"`
+	SnipsEstimatorDenominator float64                `protobuf:"fixed64,4,opt,name=snips_estimator_denominator,json=snipsEstimatorDenominator,proto3" json:"snips_estimator_denominator,omitempty"`
+	AggregateTimeWindow       *durationpb.Duration   `protobuf:"bytes,5,opt,name=aggregate_time_window,json=aggregateTimeWindow,proto3" json:"aggregate_time_window,omitempty"`
+	NonZeroProbability        float64                `protobuf:"fixed64,6,opt,name=non_zero_probability,json=nonZeroProbability,proto3" json:"non_zero_probability,omitempty"`
+	SumOfSquares              float64                `protobuf:"fixed64,7,opt,name=sum_of_squares,json=sumOfSquares,proto3" json:"sum_of_squares,omitempty"`
+	ConfidenceInterval        float64                `protobuf:"fixed64,8,opt,name=confidence_interval,json=confidenceInterval,proto3" json:"confidence_interval,omitempty"`
+	AverageReward             float64                `protobuf:"fixed64,9,opt,name=average_reward,json=averageReward,proto3" json:"average_reward,omitempty"`
+	Events                    int64                  `protobuf:"varint,10,opt,name=events,proto3" json:"events,omitempty"`
+	Estimates                 []*Estimate            `protobuf:"bytes,11,rep,name=estimates,proto3" json:"estimates,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
+}
+
+func (x *PolicyResultSummary) Reset() {
+	*x = PolicyResultSummary{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyResultSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyResultSummary) ProtoMessage() {}
+
+func (x *PolicyResultSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyResultSummary.ProtoReflect.Descriptor instead.
+func (*PolicyResultSummary) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PolicyResultSummary) GetTimeStamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeStamp
+	}
+	return nil
+}
+
+func (x *PolicyResultSummary) GetIpsEstimatorNumerator() float64 {
+	if x != nil {
+		return x.IpsEstimatorNumerator
+	}
+	return 0
+}
+
+func (x *PolicyResultSummary) GetIpsEstimatorDenominator() float64 {
+	if x != nil {
+		return x.IpsEstimatorDenominator
+	}
+	return 0
+}
+
+func (x *PolicyResultSummary) GetSnipsEstimatorDenominator() float64 {
+	if x != nil {
+		return x.SnipsEstimatorDenominator
+	}
+	return 0
+}
+
+func (x *PolicyResultSummary) GetAggregateTimeWindow() *durationpb.Duration {
+	if x != nil {
+		return x.AggregateTimeWindow
+	}
+	return nil
+}
+
+func (x *PolicyResultSummary) GetNonZeroProbability() float64 {
+	if x != nil {
+		return x.NonZeroProbability
+	}
+	return 0
+}
+
+func (x *PolicyResultSummary) GetSumOfSquares() float64 {
+	if x != nil {
+		return x.SumOfSquares
+	}
+	return 0
+}
+
+func (x *PolicyResultSummary) GetConfidenceInterval() float64 {
+	if x != nil {
+		return x.ConfidenceInterval
+	}
+	return 0
+}
+
+func (x *PolicyResultSummary) GetAverageReward() float64 {
+	if x != nil {
+		return x.AverageReward
+	}
+	return 0
+}
+
+func (x *PolicyResultSummary) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *PolicyResultSummary) GetEstimates() []*Estimate {
+	if x != nil {
+		return x.Estimates
+	}
+	return nil
+}
+
+// Estimate is one estimator's value and interval.
+type Estimate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// IPS, SNIPS, DR or CR.
+	Estimator string `protobuf:"bytes,1,opt,name=estimator,proto3" json:"estimator,omitempty"`
+	// Unset when undefined.
+	Value         *float64  `protobuf:"fixed64,2,opt,name=value,proto3,oneof" json:"value,omitempty"`
+	Gaussian      *Interval `protobuf:"bytes,3,opt,name=gaussian,proto3" json:"gaussian,omitempty"`
+	CressieRead   *Interval `protobuf:"bytes,4,opt,name=cressie_read,json=cressieRead,proto3" json:"cressie_read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Estimate) Reset() {
+	*x = Estimate{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Estimate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Estimate) ProtoMessage() {}
+
+func (x *Estimate) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Estimate.ProtoReflect.Descriptor instead.
+func (*Estimate) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *Estimate) GetEstimator() string {
+	if x != nil {
+		return x.Estimator
+	}
+	return ""
+}
+
+func (x *Estimate) GetValue() float64 {
+	if x != nil && x.Value != nil {
+		return *x.Value
+	}
+	return 0
+}
+
+func (x *Estimate) GetGaussian() *Interval {
+	if x != nil {
+		return x.Gaussian
+	}
+	return nil
+}
+
+func (x *Estimate) GetCressieRead() *Interval {
+	if x != nil {
+		return x.CressieRead
+	}
+	return nil
+}
+
+// Interval is a confidence interval.
+type Interval struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lower         float64                `protobuf:"fixed64,1,opt,name=lower,proto3" json:"lower,omitempty"`
+	Upper         float64                `protobuf:"fixed64,2,opt,name=upper,proto3" json:"upper,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interval) Reset() {
+	*x = Interval{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interval) ProtoMessage() {}
+
+func (x *Interval) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interval.ProtoReflect.Descriptor instead.
+func (*Interval) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *Interval) GetLower() float64 {
+	if x != nil {
+		return x.Lower
+	}
+	return 0
+}
+
+func (x *Interval) GetUpper() float64 {
+	if x != nil {
+		return x.Upper
+	}
+	return 0
+}
+
+type CreateEvaluationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	Evaluation    *EvaluationContract    `protobuf:"bytes,2,opt,name=evaluation,proto3" json:"evaluation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEvaluationRequest) Reset() {
+	*x = CreateEvaluationRequest{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEvaluationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEvaluationRequest) ProtoMessage() {}
+
+func (x *CreateEvaluationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEvaluationRequest.ProtoReflect.Descriptor instead.
+func (*CreateEvaluationRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *CreateEvaluationRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+func (x *CreateEvaluationRequest) GetEvaluation() *EvaluationContract {
+	if x != nil {
+		return x.Evaluation
+	}
+	return nil
+}
+
+type CreateEvaluationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Evaluation    *Evaluation            `protobuf:"bytes,1,opt,name=evaluation,proto3" json:"evaluation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEvaluationResponse) Reset() {
+	*x = CreateEvaluationResponse{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEvaluationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEvaluationResponse) ProtoMessage() {}
+
+func (x *CreateEvaluationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEvaluationResponse.ProtoReflect.Descriptor instead.
+func (*CreateEvaluationResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *CreateEvaluationResponse) GetEvaluation() *Evaluation {
+	if x != nil {
+		return x.Evaluation
+	}
+	return nil
+}
+
+type GetEvaluationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEvaluationRequest) Reset() {
+	*x = GetEvaluationRequest{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEvaluationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEvaluationRequest) ProtoMessage() {}
+
+func (x *GetEvaluationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEvaluationRequest.ProtoReflect.Descriptor instead.
+func (*GetEvaluationRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *GetEvaluationRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+func (x *GetEvaluationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetEvaluationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Evaluation    *Evaluation            `protobuf:"bytes,1,opt,name=evaluation,proto3" json:"evaluation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEvaluationResponse) Reset() {
+	*x = GetEvaluationResponse{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEvaluationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEvaluationResponse) ProtoMessage() {}
+
+func (x *GetEvaluationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEvaluationResponse.ProtoReflect.Descriptor instead.
+func (*GetEvaluationResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GetEvaluationResponse) GetEvaluation() *Evaluation {
+	if x != nil {
+		return x.Evaluation
+	}
+	return nil
+}
+
+type ListEvaluationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEvaluationsRequest) Reset() {
+	*x = ListEvaluationsRequest{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEvaluationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEvaluationsRequest) ProtoMessage() {}
+
+func (x *ListEvaluationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEvaluationsRequest.ProtoReflect.Descriptor instead.
+func (*ListEvaluationsRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ListEvaluationsRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+type ListEvaluationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Evaluations   []*Evaluation          `protobuf:"bytes,1,rep,name=evaluations,proto3" json:"evaluations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEvaluationsResponse) Reset() {
+	*x = ListEvaluationsResponse{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEvaluationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEvaluationsResponse) ProtoMessage() {}
+
+func (x *ListEvaluationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEvaluationsResponse.ProtoReflect.Descriptor instead.
+func (*ListEvaluationsResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ListEvaluationsResponse) GetEvaluations() []*Evaluation {
+	if x != nil {
+		return x.Evaluations
+	}
+	return nil
+}
+
+type DeleteEvaluationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteEvaluationRequest) Reset() {
+	*x = DeleteEvaluationRequest{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteEvaluationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteEvaluationRequest) ProtoMessage() {}
+
+func (x *DeleteEvaluationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteEvaluationRequest.ProtoReflect.Descriptor instead.
+func (*DeleteEvaluationRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeleteEvaluationRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+func (x *DeleteEvaluationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteEvaluationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteEvaluationResponse) Reset() {
+	*x = DeleteEvaluationResponse{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteEvaluationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteEvaluationResponse) ProtoMessage() {}
+
+func (x *DeleteEvaluationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteEvaluationResponse.ProtoReflect.Descriptor instead.
+func (*DeleteEvaluationResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{51}
+}
+
 var File_personalizer_v1_admin_proto protoreflect.FileDescriptor
 
 const file_personalizer_v1_admin_proto_rawDesc = "" +
@@ -2068,7 +3046,88 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12/\n" +
 	"\x06limits\x18\x02 \x01(\v2\x17.personalizer.v1.LimitsR\x06limits\"K\n" +
 	"\x11SetLimitsResponse\x126\n" +
-	"\x04loop\x18\x01 \x01(\v2\".personalizer.v1.LoopConfigurationR\x04loop2\x81\f\n" +
+	"\x04loop\x18\x01 \x01(\v2\".personalizer.v1.LoopConfigurationR\x04loop\"\x95\x02\n" +
+	"\x12EvaluationContract\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x123\n" +
+	"\bpolicies\x18\x04 \x03(\v2\x17.personalizer.v1.PolicyR\bpolicies\x12D\n" +
+	"\x1eenable_offline_experimentation\x18\x05 \x01(\bR\x1cenableOfflineExperimentation\"\xff\x03\n" +
+	"\n" +
+	"Evaluation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x15\n" +
+	"\x06job_id\x18\x05 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06status\x18\x06 \x01(\tR\x06status\x12D\n" +
+	"\x0epolicy_results\x18\a \x03(\v2\x1d.personalizer.v1.PolicyResultR\rpolicyResults\x12'\n" +
+	"\x0fevaluation_type\x18\b \x01(\tR\x0eevaluationType\x12%\n" +
+	"\x0eoptimal_policy\x18\t \x01(\tR\roptimalPolicy\x12?\n" +
+	"\rcreation_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\fcreationTime\x12?\n" +
+	"\bprogress\x18\v \x01(\v2#.personalizer.v1.EvaluationProgressR\bprogress\x12\x14\n" +
+	"\x05error\x18\f \x01(\tR\x05error\"j\n" +
+	"\x12EvaluationProgress\x12\x14\n" +
+	"\x05lines\x18\x01 \x01(\x03R\x05lines\x12\x1c\n" +
+	"\tevaluated\x18\x02 \x01(\x03R\tevaluated\x12 \n" +
+	"\fout_of_range\x18\x03 \x01(\x03R\n" +
+	"outOfRange\"\xf0\x01\n" +
+	"\fPolicyResult\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x02 \x01(\tR\targuments\x12#\n" +
+	"\rpolicy_source\x18\x03 \x01(\tR\fpolicySource\x12>\n" +
+	"\asummary\x18\x04 \x03(\v2$.personalizer.v1.PolicyResultSummaryR\asummary\x12I\n" +
+	"\rtotal_summary\x18\x05 \x01(\v2$.personalizer.v1.PolicyResultSummaryR\ftotalSummary\"\xd4\x04\n" +
+	"\x13PolicyResultSummary\x129\n" +
+	"\n" +
+	"time_stamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimeStamp\x126\n" +
+	"\x17ips_estimator_numerator\x18\x02 \x01(\x01R\x15ipsEstimatorNumerator\x12:\n" +
+	"\x19ips_estimator_denominator\x18\x03 \x01(\x01R\x17ipsEstimatorDenominator\x12>\n" +
+	"\x1bsnips_estimator_denominator\x18\x04 \x01(\x01R\x19snipsEstimatorDenominator\x12M\n" +
+	"\x15aggregate_time_window\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x13aggregateTimeWindow\x120\n" +
+	"\x14non_zero_probability\x18\x06 \x01(\x01R\x12nonZeroProbability\x12$\n" +
+	"\x0esum_of_squares\x18\a \x01(\x01R\fsumOfSquares\x12/\n" +
+	"\x13confidence_interval\x18\b \x01(\x01R\x12confidenceInterval\x12%\n" +
+	"\x0eaverage_reward\x18\t \x01(\x01R\raverageReward\x12\x16\n" +
+	"\x06events\x18\n" +
+	" \x01(\x03R\x06events\x127\n" +
+	"\testimates\x18\v \x03(\v2\x19.personalizer.v1.EstimateR\testimates\"\xc2\x01\n" +
+	"\bEstimate\x12\x1c\n" +
+	"\testimator\x18\x01 \x01(\tR\testimator\x12\x19\n" +
+	"\x05value\x18\x02 \x01(\x01H\x00R\x05value\x88\x01\x01\x125\n" +
+	"\bgaussian\x18\x03 \x01(\v2\x19.personalizer.v1.IntervalR\bgaussian\x12<\n" +
+	"\fcressie_read\x18\x04 \x01(\v2\x19.personalizer.v1.IntervalR\vcressieReadB\b\n" +
+	"\x06_value\"6\n" +
+	"\bInterval\x12\x14\n" +
+	"\x05lower\x18\x01 \x01(\x01R\x05lower\x12\x14\n" +
+	"\x05upper\x18\x02 \x01(\x01R\x05upper\"r\n" +
+	"\x17CreateEvaluationRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12C\n" +
+	"\n" +
+	"evaluation\x18\x02 \x01(\v2#.personalizer.v1.EvaluationContractR\n" +
+	"evaluation\"W\n" +
+	"\x18CreateEvaluationResponse\x12;\n" +
+	"\n" +
+	"evaluation\x18\x01 \x01(\v2\x1b.personalizer.v1.EvaluationR\n" +
+	"evaluation\":\n" +
+	"\x14GetEvaluationRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"T\n" +
+	"\x15GetEvaluationResponse\x12;\n" +
+	"\n" +
+	"evaluation\x18\x01 \x01(\v2\x1b.personalizer.v1.EvaluationR\n" +
+	"evaluation\",\n" +
+	"\x16ListEvaluationsRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\"X\n" +
+	"\x17ListEvaluationsResponse\x12=\n" +
+	"\vevaluations\x18\x01 \x03(\v2\x1b.personalizer.v1.EvaluationR\vevaluations\"=\n" +
+	"\x17DeleteEvaluationRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\x1a\n" +
+	"\x18DeleteEvaluationResponse2\x99\x0f\n" +
 	"\fAdminService\x12|\n" +
 	"\x17GetServiceConfiguration\x12/.personalizer.v1.GetServiceConfigurationRequest\x1a0.personalizer.v1.GetServiceConfigurationResponse\x12\x85\x01\n" +
 	"\x1aUpdateServiceConfiguration\x122.personalizer.v1.UpdateServiceConfigurationRequest\x1a3.personalizer.v1.UpdateServiceConfigurationResponse\x12R\n" +
@@ -2089,7 +3148,11 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\aGetLoop\x12\x1f.personalizer.v1.GetLoopRequest\x1a .personalizer.v1.GetLoopResponse\x12U\n" +
 	"\n" +
 	"DeleteLoop\x12\".personalizer.v1.DeleteLoopRequest\x1a#.personalizer.v1.DeleteLoopResponse\x12R\n" +
-	"\tSetLimits\x12!.personalizer.v1.SetLimitsRequest\x1a\".personalizer.v1.SetLimitsResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
+	"\tSetLimits\x12!.personalizer.v1.SetLimitsRequest\x1a\".personalizer.v1.SetLimitsResponse\x12g\n" +
+	"\x10CreateEvaluation\x12(.personalizer.v1.CreateEvaluationRequest\x1a).personalizer.v1.CreateEvaluationResponse\x12^\n" +
+	"\rGetEvaluation\x12%.personalizer.v1.GetEvaluationRequest\x1a&.personalizer.v1.GetEvaluationResponse\x12d\n" +
+	"\x0fListEvaluations\x12'.personalizer.v1.ListEvaluationsRequest\x1a(.personalizer.v1.ListEvaluationsResponse\x12g\n" +
+	"\x10DeleteEvaluation\x12(.personalizer.v1.DeleteEvaluationRequest\x1a).personalizer.v1.DeleteEvaluationResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
 
 var (
 	file_personalizer_v1_admin_proto_rawDescOnce sync.Once
@@ -2103,7 +3166,7 @@ func file_personalizer_v1_admin_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_admin_proto_rawDescData
 }
 
-var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*ServiceConfiguration)(nil),               // 0: personalizer.v1.ServiceConfiguration
 	(*Policy)(nil),                             // 1: personalizer.v1.Policy
@@ -2142,15 +3205,30 @@ var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*DeleteLoopResponse)(nil),                 // 34: personalizer.v1.DeleteLoopResponse
 	(*SetLimitsRequest)(nil),                   // 35: personalizer.v1.SetLimitsRequest
 	(*SetLimitsResponse)(nil),                  // 36: personalizer.v1.SetLimitsResponse
-	(*durationpb.Duration)(nil),                // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),              // 38: google.protobuf.Timestamp
+	(*EvaluationContract)(nil),                 // 37: personalizer.v1.EvaluationContract
+	(*Evaluation)(nil),                         // 38: personalizer.v1.Evaluation
+	(*EvaluationProgress)(nil),                 // 39: personalizer.v1.EvaluationProgress
+	(*PolicyResult)(nil),                       // 40: personalizer.v1.PolicyResult
+	(*PolicyResultSummary)(nil),                // 41: personalizer.v1.PolicyResultSummary
+	(*Estimate)(nil),                           // 42: personalizer.v1.Estimate
+	(*Interval)(nil),                           // 43: personalizer.v1.Interval
+	(*CreateEvaluationRequest)(nil),            // 44: personalizer.v1.CreateEvaluationRequest
+	(*CreateEvaluationResponse)(nil),           // 45: personalizer.v1.CreateEvaluationResponse
+	(*GetEvaluationRequest)(nil),               // 46: personalizer.v1.GetEvaluationRequest
+	(*GetEvaluationResponse)(nil),              // 47: personalizer.v1.GetEvaluationResponse
+	(*ListEvaluationsRequest)(nil),             // 48: personalizer.v1.ListEvaluationsRequest
+	(*ListEvaluationsResponse)(nil),            // 49: personalizer.v1.ListEvaluationsResponse
+	(*DeleteEvaluationRequest)(nil),            // 50: personalizer.v1.DeleteEvaluationRequest
+	(*DeleteEvaluationResponse)(nil),           // 51: personalizer.v1.DeleteEvaluationResponse
+	(*durationpb.Duration)(nil),                // 52: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),              // 53: google.protobuf.Timestamp
 }
 var file_personalizer_v1_admin_proto_depIdxs = []int32{
-	37, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
-	37, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
-	38, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
-	37, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
-	38, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
+	52, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
+	52, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
+	53, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
+	52, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
+	53, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
 	0,  // 5: personalizer.v1.LoopConfiguration.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 6: personalizer.v1.LoopConfiguration.policy:type_name -> personalizer.v1.Policy
 	3,  // 7: personalizer.v1.LoopConfiguration.limits:type_name -> personalizer.v1.Limits
@@ -2164,11 +3242,11 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	20, // 15: personalizer.v1.ExportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 16: personalizer.v1.ImportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 17: personalizer.v1.ResetModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	38, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
-	38, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
+	53, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
+	53, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
 	20, // 20: personalizer.v1.GetModelPropertiesResponse.properties:type_name -> personalizer.v1.ModelProperties
-	38, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
-	38, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
+	53, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
+	53, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
 	0,  // 23: personalizer.v1.CreateLoopRequest.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 24: personalizer.v1.CreateLoopRequest.policy:type_name -> personalizer.v1.Policy
 	3,  // 25: personalizer.v1.CreateLoopRequest.limits:type_name -> personalizer.v1.Limits
@@ -2177,43 +3255,70 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	2,  // 28: personalizer.v1.GetLoopResponse.loop:type_name -> personalizer.v1.LoopConfiguration
 	3,  // 29: personalizer.v1.SetLimitsRequest.limits:type_name -> personalizer.v1.Limits
 	2,  // 30: personalizer.v1.SetLimitsResponse.loop:type_name -> personalizer.v1.LoopConfiguration
-	4,  // 31: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
-	6,  // 32: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
-	8,  // 33: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
-	10, // 34: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
-	12, // 35: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
-	14, // 36: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
-	16, // 37: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
-	18, // 38: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
-	21, // 39: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
-	23, // 40: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
-	25, // 41: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
-	27, // 42: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
-	29, // 43: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
-	31, // 44: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
-	33, // 45: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
-	35, // 46: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
-	5,  // 47: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
-	7,  // 48: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
-	9,  // 49: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
-	11, // 50: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
-	13, // 51: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
-	15, // 52: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
-	17, // 53: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
-	19, // 54: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
-	22, // 55: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
-	24, // 56: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
-	26, // 57: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
-	28, // 58: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
-	30, // 59: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
-	32, // 60: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
-	34, // 61: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
-	36, // 62: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
-	47, // [47:63] is the sub-list for method output_type
-	31, // [31:47] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	53, // 31: personalizer.v1.EvaluationContract.start_time:type_name -> google.protobuf.Timestamp
+	53, // 32: personalizer.v1.EvaluationContract.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 33: personalizer.v1.EvaluationContract.policies:type_name -> personalizer.v1.Policy
+	53, // 34: personalizer.v1.Evaluation.start_time:type_name -> google.protobuf.Timestamp
+	53, // 35: personalizer.v1.Evaluation.end_time:type_name -> google.protobuf.Timestamp
+	40, // 36: personalizer.v1.Evaluation.policy_results:type_name -> personalizer.v1.PolicyResult
+	53, // 37: personalizer.v1.Evaluation.creation_time:type_name -> google.protobuf.Timestamp
+	39, // 38: personalizer.v1.Evaluation.progress:type_name -> personalizer.v1.EvaluationProgress
+	41, // 39: personalizer.v1.PolicyResult.summary:type_name -> personalizer.v1.PolicyResultSummary
+	41, // 40: personalizer.v1.PolicyResult.total_summary:type_name -> personalizer.v1.PolicyResultSummary
+	53, // 41: personalizer.v1.PolicyResultSummary.time_stamp:type_name -> google.protobuf.Timestamp
+	52, // 42: personalizer.v1.PolicyResultSummary.aggregate_time_window:type_name -> google.protobuf.Duration
+	42, // 43: personalizer.v1.PolicyResultSummary.estimates:type_name -> personalizer.v1.Estimate
+	43, // 44: personalizer.v1.Estimate.gaussian:type_name -> personalizer.v1.Interval
+	43, // 45: personalizer.v1.Estimate.cressie_read:type_name -> personalizer.v1.Interval
+	37, // 46: personalizer.v1.CreateEvaluationRequest.evaluation:type_name -> personalizer.v1.EvaluationContract
+	38, // 47: personalizer.v1.CreateEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
+	38, // 48: personalizer.v1.GetEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
+	38, // 49: personalizer.v1.ListEvaluationsResponse.evaluations:type_name -> personalizer.v1.Evaluation
+	4,  // 50: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
+	6,  // 51: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
+	8,  // 52: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
+	10, // 53: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
+	12, // 54: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
+	14, // 55: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
+	16, // 56: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
+	18, // 57: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
+	21, // 58: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
+	23, // 59: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
+	25, // 60: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
+	27, // 61: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
+	29, // 62: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
+	31, // 63: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
+	33, // 64: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
+	35, // 65: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
+	44, // 66: personalizer.v1.AdminService.CreateEvaluation:input_type -> personalizer.v1.CreateEvaluationRequest
+	46, // 67: personalizer.v1.AdminService.GetEvaluation:input_type -> personalizer.v1.GetEvaluationRequest
+	48, // 68: personalizer.v1.AdminService.ListEvaluations:input_type -> personalizer.v1.ListEvaluationsRequest
+	50, // 69: personalizer.v1.AdminService.DeleteEvaluation:input_type -> personalizer.v1.DeleteEvaluationRequest
+	5,  // 70: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
+	7,  // 71: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
+	9,  // 72: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
+	11, // 73: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
+	13, // 74: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
+	15, // 75: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
+	17, // 76: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
+	19, // 77: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
+	22, // 78: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
+	24, // 79: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
+	26, // 80: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
+	28, // 81: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
+	30, // 82: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
+	32, // 83: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
+	34, // 84: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
+	36, // 85: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
+	45, // 86: personalizer.v1.AdminService.CreateEvaluation:output_type -> personalizer.v1.CreateEvaluationResponse
+	47, // 87: personalizer.v1.AdminService.GetEvaluation:output_type -> personalizer.v1.GetEvaluationResponse
+	49, // 88: personalizer.v1.AdminService.ListEvaluations:output_type -> personalizer.v1.ListEvaluationsResponse
+	51, // 89: personalizer.v1.AdminService.DeleteEvaluation:output_type -> personalizer.v1.DeleteEvaluationResponse
+	70, // [70:90] is the sub-list for method output_type
+	50, // [50:70] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_admin_proto_init() }
@@ -2221,13 +3326,14 @@ func file_personalizer_v1_admin_proto_init() {
 	if File_personalizer_v1_admin_proto != nil {
 		return
 	}
+	file_personalizer_v1_admin_proto_msgTypes[42].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_admin_proto_rawDesc), len(file_personalizer_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,10 @@ const (
 	AdminService_GetLoop_FullMethodName                    = "/personalizer.v1.AdminService/GetLoop"
 	AdminService_DeleteLoop_FullMethodName                 = "/personalizer.v1.AdminService/DeleteLoop"
 	AdminService_SetLimits_FullMethodName                  = "/personalizer.v1.AdminService/SetLimits"
+	AdminService_CreateEvaluation_FullMethodName           = "/personalizer.v1.AdminService/CreateEvaluation"
+	AdminService_GetEvaluation_FullMethodName              = "/personalizer.v1.AdminService/GetEvaluation"
+	AdminService_ListEvaluations_FullMethodName            = "/personalizer.v1.AdminService/ListEvaluations"
+	AdminService_DeleteEvaluation_FullMethodName           = "/personalizer.v1.AdminService/DeleteEvaluation"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -83,6 +87,17 @@ type AdminServiceClient interface {
 	DeleteLoop(ctx context.Context, in *DeleteLoopRequest, opts ...grpc.CallOption) (*DeleteLoopResponse, error)
 	// SetLimits sets what one request to a loop may ask for (admin keys only).
 	SetLimits(ctx context.Context, in *SetLimitsRequest, opts ...grpc.CallOption) (*SetLimitsResponse, error)
+	// CreateEvaluation starts an offline evaluation of the Online, Baseline,
+	// Random and custom policies over the loop's joined events whose
+	// timestamps are in [start_time, end_time); it runs in the background.
+	CreateEvaluation(ctx context.Context, in *CreateEvaluationRequest, opts ...grpc.CallOption) (*CreateEvaluationResponse, error)
+	// GetEvaluation returns an evaluation: its status, progress and, once
+	// completed, its results.
+	GetEvaluation(ctx context.Context, in *GetEvaluationRequest, opts ...grpc.CallOption) (*GetEvaluationResponse, error)
+	// ListEvaluations lists the loop's evaluations, oldest first.
+	ListEvaluations(ctx context.Context, in *ListEvaluationsRequest, opts ...grpc.CallOption) (*ListEvaluationsResponse, error)
+	// DeleteEvaluation deletes an evaluation, stopping it if it runs.
+	DeleteEvaluation(ctx context.Context, in *DeleteEvaluationRequest, opts ...grpc.CallOption) (*DeleteEvaluationResponse, error)
 }
 
 type adminServiceClient struct {
@@ -265,6 +280,46 @@ func (c *adminServiceClient) SetLimits(ctx context.Context, in *SetLimitsRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) CreateEvaluation(ctx context.Context, in *CreateEvaluationRequest, opts ...grpc.CallOption) (*CreateEvaluationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateEvaluationResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateEvaluation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetEvaluation(ctx context.Context, in *GetEvaluationRequest, opts ...grpc.CallOption) (*GetEvaluationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEvaluationResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetEvaluation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListEvaluations(ctx context.Context, in *ListEvaluationsRequest, opts ...grpc.CallOption) (*ListEvaluationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEvaluationsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListEvaluations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteEvaluation(ctx context.Context, in *DeleteEvaluationRequest, opts ...grpc.CallOption) (*DeleteEvaluationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteEvaluationResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteEvaluation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -311,6 +366,17 @@ type AdminServiceServer interface {
 	DeleteLoop(context.Context, *DeleteLoopRequest) (*DeleteLoopResponse, error)
 	// SetLimits sets what one request to a loop may ask for (admin keys only).
 	SetLimits(context.Context, *SetLimitsRequest) (*SetLimitsResponse, error)
+	// CreateEvaluation starts an offline evaluation of the Online, Baseline,
+	// Random and custom policies over the loop's joined events whose
+	// timestamps are in [start_time, end_time); it runs in the background.
+	CreateEvaluation(context.Context, *CreateEvaluationRequest) (*CreateEvaluationResponse, error)
+	// GetEvaluation returns an evaluation: its status, progress and, once
+	// completed, its results.
+	GetEvaluation(context.Context, *GetEvaluationRequest) (*GetEvaluationResponse, error)
+	// ListEvaluations lists the loop's evaluations, oldest first.
+	ListEvaluations(context.Context, *ListEvaluationsRequest) (*ListEvaluationsResponse, error)
+	// DeleteEvaluation deletes an evaluation, stopping it if it runs.
+	DeleteEvaluation(context.Context, *DeleteEvaluationRequest) (*DeleteEvaluationResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -368,6 +434,18 @@ func (UnimplementedAdminServiceServer) DeleteLoop(context.Context, *DeleteLoopRe
 }
 func (UnimplementedAdminServiceServer) SetLimits(context.Context, *SetLimitsRequest) (*SetLimitsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetLimits not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateEvaluation(context.Context, *CreateEvaluationRequest) (*CreateEvaluationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateEvaluation not implemented")
+}
+func (UnimplementedAdminServiceServer) GetEvaluation(context.Context, *GetEvaluationRequest) (*GetEvaluationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEvaluation not implemented")
+}
+func (UnimplementedAdminServiceServer) ListEvaluations(context.Context, *ListEvaluationsRequest) (*ListEvaluationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEvaluations not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteEvaluation(context.Context, *DeleteEvaluationRequest) (*DeleteEvaluationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteEvaluation not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -660,6 +738,78 @@ func _AdminService_SetLimits_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CreateEvaluation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateEvaluationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateEvaluation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateEvaluation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateEvaluation(ctx, req.(*CreateEvaluationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetEvaluation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEvaluationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetEvaluation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetEvaluation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetEvaluation(ctx, req.(*GetEvaluationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListEvaluations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEvaluationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListEvaluations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListEvaluations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListEvaluations(ctx, req.(*ListEvaluationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteEvaluation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteEvaluationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteEvaluation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteEvaluation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteEvaluation(ctx, req.(*DeleteEvaluationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -722,6 +872,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetLimits",
 			Handler:    _AdminService_SetLimits_Handler,
+		},
+		{
+			MethodName: "CreateEvaluation",
+			Handler:    _AdminService_CreateEvaluation_Handler,
+		},
+		{
+			MethodName: "GetEvaluation",
+			Handler:    _AdminService_GetEvaluation_Handler,
+		},
+		{
+			MethodName: "ListEvaluations",
+			Handler:    _AdminService_ListEvaluations_Handler,
+		},
+		{
+			MethodName: "DeleteEvaluation",
+			Handler:    _AdminService_DeleteEvaluation_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,251 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/open-personalizer/personalizer/bandit"
+	"github.com/open-personalizer/personalizer/evaluate"
+	"github.com/open-personalizer/personalizer/loop"
+)
+
+// EvaluationContract is Personalizer's EvaluationContract: an offline
+// evaluation of a loop's joined events whose timestamps are in
+// [StartTime, EndTime), of the Online, Baseline and Random policies and
+// Policies (custom).
+type EvaluationContract struct {
+	// Accepted; policy search is not done yet (OptimalPolicy stays "").
+	EnableOfflineExperimentation bool          `json:"enableOfflineExperimentation"`
+	Name                         string        `json:"name"`
+	StartTime                    time.Time     `json:"startTime"`
+	EndTime                      time.Time     `json:"endTime"`
+	Policies                     []loop.Policy `json:"policies"`
+}
+
+// Evaluation statuses. Personalizer's enum (modelAsString: clients take
+// any) has no "running"; it is ours, between pending and completed.
+const (
+	EvaluationPending   = "pending"
+	EvaluationRunning   = "running"
+	EvaluationCompleted = "completed"
+	EvaluationFailed    = "failed"
+)
+
+// Evaluation is Personalizer's Evaluation, with its progress and the
+// reason of a failure.
+type Evaluation struct {
+	ID                string                  `json:"id"`
+	Name              string                  `json:"name"`
+	StartTime         time.Time               `json:"startTime"`
+	EndTime           time.Time               `json:"endTime"`
+	JobID             string                  `json:"jobId"`
+	Status            string                  `json:"status"`
+	PolicyResults     []evaluate.PolicyResult `json:"policyResults"`
+	FeatureImportance [][]string              `json:"featureImportance"` // always empty: not computed yet
+	EvaluationType    string                  `json:"evaluationType"`    // Manual
+	OptimalPolicy     string                  `json:"optimalPolicy"`     // "": no policy search yet
+	CreationTime      time.Time               `json:"creationTime"`
+	// Beyond Personalizer.
+	Progress EvaluationProgress `json:"progress"`
+	Counts   *evaluate.Counts   `json:"counts,omitempty"` // the lines read, once completed
+	Error    string             `json:"error,omitempty"`  // why it failed
+}
+
+// EvaluationProgress counts what an evaluation has read.
+type EvaluationProgress struct {
+	Lines      int64 `json:"lines"`      // the loop's joined lines read
+	Evaluated  int64 `json:"evaluated"`  // events evaluated
+	OutOfRange int64 `json:"outOfRange"` // lines whose Timestamp is outside the range (or missing)
+}
+
+// EvaluationAdmin runs and stores a loop's evaluations, for [Admin].
+type EvaluationAdmin interface {
+	// Create stores a pending evaluation of c, already checked, and
+	// starts it; it returns an error wrapping [ErrNoLogsInRange] when the
+	// loop has no joined events from c.StartTime on.
+	Create(ctx context.Context, loop string, c EvaluationContract) (*Evaluation, error)
+	// Get returns an evaluation, or an error wrapping
+	// [ErrEvaluationNotFound].
+	Get(ctx context.Context, loop, id string) (*Evaluation, error)
+	// List returns the loop's evaluations, oldest first.
+	List(ctx context.Context, loop string) ([]*Evaluation, error)
+	// Delete stops and deletes an evaluation, or returns an error
+	// wrapping [ErrEvaluationNotFound].
+	Delete(ctx context.Context, loop, id string) error
+}
+
+var (
+	// ErrEvaluationNotFound is Personalizer's EvaluationNotFound.
+	ErrEvaluationNotFound = errors.New("the evaluation does not exist")
+	// ErrNoLogsInRange is Personalizer's NoLogsExistInDateRange.
+	ErrNoLogsInRange = errors.New("no events are stored for the loop in the evaluation's date range")
+)
+
+// MaxEvaluationNameLength and MaxPolicyArgumentsLength are Personalizer's
+// limits on an evaluation's name (and a policy's) and a policy's arguments.
+const (
+	MaxEvaluationNameLength  = 256
+	MaxPolicyArgumentsLength = 1024
+)
+
+// checkEvaluation refuses a contract Personalizer refuses, and custom
+// policies whose models would take, together, more than the largest model
+// this server takes: they are all in memory here while it runs.
+func (a *Admin) checkEvaluation(c *EvaluationContract) error {
+	bad := func(code, format string, args ...any) error {
+		return &loop.Error{Code: code, Message: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case strings.TrimSpace(c.Name) == "" || len(c.Name) > MaxEvaluationNameLength:
+		return bad("InvalidEvaluationContract", "The evaluation name must be 1 to %d characters.", MaxEvaluationNameLength)
+	case c.StartTime.IsZero() || c.EndTime.IsZero():
+		return bad("InvalidDateTimesInEvaluationContract", "startTime and endTime are required.")
+	case !c.EndTime.After(c.StartTime):
+		return bad("InvalidDateTimesInEvaluationContract", "endTime must be after startTime.")
+	case len(c.Policies) > evaluate.MaxCustom:
+		return bad("MaximumEvaluationCustomPoliciesExceeded", "A maximum of %d custom policies are allowed.", evaluate.MaxCustom)
+	}
+	seen := map[string]bool{}
+	var total int64
+	for i, p := range c.Policies {
+		switch {
+		case strings.TrimSpace(p.Name) == "" || len(p.Name) > MaxEvaluationNameLength:
+			return bad("InvalidEvaluationContract", "policies[%d]: a policy name must be 1 to %d characters.", i, MaxEvaluationNameLength)
+		case seen[p.Name]:
+			return bad("DuplicateCustomPolicyNames", "Custom policy names should be unique.")
+		case len(p.Arguments) > MaxPolicyArgumentsLength:
+			return bad("InvalidEvaluationContract", "policies[%d]: arguments must be at most %d characters.", i, MaxPolicyArgumentsLength)
+		}
+		seen[p.Name] = true
+		pol, err := bandit.ParsePolicy(p.Arguments)
+		if err != nil {
+			return bad("InvalidEvaluationContract", "policy %q: %v", p.Name, err)
+		}
+		if err := a.fits(pol, "InvalidEvaluationContract"); err != nil {
+			return err
+		}
+		total += pol.WeightBytes()
+	}
+	if total > a.cfg.MaxModelBytes {
+		return bad("InvalidEvaluationContract", "The custom policies' models take %d bytes together, over the limit of %d bytes (--max-model-bytes); use fewer bits (-b) or fewer policies.",
+			total, a.cfg.MaxModelBytes)
+	}
+	c.StartTime, c.EndTime = c.StartTime.UTC(), c.EndTime.UTC()
+	return nil
+}
+
+// evaluations returns the EvaluationAdmin and the loop the call addresses.
+func (a *Admin) evaluations(ctx context.Context, name string) (EvaluationAdmin, string, error) {
+	l, err := a.loopOf(ctx, name)
+	if err != nil {
+		return nil, "", err
+	}
+	if a.cfg.Evaluations == nil {
+		return nil, "", errUnsupported
+	}
+	if _, err := a.config(l); err != nil {
+		return nil, "", err
+	}
+	return a.cfg.Evaluations, l, nil
+}
+
+func (a *Admin) createEvaluation(ctx context.Context, name string, c EvaluationContract) (*Evaluation, error) {
+	ev, l, err := a.evaluations(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.checkEvaluation(&c); err != nil {
+		return nil, err
+	}
+	return ev.Create(ctx, l, c)
+}
+
+func (a *Admin) getEvaluation(ctx context.Context, name, id string) (*Evaluation, error) {
+	ev, l, err := a.evaluations(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return ev.Get(ctx, l, id)
+}
+
+func (a *Admin) listEvaluations(ctx context.Context, name string) ([]*Evaluation, error) {
+	ev, l, err := a.evaluations(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return ev.List(ctx, l)
+}
+
+func (a *Admin) deleteEvaluation(ctx context.Context, name, id string) error {
+	ev, l, err := a.evaluations(ctx, name)
+	if err != nil {
+		return err
+	}
+	return ev.Delete(ctx, l, id)
+}
+
+// classifyEvaluation answers the evaluation errors [Admin.classify] does
+// not know.
+func classifyEvaluation(err error) *apiError {
+	switch {
+	case errors.Is(err, ErrEvaluationNotFound):
+		return &apiError{http.StatusNotFound, codes.NotFound, "EvaluationNotFound", "the evaluation does not exist"}
+	case errors.Is(err, ErrNoLogsInRange):
+		return &apiError{http.StatusBadRequest, codes.InvalidArgument, "NoLogsExistInDateRange", ErrNoLogsInRange.Error()}
+	}
+	return nil
+}
+
+func (h *REST) listEvaluations(w http.ResponseWriter, r *http.Request) {
+	es, err := h.admin.listEvaluations(r.Context(), "")
+	if err != nil {
+		h.adminFail(w, "EvaluationsGetListFailed", err)
+		return
+	}
+	if es == nil {
+		es = []*Evaluation{}
+	}
+	writeJSON(w, http.StatusOK, es)
+}
+
+func (h *REST) createEvaluation(w http.ResponseWriter, r *http.Request) {
+	var c EvaluationContract
+	if err := decodeObject(r, &c); err != nil {
+		h.adminFail(w, "", err)
+		return
+	}
+	e, err := h.admin.createEvaluation(r.Context(), "", c)
+	if err != nil {
+		h.adminFail(w, "InternalServerError", err)
+		return
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	w.Header().Set("Location", scheme+"://"+r.Host+strings.TrimSuffix(r.URL.Path, "/")+"/"+e.ID)
+	writeJSON(w, http.StatusCreated, e)
+}
+
+func (h *REST) getEvaluation(w http.ResponseWriter, r *http.Request) {
+	e, err := h.admin.getEvaluation(r.Context(), "", r.PathValue("id"))
+	if err != nil {
+		h.adminFail(w, "InternalServerError", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, e)
+}
+
+func (h *REST) deleteEvaluation(w http.ResponseWriter, r *http.Request) {
+	if err := h.admin.deleteEvaluation(r.Context(), "", r.PathValue("id")); err != nil {
+		h.adminFail(w, "InternalServerError", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
