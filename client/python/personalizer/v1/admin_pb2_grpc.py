@@ -100,6 +100,26 @@ class AdminServiceStub(object):
                 request_serializer=personalizer_dot_v1_dot_admin__pb2.SetLimitsRequest.SerializeToString,
                 response_deserializer=personalizer_dot_v1_dot_admin__pb2.SetLimitsResponse.FromString,
                 )
+        self.CreateEvaluation = channel.unary_unary(
+                '/personalizer.v1.AdminService/CreateEvaluation',
+                request_serializer=personalizer_dot_v1_dot_admin__pb2.CreateEvaluationRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_admin__pb2.CreateEvaluationResponse.FromString,
+                )
+        self.GetEvaluation = channel.unary_unary(
+                '/personalizer.v1.AdminService/GetEvaluation',
+                request_serializer=personalizer_dot_v1_dot_admin__pb2.GetEvaluationRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_admin__pb2.GetEvaluationResponse.FromString,
+                )
+        self.ListEvaluations = channel.unary_unary(
+                '/personalizer.v1.AdminService/ListEvaluations',
+                request_serializer=personalizer_dot_v1_dot_admin__pb2.ListEvaluationsRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_admin__pb2.ListEvaluationsResponse.FromString,
+                )
+        self.DeleteEvaluation = channel.unary_unary(
+                '/personalizer.v1.AdminService/DeleteEvaluation',
+                request_serializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationResponse.FromString,
+                )
 
 
 class AdminServiceServicer(object):
@@ -226,6 +246,37 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEvaluation(self, request, context):
+        """CreateEvaluation starts an offline evaluation of the Online, Baseline,
+        Random and custom policies over the loop's joined events whose
+        timestamps are in [start_time, end_time); it runs in the background.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvaluation(self, request, context):
+        """GetEvaluation returns an evaluation: its status, progress and, once
+        completed, its results.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvaluations(self, request, context):
+        """ListEvaluations lists the loop's evaluations, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEvaluation(self, request, context):
+        """DeleteEvaluation deletes an evaluation, stopping it if it runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -308,6 +359,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetLimits,
                     request_deserializer=personalizer_dot_v1_dot_admin__pb2.SetLimitsRequest.FromString,
                     response_serializer=personalizer_dot_v1_dot_admin__pb2.SetLimitsResponse.SerializeToString,
+            ),
+            'CreateEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEvaluation,
+                    request_deserializer=personalizer_dot_v1_dot_admin__pb2.CreateEvaluationRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_admin__pb2.CreateEvaluationResponse.SerializeToString,
+            ),
+            'GetEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvaluation,
+                    request_deserializer=personalizer_dot_v1_dot_admin__pb2.GetEvaluationRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_admin__pb2.GetEvaluationResponse.SerializeToString,
+            ),
+            'ListEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvaluations,
+                    request_deserializer=personalizer_dot_v1_dot_admin__pb2.ListEvaluationsRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_admin__pb2.ListEvaluationsResponse.SerializeToString,
+            ),
+            'DeleteEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEvaluation,
+                    request_deserializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -594,5 +665,73 @@ class AdminService(object):
         return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/SetLimits',
             personalizer_dot_v1_dot_admin__pb2.SetLimitsRequest.SerializeToString,
             personalizer_dot_v1_dot_admin__pb2.SetLimitsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/CreateEvaluation',
+            personalizer_dot_v1_dot_admin__pb2.CreateEvaluationRequest.SerializeToString,
+            personalizer_dot_v1_dot_admin__pb2.CreateEvaluationResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/GetEvaluation',
+            personalizer_dot_v1_dot_admin__pb2.GetEvaluationRequest.SerializeToString,
+            personalizer_dot_v1_dot_admin__pb2.GetEvaluationResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/ListEvaluations',
+            personalizer_dot_v1_dot_admin__pb2.ListEvaluationsRequest.SerializeToString,
+            personalizer_dot_v1_dot_admin__pb2.ListEvaluationsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/DeleteEvaluation',
+            personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationRequest.SerializeToString,
+            personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
