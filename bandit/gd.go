@@ -163,6 +163,14 @@ func (m *Model) scoreGroup(p *Prediction, n int, off uint64) {
 					s1 += v
 				}
 			}
+		case sb.shared:
+			// The second namespace is the same for every action (and
+			// another than the first).
+			second := l0[sb.start:sb.end]
+			s0, s1 = dotQuadPairShared(w, off, l0[sa.start:sa.end], l1[sa.start:sa.end], second, s0, s1)
+			if n == groupMax {
+				s2, s3 = dotQuadPairShared(w, off, l2[sa.start:sa.end], l3[sa.start:sa.end], second, s2, s3)
+			}
 		default:
 			s0, s1 = dotQuadPair(w, off, l0[sa.start:sa.end], l0[sb.start:sb.end],
 				l1[sa.start:sa.end], l1[sb.start:sb.end], wa == wb, s0, s1)
@@ -210,6 +218,28 @@ func dotQuadPair(w []float32, off uint64, first1, second1, first2, second2 []ftr
 		for k := range r1 {
 			s1 += float32(w[((h1^r1[k].idx)+off)&mask] * float32(v1*r1[k].x))
 			s2 += float32(w[((h2^r2[k].idx)+off)&mask] * float32(v2*r2[k].x))
+		}
+	}
+	return s1, s2
+}
+
+// dotQuadPairShared is dotQuadPair of two actions whose second namespace
+// is the same (and another than the first): it reads it once.
+//
+//go:noinline
+func dotQuadPairShared(w []float32, off uint64, first1, first2, second []ftr, s1, s2 float32) (float32, float32) {
+	if len(w) == 0 {
+		return s1, s2 // never: as in dotQuadPair
+	}
+	mask := uint64(len(w) - 1)
+	first2 = first2[:len(first1)]
+	for j := range first1 {
+		h1, v1 := fnvPrime*first1[j].idx, first1[j].x
+		h2, v2 := fnvPrime*first2[j].idx, first2[j].x
+		for k := range second {
+			i, x := second[k].idx, second[k].x
+			s1 += float32(w[((h1^i)+off)&mask] * float32(v1*x))
+			s2 += float32(w[((h2^i)+off)&mask] * float32(v2*x))
 		}
 	}
 	return s1, s2
