@@ -532,6 +532,34 @@ func (m *Model) constRatePPU(feats []ftr, k int, off uint64, gradSq, normX, ppu 
 	w := m.w
 	mask := uint64(len(w) - 1)
 	adaptive, normalized := m.policy.adaptive, m.policy.normalized
+	if adaptive && normalized {
+		// VW's default update, in a loop of its own without the tests of
+		// the options.
+		xmin2, fmax := x2Min, maxFloat
+		for ; k < len(feats); k++ {
+			f := feats[k]
+			i := (f.idx + off) & mask
+			s := w[i : i+4 : i+4]
+			x2 := f.x * f.x
+			if x2 < xmin2 {
+				break
+			}
+			if s[3] == 0 {
+				break
+			}
+			if abs32(f.x) > s[2] {
+				break
+			}
+			s[1] += float32(gradSq * x2)
+			nx2 := x2 / (s[2] * s[2])
+			if x2 > fmax {
+				nx2 = 1
+			}
+			normX += nx2
+			ppu += float32(x2 * s[3])
+		}
+		return k, normX, ppu
+	}
 	for ; k < len(feats); k++ {
 		f := feats[k]
 		i := (f.idx + off) & mask
