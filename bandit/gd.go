@@ -1,6 +1,9 @@
 package bandit
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // VW's limits on feature values in the normalized update (gd.cc).
 var (
@@ -266,17 +269,30 @@ func (c *sharedProducts) at(i int) *sharedTerm {
 
 // quadProducts appends the weighted products dotQuad would add.
 func quadProducts(w []float32, off uint64, first, second []ftr, same bool, dst []float32) []float32 {
+	if len(w) == 0 {
+		return dst // never: as in dotQuadPair
+	}
 	mask := uint64(len(w) - 1)
+	n := len(first) * len(second)
+	if same {
+		n = len(first) * (len(first) + 1) / 2
+	}
+	start := len(dst)
+	dst = slices.Grow(dst, n)[:start+n]
+	out := dst[start:]
 	for j := range first {
 		h := fnvPrime * first[j].idx
 		v := first[j].x
-		k := 0
+		k0 := 0
 		if same {
-			k = j
+			k0 = j
 		}
-		for ; k < len(second); k++ {
-			dst = append(dst, float32(w[((h^second[k].idx)+off)&mask]*float32(v*second[k].x)))
+		r := second[k0:]
+		o := out[:len(r)]
+		for k := range r {
+			o[k] = float32(w[((h^r[k].idx)+off)&mask] * float32(v*r[k].x))
 		}
+		out = out[len(r):]
 	}
 	return dst
 }
