@@ -108,26 +108,28 @@ type Prediction struct {
 	pmf    []ActionProb
 	nfeat  int
 
-	idx         []byte
-	lin         []ftr // the linear features of the action being scored
-	spans       []span
-	linBuf      []ftr // memory for lin and spans when the event is not prepared
-	spanBuf     []span
-	twins       [groupMax - 1]twinBuf // the same for the other actions of a group (see twin)
-	group       [groupMax][]ftr       // the linear features of the actions scoreGroup scores
+	idx     []byte
+	lin     []ftr // the linear features of the action being scored
+	spans   []span
+	linBuf  []ftr // memory for lin and spans when the event is not prepared
+	spanBuf []span
+	where   [256]int32 // namespace -> 1 + its span in spans
+	inWhere []byte     // the namespaces set in where
+	terms   []term     // interaction terms compiled for the event
+	prep    *prepared  // the event's preparation for the model's policy, if any
+	shared  sharedProducts
+	cache   termCache
+	feats   []ftr // every feature of the action being learned
+	gen     []ftr
+	labels  []float32 // dr's cost-sensitive labels
+	scores  []float32 // --bag: summed scores per action
+	top     []float32 // --bag: votes per action
+	sorted  []float32
+
+	// Several actions scored at once (see scoreGroup).
+	twins       [groupMax - 1]twinBuf // memory for their lin and spans when the event is not prepared
+	group       [groupMax][]ftr       // their linear features
 	groupScores [groupMax]float32
-	where       [256]int32 // namespace -> 1 + its span in spans
-	inWhere     []byte     // the namespaces set in where
-	terms       []term     // interaction terms compiled for the event
-	prep        *prepared  // the event's preparation for the model's policy, if any
-	shared      sharedProducts
-	cache       termCache
-	feats       []ftr // every feature of the action being learned
-	gen         []ftr
-	labels      []float32 // dr's cost-sensitive labels
-	scores      []float32 // --bag: summed scores per action
-	top         []float32 // --bag: votes per action
-	sorted      []float32
 }
 
 type ranked struct {
