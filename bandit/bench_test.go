@@ -52,14 +52,19 @@ func genLine(r *rand.Rand, e, nActions, nFeatures, nShared int) []byte {
 	return []byte(w.String())
 }
 
-// benchEvents parses n generated events.
-func benchEvents(tb testing.TB, n int) []*Event {
+// benchEvents parses n generated events of 10 actions with 10 features and
+// 10 shared features.
+func benchEvents(tb testing.TB, n int) []*Event { return benchEventsOf(tb, n, 10, 10) }
+
+// benchEventsOf parses n generated events of 10 actions with nFeatures
+// features and nShared shared features.
+func benchEventsOf(tb testing.TB, n, nFeatures, nShared int) []*Event {
 	r := rand.New(rand.NewPCG(1, 2))
 	var d DSJSONParser
 	evs := make([]*Event, n)
 	for i := range evs {
 		evs[i] = new(Event)
-		if err := d.Parse(genLine(r, i, 10, 10, 10), evs[i]); err != nil {
+		if err := d.Parse(genLine(r, i, 10, nFeatures, nShared), evs[i]); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -98,6 +103,28 @@ func BenchmarkLearn(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkLearnSeed is BenchmarkLearn/mtr_prepared on events of the seed
+// workload's shape: 10 actions of 46 features, 50 shared features, about
+// 4,750 features per action with -q ::.
+func BenchmarkLearnSeed(b *testing.B) {
+	pol := mustPolicy(b, DefaultPolicy)
+	evs := benchEventsOf(b, 200, 45, 50)
+	for _, e := range evs {
+		e.Prepare(pol)
+	}
+	m := NewModel(pol)
+	var p Prediction
+	for _, e := range evs {
+		m.Learn(e, &p)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		m.Learn(evs[i%len(evs)], &p)
+		i++
 	}
 }
 

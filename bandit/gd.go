@@ -1,6 +1,9 @@
 package bandit
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // VW's limits on feature values in the normalized update (gd.cc).
 var (
@@ -60,6 +63,191 @@ func (m *Model) score(p *Prediction, off uint64) float32 {
 	return sum * float32(m.contraction)
 }
 
+// groupable reports whether rank may score the actions of the event
+// prepared into p several at a time (see scoreGroup): score's own fast
+// path applies (no --l1 truncation, no --ignore_linear) and every
+// interaction term is quadratic.
+func (m *Model) groupable(p *Prediction) bool {
+	if m.gravity != 0 || m.policy.anyIgnoreLin {
+		return false
+	}
+	for i := range p.terms {
+		if p.terms[i].n != 2 {
+			return false
+		}
+	}
+	return true
+}
+
+// groupMax is how many actions scoreGroup scores at once.
+const groupMax = 4
+
+// twin returns the linear features of action a of e if they are laid out
+// like those of the action expanded into p: the same namespaces, in the
+// same order, with as many features each. p.where then serves both. buf
+// is the scratch memory (of p.twins) to expand a into if e is not
+// prepared.
+func (m *Model) twin(e *Event, a int, p *Prediction, buf *twinBuf) ([]ftr, bool) {
+	var lin []ftr
+	var spans []span
+	if pr := p.prep; pr != nil {
+		act := &pr.acts[a]
+		lin, spans = pr.lin[act.lin[0]:act.lin[1]], pr.spans[act.spans[0]:act.spans[1]]
+	} else {
+		buf.lin, buf.spans, p.idx = m.expandLinear(e, a, buf.lin[:0], buf.spans[:0], p.idx[:0])
+		lin, spans = buf.lin, buf.spans
+	}
+	if len(spans) != len(p.spans) {
+		return nil, false
+	}
+	for i, s := range spans {
+		t := p.spans[i]
+		if s.ns != t.ns || s.shared != t.shared || s.start != t.start || s.end != t.end {
+			return nil, false
+		}
+	}
+	return lin, true
+}
+
+// twinBuf is memory for an action's linear features, see twin.
+type twinBuf struct {
+	lin   []ftr
+	spans []span
+}
+
+// scoreGroup is score (its fast path: see groupable) of the actions whose
+// linear features are in p.group[:n], n being 2 or groupMax: the one
+// expanded into p first, then the ones twin found laid out alike. It
+// writes their scores to p.groupScores. Each score is summed in exactly
+// score's order, so each is bit for bit what score gives; what scoring
+// one action waits for is its chain of dependent float32 additions, and
+// the independent chains of several actions in one loop overlap.
+func (m *Model) scoreGroup(p *Prediction, n int, off uint64) {
+	w := m.w
+	mask := uint64(len(w) - 1)
+	l0 := p.group[0]
+	l1 := p.group[1][:len(l0)]
+	var s0, s1, s2, s3 float32
+	var l2, l3 []ftr
+	if n == groupMax {
+		l2, l3 = p.group[2][:len(l0)], p.group[3][:len(l0)]
+		for k := range l0 {
+			s0 += float32(w[(l0[k].idx+off)&mask] * l0[k].x)
+			s1 += float32(w[(l1[k].idx+off)&mask] * l1[k].x)
+			s2 += float32(w[(l2[k].idx+off)&mask] * l2[k].x)
+			s3 += float32(w[(l3[k].idx+off)&mask] * l3[k].x)
+		}
+	} else {
+		for k := range l0 {
+			s0 += float32(w[(l0[k].idx+off)&mask] * l0[k].x)
+			s1 += float32(w[(l1[k].idx+off)&mask] * l1[k].x)
+		}
+	}
+	for i := range p.terms {
+		t := &p.terms[i]
+		wa, wb := p.where[t.ns[0]], p.where[t.ns[1]]
+		if wa == 0 || wb == 0 {
+			continue
+		}
+		sa, sb := p.spans[wa-1], p.spans[wb-1]
+		switch {
+		case sa.shared && sb.shared:
+			// The same products for every action, as in score.
+			c := p.shared.at(i)
+			if c.epoch != p.shared.epoch {
+				c.prods = quadProducts(w, off, l0[sa.start:sa.end], l0[sb.start:sb.end], wa == wb, c.prods[:0])
+				c.epoch = p.shared.epoch
+			}
+			if n == groupMax {
+				s0, s1, s2, s3 = addFour(c.prods, s0, s1, s2, s3)
+			} else {
+				for _, v := range c.prods {
+					s0 += v
+					s1 += v
+				}
+			}
+		case sb.shared:
+			// The second namespace is the same for every action (and
+			// another than the first).
+			second := l0[sb.start:sb.end]
+			s0, s1 = dotQuadPairShared(w, off, l0[sa.start:sa.end], l1[sa.start:sa.end], second, s0, s1)
+			if n == groupMax {
+				s2, s3 = dotQuadPairShared(w, off, l2[sa.start:sa.end], l3[sa.start:sa.end], second, s2, s3)
+			}
+		default:
+			s0, s1 = dotQuadPair(w, off, l0[sa.start:sa.end], l0[sb.start:sb.end],
+				l1[sa.start:sa.end], l1[sb.start:sb.end], wa == wb, s0, s1)
+			if n == groupMax {
+				s2, s3 = dotQuadPair(w, off, l2[sa.start:sa.end], l2[sb.start:sb.end],
+					l3[sa.start:sa.end], l3[sb.start:sb.end], wa == wb, s2, s3)
+			}
+		}
+	}
+	ct := float32(m.contraction)
+	p.groupScores = [groupMax]float32{s0 * ct, s1 * ct, s2 * ct, s3 * ct}
+}
+
+// addFour adds the values, in order, to each of four sums.
+func addFour(vs []float32, s0, s1, s2, s3 float32) (float32, float32, float32, float32) {
+	for _, v := range vs {
+		s0 += v
+		s1 += v
+		s2 += v
+		s3 += v
+	}
+	return s0, s1, s2, s3
+}
+
+// dotQuadPair is dotQuad of two actions' namespaces at once: first1 and
+// second1 of one, first2 and second2 (of the same lengths) of the other.
+//
+//go:noinline
+func dotQuadPair(w []float32, off uint64, first1, second1, first2, second2 []ftr, same bool, s1, s2 float32) (float32, float32) {
+	if len(w) == 0 {
+		return s1, s2 // never: the check lets the compiler drop the bounds checks below
+	}
+	mask := uint64(len(w) - 1)
+	first2 = first2[:len(first1)]
+	second2 = second2[:len(second1)]
+	for j := range first1 {
+		h1, v1 := fnvPrime*first1[j].idx, first1[j].x
+		h2, v2 := fnvPrime*first2[j].idx, first2[j].x
+		k0 := 0
+		if same {
+			k0 = j
+		}
+		r1, r2 := second1[k0:], second2[k0:]
+		r2 = r2[:len(r1)]
+		for k := range r1 {
+			s1 += float32(w[((h1^r1[k].idx)+off)&mask] * float32(v1*r1[k].x))
+			s2 += float32(w[((h2^r2[k].idx)+off)&mask] * float32(v2*r2[k].x))
+		}
+	}
+	return s1, s2
+}
+
+// dotQuadPairShared is dotQuadPair of two actions whose second namespace
+// is the same (and another than the first): it reads it once.
+//
+//go:noinline
+func dotQuadPairShared(w []float32, off uint64, first1, first2, second []ftr, s1, s2 float32) (float32, float32) {
+	if len(w) == 0 {
+		return s1, s2 // never: as in dotQuadPair
+	}
+	mask := uint64(len(w) - 1)
+	first2 = first2[:len(first1)]
+	for j := range first1 {
+		h1, v1 := fnvPrime*first1[j].idx, first1[j].x
+		h2, v2 := fnvPrime*first2[j].idx, first2[j].x
+		for k := range second {
+			i, x := second[k].idx, second[k].x
+			s1 += float32(w[((h1^i)+off)&mask] * float32(v1*x))
+			s2 += float32(w[((h2^i)+off)&mask] * float32(v2*x))
+		}
+	}
+	return s1, s2
+}
+
 // sharedProducts caches, for one ranking, the products of the interaction
 // terms made of shared namespaces only.
 type sharedProducts struct {
@@ -81,17 +269,30 @@ func (c *sharedProducts) at(i int) *sharedTerm {
 
 // quadProducts appends the weighted products dotQuad would add.
 func quadProducts(w []float32, off uint64, first, second []ftr, same bool, dst []float32) []float32 {
+	if len(w) == 0 {
+		return dst // never: as in dotQuadPair
+	}
 	mask := uint64(len(w) - 1)
+	n := len(first) * len(second)
+	if same {
+		n = len(first) * (len(first) + 1) / 2
+	}
+	start := len(dst)
+	dst = slices.Grow(dst, n)[:start+n]
+	out := dst[start:]
 	for j := range first {
 		h := fnvPrime * first[j].idx
 		v := first[j].x
-		k := 0
+		k0 := 0
 		if same {
-			k = j
+			k0 = j
 		}
-		for ; k < len(second); k++ {
-			dst = append(dst, float32(w[((h^second[k].idx)+off)&mask]*float32(v*second[k].x)))
+		r := second[k0:]
+		o := out[:len(r)]
+		for k := range r {
+			o[k] = float32(w[((h^r[k].idx)+off)&mask] * float32(v*r[k].x))
 		}
+		out = out[len(r):]
 	}
 	return dst
 }
@@ -347,6 +548,34 @@ func (m *Model) constRatePPU(feats []ftr, k int, off uint64, gradSq, normX, ppu 
 	w := m.w
 	mask := uint64(len(w) - 1)
 	adaptive, normalized := m.policy.adaptive, m.policy.normalized
+	if adaptive && normalized {
+		// VW's default update, in a loop of its own without the tests of
+		// the options.
+		xmin2, fmax := x2Min, maxFloat
+		for ; k < len(feats); k++ {
+			f := feats[k]
+			i := (f.idx + off) & mask
+			s := w[i : i+4 : i+4]
+			x2 := f.x * f.x
+			if x2 < xmin2 {
+				break
+			}
+			if s[3] == 0 {
+				break
+			}
+			if abs32(f.x) > s[2] {
+				break
+			}
+			s[1] += float32(gradSq * x2)
+			nx2 := x2 / (s[2] * s[2])
+			if x2 > fmax {
+				nx2 = 1
+			}
+			normX += nx2
+			ppu += float32(x2 * s[3])
+		}
+		return k, normX, ppu
+	}
 	for ; k < len(feats); k++ {
 		f := feats[k]
 		i := (f.idx + off) & mask

@@ -125,6 +125,11 @@ type Prediction struct {
 	scores  []float32 // --bag: summed scores per action
 	top     []float32 // --bag: votes per action
 	sorted  []float32
+
+	// Several actions scored at once (see scoreGroup).
+	twins       [groupMax - 1]twinBuf // memory for their lin and spans when the event is not prepared
+	group       [groupMax][]ftr       // their linear features
+	groupScores [groupMax]float32
 }
 
 type ranked struct {
@@ -174,12 +179,39 @@ func (m *Model) rank(e *Event, p *Prediction, base int, count bool) {
 	p.ranked = p.ranked[:0]
 	p.shared.epoch++
 	off := uint64(base) << 2
-	for a := range e.n {
+	grouped := m.groupable(p)
+	for a := 0; a < e.n; {
 		n := m.expand(e, a, p)
-		if count {
-			p.nfeat += n
+		// Actions laid out alike (the usual case) are scored several at a
+		// time; see scoreGroup.
+		g := 1
+		if grouped {
+			p.group[0] = p.lin
+			for g < groupMax && a+g < e.n {
+				lin, ok := m.twin(e, a+g, p, &p.twins[g-1])
+				if !ok {
+					break
+				}
+				p.group[g] = lin
+				g++
+			}
 		}
-		p.ranked = append(p.ranked, ranked{score: m.score(p, off), action: a})
+		switch {
+		case g == groupMax:
+			m.scoreGroup(p, g, off)
+		case g > 1:
+			g = 2
+			m.scoreGroup(p, g, off)
+		default:
+			p.groupScores[0] = m.score(p, off)
+		}
+		for i := range g {
+			p.ranked = append(p.ranked, ranked{score: p.groupScores[i], action: a + i})
+		}
+		if count {
+			p.nfeat += g * n // the same spans give the same count
+		}
+		a += g
 	}
 	slices.SortFunc(p.ranked, func(a, b ranked) int {
 		switch {

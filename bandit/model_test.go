@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"sync"
 	"testing"
@@ -229,6 +230,78 @@ func TestReadModelPolicy(t *testing.T) {
 	for _, bad := range [][]byte{nil, []byte("not a model at all"), buf.Bytes()[:10]} {
 		if _, err := ReadModelPolicy(bad); err == nil {
 			t.Errorf("ReadModelPolicy(%q) took it", bad)
+		}
+	}
+}
+
+// TestRankGroups checks that scoring actions several at a time (rank's
+// scoreGroup, for actions whose namespaces have the same sizes) gives
+// every action bit for bit the score of scoring it alone, and the same
+// feature count, prepared or not: for groups of four, of two and single
+// actions in one event, with shared-only interactions, the diagonal of a
+// namespace with itself, -l2's contraction, and a second weight slot (dr).
+func TestRankGroups(t *testing.T) {
+	t.Parallel()
+	// Action sizes: a group of 4, singles (no twin next), a pair, and three
+	// twins at the end, scored as a pair and a single.
+	sizes := []int{3, 3, 3, 3, 3, 5, 5, 2, 4, 4, 4}
+	event := func(r *rand.Rand) *Event {
+		e := new(Event)
+		sh := e.Shared()
+		sh.Namespace("User")
+		for i := range 6 {
+			sh.Number(fmt.Sprintf("u%d", i), r.NormFloat64())
+		}
+		sh.Namespace("")
+		sh.String("site", fmt.Sprint(r.IntN(3)))
+		for _, n := range sizes {
+			x := e.AddAction()
+			x.Namespace("Action")
+			x.String("id", fmt.Sprint(r.IntN(5)))
+			for i := range n {
+				x.Number(fmt.Sprintf("f%d", i), r.NormFloat64())
+			}
+			x.Namespace("")
+			x.Number("price", r.Float64())
+		}
+		e.SetLabel(r.IntN(len(sizes)), -float32(r.IntN(2)), 0.5)
+		return e
+	}
+	for _, args := range []string{DefaultPolicy, DefaultPolicy + " --l2 0.001", "--cb_explore_adf -q :: --cb_type dr"} {
+		pol := mustPolicy(t, args)
+		m := NewModel(pol)
+		r := rand.New(rand.NewPCG(3, 4))
+		var p, q Prediction
+		for i := range 300 {
+			e := event(r)
+			if i%2 == 1 {
+				e.Prepare(pol)
+			}
+			for _, base := range []int{0, int(pol.cbWidth()) - 1} {
+				m.prepare(e, &p)
+				if !m.groupable(&p) {
+					t.Fatalf("%s: actions are scored one by one", args)
+				}
+				p.nfeat = 0
+				m.rank(e, &p, base, true)
+				m.prepare(e, &q)
+				q.shared.epoch++
+				want := make([]float32, e.n)
+				nfeat := 0
+				for a := range e.n {
+					nfeat += m.expand(e, a, &q)
+					want[a] = m.score(&q, uint64(base)<<2)
+				}
+				for _, rk := range p.ranked {
+					if math.Float32bits(rk.score) != math.Float32bits(want[rk.action]) {
+						t.Fatalf("%s, event %d, slot %d: action %d scores %v in a group, %v alone", args, i, base, rk.action, rk.score, want[rk.action])
+					}
+				}
+				if p.nfeat != nfeat {
+					t.Fatalf("%s, event %d: %d features, want %d", args, i, p.nfeat, nfeat)
+				}
+			}
+			m.Learn(e, &p)
 		}
 	}
 }
