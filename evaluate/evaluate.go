@@ -259,9 +259,9 @@ func Reader(ctx context.Context, cfg Config, name string, r io.Reader) (*Result,
 
 // policies returns the evaluation's policies, checked, and the parsed
 // custom ones.
-func policies(custom []Policy) ([]Policy, []*bandit.Policy, error) {
-	if len(custom) > MaxCustom {
-		return nil, nil, fmt.Errorf("a maximum of %d custom policies are allowed, got %d", MaxCustom, len(custom))
+func policies(custom []Policy, limit int) ([]Policy, []*bandit.Policy, error) {
+	if len(custom) > limit {
+		return nil, nil, fmt.Errorf("a maximum of %d custom policies are allowed, got %d", limit, len(custom))
 	}
 	out := []Policy{{Name: Online, Source: Online}, {Name: Baseline, Source: Baseline}, {Name: Random, Source: Random}}
 	seen := map[string]bool{}

@@ -108,7 +108,11 @@ const (
 	evaluated
 )
 
-func newEvaluator(cfg Config) (*evaluator, error) {
+func newEvaluator(cfg Config) (*evaluator, error) { return newEvaluatorLimit(cfg, MaxCustom) }
+
+// newEvaluatorLimit allows up to limit custom policies (more than
+// MaxCustom for a search only).
+func newEvaluatorLimit(cfg Config, limit int) (*evaluator, error) {
 	if cfg.Bucket < 0 {
 		return nil, fmt.Errorf("bucket %v must not be negative", cfg.Bucket)
 	}
@@ -118,7 +122,7 @@ func newEvaluator(cfg Config) (*evaluator, error) {
 	if !(cfg.RewardMin < cfg.RewardMax) {
 		return nil, fmt.Errorf("reward range [%v, %v] is empty", cfg.RewardMin, cfg.RewardMax)
 	}
-	pols, parsed, err := policies(cfg.Custom)
+	pols, parsed, err := policies(cfg.Custom, limit)
 	if err != nil {
 		return nil, err
 	}
