@@ -212,6 +212,9 @@ type SearchResult struct {
 	Best int `json:"best"`
 	// Bound names the lower bound compared.
 	Bound string `json:"bound"`
+	// OptimalPolicy is the arguments of the best candidate, "" if none
+	// beats Online (Personalizer's optimalPolicy).
+	OptimalPolicy string `json:"optimalPolicy"`
 }
 
 // SearchBound is the bound a search compares: the lower end of the 95%
@@ -227,15 +230,6 @@ func LowerBound(s Summary) float64 {
 		}
 	}
 	return math.Inf(-1)
-}
-
-// Optimal returns the arguments of the best candidate, "" if none beats
-// Online.
-func (r *SearchResult) Optimal() string {
-	if r.Best < 0 {
-		return ""
-	}
-	return r.Policies[r.Best].Arguments
 }
 
 // Search evaluates cfg's policies and budget candidates around current
@@ -267,6 +261,9 @@ func Search(ctx context.Context, cfg Config, current string, budget int, src lea
 		if lb := LowerBound(res.Policies[i].TotalSummary); lb > best {
 			out.Best, best = i, lb
 		}
+	}
+	if out.Best >= 0 {
+		out.OptimalPolicy = res.Policies[out.Best].Arguments
 	}
 	return out, nil
 }

@@ -139,14 +139,14 @@ func TestSearch(t *testing.T) {
 			best, bound = i, lb.Lower
 		}
 	}
-	if res.Best != best || best < 0 || res.Optimal() != res.Policies[best].Arguments {
-		t.Fatalf("best %d (%q), want %d", res.Best, res.Optimal(), best)
+	if res.Best != best || best < 0 || res.OptimalPolicy != res.Policies[best].Arguments {
+		t.Fatalf("best %d (%q), want %d", res.Best, res.OptimalPolicy, best)
 	}
-	t.Logf("Online CR lower %v; best %s %q lower %v", LowerBound(res.Policies[0].TotalSummary), res.Policies[best].Name, res.Optimal(), bound)
-	if res.Optimal() != cands[0].Arguments {
-		t.Errorf("optimal %q, want -l 0.1 (%q)", res.Optimal(), cands[0].Arguments)
+	t.Logf("Online CR lower %v; best %s %q lower %v", LowerBound(res.Policies[0].TotalSummary), res.Policies[best].Name, res.OptimalPolicy, bound)
+	if res.OptimalPolicy != cands[0].Arguments {
+		t.Errorf("optimal %q, want -l 0.1 (%q)", res.OptimalPolicy, cands[0].Arguments)
 	}
-	if again := src(); again.Best != res.Best || again.Optimal() != res.Optimal() {
+	if again := src(); again.Best != res.Best || again.OptimalPolicy != res.OptimalPolicy {
 		t.Errorf("a second search picks %d", again.Best)
 	}
 }
@@ -165,7 +165,7 @@ func TestSearchKeepsOnline(t *testing.T) {
 			t.Fatalf("%s's bound %v is above Online's %v", p.Name, LowerBound(p.TotalSummary), on)
 		}
 	}
-	if res.Best != -1 || res.Optimal() != "" {
-		t.Errorf("best %d %q, want none", res.Best, res.Optimal())
+	if res.Best != -1 || res.OptimalPolicy != "" {
+		t.Errorf("best %d %q, want none", res.Best, res.OptimalPolicy)
 	}
 }

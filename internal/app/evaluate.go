@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/evaluate"
 )
 
@@ -22,11 +23,16 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	fs := flag.NewFlagSet("evaluate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: personalizer evaluate --dsjson FILE [--policy [NAME=]\"VW ARGS\" ...] [--bucket 1h] [--json]\n\n"+
+		fmt.Fprint(fs.Output(), "usage: personalizer evaluate --dsjson FILE [--policy [NAME=]\"VW ARGS\" ...] [--bucket 1h] [--json]\n"+
+			"                            [--search [--budget N] [--current \"VW ARGS\"]]\n\n"+
 			"Estimates the average reward the Online (logged), Baseline (first action), Random and custom\n"+
 			"policies would have had on the joined events of FILE, in order: IPS, SNIPS and DR with 95%\n"+
 			"intervals (Gaussian), and Cressie-Read (CR) with an interval valid with heavy importance weights,\n"+
-			"per time bucket and in total.\n\n")
+			"per time bucket and in total.\n\n"+
+			"With --search it also evaluates, in the same pass, up to --budget policies around --current (the\n"+
+			"learning rate ×10, ÷10, ×3, ÷3, --power_t, --cb_type, -q ::, --l1, --l2, then the learning rate\n"+
+			"combined with each other change) and names the one whose 95% Cressie-Read lower bound is the\n"+
+			"highest if it is above Online's.\n\n")
 		fs.PrintDefaults()
 	}
 	var (
@@ -35,6 +41,9 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		custom   policyList
 		asJSON   bool
 		quiet    bool
+		search   bool
+		budget   = evaluate.DefaultBudget
+		current  = bandit.DefaultPolicy
 		rewardLo = 0.0
 		rewardHi = 1.0
 	)
@@ -45,6 +54,9 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	fs.BoolVar(&quiet, "quiet", false, "print no progress")
 	fs.Float64Var(&rewardLo, "reward-min", rewardLo, "the smallest possible reward, for the Cressie-Read interval (rewards seen below widen it)")
 	fs.Float64Var(&rewardHi, "reward-max", rewardHi, "the largest possible reward, for the Cressie-Read interval (rewards seen above widen it)")
+	fs.BoolVar(&search, "search", false, "also search for a better policy around --current (policySource OfflineExperimentation)")
+	fs.IntVar(&budget, "budget", budget, fmt.Sprintf("with --search, how many candidate policies to evaluate (1 to %d)", evaluate.MaxBudget))
+	fs.StringVar(&current, "current", current, "with --search, the current policy's VW `arguments` (the loop's learning policy)")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
@@ -59,6 +71,8 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		return &usageError{cmd: "evaluate", err: errors.New("needs --dsjson FILE")}
 	case cfg.Bucket < 0:
 		return &usageError{cmd: "evaluate", err: fmt.Errorf("--bucket %v must not be negative", cfg.Bucket)}
+	case search && (budget < 1 || budget > evaluate.MaxBudget):
+		return &usageError{cmd: "evaluate", err: fmt.Errorf("--budget %d: want 1 to %d", budget, evaluate.MaxBudget)}
 	case !(rewardLo < rewardHi):
 		return &usageError{cmd: "evaluate", err: fmt.Errorf("--reward-min %v must be below --reward-max %v", rewardLo, rewardHi)}
 	}
@@ -66,7 +80,21 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	if !quiet {
 		cfg.Progress = progressPrinter(stderr, data)
 	}
-	res, err := evaluate.File(ctx, cfg, data)
+	var (
+		res    *evaluate.Result
+		found  *evaluate.SearchResult
+		err    error
+		result any
+	)
+	if search {
+		found, err = evaluate.SearchFile(ctx, cfg, current, budget, data)
+		if found != nil {
+			res, result = found.Result, found
+		}
+	} else {
+		res, err = evaluate.File(ctx, cfg, data)
+		result = res
+	}
 	if err != nil {
 		return err
 	}
@@ -79,9 +107,31 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return enc.Encode(result)
 	}
-	return printEvaluation(stdout, res)
+	if err := printEvaluation(stdout, res); err != nil {
+		return err
+	}
+	if found != nil {
+		printSearch(stdout, found)
+	}
+	return nil
+}
+
+// printSearch prints each candidate's bound and the pick.
+func printSearch(w io.Writer, s *evaluate.SearchResult) {
+	fmt.Fprintf(w, "\nsearch around %q, by the %s:\n", s.Current, s.Bound)
+	fmt.Fprintf(w, "%s: %.6f\n", evaluate.Online, evaluate.LowerBound(s.Policies[0].TotalSummary))
+	for _, p := range s.Policies {
+		if p.Source == evaluate.OfflineExperimentation {
+			fmt.Fprintf(w, "%s: %.6f  %s\n", p.Name, evaluate.LowerBound(p.TotalSummary), p.Arguments)
+		}
+	}
+	if s.Best < 0 {
+		fmt.Fprintln(w, "optimal policy: none above Online's bound; keep the current policy")
+		return
+	}
+	fmt.Fprintf(w, "optimal policy: %s: %s\n", s.Policies[s.Best].Name, s.OptimalPolicy)
 }
 
 // policyList is the repeatable --policy flag.

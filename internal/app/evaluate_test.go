@@ -88,3 +88,59 @@ func TestEvaluateFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestEvaluateSearch: --search prints each candidate's CR lower bound and
+// the pick, the same as evaluate.SearchFile; --json is the SearchResult.
+func TestEvaluateSearch(t *testing.T) {
+	t.Parallel()
+	const data = "../../testdata/vw/public_train.dsjson.gz"
+	const cur = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
+	want, err := evaluate.SearchFile(context.Background(), evaluate.Config{}, cur, 3, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	args := []string{"evaluate", "--dsjson", data, "--search", "--budget", "3", "--quiet"}
+	if err := run(context.Background(), args, &stdout, &stderr, noEnv); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	for _, line := range []string{
+		"search around \"" + cur + "\", by the lower end of the 95% Cressie-Read (CR) interval:\n",
+		"Online: 0.355037\n",
+		"Search 1: 0.414556  --cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.01 --cb_type mtr -q ::\n",
+		"Search 2: 0.367943  --cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.0001 --cb_type mtr -q ::\n",
+		"Search 3: 0.379592  --cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.003 --cb_type mtr -q ::\n",
+		"optimal policy: Search 1: " + want.OptimalPolicy + "\n",
+	} {
+		if !strings.Contains(out, line) {
+			t.Errorf("output lacks %q:\n%s", line, out)
+		}
+	}
+	if want.OptimalPolicy != "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.01 --cb_type mtr -q ::" {
+		t.Errorf("optimal %q", want.OptimalPolicy)
+	}
+
+	stdout.Reset()
+	if err := run(context.Background(), append(args, "--json"), &stdout, &stderr, noEnv); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		evaluate.Result
+		OptimalPolicy string `json:"optimalPolicy"`
+		Best          int    `json:"best"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.OptimalPolicy != want.OptimalPolicy || got.Best != 3 || len(got.Policies) != 6 || got.Policies[3].Source != "OfflineExperimentation" {
+		t.Errorf("--json: optimal %q best %d, %d policies", got.OptimalPolicy, got.Best, len(got.Policies))
+	}
+
+	for _, bad := range [][]string{{"--budget", "0"}, {"--budget", "33"}, {"--current", "--cb_explore_adf --nope"}} {
+		err := run(context.Background(), append([]string{"evaluate", "--dsjson", data, "--search", "--quiet"}, bad...), &stdout, &stderr, noEnv)
+		if err == nil {
+			t.Errorf("%v: no error", bad)
+		}
+	}
+}
