@@ -20,7 +20,9 @@ import (
 // [StartTime, EndTime), of the Online, Baseline and Random policies and
 // Policies (custom).
 type EvaluationContract struct {
-	// Accepted; policy search is not done yet (OptimalPolicy stays "").
+	// Also search around the loop's current policy (evaluate.Search):
+	// the candidates' results follow the custom ones, with policySource
+	// OfflineExperimentation, and OptimalPolicy names the pick.
 	EnableOfflineExperimentation bool          `json:"enableOfflineExperimentation"`
 	Name                         string        `json:"name"`
 	StartTime                    time.Time     `json:"startTime"`
@@ -49,7 +51,7 @@ type Evaluation struct {
 	PolicyResults     []evaluate.PolicyResult `json:"policyResults"`
 	FeatureImportance [][]string              `json:"featureImportance"` // always empty: not computed yet
 	EvaluationType    string                  `json:"evaluationType"`    // Manual
-	OptimalPolicy     string                  `json:"optimalPolicy"`     // "": no policy search yet
+	OptimalPolicy     string                  `json:"optimalPolicy"`     // the arguments a search picked; "" without a search or if none beats Online
 	CreationTime      time.Time               `json:"creationTime"`
 	// Beyond Personalizer.
 	Progress EvaluationProgress `json:"progress"`

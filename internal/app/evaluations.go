@@ -55,7 +55,10 @@ type evalRecord struct {
 	server.Evaluation
 	Loop     string                    `json:"loop"`
 	Contract server.EvaluationContract `json:"contract"`
-	Updated  time.Time                 `json:"updated"` // when this record was written
+	// Current is the loop's policy when the evaluation was created, which
+	// a search (enableOfflineExperimentation) searches around.
+	Current string    `json:"current,omitempty"`
+	Updated time.Time `json:"updated"` // when this record was written
 }
 
 // evaluations is the [server.EvaluationAdmin] of a serving process: it
@@ -66,6 +69,7 @@ type evaluations struct {
 	brokers []string
 	w       *kafkalog.Writer
 	log     *slog.Logger
+	policy  func(loop string) string // a loop's current policy arguments
 
 	mu      sync.Mutex
 	all     map[string]*evalRecord        // by loop/id, as the topic holds them
@@ -82,8 +86,8 @@ type evaluations struct {
 	hold func(ctx context.Context)
 }
 
-func newEvaluations(brokers []string, w *kafkalog.Writer, log *slog.Logger) *evaluations {
-	return &evaluations{brokers: brokers, w: w, log: log, all: map[string]*evalRecord{},
+func newEvaluations(brokers []string, w *kafkalog.Writer, log *slog.Logger, policy func(loop string) string) *evaluations {
+	return &evaluations{brokers: brokers, w: w, log: log, policy: policy, all: map[string]*evalRecord{},
 		running: map[string]context.CancelFunc{}, changed: make(chan struct{}), ready: make(chan struct{}), slot: make(chan struct{}, 1)}
 }
 
@@ -205,7 +209,14 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	r := &evalRecord{Loop: loop, Contract: c, Evaluation: server.Evaluation{ID: id, JobID: id, Name: c.Name,
 		StartTime: c.StartTime, EndTime: c.EndTime, Status: server.EvaluationPending, FeatureImportance: [][]string{},
 		EvaluationType: "Manual", CreationTime: time.Now().UTC()}}
-	for _, p := range evalPolicies(c) {
+	if c.EnableOfflineExperimentation {
+		r.Current = e.policy(loop)
+	}
+	pols, err := evalPolicies(c, r.Current)
+	if err != nil {
+		return nil, fmt.Errorf("search around the loop's policy: %w", err)
+	}
+	for _, p := range pols {
 		r.PolicyResults = append(r.PolicyResults, evaluate.PolicyResult{Policy: p, Summary: []evaluate.Summary{}})
 	}
 	key := evalKey(loop, id)
@@ -248,14 +259,19 @@ func (e *evaluations) forget(key string) {
 }
 
 // evalPolicies are the policies of an evaluation of c, in the order of
-// its results.
-func evalPolicies(c server.EvaluationContract) []evaluate.Policy {
+// its results: with a search around current (not ""), its candidates
+// last.
+func evalPolicies(c server.EvaluationContract, current string) ([]evaluate.Policy, error) {
 	ps := []evaluate.Policy{{Name: evaluate.Online, Source: evaluate.Online}, {Name: evaluate.Baseline, Source: evaluate.Baseline},
 		{Name: evaluate.Random, Source: evaluate.Random}}
 	for _, p := range c.Policies {
 		ps = append(ps, evaluate.Policy{Name: p.Name, Arguments: p.Arguments, Source: evaluate.Custom})
 	}
-	return ps
+	if current == "" {
+		return ps, nil
+	}
+	cands, err := evaluate.Candidates(current, evaluate.DefaultBudget)
+	return append(ps, cands...), err
 }
 
 // evalBucket is the time bucket of an evaluation's summaries over span:
@@ -333,7 +349,7 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 	if e.hold != nil {
 		e.hold(ctx)
 	}
-	res, err := e.evaluate(ctx, &r.Contract, r.Loop, start, end, func(p server.EvaluationProgress) {
+	res, optimal, err := e.evaluate(ctx, &r.Contract, r.Loop, r.Current, start, end, func(p server.EvaluationProgress) {
 		mu.Lock()
 		r.Progress = p
 		mu.Unlock()
@@ -349,6 +365,7 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 		log.Warn("evaluation failed", "err", err)
 	} else {
 		final.Status, final.PolicyResults, final.Counts = server.EvaluationCompleted, res.Policies, &res.Counts
+		final.OptimalPolicy = optimal
 		final.Progress.Evaluated = res.Evaluated
 		log.Info("evaluation completed", "evaluated", res.Evaluated, "lines", res.Lines)
 	}
@@ -358,15 +375,17 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 }
 
 // evaluate runs the evaluation of c on loop's joined records between
-// start and end whose Timestamp is in [c.StartTime, c.EndTime).
-func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract, loop string, start, end map[int]int64,
-	progress func(server.EvaluationProgress)) (*evaluate.Result, error) {
+// start and end whose Timestamp is in [c.StartTime, c.EndTime), with a
+// search around current if it is not "": it returns the results and the
+// optimal policy ("" without a search or if none beats Online).
+func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract, loop, current string, start, end map[int]int64,
+	progress func(server.EvaluationProgress)) (*evaluate.Result, string, error) {
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, e.brokers, eventlog.JoinedTopic, start)
 	}
 	src, err := learner.OpenJoined(ctx, open, loop, start, end, evalDedupe)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer src.Close()
 	in := &inRange{src: src, from: c.StartTime, to: c.EndTime}
@@ -377,7 +396,15 @@ func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract
 	for _, p := range c.Policies {
 		cfg.Custom = append(cfg.Custom, evaluate.Policy{Name: p.Name, Arguments: p.Arguments})
 	}
-	return evaluate.Run(ctx, cfg, in)
+	if current == "" {
+		res, err := evaluate.Run(ctx, cfg, in)
+		return res, "", err
+	}
+	found, err := evaluate.Search(ctx, cfg, current, evaluate.DefaultBudget, in)
+	if err != nil {
+		return nil, "", err
+	}
+	return found.Result, found.OptimalPolicy, nil
 }
 
 // inRange passes on the lines of src whose "Timestamp" is in [from, to).

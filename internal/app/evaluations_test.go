@@ -153,7 +153,8 @@ func TestEvaluations(t *testing.T) {
 		t.Fatalf("POST /evaluations: %d %s: %v", resp.StatusCode, raw, err)
 	}
 	if resp.StatusCode != http.StatusCreated || created.Status != server.EvaluationPending || created.Name != "first" ||
-		!created.StartTime.Equal(from) || !created.EndTime.Equal(to) || created.EvaluationType != "Manual" || len(created.PolicyResults) != 5 {
+		!created.StartTime.Equal(from) || !created.EndTime.Equal(to) || created.EvaluationType != "Manual" || len(created.PolicyResults) != 5+evaluate.DefaultBudget ||
+		created.PolicyResults[5].Source != evaluate.OfflineExperimentation {
 		t.Fatalf("POST /evaluations: %d %+v", resp.StatusCode, created)
 	}
 	if loc := resp.Header.Get("Location"); loc != base+"/evaluations/"+created.ID {
@@ -171,11 +172,29 @@ func TestEvaluations(t *testing.T) {
 	if err := json.Unmarshal(got, &ev); code != 200 || err != nil {
 		t.Fatalf("GET: %d %s %v", code, got, err)
 	}
-	want, err := evaluate.File(ctx, evaluate.Config{Bucket: evalBucket(to.Sub(from)), Custom: []evaluate.Policy{
-		{Name: "fast", Arguments: custom[0]["arguments"]}, {Name: "quadratic", Arguments: custom[1]["arguments"]}}}, file)
+	// enableOfflineExperimentation: the search around the loop's policy
+	// on the same lines.
+	code, got = restCall(t, "GET", base+"/configurations/policy", nil)
+	var pol struct{ Arguments string }
+	if err := json.Unmarshal(got, &pol); code != 200 || err != nil || pol.Arguments == "" {
+		t.Fatalf("GET policy: %d %s", code, got)
+	}
+	d.evals.mu.Lock()
+	current := d.evals.all[evalKey("default", created.ID)].Current
+	d.evals.mu.Unlock()
+	if current != pol.Arguments {
+		t.Errorf("searched around %q, the loop's policy is %q", current, pol.Arguments)
+	}
+	want, err := evaluate.SearchFile(ctx, evaluate.Config{Bucket: evalBucket(to.Sub(from)), Custom: []evaluate.Policy{
+		{Name: "fast", Arguments: custom[0]["arguments"]}, {Name: "quadratic", Arguments: custom[1]["arguments"]}}},
+		pol.Arguments, evaluate.DefaultBudget, file)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if ev.OptimalPolicy != want.OptimalPolicy {
+		t.Errorf("optimal policy %q, want the search's %q", ev.OptimalPolicy, want.OptimalPolicy)
+	}
+	t.Logf("optimal policy %q (best %d)", want.OptimalPolicy, want.Best)
 	wantJSON, _ := json.Marshal(want.Policies)
 	gotJSON, _ := json.Marshal(ev.PolicyResults)
 	if !bytes.Equal(gotJSON, wantJSON) {
@@ -188,8 +207,8 @@ func TestEvaluations(t *testing.T) {
 	if online.Source != evaluate.Online || online.TotalSummary.AverageReward != rewards/float64(n) || online.TotalSummary.IPSDenominator != float64(n) {
 		t.Errorf("Online %+v, want IPS %v over %d events", online.TotalSummary, rewards/float64(n), n)
 	}
-	if ev.OptimalPolicy != "" || len(ev.FeatureImportance) != 0 {
-		t.Errorf("optimal policy %q, feature importance %v: not computed yet", ev.OptimalPolicy, ev.FeatureImportance)
+	if len(ev.FeatureImportance) != 0 {
+		t.Errorf("feature importance %v: not computed yet", ev.FeatureImportance)
 	}
 
 	// The same over gRPC.
@@ -198,7 +217,8 @@ func TestEvaluations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.GetEvaluation().GetStatus() != server.EvaluationCompleted || len(g.GetEvaluation().GetPolicyResults()) != 5 {
+	if g.GetEvaluation().GetStatus() != server.EvaluationCompleted || len(g.GetEvaluation().GetPolicyResults()) != 5+evaluate.DefaultBudget ||
+		g.GetEvaluation().GetOptimalPolicy() != want.OptimalPolicy {
 		t.Fatalf("GetEvaluation %v", g)
 	}
 	for i, pr := range g.GetEvaluation().GetPolicyResults() {
