@@ -28,6 +28,9 @@ type EvaluationContract struct {
 	StartTime                    time.Time     `json:"startTime"`
 	EndTime                      time.Time     `json:"endTime"`
 	Policies                     []loop.Policy `json:"policies"`
+	// Current is set by the Admin when EnableOfflineExperimentation: the
+	// loop's policy arguments, which the search searches around.
+	Current string `json:"-"`
 }
 
 // Evaluation statuses. Personalizer's enum (modelAsString: clients take
@@ -142,6 +145,36 @@ func (a *Admin) checkEvaluation(c *EvaluationContract) error {
 	return nil
 }
 
+// checkSearch sets c.Current to loop's policy and refuses a search whose
+// candidates' models and the custom ones would take together more than
+// the largest model this server takes.
+func (a *Admin) checkSearch(name string, c *EvaluationContract) error {
+	cfg, err := a.config(name)
+	if err != nil {
+		return err
+	}
+	c.Current = cfg.Policy.Arguments
+	cands, err := evaluate.Candidates(c.Current, evaluate.DefaultBudget)
+	if err != nil {
+		return &loop.Error{Code: "InvalidEvaluationContract", Message: fmt.Sprintf("search around the loop's policy: %v", err)}
+	}
+	var total int64
+	for _, p := range c.Policies {
+		pol, _ := bandit.ParsePolicy(p.Arguments) // checkEvaluation checked them
+		total += pol.WeightBytes()
+	}
+	for _, p := range cands {
+		pol, _ := bandit.ParsePolicy(p.Arguments) // Candidates parsed them
+		total += pol.WeightBytes()
+	}
+	if total > a.cfg.MaxModelBytes {
+		return &loop.Error{Code: "InvalidEvaluationContract", Message: fmt.Sprintf(
+			"The custom policies' and the %d searched policies' models take %d bytes together, over the limit of %d bytes (--max-model-bytes); use fewer bits (-b) or search without enableOfflineExperimentation.",
+			len(cands), total, a.cfg.MaxModelBytes)}
+	}
+	return nil
+}
+
 // evaluations returns the EvaluationAdmin and the loop the call addresses.
 func (a *Admin) evaluations(ctx context.Context, name string) (EvaluationAdmin, string, error) {
 	l, err := a.loopOf(ctx, name)
@@ -164,6 +197,11 @@ func (a *Admin) createEvaluation(ctx context.Context, name string, c EvaluationC
 	}
 	if err := a.checkEvaluation(&c); err != nil {
 		return nil, err
+	}
+	if c.EnableOfflineExperimentation {
+		if err := a.checkSearch(l, &c); err != nil {
+			return nil, err
+		}
 	}
 	return ev.Create(ctx, l, c)
 }

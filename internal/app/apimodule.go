@@ -70,12 +70,7 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 		return nil, err
 	}
 	m.api.guard.ServeLoops(m.srv.Serves)
-	m.evals = newEvaluations(deps.brokers, deps.configs.w, log, func(l string) string {
-		if c := deps.configs.reg.Get(l); c != nil {
-			return c.Policy.Arguments
-		}
-		return bandit.DefaultPolicy // not configured yet: the default
-	})
+	m.evals = newEvaluations(deps.brokers, deps.configs.w, log)
 	m.admin = server.NewAdmin(m.srv, server.AdminConfig{Guard: m.api.guard, Configs: deps.configs, Models: deps.models,
 		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, Now: time.Now})
 	server.RegisterAdmin(m.api.grpc, m.admin) // before serving: the guard comes with the API

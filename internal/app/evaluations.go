@@ -69,7 +69,6 @@ type evaluations struct {
 	brokers []string
 	w       *kafkalog.Writer
 	log     *slog.Logger
-	policy  func(loop string) string // a loop's current policy arguments
 
 	mu      sync.Mutex
 	all     map[string]*evalRecord        // by loop/id, as the topic holds them
@@ -86,8 +85,8 @@ type evaluations struct {
 	hold func(ctx context.Context)
 }
 
-func newEvaluations(brokers []string, w *kafkalog.Writer, log *slog.Logger, policy func(loop string) string) *evaluations {
-	return &evaluations{brokers: brokers, w: w, log: log, policy: policy, all: map[string]*evalRecord{},
+func newEvaluations(brokers []string, w *kafkalog.Writer, log *slog.Logger) *evaluations {
+	return &evaluations{brokers: brokers, w: w, log: log, all: map[string]*evalRecord{},
 		running: map[string]context.CancelFunc{}, changed: make(chan struct{}), ready: make(chan struct{}), slot: make(chan struct{}, 1)}
 }
 
@@ -210,7 +209,7 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 		StartTime: c.StartTime, EndTime: c.EndTime, Status: server.EvaluationPending, FeatureImportance: [][]string{},
 		EvaluationType: "Manual", CreationTime: time.Now().UTC()}}
 	if c.EnableOfflineExperimentation {
-		r.Current = e.policy(loop)
+		r.Current = c.Current // the loop's policy, set by the Admin
 	}
 	pols, err := evalPolicies(c, r.Current)
 	if err != nil {
