@@ -344,7 +344,7 @@ func TestAdminREST(t *testing.T) {
 				// Without an EvaluationAdmin (internal/app tests them with one).
 				{"evaluations", "GET", "/evaluations", "", 503, "OperationNotAllowed", ""},
 				{"evaluation", "POST", "/evaluations", `{}`, 503, "OperationNotAllowed", ""},
-				{"apply from evaluation", "POST", "/configurations/applyFromEvaluation", `{}`, 404, "ResourceNotFound", ""},
+				{"apply from evaluation", "POST", "/configurations/applyFromEvaluation", `{}`, 503, "OperationNotAllowed", ""},
 				{"multi-slot", "POST", "/multislot/rank", `{}`, 404, "ResourceNotFound", ""},
 				{"feature importances", "GET", "/featureImportances", "", 404, "ResourceNotFound", ""},
 			}

@@ -236,6 +236,8 @@ func classifyEvaluation(err error) *apiError {
 	switch {
 	case errors.Is(err, ErrEvaluationNotFound):
 		return &apiError{http.StatusNotFound, codes.NotFound, "EvaluationNotFound", "the evaluation does not exist"}
+	case errors.Is(err, errLearningSettingsNotFound):
+		return &apiError{http.StatusNotFound, codes.NotFound, "LearningSettingsNotFound", errLearningSettingsNotFound.Error()}
 	case errors.Is(err, ErrNoLogsInRange):
 		return &apiError{http.StatusBadRequest, codes.InvalidArgument, "NoLogsExistInDateRange", ErrNoLogsInRange.Error()}
 	}
@@ -285,6 +287,57 @@ func (h *REST) getEvaluation(w http.ResponseWriter, r *http.Request) {
 func (h *REST) deleteEvaluation(w http.ResponseWriter, r *http.Request) {
 	if err := h.admin.deleteEvaluation(r.Context(), "", r.PathValue("id")); err != nil {
 		h.adminFail(w, "InternalServerError", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// PolicyReferenceContract is Personalizer's PolicyReferenceContract: a
+// policy of an evaluation, for POST /configurations/applyFromEvaluation.
+type PolicyReferenceContract struct {
+	EvaluationID string `json:"evaluationId"`
+	PolicyName   string `json:"policyName"`
+}
+
+// errLearningSettingsNotFound is Personalizer's LearningSettingsNotFound:
+// the evaluation has no completed, learnable policy of that name.
+var errLearningSettingsNotFound = errors.New("the evaluation has no completed policy of that name with learning arguments (Online, Baseline and Random have none)")
+
+// applyFromEvaluation sets the loop's policy to the arguments of the
+// policy p names in a completed evaluation (a custom or searched one),
+// through the policy-change path of PUT /configurations/policy: the
+// learner then retrains a model for it from the log. The model the
+// evaluation trained is not kept, so it is not what is applied.
+func (a *Admin) applyFromEvaluation(ctx context.Context, name string, p PolicyReferenceContract) (*loop.Config, error) {
+	if _, _, err := a.evaluations(ctx, name); err != nil {
+		return nil, err
+	}
+	if p.EvaluationID == "" || len(p.EvaluationID) > MaxEvaluationNameLength || p.PolicyName == "" || len(p.PolicyName) > MaxEvaluationNameLength {
+		return nil, &loop.Error{Code: "BadRequest", Message: fmt.Sprintf("evaluationId and policyName are required, at most %d characters each.", MaxEvaluationNameLength)}
+	}
+	e, err := a.getEvaluation(ctx, name, p.EvaluationID)
+	if err != nil {
+		return nil, err
+	}
+	if e.Status != EvaluationCompleted {
+		return nil, errLearningSettingsNotFound
+	}
+	for _, r := range e.PolicyResults {
+		if r.Name == p.PolicyName && r.Arguments != "" {
+			return a.setPolicy(ctx, name, loop.Policy{Name: r.Name, Arguments: r.Arguments})
+		}
+	}
+	return nil, errLearningSettingsNotFound
+}
+
+func (h *REST) applyFromEvaluation(w http.ResponseWriter, r *http.Request) {
+	var p PolicyReferenceContract
+	if err := decodeObject(r, &p); err != nil {
+		h.adminFail(w, "", err)
+		return
+	}
+	if _, err := h.admin.applyFromEvaluation(r.Context(), "", p); err != nil {
+		h.adminFail(w, "UpdateConfigurationFailed", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

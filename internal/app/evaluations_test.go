@@ -345,6 +345,44 @@ func TestEvaluations(t *testing.T) {
 		t.Errorf("third evaluation:\n%s\nwant\n%s", thirdJSON, wantThird)
 	}
 
+	// POST /configurations/applyFromEvaluation sets the loop's policy to
+	// a policy of a completed evaluation: the search's pick (else "fast").
+	apply := "fast"
+	for _, p := range want.Policies {
+		if want.OptimalPolicy != "" && p.Arguments == want.OptimalPolicy && p.Source == evaluate.OfflineExperimentation {
+			apply = p.Name
+		}
+	}
+	for _, c := range []struct {
+		body map[string]string
+		http int
+		code string
+	}{
+		{map[string]string{"evaluationId": "no-such-id", "policyName": apply}, 404, "EvaluationNotFound"},
+		{map[string]string{"evaluationId": created.ID, "policyName": "Baseline"}, 404, "LearningSettingsNotFound"},
+		{map[string]string{"evaluationId": created.ID, "policyName": "nope"}, 404, "LearningSettingsNotFound"},
+		{map[string]string{"evaluationId": created.ID}, 400, "BadRequest"},
+		{map[string]string{"evaluationId": created.ID, "policyName": apply}, 204, ""},
+	} {
+		body, _ := json.Marshal(c.body)
+		code, got := restCall(t, "POST", base+"/configurations/applyFromEvaluation", body)
+		if code != c.http || c.code != "" && !strings.Contains(string(got), `"`+c.code+`"`) {
+			t.Errorf("applyFromEvaluation %v: %d %s, want %d %s", c.body, code, got, c.http, c.code)
+		}
+	}
+	var applied string
+	for _, p := range want.Policies {
+		if p.Name == apply {
+			applied = p.Arguments
+		}
+	}
+	code, got = restCall(t, "GET", base+"/configurations/policy", nil)
+	var now struct{ Name, Arguments string }
+	if err := json.Unmarshal(got, &now); code != 200 || err != nil || now.Name != apply || now.Arguments != applied {
+		t.Errorf("after applyFromEvaluation %s: policy %d %s, want %q", apply, code, got, applied)
+	}
+	t.Logf("applied %s: %s", apply, applied)
+
 	// After a restart the completed evaluation is listed as it was.
 	if err := d.close(); err != nil {
 		t.Fatal(err)
