@@ -159,11 +159,16 @@ func (a *Admin) checkSearch(name string, c *EvaluationContract) error {
 		return &loop.Error{Code: "InvalidEvaluationContract", Message: fmt.Sprintf("search around the loop's policy: %v", err)}
 	}
 	var total int64
+	names := map[string]bool{}
 	for _, p := range c.Policies {
 		pol, _ := bandit.ParsePolicy(p.Arguments) // checkEvaluation checked them
 		total += pol.WeightBytes()
+		names[p.Name] = true
 	}
 	for _, p := range cands {
+		if names[p.Name] {
+			return &loop.Error{Code: "DuplicateCustomPolicyNames", Message: fmt.Sprintf("Custom policy names should be unique: %q names a searched policy.", p.Name)}
+		}
 		pol, _ := bandit.ParsePolicy(p.Arguments) // Candidates parsed them
 		total += pol.WeightBytes()
 	}

@@ -262,6 +262,9 @@ func TestEvaluations(t *testing.T) {
 		{"a search's models too large with the custom one", func(c map[string]any) { // alone, -b 24 fits
 			c["policies"] = []map[string]string{{"name": "x", "arguments": "--cb_explore_adf -b 24"}}
 		}, 400, "InvalidEvaluationContract"},
+		{"a searched policy's name", func(c map[string]any) {
+			c["policies"] = []map[string]string{{"name": "Search 2", "arguments": "--cb_explore_adf"}}
+		}, 400, "DuplicateCustomPolicyNames"},
 		{"no events in range", func(c map[string]any) {
 			c["startTime"], c["endTime"] = time.Now().Add(time.Hour), time.Now().Add(2*time.Hour)
 		}, 400, "NoLogsExistInDateRange"},
