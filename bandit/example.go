@@ -1,6 +1,7 @@
 package bandit
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -464,4 +465,20 @@ func (x *Example) group(ns byte) []feature {
 		return x.groups[s-1].feats
 	}
 	return nil
+}
+
+// Namespaces appends to dst the namespace indices (VW's: a namespace
+// name's first byte) of e's shared and action examples that dst does not
+// hold yet, in the order they are met.
+func (e *Event) Namespaces(dst []byte) []byte {
+	var idx []byte
+	for _, x := range append([]*Example{&e.shared}, e.actions[:e.n]...) {
+		idx = x.indices(idx[:0])
+		for _, ns := range idx {
+			if !bytes.Contains(dst, []byte{ns}) {
+				dst = append(dst, ns)
+			}
+		}
+	}
+	return dst
 }

@@ -1,0 +1,110 @@
+package evaluate
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/open-personalizer/personalizer/learner"
+)
+
+// TestImportanceNamespaces finds the namespaces of VW's reference data
+// and of the handmade file (namespaces "User" and "i").
+func TestImportanceNamespaces(t *testing.T) {
+	for path, want := range map[string][]string{vwData: {"A", "U"}, tinyData: {"U", "i"}} {
+		src, err := learner.OpenExamples(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Namespaces(context.Background(), src, ImportanceLines)
+		src.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: namespaces %q, want %q", path, got, want)
+		}
+	}
+}
+
+// TestImportanceEqualsIgnore checks that each "without" row is exactly
+// the evaluation of the policy with --ignore as a plain custom policy,
+// that Current is the plain policy, and the change and score arithmetic.
+func TestImportanceEqualsIgnore(t *testing.T) {
+	ctx := context.Background()
+	const policy = "--cb_explore_adf --epsilon 0.2 --cb_type ips -q UA -l 0.1"
+	res, err := ImportanceFile(ctx, Config{}, policy, vwData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Namespaces) != 2 || res.Namespaces[0].Namespace != "A" || res.Namespaces[1].Namespace != "U" {
+		t.Fatalf("namespaces %+v", res.Namespaces)
+	}
+	if res.Evaluated != 4000 {
+		t.Fatalf("evaluated %d events, want 4000", res.Evaluated)
+	}
+	plain := func(args string) Summary {
+		r, err := File(ctx, Config{Custom: []Policy{{Arguments: args}}}, vwData)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Policies[3].TotalSummary
+	}
+	cur := res.Policies[3]
+	if cur.Name != CurrentName || cur.Arguments != policy || !reflect.DeepEqual(cur.TotalSummary, plain(policy)) {
+		t.Fatalf("current %+v differs from the plain policy", cur.Policy)
+	}
+	top := 0.0
+	for _, imp := range res.Namespaces {
+		args := policy + " --ignore " + imp.Namespace
+		p := res.Policies[imp.Policy]
+		if p.Name != "Without "+imp.Namespace || p.Arguments != args || imp.Arguments != args {
+			t.Errorf("%s: policy %+v", imp.Namespace, p.Policy)
+		}
+		if !reflect.DeepEqual(p.TotalSummary, plain(args)) {
+			t.Errorf("%s: without-row %+v differs from the plain custom policy %q", imp.Namespace, p.TotalSummary, args)
+		}
+		if want := cur.TotalSummary.AverageReward - p.TotalSummary.AverageReward; imp.Change != want {
+			t.Errorf("%s: change %v, want %v", imp.Namespace, imp.Change, want)
+		}
+		if imp.Interval == nil || !(imp.Interval.Lower < imp.Change && imp.Change < imp.Interval.Upper) {
+			t.Errorf("%s: interval %+v around %v", imp.Namespace, imp.Interval, imp.Change)
+		}
+		top = max(top, imp.Change)
+		t.Logf("%s: change %v interval %+v score %v", imp.Namespace, imp.Change, imp.Interval, imp.Score)
+	}
+	for _, imp := range res.Namespaces {
+		want := 0.0
+		if imp.Change > 0 {
+			want = imp.Change / top
+		}
+		if imp.Score != want {
+			t.Errorf("%s: score %v, want %v", imp.Namespace, imp.Score, want)
+		}
+	}
+}
+
+// TestImportanceScore checks the score arithmetic: drops divided by the
+// largest, negatives and no drop at all give 0.
+func TestImportanceScore(t *testing.T) {
+	for _, c := range []struct{ change, top, want float64 }{
+		{0.2, 0.4, 0.5}, {0.4, 0.4, 1}, {-0.1, 0.4, 0}, {0, 0.4, 0}, {-0.1, 0, 0}, {0, 0, 0},
+	} {
+		if got := score(c.change, c.top); got != c.want {
+			t.Errorf("score(%v, %v) = %v, want %v", c.change, c.top, got, c.want)
+		}
+	}
+}
+
+// TestImportanceErrors rejects a bad policy and a bad namespace.
+func TestImportanceErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := ImportanceFile(ctx, Config{}, "--no_such_option", vwData); err == nil {
+		t.Error("a bad policy was accepted")
+	}
+	src := learner.ReadExamples("x", strings.NewReader(""))
+	if _, err := Importance(ctx, Config{}, "--cb_explore_adf", []string{"AB"}, src); err == nil || !strings.Contains(err.Error(), `namespace "AB"`) {
+		t.Errorf("namespace AB: %v", err)
+	}
+}
