@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -24,7 +25,7 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: personalizer evaluate --dsjson FILE [--policy [NAME=]\"VW ARGS\" ...] [--bucket 1h] [--json]\n"+
-			"                            [--search [--budget N] [--current \"VW ARGS\"]]\n\n"+
+			"                            [--search [--budget N] | --importance] [--current \"VW ARGS\"]\n\n"+
 			"Estimates the average reward the Online (logged), Baseline (first action), Random and custom\n"+
 			"policies would have had on the joined events of FILE, in order: IPS, SNIPS and DR with 95%\n"+
 			"intervals (Gaussian), and Cressie-Read (CR) with an interval valid with heavy importance weights,\n"+
@@ -32,7 +33,11 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 			"With --search it also evaluates, in the same pass, up to --budget policies around --current (the\n"+
 			"learning rate ×10, ÷10, ×3, ÷3, --power_t, --cb_type, -q ::, --l1, --l2, then the learning rate\n"+
 			"combined with each other change) and names the one whose 95% Cressie-Read lower bound is the\n"+
-			"highest if it is above Online's.\n\n")
+			"highest if it is above Online's.\n\n"+
+			"With --importance it also evaluates --current (named Current) and, in the same pass, one copy of it\n"+
+			"per namespace found in the first 1000 lines with --ignore NAMESPACE added, and prints per namespace\n"+
+			"the IPS estimate's change (Current minus the copy) with its 95% interval and a 0-1 score (the\n"+
+			"change divided by the largest change; negative changes score 0).\n\n")
 		fs.PrintDefaults()
 	}
 	var (
@@ -42,6 +47,7 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		asJSON   bool
 		quiet    bool
 		search   bool
+		imp      bool
 		budget   = evaluate.DefaultBudget
 		current  = bandit.DefaultPolicy
 		rewardLo = 0.0
@@ -56,7 +62,8 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	fs.Float64Var(&rewardHi, "reward-max", rewardHi, "the largest possible reward, for the Cressie-Read interval (rewards seen above widen it)")
 	fs.BoolVar(&search, "search", false, "also search for a better policy around --current (policySource OfflineExperimentation)")
 	fs.IntVar(&budget, "budget", budget, fmt.Sprintf("with --search, how many candidate policies to evaluate (1 to %d)", evaluate.MaxBudget))
-	fs.StringVar(&current, "current", current, "with --search, the current policy's VW `arguments` (the loop's learning policy)")
+	fs.BoolVar(&imp, "importance", false, "also evaluate leaving each namespace out of --current (feature importance)")
+	fs.StringVar(&current, "current", current, "with --search or --importance, the current policy's VW `arguments` (the loop's learning policy)")
 	if err := parseFlags(fs, args, getenv); err != nil {
 		return err
 	}
@@ -73,6 +80,8 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		return &usageError{cmd: "evaluate", err: fmt.Errorf("--bucket %v must not be negative", cfg.Bucket)}
 	case search && (budget < 1 || budget > evaluate.MaxBudget):
 		return &usageError{cmd: "evaluate", err: fmt.Errorf("--budget %d: want 1 to %d", budget, evaluate.MaxBudget)}
+	case search && imp:
+		return &usageError{cmd: "evaluate", err: errors.New("--search and --importance are separate runs")}
 	case !(rewardLo < rewardHi):
 		return &usageError{cmd: "evaluate", err: fmt.Errorf("--reward-min %v must be below --reward-max %v", rewardLo, rewardHi)}
 	}
@@ -83,15 +92,22 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	var (
 		res    *evaluate.Result
 		found  *evaluate.SearchResult
+		ranked *evaluate.ImportanceResult
 		err    error
 		result any
 	)
-	if search {
+	switch {
+	case imp:
+		ranked, err = evaluate.ImportanceFile(ctx, cfg, current, data)
+		if ranked != nil {
+			res, result = ranked.Result, ranked
+		}
+	case search:
 		found, err = evaluate.SearchFile(ctx, cfg, current, budget, data)
 		if found != nil {
 			res, result = found.Result, found
 		}
-	} else {
+	default:
 		res, err = evaluate.File(ctx, cfg, data)
 		result = res
 	}
@@ -115,7 +131,27 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	if found != nil {
 		printSearch(stdout, found)
 	}
+	if ranked != nil {
+		return printImportance(stdout, ranked)
+	}
 	return nil
+}
+
+// printImportance prints a row per namespace, the most important first.
+func printImportance(w io.Writer, r *evaluate.ImportanceResult) error {
+	fmt.Fprintf(w, "\nfeature importance of %q: IPS estimate of Current minus the estimate without the namespace (--ignore)\n", r.Current)
+	rows := append([]evaluate.NamespaceImportance{}, r.Namespaces...)
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Change > rows[j].Change })
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAMESPACE\tSCORE\tCHANGE\tGAUSSIAN 95%\tWITHOUT\t")
+	for _, n := range rows {
+		iv := "-"
+		if n.Interval != nil {
+			iv = fmt.Sprintf("[%.6f, %.6f]", n.Interval.Lower, n.Interval.Upper)
+		}
+		fmt.Fprintf(tw, "%s\t%.3f\t%.6f\t%s\t%.6f\t\n", n.Namespace, n.Score, n.Change, iv, r.Policies[n.Policy].TotalSummary.AverageReward)
+	}
+	return tw.Flush()
 }
 
 // printSearch prints each candidate's bound and the pick.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -142,5 +144,43 @@ func TestEvaluateSearch(t *testing.T) {
 		if err == nil {
 			t.Errorf("%v: no error", bad)
 		}
+	}
+}
+
+// TestEvaluateImportance runs `personalizer evaluate --importance`: its
+// --json namespaces are the evaluate package's, and the table prints them.
+func TestEvaluateImportance(t *testing.T) {
+	t.Parallel()
+	const current = "--cb_explore_adf --epsilon 0.2 --cb_type ips -q UA -l 0.1"
+	const data = "../../testdata/vw/public_train.dsjson.gz"
+	want, err := evaluate.ImportanceFile(context.Background(), evaluate.Config{}, current, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	args := []string{"evaluate", "--quiet", "--importance", "--current", current, "--dsjson", data}
+	if err := run(context.Background(), append(args, "--json"), &stdout, &stderr, noEnv); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	var got evaluate.ImportanceResult
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatalf("--json: %v\n%s", err, stdout.String())
+	}
+	if len(got.Namespaces) != 2 || !reflect.DeepEqual(got.Namespaces, want.Namespaces) || got.Current != current {
+		t.Errorf("--json namespaces %+v, want %+v", got.Namespaces, want.Namespaces)
+	}
+	stdout.Reset()
+	if err := run(context.Background(), args, &stdout, &stderr, noEnv); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range want.Namespaces {
+		row := fmt.Sprintf("%s          %.3f  %.6f  [%.6f, %.6f]  %.6f", n.Namespace, n.Score, n.Change, n.Interval.Lower, n.Interval.Upper,
+			want.Policies[n.Policy].TotalSummary.AverageReward)
+		if !strings.Contains(stdout.String(), row) {
+			t.Errorf("output lacks %q:\n%s", row, stdout.String())
+		}
+	}
+	if err := run(context.Background(), append(args, "--search"), &stdout, &stderr, noEnv); err == nil {
+		t.Error("--search with --importance was accepted")
 	}
 }
