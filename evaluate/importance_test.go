@@ -74,6 +74,36 @@ func TestImportanceEqualsIgnore(t *testing.T) {
 		top = max(top, imp.Change)
 		t.Logf("%s: change %v interval %+v score %v", imp.Namespace, imp.Change, imp.Interval, imp.Score)
 	}
+	// The interval from the per-event differences, recomputed from a plain
+	// evaluation of the three policies.
+	var n, sx, sx2 [2]float64
+	w := func(ev *Event, p int) float64 {
+		pi := 0.0
+		for _, ap := range ev.PMF[p] {
+			if ap.Action == ev.Chosen {
+				pi += float64(ap.Prob)
+			}
+		}
+		return pi / ev.Prob
+	}
+	cfg := Config{Custom: []Policy{{Arguments: policy}, {Arguments: policy + " --ignore A"}, {Arguments: policy + " --ignore U"}},
+		OnEvent: func(ev *Event) {
+			for k := range 2 {
+				x := (w(ev, 3) - w(ev, 4+k)) * ev.Reward
+				n[k] += ev.Count
+				sx[k] += ev.Count * x
+				sx2[k] += ev.Count * x * x
+			}
+		}}
+	if _, err := File(ctx, cfg, vwData); err != nil {
+		t.Fatal(err)
+	}
+	for k, imp := range res.Namespaces {
+		half, _ := gaussian(n[k], sx[k], sx2[k])
+		if want := (Interval{imp.Change - half, imp.Change + half}); *imp.Interval != want {
+			t.Errorf("%s: interval %+v, want %+v", imp.Namespace, *imp.Interval, want)
+		}
+	}
 	for _, imp := range res.Namespaces {
 		want := 0.0
 		if imp.Change > 0 {
@@ -106,5 +136,24 @@ func TestImportanceErrors(t *testing.T) {
 	src := learner.ReadExamples("x", strings.NewReader(""))
 	if _, err := Importance(ctx, Config{}, "--cb_explore_adf", []string{"AB"}, src); err == nil || !strings.Contains(err.Error(), `namespace "AB"`) {
 		t.Errorf("namespace AB: %v", err)
+	}
+}
+
+// TestImportanceOnEvent checks that Config.OnEvent still sees every
+// evaluated event, with every policy's PMF.
+func TestImportanceOnEvent(t *testing.T) {
+	events := 0
+	cfg := Config{OnEvent: func(ev *Event) {
+		if len(ev.PMF) != 6 {
+			t.Fatalf("%d PMFs, want 6", len(ev.PMF))
+		}
+		events++
+	}}
+	res, err := ImportanceFile(context.Background(), cfg, "--cb_explore_adf", vwData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if events != 4000 || res.Evaluated != 4000 {
+		t.Errorf("OnEvent saw %d events, evaluated %d; want 4000", events, res.Evaluated)
 	}
 }
