@@ -2,6 +2,8 @@ package evaluate
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -155,5 +157,30 @@ func TestImportanceOnEvent(t *testing.T) {
 	}
 	if events != 4000 || res.Evaluated != 4000 {
 		t.Errorf("OnEvent saw %d events, evaluated %d; want 4000", events, res.Evaluated)
+	}
+}
+
+// TestImportanceSimulated ranks the namespaces of a simulated world whose
+// reward depends on the user's segment (U) and the action (A) but not on
+// a noise namespace (N, a random value per event): U's removal costs
+// significantly, N's does not (its interval holds 0, its score is 0).
+func TestImportanceSimulated(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 12))
+	data, _ := simWorld.log(r, 20000)
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(data, "\n") {
+		b.WriteString(strings.Replace(line, `"_multi"`, fmt.Sprintf(`"N":{"n":"x%d"},"_multi"`, r.IntN(10)), 1))
+	}
+	res, err := Importance(context.Background(), Config{}, "--cb_explore_adf --epsilon 0.2 -q UA -q NA",
+		[]string{"A", "N", "U"}, learner.ReadExamples("sim", strings.NewReader(b.String())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, n, u := res.Namespaces[0], res.Namespaces[1], res.Namespaces[2]
+	for _, x := range res.Namespaces {
+		t.Logf("%s: change %.6f interval %+v score %.3f", x.Namespace, x.Change, *x.Interval, x.Score)
+	}
+	if !(u.Change > n.Change) || !(u.Interval.Lower > 0) || n.Score != 0 || !(n.Interval.Lower < 0 && 0 < n.Interval.Upper) || max(a.Score, u.Score) != 1 {
+		t.Errorf("A %+v, N %+v, U %+v", a, n, u)
 	}
 }
