@@ -324,13 +324,19 @@ func (p *Prediction) appendTerm(dst []ftr, t *term) []ftr {
 	return dst
 }
 
+// quadCount is how many features a quadratic term of first and second
+// makes: every pair, or with same (a namespace with itself) each pair once.
+func quadCount(first, second []ftr, same bool) int {
+	if same {
+		return len(first) * (len(first) + 1) / 2
+	}
+	return len(first) * len(second)
+}
+
 // appendQuad appends the features of a quadratic term: dst grows once and
 // the loops store by index.
 func appendQuad(dst []ftr, first, second []ftr, same bool) []ftr {
-	n := len(first) * len(second)
-	if same {
-		n = len(first) * (len(first) + 1) / 2
-	}
+	n := quadCount(first, second, same)
 	start := len(dst)
 	dst = slices.Grow(dst, n)[:start+n]
 	out := dst[start:]

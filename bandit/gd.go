@@ -273,10 +273,7 @@ func quadProducts(w []float32, off uint64, first, second []ftr, same bool, dst [
 		return dst // never: as in dotQuadPair
 	}
 	mask := uint64(len(w) - 1)
-	n := len(first) * len(second)
-	if same {
-		n = len(first) * (len(first) + 1) / 2
-	}
+	n := quadCount(first, second, same)
 	start := len(dst)
 	dst = slices.Grow(dst, n)[:start+n]
 	out := dst[start:]

@@ -225,29 +225,21 @@ func betaFraction(a, b, x float64) float64 {
 	}
 	d = 1 / d
 	f := d
+	// step is one term of Lentz's method: the factor it multiplies f by.
+	step := func(num float64) float64 {
+		d, c = 1+num*d, 1+num/c
+		if math.Abs(d) < tiny {
+			d = tiny
+		}
+		if math.Abs(c) < tiny {
+			c = tiny
+		}
+		d = 1 / d
+		return d * c
+	}
 	for m := 1.0; m < 1e7; m++ {
-		// Even step.
-		num := m * (b - m) * x / ((a + 2*m - 1) * (a + 2*m))
-		d, c = 1+num*d, 1+num/c
-		if math.Abs(d) < tiny {
-			d = tiny
-		}
-		if math.Abs(c) < tiny {
-			c = tiny
-		}
-		d = 1 / d
-		f *= d * c
-		// Odd step.
-		num = -(a + m) * (a + b + m) * x / ((a + 2*m) * (a + 2*m + 1))
-		d, c = 1+num*d, 1+num/c
-		if math.Abs(d) < tiny {
-			d = tiny
-		}
-		if math.Abs(c) < tiny {
-			c = tiny
-		}
-		d = 1 / d
-		del := d * c
+		f *= step(m * (b - m) * x / ((a + 2*m - 1) * (a + 2*m)))              // even
+		del := step(-(a + m) * (a + b + m) * x / ((a + 2*m) * (a + 2*m + 1))) // odd
 		f *= del
 		if math.Abs(del-1) < eps {
 			break

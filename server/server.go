@@ -345,18 +345,15 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, buf 
 	if req.EventId == nil {
 		eventID = rand.Text()
 	}
-	size := len(buf) - recordRoom
-	if buf == nil {
-		size = req.SizeVT()
-	}
-	d, err := sc.Decide(req, size, eventID, &lc.set, l.decideModel())
-	if err != nil {
-		return nil, err
-	}
-	if buf == nil {
+	if buf == nil { // sized once: the encoding is the size Decide checks
+		var err error
 		if buf, err = requestWithRoom(req); err != nil {
 			return nil, err
 		}
+	}
+	d, err := sc.Decide(req, len(buf)-recordRoom, eventID, &lc.set, l.decideModel())
+	if err != nil {
+		return nil, err
 	}
 	resp := d.Response(req)
 	// The decision stands even if the event cannot be buffered: the caller
