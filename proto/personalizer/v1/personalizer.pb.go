@@ -385,9 +385,13 @@ type RankResponse struct {
 	// The action to show and to reward: ranking[0].id.
 	RewardActionId string `protobuf:"bytes,3,opt,name=reward_action_id,json=rewardActionId,proto3" json:"reward_action_id,omitempty"`
 	// The model version that made the decision; empty before the first model.
-	ModelVersion  string `protobuf:"bytes,4,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ModelVersion string `protobuf:"bytes,4,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// Per action, in ranking order, the features that weigh most in its
+	// score: only when the loop's service configuration has
+	// isInferenceExplainabilityEnabled.
+	InferenceExplanation []*ActionExplanation `protobuf:"bytes,5,rep,name=inference_explanation,json=inferenceExplanation,proto3" json:"inference_explanation,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *RankResponse) Reset() {
@@ -448,6 +452,124 @@ func (x *RankResponse) GetModelVersion() string {
 	return ""
 }
 
+func (x *RankResponse) GetInferenceExplanation() []*ActionExplanation {
+	if x != nil {
+		return x.InferenceExplanation
+	}
+	return nil
+}
+
+// ActionExplanation breaks an action's score into its features' parts.
+type ActionExplanation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The largest parts by magnitude, largest first.
+	Features      []*FeatureScore `protobuf:"bytes,2,rep,name=features,proto3" json:"features,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActionExplanation) Reset() {
+	*x = ActionExplanation{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActionExplanation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActionExplanation) ProtoMessage() {}
+
+func (x *ActionExplanation) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActionExplanation.ProtoReflect.Descriptor instead.
+func (*ActionExplanation) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ActionExplanation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ActionExplanation) GetFeatures() []*FeatureScore {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+// FeatureScore is one feature's part in an action's score.
+type FeatureScore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As Vowpal Wabbit's --invert_hash names it: "namespace^feature" (a
+	// string feature's value follows its name), interactions joined by '*'.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its weight times its value, signed so that a positive part raises the
+	// action's predicted reward (the model learns cost, minus the reward).
+	Score         float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureScore) Reset() {
+	*x = FeatureScore{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureScore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureScore) ProtoMessage() {}
+
+func (x *FeatureScore) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureScore.ProtoReflect.Descriptor instead.
+func (*FeatureScore) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *FeatureScore) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FeatureScore) GetScore() float32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
 // RankStreamRequest is one request on a RankStream.
 type RankStreamRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -458,7 +580,7 @@ type RankStreamRequest struct {
 
 func (x *RankStreamRequest) Reset() {
 	*x = RankStreamRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[6]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -470,7 +592,7 @@ func (x *RankStreamRequest) String() string {
 func (*RankStreamRequest) ProtoMessage() {}
 
 func (x *RankStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[6]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -483,7 +605,7 @@ func (x *RankStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStreamRequest.ProtoReflect.Descriptor instead.
 func (*RankStreamRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{6}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RankStreamRequest) GetRequest() *RankRequest {
@@ -503,7 +625,7 @@ type RankStreamResponse struct {
 
 func (x *RankStreamResponse) Reset() {
 	*x = RankStreamResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[7]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +637,7 @@ func (x *RankStreamResponse) String() string {
 func (*RankStreamResponse) ProtoMessage() {}
 
 func (x *RankStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[7]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +650,7 @@ func (x *RankStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStreamResponse.ProtoReflect.Descriptor instead.
 func (*RankStreamResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{7}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RankStreamResponse) GetResponse() *RankResponse {
@@ -550,7 +672,7 @@ type RewardRequest struct {
 
 func (x *RewardRequest) Reset() {
 	*x = RewardRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[8]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +684,7 @@ func (x *RewardRequest) String() string {
 func (*RewardRequest) ProtoMessage() {}
 
 func (x *RewardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[8]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +697,7 @@ func (x *RewardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewardRequest.ProtoReflect.Descriptor instead.
 func (*RewardRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{8}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RewardRequest) GetEventId() string {
@@ -601,7 +723,7 @@ type RewardResponse struct {
 
 func (x *RewardResponse) Reset() {
 	*x = RewardResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[9]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +735,7 @@ func (x *RewardResponse) String() string {
 func (*RewardResponse) ProtoMessage() {}
 
 func (x *RewardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[9]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +748,7 @@ func (x *RewardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewardResponse.ProtoReflect.Descriptor instead.
 func (*RewardResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{9}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{11}
 }
 
 // ActivateRequest activates a deferred event.
@@ -639,7 +761,7 @@ type ActivateRequest struct {
 
 func (x *ActivateRequest) Reset() {
 	*x = ActivateRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[10]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +773,7 @@ func (x *ActivateRequest) String() string {
 func (*ActivateRequest) ProtoMessage() {}
 
 func (x *ActivateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[10]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +786,7 @@ func (x *ActivateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRequest.ProtoReflect.Descriptor instead.
 func (*ActivateRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{10}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ActivateRequest) GetEventId() string {
@@ -683,7 +805,7 @@ type ActivateResponse struct {
 
 func (x *ActivateResponse) Reset() {
 	*x = ActivateResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[11]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +817,7 @@ func (x *ActivateResponse) String() string {
 func (*ActivateResponse) ProtoMessage() {}
 
 func (x *ActivateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[11]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +830,7 @@ func (x *ActivateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateResponse.ProtoReflect.Descriptor instead.
 func (*ActivateResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{11}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{13}
 }
 
 type WatchRankSettingsRequest struct {
@@ -719,7 +841,7 @@ type WatchRankSettingsRequest struct {
 
 func (x *WatchRankSettingsRequest) Reset() {
 	*x = WatchRankSettingsRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +853,7 @@ func (x *WatchRankSettingsRequest) String() string {
 func (*WatchRankSettingsRequest) ProtoMessage() {}
 
 func (x *WatchRankSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +866,7 @@ func (x *WatchRankSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRankSettingsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRankSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{12}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{14}
 }
 
 // WatchRankSettingsResponse carries the settings, whole, after a change.
@@ -757,7 +879,7 @@ type WatchRankSettingsResponse struct {
 
 func (x *WatchRankSettingsResponse) Reset() {
 	*x = WatchRankSettingsResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +891,7 @@ func (x *WatchRankSettingsResponse) String() string {
 func (*WatchRankSettingsResponse) ProtoMessage() {}
 
 func (x *WatchRankSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +904,7 @@ func (x *WatchRankSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRankSettingsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRankSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{13}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchRankSettingsResponse) GetSettings() *RankSettings {
@@ -817,7 +939,7 @@ type RankSettings struct {
 
 func (x *RankSettings) Reset() {
 	*x = RankSettings{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +951,7 @@ func (x *RankSettings) String() string {
 func (*RankSettings) ProtoMessage() {}
 
 func (x *RankSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +964,7 @@ func (x *RankSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankSettings.ProtoReflect.Descriptor instead.
 func (*RankSettings) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{14}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RankSettings) GetConfigVersion() uint64 {
@@ -904,7 +1026,7 @@ type LogRanksRequest struct {
 
 func (x *LogRanksRequest) Reset() {
 	*x = LogRanksRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1038,7 @@ func (x *LogRanksRequest) String() string {
 func (*LogRanksRequest) ProtoMessage() {}
 
 func (x *LogRanksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1051,7 @@ func (x *LogRanksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRanksRequest.ProtoReflect.Descriptor instead.
 func (*LogRanksRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{15}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LogRanksRequest) GetEntries() []*LoggedRank {
@@ -962,7 +1084,7 @@ type LoggedRank struct {
 
 func (x *LoggedRank) Reset() {
 	*x = LoggedRank{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1096,7 @@ func (x *LoggedRank) String() string {
 func (*LoggedRank) ProtoMessage() {}
 
 func (x *LoggedRank) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1109,7 @@ func (x *LoggedRank) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoggedRank.ProtoReflect.Descriptor instead.
 func (*LoggedRank) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{16}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LoggedRank) GetRequest() *RankRequest {
@@ -1034,7 +1156,7 @@ type LogRanksResponse struct {
 
 func (x *LogRanksResponse) Reset() {
 	*x = LogRanksResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1168,7 @@ func (x *LogRanksResponse) String() string {
 func (*LogRanksResponse) ProtoMessage() {}
 
 func (x *LogRanksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1181,7 @@ func (x *LogRanksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRanksResponse.ProtoReflect.Descriptor instead.
 func (*LogRanksResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{17}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{19}
 }
 
 var File_personalizer_v1_personalizer_proto protoreflect.FileDescriptor
@@ -1089,12 +1211,19 @@ const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\t_event_id\"@\n" +
 	"\fRankedAction\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
-	"\vprobability\x18\x02 \x01(\x02R\vprobability\"\xb1\x01\n" +
+	"\vprobability\x18\x02 \x01(\x02R\vprobability\"\x8a\x02\n" +
 	"\fRankResponse\x127\n" +
 	"\aranking\x18\x01 \x03(\v2\x1d.personalizer.v1.RankedActionR\aranking\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12(\n" +
 	"\x10reward_action_id\x18\x03 \x01(\tR\x0erewardActionId\x12#\n" +
-	"\rmodel_version\x18\x04 \x01(\tR\fmodelVersion\"K\n" +
+	"\rmodel_version\x18\x04 \x01(\tR\fmodelVersion\x12W\n" +
+	"\x15inference_explanation\x18\x05 \x03(\v2\".personalizer.v1.ActionExplanationR\x14inferenceExplanation\"^\n" +
+	"\x11ActionExplanation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
+	"\bfeatures\x18\x02 \x03(\v2\x1d.personalizer.v1.FeatureScoreR\bfeatures\"8\n" +
+	"\fFeatureScore\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\"K\n" +
 	"\x11RankStreamRequest\x126\n" +
 	"\arequest\x18\x01 \x01(\v2\x1c.personalizer.v1.RankRequestR\arequest\"O\n" +
 	"\x12RankStreamResponse\x129\n" +
@@ -1148,7 +1277,7 @@ func file_personalizer_v1_personalizer_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_personalizer_proto_rawDescData
 }
 
-var file_personalizer_v1_personalizer_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_personalizer_v1_personalizer_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_personalizer_v1_personalizer_proto_goTypes = []any{
 	(*Feature)(nil),                   // 0: personalizer.v1.Feature
 	(*Namespace)(nil),                 // 1: personalizer.v1.Namespace
@@ -1156,20 +1285,22 @@ var file_personalizer_v1_personalizer_proto_goTypes = []any{
 	(*RankRequest)(nil),               // 3: personalizer.v1.RankRequest
 	(*RankedAction)(nil),              // 4: personalizer.v1.RankedAction
 	(*RankResponse)(nil),              // 5: personalizer.v1.RankResponse
-	(*RankStreamRequest)(nil),         // 6: personalizer.v1.RankStreamRequest
-	(*RankStreamResponse)(nil),        // 7: personalizer.v1.RankStreamResponse
-	(*RewardRequest)(nil),             // 8: personalizer.v1.RewardRequest
-	(*RewardResponse)(nil),            // 9: personalizer.v1.RewardResponse
-	(*ActivateRequest)(nil),           // 10: personalizer.v1.ActivateRequest
-	(*ActivateResponse)(nil),          // 11: personalizer.v1.ActivateResponse
-	(*WatchRankSettingsRequest)(nil),  // 12: personalizer.v1.WatchRankSettingsRequest
-	(*WatchRankSettingsResponse)(nil), // 13: personalizer.v1.WatchRankSettingsResponse
-	(*RankSettings)(nil),              // 14: personalizer.v1.RankSettings
-	(*LogRanksRequest)(nil),           // 15: personalizer.v1.LogRanksRequest
-	(*LoggedRank)(nil),                // 16: personalizer.v1.LoggedRank
-	(*LogRanksResponse)(nil),          // 17: personalizer.v1.LogRanksResponse
-	(*Limits)(nil),                    // 18: personalizer.v1.Limits
-	(*ModelProperties)(nil),           // 19: personalizer.v1.ModelProperties
+	(*ActionExplanation)(nil),         // 6: personalizer.v1.ActionExplanation
+	(*FeatureScore)(nil),              // 7: personalizer.v1.FeatureScore
+	(*RankStreamRequest)(nil),         // 8: personalizer.v1.RankStreamRequest
+	(*RankStreamResponse)(nil),        // 9: personalizer.v1.RankStreamResponse
+	(*RewardRequest)(nil),             // 10: personalizer.v1.RewardRequest
+	(*RewardResponse)(nil),            // 11: personalizer.v1.RewardResponse
+	(*ActivateRequest)(nil),           // 12: personalizer.v1.ActivateRequest
+	(*ActivateResponse)(nil),          // 13: personalizer.v1.ActivateResponse
+	(*WatchRankSettingsRequest)(nil),  // 14: personalizer.v1.WatchRankSettingsRequest
+	(*WatchRankSettingsResponse)(nil), // 15: personalizer.v1.WatchRankSettingsResponse
+	(*RankSettings)(nil),              // 16: personalizer.v1.RankSettings
+	(*LogRanksRequest)(nil),           // 17: personalizer.v1.LogRanksRequest
+	(*LoggedRank)(nil),                // 18: personalizer.v1.LoggedRank
+	(*LogRanksResponse)(nil),          // 19: personalizer.v1.LogRanksResponse
+	(*Limits)(nil),                    // 20: personalizer.v1.Limits
+	(*ModelProperties)(nil),           // 21: personalizer.v1.ModelProperties
 }
 var file_personalizer_v1_personalizer_proto_depIdxs = []int32{
 	0,  // 0: personalizer.v1.Namespace.features:type_name -> personalizer.v1.Feature
@@ -1177,30 +1308,32 @@ var file_personalizer_v1_personalizer_proto_depIdxs = []int32{
 	1,  // 2: personalizer.v1.RankRequest.context_features:type_name -> personalizer.v1.Namespace
 	2,  // 3: personalizer.v1.RankRequest.actions:type_name -> personalizer.v1.Action
 	4,  // 4: personalizer.v1.RankResponse.ranking:type_name -> personalizer.v1.RankedAction
-	3,  // 5: personalizer.v1.RankStreamRequest.request:type_name -> personalizer.v1.RankRequest
-	5,  // 6: personalizer.v1.RankStreamResponse.response:type_name -> personalizer.v1.RankResponse
-	14, // 7: personalizer.v1.WatchRankSettingsResponse.settings:type_name -> personalizer.v1.RankSettings
-	18, // 8: personalizer.v1.RankSettings.limits:type_name -> personalizer.v1.Limits
-	19, // 9: personalizer.v1.RankSettings.model:type_name -> personalizer.v1.ModelProperties
-	16, // 10: personalizer.v1.LogRanksRequest.entries:type_name -> personalizer.v1.LoggedRank
-	3,  // 11: personalizer.v1.LoggedRank.request:type_name -> personalizer.v1.RankRequest
-	3,  // 12: personalizer.v1.PersonalizerService.Rank:input_type -> personalizer.v1.RankRequest
-	6,  // 13: personalizer.v1.PersonalizerService.RankStream:input_type -> personalizer.v1.RankStreamRequest
-	8,  // 14: personalizer.v1.PersonalizerService.Reward:input_type -> personalizer.v1.RewardRequest
-	10, // 15: personalizer.v1.PersonalizerService.Activate:input_type -> personalizer.v1.ActivateRequest
-	12, // 16: personalizer.v1.PersonalizerService.WatchRankSettings:input_type -> personalizer.v1.WatchRankSettingsRequest
-	15, // 17: personalizer.v1.PersonalizerService.LogRanks:input_type -> personalizer.v1.LogRanksRequest
-	5,  // 18: personalizer.v1.PersonalizerService.Rank:output_type -> personalizer.v1.RankResponse
-	7,  // 19: personalizer.v1.PersonalizerService.RankStream:output_type -> personalizer.v1.RankStreamResponse
-	9,  // 20: personalizer.v1.PersonalizerService.Reward:output_type -> personalizer.v1.RewardResponse
-	11, // 21: personalizer.v1.PersonalizerService.Activate:output_type -> personalizer.v1.ActivateResponse
-	13, // 22: personalizer.v1.PersonalizerService.WatchRankSettings:output_type -> personalizer.v1.WatchRankSettingsResponse
-	17, // 23: personalizer.v1.PersonalizerService.LogRanks:output_type -> personalizer.v1.LogRanksResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	6,  // 5: personalizer.v1.RankResponse.inference_explanation:type_name -> personalizer.v1.ActionExplanation
+	7,  // 6: personalizer.v1.ActionExplanation.features:type_name -> personalizer.v1.FeatureScore
+	3,  // 7: personalizer.v1.RankStreamRequest.request:type_name -> personalizer.v1.RankRequest
+	5,  // 8: personalizer.v1.RankStreamResponse.response:type_name -> personalizer.v1.RankResponse
+	16, // 9: personalizer.v1.WatchRankSettingsResponse.settings:type_name -> personalizer.v1.RankSettings
+	20, // 10: personalizer.v1.RankSettings.limits:type_name -> personalizer.v1.Limits
+	21, // 11: personalizer.v1.RankSettings.model:type_name -> personalizer.v1.ModelProperties
+	18, // 12: personalizer.v1.LogRanksRequest.entries:type_name -> personalizer.v1.LoggedRank
+	3,  // 13: personalizer.v1.LoggedRank.request:type_name -> personalizer.v1.RankRequest
+	3,  // 14: personalizer.v1.PersonalizerService.Rank:input_type -> personalizer.v1.RankRequest
+	8,  // 15: personalizer.v1.PersonalizerService.RankStream:input_type -> personalizer.v1.RankStreamRequest
+	10, // 16: personalizer.v1.PersonalizerService.Reward:input_type -> personalizer.v1.RewardRequest
+	12, // 17: personalizer.v1.PersonalizerService.Activate:input_type -> personalizer.v1.ActivateRequest
+	14, // 18: personalizer.v1.PersonalizerService.WatchRankSettings:input_type -> personalizer.v1.WatchRankSettingsRequest
+	17, // 19: personalizer.v1.PersonalizerService.LogRanks:input_type -> personalizer.v1.LogRanksRequest
+	5,  // 20: personalizer.v1.PersonalizerService.Rank:output_type -> personalizer.v1.RankResponse
+	9,  // 21: personalizer.v1.PersonalizerService.RankStream:output_type -> personalizer.v1.RankStreamResponse
+	11, // 22: personalizer.v1.PersonalizerService.Reward:output_type -> personalizer.v1.RewardResponse
+	13, // 23: personalizer.v1.PersonalizerService.Activate:output_type -> personalizer.v1.ActivateResponse
+	15, // 24: personalizer.v1.PersonalizerService.WatchRankSettings:output_type -> personalizer.v1.WatchRankSettingsResponse
+	19, // 25: personalizer.v1.PersonalizerService.LogRanks:output_type -> personalizer.v1.LogRanksResponse
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_personalizer_proto_init() }
@@ -1221,7 +1354,7 @@ func file_personalizer_v1_personalizer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_personalizer_proto_rawDesc), len(file_personalizer_v1_personalizer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
