@@ -353,20 +353,35 @@ func TestLocalExplainsAsRemote(t *testing.T) {
 // the event and answers each action's top features (with -q ::, about
 // 560 named features per action, 20 actions).
 func BenchmarkRankExplained(b *testing.B) {
+	benchmarkRankExplained(b, bandit.DefaultPolicy, true)
+}
+
+// BenchmarkRankExplainedNoInteractions is BenchmarkRankExplained, and
+// the same with the setting off, under the default policy less its -q ::
+// (about 31 features per action).
+func BenchmarkRankExplainedNoInteractions(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
+			benchmarkRankExplained(b, "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr", on)
+		})
+	}
+}
+
+func benchmarkRankExplained(b *testing.B, policy string, on bool) {
 	req := sim.Request(rand.New(rand.NewPCG(1, 2)), 20, 15, 15)
-	srv, stop := benchServerPolicy(b, req, bandit.DefaultPolicy)
+	srv, stop := benchServerPolicy(b, req, policy)
 	defer stop()
 	svc := srv.LoopConfig().Service
 	svc.ExplorationPercentage = 0.1
-	svc.IsInferenceExplainabilityEnabled = true
+	svc.IsInferenceExplainabilityEnabled = on
 	c, err := srv.LoopConfig().Update(svc, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
 	srv.Configs().Set(c)
 	srv.syncLoops() // what WatchConfig does on the change, without its goroutine
-	if resp, err := srv.Rank(context.Background(), req); err != nil || len(resp.GetInferenceExplanation()) != 20 {
-		b.Fatalf("explanation of %d actions (%v), want 20", len(resp.GetInferenceExplanation()), err)
+	if resp, err := srv.Rank(context.Background(), req); err != nil || (len(resp.GetInferenceExplanation()) == 20) != on {
+		b.Fatalf("explanation of %d actions (%v), want 20: %v", len(resp.GetInferenceExplanation()), err, on)
 	}
 	b.SetBytes(int64(proto.Size(req)))
 	b.ReportAllocs()
