@@ -289,7 +289,8 @@ func TestAdminREST(t *testing.T) {
 			}
 			want := map[string]any{"rewardWaitTime": "PT10M", "defaultReward": 0.0, "rewardAggregation": "earliest",
 				"explorationPercentage": 0.2, "modelExportFrequency": "PT5M", "logMirrorEnabled": false, "logRetentionDays": 90.0,
-				"learningMode": "Online", "isAutoOptimizationEnabled": false, "autoOptimizationFrequency": "P28D"}
+				"learningMode": "Online", "isAutoOptimizationEnabled": false, "autoOptimizationFrequency": "P28D",
+				"isInferenceExplainabilityEnabled": false}
 			if !equalJSON(got, want) {
 				t.Errorf("GET service = %v, want %v", got, want)
 			}

@@ -225,6 +225,8 @@ func serviceToProto(s *loop.Service) *personalizerv1.ServiceConfiguration {
 		IsAutoOptimizationEnabled: s.IsAutoOptimizationEnabled,
 		AutoOptimizationFrequency: durationpb.New(time.Duration(s.AutoOptimizationFrequency)),
 		AutoOptimizationStartDate: timestampOrNil(s.AutoOptimizationStartDate),
+
+		IsInferenceExplainabilityEnabled: s.IsInferenceExplainabilityEnabled,
 	}
 }
 
@@ -242,6 +244,8 @@ func serviceFromProto(p *personalizerv1.ServiceConfiguration) loop.Service {
 		IsAutoOptimizationEnabled: p.GetIsAutoOptimizationEnabled(),
 		AutoOptimizationFrequency: loop.Duration(p.GetAutoOptimizationFrequency().AsDuration()),
 		AutoOptimizationStartDate: timeOrZero(p.GetAutoOptimizationStartDate()),
+
+		IsInferenceExplainabilityEnabled: p.GetIsInferenceExplainabilityEnabled(),
 	}
 }
 

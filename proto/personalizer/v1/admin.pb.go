@@ -44,8 +44,11 @@ type ServiceConfiguration struct {
 	IsAutoOptimizationEnabled bool                   `protobuf:"varint,11,opt,name=is_auto_optimization_enabled,json=isAutoOptimizationEnabled,proto3" json:"is_auto_optimization_enabled,omitempty"`
 	AutoOptimizationFrequency *durationpb.Duration   `protobuf:"bytes,12,opt,name=auto_optimization_frequency,json=autoOptimizationFrequency,proto3" json:"auto_optimization_frequency,omitempty"`
 	AutoOptimizationStartDate *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=auto_optimization_start_date,json=autoOptimizationStartDate,proto3" json:"auto_optimization_start_date,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// Rank answers carry inference_explanation: per action, its features'
+	// largest parts in its score. Off by default; it costs Rank time when on.
+	IsInferenceExplainabilityEnabled bool `protobuf:"varint,14,opt,name=is_inference_explainability_enabled,json=isInferenceExplainabilityEnabled,proto3" json:"is_inference_explainability_enabled,omitempty"`
+	unknownFields                    protoimpl.UnknownFields
+	sizeCache                        protoimpl.SizeCache
 }
 
 func (x *ServiceConfiguration) Reset() {
@@ -167,6 +170,13 @@ func (x *ServiceConfiguration) GetAutoOptimizationStartDate() *timestamppb.Times
 		return x.AutoOptimizationStartDate
 	}
 	return nil
+}
+
+func (x *ServiceConfiguration) GetIsInferenceExplainabilityEnabled() bool {
+	if x != nil {
+		return x.IsInferenceExplainabilityEnabled
+	}
+	return false
 }
 
 // Policy is a learning policy: a name and Vowpal Wabbit arguments.
@@ -2928,7 +2938,7 @@ var File_personalizer_v1_admin_proto protoreflect.FileDescriptor
 
 const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1bpersonalizer/v1/admin.proto\x12\x0fpersonalizer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x06\n" +
+	"\x1bpersonalizer/v1/admin.proto\x12\x0fpersonalizer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\a\n" +
 	"\x14ServiceConfiguration\x12C\n" +
 	"\x10reward_wait_time\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0erewardWaitTime\x12%\n" +
 	"\x0edefault_reward\x18\x02 \x01(\x02R\rdefaultReward\x12-\n" +
@@ -2943,7 +2953,8 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	" \x01(\tR\flearningMode\x12?\n" +
 	"\x1cis_auto_optimization_enabled\x18\v \x01(\bR\x19isAutoOptimizationEnabled\x12Y\n" +
 	"\x1bauto_optimization_frequency\x18\f \x01(\v2\x19.google.protobuf.DurationR\x19autoOptimizationFrequency\x12[\n" +
-	"\x1cauto_optimization_start_date\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x19autoOptimizationStartDate\":\n" +
+	"\x1cauto_optimization_start_date\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x19autoOptimizationStartDate\x12M\n" +
+	"#is_inference_explainability_enabled\x18\x0e \x01(\bR isInferenceExplainabilityEnabled\":\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\targuments\x18\x02 \x01(\tR\targuments\"\xe4\x01\n" +

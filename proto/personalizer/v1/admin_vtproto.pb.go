@@ -50,6 +50,16 @@ func (m *ServiceConfiguration) MarshalToSizedBufferVT(dAtA []byte) (int, error) 
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.IsInferenceExplainabilityEnabled {
+		i--
+		if m.IsInferenceExplainabilityEnabled {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x70
+	}
 	if m.AutoOptimizationStartDate != nil {
 		size, err := (*timestamppb.Timestamp)(m.AutoOptimizationStartDate).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
@@ -2776,6 +2786,9 @@ func (m *ServiceConfiguration) SizeVT() (n int) {
 	if m.AutoOptimizationStartDate != nil {
 		l = (*timestamppb.Timestamp)(m.AutoOptimizationStartDate).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.IsInferenceExplainabilityEnabled {
+		n += 2
 	}
 	n += len(m.unknownFields)
 	return n
