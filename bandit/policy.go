@@ -47,6 +47,7 @@ type Policy struct {
 	bag                       int  // --bag
 	greedify                  bool // --greedify
 	randomSeed                uint64
+	perModelSaveLoad          bool // --per_model_save_load: see Model.WriteVW
 
 	cbType string
 
@@ -148,6 +149,9 @@ var options = map[string]option{
 	"json":           {},
 	"quiet":          {},
 	"id":             {value: true, apply: func(*Policy, string) error { return nil }}, // a model id, as in Personalizer's "--id N/A"
+	// VW model files keep every model's normalizer sums and mtr counts,
+	// not only the first's (see Model.WriteVW).
+	"per_model_save_load": flag(func(p *Policy) *bool { return &p.perModelSaveLoad }),
 
 	// Exploration.
 	"epsilon":        number(func(p *Policy) *float32 { return &p.epsilon }, probability),

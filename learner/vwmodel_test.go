@@ -1,0 +1,144 @@
+package learner
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/open-personalizer/personalizer/bandit"
+)
+
+// vwModelRuns are the VW 9.11.2 model files of testdata/vw-models: each
+// trained by vw -f on the reference data's first 2,000 events, with VW's
+// -p output and average loss when vw -i continues on the other 2,000.
+var vwModelRuns = []struct {
+	file, policy, cont, loss string
+}{
+	{"cb_mtr_lr0.001_first2000.vw", "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q :: --dsjson", "cont_mtr_lr0.001.pred.gz", "-0.392500"},
+	{"cb_mtr_lr0.1_first2000.vw", "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 --cb_type mtr -q :: --dsjson", "cont_mtr_lr0.1.pred.gz", "-0.560500"},
+	{"cb_ips_lr0.1_first2000.vw", "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 --cb_type ips -q :: --dsjson", "cont_ips_lr0.1.pred.gz", "-0.456500"},
+}
+
+func readVWModelFile(t *testing.T, name string) *bandit.Model {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/vw-models/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bandit.ReadAnyModel(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestVWModelContinues reads each model file vw -f wrote and learns on
+// from it: every -p line and the average loss must be those of vw -i.
+func TestVWModelContinues(t *testing.T) {
+	t.Parallel()
+	_, second := splitData(t, 2000)
+	for _, r := range vwModelRuns {
+		t.Run(r.file, func(t *testing.T) {
+			t.Parallel()
+			m := readVWModelFile(t, r.file)
+			s, preds := trainPreds(t, TrainConfig{Data: second, Init: m})
+			if got := strconv.FormatFloat(s.AverageLoss, 'f', 6, 64); got != r.loss {
+				t.Errorf("average loss %s, vw -i %s", got, r.loss)
+			}
+			if s.Examples != 2000 {
+				t.Errorf("%d examples, want 2000", s.Examples)
+			}
+			samePredictions(t, preds, gunzipFile(t, "../testdata/vw-models/"+r.cont))
+		})
+	}
+}
+
+// TestVWModelTestOnly predicts with a model file vw -f wrote, as
+// vw -i FILE -t: every event scored by the frozen model.
+func TestVWModelTestOnly(t *testing.T) {
+	t.Parallel()
+	_, second := splitData(t, 2000)
+	m := readVWModelFile(t, "cb_mtr_lr0.1_first2000.vw")
+	_, preds := trainPreds(t, TrainConfig{Data: second, Init: m, Test: true})
+	samePredictions(t, preds, gunzipFile(t, "../testdata/vw-models/test_mtr_lr0.1.pred.gz"))
+}
+
+// TestVWModelWrite trains as vw -f did and writes a VW model file: it
+// must be byte for byte the file VW wrote, counters and checksum
+// included.
+func TestVWModelWrite(t *testing.T) {
+	t.Parallel()
+	first, _ := splitData(t, 2000)
+	for _, r := range vwModelRuns {
+		t.Run(r.file, func(t *testing.T) {
+			t.Parallel()
+			out := filepath.Join(t.TempDir(), "model.vw")
+			trainPreds(t, TrainConfig{Data: first, Policy: r.policy, Final: out, FinalVW: true})
+			got, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := os.ReadFile("../testdata/vw-models/" + r.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				for i := range min(len(got), len(want)) {
+					if got[i] != want[i] {
+						t.Fatalf("the file differs from VW's at byte %d of %d (VW's has %d)", i, len(got), len(want))
+					}
+				}
+				t.Fatalf("the file has %d bytes, VW's %d", len(got), len(want))
+			}
+		})
+	}
+}
+
+// TestVWModelProgressCounters writes a model after a run that printed
+// VW's progress table: VW's dump interval and the loss since the last
+// row then differ from a quiet run's, and the file must still read back
+// to the same learning state.
+func TestVWModelProgressCounters(t *testing.T) {
+	t.Parallel()
+	first, second := splitData(t, 2000)
+	out := filepath.Join(t.TempDir(), "model.vw")
+	cfg := TrainConfig{Data: first, Policy: vwModelRuns[1].policy, Final: out, FinalVW: true}
+	if _, err := Train(context.Background(), cfg, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile("../testdata/vw-models/" + vwModelRuns[1].file)
+	// The counters differ (sum_loss_since_last_dump, dump_interval,
+	// old weighted labelled examples): not the weights.
+	if len(b) != len(want) || !bytes.Equal(b[:0xd6], want[:0xd6]) || !bytes.Equal(b[0x16a:], want[0x16a:]) {
+		t.Error("the header or the weights differ from VW's")
+	}
+	m, err := bandit.ReadAnyModel(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, preds := trainPreds(t, TrainConfig{Data: second, Init: m})
+	samePredictions(t, preds, gunzipFile(t, "../testdata/vw-models/"+vwModelRuns[1].cont))
+}
+
+// TestVWModelUnsupported reads a VW model file of a reduction this
+// learner does not implement: the error names its options.
+func TestVWModelUnsupported(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bandit.ReadAnyModel(b)
+	if err == nil || !strings.Contains(err.Error(), "options not supported: --cb_sample, --ccb_explore_adf") {
+		t.Errorf("ReadAnyModel(ccb model) = %v", err)
+	}
+}
