@@ -57,10 +57,11 @@ type mtrState struct {
 func NewModel(p *Policy) *Model {
 	m := shape(p)
 	m.w = make([]float32, 4<<p.bits)
-	if p.initialT > 0 {
+	if p.initialT > 0 && !p.sgdDefaultT {
 		// VW counts initial_t fake examples of norm 1, in the first model
 		// only, and with the adaptive update starts every weight's sum of
-		// squared gradients at initial_t.
+		// squared gradients at initial_t (plain SGD's default initial_t
+		// comes after: it counts none).
 		m.gd[0] = gdState{normSumNormX: float64(p.initialT), totalWeight: float64(p.initialT)}
 		if p.adaptive {
 			for i := 1; i < len(m.w); i += 4 {

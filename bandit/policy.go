@@ -53,6 +53,7 @@ type Policy struct {
 
 	// gd: VW's update rule and its options, resolved as gd_setup does.
 	eta, powerT, initialT float32
+	sgdDefaultT           bool // initialT is plain SGD's default, not given: VW counts no fake examples
 	sqrtRate              bool // power_t == 0.5: VW's specialised update
 	adaptive, normalized  bool
 	invariant             bool
@@ -399,7 +400,7 @@ func (p *Policy) resolveUpdate(st *parsed) {
 		}
 		if !p.adaptive && !p.normalized {
 			if !st.given["initial_t"] {
-				p.initialT = 1
+				p.initialT, p.sgdDefaultT = 1, true
 			}
 			p.eta *= powf(p.initialT, p.powerT)
 		}

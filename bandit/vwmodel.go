@@ -555,7 +555,7 @@ func ReadVWModel(b []byte) (*Model, error) {
 	if d.err != nil {
 		return fail(d.err)
 	}
-	if initialT != 0 {
+	if initialT != pol.initialT {
 		if pol, err = vwPolicy(h, initialT); err != nil {
 			return nil, err
 		}

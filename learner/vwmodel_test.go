@@ -14,15 +14,31 @@ import (
 )
 
 // vwModelRuns are the VW 9.11.2 model files of testdata/vw-models: each
-// trained by vw -f on the reference data's first 2,000 events, with VW's
-// -p output and average loss when vw -i continues on the other 2,000.
+// trained by vw -f on the reference data's first 2,000 events with
+// vwBase and more arguments, with VW's -p output and average loss when
+// vw -i continues on the other 2,000.
 var vwModelRuns = []struct {
-	file, policy, cont, loss string
+	file, args, cont, loss string
 }{
-	{"cb_mtr_lr0.001_first2000.vw", "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q :: --dsjson", "cont_mtr_lr0.001.pred.gz", "-0.392500"},
-	{"cb_mtr_lr0.1_first2000.vw", "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 --cb_type mtr -q :: --dsjson", "cont_mtr_lr0.1.pred.gz", "-0.560500"},
-	{"cb_ips_lr0.1_first2000.vw", "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 --cb_type ips -q :: --dsjson", "cont_ips_lr0.1.pred.gz", "-0.456500"},
+	{"cb_mtr_lr0.001_first2000.vw", "-l 0.001 --cb_type mtr", "cont_mtr_lr0.001.pred.gz", "-0.392500"},
+	{"cb_mtr_lr0.1_first2000.vw", "-l 0.1 --cb_type mtr", "cont_mtr_lr0.1.pred.gz", "-0.560500"},
+	{"cb_ips_lr0.1_first2000.vw", "-l 0.1 --cb_type ips", "cont_ips_lr0.1.pred.gz", "-0.456500"},
+	// VW keeps the first model's normalizer only: dr's cost model
+	// restarts its own, unless --per_model_save_load.
+	{"cb_dr_first2000.vw", "-l 0.1 --cb_type dr", "cont_dr.pred.gz", "-0.424500"},
+	{"cb_dr_per_model_first2000.vw", "-l 0.1 --cb_type dr --per_model_save_load", "cont_dr_per_model.pred.gz", "-0.428500"},
+	{"cb_first_first2000.vw", "-l 0.1 --first 2500", "cont_first.pred.gz", "-0.515300"},
+	{"cb_softmax_first2000.vw", "-l 0.1 --softmax --lambda 5", "cont_softmax.pred.gz", "-0.492755"},
+	{"cb_squarecb_first2000.vw", "-l 0.1 --squarecb", "cont_squarecb.pred.gz", "-0.505481"},
+	// The random state goes into the options as --random_seed.
+	{"cb_bag2_first2000.vw", "-l 0.1 --bag 2 --greedify", "cont_bag2.pred.gz", "-0.574500"},
+	{"cb_sgd_first2000.vw", "-l 0.1 --sgd", "cont_sgd.pred.gz", "-0.576500"},
+	// VW keeps the l1 and l2 state but not --l1 and --l2: it goes on
+	// without them.
+	{"cb_l1l2_first2000.vw", "-l 0.1 --l1 1e-6 --l2 1e-5", "cont_l1l2.pred.gz", "-0.560500"},
 }
+
+const vwBase = "--cb_explore_adf --epsilon 0.2 --power_t 0 -q :: --dsjson "
 
 func readVWModelFile(t *testing.T, name string) *bandit.Model {
 	t.Helper()
@@ -78,7 +94,7 @@ func TestVWModelWrite(t *testing.T) {
 		t.Run(r.file, func(t *testing.T) {
 			t.Parallel()
 			out := filepath.Join(t.TempDir(), "model.vw")
-			trainPreds(t, TrainConfig{Data: first, Policy: r.policy, Final: out, FinalVW: true})
+			trainPreds(t, TrainConfig{Data: first, Policy: vwBase + r.args, Final: out, FinalVW: true})
 			got, err := os.ReadFile(out)
 			if err != nil {
 				t.Fatal(err)
@@ -107,7 +123,7 @@ func TestVWModelProgressCounters(t *testing.T) {
 	t.Parallel()
 	first, second := splitData(t, 2000)
 	out := filepath.Join(t.TempDir(), "model.vw")
-	cfg := TrainConfig{Data: first, Policy: vwModelRuns[1].policy, Final: out, FinalVW: true}
+	cfg := TrainConfig{Data: first, Policy: vwBase + vwModelRuns[1].args, Final: out, FinalVW: true}
 	if _, err := Train(context.Background(), cfg, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
 	}
