@@ -68,6 +68,11 @@ func (c *securityConfig) registerFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "requests per second per API key; 0: no limit")
 	fs.IntVar(&c.RateBurst, "rate-burst", 100, "token bucket size: requests a key may make at once before --rate-limit paces it")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", 4<<20, "largest gRPC message or REST body read")
+}
+
+// registerModelFlags adds the flags of the roles that serve the admin
+// API's model routes (dev, server).
+func (c *securityConfig) registerModelFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ModelSigningKey, "model-signing-key", "", "`file` holding a secret of at least 32 bytes (surrounding whitespace ignored): the HMAC-SHA256 key of signed model exports (GET /model?signed=true) and imports; without it both are refused")
 }
 
