@@ -210,9 +210,10 @@ func (p *Policy) vwID() string {
 // vwWriter writes VW's binary fields, hashing them while hashing is on
 // as VW's io_buf does: each write extends the checksum.
 type vwWriter struct {
-	w    *bufio.Writer
-	hash bool
-	sum  uint32
+	w       *bufio.Writer
+	hash    bool
+	sum     uint32
+	scratch [8]byte
 }
 
 func (v *vwWriter) raw(b []byte) {
@@ -231,8 +232,8 @@ func (v *vwWriter) sized(b []byte) {
 	v.raw(b)
 }
 
-func (v *vwWriter) u32(x uint32)  { v.raw(binary.LittleEndian.AppendUint32(nil, x)) }
-func (v *vwWriter) u64(x uint64)  { v.raw(binary.LittleEndian.AppendUint64(nil, x)) }
+func (v *vwWriter) u32(x uint32)  { v.raw(binary.LittleEndian.AppendUint32(v.scratch[:0], x)) }
+func (v *vwWriter) u64(x uint64)  { v.raw(binary.LittleEndian.AppendUint64(v.scratch[:0], x)) }
 func (v *vwWriter) f32(x float32) { v.u32(math.Float32bits(x)) }
 func (v *vwWriter) f64(x float64) { v.u64(math.Float64bits(x)) }
 
