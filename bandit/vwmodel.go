@@ -520,7 +520,8 @@ func ReadVWModelPolicy(b []byte) (*Policy, error) {
 // ReadVWModel reads a VW 9.x model file written by vw -f for
 // --cb_explore_adf with a policy this package implements, so that the
 // model predicts and goes on learning exactly as vw -i FILE does: VW's
-// progress counters restart, as VW restarts them.
+// progress counters restart, as VW restarts them, and a file saved
+// without its learning state (--predict_only_model) starts it afresh.
 func ReadVWModel(b []byte) (*Model, error) {
 	h, d, err := readVWHeader(b)
 	if err != nil {
@@ -549,8 +550,22 @@ func ReadVWModel(b []byte) (*Model, error) {
 	for i := range mtr {
 		mtr[i] = mtrState{events: d.u64(), actions: d.u64()}
 	}
-	if r := d.bytes(1); d.err == nil && r[0] != 1 {
-		return fail(errors.New("the model was saved without its learning state (--predict_only_model); it cannot go on learning"))
+	resume := d.bytes(1)
+	if d.err != nil {
+		return fail(d.err)
+	}
+	if resume[0] == 0 {
+		// Saved without the learning state (--predict_only_model): the
+		// weights alone. VW starts the rest afresh, as for a new model,
+		// with the header's label range.
+		m := NewModel(pol)
+		m.tau, m.counter = tau, counter
+		copy(m.mtr, mtr)
+		m.minLabel, m.maxLabel = h.minLabel, h.maxLabel
+		if err := readVWWeights(m, d.b, []int{0}); err != nil {
+			return fail(err)
+		}
+		return m, nil
 	}
 	initialT := d.f32()
 	if d.err != nil {
@@ -610,16 +625,25 @@ func ReadVWModel(b []byte) (*Model, error) {
 	if pol.normalized {
 		keep = append(keep, 2)
 	}
-	size := 4 + 4*len(keep)
-	rest := d.b
-	if len(rest)%size != 0 {
-		return fail(fmt.Errorf("%d bytes of weights are not whole records of %d bytes", len(rest), size))
+	if err := readVWWeights(m, d.b, keep); err != nil {
+		return fail(err)
 	}
-	slots := uint32(1) << pol.bits
+	return m, nil
+}
+
+// readVWWeights reads the weight records of a VW model file into m's
+// allocated weights: each a uint32 slot, then the floats keep says (0 the
+// weight, 1 the adaptive sum, 2 the normalizer).
+func readVWWeights(m *Model, rest []byte, keep []int) error {
+	size := 4 + 4*len(keep)
+	if len(rest)%size != 0 {
+		return fmt.Errorf("%d bytes of weights are not whole records of %d bytes", len(rest), size)
+	}
+	bits := m.policy.bits
 	for ; len(rest) > 0; rest = rest[size:] {
 		slot := binary.LittleEndian.Uint32(rest)
-		if slot >= slots {
-			return fail(fmt.Errorf("weight index %d is out of range for %d bits", slot, pol.bits))
+		if uint64(slot) >= 1<<bits {
+			return fmt.Errorf("weight index %d is out of range for %d bits", slot, bits)
 		}
 		s := m.w[4*uint64(slot) : 4*uint64(slot)+4]
 		for j, k := range keep {
@@ -627,7 +651,7 @@ func ReadVWModel(b []byte) (*Model, error) {
 		}
 		s[3] = 0 // the rate is recomputed at the next update
 	}
-	return m, nil
+	return nil
 }
 
 // ReadAnyModel reads a model file in either format it detects by its

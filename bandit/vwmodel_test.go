@@ -121,11 +121,6 @@ func TestReadVWModelErrors(t *testing.T) {
 		{"csoaa_ldf", withOptions(" --cb_explore_adf --cb_adf --csoaa_ldf m --csoaa_rank"), "options not supported: --csoaa_ldf m"},
 		{"cb_type dm", withOptions(" --cb_explore_adf --cb_adf --cb_type dm"), `--cb_type "dm" is not supported`},
 		{"no state", edit(func(b []byte) []byte { return b[:len(b)-10] }), "file is truncated"},
-		{"predict only", edit(func(b []byte) []byte {
-			i := len(good) - 8*14 - 4*3 - 4 - 1 // the resume flag, before gd's state
-			b[i] = 0
-			return b
-		}), "saved without its learning state"},
 		{"weight index", append(bytes.Clone(good), 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), "weight index 9 is out of range for 2 bits"},
 		{"partial weight", append(bytes.Clone(good), 1, 0, 0), "3 bytes of weights are not whole records"},
 	}
