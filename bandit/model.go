@@ -79,7 +79,7 @@ func shape(p *Policy) *Model {
 	return &Model{
 		policy:      p,
 		mask:        4<<p.bits - 1,
-		mult:        width << 2,
+		mult:        nextPow2(width) << 2,
 		parseMask:   1<<p.bits - 1,
 		gd:          make([]gdState, width),
 		mtr:         make([]mtrState, p.bag),
@@ -426,3 +426,14 @@ func sameRel(a, b float32) bool {
 }
 
 func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
+
+// nextPow2 is the smallest power of two at least n: VW spaces the
+// features of the models it keeps per feature (parse_args.cc's
+// interleave shifts) that far apart, so that --bag 3 takes the room of 4.
+func nextPow2(n uint64) uint64 {
+	p := uint64(1)
+	for p < n {
+		p <<= 1
+	}
+	return p
+}

@@ -37,6 +37,8 @@ var vwModelRuns = []struct {
 	{"cb_squarecb_first2000.vw", "-l 0.1 --squarecb", "cont_squarecb.pred.gz", "-0.505481", false},
 	// The random state goes into the options as --random_seed.
 	{"cb_bag2_first2000.vw", "-l 0.1 --bag 2 --greedify", "cont_bag2.pred.gz", "-0.574500", false},
+	// Three models of two (dr) per feature: VW spaces them 8 apart.
+	{"cb_bag3_dr_first2000.vw", "-l 0.1 --bag 3 --cb_type dr", "cont_bag3_dr.pred.gz", "-0.445167", false},
 	{"cb_sgd_first2000.vw", "-l 0.1 --sgd", "cont_sgd.pred.gz", "-0.576500", false},
 	// VW keeps the l1 and l2 state but not --l1 and --l2: it goes on
 	// without them.
