@@ -506,8 +506,8 @@ func vwPolicy(h *vwHeader, initialT float32) (*Policy, error) {
 	return pol, nil
 }
 
-// ReadVWModelPolicy returns the policy of the VW model file b, reading
-// only its header and gd's initial_t, so that what the model would take
+// ReadVWModelPolicy returns the policy of the VW model file b (without
+// gd's --initial_t), reading only its header, so that what the model would take
 // ([Policy.WeightBytes]) can be bounded before [ReadVWModel] allocates it.
 func ReadVWModelPolicy(b []byte) (*Policy, error) {
 	h, _, err := readVWHeader(b)
