@@ -53,7 +53,7 @@ func (m *Model) Explain(e *Event, p *Prediction, top int) []Explanation {
 				continue
 			}
 			w := m.w[f.idx&m.mask]
-			if g != 0 {
+			if m.truncates() {
 				w = truncWeight(w, g)
 			}
 			sum[names[i]] += float32(w*f.x) * float32(m.contraction)

@@ -178,7 +178,8 @@ func newAdminEnv(t *testing.T, keys bool) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := NewAdmin(e.srv, AdminConfig{Guard: g, Configs: &fakeConfigs{reg: e.reg}, Models: e.models, Logs: e.logs})
+	a := NewAdmin(e.srv, AdminConfig{Guard: g, Configs: &fakeConfigs{reg: e.reg}, Models: e.models, Logs: e.logs,
+		ModelSigningKey: []byte(testSigningKey)})
 
 	rest := NewREST(e.srv, g, 1<<20)
 	rest.AddAdmin(a)
@@ -396,7 +397,7 @@ func TestAdminREST(t *testing.T) {
 			if err := e.srv.Load(mv); err != nil {
 				t.Fatal(err)
 			}
-			for _, q := range []string{"", "?signed=true", "?signed=false"} {
+			for _, q := range []string{"", "?signed=false"} {
 				resp, body = call(t, "GET", base+"/model"+q, key, "")
 				if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/octet-stream" || !bytes.Equal(body, data) ||
 					resp.Header.Get("Last-Modified") != testNow.Add(time.Hour).Format(http.TimeFormat) {

@@ -57,6 +57,7 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	c.Learner.RegisterFlags(fs, "")
 	c.Limits.RegisterFlags(fs, "")
 	c.Security.registerFlags(fs)
+	c.Security.registerModelFlags(fs)
 	capacityIntervalVar(fs, &c.CapacityInterval)
 	// Seconds, not Personalizer's minutes, so that learning shows at once.
 	setDefault(fs, "reward-wait", "2s")

@@ -869,8 +869,14 @@ func (x *ResetPolicyResponse) GetVersion() uint64 {
 }
 
 type ExportModelRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Loop  string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	// The file's format: empty for this server's (what servers load), "vw"
+	// for a Vowpal Wabbit 9.11.2 model file (vw -i reads it).
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// Wrap the file in a zip with its signature under the server's model
+	// signing key, as REST GET /model?signed=true; ImportModel checks it.
+	Signed        bool `protobuf:"varint,3,opt,name=signed,proto3" json:"signed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -910,6 +916,20 @@ func (x *ExportModelRequest) GetLoop() string {
 		return x.Loop
 	}
 	return ""
+}
+
+func (x *ExportModelRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ExportModelRequest) GetSigned() bool {
+	if x != nil {
+		return x.Signed
+	}
+	return false
 }
 
 // ExportModelResponse is a chunk of the model file; the first chunk
@@ -1162,7 +1182,8 @@ type ModelProperties struct {
 	Version          uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	// Examples learned into the current version since its creation.
 	Examples uint64 `protobuf:"varint,4,opt,name=examples,proto3" json:"examples,omitempty"`
-	// SHA-256 of the model file, as ExportModel streams it.
+	// SHA-256 of the model file, as ExportModel streams it in this
+	// server's format (unsigned).
 	Sha256        []byte `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2995,9 +3016,11 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\"`\n" +
 	"\x13ResetPolicyResponse\x12/\n" +
 	"\x06policy\x18\x01 \x01(\v2\x17.personalizer.v1.PolicyR\x06policy\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"(\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"X\n" +
 	"\x12ExportModelRequest\x12\x12\n" +
-	"\x04loop\x18\x01 \x01(\tR\x04loop\"m\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12\x16\n" +
+	"\x06signed\x18\x03 \x01(\bR\x06signed\"m\n" +
 	"\x13ExportModelResponse\x12\x14\n" +
 	"\x05chunk\x18\x01 \x01(\fR\x05chunk\x12@\n" +
 	"\n" +

@@ -831,6 +831,23 @@ func (m *ExportModelRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.Signed {
+		i--
+		if m.Signed {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x18
+	}
+	if len(m.Format) > 0 {
+		i -= len(m.Format)
+		copy(dAtA[i:], m.Format)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.Format)))
+		i--
+		dAtA[i] = 0x12
+	}
 	if len(m.Loop) > 0 {
 		i -= len(m.Loop)
 		copy(dAtA[i:], m.Loop)
@@ -3032,6 +3049,13 @@ func (m *ExportModelRequest) SizeVT() (n int) {
 	l = len(m.Loop)
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	l = len(m.Format)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.Signed {
+		n += 2
 	}
 	n += len(m.unknownFields)
 	return n
