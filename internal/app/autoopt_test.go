@@ -1,10 +1,21 @@
 package app
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/open-personalizer/personalizer/evaluate"
+	"github.com/open-personalizer/personalizer/internal/sim"
+	"github.com/open-personalizer/personalizer/joiner"
+	"github.com/open-personalizer/personalizer/learner"
+	"github.com/open-personalizer/personalizer/loop"
+	"github.com/open-personalizer/personalizer/server"
 )
 
 // crSummary is a total summary with a Cressie-Read estimate of value in
@@ -93,5 +104,178 @@ func TestEvalModelsKeep(t *testing.T) {
 	k.drop("b")
 	if k.size != 4 || len(k.order) != 1 || k.order[0] != "c" {
 		t.Fatalf("after drop: size %d, order %v", k.size, k.order)
+	}
+}
+
+// testClock is a clock that tests set.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+// setAutoOptimization turns auto-optimization of the dev's own loop on
+// (every hour from start) or off over REST.
+func setAutoOptimization(t *testing.T, base string, on bool, start time.Time) {
+	t.Helper()
+	code, got := restCall(t, "GET", base+"/configurations/service", nil)
+	var svc map[string]any
+	if err := json.Unmarshal(got, &svc); code != 200 || err != nil {
+		t.Fatalf("GET service: %d %s", code, got)
+	}
+	svc["isAutoOptimizationEnabled"], svc["autoOptimizationFrequency"], svc["autoOptimizationStartDate"] = on, "PT1H", start
+	body, _ := json.Marshal(svc)
+	if code, got := restCall(t, "PUT", base+"/configurations/service", body); code != 200 {
+		t.Fatalf("PUT service: %d %s", code, got)
+	}
+}
+
+// autoRunsOf returns the loop's Auto evaluations listed over REST, oldest
+// first.
+func autoRunsOf(t *testing.T, base string) []server.Evaluation {
+	t.Helper()
+	code, got := restCall(t, "GET", base+"/evaluations", nil)
+	var all []server.Evaluation
+	if err := json.Unmarshal(got, &all); code != 200 || err != nil {
+		t.Fatalf("GET evaluations: %d %s", code, got)
+	}
+	var out []server.Evaluation
+	for _, e := range all {
+		if e.EvaluationType == server.EvaluationAuto {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// awaitFinished waits until evaluation id of the dev's loop is finished
+// and returns it.
+func awaitFinished(t *testing.T, ctx context.Context, d *dev, id string) *server.Evaluation {
+	t.Helper()
+	return awaitEvaluation(t, ctx, d.evals, "default", id, func(e *server.Evaluation) bool {
+		return e != nil && e.Status != server.EvaluationPending && e.Status != server.EvaluationRunning
+	})
+}
+
+// policyOf reads the loop's policy over REST.
+func policyOf(t *testing.T, base string) (name, args string) {
+	t.Helper()
+	code, got := restCall(t, "GET", base+"/configurations/policy", nil)
+	var p struct{ Name, Arguments string }
+	if err := json.Unmarshal(got, &p); code != 200 || err != nil {
+		t.Fatalf("GET policy: %d %s", code, got)
+	}
+	return p.Name, p.Arguments
+}
+
+// TestAutoOptimizeApplies runs auto-optimization on a dev loop whose
+// policy learns the simulated world too slowly (Personalizer's -l
+// 0.001): its run equals the policy search on the same joined lines, the
+// pick passes the rule and is applied with the model the run trained, so
+// that the learner continues from that model (no retrain), and the
+// policy and the run read back over REST.
+func TestAutoOptimizeApplies(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	const slow = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
+	cfg := testConfig(t, t.TempDir(), "--events-partitions", "1", "--policy", slow)
+	clock := &testClock{t: time.Now().UTC()}
+	cfg.AutoClock = clock.now
+	d, client := startTestDev(t, cfg)
+	defer func() { d.close() }()
+
+	const events = 3000
+	if _, err := sim.Run(ctx, client, sim.Config{Events: events, Seed: 3, Concurrency: 4}, testWriter{t}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.joiner.Wait(ctx, func(c joiner.Stats) bool { return c.Emitted >= events }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.learner.Wait(ctx, func(s learner.Stats) bool { return s.Learned >= events }); err != nil {
+		t.Fatal(err)
+	}
+	lines := joinedLines(t, ctx, d)
+	file := filepath.Join(t.TempDir(), "joined.json")
+	if err := os.WriteFile(file, append(bytes.Join(lines, []byte("\n")), '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want, err := evaluate.SearchFile(ctx, evaluate.Config{Bucket: evalBucket(autoWindow)}, slow, evaluate.DefaultBudget, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.Best < 0 || !autoApplies(want.Policies[0].TotalSummary, want.Policies[want.Best].TotalSummary) {
+		t.Fatalf("the search on the joined lines picks %d %q: no better policy to apply", want.Best, want.OptimalPolicy)
+	}
+	pick := want.Policies[want.Best]
+	pm, pl, _ := crEstimate(pick.TotalSummary)
+	om, ol, _ := crEstimate(want.Policies[0].TotalSummary)
+	t.Logf("pick %s %q: CR %.4f, lower %.4f; Online's %.4f, lower %.4f", pick.Name, pick.Arguments, pm, pl, om, ol)
+
+	base := "http://" + d.api.httpLis.Addr().String() + "/personalizer/v1.1-preview.3"
+	// The run's range ends at its time: after the events.
+	period := time.Now().UTC().Truncate(time.Second).Add(time.Second)
+	clock.set(period)
+	setAutoOptimization(t, base, true, period)
+	d.auto.check(ctx) // the period has run once this returns, here or on the optimizer's goroutine
+	runs := autoRunsOf(t, base)
+	if len(runs) != 1 {
+		t.Fatalf("%d auto runs, want 1: %+v", len(runs), runs)
+	}
+	run := awaitFinished(t, ctx, d, runs[0].ID)
+	if run.Status != server.EvaluationOptimalPolicyApplied || run.OptimalPolicy != pick.Arguments || run.Error != "" {
+		t.Fatalf("auto run %s %q %q, want %s %q", run.Status, run.OptimalPolicy, run.Error, server.EvaluationOptimalPolicyApplied, pick.Arguments)
+	}
+	if !run.EndTime.Equal(period) || !run.StartTime.Equal(period.Add(-autoWindow)) || run.Name != "Auto-optimization "+period.Format(time.RFC3339) {
+		t.Errorf("auto run %q over [%v, %v), want [%v, %v)", run.Name, run.StartTime, run.EndTime, period.Add(-autoWindow), period)
+	}
+	gotJSON, _ := json.Marshal(run.PolicyResults)
+	if wantJSON, _ := json.Marshal(want.Policies); !bytes.Equal(gotJSON, wantJSON) {
+		t.Errorf("auto run's results\n%s\nwant the search's on the same lines\n%s", gotJSON, wantJSON)
+	}
+	// Read back over REST: the run, and the loop's policy.
+	code, got := restCall(t, "GET", base+"/evaluations/"+run.ID, nil)
+	var rest server.Evaluation
+	if err := json.Unmarshal(got, &rest); code != 200 || err != nil || rest.Status != server.EvaluationOptimalPolicyApplied || rest.EvaluationType != "Auto" {
+		t.Fatalf("GET the auto run: %d %s", code, got)
+	}
+	if name, args := policyOf(t, base); name != pick.Name || args != pick.Arguments {
+		t.Errorf("policy %q %q after the auto run, want %q %q", name, args, pick.Name, pick.Arguments)
+	}
+	// The model the run trained is the learner's: imported, not retrained.
+	model, err := d.evals.Model(ctx, "default", run.ID, pick.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.learner.Wait(ctx, func(s learner.Stats) bool { return s.Policy == pick.Arguments }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.configs.await(ctx, "default", func(c *loop.Config) bool { return c.Policy.Arguments == pick.Arguments }); err != nil {
+		t.Fatal(err)
+	}
+	st := d.learner.Stats()
+	if st.Imports != 1 || st.PolicyChanges != 0 || st.Retraining || st.Examples != 0 {
+		t.Errorf("learner: %d imports, %d policy changes (retrains), examples %d; want the model imported, not retrained", st.Imports, st.PolicyChanges, st.Examples)
+	}
+	if latest := d.store.Latest(); !bytes.Equal(latest.GetData(), model) {
+		t.Errorf("the learner's latest version (%d bytes, policy %q) is not the run's model (%d bytes)", len(latest.GetData()), st.Policy, len(model))
+	}
+	// A later period with the optimizer off runs nothing.
+	setAutoOptimization(t, base, false, period)
+	clock.set(period.Add(3 * time.Hour))
+	d.auto.check(ctx)
+	if runs := autoRunsOf(t, base); len(runs) != 1 {
+		t.Errorf("%d auto runs with auto-optimization off, want 1", len(runs))
 	}
 }
