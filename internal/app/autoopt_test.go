@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -190,7 +192,9 @@ func TestAutoOptimizeApplies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	const slow = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
-	cfg := testConfig(t, t.TempDir(), "--events-partitions", "1", "--policy", slow)
+	// A reward wait that a loaded machine does not miss: late rewards
+	// would leave no reward to learn from.
+	cfg := testConfig(t, t.TempDir(), "--events-partitions", "1", "--policy", slow, "--reward-wait", "10s")
 	clock := &testClock{t: time.Now().UTC()}
 	cfg.AutoClock = clock.now
 	d, client := startTestDev(t, cfg)
@@ -205,6 +209,9 @@ func TestAutoOptimizeApplies(t *testing.T) {
 	}
 	if err := d.learner.Wait(ctx, func(s learner.Stats) bool { return s.Learned >= events }); err != nil {
 		t.Fatal(err)
+	}
+	if late := d.joiner.Counters().Late; late > 0 {
+		t.Logf("%d rewards late", late)
 	}
 	lines := joinedLines(t, ctx, d)
 	file := filepath.Join(t.TempDir(), "joined.json")
@@ -277,5 +284,117 @@ func TestAutoOptimizeApplies(t *testing.T) {
 	d.auto.check(ctx)
 	if runs := autoRunsOf(t, base); len(runs) != 1 {
 		t.Errorf("%d auto runs with auto-optimization off, want 1", len(runs))
+	}
+}
+
+// TestAutoOptimizeRetains runs auto-optimization on a dev loop whose
+// events were never rewarded, so that no policy does better than the
+// logged one: every run retains the loop's policy and model. A loop keeps
+// its newest 24 runs, and a restart runs no period again: the schedule
+// is the runs stored.
+func TestAutoOptimizeRetains(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cfg := testConfig(t, t.TempDir(), "--events-partitions", "1")
+	clock := &testClock{t: time.Now().UTC()}
+	cfg.AutoClock = clock.now
+	d, client := startTestDev(t, cfg)
+	defer func() { d.close() }()
+
+	const events = 200
+	for i := range events {
+		if _, err := client.Rank(ctx, rankRequest(fmt.Sprint("flat-", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.joiner.Wait(ctx, func(c joiner.Stats) bool { return c.Emitted >= events }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.learner.Wait(ctx, func(s learner.Stats) bool { return s.Learned >= events }); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + d.api.httpLis.Addr().String() + "/personalizer/v1.0"
+	name, args := policyOf(t, base)
+	start := time.Now().UTC().Truncate(time.Second).Add(time.Second)
+	clock.set(start)
+	setAutoOptimization(t, base, true, start)
+
+	// Runs the period of hour h, and checks the loop's runs are those of
+	// the hours from first to h, each retaining the policy.
+	runAt := func(h, first int) []*evalRecord {
+		t.Helper()
+		clock.set(start.Add(time.Duration(h) * time.Hour))
+		d.auto.check(ctx)
+		runs := d.evals.autoRuns("default")
+		if len(runs) != h-first+1 {
+			t.Fatalf("hour %d: %d runs, want %d", h, len(runs), h-first+1)
+		}
+		for i, r := range runs {
+			if want := start.Add(time.Duration(first+i) * time.Hour); !r.Period.Equal(want) {
+				t.Fatalf("hour %d: run %d of period %v, want %v", h, i, r.Period, want)
+			}
+		}
+		last := awaitFinished(t, ctx, d, runs[len(runs)-1].ID)
+		if last.Status != server.EvaluationOnlinePolicyRetained || last.Error != "" || last.Counts == nil || last.Counts.Evaluated != events {
+			t.Fatalf("hour %d: run %s %q optimal %q, counts %+v; want %s over %d events", h, last.Status, last.Error, last.OptimalPolicy, last.Counts,
+				server.EvaluationOnlinePolicyRetained, events)
+		}
+		return runs
+	}
+	runAt(0, 0)
+	if n, a := policyOf(t, base); n != name || a != args {
+		t.Errorf("policy %q %q after a retaining run, want %q %q", n, a, name, args)
+	}
+	if st := d.learner.Stats(); st.Imports != 0 || st.PolicyChanges != 0 || st.Policy != args {
+		t.Errorf("learner: %d imports, %d policy changes, policy %q; want the model kept", st.Imports, st.PolicyChanges, st.Policy)
+	}
+	// Within the period nothing runs again.
+	clock.set(start.Add(59 * time.Minute))
+	d.auto.check(ctx)
+	if runs := d.evals.autoRuns("default"); len(runs) != 1 {
+		t.Fatalf("%d runs within the first period, want 1", len(runs))
+	}
+	// 26 periods: the newest 24 runs are kept.
+	for h := 1; h <= 23; h++ {
+		runAt(h, 0)
+	}
+	runAt(24, 1)
+	kept := runAt(25, 2)
+	if autoRunsOf(t, base)[0].ID != kept[0].ID {
+		t.Errorf("GET /evaluations lists %s first, want %s", autoRunsOf(t, base)[0].ID, kept[0].ID)
+	}
+	if _, err := d.evals.Model(ctx, "default", kept[23].ID, "Search 1"); err != nil {
+		t.Errorf("the last run's models are not kept: %v", err)
+	}
+
+	// A restart within the period of hour 25 runs nothing; hour 26 runs.
+	clock.set(start.Add(25*time.Hour + 30*time.Minute))
+	if err := d.close(); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = startTestDev(t, cfg)
+	select {
+	case <-d.evals.ready:
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	if c := d.configs.reg.Get("default"); c == nil || !c.Service.IsAutoOptimizationEnabled {
+		t.Fatalf("after the restart the configuration is %+v", c)
+	}
+	d.auto.check(ctx)
+	again := d.evals.autoRuns("default")
+	if len(again) != autoKeep || again[0].ID != kept[0].ID || again[autoKeep-1].ID != kept[autoKeep-1].ID {
+		t.Fatalf("after the restart %d runs, from %s to %s; want the %d before", len(again), again[0].ID, again[len(again)-1].ID, autoKeep)
+	}
+	// The runs' models were kept by the process that ran them.
+	body, _ := json.Marshal(map[string]string{"evaluationId": kept[23].ID, "policyName": "Search 1"})
+	base = "http://" + d.api.httpLis.Addr().String() + "/personalizer/v1.0"
+	if code, got := restCall(t, "POST", base+"/configurations/applyFromEvaluation", body); code != 404 || !strings.Contains(string(got), `"EvaluationModelNotFound"`) {
+		t.Errorf("applyFromEvaluation after the restart: %d %s, want 404 EvaluationModelNotFound", code, got)
+	}
+	runAt(26, 3)
+	if n, a := policyOf(t, base); n != name || a != args {
+		t.Errorf("policy %q %q after the runs, want %q %q", n, a, name, args)
 	}
 }
