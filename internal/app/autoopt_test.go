@@ -127,20 +127,29 @@ func (c *testClock) set(t time.Time) {
 	c.t = t
 }
 
-// setAutoOptimization turns auto-optimization of the dev's own loop on
-// (every hour from start) or off over REST.
-func setAutoOptimization(t *testing.T, base string, on bool, start time.Time) {
+// editService changes the service configuration of the dev's own loop
+// over REST.
+func editService(t *testing.T, base string, edit func(svc map[string]any)) {
 	t.Helper()
 	code, got := restCall(t, "GET", base+"/configurations/service", nil)
 	var svc map[string]any
 	if err := json.Unmarshal(got, &svc); code != 200 || err != nil {
 		t.Fatalf("GET service: %d %s", code, got)
 	}
-	svc["isAutoOptimizationEnabled"], svc["autoOptimizationFrequency"], svc["autoOptimizationStartDate"] = on, "PT1H", start
+	edit(svc)
 	body, _ := json.Marshal(svc)
 	if code, got := restCall(t, "PUT", base+"/configurations/service", body); code != 200 {
 		t.Fatalf("PUT service: %d %s", code, got)
 	}
+}
+
+// setAutoOptimization turns auto-optimization of the dev's own loop on
+// (every hour from start) or off over REST.
+func setAutoOptimization(t *testing.T, base string, on bool, start time.Time) {
+	t.Helper()
+	editService(t, base, func(svc map[string]any) {
+		svc["isAutoOptimizationEnabled"], svc["autoOptimizationFrequency"], svc["autoOptimizationStartDate"] = on, "PT1H", start
+	})
 }
 
 // autoRunsOf returns the loop's Auto evaluations listed over REST, oldest
@@ -186,7 +195,10 @@ func policyOf(t *testing.T, base string) (name, args string) {
 // 0.001): its run equals the policy search on the same joined lines, the
 // pick passes the rule and is applied with the model the run trained, so
 // that the learner continues from that model (no retrain), and the
-// policy and the run read back over REST.
+// policy and the run read back over REST. The loop explores fully
+// (explorationPercentage 1) while the users are simulated, so that the
+// logged decisions, Online's, are uniformly random however fast the
+// machine runs the simulation (a slow run learns more between ranks).
 func TestAutoOptimizeApplies(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -199,6 +211,8 @@ func TestAutoOptimizeApplies(t *testing.T) {
 	cfg.AutoClock = clock.now
 	d, client := startTestDev(t, cfg)
 	defer func() { d.close() }()
+	base := "http://" + d.api.httpLis.Addr().String() + "/personalizer/v1.1-preview.3"
+	editService(t, base, func(svc map[string]any) { svc["explorationPercentage"] = 1 })
 
 	const events = 3000
 	if _, err := sim.Run(ctx, client, sim.Config{Events: events, Seed: 3, Concurrency: 4}, testWriter{t}); err != nil {
@@ -230,7 +244,6 @@ func TestAutoOptimizeApplies(t *testing.T) {
 	om, ol, _ := crEstimate(want.Policies[0].TotalSummary)
 	t.Logf("pick %s %q: CR %.4f, lower %.4f; Online's %.4f, lower %.4f", pick.Name, pick.Arguments, pm, pl, om, ol)
 
-	base := "http://" + d.api.httpLis.Addr().String() + "/personalizer/v1.1-preview.3"
 	// The run's range ends at its time: after the events.
 	period := time.Now().UTC().Truncate(time.Second).Add(time.Second)
 	clock.set(period)
