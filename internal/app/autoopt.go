@@ -113,8 +113,10 @@ func (o *autoOptimizer) check(ctx context.Context) (next time.Time) {
 					o.log.Warn("auto-optimization not run; trying again later", "loop", c.Loop, "period", period, "retry_in", autoRetry, "err", err)
 				}
 				n = o.now().Add(autoRetry)
+			} else if _, again, after := autoSchedule(svc.AutoOptimizationStartDate, every, period, o.now()); again {
+				n = o.now() // a period began while it ran
 			} else {
-				_, _, n = autoSchedule(svc.AutoOptimizationStartDate, every, period, o.now())
+				n = after
 			}
 		}
 		if !n.IsZero() && (next.IsZero() || n.Before(next)) {
