@@ -73,7 +73,9 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 		return nil, err
 	}
 	m.api.guard.ServeLoops(m.srv.Serves)
-	m.evals = newEvaluations(deps.brokers, deps.configs.w, log)
+	// The models of the evaluations run here are kept for
+	// applyFromEvaluation: up to 256 MiB of model files, the newest.
+	m.evals = newEvaluations(deps.brokers, deps.configs.w, server.DefaultMaxModelBytes, log)
 	m.admin = server.NewAdmin(m.srv, server.AdminConfig{Guard: m.api.guard, Configs: deps.configs, Models: deps.models,
 		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, ModelSigningKey: signingKey, Now: time.Now})
 	server.RegisterAdmin(m.api.grpc, m.admin) // before serving: the guard comes with the API
