@@ -189,20 +189,9 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	if runCtx == nil {
 		return nil, status.Error(codes.Unavailable, "evaluations are not read yet")
 	}
-	start, err := kafkalog.OffsetsAt(ctx, e.brokers, eventlog.JoinedTopic, c.StartTime)
+	start, end, err := joinedOffsets(ctx, e.brokers, c.StartTime)
 	if err != nil {
-		return nil, fmt.Errorf("find the joined events since %v: %w", c.StartTime, err)
-	}
-	end, err := kafkalog.EndOffsets(ctx, e.brokers, eventlog.JoinedTopic)
-	if err != nil {
-		return nil, fmt.Errorf("find the end of the joined events: %w", err)
-	}
-	some := false
-	for p, off := range start {
-		some = some || off < end[p]
-	}
-	if !some {
-		return nil, server.ErrNoLogsInRange
+		return nil, err
 	}
 	id := newID()
 	r := &evalRecord{Loop: loop, Contract: c, Evaluation: server.Evaluation{ID: id, JobID: id, Name: c.Name,
@@ -245,6 +234,43 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	}()
 	out := r.Evaluation
 	return &out, nil
+}
+
+// joinedOffsets returns the offsets of personalizer.joined from which its
+// records are written at from or later (the events from then on are in
+// them: a joined record is written after its event), and its end
+// offsets; an error wrapping server.ErrNoLogsInRange if there are none.
+func joinedOffsets(ctx context.Context, brokers []string, from time.Time) (start, end map[int]int64, err error) {
+	start, err = kafkalog.OffsetsAt(ctx, brokers, eventlog.JoinedTopic, from)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the joined events since %v: %w", from, err)
+	}
+	end, err = kafkalog.EndOffsets(ctx, brokers, eventlog.JoinedTopic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the end of the joined events: %w", err)
+	}
+	some := false
+	for p, off := range start {
+		some = some || off < end[p]
+	}
+	if !some {
+		return nil, nil, server.ErrNoLogsInRange
+	}
+	return start, end, nil
+}
+
+// joinedRange opens loop's records of personalizer.joined between the
+// offsets start and end, passing on those whose "Timestamp" is in
+// [from, to); done releases them.
+func joinedRange(ctx context.Context, brokers []string, loop string, start, end map[int]int64, from, to time.Time) (in *inRange, done func(), err error) {
+	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
+		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
+	}
+	src, err := learner.OpenJoined(ctx, open, loop, start, end, evalDedupe)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &inRange{src: src, from: from, to: to}, func() { src.Close() }, nil
 }
 
 // forget stops running key here.
@@ -379,15 +405,11 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 // optimal policy ("" without a search or if none beats Online).
 func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract, loop, current string, start, end map[int]int64,
 	progress func(server.EvaluationProgress)) (*evaluate.Result, string, error) {
-	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
-		return kafkalog.NewTopicReader(ctx, e.brokers, eventlog.JoinedTopic, start)
-	}
-	src, err := learner.OpenJoined(ctx, open, loop, start, end, evalDedupe)
+	in, done, err := joinedRange(ctx, e.brokers, loop, start, end, c.StartTime, c.EndTime)
 	if err != nil {
 		return nil, "", err
 	}
-	defer src.Close()
-	in := &inRange{src: src, from: c.StartTime, to: c.EndTime}
+	defer done()
 	cfg := evaluate.Config{Bucket: evalBucket(c.EndTime.Sub(c.StartTime)), Workers: 1,
 		Progress: func(p evaluate.Progress) {
 			progress(server.EvaluationProgress{Lines: in.lines.Load(), Evaluated: p.Evaluated, OutOfRange: in.outside.Load()})
