@@ -197,7 +197,7 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	r := &evalRecord{Loop: loop, Contract: c, Evaluation: server.Evaluation{ID: id, JobID: id, Name: c.Name,
 		StartTime: c.StartTime, EndTime: c.EndTime, Status: server.EvaluationPending, FeatureImportance: [][]string{},
 		EvaluationType: "Manual", CreationTime: time.Now().UTC()}}
-	if c.EnableOfflineExperimentation {
+	if c.EnableOfflineExperimentation || c.EnableFeatureImportance {
 		r.Current = c.Current // the loop's policy, set by the Admin
 	}
 	pols, err := evalPolicies(c, r.Current)
@@ -285,12 +285,15 @@ func (e *evaluations) forget(key string) {
 
 // evalPolicies are the policies of an evaluation of c, in the order of
 // its results: with a search around current (not ""), its candidates
-// last.
+// last; with feature importance, current (named Current) last.
 func evalPolicies(c server.EvaluationContract, current string) ([]evaluate.Policy, error) {
 	ps := []evaluate.Policy{{Name: evaluate.Online, Source: evaluate.Online}, {Name: evaluate.Baseline, Source: evaluate.Baseline},
 		{Name: evaluate.Random, Source: evaluate.Random}}
 	for _, p := range c.Policies {
 		ps = append(ps, evaluate.Policy{Name: p.Name, Arguments: p.Arguments, Source: evaluate.Custom})
+	}
+	if c.EnableFeatureImportance {
+		return append(ps, evaluate.Policy{Name: evaluate.CurrentName, Arguments: current, Source: evaluate.Custom}), nil
 	}
 	if current == "" {
 		return ps, nil
@@ -374,7 +377,7 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 	if e.hold != nil {
 		e.hold(ctx)
 	}
-	res, optimal, err := e.evaluate(ctx, &r.Contract, r.Loop, r.Current, start, end, func(p server.EvaluationProgress) {
+	res, err := e.evaluate(ctx, &r.Contract, r.Loop, r.Current, start, end, func(p server.EvaluationProgress) {
 		mu.Lock()
 		r.Progress = p
 		mu.Unlock()
@@ -390,7 +393,7 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 		log.Warn("evaluation failed", "err", err)
 	} else {
 		final.Status, final.PolicyResults, final.Counts = server.EvaluationCompleted, res.Policies, &res.Counts
-		final.OptimalPolicy = optimal
+		final.OptimalPolicy, final.FeatureImportance, final.FeatureScores = res.optimal, res.groups, res.scores
 		final.Progress.Evaluated = res.Evaluated
 		log.Info("evaluation completed", "evaluated", res.Evaluated, "lines", res.Lines)
 	}
@@ -399,17 +402,27 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 	}
 }
 
+// evalResult is what an evaluation found: its results, the optimal
+// policy ("" without a search or if none beats Online), and with feature
+// importance the featureImportance groups and featureScores.
+type evalResult struct {
+	*evaluate.Result
+	optimal string
+	groups  [][]string
+	scores  []server.FeatureScore
+}
+
 // evaluate runs the evaluation of c on loop's joined records between
 // start and end whose Timestamp is in [c.StartTime, c.EndTime), with a
-// search around current if it is not "": it returns the results and the
-// optimal policy ("" without a search or if none beats Online).
+// search around current or its feature importance if c asks.
 func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract, loop, current string, start, end map[int]int64,
-	progress func(server.EvaluationProgress)) (*evaluate.Result, string, error) {
-	in, done, err := joinedRange(ctx, e.brokers, loop, start, end, c.StartTime, c.EndTime)
-	if err != nil {
-		return nil, "", err
+	progress func(server.EvaluationProgress)) (*evalResult, error) {
+	var in *inRange
+	open := func(ctx context.Context) (learner.Examples, func(), error) {
+		r, done, err := joinedRange(ctx, e.brokers, loop, start, end, c.StartTime, c.EndTime)
+		in = r
+		return r, done, err
 	}
-	defer done()
 	cfg := evaluate.Config{Bucket: evalBucket(c.EndTime.Sub(c.StartTime)), Workers: 1,
 		Progress: func(p evaluate.Progress) {
 			progress(server.EvaluationProgress{Lines: in.lines.Load(), Evaluated: p.Evaluated, OutOfRange: in.outside.Load()})
@@ -417,15 +430,52 @@ func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract
 	for _, p := range c.Policies {
 		cfg.Custom = append(cfg.Custom, evaluate.Policy{Name: p.Name, Arguments: p.Arguments})
 	}
-	if current == "" {
-		res, err := evaluate.Run(ctx, cfg, in)
-		return res, "", err
+	if c.EnableFeatureImportance {
+		imp, err := evaluate.ImportanceOpen(ctx, cfg, current, evaluate.DefaultFeatures, open)
+		if err != nil {
+			return nil, err
+		}
+		return importanceResult(imp), nil
 	}
-	found, err := evaluate.Search(ctx, cfg, current, evaluate.DefaultBudget, in)
+	src, done, err := open(ctx)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	return found.Result, found.OptimalPolicy, nil
+	defer done()
+	if current == "" {
+		res, err := evaluate.Run(ctx, cfg, src)
+		if err != nil {
+			return nil, err
+		}
+		return &evalResult{Result: res}, nil
+	}
+	found, err := evaluate.Search(ctx, cfg, current, evaluate.DefaultBudget, src)
+	if err != nil {
+		return nil, err
+	}
+	return &evalResult{Result: found.Result, optimal: found.OptimalPolicy}, nil
+}
+
+// importanceResult is an evaluation's result of a feature importance
+// run: its policies up to Current (the copies without a namespace or a
+// feature are summed up by the feature scores), featureImportance and a
+// feature score per namespace, then per feature.
+func importanceResult(imp *evaluate.ImportanceResult) *evalResult {
+	res := *imp.Result
+	out := &evalResult{Result: &res, groups: imp.FeatureImportance, scores: []server.FeatureScore{}}
+	for k, p := range res.Policies {
+		if p.Name == evaluate.CurrentName && p.Arguments == imp.Current {
+			res.Policies = res.Policies[:k+1]
+			break
+		}
+	}
+	for _, n := range imp.Namespaces {
+		out.scores = append(out.scores, server.FeatureScore{Namespace: n.Namespace, Score: n.Score, Change: n.Change, Interval: n.Interval})
+	}
+	for _, f := range imp.Features {
+		out.scores = append(out.scores, server.FeatureScore{Namespace: f.Namespace, FeatureName: f.FeatureName, Score: f.Score, Change: f.Change, Interval: f.Interval})
+	}
+	return out
 }
 
 // inRange passes on the lines of src whose "Timestamp" is in [from, to).
