@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/learner"
@@ -41,7 +42,8 @@ type WeightResult struct {
 // only m's weights and the features of the first lines events of src
 // (malformed or dropped lines are passed over), which name them. A
 // feature's importance is the mean of |w·x| over every action of the
-// sample, normalised by the largest.
+// sample, normalised by the largest. The constant (VW's bias, "Constant")
+// is not a feature and is left out.
 func Weights(ctx context.Context, m *bandit.Model, src learner.Examples, lines int) (*WeightResult, error) {
 	parser := bandit.DSJSONParser{KeepNames: true}
 	var (
@@ -64,7 +66,9 @@ func Weights(ctx context.Context, m *bandit.Model, src learner.Examples, lines i
 		out.Events++
 		out.Actions += ev.NumActions()
 		m.Contributions(&ev, &pred, func(_ int, name string, x, w float32) {
-			sum[name] += math.Abs(float64(w) * float64(x))
+			if name != "Constant" && !strings.HasPrefix(name, "Constant[") { // the bias: no feature to remove
+				sum[name] += math.Abs(float64(w) * float64(x))
+			}
 		})
 	}
 	if out.Events == 0 {

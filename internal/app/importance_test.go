@@ -37,7 +37,7 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 	d, client := startTestDev(t, cfg)
 	defer func() { d.close() }()
 
-	const events = 3000
+	const events = 5000
 	if _, err := sim.Run(ctx, client, sim.Config{Events: events, Seed: 5, Concurrency: 4}, testWriter{t}); err != nil {
 		t.Fatal(err)
 	}
