@@ -45,8 +45,8 @@ func (e *Event) CopyWithout(dst *Event, k FeatureKey) bool {
 	dst.label, dst.pdrop, dst.SkipLearn = e.label, e.pdrop, e.SkipLearn
 	dst.eventID = append(dst.eventID[:0], e.eventID...)
 	dst.tag = append(dst.tag[:0], e.tag...)
-	var idx []byte
-	idx = e.shared.copyWithout(&dst.shared, k, idx)
+	var buf [64]byte
+	idx := e.shared.copyWithout(&dst.shared, k, buf[:0])
 	for _, x := range e.actions[:e.n] {
 		idx = x.copyWithout(dst.AddAction(), k, idx)
 	}
@@ -56,11 +56,21 @@ func (e *Event) CopyWithout(dst *Event, k FeatureKey) bool {
 
 // has reports whether e has a feature whose key is k.
 func (e *Event) has(k FeatureKey) bool {
-	for _, x := range append([]*Example{&e.shared}, e.actions[:e.n]...) {
-		for _, f := range x.group(k.NS) {
-			if f.key(k.NS) == k {
-				return true
-			}
+	if e.shared.has(k) {
+		return true
+	}
+	for _, x := range e.actions[:e.n] {
+		if x.has(k) {
+			return true
+		}
+	}
+	return false
+}
+
+func (x *Example) has(k FeatureKey) bool {
+	for _, f := range x.group(k.NS) {
+		if f.key(k.NS) == k {
+			return true
 		}
 	}
 	return false
