@@ -167,14 +167,14 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		if _, err := evaluate.Candidates(current, budget); err != nil { // a bad policy before a bad source
 			return err
 		}
-		src, done, err := open(ctx)
-		if err != nil {
-			return err
-		}
-		found, err = evaluate.Search(ctx, cfg, current, budget, src)
-		done()
-		if found != nil {
-			res, result = found.Result, found
+		var src learner.Examples
+		var done func()
+		if src, done, err = open(ctx); err == nil {
+			found, err = evaluate.Search(ctx, cfg, current, budget, src)
+			done()
+			if found != nil {
+				res, result = found.Result, found
+			}
 		}
 	default:
 		var src learner.Examples

@@ -249,3 +249,20 @@ func TestEvaluateImportanceModel(t *testing.T) {
 		}
 	}
 }
+
+// TestEvaluateNoEvents: every kind of run on a file without an event to
+// evaluate fails, naming the file.
+func TestEvaluateNoEvents(t *testing.T) {
+	t.Parallel()
+	empty := filepath.Join(t.TempDir(), "empty.json")
+	if err := os.WriteFile(empty, []byte("\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	for _, extra := range [][]string{nil, {"--search"}, {"--importance"}} {
+		err := run(context.Background(), append([]string{"evaluate", "--quiet", "--dsjson", empty}, extra...), &stdout, &stderr, noEnv)
+		if err == nil || !strings.Contains(err.Error(), "evaluate "+empty+": no event to evaluate") {
+			t.Errorf("%q: %v", extra, err)
+		}
+	}
+}
