@@ -26,7 +26,8 @@ import (
 // evaluation with enableFeatureImportance has, over REST and gRPC, the
 // featureImportance and featureScores of evaluate.Importance on the same
 // joined lines, User's namespace scores 1; `personalizer evaluate --loop`
-// reads the same lines from the broker and prints the same result.
+// reads the same lines from the broker and prints the same result, and
+// --model ranks the features of the loop's model from GET /model.
 func TestEvaluationFeatureImportance(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -189,6 +190,26 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 	if !bytes.Equal(gotAll, wantAll) {
 		t.Errorf("evaluate --loop --importance --json\n%s\nwant the file's\n%s", gotAll, wantAll)
 	}
+	// Weight-based importance of the loop's current model (GET /model).
+	code, got = restCall(t, "GET", base+"/model", nil)
+	if code != 200 {
+		t.Fatalf("GET /model: %d %s", code, got)
+	}
+	model := filepath.Join(dir, "model")
+	if err := os.WriteFile(model, got, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	if err := run(ctx, []string{"evaluate", "--importance", "--model", model, "--dsjson", file, "--json"}, &stdout, &stderr, noEnv); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	var weights evaluate.WeightResult
+	if err := json.Unmarshal(stdout.Bytes(), &weights); err != nil || weights.Arguments != policy || weights.Events != evaluate.ImportanceLines ||
+		len(weights.Features) == 0 || weights.Features[0].Score != 1 {
+		t.Fatalf("--model of GET /model: %v %s", err, stdout.String())
+	}
+	t.Logf("weights: first %+v; featureImportance %d groups", weights.Features[0], len(weights.FeatureImportance))
+
 	// Plain, over part of the range: the lines in it.
 	mid := from.Add(to.Sub(from) / 2)
 	var part bytes.Buffer
