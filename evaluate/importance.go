@@ -83,6 +83,26 @@ type ImportanceResult struct {
 	// FeatureImportance is Personalizer's featureImportance: the
 	// features' names by score tiers (see Tiers), most important first.
 	FeatureImportance [][]string `json:"featureImportance"`
+	// FeatureScores are the rows as an Evaluation's featureScores: the
+	// namespaces', then the features'.
+	FeatureScores []FeatureScore `json:"featureScores"`
+}
+
+// FeatureScore is a row of featureScores: the namespace, featureName and
+// score (0 to 1) of Personalizer's FeatureImportance, and what leaving it
+// out of the current policy changes.
+type FeatureScore struct {
+	// Namespace is a namespace row's index (the first letter of its
+	// names), or a feature's namespace name ("" for the default one).
+	Namespace string `json:"namespace"`
+	// FeatureName is "" for a namespace row, else the feature's name in
+	// its namespace as VW names it (a string feature's key and value).
+	FeatureName string  `json:"featureName"`
+	Score       float64 `json:"score"`
+	// Change is Current's IPS estimate minus the one without it, and
+	// Interval its 95% Gaussian interval.
+	Change   float64   `json:"change"`
+	Interval *Interval `json:"interval"`
 }
 
 // Sample is what the first lines of a log hold, for Importance.
@@ -275,6 +295,13 @@ func Importance(ctx context.Context, cfg Config, policy string, s Sample, src le
 		names[k], scores[k] = f.Name, f.Score
 	}
 	out.FeatureImportance = Tiers(names, scores)
+	out.FeatureScores = []FeatureScore{}
+	for _, n := range out.Namespaces {
+		out.FeatureScores = append(out.FeatureScores, FeatureScore{Namespace: n.Namespace, Score: n.Score, Change: n.Change, Interval: n.Interval})
+	}
+	for _, f := range out.Features {
+		out.FeatureScores = append(out.FeatureScores, FeatureScore{Namespace: f.Namespace, FeatureName: f.FeatureName, Score: f.Score, Change: f.Change, Interval: f.Interval})
+	}
 	return out, nil
 }
 

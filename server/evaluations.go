@@ -65,30 +65,15 @@ type Evaluation struct {
 	OptimalPolicy     string                  `json:"optimalPolicy"`     // the arguments a search picked; "" without a search or if none beats Online
 	CreationTime      time.Time               `json:"creationTime"`
 	// Beyond Personalizer.
+	Progress EvaluationProgress `json:"progress"`
+	Counts   *evaluate.Counts   `json:"counts,omitempty"` // the lines read, once completed
+	Error    string             `json:"error,omitempty"`  // why it failed
+
 	// FeatureScores, with enableFeatureImportance: a row per namespace
 	// left out, then per feature, as the featureScores of Personalizer's
 	// FeatureImportance with the change of the IPS estimate and its 95%
-	// interval.
-	FeatureScores []FeatureScore     `json:"featureScores,omitempty"`
-	Progress      EvaluationProgress `json:"progress"`
-	Counts        *evaluate.Counts   `json:"counts,omitempty"` // the lines read, once completed
-	Error         string             `json:"error,omitempty"`  // why it failed
-}
-
-// FeatureScore is a row of featureScores: Personalizer's namespace,
-// featureName and score (0 to 1), and what leaving it out of the current
-// policy changes.
-type FeatureScore struct {
-	// Namespace is a namespace row's index (the first letter of its
-	// names), or a feature's namespace name ("" for the default one).
-	Namespace string `json:"namespace"`
-	// FeatureName is "" for a namespace row, else the feature's name in
-	// its namespace as VW names it (a string feature's key and value).
-	FeatureName string  `json:"featureName"`
-	Score       float64 `json:"score"`
-	// Change is Current's IPS estimate minus the one without it.
-	Change   float64            `json:"change"`
-	Interval *evaluate.Interval `json:"interval"`
+	// interval (evaluate.ImportanceResult's).
+	FeatureScores []evaluate.FeatureScore `json:"featureScores,omitempty"`
 }
 
 // EvaluationProgress counts what an evaluation has read.

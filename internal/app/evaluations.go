@@ -409,7 +409,7 @@ type evalResult struct {
 	*evaluate.Result
 	optimal string
 	groups  [][]string
-	scores  []server.FeatureScore
+	scores  []evaluate.FeatureScore
 }
 
 // evaluate runs the evaluation of c on loop's joined records between
@@ -458,24 +458,17 @@ func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract
 
 // importanceResult is an evaluation's result of a feature importance
 // run: its policies up to Current (the copies without a namespace or a
-// feature are summed up by the feature scores), featureImportance and a
-// feature score per namespace, then per feature.
+// feature are summed up by the feature scores), featureImportance and
+// featureScores.
 func importanceResult(imp *evaluate.ImportanceResult) *evalResult {
 	res := *imp.Result
-	out := &evalResult{Result: &res, groups: imp.FeatureImportance, scores: []server.FeatureScore{}}
 	for k, p := range res.Policies {
 		if p.Name == evaluate.CurrentName && p.Arguments == imp.Current {
 			res.Policies = res.Policies[:k+1]
 			break
 		}
 	}
-	for _, n := range imp.Namespaces {
-		out.scores = append(out.scores, server.FeatureScore{Namespace: n.Namespace, Score: n.Score, Change: n.Change, Interval: n.Interval})
-	}
-	for _, f := range imp.Features {
-		out.scores = append(out.scores, server.FeatureScore{Namespace: f.Namespace, FeatureName: f.FeatureName, Score: f.Score, Change: f.Change, Interval: f.Interval})
-	}
-	return out
+	return &evalResult{Result: &res, groups: imp.FeatureImportance, scores: imp.FeatureScores}
 }
 
 // inRange passes on the lines of src whose "Timestamp" is in [from, to).
