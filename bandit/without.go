@@ -77,35 +77,45 @@ func (x *Example) has(k FeatureKey) bool {
 }
 
 // copyWithout copies x's features but those whose key is k into dst,
-// which was reset, closing its namespaces in x's order. idx is scratch
-// memory.
+// which was reset, closing its namespaces in x's order. Only namespace
+// k.NS can hold such features: the others are copied whole. idx is
+// scratch memory.
 func (x *Example) copyWithout(dst *Example, k FeatureKey, idx []byte) []byte {
 	idx = x.indices(idx[:0])
 	for _, ns := range idx {
 		src := &x.groups[x.slot[ns]-1]
-		keep := len(src.names) == len(src.feats)
-		var g *group
-		for i, f := range src.feats {
-			if f.key(ns) == k {
+		n := len(dst.groups)
+		if n < cap(dst.groups) {
+			dst.groups = dst.groups[:n+1]
+			dst.groups[n].ns = ns
+		} else {
+			dst.groups = append(dst.groups, group{ns: ns})
+		}
+		g := &dst.groups[n]
+		g.feats, g.names = append(g.feats[:0], src.feats...), g.names[:0]
+		if len(src.names) == len(src.feats) {
+			g.names = append(g.names, src.names...)
+		}
+		if ns == k.NS {
+			kept := 0
+			for i, f := range g.feats {
+				if f.key(ns) != k {
+					g.feats[kept] = f
+					if len(g.names) > 0 {
+						g.names[kept] = g.names[i]
+					}
+					kept++
+				}
+			}
+			g.feats = g.feats[:kept]
+			g.names = g.names[:min(kept, len(g.names))]
+			if kept == 0 { // an empty namespace is not registered
+				dst.groups = dst.groups[:n]
 				continue
 			}
-			if g == nil {
-				n := len(dst.groups)
-				if n < cap(dst.groups) {
-					dst.groups = dst.groups[:n+1]
-					dst.groups[n].ns = ns
-				} else {
-					dst.groups = append(dst.groups, group{ns: ns})
-				}
-				g = &dst.groups[n]
-				dst.slot[ns] = uint16(n + 1)
-				dst.order = append(dst.order, ns)
-			}
-			g.feats = append(g.feats, f)
-			if keep {
-				g.names = append(g.names, src.names[i])
-			}
 		}
+		dst.slot[ns] = uint16(n + 1)
+		dst.order = append(dst.order, ns)
 	}
 	return idx
 }
