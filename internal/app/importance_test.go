@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/open-personalizer/personalizer/evaluate"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/joiner"
@@ -25,8 +23,9 @@ import (
 // actions' features are in i and j): an
 // evaluation with enableFeatureImportance has, over REST and gRPC, the
 // featureImportance and featureScores of evaluate.Importance on the same
-// joined lines, User's namespace scores 1; `personalizer evaluate --loop`
-// reads the same lines from the broker and prints the same result, and
+// joined lines; User's namespace scores 1 over all of them; `personalizer
+// evaluate --loop` reads the same lines from the broker and prints the
+// same result, and
 // --model ranks the features of the loop's model from GET /model.
 func TestEvaluationFeatureImportance(t *testing.T) {
 	t.Parallel()
@@ -46,52 +45,73 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := joinedLines(t, ctx, d)
-	from, to := time.Time{}, time.Time{}
-	var all bytes.Buffer
+	times := make([]time.Time, len(lines))
 	for i, l := range lines {
-		ts, ok := lineTime(l)
-		if !ok {
+		var ok bool
+		if times[i], ok = lineTime(l); !ok {
 			t.Fatalf("line %d has no Timestamp", i)
 		}
-		if from.IsZero() || ts.Before(from) {
-			from = ts
-		}
-		if ts.After(to) {
-			to = ts
-		}
-		all.Write(l)
-		all.WriteByte('\n')
 	}
-	to = to.Add(time.Nanosecond)
-	file := filepath.Join(dir, "joined.json")
-	if err := os.WriteFile(file, all.Bytes(), 0o644); err != nil {
+	// write writes the lines whose Timestamp is in [from, to) to a file.
+	write := func(name string, from, to time.Time) string {
+		var b bytes.Buffer
+		for i, l := range lines {
+			if !times[i].Before(from) && times[i].Before(to) {
+				b.Write(l)
+				b.WriteByte('\n')
+			}
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	first, last := times[0], times[0]
+	for _, ts := range times {
+		if ts.Before(first) {
+			first = ts
+		}
+		if ts.After(last) {
+			last = ts
+		}
+	}
+	last = last.Add(time.Nanosecond)
+
+	// The namespaces over every event: User first.
+	all := write("all.json", first, last)
+	ranked, err := evaluate.ImportanceFile(ctx, evaluate.Config{}, policy, 0, all)
+	if err != nil {
 		t.Fatal(err)
 	}
+	var nsU, nsT *evaluate.NamespaceImportance
+	for k, n := range ranked.Namespaces {
+		t.Logf("namespace %s: change %.6f %+v score %.3f", n.Namespace, n.Change, *n.Interval, n.Score)
+		switch n.Namespace {
+		case "U":
+			nsU = &ranked.Namespaces[k]
+		case "T":
+			nsT = &ranked.Namespaces[k]
+		}
+	}
+	if len(ranked.Namespaces) != 4 || nsU == nil || nsT == nil || nsU.Score != 1 || !(nsU.Interval.Lower > 0) || !(nsU.Change > nsT.Change) {
+		t.Errorf("namespaces %+v: want User first", ranked.Namespaces)
+	}
+
+	// Namespaces and features over the last 1500 events, as the API and
+	// the CLI compute them.
+	from, to := times[len(times)-1500], last
+	file := write("range.json", from, to)
 	bucket := evalBucket(to.Sub(from))
 	want, err := evaluate.ImportanceFile(ctx, evaluate.Config{Bucket: bucket}, policy, evaluate.DefaultFeatures, file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range want.Namespaces {
-		t.Logf("namespace %s: change %.6f %+v score %.3f", n.Namespace, n.Change, *n.Interval, n.Score)
-	}
 	for _, f := range want.Features {
 		t.Logf("feature %s: change %.6f %+v score %.3f", f.Name, f.Change, *f.Interval, f.Score)
 	}
-	var nsU, nsT *evaluate.NamespaceImportance
-	for k, n := range want.Namespaces {
-		switch n.Namespace {
-		case "U":
-			nsU = &want.Namespaces[k]
-		case "T":
-			nsT = &want.Namespaces[k]
-		}
-	}
-	if len(want.Namespaces) != 4 || nsU == nil || nsT == nil || nsU.Score != 1 || !(nsU.Interval.Lower > 0) || !(nsU.Change > nsT.Change) {
-		t.Errorf("namespaces %+v: want User first", want.Namespaces)
-	}
-	if len(want.Features) != evaluate.DefaultFeatures || len(want.FeatureImportance) == 0 {
-		t.Errorf("%d features, featureImportance %q", len(want.Features), want.FeatureImportance)
+	if len(want.Features) != evaluate.DefaultFeatures || len(want.FeatureImportance) == 0 || want.Evaluated == 0 || want.Evaluated == events {
+		t.Errorf("%d features, featureImportance %q, %d events", len(want.Features), want.FeatureImportance, want.Evaluated)
 	}
 
 	// The API: REST.
@@ -165,15 +185,6 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 			t.Errorf("gRPC feature_scores[%d] %v, want %+v", k, s, w)
 		}
 	}
-	c, err := admin.CreateEvaluation(ctx, &personalizerv1.CreateEvaluationRequest{Evaluation: &personalizerv1.EvaluationContract{
-		Name: "over gRPC", StartTime: timestamppb.New(from), EndTime: timestamppb.New(to), EnableFeatureImportance: true}})
-	if err != nil || len(c.GetEvaluation().GetPolicyResults()) != 4 {
-		t.Fatalf("gRPC CreateEvaluation: %v %v", c, err)
-	}
-	awaitEvaluation(t, ctx, d.evals, "default", c.GetEvaluation().GetId(), func(e *server.Evaluation) bool {
-		return e != nil && e.Status == server.EvaluationCompleted && reflect.DeepEqual(e.FeatureImportance, want.FeatureImportance)
-	})
-
 	// The CLI on the loop: the same lines from the broker.
 	var stdout, stderr bytes.Buffer
 	args := []string{"evaluate", "--loop", "default", "--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano),
@@ -200,7 +211,7 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 		t.Fatal(err)
 	}
 	stdout.Reset()
-	if err := run(ctx, []string{"evaluate", "--importance", "--model", model, "--dsjson", file, "--json"}, &stdout, &stderr, noEnv); err != nil {
+	if err := run(ctx, []string{"evaluate", "--importance", "--model", model, "--dsjson", all, "--json"}, &stdout, &stderr, noEnv); err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
 	var weights evaluate.WeightResult
@@ -210,16 +221,9 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 	}
 	t.Logf("weights: first %+v; featureImportance %d groups", weights.Features[0], len(weights.FeatureImportance))
 
-	// Plain, over part of the range: the lines in it.
-	mid := from.Add(to.Sub(from) / 2)
-	var part bytes.Buffer
-	for _, l := range lines {
-		if ts, _ := lineTime(l); !ts.Before(mid) {
-			part.Write(l)
-			part.WriteByte('\n')
-		}
-	}
-	plain, err := evaluate.Reader(ctx, evaluate.Config{}, "part", &part)
+	// Plain, from a time on: the lines since.
+	mid := times[len(times)/2]
+	plain, err := evaluate.File(ctx, evaluate.Config{}, write("since.json", mid, last.Add(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
 	}
