@@ -7,8 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/open-personalizer/personalizer/evaluate"
 	"github.com/open-personalizer/personalizer/internal/sim"
@@ -185,6 +190,13 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 			t.Errorf("gRPC feature_scores[%d] %v, want %+v", k, s, w)
 		}
 	}
+	// The flag reaches the Admin over gRPC: with a search, refused.
+	_, err = admin.CreateEvaluation(ctx, &personalizerv1.CreateEvaluationRequest{Evaluation: &personalizerv1.EvaluationContract{
+		Name: "both", StartTime: timestamppb.New(from), EndTime: timestamppb.New(to), EnableFeatureImportance: true, EnableOfflineExperimentation: true}})
+	if status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), "InvalidEvaluationContract:") {
+		t.Errorf("gRPC CreateEvaluation with importance and a search: %v", err)
+	}
+
 	// The CLI on the loop: the same lines from the broker.
 	var stdout, stderr bytes.Buffer
 	args := []string{"evaluate", "--loop", "default", "--from", from.Format(time.RFC3339Nano), "--to", to.Format(time.RFC3339Nano),
