@@ -76,7 +76,7 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	fs.Float64Var(&rewardHi, "reward-max", rewardHi, "the largest possible reward, for the Cressie-Read interval (rewards seen above widen it)")
 	fs.BoolVar(&search, "search", false, "also search for a better policy around --current (policySource OfflineExperimentation)")
 	fs.IntVar(&budget, "budget", budget, fmt.Sprintf("with --search, how many candidate policies to evaluate (1 to %d)", evaluate.MaxBudget))
-	fs.BoolVar(&imp, "importance", false, "also evaluate leaving each namespace out of --current (feature importance)")
+	fs.BoolVar(&imp, "importance", false, "also evaluate leaving each namespace and each of the --features most frequent features out of --current (feature importance)")
 	fs.IntVar(&features, "features", features, "with --importance, how many of the most frequent features to leave out one at a time (0: namespaces only)")
 	fs.StringVar(&model, "model", "", "with --importance, rank the features of this model `file` by weight instead of evaluating")
 	fs.StringVar(&loopName, "loop", "", "evaluate this loop's joined events from the broker instead of a file")
