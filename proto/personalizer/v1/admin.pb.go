@@ -1989,8 +1989,14 @@ type EvaluationContract struct {
 	Policies []*Policy `protobuf:"bytes,4,rep,name=policies,proto3" json:"policies,omitempty"`
 	// Accepted, not done yet: no policy search runs.
 	EnableOfflineExperimentation bool `protobuf:"varint,5,opt,name=enable_offline_experimentation,json=enableOfflineExperimentation,proto3" json:"enable_offline_experimentation,omitempty"`
-	unknownFields                protoimpl.UnknownFields
-	sizeCache                    protoimpl.SizeCache
+	// Ours: also evaluate the loop's current policy (named Current) and, in
+	// the same pass, leave out each namespace and each of the 20 features
+	// most frequent in the first 1000 events: the result has Current's
+	// policy result, feature_importance and feature_scores. Not with
+	// enable_offline_experimentation.
+	EnableFeatureImportance bool `protobuf:"varint,20,opt,name=enable_feature_importance,json=enableFeatureImportance,proto3" json:"enable_feature_importance,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *EvaluationContract) Reset() {
@@ -2058,6 +2064,13 @@ func (x *EvaluationContract) GetEnableOfflineExperimentation() bool {
 	return false
 }
 
+func (x *EvaluationContract) GetEnableFeatureImportance() bool {
+	if x != nil {
+		return x.EnableFeatureImportance
+	}
+	return false
+}
+
 // Evaluation is Personalizer's Evaluation.
 type Evaluation struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -2076,7 +2089,14 @@ type Evaluation struct {
 	CreationTime  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=creation_time,json=creationTime,proto3" json:"creation_time,omitempty"`
 	Progress      *EvaluationProgress    `protobuf:"bytes,11,opt,name=progress,proto3" json:"progress,omitempty"`
 	// Why the evaluation failed.
-	Error         string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	// Personalizer's featureImportance (string[][]): with
+	// enable_feature_importance, the features by score tiers (above 2/3,
+	// above 1/3, above 0, then 0), most important first.
+	FeatureImportance []*FeatureGroup `protobuf:"bytes,20,rep,name=feature_importance,json=featureImportance,proto3" json:"feature_importance,omitempty"`
+	// Ours, with enable_feature_importance: a row per namespace left out,
+	// then per feature.
+	FeatureScores []*FeatureImportanceScore `protobuf:"bytes,21,rep,name=feature_scores,json=featureScores,proto3" json:"feature_scores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2195,6 +2215,150 @@ func (x *Evaluation) GetError() string {
 	return ""
 }
 
+func (x *Evaluation) GetFeatureImportance() []*FeatureGroup {
+	if x != nil {
+		return x.FeatureImportance
+	}
+	return nil
+}
+
+func (x *Evaluation) GetFeatureScores() []*FeatureImportanceScore {
+	if x != nil {
+		return x.FeatureScores
+	}
+	return nil
+}
+
+// FeatureGroup is one group of Evaluation.feature_importance.
+type FeatureGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Names         []string               `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureGroup) Reset() {
+	*x = FeatureGroup{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureGroup) ProtoMessage() {}
+
+func (x *FeatureGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureGroup.ProtoReflect.Descriptor instead.
+func (*FeatureGroup) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *FeatureGroup) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+// FeatureImportanceScore is a row of Personalizer's featureScores with
+// what leaving it out of the current policy changes.
+type FeatureImportanceScore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A namespace row's index (its first letter), or a feature's namespace
+	// name ("" for the default namespace).
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// "" for a namespace row, else the feature's name in its namespace as
+	// VW names it (a string feature's key and value).
+	FeatureName string `protobuf:"bytes,2,opt,name=feature_name,json=featureName,proto3" json:"feature_name,omitempty"`
+	// 0 to 1: the change divided by the largest change of its kind.
+	Score float64 `protobuf:"fixed64,3,opt,name=score,proto3" json:"score,omitempty"`
+	// Current's IPS estimate minus the one without it.
+	Change float64 `protobuf:"fixed64,4,opt,name=change,proto3" json:"change,omitempty"`
+	// The change's 95% Gaussian interval; unset with fewer than 2 events.
+	Interval      *Interval `protobuf:"bytes,5,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureImportanceScore) Reset() {
+	*x = FeatureImportanceScore{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureImportanceScore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureImportanceScore) ProtoMessage() {}
+
+func (x *FeatureImportanceScore) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureImportanceScore.ProtoReflect.Descriptor instead.
+func (*FeatureImportanceScore) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FeatureImportanceScore) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *FeatureImportanceScore) GetFeatureName() string {
+	if x != nil {
+		return x.FeatureName
+	}
+	return ""
+}
+
+func (x *FeatureImportanceScore) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *FeatureImportanceScore) GetChange() float64 {
+	if x != nil {
+		return x.Change
+	}
+	return 0
+}
+
+func (x *FeatureImportanceScore) GetInterval() *Interval {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
 // EvaluationProgress counts what an evaluation has read.
 type EvaluationProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2210,7 +2374,7 @@ type EvaluationProgress struct {
 
 func (x *EvaluationProgress) Reset() {
 	*x = EvaluationProgress{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2386,7 @@ func (x *EvaluationProgress) String() string {
 func (*EvaluationProgress) ProtoMessage() {}
 
 func (x *EvaluationProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2399,7 @@ func (x *EvaluationProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluationProgress.ProtoReflect.Descriptor instead.
 func (*EvaluationProgress) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *EvaluationProgress) GetLines() int64 {
@@ -2274,7 +2438,7 @@ type PolicyResult struct {
 
 func (x *PolicyResult) Reset() {
 	*x = PolicyResult{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2450,7 @@ func (x *PolicyResult) String() string {
 func (*PolicyResult) ProtoMessage() {}
 
 func (x *PolicyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2463,7 @@ func (x *PolicyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyResult.ProtoReflect.Descriptor instead.
 func (*PolicyResult) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PolicyResult) GetName() string {
@@ -2358,7 +2522,7 @@ type PolicyResultSummary struct {
 
 func (x *PolicyResultSummary) Reset() {
 	*x = PolicyResultSummary{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +2534,7 @@ func (x *PolicyResultSummary) String() string {
 func (*PolicyResultSummary) ProtoMessage() {}
 
 func (x *PolicyResultSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +2547,7 @@ func (x *PolicyResultSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyResultSummary.ProtoReflect.Descriptor instead.
 func (*PolicyResultSummary) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PolicyResultSummary) GetTimeStamp() *timestamppb.Timestamp {
@@ -2478,7 +2642,7 @@ type Estimate struct {
 
 func (x *Estimate) Reset() {
 	*x = Estimate{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2654,7 @@ func (x *Estimate) String() string {
 func (*Estimate) ProtoMessage() {}
 
 func (x *Estimate) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2667,7 @@ func (x *Estimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Estimate.ProtoReflect.Descriptor instead.
 func (*Estimate) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Estimate) GetEstimator() string {
@@ -2545,7 +2709,7 @@ type Interval struct {
 
 func (x *Interval) Reset() {
 	*x = Interval{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2721,7 @@ func (x *Interval) String() string {
 func (*Interval) ProtoMessage() {}
 
 func (x *Interval) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2734,7 @@ func (x *Interval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interval.ProtoReflect.Descriptor instead.
 func (*Interval) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Interval) GetLower() float64 {
@@ -2597,7 +2761,7 @@ type CreateEvaluationRequest struct {
 
 func (x *CreateEvaluationRequest) Reset() {
 	*x = CreateEvaluationRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2773,7 @@ func (x *CreateEvaluationRequest) String() string {
 func (*CreateEvaluationRequest) ProtoMessage() {}
 
 func (x *CreateEvaluationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2786,7 @@ func (x *CreateEvaluationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEvaluationRequest.ProtoReflect.Descriptor instead.
 func (*CreateEvaluationRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateEvaluationRequest) GetLoop() string {
@@ -2648,7 +2812,7 @@ type CreateEvaluationResponse struct {
 
 func (x *CreateEvaluationResponse) Reset() {
 	*x = CreateEvaluationResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2660,7 +2824,7 @@ func (x *CreateEvaluationResponse) String() string {
 func (*CreateEvaluationResponse) ProtoMessage() {}
 
 func (x *CreateEvaluationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2673,7 +2837,7 @@ func (x *CreateEvaluationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEvaluationResponse.ProtoReflect.Descriptor instead.
 func (*CreateEvaluationResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateEvaluationResponse) GetEvaluation() *Evaluation {
@@ -2693,7 +2857,7 @@ type GetEvaluationRequest struct {
 
 func (x *GetEvaluationRequest) Reset() {
 	*x = GetEvaluationRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2705,7 +2869,7 @@ func (x *GetEvaluationRequest) String() string {
 func (*GetEvaluationRequest) ProtoMessage() {}
 
 func (x *GetEvaluationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2718,7 +2882,7 @@ func (x *GetEvaluationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvaluationRequest.ProtoReflect.Descriptor instead.
 func (*GetEvaluationRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetEvaluationRequest) GetLoop() string {
@@ -2744,7 +2908,7 @@ type GetEvaluationResponse struct {
 
 func (x *GetEvaluationResponse) Reset() {
 	*x = GetEvaluationResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2756,7 +2920,7 @@ func (x *GetEvaluationResponse) String() string {
 func (*GetEvaluationResponse) ProtoMessage() {}
 
 func (x *GetEvaluationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2769,7 +2933,7 @@ func (x *GetEvaluationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvaluationResponse.ProtoReflect.Descriptor instead.
 func (*GetEvaluationResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetEvaluationResponse) GetEvaluation() *Evaluation {
@@ -2788,7 +2952,7 @@ type ListEvaluationsRequest struct {
 
 func (x *ListEvaluationsRequest) Reset() {
 	*x = ListEvaluationsRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +2964,7 @@ func (x *ListEvaluationsRequest) String() string {
 func (*ListEvaluationsRequest) ProtoMessage() {}
 
 func (x *ListEvaluationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +2977,7 @@ func (x *ListEvaluationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEvaluationsRequest.ProtoReflect.Descriptor instead.
 func (*ListEvaluationsRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListEvaluationsRequest) GetLoop() string {
@@ -2832,7 +2996,7 @@ type ListEvaluationsResponse struct {
 
 func (x *ListEvaluationsResponse) Reset() {
 	*x = ListEvaluationsResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +3008,7 @@ func (x *ListEvaluationsResponse) String() string {
 func (*ListEvaluationsResponse) ProtoMessage() {}
 
 func (x *ListEvaluationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +3021,7 @@ func (x *ListEvaluationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEvaluationsResponse.ProtoReflect.Descriptor instead.
 func (*ListEvaluationsResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListEvaluationsResponse) GetEvaluations() []*Evaluation {
@@ -2877,7 +3041,7 @@ type DeleteEvaluationRequest struct {
 
 func (x *DeleteEvaluationRequest) Reset() {
 	*x = DeleteEvaluationRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +3053,7 @@ func (x *DeleteEvaluationRequest) String() string {
 func (*DeleteEvaluationRequest) ProtoMessage() {}
 
 func (x *DeleteEvaluationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +3066,7 @@ func (x *DeleteEvaluationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEvaluationRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEvaluationRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DeleteEvaluationRequest) GetLoop() string {
@@ -2927,7 +3091,7 @@ type DeleteEvaluationResponse struct {
 
 func (x *DeleteEvaluationResponse) Reset() {
 	*x = DeleteEvaluationResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2939,7 +3103,7 @@ func (x *DeleteEvaluationResponse) String() string {
 func (*DeleteEvaluationResponse) ProtoMessage() {}
 
 func (x *DeleteEvaluationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2952,7 +3116,7 @@ func (x *DeleteEvaluationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEvaluationResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEvaluationResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 var File_personalizer_v1_admin_proto protoreflect.FileDescriptor
@@ -3080,14 +3244,15 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12/\n" +
 	"\x06limits\x18\x02 \x01(\v2\x17.personalizer.v1.LimitsR\x06limits\"K\n" +
 	"\x11SetLimitsResponse\x126\n" +
-	"\x04loop\x18\x01 \x01(\v2\".personalizer.v1.LoopConfigurationR\x04loop\"\x95\x02\n" +
+	"\x04loop\x18\x01 \x01(\v2\".personalizer.v1.LoopConfigurationR\x04loop\"\xd1\x02\n" +
 	"\x12EvaluationContract\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\n" +
 	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x123\n" +
 	"\bpolicies\x18\x04 \x03(\v2\x17.personalizer.v1.PolicyR\bpolicies\x12D\n" +
-	"\x1eenable_offline_experimentation\x18\x05 \x01(\bR\x1cenableOfflineExperimentation\"\xff\x03\n" +
+	"\x1eenable_offline_experimentation\x18\x05 \x01(\bR\x1cenableOfflineExperimentation\x12:\n" +
+	"\x19enable_feature_importance\x18\x14 \x01(\bR\x17enableFeatureImportance\"\x9d\x05\n" +
 	"\n" +
 	"Evaluation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -3103,7 +3268,17 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\rcreation_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\fcreationTime\x12?\n" +
 	"\bprogress\x18\v \x01(\v2#.personalizer.v1.EvaluationProgressR\bprogress\x12\x14\n" +
-	"\x05error\x18\f \x01(\tR\x05error\"j\n" +
+	"\x05error\x18\f \x01(\tR\x05error\x12L\n" +
+	"\x12feature_importance\x18\x14 \x03(\v2\x1d.personalizer.v1.FeatureGroupR\x11featureImportance\x12N\n" +
+	"\x0efeature_scores\x18\x15 \x03(\v2'.personalizer.v1.FeatureImportanceScoreR\rfeatureScores\"$\n" +
+	"\fFeatureGroup\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"\xbe\x01\n" +
+	"\x16FeatureImportanceScore\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12!\n" +
+	"\ffeature_name\x18\x02 \x01(\tR\vfeatureName\x12\x14\n" +
+	"\x05score\x18\x03 \x01(\x01R\x05score\x12\x16\n" +
+	"\x06change\x18\x04 \x01(\x01R\x06change\x125\n" +
+	"\binterval\x18\x05 \x01(\v2\x19.personalizer.v1.IntervalR\binterval\"j\n" +
 	"\x12EvaluationProgress\x12\x14\n" +
 	"\x05lines\x18\x01 \x01(\x03R\x05lines\x12\x1c\n" +
 	"\tevaluated\x18\x02 \x01(\x03R\tevaluated\x12 \n" +
@@ -3200,7 +3375,7 @@ func file_personalizer_v1_admin_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_admin_proto_rawDescData
 }
 
-var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*ServiceConfiguration)(nil),               // 0: personalizer.v1.ServiceConfiguration
 	(*Policy)(nil),                             // 1: personalizer.v1.Policy
@@ -3241,28 +3416,30 @@ var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*SetLimitsResponse)(nil),                  // 36: personalizer.v1.SetLimitsResponse
 	(*EvaluationContract)(nil),                 // 37: personalizer.v1.EvaluationContract
 	(*Evaluation)(nil),                         // 38: personalizer.v1.Evaluation
-	(*EvaluationProgress)(nil),                 // 39: personalizer.v1.EvaluationProgress
-	(*PolicyResult)(nil),                       // 40: personalizer.v1.PolicyResult
-	(*PolicyResultSummary)(nil),                // 41: personalizer.v1.PolicyResultSummary
-	(*Estimate)(nil),                           // 42: personalizer.v1.Estimate
-	(*Interval)(nil),                           // 43: personalizer.v1.Interval
-	(*CreateEvaluationRequest)(nil),            // 44: personalizer.v1.CreateEvaluationRequest
-	(*CreateEvaluationResponse)(nil),           // 45: personalizer.v1.CreateEvaluationResponse
-	(*GetEvaluationRequest)(nil),               // 46: personalizer.v1.GetEvaluationRequest
-	(*GetEvaluationResponse)(nil),              // 47: personalizer.v1.GetEvaluationResponse
-	(*ListEvaluationsRequest)(nil),             // 48: personalizer.v1.ListEvaluationsRequest
-	(*ListEvaluationsResponse)(nil),            // 49: personalizer.v1.ListEvaluationsResponse
-	(*DeleteEvaluationRequest)(nil),            // 50: personalizer.v1.DeleteEvaluationRequest
-	(*DeleteEvaluationResponse)(nil),           // 51: personalizer.v1.DeleteEvaluationResponse
-	(*durationpb.Duration)(nil),                // 52: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),              // 53: google.protobuf.Timestamp
+	(*FeatureGroup)(nil),                       // 39: personalizer.v1.FeatureGroup
+	(*FeatureImportanceScore)(nil),             // 40: personalizer.v1.FeatureImportanceScore
+	(*EvaluationProgress)(nil),                 // 41: personalizer.v1.EvaluationProgress
+	(*PolicyResult)(nil),                       // 42: personalizer.v1.PolicyResult
+	(*PolicyResultSummary)(nil),                // 43: personalizer.v1.PolicyResultSummary
+	(*Estimate)(nil),                           // 44: personalizer.v1.Estimate
+	(*Interval)(nil),                           // 45: personalizer.v1.Interval
+	(*CreateEvaluationRequest)(nil),            // 46: personalizer.v1.CreateEvaluationRequest
+	(*CreateEvaluationResponse)(nil),           // 47: personalizer.v1.CreateEvaluationResponse
+	(*GetEvaluationRequest)(nil),               // 48: personalizer.v1.GetEvaluationRequest
+	(*GetEvaluationResponse)(nil),              // 49: personalizer.v1.GetEvaluationResponse
+	(*ListEvaluationsRequest)(nil),             // 50: personalizer.v1.ListEvaluationsRequest
+	(*ListEvaluationsResponse)(nil),            // 51: personalizer.v1.ListEvaluationsResponse
+	(*DeleteEvaluationRequest)(nil),            // 52: personalizer.v1.DeleteEvaluationRequest
+	(*DeleteEvaluationResponse)(nil),           // 53: personalizer.v1.DeleteEvaluationResponse
+	(*durationpb.Duration)(nil),                // 54: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),              // 55: google.protobuf.Timestamp
 }
 var file_personalizer_v1_admin_proto_depIdxs = []int32{
-	52, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
-	52, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
-	53, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
-	52, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
-	53, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
+	54, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
+	54, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
+	55, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
+	54, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
+	55, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
 	0,  // 5: personalizer.v1.LoopConfiguration.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 6: personalizer.v1.LoopConfiguration.policy:type_name -> personalizer.v1.Policy
 	3,  // 7: personalizer.v1.LoopConfiguration.limits:type_name -> personalizer.v1.Limits
@@ -3276,11 +3453,11 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	20, // 15: personalizer.v1.ExportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 16: personalizer.v1.ImportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 17: personalizer.v1.ResetModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	53, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
-	53, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
+	55, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
+	55, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
 	20, // 20: personalizer.v1.GetModelPropertiesResponse.properties:type_name -> personalizer.v1.ModelProperties
-	53, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
-	53, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
+	55, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
+	55, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
 	0,  // 23: personalizer.v1.CreateLoopRequest.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 24: personalizer.v1.CreateLoopRequest.policy:type_name -> personalizer.v1.Policy
 	3,  // 25: personalizer.v1.CreateLoopRequest.limits:type_name -> personalizer.v1.Limits
@@ -3289,70 +3466,73 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	2,  // 28: personalizer.v1.GetLoopResponse.loop:type_name -> personalizer.v1.LoopConfiguration
 	3,  // 29: personalizer.v1.SetLimitsRequest.limits:type_name -> personalizer.v1.Limits
 	2,  // 30: personalizer.v1.SetLimitsResponse.loop:type_name -> personalizer.v1.LoopConfiguration
-	53, // 31: personalizer.v1.EvaluationContract.start_time:type_name -> google.protobuf.Timestamp
-	53, // 32: personalizer.v1.EvaluationContract.end_time:type_name -> google.protobuf.Timestamp
+	55, // 31: personalizer.v1.EvaluationContract.start_time:type_name -> google.protobuf.Timestamp
+	55, // 32: personalizer.v1.EvaluationContract.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 33: personalizer.v1.EvaluationContract.policies:type_name -> personalizer.v1.Policy
-	53, // 34: personalizer.v1.Evaluation.start_time:type_name -> google.protobuf.Timestamp
-	53, // 35: personalizer.v1.Evaluation.end_time:type_name -> google.protobuf.Timestamp
-	40, // 36: personalizer.v1.Evaluation.policy_results:type_name -> personalizer.v1.PolicyResult
-	53, // 37: personalizer.v1.Evaluation.creation_time:type_name -> google.protobuf.Timestamp
-	39, // 38: personalizer.v1.Evaluation.progress:type_name -> personalizer.v1.EvaluationProgress
-	41, // 39: personalizer.v1.PolicyResult.summary:type_name -> personalizer.v1.PolicyResultSummary
-	41, // 40: personalizer.v1.PolicyResult.total_summary:type_name -> personalizer.v1.PolicyResultSummary
-	53, // 41: personalizer.v1.PolicyResultSummary.time_stamp:type_name -> google.protobuf.Timestamp
-	52, // 42: personalizer.v1.PolicyResultSummary.aggregate_time_window:type_name -> google.protobuf.Duration
-	42, // 43: personalizer.v1.PolicyResultSummary.estimates:type_name -> personalizer.v1.Estimate
-	43, // 44: personalizer.v1.Estimate.gaussian:type_name -> personalizer.v1.Interval
-	43, // 45: personalizer.v1.Estimate.cressie_read:type_name -> personalizer.v1.Interval
-	37, // 46: personalizer.v1.CreateEvaluationRequest.evaluation:type_name -> personalizer.v1.EvaluationContract
-	38, // 47: personalizer.v1.CreateEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
-	38, // 48: personalizer.v1.GetEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
-	38, // 49: personalizer.v1.ListEvaluationsResponse.evaluations:type_name -> personalizer.v1.Evaluation
-	4,  // 50: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
-	6,  // 51: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
-	8,  // 52: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
-	10, // 53: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
-	12, // 54: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
-	14, // 55: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
-	16, // 56: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
-	18, // 57: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
-	21, // 58: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
-	23, // 59: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
-	25, // 60: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
-	27, // 61: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
-	29, // 62: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
-	31, // 63: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
-	33, // 64: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
-	35, // 65: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
-	44, // 66: personalizer.v1.AdminService.CreateEvaluation:input_type -> personalizer.v1.CreateEvaluationRequest
-	46, // 67: personalizer.v1.AdminService.GetEvaluation:input_type -> personalizer.v1.GetEvaluationRequest
-	48, // 68: personalizer.v1.AdminService.ListEvaluations:input_type -> personalizer.v1.ListEvaluationsRequest
-	50, // 69: personalizer.v1.AdminService.DeleteEvaluation:input_type -> personalizer.v1.DeleteEvaluationRequest
-	5,  // 70: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
-	7,  // 71: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
-	9,  // 72: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
-	11, // 73: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
-	13, // 74: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
-	15, // 75: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
-	17, // 76: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
-	19, // 77: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
-	22, // 78: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
-	24, // 79: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
-	26, // 80: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
-	28, // 81: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
-	30, // 82: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
-	32, // 83: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
-	34, // 84: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
-	36, // 85: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
-	45, // 86: personalizer.v1.AdminService.CreateEvaluation:output_type -> personalizer.v1.CreateEvaluationResponse
-	47, // 87: personalizer.v1.AdminService.GetEvaluation:output_type -> personalizer.v1.GetEvaluationResponse
-	49, // 88: personalizer.v1.AdminService.ListEvaluations:output_type -> personalizer.v1.ListEvaluationsResponse
-	51, // 89: personalizer.v1.AdminService.DeleteEvaluation:output_type -> personalizer.v1.DeleteEvaluationResponse
-	70, // [70:90] is the sub-list for method output_type
-	50, // [50:70] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	55, // 34: personalizer.v1.Evaluation.start_time:type_name -> google.protobuf.Timestamp
+	55, // 35: personalizer.v1.Evaluation.end_time:type_name -> google.protobuf.Timestamp
+	42, // 36: personalizer.v1.Evaluation.policy_results:type_name -> personalizer.v1.PolicyResult
+	55, // 37: personalizer.v1.Evaluation.creation_time:type_name -> google.protobuf.Timestamp
+	41, // 38: personalizer.v1.Evaluation.progress:type_name -> personalizer.v1.EvaluationProgress
+	39, // 39: personalizer.v1.Evaluation.feature_importance:type_name -> personalizer.v1.FeatureGroup
+	40, // 40: personalizer.v1.Evaluation.feature_scores:type_name -> personalizer.v1.FeatureImportanceScore
+	45, // 41: personalizer.v1.FeatureImportanceScore.interval:type_name -> personalizer.v1.Interval
+	43, // 42: personalizer.v1.PolicyResult.summary:type_name -> personalizer.v1.PolicyResultSummary
+	43, // 43: personalizer.v1.PolicyResult.total_summary:type_name -> personalizer.v1.PolicyResultSummary
+	55, // 44: personalizer.v1.PolicyResultSummary.time_stamp:type_name -> google.protobuf.Timestamp
+	54, // 45: personalizer.v1.PolicyResultSummary.aggregate_time_window:type_name -> google.protobuf.Duration
+	44, // 46: personalizer.v1.PolicyResultSummary.estimates:type_name -> personalizer.v1.Estimate
+	45, // 47: personalizer.v1.Estimate.gaussian:type_name -> personalizer.v1.Interval
+	45, // 48: personalizer.v1.Estimate.cressie_read:type_name -> personalizer.v1.Interval
+	37, // 49: personalizer.v1.CreateEvaluationRequest.evaluation:type_name -> personalizer.v1.EvaluationContract
+	38, // 50: personalizer.v1.CreateEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
+	38, // 51: personalizer.v1.GetEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
+	38, // 52: personalizer.v1.ListEvaluationsResponse.evaluations:type_name -> personalizer.v1.Evaluation
+	4,  // 53: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
+	6,  // 54: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
+	8,  // 55: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
+	10, // 56: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
+	12, // 57: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
+	14, // 58: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
+	16, // 59: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
+	18, // 60: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
+	21, // 61: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
+	23, // 62: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
+	25, // 63: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
+	27, // 64: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
+	29, // 65: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
+	31, // 66: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
+	33, // 67: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
+	35, // 68: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
+	46, // 69: personalizer.v1.AdminService.CreateEvaluation:input_type -> personalizer.v1.CreateEvaluationRequest
+	48, // 70: personalizer.v1.AdminService.GetEvaluation:input_type -> personalizer.v1.GetEvaluationRequest
+	50, // 71: personalizer.v1.AdminService.ListEvaluations:input_type -> personalizer.v1.ListEvaluationsRequest
+	52, // 72: personalizer.v1.AdminService.DeleteEvaluation:input_type -> personalizer.v1.DeleteEvaluationRequest
+	5,  // 73: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
+	7,  // 74: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
+	9,  // 75: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
+	11, // 76: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
+	13, // 77: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
+	15, // 78: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
+	17, // 79: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
+	19, // 80: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
+	22, // 81: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
+	24, // 82: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
+	26, // 83: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
+	28, // 84: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
+	30, // 85: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
+	32, // 86: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
+	34, // 87: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
+	36, // 88: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
+	47, // 89: personalizer.v1.AdminService.CreateEvaluation:output_type -> personalizer.v1.CreateEvaluationResponse
+	49, // 90: personalizer.v1.AdminService.GetEvaluation:output_type -> personalizer.v1.GetEvaluationResponse
+	51, // 91: personalizer.v1.AdminService.ListEvaluations:output_type -> personalizer.v1.ListEvaluationsResponse
+	53, // 92: personalizer.v1.AdminService.DeleteEvaluation:output_type -> personalizer.v1.DeleteEvaluationResponse
+	73, // [73:93] is the sub-list for method output_type
+	53, // [53:73] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_admin_proto_init() }
@@ -3360,14 +3540,14 @@ func file_personalizer_v1_admin_proto_init() {
 	if File_personalizer_v1_admin_proto != nil {
 		return
 	}
-	file_personalizer_v1_admin_proto_msgTypes[42].OneofWrappers = []any{}
+	file_personalizer_v1_admin_proto_msgTypes[44].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_admin_proto_rawDesc), len(file_personalizer_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
