@@ -81,13 +81,45 @@ const D = (() => {
   function chart(el, series, { height = 220, yRange, scales } = {}) {
     const opts = {
       width: Math.max(el.clientWidth || 520, 300), height,
-      series: [{}].concat(series.map(s => Object.assign({ width: 2, points: { show: false }, spanGaps: true }, s))),
+      series: [{}].concat(series.map(s => Object.assign({ width: 2, points: { size: 5 }, spanGaps: true }, s))),
       scales: Object.assign({ x: { time: true } }, scales || {}, yRange ? { y: { range: yRange } } : {}),
       axes: [{}, { size: 60 }].concat(series.some(s => s.scale === "r") ? [{ scale: "r", side: 1, grid: { show: false }, size: 50 }] : []),
       legend: { live: false },
     };
     const data = [[]].concat(series.map(() => []));
     const u = new uPlot(opts, data, el);
+    new ResizeObserver(() => u.setSize({ width: Math.max(el.clientWidth, 300), height })).observe(el);
+    return u;
+  }
+
+  // intervals draws, in el, an estimate with its interval per label:
+  // a dot at the value and a bar from lower to upper (null: none).
+  function intervals(el, labels, values, lowers, uppers, colors, height = 200) {
+    const xs = labels.map((_, i) => i);
+    const lo = Math.min(...values.concat(lowers).filter(v => v !== null)), hi = Math.max(...values.concat(uppers).filter(v => v !== null));
+    const pad = (hi - lo) * 0.1 || 0.05;
+    const u = new uPlot({
+      width: Math.max(el.clientWidth || 520, 300), height,
+      scales: { x: { time: false, range: [-0.5, labels.length - 0.5] }, y: { range: [lo - pad, hi + pad] } },
+      series: [{}, { label: "estimate", stroke: "transparent", points: { show: true, size: 9, fill: "#1d2330" } }],
+      axes: [{ values: (_, ticks) => ticks.map(t => Number.isInteger(t) ? labels[t] || "" : ""), splits: () => xs }, { size: 60 }],
+      legend: { show: false },
+      hooks: { draw: [u => {
+        const c = u.ctx;
+        c.save();
+        c.lineWidth = 3 * devicePixelRatio;
+        xs.forEach(i => {
+          if (lowers[i] === null || uppers[i] === null) return;
+          const x = u.valToPos(i, "x", true);
+          c.strokeStyle = colors[i];
+          c.beginPath();
+          c.moveTo(x, u.valToPos(lowers[i], "y", true));
+          c.lineTo(x, u.valToPos(uppers[i], "y", true));
+          c.stroke();
+        });
+        c.restore();
+      }] },
+    }, [xs, values], el);
     new ResizeObserver(() => u.setSize({ width: Math.max(el.clientWidth, 300), height })).observe(el);
     return u;
   }
@@ -110,7 +142,7 @@ const D = (() => {
       const stats = await call("GET", "/dashboard" + (since ? "?since=" + encodeURIComponent(since) : ""));
       state.last = stats;
       document.getElementById("status").textContent = "live · " + new Date(stats.time).toLocaleTimeString();
-      for (const v of views) if (v.update && v.section && !v.section.hidden) v.update(stats);
+      for (const v of views) if (v.update && v.section && !v.off) v.update(stats);
     } catch (e) {
       document.getElementById("status").textContent = "not updating: " + e;
       if (e.status === 401) return D.signin(String(e));
@@ -127,11 +159,12 @@ const D = (() => {
         document.getElementById("views").append(v.section);
         v.init(v.section);
       }
-      v.section.hidden = !!v.admin && !state.admin;
+      v.off = !!v.admin && !state.admin; // a view may hide itself too (start.js)
+      v.section.hidden = v.off;
       if (v.loop) v.loop();
     }
     poll();
   }
 
-  return { API, state, call, view, el, confirmed, show, chart, fmt, ago, poll, open, views, ApiError };
+  return { API, state, call, view, el, confirmed, show, chart, intervals, fmt, ago, poll, open, views, ApiError };
 })();

@@ -62,14 +62,17 @@ D.view({
     const parts = [D.el("h3", {}, `${e.name} (${e.status})`)];
     const results = e.policyResults || [];
     if (e.status === "completed" && results.length) {
-      const box = D.el("div", { class: "chart", id: "eval-chart" });
-      parts.push(box);
       const colors = ["#1f5fd6", "#d67a1f", "#8a8f99", "#2e9e5b", "#b3261e", "#7b3fbf", "#0e8c8c", "#c2a100", "#d63fa0", "#4d6b00"];
-      const times = [...new Set(results.flatMap(r => r.summary.map(s => new Date(s.timeStamp).getTime() / 1000)))].sort((a, b) => a - b);
+      const color = i => colors[i % colors.length];
       const est = (s, name) => (s.estimates || []).find(x => x.estimator === name) || {};
+      const iv = x => x.gaussian || x.cressieRead || null;
+      const total = D.el("div", { class: "chart", id: "eval-chart" });
+      const over = D.el("div", { class: "chart", id: "eval-time-chart" });
+      parts.push(D.el("p", { class: "muted" }, "Doubly robust estimate of each policy's average reward over the whole range, with its 95% interval:"), total,
+        D.el("p", { class: "muted" }, "IPS estimate per time bucket:"), over);
       const rows = results.map((r, i) => {
         const ips = est(r.totalSummary, "IPS"), dr = est(r.totalSummary, "DR"), cr = est(r.totalSummary, "CR");
-        const iv = x => x && x.value !== null && x.value !== undefined ? D.fmt(x.value, 4) + (x.gaussian || x.cressieRead ? ` [${D.fmt((x.gaussian || x.cressieRead).lower, 4)}, ${D.fmt((x.gaussian || x.cressieRead).upper, 4)}]` : "") : "–";
+        const cell = x => x && x.value !== null && x.value !== undefined ? D.fmt(x.value, 4) + (iv(x) ? ` [${D.fmt(iv(x).lower, 4)}, ${D.fmt(iv(x).upper, 4)}]` : "") : "–";
         const apply = r.arguments ? D.confirmed(D.el("button", { id: "apply-" + i, "data-policy": r.name }, "Apply"),
           `Make "${r.name}" the loop's policy (the learner retrains)?`, async () => {
             try {
@@ -77,16 +80,24 @@ D.view({
               D.show(msg, null, `applied "${r.name}": the loop's policy is now ${r.arguments}`);
             } catch (err) { D.show(msg, err); }
           }) : "";
-        return D.el("tr", { "data-policy": r.name }, D.el("td", { style: `color:${colors[i % colors.length]}` }, r.name + (r.name === e.optimalPolicy || r.arguments === e.optimalPolicy && e.optimalPolicy ? " (search's pick)" : "")),
-          D.el("td", {}, r.policySource), D.el("td", {}, iv(ips)), D.el("td", {}, iv(dr)), D.el("td", {}, iv(cr)),
+        const picked = e.optimalPolicy && r.arguments === e.optimalPolicy ? " (the search's pick)" : "";
+        return D.el("tr", { "data-policy": r.name }, D.el("td", { style: `color:${color(i)}` }, r.name + picked),
+          D.el("td", {}, r.policySource), D.el("td", {}, cell(ips)), D.el("td", {}, cell(dr)), D.el("td", {}, cell(cr)),
           D.el("td", {}, D.el("code", {}, r.arguments || "")), D.el("td", {}, apply));
       });
       parts.push(D.el("table", { id: "eval-results" }, D.el("tr", {}, ["Policy", "Source", "IPS [95%]", "DR [95%]", "CR [95%]", "Arguments", ""].map(h => D.el("th", {}, h))), ...rows), msg, D.el("p", {}, this.deleteButton(e)));
       this.detail.replaceChildren(...parts);
-      const u = D.chart(box, results.map((r, i) => ({ label: r.name, stroke: colors[i % colors.length] })), { height: 220 });
+      const drs = results.map(r => est(r.totalSummary, "DR"));
+      D.intervals(total, results.map(r => r.name), drs.map(x => x.value ?? null), drs.map(x => iv(x) ? iv(x).lower : null), drs.map(x => iv(x) ? iv(x).upper : null), results.map((_, i) => color(i)));
+      const times = [...new Set(results.flatMap(r => r.summary.map(s => new Date(s.timeStamp).getTime() / 1000)))].sort((a, b) => a - b);
+      total.dataset.series = results.length;
+      total.dataset.points = times.length;
+      if (times.length < 2) {
+        over.replaceChildren(D.el("p", { class: "muted" }, "The events fall in one time bucket: the chart above is all there is."));
+        return;
+      }
+      const u = D.chart(over, results.map((r, i) => ({ label: r.name, stroke: color(i) })), { height: 200 });
       u.setData([times, ...results.map(r => { const m = new Map(r.summary.map(s => [new Date(s.timeStamp).getTime() / 1000, est(s, "IPS").value])); return times.map(t => m.has(t) ? m.get(t) : null); })]);
-      box.dataset.series = results.length;
-      box.dataset.points = times.length;
       return;
     }
     parts.push(D.el("p", { class: e.status === "failed" ? "error" : "muted" }, e.status === "failed" ? e.error : `reading the log: ${D.fmt(e.progress ? e.progress.lines : 0, 0)} lines so far`));

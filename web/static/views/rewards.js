@@ -39,8 +39,7 @@ D.view({
     const ps = ts.map(t => this.points.get(t));
     this.chart.setData([ts, ps.map(p => p.reward), ps.map(p => p.baseline.value), ps.map(p => p.random.value), ps.map(p => p.explored)]);
     this.box.dataset.points = ts.length;
-    this.box.dataset.first = ps.length ? ps[0].reward : "";
-    this.box.dataset.lastReward = ps.length ? ps[ps.length - 1].reward : "";
+    this.box.dataset.rewards = JSON.stringify(ps.map(p => p.reward));
     const p = ps[ps.length - 1];
     if (p) {
       const iv = e => e.interval ? ` [${D.fmt(e.interval.lower, 3)}, ${D.fmt(e.interval.upper, 3)}]` : "";

@@ -1,0 +1,328 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/open-personalizer/personalizer/internal/sim"
+	"github.com/open-personalizer/personalizer/server"
+)
+
+// The dashboard's browser tests drive a real headless Chromium (Debian's
+// chromium package: make deps) with chromedp against a live dev fed by
+// the simulator. Screenshots of the main views go to
+// $DASHBOARD_SCREENSHOTS, by default bin/dashboard-screenshots at the
+// repository's root (not committed).
+
+// browser is a page in a headless Chromium, and the errors its console
+// reported.
+type browser struct {
+	ctx    context.Context
+	mu     sync.Mutex
+	errors []string
+	shots  string
+}
+
+func newBrowser(t *testing.T, ctx context.Context) *browser {
+	t.Helper()
+	path, err := findChromium()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path),
+		chromedp.NoSandbox, // CI runs as root, where Chromium's sandbox does not start
+		chromedp.WindowSize(1400, 1000))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	bctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	b := &browser{ctx: bctx, shots: screenshotDir(t)}
+	chromedp.ListenTarget(bctx, func(ev any) {
+		var msg string
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.APITypeError || ev.Type == runtime.APITypeWarning {
+				for _, a := range ev.Args {
+					msg += " " + string(a.Value) + a.Description
+				}
+			}
+		case *runtime.EventExceptionThrown:
+			msg = ev.ExceptionDetails.Text
+			if ev.ExceptionDetails.Exception != nil {
+				msg += " " + ev.ExceptionDetails.Exception.Description
+			}
+		case *log.EventEntryAdded:
+			if ev.Entry.Level == log.LevelError {
+				msg = ev.Entry.Text + " " + ev.Entry.URL
+			}
+		}
+		if msg != "" {
+			b.mu.Lock()
+			b.errors = append(b.errors, msg)
+			b.mu.Unlock()
+		}
+	})
+	if err := chromedp.Run(bctx, log.Enable()); err != nil {
+		t.Fatalf("start Chromium %s: %v", path, err)
+	}
+	return b
+}
+
+// findChromium is Debian's chromium, or $CHROMIUM.
+func findChromium() (string, error) {
+	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no Chromium: install Debian's chromium package (make deps) or set $CHROMIUM")
+}
+
+func screenshotDir(t *testing.T) string {
+	dir := os.Getenv("DASHBOARD_SCREENSHOTS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "bin", "dashboard-screenshots")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// run runs actions, failing the test on an error.
+func (b *browser) run(t *testing.T, actions ...chromedp.Action) {
+	t.Helper()
+	if err := chromedp.Run(b.ctx, actions...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// until waits, at most d, for the JavaScript expression cond to be true
+// in the page: the page's own DOM is the condition, nothing is slept.
+func (b *browser) until(t *testing.T, what, cond string, d time.Duration) {
+	t.Helper()
+	var ok bool
+	if err := chromedp.Run(b.ctx, chromedp.Poll(cond, &ok, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(d))); err != nil {
+		var page string
+		chromedp.Run(b.ctx, chromedp.Evaluate(`document.getElementById("views") ? document.getElementById("views").innerText.slice(0, 3000) : document.body.innerText`, &page))
+		t.Fatalf("waiting for %s: %v\npage:\n%s", what, err, page)
+	}
+}
+
+// text returns the text of the element sel.
+func (b *browser) text(t *testing.T, sel string) string {
+	t.Helper()
+	var s string
+	b.run(t, chromedp.Text(sel, &s, chromedp.ByQuery))
+	return s
+}
+
+// shoot writes a screenshot of the element sel to name.png.
+func (b *browser) shoot(t *testing.T, sel, name string) {
+	t.Helper()
+	var png []byte
+	b.run(t, chromedp.ScrollIntoView(sel, chromedp.ByQuery), chromedp.Screenshot(sel, &png, chromedp.ByQuery))
+	if err := os.WriteFile(filepath.Join(b.shots, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noErrors fails the test if the page's console reported errors, but for
+// the failed calls the test made on purpose: Chromium reports every
+// answer with an error status, as "... a status of 400 (Bad Request)".
+func (b *browser) noErrors(t *testing.T, expected ...string) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []string
+next:
+	for _, e := range b.errors {
+		for _, x := range expected {
+			if strings.Contains(e, "status of "+x) {
+				continue next
+			}
+		}
+		errs = append(errs, e)
+	}
+	if len(errs) > 0 {
+		t.Errorf("the page's console reported %d errors:\n%s", len(errs), strings.Join(errs, "\n"))
+	}
+}
+
+// restGet GETs a REST route of base for loop (empty: the default) with
+// key (empty: none) into v, and returns the status.
+func restGet(t *testing.T, base, route, key, loop string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/personalizer/v1.0"+route, nil)
+	if key != "" {
+		req.Header.Set(server.KeyHeader, key)
+	}
+	if loop != "" {
+		req.Header.Set(server.LoopHeader, loop)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusOK && v != nil {
+		if err := json.Unmarshal(body, v); err != nil {
+			t.Fatalf("GET %s: %v: %s", route, err, body)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestDashboard opens the dashboard of a dev without keys while the
+// simulator feeds it: the page opens without a key and without console
+// errors, the reward chart has points and rises, the model version
+// advances live, an evaluation is created and its chart drawn and one of
+// its policies applied, and a configuration change made on the page (and
+// one the API refuses) is read back through REST.
+func TestDashboard(t *testing.T) {
+	// A bound for failures, not a wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	d, client := startTestDev(t, testConfig(t, t.TempDir()))
+	defer d.close()
+	base := "http://" + d.api.httpLis.Addr().String()
+
+	simCtx, stopSim := context.WithCancel(ctx)
+	simDone := make(chan error, 1)
+	go func() {
+		_, err := sim.Run(simCtx, client, sim.Config{Events: 60000, Seed: 7, Concurrency: 4, Rate: 500}, io.Discard)
+		simDone <- err
+	}()
+	defer func() { stopSim(); <-simDone }()
+
+	b := newBrowser(t, ctx)
+	b.run(t, chromedp.Navigate(base+"/"))
+	b.until(t, "the views", `!!document.querySelector("#rewards-chart") && document.getElementById("signin").hidden`, time.Minute)
+
+	b.until(t, "a rising reward chart", `(() => {
+		const r = JSON.parse(document.getElementById("rewards-chart").dataset.rewards || "[]");
+		return r.length >= 3 && Math.max(...r.slice(1)) > r[0] + 0.05 })()`, 3*time.Minute)
+	var v0 int
+	b.run(t, chromedp.Evaluate(`+document.getElementById("model-info").dataset.version`, &v0))
+	b.until(t, "a newer model version", fmt.Sprintf(`+document.getElementById("model-info").dataset.version > %d`, v0), time.Minute)
+	b.until(t, "traffic", `document.querySelectorAll("#traffic .u-over").length == 1 && /events joined/.test(document.getElementById("traffic-shares").textContent)`, time.Minute)
+	for _, v := range []string{"rewards", "traffic", "model", "capacity"} {
+		b.shoot(t, "#"+v, v)
+	}
+
+	// A configuration change made on the page is read back through REST;
+	// one the API refuses shows the API's message.
+	b.until(t, "the configuration form", `!!document.getElementById("svc-explorationPercentage")`, time.Minute)
+	b.run(t, chromedp.SetValue("#svc-explorationPercentage", "0.35", chromedp.ByQuery), chromedp.Click("#service-save", chromedp.ByQuery))
+	b.until(t, "the configuration saved", `document.getElementById("service-msg").textContent == "saved"`, time.Minute)
+	var svc struct {
+		ExplorationPercentage float64 `json:"explorationPercentage"`
+	}
+	if code := restGet(t, base, "/configurations/service", "", "", &svc); code != http.StatusOK || svc.ExplorationPercentage != 0.35 {
+		t.Errorf("GET /configurations/service: %d, explorationPercentage %v, want 0.35", code, svc.ExplorationPercentage)
+	}
+	b.run(t, chromedp.SetValue("#svc-explorationPercentage", "2", chromedp.ByQuery), chromedp.Click("#service-save", chromedp.ByQuery))
+	b.until(t, "the API's validation message", `document.getElementById("service-msg").className == "error"`, time.Minute)
+	if msg := b.text(t, "#service-msg"); !strings.Contains(msg, "xploration") {
+		t.Errorf("validation message %q, want the API's about the exploration percentage", msg)
+	}
+	b.shoot(t, "#settings", "settings")
+
+	// An evaluation with a custom policy: created on the page, its chart
+	// drawn, its custom policy applied.
+	const args = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.05 --cb_type mtr -q ::"
+	b.run(t, chromedp.SetValue("#eval-name", "browser", chromedp.ByQuery),
+		chromedp.SetValue("#eval-policies", "faster | "+args, chromedp.ByQuery),
+		chromedp.Click("#eval-create", chromedp.ByQuery))
+	b.until(t, "the evaluation's chart", `(() => { const c = document.getElementById("eval-chart"); return !!c && +c.dataset.series == 4 && +c.dataset.points >= 1 })()`, 2*time.Minute)
+	b.shoot(t, "#evaluations", "evaluations")
+	b.run(t, chromedp.Click(`#eval-results button[data-policy="faster"]`, chromedp.ByQuery),
+		chromedp.Click(`#eval-results .confirm button.danger`, chromedp.ByQuery))
+	b.until(t, "the policy applied", `/applied/.test(document.getElementById("apply-msg").textContent)`, time.Minute)
+	var pol struct {
+		Name, Arguments string
+	}
+	if code := restGet(t, base, "/configurations/policy", "", "", &pol); code != http.StatusOK || pol.Name != "faster" || pol.Arguments != args {
+		t.Errorf("GET /configurations/policy: %d, %+v, want faster: %s", code, pol, args)
+	}
+	b.noErrors(t, "400 (Bad Request)") // the refused configuration
+}
+
+// TestDashboardKeys opens the dashboard of a dev that requires keys: it
+// asks for one; a loop key sees its loop only, and the API refuses it the
+// other loop whatever the page asks; an admin key sees and manages every
+// loop.
+func TestDashboardKeys(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	loopKey, loopLine := server.NewKey("default", "")
+	adminKey, adminLine := server.NewKey("*", "")
+	keys, admins := filepath.Join(dir, "keys"), filepath.Join(dir, "admin-keys")
+	if err := os.WriteFile(keys, []byte(loopLine+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(admins, []byte(adminLine+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := startTestDev(t, testConfig(t, filepath.Join(dir, "data"), "--api-keys", keys, "--admin-keys", admins))
+	defer d.close()
+	base := "http://" + d.api.httpLis.Addr().String()
+
+	b := newBrowser(t, ctx)
+	b.run(t, chromedp.Navigate(base+"/"))
+	b.until(t, "the key form", `!document.getElementById("signin").hidden`, time.Minute)
+
+	// The admin creates a second loop on the page.
+	b.run(t, chromedp.SetValue("#key", adminKey, chromedp.ByQuery), chromedp.Click("#signin-open", chromedp.ByQuery))
+	b.until(t, "the loops view", `!!document.getElementById("loops") && !document.getElementById("loops").hidden && /default/.test(document.getElementById("loops-table").textContent)`, time.Minute)
+	b.run(t, chromedp.SetValue("#loop-name", "other", chromedp.ByQuery), chromedp.Click("#loop-create", chromedp.ByQuery))
+	b.until(t, "the new loop in the list", `[...document.querySelectorAll("#loop option")].map(o => o.value).join() == "default,other"`, time.Minute)
+	b.shoot(t, "#loops", "loops")
+
+	// The loop key sees its own loop only, without the loops view.
+	b.run(t, chromedp.Click("#signout", chromedp.ByQuery))
+	b.until(t, "the key form again", `!document.getElementById("signin").hidden`, time.Minute)
+	b.run(t, chromedp.SetValue("#key", loopKey, chromedp.ByQuery), chromedp.Click("#signin-open", chromedp.ByQuery))
+	b.until(t, "the loop key's view", `document.getElementById("signin").hidden && document.getElementById("loops").hidden &&
+		[...document.querySelectorAll("#loop option")].map(o => o.value).join() == "default" && /live/.test(document.getElementById("status").textContent)`, time.Minute)
+	// The loop has no data yet: the page says what to do.
+	b.until(t, "what to do next", `!document.getElementById("start").hidden && /personalizer simulate --loop default --api-key/.test(document.getElementById("start").textContent) && /curl/.test(document.getElementById("start").textContent)`, time.Minute)
+	b.shoot(t, "#start", "start")
+	// Whatever the page asks for, the API refuses the other loop.
+	var status int
+	b.run(t, chromedp.Evaluate(`D.state.loop = "other"; D.call("GET", "/dashboard").then(() => 200, e => e.status)`, &status,
+		func(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }))
+	if status != http.StatusForbidden {
+		t.Errorf("the loop key's dashboard call for loop other: %d, want 403", status)
+	}
+	if code := restGet(t, base, "/dashboard", loopKey, "other", nil); code != http.StatusForbidden {
+		t.Errorf("GET /dashboard for loop other with the loop key: %d, want 403", code)
+	}
+	if code := restGet(t, base, "/loops", loopKey, "", nil); code != http.StatusForbidden {
+		t.Errorf("GET /loops with the loop key: %d, want 403", code)
+	}
+	if code := restGet(t, base, "/dashboard", "", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("GET /dashboard without a key: %d, want 401", code)
+	}
+	// The first call without a key, the other loop's, and the logs of a
+	// loop without events (404 LogsPropertiesNotFound, which the page
+	// shows as "No events stored").
+	b.noErrors(t, "401 (Unauthorized)", "403 (Forbidden)", "404 (Not Found) "+base+"/personalizer/v1.0/logs/properties")
+}
