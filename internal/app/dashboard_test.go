@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/server"
 )
@@ -213,7 +215,19 @@ func TestDashboard(t *testing.T) {
 
 	b := newBrowser(t, ctx)
 	b.run(t, chromedp.Navigate(base+"/"))
-	b.until(t, "the views", `!!document.querySelector("#rewards-chart") && document.getElementById("signin").hidden`, time.Minute)
+	b.until(t, "the views", `!!document.querySelector("#rewards-chart") && document.getElementById("signin").hidden && /live/.test(document.getElementById("status").textContent)`, time.Minute)
+	// The first load: the page, its files and the calls it made to show
+	// the first numbers, as transferred (headers included).
+	var load struct{ Files, Calls, Count int }
+	b.run(t, chromedp.Evaluate(`(() => {
+		const n = performance.getEntriesByType("navigation")[0], rs = performance.getEntriesByType("resource");
+		const sum = es => es.reduce((a, e) => a + e.transferSize, 0);
+		return { Files: n.transferSize + sum(rs.filter(e => !e.name.includes("/personalizer/"))),
+			Calls: sum(rs.filter(e => e.name.includes("/personalizer/"))), Count: rs.length + 1 } })()`, &load))
+	t.Logf("first load: %d bytes of files and %d bytes of API calls in %d requests", load.Files, load.Calls, load.Count)
+	if load.Files == 0 || load.Files+load.Calls > 500_000 {
+		t.Errorf("first load %d + %d bytes, want more than none and under 500 KB", load.Files, load.Calls)
+	}
 
 	b.until(t, "a rising reward chart", `(() => {
 		const r = JSON.parse(document.getElementById("rewards-chart").dataset.rewards || "[]");
@@ -325,4 +339,110 @@ func TestDashboardKeys(t *testing.T) {
 	// loop without events (404 LogsPropertiesNotFound, which the page
 	// shows as "No events stored").
 	b.noErrors(t, "401 (Unauthorized)", "403 (Forbidden)", "404 (Not Found) "+base+"/personalizer/v1.0/logs/properties")
+}
+
+// restDo makes a REST call of base without a key and returns its status
+// and body.
+func restDo(t *testing.T, method, url, loop, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if loop != "" {
+		req.Header.Set(server.LoopHeader, loop)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestDashboardRoutes checks the dashboard's routes without a browser:
+// the page and its files, the loops' REST routes and the data route's
+// loop.
+func TestDashboardRoutes(t *testing.T) {
+	d, _ := startTestDev(t, testConfig(t, t.TempDir()))
+	defer d.close()
+	base := "http://" + d.api.httpLis.Addr().String()
+	api := base + "/personalizer/v1.0"
+
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") || !strings.Contains(string(page), `src="ui/app.js"`) {
+		t.Errorf("GET /: %d %v\n%s", resp.StatusCode, resp.Header, page)
+	}
+	for _, f := range []string{"/ui/app.js", "/ui/vendor/uplot/uPlot.iife.min.js", "/ui/vendor/uplot/LICENSE", "/ui/views/rewards.js"} {
+		if code, _ := restDo(t, http.MethodGet, base+f, "", ""); code != http.StatusOK {
+			t.Errorf("GET %s: %d", f, code)
+		}
+	}
+	if code, _ := restDo(t, http.MethodGet, base+"/nope", "", ""); code != http.StatusNotFound {
+		t.Errorf("GET /nope: %d, want 404", code)
+	}
+
+	steps := []struct {
+		method, route, loop, body string
+		code                      int
+		want                      string // in the body
+	}{
+		{"POST", "/loops", "", `{"loop": "shop"}`, http.StatusCreated, `"loop":"shop","version":1`},
+		{"POST", "/loops", "", `{"loop": "shop"}`, http.StatusConflict, `"code":"LoopAlreadyExists"`},
+		{"POST", "/loops", "", `{"loop": "no/slash"}`, http.StatusBadRequest, `"code":"BadRequest"`},
+		{"GET", "/loops", "", "", http.StatusOK, `"loop":"shop"`},
+		{"GET", "/dashboard", "shop", "", http.StatusOK, `{"loop":"shop","admin":true,`},
+		{"GET", "/dashboard", "", "", http.StatusOK, `{"loop":"default","admin":true,`},
+		{"DELETE", "/loops/shop", "", "", http.StatusNoContent, ""},
+		{"DELETE", "/loops/shop", "", "", http.StatusNotFound, `"code":"ResourceNotFound"`},
+		{"GET", "/dashboard", "shop", "", http.StatusNotFound, `"code":"ResourceNotFound"`},
+	}
+	for _, s := range steps {
+		code, body := restDo(t, s.method, api+s.route, s.loop, s.body)
+		if code != s.code || !strings.Contains(body, s.want) {
+			t.Errorf("%s %s (loop %q): %d %s, want %d with %s", s.method, s.route, s.loop, code, body, s.code, s.want)
+		}
+	}
+}
+
+// BenchmarkDashboardPoll is the server's cost of one of the page's polls,
+// GET /personalizer/v1.0/dashboard through the process's whole HTTP
+// handler (mux, key check, logging, metrics), with an hour of reward
+// buckets: the first poll (every bucket), and the later ones (the last 15
+// minutes, ?since=).
+func BenchmarkDashboardPoll(b *testing.B) {
+	d, _ := startTestDev(b, testConfig(b, b.TempDir()))
+	defer d.close()
+	live := d.rewards.get("default")
+	var ev bandit.Event
+	ev.AddAction()
+	ev.AddAction()
+	ev.SetLabel(0, -1, 0.9)
+	now := time.Now()
+	for i := range liveKeep {
+		ts := []byte(now.Add(-time.Duration(i) * liveBucket).UTC().Format(time.RFC3339Nano))
+		live.Add(&ev, []int{1, 2}, []float32{0.9, 0.1}, ts)
+	}
+	since := now.Add(-15 * time.Minute).UTC().Format(time.RFC3339)
+	for _, bm := range []struct{ name, query string }{{"first", ""}, {"since", "?since=" + since}} {
+		b.Run(bm.name, func(b *testing.B) {
+			var bytes int
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				d.api.http.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/personalizer/v1.0/dashboard"+bm.query, nil))
+				if rec.Code != http.StatusOK {
+					b.Fatal(rec.Code, rec.Body.String())
+				}
+				bytes = rec.Body.Len()
+			}
+			b.ReportMetric(float64(bytes), "bytes/poll")
+		})
+	}
 }

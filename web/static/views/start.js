@@ -10,7 +10,7 @@ D.view({
   },
   loop() { this.el.hidden = true; this.shown = false; },
   update(s) {
-    const empty = s.calls.ranks === 0 && !(s.learner && s.learner.learned > 0) && !(s.rewards && s.rewards.points.length);
+    const empty = s.calls.ranks === 0 && !s.served && !(s.learner && s.learner.learned > 0) && !(s.rewards && s.rewards.points.length);
     this.el.hidden = !empty;
     if (!empty || this.shown) return;
     this.shown = true;
