@@ -211,7 +211,8 @@ func TestDashboard(t *testing.T) {
 		_, err := sim.Run(simCtx, client, sim.Config{Events: 60000, Seed: 7, Concurrency: 4, Rate: 500}, io.Discard)
 		simDone <- err
 	}()
-	defer func() { stopSim(); <-simDone }()
+	stop := sync.OnceFunc(func() { stopSim(); <-simDone })
+	defer stop()
 
 	b := newBrowser(t, ctx)
 	b.run(t, chromedp.Navigate(base+"/"))
@@ -275,7 +276,49 @@ func TestDashboard(t *testing.T) {
 	if code := restGet(t, base, "/configurations/policy", "", "", &pol); code != http.StatusOK || pol.Name != "faster" || pol.Arguments != args {
 		t.Errorf("GET /configurations/policy: %d, %+v, want faster: %s", code, pol, args)
 	}
-	b.noErrors(t, "400 (Bad Request)") // the refused configuration
+
+	// The model: exported through REST, imported on the page, exported
+	// on the page, reset; then the logs deleted, once the simulator stops.
+	stop()
+	model := filepath.Join(t.TempDir(), "default.model")
+	if err := downloadModel(base, model); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t, chromedp.SetUploadFiles("#model-file", []string{model}, chromedp.ByQuery),
+		chromedp.Click("#model-import", chromedp.ByQuery), chromedp.Click(`#settings .confirm button.danger`, chromedp.ByQuery))
+	b.until(t, "the model imported", `document.getElementById("model-msg").textContent == "imported default.model"`, time.Minute)
+	b.run(t, chromedp.Click("#model-export", chromedp.ByQuery))
+	b.until(t, "the model exported", `document.getElementById("model-msg").textContent == "exported"`, time.Minute)
+	b.run(t, chromedp.Click("#model-reset", chromedp.ByQuery), chromedp.Click(`#settings .confirm button.danger`, chromedp.ByQuery))
+	b.until(t, "the model reset", `/model reset/.test(document.getElementById("model-msg").textContent)`, time.Minute)
+	if st := d.learner.Stats(); st.Imports != 1 || st.Resets != 1 {
+		t.Errorf("learner: %d imports, %d resets; want 1 and 1", st.Imports, st.Resets)
+	}
+	b.run(t, chromedp.Click("#logs-delete", chromedp.ByQuery), chromedp.Click(`#settings .confirm button.danger`, chromedp.ByQuery))
+	b.until(t, "the logs deleted", `document.getElementById("logs-msg").textContent == "logs deleted" && document.getElementById("logs-range").textContent == "No events stored."`, time.Minute)
+	if code := restGet(t, base, "/logs/properties", "", "", nil); code != http.StatusNotFound {
+		t.Errorf("GET /logs/properties after the page deleted them: %d, want 404", code)
+	}
+	// The refused configuration, and the logs properties after the logs
+	// were deleted (404 LogsPropertiesNotFound, shown as "No events stored").
+	b.noErrors(t, "400 (Bad Request)", "404 (Not Found) "+base+"/personalizer/v1.0/logs/properties")
+}
+
+// downloadModel writes the model GET /model answers to file.
+func downloadModel(base, file string) error {
+	resp, err := http.Get(base + "/personalizer/v1.0/model")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /model: %s", resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, data, 0o644)
 }
 
 // TestDashboardKeys opens the dashboard of a dev that requires keys: it
