@@ -20,6 +20,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/internal/sim"
+	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/server"
 )
 
@@ -281,6 +282,7 @@ func TestDashboard(t *testing.T) {
 	// on the page, reset; then the logs deleted, once the simulator stops.
 	stop()
 	model := filepath.Join(t.TempDir(), "default.model")
+	before := d.learner.Stats()
 	if err := downloadModel(base, model); err != nil {
 		t.Fatal(err)
 	}
@@ -291,8 +293,14 @@ func TestDashboard(t *testing.T) {
 	b.until(t, "the model exported", `document.getElementById("model-msg").textContent == "exported"`, time.Minute)
 	b.run(t, chromedp.Click("#model-reset", chromedp.ByQuery), chromedp.Click(`#settings .confirm button.danger`, chromedp.ByQuery))
 	b.until(t, "the model reset", `/model reset/.test(document.getElementById("model-msg").textContent)`, time.Minute)
-	if st := d.learner.Stats(); st.Imports != 1 || st.Resets != 1 {
-		t.Errorf("learner: %d imports, %d resets; want 1 and 1", st.Imports, st.Resets)
+	if st := d.learner.Stats(); st.Imports != before.Imports+1 || st.Resets != before.Resets+1 {
+		t.Errorf("learner: %d imports, %d resets; want one more of each than %d and %d", st.Imports, st.Resets, before.Imports, before.Resets)
+	}
+	// Every rank joined, so that no joined line comes after the logs are
+	// deleted.
+	ranks, _ := d.srv.LoopCounts("default")
+	if err := d.joiner.Wait(ctx, func(c joiner.Stats) bool { return c.Emitted >= ranks.Ranks }); err != nil {
+		t.Fatalf("waiting for %d joined events: %v (counters %+v)", ranks.Ranks, err, d.joiner.Counters())
 	}
 	b.run(t, chromedp.Click("#logs-delete", chromedp.ByQuery), chromedp.Click(`#settings .confirm button.danger`, chromedp.ByQuery))
 	b.until(t, "the logs deleted", `document.getElementById("logs-msg").textContent == "logs deleted" && document.getElementById("logs-range").textContent == "No events stored."`, time.Minute)
