@@ -18,7 +18,7 @@ import (
 // AddAdmin serves a's routes of Personalizer's REST API under every
 // version of [RESTVersions]: /configurations/service and /policy, /model
 // (export, import, reset) and /model/properties, /logs and
-// /logs/properties, /evaluations, /configurations/applyFromEvaluation. A REST call addresses the loop of its key (an admin
+// /logs/properties, /evaluations, /configurations/applyFromEvaluation, and /loops ([REST.addLoops]). A REST call addresses the loop of its key (an admin
 // key's: the server's). Call it before serving.
 func (h *REST) AddAdmin(a *Admin) {
 	h.admin = a
@@ -40,6 +40,7 @@ func (h *REST) AddAdmin(a *Admin) {
 		h.mux.HandleFunc("GET "+base+"/evaluations/{id}", h.getEvaluation)
 		h.mux.HandleFunc("DELETE "+base+"/evaluations/{id}", h.deleteEvaluation)
 		h.mux.HandleFunc("POST "+base+"/configurations/applyFromEvaluation", h.applyFromEvaluation)
+		h.addLoops(base)
 	}
 }
 

@@ -40,6 +40,7 @@ type apiModule struct {
 	api   *api
 	admin *server.Admin
 	evals *evaluations // the loops' offline evaluations, run here
+	dash  *dashboard
 }
 
 // apiDeps are what the serving part takes from the rest of its process.
@@ -82,6 +83,8 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 	registerServer(m.api.metrics, m.srv, m.pub, deps.sourceUp)
 	registerServerLoop(forLoop(m.api.metrics, cfg.Loop), m.srv, cfg.Loop)
 	m.api.handleREST(m.srv, m.admin, cfg.Tracing)
+	m.dash = &dashboard{srv: m.srv}
+	m.dash.serve(m.api.mux, m.api.rest)
 	return m, nil
 }
 
