@@ -99,11 +99,13 @@ func mustBeLeftSorted(t []byte) bool {
 	return false
 }
 
-// nsSet is a set of namespace indices VW may interact (' ' to '~').
+// nsSet is a set of namespace indices VW's wildcards range over: ' ' to
+// '~', and 139, where a multi-slot event's slot features go
+// (interactions.h is_interaction_ns).
 type nsSet [2]uint64
 
 func (s *nsSet) add(ns byte) {
-	if ns >= ' ' && ns <= '~' {
+	if ns >= ' ' && ns <= '~' || ns == ccbSlotNamespace {
 		s[(ns-' ')/64] |= 1 << ((ns - ' ') % 64)
 	}
 }
@@ -145,6 +147,9 @@ func (c *termCache) compile(p *Policy, set nsSet) []term {
 		if set.has(ns) {
 			c.present = append(c.present, ns)
 		}
+	}
+	if set.has(ccbSlotNamespace) {
+		c.present = append(c.present, ccbSlotNamespace)
 	}
 	c.terms = c.terms[:0]
 	if len(c.present) == 0 {
