@@ -191,8 +191,8 @@ func (p *Prediction) Slots() [][]ActionProb {
 
 // runCCB predicts, and with write learns, the multi-slot event e slot by
 // slot as VW's ccb_explore_adf learn_or_predict; see the top of the file.
-// Without write it only reads m (the slots' sampling then uses the model's
-// random state without advancing it). It returns VW's progressive loss of
+// Without write it only reads m: the slots without a seed then sample
+// from a copy of the model's random state. It returns VW's progressive loss of
 // the event and whether any slot has an outcome.
 func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bool) (loss float64, labeled bool) {
 	if p.ccb == nil {
@@ -217,6 +217,7 @@ func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bo
 	clear(c.exclude)
 	c.ord = e.shared.indices(c.ord[:0])
 	w := e.Weight()
+	rng := m.rand // VW's random state, for the slots without a seed
 	var loss32 float32
 	nfeat, outcomes := 0, 0
 	for k := range e.nslots {
@@ -235,14 +236,14 @@ func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bo
 					}
 				}
 			} else {
-				seed, tagged := m.rand, false
+				var seed uint64
 				if t := s.tag; len(t) > len("seed=") && string(t[:5]) == "seed=" {
-					seed, tagged = uint64(murmur3(t[5:], 0)), true
+					seed = uint64(murmur3(t[5:], 0))
+				} else {
+					seed = rng
+					rng = 0xeece66d5deece66d*rng + 2147483647
 				}
 				chosen = sampleNormalized(seed, p.pmf)
-				if write && !tagged {
-					m.rand = 0xeece66d5deece66d*m.rand + 2147483647
-				}
 			}
 			p.pmf[0], p.pmf[chosen] = p.pmf[chosen], p.pmf[0]
 			for _, ap := range p.pmf {
@@ -276,6 +277,7 @@ func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bo
 	}
 	p.nfeat = nfeat
 	if write {
+		m.rand = rng
 		m.t += float64(w)
 		if outcomes == 0 {
 			m.tUnlabeled += float64(w)
@@ -450,6 +452,9 @@ func (d *DSJSONParser) slotOutcomes(e *Event) error {
 	return d.elements(func() error {
 		if d.peek() != '{' {
 			return d.errorf(`"_outcomes" elements must be objects`)
+		}
+		if e.nslots == 0 {
+			return errNoSlots
 		}
 		if k >= e.nslots {
 			return d.errorf(`"_outcomes" has more entries than the %d slots`, e.nslots)

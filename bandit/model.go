@@ -161,8 +161,8 @@ func (p *Prediction) NumFeatures() int { return p.nfeat }
 // event e instead ([Prediction.Slots]): in slot order, each slot's PMF
 // over the actions it may take that earlier slots did not, an action
 // sampled from it (seeded by the slot's tag, see [Event.SetSlotTag], else
-// by the model's random state) and put first, and that action excluded
-// from the later slots.
+// by a copy of the model's random state, advanced once per such slot) and
+// put first, and that action excluded from the later slots.
 func (m *Model) Predict(e *Event, p *Prediction) {
 	m.PredictEpsilon(e, p, m.policy.epsilon)
 }
