@@ -170,6 +170,7 @@ type ccbScratch struct {
 	ord       []byte // the namespaces of VW's shared example, see slotEvent
 	idx       []byte
 	id        [1]feature
+	none      slot           // a slot without features
 	decisions [][]ActionProb // per slot, grows only
 	n         int            // decisions in use
 }
@@ -180,10 +181,11 @@ type ccbScratch struct {
 // one sampled), then its other candidates, as VW's -p lists them
 // (actions are 0-based indices into the event's actions; see
 // [Model.Predict] for the order). A slot without candidates has an empty
-// decision. It is nil after a single-slot event; the slices are
+// decision. It is nil after a single-slot event (even under a
+// --ccb_explore_adf policy, see [Model.Predict]); the slices are
 // overwritten by the next prediction.
 func (p *Prediction) Slots() [][]ActionProb {
-	if p.ccb == nil {
+	if p.ccb == nil || p.ccb.n == 0 {
 		return nil
 	}
 	return p.ccb.decisions[:p.ccb.n]
@@ -202,6 +204,15 @@ func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bo
 	c.n = 0
 	p.pmf, p.ranked = p.pmf[:0], p.ranked[:0]
 	p.nfeat = 0
+	if e.nslots == 0 && e.n > 0 {
+		// A single-slot event: decided as one slot without features (not
+		// learned: VW drops events without slots).
+		c.ord = e.shared.indices(c.ord[:0])
+		c.exclude = zeroBools(c.exclude, e.n)
+		m.slotEvent(e, nil, 0, m.ccbMulti && !m.policy.noSlotIndex, c)
+		m.predictCB(&c.ev, p, eps)
+		return 0, false
+	}
 	if e.nslots == 0 || e.Validate() != nil {
 		return 0, false
 	}
@@ -213,8 +224,7 @@ func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bo
 		m.ccbMulti = multi
 	}
 	addIndex := multi && !pol.noSlotIndex
-	c.exclude = slices.Grow(c.exclude[:0], e.n)[:e.n]
-	clear(c.exclude)
+	c.exclude = zeroBools(c.exclude, e.n)
 	c.ord = e.shared.indices(c.ord[:0])
 	w := e.Weight()
 	rng := m.rand // VW's random state, for the slots without a seed
@@ -222,7 +232,7 @@ func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bo
 	nfeat, outcomes := 0, 0
 	for k := range e.nslots {
 		s := e.slots[k]
-		m.slotEvent(e, k, addIndex, c)
+		m.slotEvent(e, s, k, addIndex, c)
 		dec := c.next()
 		if c.ev.n > 0 {
 			m.predictCB(&c.ev, p, eps)
@@ -286,6 +296,13 @@ func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bo
 	return float64(loss32), outcomes > 0
 }
 
+// zeroBools returns s resized to n false values, reusing its memory.
+func zeroBools(s []bool, n int) []bool {
+	s = slices.Grow(s[:0], n)[:n]
+	clear(s)
+	return s
+}
+
 // next returns the decision of the next slot, empty.
 func (c *ccbScratch) next() []ActionProb {
 	if c.n == len(c.decisions) {
@@ -305,13 +322,16 @@ func sharedNS(ns byte) byte {
 	return ns
 }
 
-// slotEvent makes c.ev slot k's single-slot event (VW's build_cb_example
-// with the slot's features injected) and c.cand its actions' indices in e.
+// slotEvent makes c.ev the single-slot event of slot s, the k-th of e
+// (VW's build_cb_example with the slot's features injected; s nil is a
+// slot without features), and c.cand its actions' indices in e.
 // c.exclude holds the actions earlier slots took and c.ord the namespaces
 // of VW's shared example so far: VW appends a slot's namespace to the
 // shared example when it is new and adds to it in place when not.
-func (m *Model) slotEvent(e *Event, k int, addIndex bool, c *ccbScratch) {
-	s := e.slots[k]
+func (m *Model) slotEvent(e *Event, s *slot, k int, addIndex bool, c *ccbScratch) {
+	if s == nil {
+		s = &c.none
+	}
 	x := &c.ev.shared
 	x.reset()
 	for _, ns := range s.x.indices(c.idx[:0]) {
@@ -338,8 +358,7 @@ func (m *Model) slotEvent(e *Event, k int, addIndex bool, c *ccbScratch) {
 		x.appendGroup(ccbIDNamespace, c.id[:])
 	}
 
-	c.include = slices.Grow(c.include[:0], e.n)[:e.n]
-	clear(c.include)
+	c.include = zeroBools(c.include, e.n)
 	for _, a := range s.inc {
 		if a >= 0 && a < e.n {
 			c.include[a] = true

@@ -29,7 +29,7 @@ func slotFeatures(m *Model, e *Event) (feats [][][]HashedFeature, learned []int)
 	c.exclude = make([]bool, e.n)
 	c.ord = e.shared.indices(nil)
 	for k := range e.nslots {
-		m.slotEvent(e, k, true, c)
+		m.slotEvent(e, e.slots[k], k, true, c)
 		feats = append(feats, Features(&c.ev, m.policy))
 		learned = append(learned, c.ev.label.chosen)
 		c.exclude[e.slots[k].out.action] = true
@@ -295,6 +295,21 @@ func TestCCBSingleSlot(t *testing.T) {
 	// Plus the slot index, A# U#, and AA# AU# UU#.
 	if !m.ccbMulti || p.NumFeatures() != 2*(6+1+2+3) {
 		t.Errorf("after two slots: multi %v, %d features", m.ccbMulti, p.NumFeatures())
+	}
+	// An event without slots is predicted as one slot, not learned.
+	var cb Event
+	cb.Shared().Namespace("U")
+	cb.Shared().Number("u", 1)
+	for _, f := range []string{"x", "y"} {
+		a := cb.AddAction()
+		a.Namespace("A")
+		a.Number(f, 1)
+	}
+	cb.SetLabel(1, -1, 0.5)
+	before := modelBytes(t, m)
+	if _, labeled := m.Learn(&cb, &p); labeled || p.Slots() != nil || len(p.PMF()) != 2 || p.NumFeatures() != 2*12 ||
+		p.PMF()[0].Prob+p.PMF()[1].Prob != 1 || !bytes.Equal(modelBytes(t, m), before) {
+		t.Errorf("event without slots: labelled %v, slots %v, PMF %v, %d features", labeled, p.Slots(), p.PMF(), p.NumFeatures())
 	}
 	m = NewModel(mustPolicy(t, ccbTestPolicy+" --ccb_no_slot_index"))
 	m.Learn(two, &p)

@@ -162,7 +162,10 @@ func (p *Prediction) NumFeatures() int { return p.nfeat }
 // over the actions it may take that earlier slots did not, an action
 // sampled from it (seeded by the slot's tag, see [Event.SetSlotTag], else
 // by a copy of the model's random state, advanced once per such slot) and
-// put first, and that action excluded from the later slots.
+// put first, and that action excluded from the later slots. An event
+// without slots gets, in [Prediction.PMF], the PMF one slot without
+// features would have, in score order; [Model.Process] does not learn it
+// (VW drops it).
 func (m *Model) Predict(e *Event, p *Prediction) {
 	m.PredictEpsilon(e, p, m.policy.epsilon)
 }

@@ -41,7 +41,9 @@ type TrainConfig struct {
 // writing VW's progress table and summary to stderr and, if asked, VW's -p
 // predictions and the model. Malformed lines are skipped with a warning
 // naming their line number; so are events VW drops, except the
-// "_skipLearn" ones a Personalizer log is expected to have. It runs an
+// "_skipLearn" ones a Personalizer log is expected to have. A
+// --ccb_explore_adf policy reads multi-slot lines and writes a -p line per
+// slot (one pass only). It runs an
 // [Engine] on [FileExamples] with VW's output as the [Report].
 func Train(ctx context.Context, cfg TrainConfig, stdout, stderr io.Writer) (Summary, error) {
 	m := cfg.Init
@@ -53,6 +55,9 @@ func Train(ctx context.Context, cfg TrainConfig, stdout, stderr io.Writer) (Summ
 		m = bandit.NewModel(policy)
 	} else if cfg.Policy != "" && cfg.Policy != m.Policy().String() {
 		return Summary{}, fmt.Errorf("policy %q differs from the initial model's %q", cfg.Policy, m.Policy())
+	}
+	if m.Policy().CCB() && cfg.InvertHash != "" {
+		return Summary{}, errors.New("--invert_hash is not supported with --ccb_explore_adf (--readable_model is)")
 	}
 	eng := &Engine{Model: m, Test: cfg.Test, Passes: cfg.Passes, HoldoutOff: cfg.HoldoutOff, KeepNames: cfg.InvertHash != ""}
 	if cfg.Test {
