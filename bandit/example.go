@@ -9,7 +9,8 @@ import (
 )
 
 // Event is one decision: a shared (context) example, one example per action
-// and, once the outcome is known, a label. The zero value is an empty event.
+// and, once the outcome is known, a label; or, for a --ccb_explore_adf
+// policy, one decision per slot ([Event.AddSlot]), each with its outcome. The zero value is an empty event.
 // Reuse an Event with [Event.Reset] to avoid allocating.
 type Event struct {
 	shared  Example
