@@ -102,6 +102,7 @@ func (e *Event) AddSlot() *Example {
 		e.slots = append(e.slots, new(slot))
 	}
 	s := e.slots[e.nslots]
+	s.x.names = e.names
 	e.nslots++
 	return &s.x
 }
@@ -272,18 +273,7 @@ func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bo
 				loss32 += l * dec[0].Prob * w
 			}
 		}
-		if !addIndex {
-			// VW removes the slot's namespaces from its shared example but
-			// forgets a namespace only when it is the last one and only the
-			// slot's features are in it: where the others stay decides the
-			// order of the next slot's namespaces.
-			for _, ns := range s.x.indices(c.idx[:0]) {
-				t := sharedNS(ns)
-				if n := len(c.ord); n > 0 && c.ord[n-1] == t && len(e.shared.group(t)) == 0 {
-					c.ord = c.ord[:n-1]
-				}
-			}
-		}
+		c.endSlot(e, s, addIndex)
 	}
 	p.nfeat = nfeat
 	if write {
@@ -294,6 +284,45 @@ func (m *Model) runCCB(e *Event, p *Prediction, eps float32, mode Mode, write bo
 		}
 	}
 	return float64(loss32), outcomes > 0
+}
+
+// endSlot is VW's removal of slot s's features from its shared example
+// (remove_slot_features): it forgets a namespace only when it is the last
+// one and only the slot's features are in it, which never happens with the
+// slot index (last) on; where the others stay decides the order of the
+// next slot's namespaces.
+func (c *ccbScratch) endSlot(e *Event, s *slot, addIndex bool) {
+	if addIndex {
+		return
+	}
+	for _, ns := range s.x.indices(c.idx[:0]) {
+		t := sharedNS(ns)
+		if n := len(c.ord); n > 0 && c.ord[n-1] == t && len(e.shared.group(t)) == 0 {
+			c.ord = c.ord[:n-1]
+		}
+	}
+}
+
+// namesCCB is [Model.Names] of the multi-slot event e, whose decisions
+// (which decide each slot's candidates) p holds.
+func (m *Model) namesCCB(e *Event, p *Prediction, visit func(slot uint64, name string)) {
+	slots := p.Slots()
+	if len(slots) != e.nslots {
+		return
+	}
+	c := new(ccbScratch)
+	c.exclude = zeroBools(nil, e.n)
+	c.ord = e.shared.indices(nil)
+	addIndex := m.ccbMulti && !m.policy.noSlotIndex
+	var q Prediction
+	for k, s := range e.slots[:e.nslots] {
+		m.slotEvent(e, s, k, addIndex, c)
+		if c.ev.n > 0 {
+			m.Names(&c.ev, &q, visit)
+			c.exclude[slots[k][0].Action] = true
+		}
+		c.endSlot(e, s, addIndex)
+	}
 }
 
 // zeroBools returns s resized to n false values, reusing its memory.
@@ -339,14 +368,22 @@ func (m *Model) slotEvent(e *Event, s *slot, k int, addIndex bool, c *ccbScratch
 			c.ord = append(c.ord, t)
 		}
 	}
+	x.names = e.names
+	add := func(t byte, from *Example, ns byte) {
+		if !x.names {
+			x.appendGroup(t, from.group(ns), nil)
+			return
+		}
+		x.appendGroup(t, from.group(ns), from.groupNames(ns))
+	}
 	for _, t := range c.ord {
-		x.appendGroup(t, e.shared.group(t))
+		add(t, &e.shared, t)
 		switch t {
 		case ccbSlotNamespace:
-			x.appendGroup(t, s.x.group(' '))
+			add(t, &s.x, ' ')
 		case ' ':
 		default:
-			x.appendGroup(t, s.x.group(t))
+			add(t, &s.x, t)
 		}
 	}
 	if addIndex {
@@ -355,7 +392,11 @@ func (m *Model) slotEvent(e *Event, s *slot, k int, addIndex bool, c *ccbScratch
 		seed, seedAll := hashBoth("_id", 0, 0)
 		h, alt := hashBoth(name, seed, seedAll)
 		c.id[0] = feature{hash: h, alt: alt, value: 1}
-		x.appendGroup(ccbIDNamespace, c.id[:])
+		var names []string
+		if x.names {
+			names = []string{"_ccb_slot_index^" + string(name)}
+		}
+		x.appendGroup(ccbIDNamespace, c.id[:], names)
 	}
 
 	c.include = zeroBools(c.include, e.n)
@@ -382,8 +423,9 @@ func (m *Model) slotEvent(e *Event, s *slot, k int, addIndex bool, c *ccbScratch
 }
 
 // appendGroup adds the features fs to namespace ns of x, which is built
-// from other examples' namespaces rather than parsed.
-func (x *Example) appendGroup(ns byte, fs []feature) {
+// from other examples' namespaces rather than parsed; names are their
+// names if x keeps names.
+func (x *Example) appendGroup(ns byte, fs []feature, names []string) {
 	if len(fs) == 0 {
 		return
 	}
@@ -401,6 +443,9 @@ func (x *Example) appendGroup(ns byte, fs []feature) {
 	}
 	g := &x.groups[s-1]
 	g.feats = append(g.feats, fs...)
+	if x.names {
+		g.names = append(g.names, names...)
+	}
 }
 
 // sampleNormalized is VW's sample_after_normalizing: it draws an entry of

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -163,6 +164,35 @@ func TestRankCCBMatchesVW(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("predictions differ from VW's at %s", firstDiff(got, want))
+	}
+}
+
+// TestTrainCCBInvertHash checks --invert_hash against VW's after the
+// public set (mtr, -l 0.1): every weight in use, its name (slot features
+// and slot-index triples included), value, adaptive sum and normalizer.
+func TestTrainCCBInvertHash(t *testing.T) {
+	t.Parallel()
+	inv := filepath.Join(t.TempDir(), "inv")
+	cfg := TrainConfig{Data: ccbDir + "ccb_public.dsjson.gz", Policy: ccbPolicy + " -l 0.1", InvertHash: inv, Quiet: true}
+	if _, err := Train(context.Background(), cfg, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	weights := func(path string) []string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, after, ok := strings.Cut(string(b), "\nl2_state ")
+		if !ok {
+			t.Fatalf("%s has no l2_state line", path)
+		}
+		lines := strings.Split(strings.TrimSpace(after), "\n")[1:]
+		slices.Sort(lines)
+		return lines
+	}
+	got, want := weights(inv), weights(ccbDir+"public_mtr_lr0.1.invert_hash.txt")
+	if len(want) != 1012 || !slices.Equal(got, want) {
+		t.Errorf("%d weight lines, VW %d (1012); first: %q, VW %q", len(got), len(want), got[:min(3, len(got))], want[:3])
 	}
 }
 

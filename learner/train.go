@@ -56,9 +56,6 @@ func Train(ctx context.Context, cfg TrainConfig, stdout, stderr io.Writer) (Summ
 	} else if cfg.Policy != "" && cfg.Policy != m.Policy().String() {
 		return Summary{}, fmt.Errorf("policy %q differs from the initial model's %q", cfg.Policy, m.Policy())
 	}
-	if m.Policy().CCB() && cfg.InvertHash != "" {
-		return Summary{}, errors.New("--invert_hash is not supported with --ccb_explore_adf (--readable_model is)")
-	}
 	eng := &Engine{Model: m, Test: cfg.Test, Passes: cfg.Passes, HoldoutOff: cfg.HoldoutOff, KeepNames: cfg.InvertHash != ""}
 	if cfg.Test {
 		// VW materializes the lazy --l1/--l2 state when it loads a model
