@@ -403,3 +403,22 @@ func TestParsePolicyCCB(t *testing.T) {
 		}
 	}
 }
+
+// TestWildcardTermOrder checks the terms of --cubic ::: over A, S, U in
+// VW's order and form, as its audit prints them: the term of three
+// distinct namespaces is "USA".
+func TestWildcardTermOrder(t *testing.T) {
+	t.Parallel()
+	var set nsSet
+	for _, ns := range []byte("ASU") {
+		set.add(ns)
+	}
+	var c termCache
+	var got []string
+	for _, tm := range c.compile(mustPolicy(t, "--cb_explore_adf --cubic :::"), set) {
+		got = append(got, string(tm.bytes()))
+	}
+	if want := "AAA AAS ASS SSS AAU USA SSU AUU SUU UUU"; strings.Join(got, " ") != want {
+		t.Errorf("terms %s, want %s", strings.Join(got, " "), want)
+	}
+}

@@ -167,8 +167,15 @@ func (c *termCache) compile(p *Policy, set nsSet) []term {
 	return c.terms
 }
 
-// expand appends t with its k wildcards replaced by every non-decreasing
-// k-tuple of present namespaces.
+// expand appends t with its k wildcards replaced by every k-tuple of
+// present namespaces with repetition, in VW's form: two wildcards by each
+// ascending pair (generate_interactions' quadratic fast path), any other
+// number by each non-increasing tuple
+// (generate_namespace_combinations_with_repetition). compile then sorts the
+// terms and rewrites those that repeat a namespace in ascending order, so
+// the form decides only the terms of three or more distinct namespaces:
+// VW's --cubic ::: over A, S, U makes "USA", whose features are generated
+// in that order.
 func (c *termCache) expand(t term) {
 	k := 0
 	for _, ns := range t.bytes() {
@@ -185,7 +192,11 @@ func (c *termCache) expand(t term) {
 		j := 0
 		for i, ns := range t.bytes() {
 			if ns == ':' {
-				out.ns[i] = c.present[c.combo[j]]
+				if k == 2 {
+					out.ns[i] = c.present[c.combo[j]]
+				} else {
+					out.ns[i] = c.present[c.combo[k-1-j]]
+				}
 				j++
 			}
 		}

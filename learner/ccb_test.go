@@ -258,3 +258,52 @@ func readModelFile(t *testing.T, path string) *bandit.Model {
 	}
 	return m
 }
+
+// TestTrainCCBVariants replays VW on a variant of the public set that
+// exercises the rest of the slot rules: the first slot's features at its
+// top level (VW's slot namespace 139), a namespace only some slots have,
+// every fifth event's first slot unlabelled (sampled from the model's
+// random state), every seventh event's third slot limited by "_inc"; with
+// quadratic and cubic wildcard interactions, with and without the slot
+// index, and dr with --hash all.
+func TestTrainCCBVariants(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, args, loss string }{
+		{"q", "-q ::", "-0.476667"},
+		{"cubic_noindex", "--cubic ::: --ccb_no_slot_index", "-0.464667"},
+		{"cubic", "--cubic :::", "-0.428667"},
+		{"dr_hashall", "-q :: --cb_type dr --hash all", "-0.464667"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			policy := "--ccb_explore_adf --epsilon 0.1 --power_t 0 -l 0.05 --dsjson " + tt.args
+			s, _, got := trainCCB(t, TrainConfig{Data: ccbDir + "variants.dsjson.gz", Policy: policy})
+			if got := strconv.FormatFloat(s.AverageLoss, 'f', 6, 64); got != tt.loss {
+				t.Errorf("average loss %s, VW %s", got, tt.loss)
+			}
+			if s.Examples != 600 || s.Malformed != 0 {
+				t.Errorf("summary %+v", s.Counts)
+			}
+			if want := gunzipFile(t, ccbDir+"variants_"+tt.name+".pred.gz"); !bytes.Equal(got, want) {
+				t.Errorf("predictions differ from VW's at %s", firstDiff(got, want))
+			}
+		})
+	}
+}
+
+// TestTrainCubicWildcardMatchesVW checks a single-slot run whose --cubic
+// ::: spans three namespaces (A, U, V): VW generates the term of three
+// distinct namespaces as V, U, A, which sets the order its features are
+// summed in.
+func TestTrainCubicWildcardMatchesVW(t *testing.T) {
+	t.Parallel()
+	policy := "--cb_explore_adf --epsilon 0.1 --power_t 0 -l 0.05 --dsjson --cubic :::"
+	s, _, got := trainCCB(t, TrainConfig{Data: "../testdata/vw/cubic_v.dsjson.gz", Policy: policy})
+	if got := strconv.FormatFloat(s.AverageLoss, 'f', 6, 64); got != "-0.611167" {
+		t.Errorf("average loss %s, VW -0.611167", got)
+	}
+	if want := gunzipFile(t, "../testdata/vw/cubic_v.pred.gz"); !bytes.Equal(got, want) {
+		t.Errorf("predictions differ from VW's at %s", firstDiff(got, want))
+	}
+}
