@@ -307,3 +307,41 @@ func TestTrainCubicWildcardMatchesVW(t *testing.T) {
 		t.Errorf("predictions differ from VW's at %s", firstDiff(got, want))
 	}
 }
+
+// TestTrainCCBEdges replays VW on 200 public events changed at the edges
+// of the slot rules: slots whose namespaces differ in order (VW's shared
+// example keeps the earlier slots' namespaces in place), a slot namespace
+// the shared example also has, "pdrop", a slot whose "_inc" leaves no
+// candidate (an empty -p line), a logged action beyond the actions; then
+// -t with the trained model, whose unseeded slots sample from the random
+// state.
+func TestTrainCCBEdges(t *testing.T) {
+	t.Parallel()
+	const policy = "--ccb_explore_adf --epsilon 0.1 --power_t 0 -l 0.05 --dsjson -q ::"
+	tests := []struct{ name, args, loss string }{
+		{"q", "", "-0.435833"},
+		{"noindex", " --ccb_no_slot_index", "-0.495833"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s, _, got := trainCCB(t, TrainConfig{Data: ccbDir + "edges.dsjson.gz", Policy: policy + tt.args})
+			if got := strconv.FormatFloat(s.AverageLoss, 'f', 6, 64); got != tt.loss {
+				t.Errorf("average loss %s, VW %s", got, tt.loss)
+			}
+			if want := gunzipFile(t, ccbDir+"edges_"+tt.name+".pred.gz"); !bytes.Equal(got, want) {
+				t.Errorf("predictions differ from VW's at %s", firstDiff(got, want))
+			}
+			if tt.name != "q" {
+				return
+			}
+			s, _, got = trainCCB(t, TrainConfig{Data: ccbDir + "edges.dsjson.gz", Init: s.Model, Test: true})
+			if got := strconv.FormatFloat(s.AverageLoss, 'f', 6, 64); got != "-0.517083" {
+				t.Errorf("-t: average loss %s, VW -0.517083", got)
+			}
+			if want := gunzipFile(t, ccbDir+"edges_q_test.pred.gz"); !bytes.Equal(got, want) {
+				t.Errorf("-t: predictions differ from VW's at %s", firstDiff(got, want))
+			}
+		})
+	}
+}
