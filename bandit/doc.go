@@ -7,9 +7,9 @@
 // predictions match VW's event by event.
 //
 // It owns the example representation ([Event], [Example]), the DSJson reader
-// ([DSJSONParser]), learning policies ([ParsePolicy]), models ([Model]:
-// predict, learn, save, load, dump as text) and action sampling
-// ([SampleIndex]).
+// ([DSJSONParser], single- and multi-slot lines), learning policies
+// ([ParsePolicy]), models ([Model]: predict, learn, save, load, dump as
+// text) and action sampling ([SampleIndex]).
 //
 // Invariants: bandit performs no I/O (models are written to and read from the
 // io.Writer and io.Reader it is given), starts no goroutines and never reads

@@ -38,6 +38,10 @@ type DSJSONParser struct {
 	// KeepNames makes the parsed events keep every feature's name, which
 	// [Names] needs (vw --invert_hash). It costs allocations.
 	KeepNames bool
+	// CCB reads multi-slot lines ("_slots" in "c", "_outcomes" after it),
+	// what vw --ccb_explore_adf --dsjson reads, instead of single-slot
+	// ones: see [DSJSONParser.Parse].
+	CCB bool
 
 	s     []byte
 	pos   int
@@ -47,6 +51,10 @@ type DSJSONParser struct {
 
 	label     dsLabel
 	cDone     bool
+	slot      *slot // the slot whose object is being parsed
+	outcomes  bool  // "_outcomes" was read
+	outA      []int
+	outP      []float32
 	nActions  int // length of "a"
 	skipLearn bool
 
@@ -67,11 +75,21 @@ type dsLabel struct {
 // Parse parses one DSJson line into e (which it resets). It returns an error
 // that wraps [ErrSkip] for events VW drops, and a descriptive error, with the
 // byte offset, for malformed lines.
+//
+// With CCB set, a line is a multi-slot event: "c" holds "_slots", an array
+// of slot objects (features; "_inc", the actions the slot may take; "_tag";
+// other "_" keys ignored), and "_outcomes", after "c", gives the i-th slot
+// the i-th outcome ("_label_cost", "_a" and "_p": the first action and
+// probability are the logged ones; other "_" keys ignored; an outcome
+// without actions or probabilities leaves its slot unlabelled). Like VW, it
+// drops events marked "_skipLearn" and events without any outcome
+// (wrapping [ErrSkip]); a line without slots, with more slots than actions,
+// with more outcomes than slots or with a malformed outcome is an error.
 func (d *DSJSONParser) Parse(line []byte, e *Event) error {
 	e.Reset()
 	e.SetKeepNames(d.KeepNames)
-	*d = DSJSONParser{KeepNames: d.KeepNames, s: line, str: d.str[:0], key: d.key[:0], label: dsLabel{index: -1},
-		ids: d.ids[:0], probs: d.probs[:0], timestamp: d.timestamp[:0]}
+	*d = DSJSONParser{KeepNames: d.KeepNames, CCB: d.CCB, s: line, str: d.str[:0], key: d.key[:0], label: dsLabel{index: -1},
+		ids: d.ids[:0], probs: d.probs[:0], timestamp: d.timestamp[:0], outA: d.outA[:0], outP: d.outP[:0]}
 	d.ws()
 	if d.pos == len(d.s) {
 		return errBlank
@@ -88,6 +106,9 @@ func (d *DSJSONParser) Parse(line []byte, e *Event) error {
 	if d.skipLearn {
 		e.SkipLearn = true
 		return errSkipLearn
+	}
+	if d.CCB {
+		return d.checkSlots(e)
 	}
 	if d.nActions == 0 {
 		return errNoActions
@@ -167,8 +188,13 @@ func (d *DSJSONParser) event(e *Event) error {
 			return err
 		case "_ba":
 			return d.numbers(nil)
-		case "pdf", "_outcomes":
-			return d.errorf("%q is not supported (continuous actions, CCB and slates are not)", key)
+		case "_outcomes":
+			if !d.CCB {
+				return d.errorf(`"_outcomes" (a multi-slot event) needs a --ccb_explore_adf policy`)
+			}
+			return d.slotOutcomes(e)
+		case "pdf":
+			return d.errorf("%q is not supported (continuous actions are not)", key)
 		}
 		if bytes.HasPrefix(key, []byte("_label")) {
 			if err, ok := d.labelKey(key); ok {
@@ -257,6 +283,7 @@ func (d *DSJSONParser) applyLabel(e *Event) error {
 const (
 	ctxShared    = iota // the top of "c"
 	ctxAction           // the top of a "_multi" element
+	ctxSlot             // the top of a "_slots" element
 	ctxNamespace        // any nested object
 )
 
@@ -455,11 +482,37 @@ func (d *DSJSONParser) special(e *Event, x *Example, where int, key []byte) erro
 		})
 	case bytesEqualFold(key, "_tag"):
 		v, err := d.string(&d.str)
-		if err == nil && x == &e.shared {
+		switch {
+		case err != nil:
+		case x == &e.shared:
 			e.tag = append(e.tag, v...)
+		case where == ctxSlot:
+			d.slot.tag = append(d.slot.tag, v...)
 		}
 		return err
-	case string(key) == "_slots", string(key) == "_graph", string(key) == "_slot_id", bytesEqualFold(key, "__aid"):
+	case string(key) == "_slots":
+		if !d.CCB {
+			return d.errorf(`"_slots" (a multi-slot event) needs a --ccb_explore_adf policy`)
+		}
+		if where != ctxShared {
+			return d.errorf(`"_slots" must be at the top of "c"`)
+		}
+		if e.nslots > 0 {
+			return d.errorf(`"_slots" appears twice`)
+		}
+		return d.elements(func() error {
+			if d.peek() != '{' {
+				return d.errorf(`"_slots" elements must be objects`)
+			}
+			e.AddSlot()
+			d.slot = e.slots[e.nslots-1]
+			err := d.object(e, &d.slot.x, ctxSlot)
+			d.slot = nil
+			return err
+		})
+	case bytesEqualFold(key, "_inc") && where == ctxSlot:
+		return d.uints(&d.slot.inc)
+	case string(key) == "_graph", string(key) == "_slot_id", bytesEqualFold(key, "__aid"):
 		return d.errorf("%q is not supported", key)
 	}
 	return d.skip()

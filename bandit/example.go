@@ -9,7 +9,8 @@ import (
 )
 
 // Event is one decision: a shared (context) example, one example per action
-// and, once the outcome is known, a label. The zero value is an empty event.
+// and, once the outcome is known, a label; or, for a --ccb_explore_adf
+// policy, one decision per slot ([Event.AddSlot]), each with its outcome. The zero value is an empty event.
 // Reuse an Event with [Event.Reset] to avoid allocating.
 type Event struct {
 	shared  Example
@@ -22,6 +23,8 @@ type Event struct {
 	names   bool
 	prep    prepared // see Prepare
 	changes uint64   // counts changes to the features (see version)
+	slots   []*slot  // multi-slot events: grows only; nslots are in use
+	nslots  int
 
 	// SkipLearn marks an event that must not be learned from (DSJson
 	// "_skipLearn":true, e.g. a deferred event that was never activated).
@@ -43,6 +46,10 @@ func (e *Event) Reset() {
 		x.reset()
 	}
 	e.n = 0
+	for _, s := range e.slots[:e.nslots] {
+		s.reset()
+	}
+	e.nslots = 0
 	e.prep.policy = nil
 	e.label = label{}
 	e.pdrop = 0
@@ -132,13 +139,18 @@ func (e *Event) Tag() string { return string(e.tag) }
 
 // Validate reports whether e can be predicted and learned: it needs at least
 // one action and, if labelled, a chosen action in range, a finite cost and a
-// probability in (0, 1]. The weight must be finite and positive.
+// probability in (0, 1]. The weight must be finite and positive. A
+// multi-slot event needs at least as many actions as slots, and each slot
+// outcome a finite cost and a probability in (0, 1].
 func (e *Event) Validate() error {
 	if e.n == 0 {
 		return errors.New("event has no actions")
 	}
 	if w := e.Weight(); !(w > 0) || math.IsInf(float64(w), 0) {
 		return fmt.Errorf("pdrop %v gives weight %v; need 0 <= pdrop < 1", e.pdrop, w)
+	}
+	if e.nslots > 0 {
+		return e.validateSlots()
 	}
 	l := e.label
 	if !l.set {

@@ -23,7 +23,7 @@ type span struct {
 
 // prepare compiles the policy's interaction terms for event e into p.terms:
 // wildcards expand over the namespaces the event has (those VW may
-// interact: ' ' to '~', ignored ones excluded).
+// interact: ' ' to '~' and a slot's namespace 139, ignored ones excluded).
 func (m *Model) prepare(e *Event, p *Prediction) {
 	pol := m.policy
 	// Checking a preparation reads every example of e, so it is done once
@@ -207,6 +207,12 @@ type preparedAction struct {
 // as without. The preparation is kept until e changes. Prepare must not run
 // while a model predicts e.
 func (e *Event) Prepare(pol *Policy) {
+	if pol.ccb {
+		// A slot's features depend on the slots before it, which the
+		// model decides: multi-slot events are expanded as they are learned.
+		e.prep.policy = nil
+		return
+	}
 	pr := &e.prep
 	if pr.scratch == nil {
 		pr.scratch = new(Prediction)

@@ -99,11 +99,13 @@ func mustBeLeftSorted(t []byte) bool {
 	return false
 }
 
-// nsSet is a set of namespace indices VW may interact (' ' to '~').
+// nsSet is a set of namespace indices VW's wildcards range over: ' ' to
+// '~', and 139, where a multi-slot event's slot features go
+// (interactions.h is_interaction_ns).
 type nsSet [2]uint64
 
 func (s *nsSet) add(ns byte) {
-	if ns >= ' ' && ns <= '~' {
+	if ns >= ' ' && ns <= '~' || ns == ccbSlotNamespace {
 		s[(ns-' ')/64] |= 1 << ((ns - ' ') % 64)
 	}
 }
@@ -146,6 +148,9 @@ func (c *termCache) compile(p *Policy, set nsSet) []term {
 			c.present = append(c.present, ns)
 		}
 	}
+	if set.has(ccbSlotNamespace) {
+		c.present = append(c.present, ccbSlotNamespace)
+	}
 	c.terms = c.terms[:0]
 	if len(c.present) == 0 {
 		return c.terms // VW generates no interactions at all then
@@ -162,8 +167,15 @@ func (c *termCache) compile(p *Policy, set nsSet) []term {
 	return c.terms
 }
 
-// expand appends t with its k wildcards replaced by every non-decreasing
-// k-tuple of present namespaces.
+// expand appends t with its k wildcards replaced by every k-tuple of
+// present namespaces with repetition, in VW's form: two wildcards by each
+// ascending pair (generate_interactions' quadratic fast path), any other
+// number by each non-increasing tuple
+// (generate_namespace_combinations_with_repetition). compile then sorts the
+// terms and rewrites those that repeat a namespace in ascending order, so
+// the form decides only the terms of three or more distinct namespaces:
+// VW's --cubic ::: over A, S, U makes "USA", whose features are generated
+// in that order.
 func (c *termCache) expand(t term) {
 	k := 0
 	for _, ns := range t.bytes() {
@@ -180,7 +192,11 @@ func (c *termCache) expand(t term) {
 		j := 0
 		for i, ns := range t.bytes() {
 			if ns == ':' {
-				out.ns[i] = c.present[c.combo[j]]
+				if k == 2 {
+					out.ns[i] = c.present[c.combo[j]]
+				} else {
+					out.ns[i] = c.present[c.combo[k-1-j]]
+				}
 				j++
 			}
 		}

@@ -31,7 +31,8 @@ type Model struct {
 	contraction        float64    // --l2: scale accumulated but not yet applied to the weights
 	tau                uint64     // --first: learned events left to explore uniformly
 	counter            uint64     // --squarecb: learned events
-	rand               uint64     // --bag: VW's random state
+	rand               uint64     // --bag, and sampling of unlabelled slots: VW's random state
+	ccbMulti           bool       // --ccb_explore_adf: a multi-slot event was seen, the slot index is on
 
 	// VW resets these when it loads a model, so they are not saved: the
 	// weight of the held-out and unlabelled events, which plain SGD's
@@ -126,6 +127,7 @@ type Prediction struct {
 	scores  []float32 // --bag: summed scores per action
 	top     []float32 // --bag: votes per action
 	sorted  []float32
+	ccb     *ccbScratch // multi-slot events
 
 	// Several actions scored at once (see scoreGroup).
 	twins       [groupMax - 1]twinBuf // memory for their lin and spans when the event is not prepared
@@ -155,6 +157,16 @@ func (p *Prediction) PMF() []ActionProb { return p.pmf }
 func (p *Prediction) NumFeatures() int { return p.nfeat }
 
 // Predict computes the PMF of e into p. It does not modify m or e.
+//
+// With a --ccb_explore_adf policy it decides every slot of the multi-slot
+// event e instead ([Prediction.Slots]): in slot order, each slot's PMF
+// over the actions it may take that earlier slots did not, an action
+// sampled from it (seeded by the slot's tag, see [Event.SetSlotTag], else
+// by a copy of the model's random state, advanced once per such slot) and
+// put first, and that action excluded from the later slots. An event
+// without slots gets, in [Prediction.PMF], the PMF one slot without
+// features would have, in score order; [Model.Process] does not learn it
+// (VW drops it).
 func (m *Model) Predict(e *Event, p *Prediction) {
 	m.PredictEpsilon(e, p, m.policy.epsilon)
 }
@@ -164,6 +176,15 @@ func (m *Model) Predict(e *Event, p *Prediction) {
 // explorationPercentage overrides --epsilon so). The other exploration
 // algorithms ignore eps.
 func (m *Model) PredictEpsilon(e *Event, p *Prediction, eps float32) {
+	if m.policy.ccb {
+		m.runCCB(e, p, eps, ModeTest, false)
+		return
+	}
+	m.predictCB(e, p, eps)
+}
+
+// predictCB is PredictEpsilon of a single-slot event.
+func (m *Model) predictCB(e *Event, p *Prediction, eps float32) {
 	m.prepare(e, p)
 	p.nfeat = 0
 	if m.policy.explore == exploreBag {
@@ -251,7 +272,23 @@ func (m *Model) Learn(e *Event, p *Prediction) (loss float64, learned bool) {
 // Process is [Model.Learn] with a [Mode]. labeled reports whether e had a
 // valid label (and so a loss); with ModeLearn and ModeHoldout the model
 // learned from it.
+//
+// With a --ccb_explore_adf policy it processes the multi-slot event e as VW
+// does ([Prediction.Slots]): slot after slot, predict, learn from the
+// slot's outcome if its logged action is among the slot's candidates
+// (ModeLearn; that action is then the slot's choice), else sample the
+// slot's action as [Model.Predict] does, advancing the model's random
+// state unless the slot's tag seeds it; later slots exclude the chosen
+// actions. loss is VW's: the first slot's IPS estimate (every slot's,
+// summed, with --all_slots_loss); labeled reports that some slot has an
+// outcome.
 func (m *Model) Process(e *Event, p *Prediction, mode Mode) (loss float64, labeled bool) {
+	if m.policy.ccb {
+		if mode == ModeHoldout {
+			mode = ModeLearn // personalizer train makes one pass over multi-slot events
+		}
+		return m.runCCB(e, p, m.policy.epsilon, mode, !e.SkipLearn)
+	}
 	m.Predict(e, p)
 	if e.SkipLearn {
 		return 0, false

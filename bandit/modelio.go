@@ -20,6 +20,7 @@ import (
 //	random state  uint64 (--bag)
 //	gd state      uint32 count, then per model (float64, float64)
 //	mtr state     uint32 count, then per --bag model (uint64, uint64)
+//	ccb state     --ccb_explore_adf only: 1 byte, 1 once a multi-slot event was seen
 //	weights       uint64 count, then per non-zero slot: uint32 slot, 4 float32
 //	checksum      uint32 CRC-32 (IEEE) of everything before it
 //
@@ -62,6 +63,13 @@ func (m *Model) WriteTo(w io.Writer) (int64, error) {
 	for _, st := range m.mtr {
 		buf = le.AppendUint64(buf, st.events)
 		buf = le.AppendUint64(buf, st.actions)
+	}
+	if m.policy.ccb {
+		var seen byte
+		if m.ccbMulti {
+			seen = 1
+		}
+		buf = append(buf, seen)
 	}
 	var count uint64
 	for slot := 0; slot < len(m.w); slot += 4 {
@@ -185,6 +193,11 @@ func ReadModel(r io.Reader) (*Model, error) {
 		}
 		for i := range m.mtr {
 			m.mtr[i] = mtrState{events: d.u64(), actions: d.u64()}
+		}
+		if pol.ccb {
+			if b := d.bytes(1); b != nil {
+				m.ccbMulti = b[0] != 0
+			}
 		}
 	}
 	count := d.u64()

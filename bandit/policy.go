@@ -34,7 +34,8 @@ const (
 	maxTermLength = 16   // namespaces in one --interactions term
 )
 
-// Policy is a parsed VW command line for --cb_explore_adf. It is immutable.
+// Policy is a parsed VW command line for --cb_explore_adf or
+// --ccb_explore_adf. It is immutable.
 type Policy struct {
 	args string
 
@@ -50,6 +51,11 @@ type Policy struct {
 	perModelSaveLoad          bool // --per_model_save_load: see Model.WriteVW
 
 	cbType string
+
+	// --ccb_explore_adf (multi-slot): see ccb.go.
+	ccb          bool
+	allSlotsLoss bool // --all_slots_loss: the progressive loss sums every slot's, not the first's
+	noSlotIndex  bool // --ccb_no_slot_index: no slot-index feature
 
 	// gd: VW's update rule and its options, resolved as gd_setup does.
 	eta, powerT, initialT float32
@@ -144,12 +150,15 @@ type parsed struct {
 // same names; everything else is rejected by name.
 var options = map[string]option{
 	// Input and output settings: they do not change what is learned.
-	"cb_explore_adf": {},
-	"cb_adf":         {}, // implied by --cb_explore_adf; VW writes it into saved options
-	"dsjson":         {},
-	"json":           {},
-	"quiet":          {},
-	"id":             {value: true, apply: func(*Policy, string) error { return nil }}, // a model id, as in Personalizer's "--id N/A"
+	"cb_explore_adf":    {},
+	"ccb_explore_adf":   flag(func(p *Policy) *bool { return &p.ccb }),
+	"all_slots_loss":    flag(func(p *Policy) *bool { return &p.allSlotsLoss }),
+	"ccb_no_slot_index": flag(func(p *Policy) *bool { return &p.noSlotIndex }),
+	"cb_adf":            {}, // implied by --cb_explore_adf; VW writes it into saved options
+	"dsjson":            {},
+	"json":              {},
+	"quiet":             {},
+	"id":                {value: true, apply: func(*Policy, string) error { return nil }}, // a model id, as in Personalizer's "--id N/A"
 	// VW model files keep every model's normalizer sums and mtr counts,
 	// not only the first's (see Model.WriteVW).
 	"per_model_save_load": flag(func(p *Policy) *bool { return &p.perModelSaveLoad }),
@@ -239,7 +248,8 @@ var notPolicy = map[string]string{
 	"c": "--passes (no cache is needed)", "cache": "--passes (no cache is needed)",
 }
 
-// ParsePolicy parses a VW command line for --cb_explore_adf. Options not
+// ParsePolicy parses a VW command line for --cb_explore_adf or, for
+// multi-slot events, --ccb_explore_adf ([Policy.CCB]). Options not
 // given take VW 9.11.2's defaults. Unknown or unsupported options are errors
 // that name the option.
 func ParsePolicy(args string) (*Policy, error) {
@@ -322,8 +332,11 @@ func parsePolicy(args string) (*Policy, error) {
 			return nil, fmt.Errorf("--%s %w", name, err)
 		}
 	}
-	if !st.given["cb_explore_adf"] {
-		return nil, errors.New("--cb_explore_adf is required")
+	if !st.given["cb_explore_adf"] && !p.ccb {
+		return nil, errors.New("--cb_explore_adf is required (--ccb_explore_adf for multi-slot events)")
+	}
+	if err := p.checkCCB(&st); err != nil {
+		return nil, err
 	}
 	if err := p.resolveExplore(&st); err != nil {
 		return nil, err
@@ -441,9 +454,16 @@ func (p *Policy) resolveFeatures(st *parsed) error {
 	if err := add("cubic", st.cubic, func(n int) bool { return n == 3 }, "want three namespace characters, ':' for any"); err != nil {
 		return err
 	}
-	if err := add("interactions", st.interactions, func(n int) bool { return n >= 2 && n <= maxTermLength },
-		fmt.Sprintf("want 2 to %d namespace characters, ':' for any", maxTermLength)); err != nil {
+	maxLen := maxTermLength
+	if p.ccb {
+		maxLen-- // the slot index is appended to every term
+	}
+	if err := add("interactions", st.interactions, func(n int) bool { return n >= 2 && n <= maxLen },
+		fmt.Sprintf("want 2 to %d namespace characters, ':' for any", maxLen)); err != nil {
 		return err
+	}
+	if p.ccb {
+		terms = ccbTerms(terms)
 	}
 	p.terms = sortTerms(terms)
 	for _, t := range p.terms {

@@ -14,7 +14,14 @@ import (
 // interactions joined by '*', and "[k]" after features of model k > 0 (dr's
 // cost model, --bag's members). e must have been parsed or built with
 // [Event.SetKeepNames]; features without a name are skipped. It allocates.
+//
+// For a multi-slot event, p must hold the decisions [Model.Process] made
+// for it: they decide which actions each slot scored.
 func (m *Model) Names(e *Event, p *Prediction, visit func(slot uint64, name string)) {
+	if e.nslots > 0 {
+		m.namesCCB(e, p, visit)
+		return
+	}
 	m.named(e, p, func(_ int, f ftr, k uint64, name string) {
 		visit(((f.idx+k<<2)&m.mask)>>2, name)
 	})

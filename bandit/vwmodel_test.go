@@ -117,7 +117,7 @@ func TestReadVWModelErrors(t *testing.T) {
 		{"checksum", edit(func(b []byte) []byte { b[header+8] ^= 1; return b }), "header checksum"},
 		{"version 8", edit(func(b []byte) []byte { b[4] = '8'; return b }), "version 8.11.2: only version 9.x files are read"},
 		{"ccb", withOptions(" --ccb_explore_adf --cb_sample --cb_adf --epsilon 0.2 --slates --csoaa_ldf multiline"),
-			"options not supported: --ccb_explore_adf, --cb_sample, --slates"},
+			"options not supported: --cb_sample, --slates"},
 		{"csoaa_ldf", withOptions(" --cb_explore_adf --cb_adf --csoaa_ldf m --csoaa_rank"), "options not supported: --csoaa_ldf m"},
 		{"cb_type dm", withOptions(" --cb_explore_adf --cb_adf --cb_type dm"), `--cb_type "dm" is not supported`},
 		{"no state", edit(func(b []byte) []byte { return b[:len(b)-10] }), "file is truncated"},

@@ -1,8 +1,8 @@
 // Package learner trains a loop's model the way Vowpal Wabbit's
-// cb_explore_adf does, online from personalizer.joined ([Learner]) and
-// offline from a DSJson file ([Train]) or a range of the joined log
-// (a policy change's retrain), and publishes model versions that
-// servers pull ([Store], [Service]).
+// cb_explore_adf (ccb_explore_adf for a multi-slot policy) does, online
+// from personalizer.joined ([Learner]) and offline from a DSJson file
+// ([Train]) or a range of the joined log (a policy change's retrain), and
+// publishes model versions that servers pull ([Store], [Service]).
 //
 // One learner runs per loop. It checkpoints its model together with the
 // offsets it has learned up to, so a restart neither loses nor repeats an

@@ -147,6 +147,9 @@ func (e *Engine) Run(ctx context.Context, src Examples, rep Report) (Summary, er
 	if e.Passes < 0 {
 		return Summary{}, fmt.Errorf("--passes %d must be at least 1", e.Passes)
 	}
+	if e.passes() > 1 && e.Model.Policy().CCB() {
+		return Summary{}, errors.New("--passes: multi-slot (--ccb_explore_adf) training makes one pass")
+	}
 	if _, ok := src.(Rewinder); e.passes() > 1 && !ok {
 		return Summary{}, fmt.Errorf("%d passes over examples that cannot be read again", e.passes())
 	}
@@ -204,8 +207,8 @@ type item struct {
 // read parses src's lines, e.passes() times, into batches of events
 // prepared for the model's policy. It owns the parser and src.
 func (e *Engine) read(ctx context.Context, src Examples, full chan<- *batch, free <-chan *batch) error {
-	var parser bandit.DSJSONParser
 	policy := e.Model.Policy()
+	parser := bandit.DSJSONParser{CCB: policy.CCB()}
 	for pass := range e.passes() {
 		if pass > 0 {
 			if err := src.(Rewinder).Rewind(); err != nil {

@@ -552,6 +552,7 @@ func (l *Learner) learnRecord(rec eventlog.Record, c *Stats) bool {
 		return false
 	}
 	l.ev.Reset()
+	l.parser.CCB = l.model.Policy().CCB() // a multi-slot model reads multi-slot lines
 	if err := l.parser.Parse(rec.Value, &l.ev); err != nil {
 		if errors.Is(err, bandit.ErrSkip) {
 			c.NotLearnable++

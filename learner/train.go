@@ -42,7 +42,9 @@ type TrainConfig struct {
 // writing VW's progress table and summary to stderr and, if asked, VW's -p
 // predictions and the model. Malformed lines are skipped with a warning
 // naming their line number; so are events VW drops, except the
-// "_skipLearn" ones a Personalizer log is expected to have. It runs an
+// "_skipLearn" ones a Personalizer log is expected to have. A
+// --ccb_explore_adf policy reads multi-slot lines and writes a -p line per
+// slot (one pass only). It runs an
 // [Engine] on [FileExamples] with VW's output as the [Report].
 func Train(ctx context.Context, cfg TrainConfig, stdout, stderr io.Writer) (Summary, error) {
 	m := cfg.Init
@@ -286,8 +288,22 @@ func (v *vwReport) Example(s *Step) error {
 		})
 	}
 	if v.preds != nil {
-		if err := writePMF(v.preds, s.Pred.PMF(), ev.Tag()); err != nil {
+		var err error
+		if slots := s.Pred.Slots(); slots != nil {
+			err = writeSlots(v.preds, slots)
+		} else {
+			err = writePMF(v.preds, s.Pred.PMF(), ev.Tag())
+		}
+		if err != nil {
 			return fmt.Errorf("write predictions: %w", err)
+		}
+	}
+	if n := ev.NumSlots(); n > 0 && s.Labeled && !v.quiet {
+		for k := range n {
+			if _, _, _, ok := ev.SlotOutcome(k); !ok {
+				fmt.Fprintf(v.stderr, "warning: line %d: Unlabeled example in train set, was this intentional?\n", s.At.Line)
+				break
+			}
 		}
 	}
 	if s.Labeled && s.HeldOut {
@@ -393,6 +409,25 @@ func writePMF(w *bufio.Writer, pmf []bandit.ActionProb, tag string) error {
 	return err
 }
 
+// writeSlots writes the -p lines of a multi-slot event as VW does: one
+// action:probability list per slot (empty for a slot without candidates),
+// then an empty line.
+func writeSlots(w *bufio.Writer, slots [][]bandit.ActionProb) error {
+	var num [32]byte
+	for _, pmf := range slots {
+		for i, ap := range pmf {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			w.Write(strconv.AppendInt(num[:0], int64(ap.Action), 10))
+			w.WriteByte(':')
+			w.Write(appendFloat(num[:0], ap.Prob, 6))
+		}
+		w.WriteByte('\n')
+	}
+	return w.WriteByte('\n')
+}
+
 // appendFloat is VW's fmt_float: fixed decimals with trailing zeros removed.
 func appendFloat(dst []byte, f float32, decimals int) []byte {
 	start := len(dst)
@@ -437,6 +472,9 @@ func (v *vwReport) printProgress(s *Step) {
 	if pmf := s.Pred.PMF(); len(pmf) > 0 {
 		predict = strconv.Itoa(pmf[0].Action) + ":" + fmtFloat(pmf[0].Prob, 2)
 	}
+	if slots := s.Pred.Slots(); slots != nil {
+		label, predict = slotColumns(s.Event, slots)
+	}
 	fmt.Fprintf(v.stderr, "%-8s %-8s %12s %14s %14s %14s %8s%s\n",
 		trunc(avg, 8, false), trunc(since, 8, false), strconv.FormatInt(c.Examples, 10),
 		strconv.FormatFloat(c.WeightedExamples, 'f', 1, 64), trunc(label, 14, true), trunc(predict, 14, true),
@@ -444,6 +482,34 @@ func (v *vwReport) printProgress(s *Step) {
 	v.sumLossSinceDump = 0
 	v.oldLabeled = c.WeightedLabeled
 	v.dumpAt = float64(float32(c.WeightedExamples) * 2)
+}
+
+// slotColumns are the label and prediction columns of VW's progress table
+// for a multi-slot event: the first two slots' "action:cost" ("?" without
+// an outcome) and "...", and every slot's chosen action ("None" without
+// candidates).
+func slotColumns(ev *bandit.Event, slots [][]bandit.ActionProb) (label, predict string) {
+	var l, p []string
+	n := ev.NumSlots()
+	for k := range n {
+		if a, cost, _, ok := ev.SlotOutcome(k); ok {
+			l = append(l, strconv.Itoa(a)+":"+strconv.FormatFloat(float64(cost), 'g', 6, 32))
+		} else {
+			l = append(l, "?")
+		}
+		if k > 0 && n > 2 {
+			l = append(l, "...")
+			break
+		}
+	}
+	for _, d := range slots {
+		if len(d) == 0 {
+			p = append(p, "None")
+		} else {
+			p = append(p, strconv.Itoa(d[0].Action))
+		}
+	}
+	return strings.Join(l, ","), strings.Join(p, ",")
 }
 
 // fmtG2 formats like a C++ stream with precision 2, as VW prints labels.

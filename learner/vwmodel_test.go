@@ -180,7 +180,7 @@ func TestVWModelUnsupported(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = bandit.ReadAnyModel(b)
-	if err == nil || !strings.Contains(err.Error(), "options not supported: --cb_sample, --ccb_explore_adf") {
+	if err == nil || !strings.Contains(err.Error(), "options not supported: --cb_sample") {
 		t.Errorf("ReadAnyModel(ccb model) = %v", err)
 	}
 }

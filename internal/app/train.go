@@ -20,7 +20,8 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: personalizer train --dsjson FILE [flags] (or the data file as the last argument)\n\n"+
-			"Trains like vw --dsjson -d FILE with the policy's arguments and prints VW's progress and summary.\n\n")
+			"Trains like vw --dsjson -d FILE with the policy's arguments and prints VW's progress and summary.\n"+
+			"A --ccb_explore_adf policy reads multi-slot (CCB) lines.\n\n")
 		fs.PrintDefaults()
 	}
 	var (
@@ -30,7 +31,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	fs.StringVar(&cfg.Data, "dsjson", "", "DSJson `file` to train on, gzip-compressed or not")
 	fs.StringVar(&cfg.Data, "d", "", "same as --dsjson")
 	fs.StringVar(&cfg.Policy, "policy", "", "Vowpal Wabbit arguments (default: Personalizer's \""+bandit.DefaultPolicy+"\", or the -i model's)")
-	fs.StringVar(&cfg.Preds, "p", "", "write VW's predictions (one action:prob list per event) to this `file` (- for stdout)")
+	fs.StringVar(&cfg.Preds, "p", "", "write VW's predictions (one action:prob list per event, per slot with --ccb_explore_adf) to this `file` (- for stdout)")
 	fs.StringVar(&cfg.Final, "f", "", "write the final model to this `file` (the format servers load)")
 	fs.BoolVar(&cfg.FinalVW, "vw-model", false, "write -f as a Vowpal Wabbit 9.11.2 model file, which vw -i reads (and -i, PUT /model take back)")
 	fs.StringVar(&initial, "i", "", "continue training the model in this `file`: one of -f's, or a VW 9.x model file vw -f wrote (told apart by its header)")
