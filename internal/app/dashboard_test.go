@@ -386,8 +386,12 @@ func TestDashboardImportanceAutoopt(t *testing.T) {
 	}
 	b.shoot(t, "#importance", "importance")
 
-	// An auto-optimization run of the period starting now.
+	// Auto-optimization on from an hour on: no run yet, and when it is due.
 	period := time.Now().UTC().Truncate(time.Second).Add(time.Second)
+	setAutoOptimization(t, api, true, period.Add(time.Hour))
+	b.until(t, "the next run's time", `document.getElementById("autoopt-setting").dataset.enabled === "true" &&
+		/Next run due/.test(document.getElementById("autoopt-next").textContent) && /no run yet/.test(document.getElementById("autoopt-runs").textContent)`, time.Minute)
+	// An auto-optimization run of the period starting now.
 	clock.set(period)
 	setAutoOptimization(t, api, true, period)
 	d.auto.check(ctx) // the period has run once this returns, here or on the optimizer's goroutine
