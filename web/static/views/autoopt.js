@@ -15,7 +15,7 @@ D.view({
   loop() { this.n = 0; this.svc = null; this.list = null; this.load(true); },
   update() {
     // The setting may change elsewhere; the runs are read again only
-    // when one is due or still running.
+    // when it changed, a run is due or one is still running.
     this.n = (this.n + 1) % 3;
     if (this.n === 0) this.load(false);
   },
