@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -310,6 +311,108 @@ func TestDashboard(t *testing.T) {
 	// The refused configuration, and the logs properties after the logs
 	// were deleted (404 LogsPropertiesNotFound, shown as "No events stored").
 	b.noErrors(t, "400 (Bad Request)", "404 (Not Found) "+base+"/personalizer/v1.0/logs/properties")
+}
+
+// TestDashboardImportanceAutoopt opens the dashboard of a dev whose loop
+// has simulated events: an evaluation with feature importance and policy
+// search is refused with the API's message, one with feature importance
+// alone is created on the page and draws a bar per featureScores row REST
+// answers; the auto-optimization view says how to turn it on, and after
+// a run (the schedule's clock and check, as in autoopt_test.go) shows the
+// run with the outcome REST answers.
+func TestDashboardImportanceAutoopt(t *testing.T) {
+	// A bound for failures, not a wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cfg := testConfig(t, t.TempDir(), "--events-partitions", "1")
+	clock := &testClock{t: time.Now().UTC()}
+	cfg.AutoClock = clock.now
+	d, client := startTestDev(t, cfg)
+	defer d.close()
+	base := "http://" + d.api.httpLis.Addr().String()
+	api := base + "/personalizer/v1.0"
+	const events = 1000
+	if _, err := sim.Run(ctx, client, sim.Config{Events: events, Seed: 5, Concurrency: 4}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.joiner.Wait(ctx, func(c joiner.Stats) bool { return c.Emitted >= events }); err != nil {
+		t.Fatal(err)
+	}
+
+	b := newBrowser(t, ctx)
+	b.run(t, chromedp.Navigate(base+"/"))
+	b.until(t, "the auto-optimization view, off", `!!document.getElementById("autoopt-setting") && document.getElementById("autoopt-setting").dataset.enabled === "false" &&
+		/turn it on with isAutoOptimizationEnabled/.test(document.getElementById("autoopt-next").textContent) &&
+		/no run yet/.test(document.getElementById("autoopt-runs").textContent)`, time.Minute)
+	b.shoot(t, "#autoopt", "autoopt-off")
+
+	// Feature importance with policy search: the API's refusal.
+	b.run(t, chromedp.SetValue("#eval-name", "importance", chromedp.ByQuery),
+		chromedp.Click("#eval-importance", chromedp.ByQuery), chromedp.Click("#eval-search", chromedp.ByQuery),
+		chromedp.Click("#eval-create", chromedp.ByQuery))
+	b.until(t, "the API's refusal", `document.getElementById("eval-msg").className == "error"`, time.Minute)
+	if msg := b.text(t, "#eval-msg"); !strings.Contains(msg, "InvalidEvaluationContract") || !strings.Contains(msg, "enableFeatureImportance") {
+		t.Errorf("refusal %q, want the API's InvalidEvaluationContract about enableFeatureImportance", msg)
+	}
+	// Feature importance alone: a bar per featureScores row.
+	b.run(t, chromedp.Click("#eval-search", chromedp.ByQuery), chromedp.Click("#eval-create", chromedp.ByQuery))
+	b.until(t, "the importance bars", `document.querySelectorAll("#importance-bars .bar").length > 0`, 3*time.Minute)
+	var list []server.Evaluation
+	if code := restGet(t, base, "/evaluations", "", "", &list); code != http.StatusOK || len(list) != 1 || list[0].Status != server.EvaluationCompleted {
+		t.Fatalf("GET /evaluations: %d %+v, want one completed", code, list)
+	}
+	var bars []struct {
+		Name  string
+		Score float64
+	}
+	b.run(t, chromedp.Evaluate(`[...document.querySelectorAll("#importance-bars tr[data-name]")].filter(r => r.querySelector(".bar")).map(r => ({ Name: r.dataset.name, Score: +r.dataset.score }))`, &bars))
+	rows := list[0].FeatureScores
+	if len(rows) == 0 || len(bars) != len(rows) {
+		t.Fatalf("%d bars %+v, want one per featureScores row (%d): %+v", len(bars), bars, len(rows), rows)
+	}
+	for _, r := range rows {
+		name := r.Namespace
+		if r.FeatureName != "" {
+			name = r.Namespace + "^" + r.FeatureName
+		}
+		if !slices.ContainsFunc(bars, func(b struct {
+			Name  string
+			Score float64
+		}) bool {
+			return b.Name == name && b.Score == r.Score
+		}) {
+			t.Errorf("no bar %s of score %v among %+v", name, r.Score, bars)
+		}
+	}
+	b.shoot(t, "#importance", "importance")
+
+	// Auto-optimization on from an hour on: no run yet, and when it is due.
+	period := time.Now().UTC().Truncate(time.Second).Add(time.Second)
+	setAutoOptimization(t, api, true, period.Add(time.Hour))
+	b.until(t, "the next run's time", `document.getElementById("autoopt-setting").dataset.enabled === "true" &&
+		/Next run due/.test(document.getElementById("autoopt-next").textContent) && /no run yet/.test(document.getElementById("autoopt-runs").textContent)`, time.Minute)
+	// An auto-optimization run of the period starting now.
+	clock.set(period)
+	setAutoOptimization(t, api, true, period)
+	d.auto.check(ctx) // the period has run once this returns, here or on the optimizer's goroutine
+	runs := autoRunsOf(t, api)
+	if len(runs) != 1 {
+		t.Fatalf("%d auto runs, want 1: %+v", len(runs), runs)
+	}
+	run := awaitFinished(t, ctx, d, runs[0].ID)
+	if run.Status != server.EvaluationOptimalPolicyApplied && run.Status != server.EvaluationOnlinePolicyRetained {
+		t.Fatalf("auto run %s %q", run.Status, run.Error)
+	}
+	var rest server.Evaluation
+	if code := restGet(t, base, "/evaluations/"+run.ID, "", "", &rest); code != http.StatusOK || rest.Status != run.Status {
+		t.Fatalf("GET the auto run: %d %s, want %s", code, rest.Status, run.Status)
+	}
+	b.until(t, "the run in the history", fmt.Sprintf(`(() => { const r = document.querySelector('#autoopt-runs tr[data-id="%s"]');
+		return !!r && r.dataset.status == %q && document.getElementById("autoopt-setting").dataset.enabled === "true" &&
+			/Next run due/.test(document.getElementById("autoopt-next").textContent) })()`, run.ID, rest.Status), time.Minute)
+	b.shoot(t, "#autoopt", "autoopt")
+	// The refused evaluation.
+	b.noErrors(t, "400 (Bad Request)")
 }
 
 // downloadModel writes the model GET /model answers to file.

@@ -24,6 +24,9 @@ D.view({
     el.append($("h3", {}, "New"), this.form, $("h3", {}, "Evaluations"), this.list, this.detail);
   },
   loop() { this.selected = ""; this.n = 0; this.detail.replaceChildren(); this.refresh(); },
+  // shown tells the views that draw more of an evaluation (importance.js)
+  // which one this view shows (null: none).
+  shown(e) { for (const v of D.views) if (v.evaluation && v.section) v.evaluation(e); },
   async create() {
     const lines = document.getElementById("eval-policies").value.split("\n").map(l => l.trim()).filter(Boolean);
     const policies = lines.map(l => { const i = l.indexOf("|"); return i < 0 ? { name: "", arguments: l } : { name: l.slice(0, i).trim(), arguments: l.slice(i + 1).trim() }; });
@@ -33,6 +36,7 @@ D.view({
       endTime: new Date(document.getElementById("eval-end").value).toISOString(),
       policies, enableOfflineExperimentation: document.getElementById("eval-search").checked,
     };
+    for (const v of D.views) if (v.contract && v.section) Object.assign(body, v.contract()); // fields of other views' options
     try {
       const e = await D.call("POST", "/evaluations", body);
       D.show(this.msg, null, `created ${e.id}`);
@@ -58,6 +62,7 @@ D.view({
   // table of its totals with their intervals, with Apply for the
   // policies that have learning arguments.
   show(e) {
+    this.shown(e);
     const msg = D.el("span", { id: "apply-msg" });
     const parts = [D.el("h3", {}, `${e.name} (${e.status})`)];
     const results = e.policyResults || [];
@@ -106,7 +111,7 @@ D.view({
   deleteButton(e) {
     return D.confirmed(D.el("button", { class: "danger", id: "eval-delete" }, "Delete evaluation"), `Delete evaluation "${e.name}"?`, async () => {
       await D.call("DELETE", "/evaluations/" + encodeURIComponent(e.id)).catch(() => {});
-      this.selected = ""; this.detail.replaceChildren(); this.refresh();
+      this.selected = ""; this.detail.replaceChildren(); this.shown(null); this.refresh();
     });
   },
   update() {
