@@ -174,7 +174,7 @@ func TestAdminModelFormats(t *testing.T) {
 		{"not a zip", []byte("PK\x03\x04 not really"), "InvalidModelImportFormat", "not a readable zip"},
 		{"signed garbage", zipOf(t, [2]string{"model", "garbage"}, [2]string{"signature", hex.EncodeToString(modelSignature([]byte(testSigningKey), []byte("garbage")))}),
 			"InvalidModelImportFormat", "not a bandit model file"},
-		{"ccb", readTestFile(t, "../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw"), "InvalidModelImportFormat", "options not supported: --cb_sample, --ccb_explore_adf"},
+		{"ccb", readTestFile(t, "../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw"), "InvalidModelImportFormat", "options not supported: --cb_sample"},
 		{"truncated vw", vwFile[:300], "InvalidModelImportFormat", "VW model file"},
 	}
 	for _, tt := range tests {

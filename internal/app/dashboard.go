@@ -189,11 +189,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v) // the client went away if this fails
 }
 
-// dashboardURL is where a's dashboard is, to print at start.
+// dashboardURL is where a's dashboard is, to print at start. (Not from
+// a.http.TLSConfig: serving sets it, for HTTP/2, with or without TLS.)
 func (a *api) dashboardURL() string {
-	scheme := "http"
-	if a.http.TLSConfig != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + a.httpLis.Addr().String() + "/"
+	return a.scheme + "://" + a.httpLis.Addr().String() + "/"
 }

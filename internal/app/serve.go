@@ -218,6 +218,8 @@ type api struct {
 	stopReload      chan struct{}                   // closed by drain
 	// rest is the REST API, once handleREST made it.
 	rest *server.REST
+	// scheme is the HTTP listener's: "https" with TLS, else "http".
+	scheme string
 	// status, when set before serving starts, is what GET /healthz
 	// answers, as JSON; without it the answer is "ok".
 	status func() any
@@ -274,7 +276,10 @@ func listenAPI(grpcAddr, httpAddr string, sec securityConfig, log *slog.Logger, 
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	a.http = newHTTPServer(http.HandlerFunc(a.serveMux), sec.HTTP)
-	a.http.TLSConfig = tlsCfg
+	a.http.TLSConfig, a.scheme = tlsCfg, "http"
+	if tlsCfg != nil {
+		a.scheme = "https"
+	}
 	if tlsCfg == nil {
 		log.Warn("TLS is off: the API is served in plaintext; set --tls-cert and --tls-key")
 	}

@@ -89,7 +89,7 @@ func TestTrainFlagErrors(t *testing.T) {
 		{[]string{"train", "--dsjson", filepath.Join(dir, "missing.dsjson")}, "open data"},
 		{[]string{"train", "--dsjson", trainData, "-i", filepath.Join(dir, "missing.model")}, "initial model"},
 		{[]string{"train", "--dsjson", trainData, "-i", notModel}, "not a bandit model file"},
-		{[]string{"train", "--dsjson", trainData, "-i", "../../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw"}, "options not supported: --cb_sample, --ccb_explore_adf"},
+		{[]string{"train", "--dsjson", trainData, "-i", "../../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw"}, "options not supported: --cb_sample"},
 		{[]string{"train", "--dsjson", trainData, "--passes", "0"}, "--passes 0 must be at least 1"},
 		{[]string{"train", "--dsjson", trainData, "extra"}, `unexpected arguments ["extra"]`},
 		{[]string{"train", "--dsjson", trainData, "-f", filepath.Join(dir, "no", "such", "dir", "m")}, "write model"},
