@@ -28,6 +28,7 @@ type apiConfig struct {
 	Security       securityConfig
 	MaxModelBytes  int64 // largest model import; 0: server.DefaultMaxModelBytes
 	Tracing        trace.TracerProvider
+	AuditScan      int64 // --audit-scan-records
 }
 
 // apiModule is the serving part of a process: the server of every loop
@@ -48,6 +49,7 @@ type apiDeps struct {
 	brokers  []string        // for the logs admin
 	configs  *configTopic
 	models   server.ModelAdmin    // resets and imports models
+	history  server.ModelHistory  // past model versions and rollbacks
 	register func(g *grpc.Server) // more gRPC services (dev: the ModelService)
 	sourceUp func() bool          // whether the model source is reachable
 	opts     []grpc.ServerOption  // more gRPC server options
@@ -72,7 +74,8 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 	m.api.guard.ServeLoops(m.srv.Serves)
 	m.evals = newEvaluations(deps.brokers, deps.configs.w, log)
 	m.admin = server.NewAdmin(m.srv, server.AdminConfig{Guard: m.api.guard, Configs: deps.configs, Models: deps.models,
-		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, Now: time.Now})
+		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, Now: time.Now,
+		History: deps.history, Decisions: kafkaDecisions{deps.brokers, cfg.AuditScan}})
 	server.RegisterAdmin(m.api.grpc, m.admin) // before serving: the guard comes with the API
 	registerServer(m.api.metrics, m.srv, m.pub, deps.sourceUp)
 	registerServerLoop(forLoop(m.api.metrics, cfg.Loop), m.srv, cfg.Loop)

@@ -1,0 +1,92 @@
+package kafkalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+
+	"github.com/open-personalizer/personalizer/eventlog"
+)
+
+// Partition returns the partition, of n, that a [Writer] writes a record
+// keyed key to (kafka-go's Hash, as Sarama's: FNV-1a of the key).
+func Partition(key []byte, n int) int {
+	var h kafka.Hash
+	parts := make([]int, n)
+	for i := range parts {
+		parts[i] = i
+	}
+	return h.Balance(kafka.Message{Key: key}, parts...)
+}
+
+// Scan calls fn with each stored record of partition p of topic whose
+// offset is in [from, to), in offset order, until fn returns false.
+// Records the log no longer has (retention) are skipped. It reads with
+// plain fetches of up to 2 MiB: nothing is committed, nothing read ahead.
+func (i *Inspector) Scan(ctx context.Context, topic string, p int, from, to int64, fn func(eventlog.Record) bool) error {
+	for off := from; off < to; {
+		resp, err := i.c.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: p, Offset: off,
+			MinBytes: 1, MaxBytes: fetchMaxBytes, MaxWait: logTimesMaxWait})
+		if err == nil {
+			err = resp.Error
+		}
+		if errors.Is(err, kafka.OffsetOutOfRange) && resp != nil && resp.LogStartOffset > off {
+			off = resp.LogStartOffset // deleted by retention meanwhile
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("fetch %s/%d at %d: %w", topic, p, off, err)
+		}
+		start := off
+		for {
+			r, err := resp.Records.ReadRecord()
+			if err != nil {
+				break // io.EOF, or a batch the response cut short: fetch again from off
+			}
+			if r.Offset < off {
+				continue // a fetch returns whole batches
+			}
+			if r.Offset >= to {
+				return nil
+			}
+			rec, err := scannedRecord(topic, p, r)
+			if err != nil {
+				return fmt.Errorf("read %s/%d at %d: %w", topic, p, r.Offset, err)
+			}
+			off = r.Offset + 1
+			if !fn(rec) {
+				return nil
+			}
+		}
+		if off == start { // nothing at or after off below the high watermark
+			if resp.HighWatermark <= off {
+				return nil
+			}
+			return fmt.Errorf("fetch %s/%d at %d: no record came back below the high watermark %d", topic, p, off, resp.HighWatermark)
+		}
+	}
+	return nil
+}
+
+// scannedRecord copies a fetched record of partition p of topic.
+func scannedRecord(topic string, p int, r *kafka.Record) (eventlog.Record, error) {
+	rec := eventlog.Record{Topic: topic, Partition: p, Offset: r.Offset, Time: r.Time}
+	var err error
+	if r.Key != nil {
+		if rec.Key, err = protocol.ReadAll(r.Key); err != nil {
+			return rec, err
+		}
+	}
+	if r.Value != nil {
+		if rec.Value, err = protocol.ReadAll(r.Value); err != nil {
+			return rec, err
+		}
+	}
+	for _, h := range r.Headers {
+		rec.Headers = append(rec.Headers, eventlog.Header{Key: h.Key, Value: h.Value})
+	}
+	return rec, nil
+}
