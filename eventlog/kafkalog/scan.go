@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
@@ -89,4 +90,29 @@ func scannedRecord(topic string, p int, r *kafka.Record) (eventlog.Record, error
 		rec.Headers = append(rec.Headers, eventlog.Header{Key: h.Key, Value: h.Value})
 	}
 	return rec, nil
+}
+
+// OffsetAt returns the offset of the first record of partition p of
+// topic whose timestamp is at or after t, or end when it has none (see
+// [OffsetsAt]), over the inspector's connections.
+func (i *Inspector) OffsetAt(ctx context.Context, topic string, p int, t time.Time, end int64) (int64, error) {
+	if t.UnixMilli() <= 0 {
+		t = time.UnixMilli(0)
+	}
+	resp, err := i.c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.TimeOffsetOf(p, t)}}})
+	if err != nil {
+		return 0, fmt.Errorf("offset of %s/%d at %v: %w", topic, p, t, err)
+	}
+	off := end
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return 0, fmt.Errorf("offset of %s/%d at %v: %w", topic, p, t, po.Error)
+		}
+		for o := range po.Offsets {
+			if o >= 0 && o < off {
+				off = o
+			}
+		}
+	}
+	return off, nil
 }

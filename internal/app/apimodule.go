@@ -10,6 +10,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
@@ -41,6 +42,9 @@ type apiModule struct {
 	api   *api
 	admin *server.Admin
 	evals *evaluations // the loops' offline evaluations, run here
+	// audits is the connection the decision audit reads the log over;
+	// the role closes it once it stops serving.
+	audits *kafkalog.Inspector
 }
 
 // apiDeps are what the serving part takes from the rest of its process.
@@ -73,9 +77,10 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 	}
 	m.api.guard.ServeLoops(m.srv.Serves)
 	m.evals = newEvaluations(deps.brokers, deps.configs.w, log)
+	m.audits = kafkalog.NewInspector(deps.brokers)
 	m.admin = server.NewAdmin(m.srv, server.AdminConfig{Guard: m.api.guard, Configs: deps.configs, Models: deps.models,
 		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, Now: time.Now,
-		History: deps.history, Decisions: kafkaDecisions{deps.brokers, cfg.AuditScan}})
+		History: deps.history, Decisions: kafkaDecisions{m.audits, cfg.AuditScan}})
 	server.RegisterAdmin(m.api.grpc, m.admin) // before serving: the guard comes with the API
 	registerServer(m.api.metrics, m.srv, m.pub, deps.sourceUp)
 	registerServerLoop(forLoop(m.api.metrics, cfg.Loop), m.srv, cfg.Loop)

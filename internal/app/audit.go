@@ -42,18 +42,17 @@ const auditLookBehind = 10 * time.Minute
 // number, modulo their partition count). Each lookup reads at most scan
 // records of each topic.
 type kafkaDecisions struct {
-	brokers []string
-	scan    int64
+	insp *kafkalog.Inspector
+	scan int64
 }
 
 // FindDecision implements [server.DecisionLog]: the rank record is
 // searched backwards from the end of its partition in chunks of
 // auditChunk records, or forwards from at when it is set; the joined line
 // forwards from the first joined record of the rank's time; the audits
-// from auditLookBehind before it. A lookup opens its own connections.
+// from auditLookBehind before it.
 func (k kafkaDecisions) FindDecision(ctx context.Context, key string, at time.Time) (*server.DecisionRecords, error) {
-	insp := kafkalog.NewInspector(k.brokers)
-	defer insp.Close()
+	insp := k.insp
 	events, err := insp.Bounds(ctx, eventlog.EventsTopic)
 	if err != nil {
 		return nil, err
@@ -70,11 +69,11 @@ func (k kafkaDecisions) FindDecision(ctx context.Context, key string, at time.Ti
 	}
 	var where string
 	if !at.IsZero() {
-		starts, err := kafkalog.OffsetsAt(ctx, k.brokers, eventlog.EventsTopic, at)
+		from, err := insp.OffsetAt(ctx, eventlog.EventsTopic, p, at, b.End)
 		if err != nil {
 			return nil, err
 		}
-		from := max(starts[p], b.Start)
+		from = max(from, b.Start)
 		if err := insp.Scan(ctx, eventlog.EventsTopic, p, from, min(b.End, from+k.scan), find); err != nil {
 			return nil, err
 		}
@@ -138,11 +137,11 @@ func (k kafkaDecisions) scanFrom(ctx context.Context, insp *kafkalog.Inspector, 
 		return err
 	}
 	q := p % len(bounds) // as the joiner's writer maps partition numbers
-	starts, err := kafkalog.OffsetsAt(ctx, k.brokers, topic, t)
+	from, err := insp.OffsetAt(ctx, topic, q, t, bounds[q].End)
 	if err != nil {
 		return err
 	}
-	from := max(starts[q], bounds[q].Start)
+	from = max(from, bounds[q].Start)
 	return insp.Scan(ctx, topic, q, from, min(bounds[q].End, from+k.scan), fn)
 }
 

@@ -193,6 +193,7 @@ func (d *dev) close() error {
 	d.srv.Shutdown()
 	d.svc.Shutdown()
 	errs := []error{d.api.drain(), d.serve.stop(), d.publish.stop(), d.roles.stop()}
+	d.audits.Close()
 	d.closeKafka()
 	return errors.Join(append(errs, d.failure())...)
 }

@@ -244,6 +244,7 @@ func modelStatus(srv *server.Server, learnerReachable bool) serverStatus {
 func (s *serverRole) close() error {
 	s.srv.Shutdown()
 	errs := []error{s.api.drain(), s.serve.stop(), s.publish.stop()}
+	s.audits.Close()
 	if lost := s.pub.Stats().Lost; lost > 0 {
 		errs = append(errs, fmt.Errorf("%d accepted events were not written to Kafka before shutdown gave up", lost))
 	}
