@@ -443,3 +443,54 @@ func sameRequest(got, want *personalizerv1.RankRequest) bool {
 	b, _ := want.MarshalVT()
 	return bytes.Equal(a, b)
 }
+
+// TestDecisionAuditEvicted audits an event whose model version the
+// learner no longer keeps (--model-history 2): everything but the
+// breakdown is there, and the audit says why the breakdown is not.
+func TestDecisionAuditEvicted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cfg := testConfig(t, t.TempDir(), "--model-history", "2")
+	d, client := startTestDev(t, cfg)
+	defer d.close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	var first []*personalizerv1.RankResponse // of the second batch, ranked under the first version
+	for b := range 4 {
+		for i := range 20 {
+			req := auditRequest(rng, fmt.Sprintf("e%d-%d", b, i))
+			resp, err := client.Rank(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b == 1 {
+				first = append(first, resp)
+			}
+			if _, err := client.Reward(ctx, &personalizerv1.RewardRequest{EventId: req.GetEventId(), Value: auditReward(req, resp.GetRewardActionId())}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := int64(20 * (b + 1))
+		var v uint64
+		if err := d.learner.Wait(ctx, func(s learner.Stats) bool {
+			info := d.store.Latest().GetInfo()
+			v = info.GetVersion()
+			return s.Learned >= n && int64(info.GetExamples()) >= n
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.srv.WaitModel(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := client.GetDecision(ctx, &personalizerv1.GetDecisionRequest{EventId: "e1-0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := resp.GetDecision()
+	kept := d.learner.Stats().Version
+	want := fmt.Sprintf("model version %s is not kept; the learner keeps the last 2 versions, now %d to %d", first[0].GetModelVersion(), kept-1, kept)
+	if sameRanking(dec.GetRanking(), first[0].GetRanking()) != nil || dec.GetModelVersion() != first[0].GetModelVersion() || dec.GetModelVersion() == "" ||
+		dec.GetOutcome().GetStatus() != "joined" || len(dec.GetScores()) != 0 || len(dec.GetExplanations()) != 0 || dec.GetBreakdownUnavailable() != want {
+		t.Fatalf("audit of an event of an evicted version: %v; want Rank's %v and %q", dec, first[0], want)
+	}
+}
