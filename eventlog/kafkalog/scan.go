@@ -24,9 +24,11 @@ func Partition(key []byte, n int) int {
 }
 
 // Scan calls fn with each stored record of partition p of topic whose
-// offset is in [from, to), in offset order, until fn returns false.
-// Records the log no longer has (retention) are skipped. It reads with
-// plain fetches of up to 2 MiB: nothing is committed, nothing read ahead.
+// offset is in [from, to) and below the partition's high watermark, in
+// offset order, until fn returns false. Records the log no longer has
+// (retention) are skipped. It reads with plain fetches of up to 2 MiB:
+// nothing is committed, nothing read ahead, and it never waits for
+// records to come.
 func (i *Inspector) Scan(ctx context.Context, topic string, p int, from, to int64, fn func(eventlog.Record) bool) error {
 	for off := from; off < to; {
 		resp, err := i.c.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: p, Offset: off,
@@ -62,10 +64,10 @@ func (i *Inspector) Scan(ctx context.Context, topic string, p int, from, to int6
 				return nil
 			}
 		}
-		if off == start { // nothing at or after off below the high watermark
-			if resp.HighWatermark <= off {
-				return nil
-			}
+		if off >= resp.HighWatermark { // a fetch there would wait for records
+			return nil
+		}
+		if off == start {
 			return fmt.Errorf("fetch %s/%d at %d: no record came back below the high watermark %d", topic, p, off, resp.HighWatermark)
 		}
 	}
@@ -93,9 +95,9 @@ func scannedRecord(topic string, p int, r *kafka.Record) (eventlog.Record, error
 }
 
 // OffsetAt returns the offset of the first record of partition p of
-// topic whose timestamp is at or after t, or end when it has none (see
-// [OffsetsAt]), over the inspector's connections.
-func (i *Inspector) OffsetAt(ctx context.Context, topic string, p int, t time.Time, end int64) (int64, error) {
+// topic whose timestamp is at or after t (see [OffsetsAt]), or -1 when
+// it has none, over the inspector's connections.
+func (i *Inspector) OffsetAt(ctx context.Context, topic string, p int, t time.Time) (int64, error) {
 	if t.UnixMilli() <= 0 {
 		t = time.UnixMilli(0)
 	}
@@ -103,16 +105,56 @@ func (i *Inspector) OffsetAt(ctx context.Context, topic string, p int, t time.Ti
 	if err != nil {
 		return 0, fmt.Errorf("offset of %s/%d at %v: %w", topic, p, t, err)
 	}
-	off := end
+	off := int64(-1)
 	for _, po := range resp.Topics[topic] {
 		if po.Error != nil {
 			return 0, fmt.Errorf("offset of %s/%d at %v: %w", topic, p, t, po.Error)
 		}
+		// No record at or after t: kafka-go files the answer -1 as
+		// LastOffset and leaves Offsets empty.
 		for o := range po.Offsets {
-			if o >= 0 && o < off {
+			if o >= 0 && (off < 0 || o < off) {
 				off = o
 			}
 		}
 	}
 	return off, nil
+}
+
+// PartitionCounts returns the partition count of each of topics, in one
+// metadata request.
+func (i *Inspector) PartitionCounts(ctx context.Context, topics ...string) (map[string]int, error) {
+	resp, err := i.c.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %v: %w", topics, err)
+	}
+	n := make(map[string]int, len(topics))
+	for _, t := range resp.Topics {
+		if t.Error != nil {
+			return nil, fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
+		}
+		n[t.Name] = len(t.Partitions)
+	}
+	for _, t := range topics {
+		if n[t] == 0 {
+			return nil, fmt.Errorf("metadata of %s: %w", t, kafka.UnknownTopicOrPartition)
+		}
+	}
+	return n, nil
+}
+
+// EndOffset returns the end offset of partition p of topic: where its
+// next record will go.
+func (i *Inspector) EndOffset(ctx context.Context, topic string, p int) (int64, error) {
+	resp, err := i.c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: {kafka.LastOffsetOf(p)}}})
+	if err != nil {
+		return 0, fmt.Errorf("end offset of %s/%d: %w", topic, p, err)
+	}
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return 0, fmt.Errorf("end offset of %s/%d: %w", topic, p, po.Error)
+		}
+		return po.LastOffset, nil
+	}
+	return 0, fmt.Errorf("end offset of %s/%d: no answer", topic, p)
 }

@@ -50,15 +50,14 @@ type kafkaDecisions struct {
 // searched backwards from the end of its partition in chunks of
 // auditChunk records, or forwards from at when it is set; the joined line
 // forwards from the first joined record of the rank's time; the audits
-// from auditLookBehind before it.
+// from auditLookBehind before it. A lookup takes about 7 round trips to
+// the broker besides the fetches of its scans.
 func (k kafkaDecisions) FindDecision(ctx context.Context, key string, at time.Time) (*server.DecisionRecords, error) {
-	insp := k.insp
-	events, err := insp.Bounds(ctx, eventlog.EventsTopic)
+	counts, err := k.insp.PartitionCounts(ctx, eventlog.EventsTopic, eventlog.JoinedTopic, eventlog.AuditTopic)
 	if err != nil {
 		return nil, err
 	}
-	p := kafkalog.Partition([]byte(key), len(events))
-	b := events[p]
+	p := kafkalog.Partition([]byte(key), counts[eventlog.EventsTopic])
 	var rank *eventlog.Record
 	find := func(rec eventlog.Record) bool {
 		if rec.Type() == eventlog.TypeRank && string(rec.Key) == key {
@@ -69,33 +68,39 @@ func (k kafkaDecisions) FindDecision(ctx context.Context, key string, at time.Ti
 	}
 	var where string
 	if !at.IsZero() {
-		from, err := insp.OffsetAt(ctx, eventlog.EventsTopic, p, at, b.End)
+		from, err := k.insp.OffsetAt(ctx, eventlog.EventsTopic, p, at)
 		if err != nil {
 			return nil, err
 		}
-		from = max(from, b.Start)
-		if err := insp.Scan(ctx, eventlog.EventsTopic, p, from, min(b.End, from+k.scan), find); err != nil {
-			return nil, err
-		}
-		where = fmt.Sprintf("in %d records of %s partition %d from %s", min(b.End, from+k.scan)-from, eventlog.EventsTopic, p, at.UTC().Format(time.RFC3339Nano))
-	} else {
-		end := b.End
-		for rank == nil && end > b.Start && b.End-end < k.scan {
-			from := max(b.Start, end-auditChunk, b.End-k.scan)
-			if err := insp.Scan(ctx, eventlog.EventsTopic, p, from, end, find); err != nil {
+		if from >= 0 {
+			if err := k.insp.Scan(ctx, eventlog.EventsTopic, p, from, from+k.scan, find); err != nil {
 				return nil, err
 			}
-			end = from
 		}
-		where = fmt.Sprintf("in the last %d records of %s partition %d", b.End-end, eventlog.EventsTopic, p)
+		where = fmt.Sprintf("at most %d records of %s partition %d from %s", k.scan, eventlog.EventsTopic, p, at.UTC().Format(time.RFC3339Nano))
+	} else {
+		end, err := k.insp.EndOffset(ctx, eventlog.EventsTopic, p)
+		if err != nil {
+			return nil, err
+		}
+		// Records before the log start are skipped by Scan; chunks
+		// below it read nothing.
+		for to := end; rank == nil && to > 0 && end-to < k.scan; {
+			from := max(0, to-auditChunk, end-k.scan)
+			if err := k.insp.Scan(ctx, eventlog.EventsTopic, p, from, to, find); err != nil {
+				return nil, err
+			}
+			to = from
+		}
+		where = fmt.Sprintf("the last %d records of %s partition %d", min(end, k.scan), eventlog.EventsTopic, p)
 	}
 	if rank == nil {
-		return nil, fmt.Errorf("%w: searched %s (at most --audit-scan-records %d; ?at= a time at or before the rank searches from there)", server.ErrUnknownEvent, where, k.scan)
+		return nil, fmt.Errorf("%w: searched %s (--audit-scan-records %d; ?at=, a time at or before the rank, searches forwards from there)", server.ErrUnknownEvent, where, k.scan)
 	}
 	recs := &server.DecisionRecords{Rank: *rank}
 
-	joinedFrom := rank.Time
-	err = k.scanFrom(ctx, insp, eventlog.JoinedTopic, p, joinedFrom, func(rec eventlog.Record) bool {
+	// The joiner writes an event's lines to the same partition number.
+	err = k.scanFrom(ctx, eventlog.JoinedTopic, p%counts[eventlog.JoinedTopic], rank.Time, func(rec eventlog.Record) bool {
 		if string(rec.Key) == key {
 			recs.Joined = &rec
 			return false
@@ -105,7 +110,7 @@ func (k kafkaDecisions) FindDecision(ctx context.Context, key string, at time.Ti
 	if err != nil {
 		return nil, err
 	}
-	err = k.scanFrom(ctx, insp, eventlog.AuditTopic, p, rank.Time.Add(-auditLookBehind), func(rec eventlog.Record) bool {
+	err = k.scanFrom(ctx, eventlog.AuditTopic, p%counts[eventlog.AuditTopic], rank.Time.Add(-auditLookBehind), func(rec eventlog.Record) bool {
 		if string(rec.Key) == key {
 			recs.Audits = append(recs.Audits, rec)
 		}
@@ -116,7 +121,7 @@ func (k kafkaDecisions) FindDecision(ctx context.Context, key string, at time.Ti
 	}
 	if recs.Joined == nil { // still open: the outcomes so far
 		from := rank.Offset + 1
-		err := insp.Scan(ctx, eventlog.EventsTopic, p, from, min(b.End, from+k.scan), func(rec eventlog.Record) bool {
+		err := k.insp.Scan(ctx, eventlog.EventsTopic, p, from, from+k.scan, func(rec eventlog.Record) bool {
 			if t := rec.Type(); string(rec.Key) == key && (t == eventlog.TypeReward || t == eventlog.TypeActivate) {
 				recs.Outcomes = append(recs.Outcomes, rec)
 			}
@@ -129,20 +134,14 @@ func (k kafkaDecisions) FindDecision(ctx context.Context, key string, at time.Ti
 	return recs, nil
 }
 
-// scanFrom scans, in topic's partition for events partition p, at most
-// k.scan records from the first of time t.
-func (k kafkaDecisions) scanFrom(ctx context.Context, insp *kafkalog.Inspector, topic string, p int, t time.Time, fn func(eventlog.Record) bool) error {
-	bounds, err := insp.Bounds(ctx, topic)
-	if err != nil {
+// scanFrom scans at most k.scan records of partition p of topic from the
+// first of time t.
+func (k kafkaDecisions) scanFrom(ctx context.Context, topic string, p int, t time.Time, fn func(eventlog.Record) bool) error {
+	from, err := k.insp.OffsetAt(ctx, topic, p, t)
+	if err != nil || from < 0 {
 		return err
 	}
-	q := p % len(bounds) // as the joiner's writer maps partition numbers
-	from, err := insp.OffsetAt(ctx, topic, q, t, bounds[q].End)
-	if err != nil {
-		return err
-	}
-	from = max(from, bounds[q].Start)
-	return insp.Scan(ctx, topic, q, from, min(bounds[q].End, from+k.scan), fn)
+	return k.insp.Scan(ctx, topic, p, from, from+k.scan, fn)
 }
 
 // The in-process learners' model history (dev): the ModelService's own
