@@ -197,7 +197,9 @@ func (a *Admin) breakdown(ctx context.Context, l string, req *personalizerv1.Ran
 	}
 	d.Explanations = explanations(ex, ids, ranking)
 	d.BestActionId = ids[best]
-	d.Exploratory = rec.Logged[0].Action != best
+	// Tied with the best, the sampled action was as good a choice: only
+	// one scored worse explored.
+	d.Exploratory = ex[rec.Logged[0].Action].Score > ex[best].Score
 	return nil
 }
 

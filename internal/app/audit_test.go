@@ -262,7 +262,7 @@ func TestDecisionAudit(t *testing.T) {
 				}
 			}
 			best := eligible[p.PMF()[0].Action].GetId()
-			if dec.GetBestActionId() != best || dec.GetExploratory() != (best != ev.resp.GetRewardActionId()) {
+			if dec.GetBestActionId() != best || dec.GetExploratory() != (scores[index[ev.resp.GetRewardActionId()]] > scores[index[best]]) {
 				t.Fatalf("audit of %s: best %q, exploratory %v; want best %q, chose %q", ev.req.GetEventId(), dec.GetBestActionId(), dec.GetExploratory(), best, ev.resp.GetRewardActionId())
 			}
 			if dec.GetExploratory() {

@@ -1318,9 +1318,9 @@ type Decision struct {
 	// The action the model scored best (lowest predicted cost); empty
 	// when the breakdown is unavailable.
 	BestActionId string `protobuf:"bytes,10,opt,name=best_action_id,json=bestActionId,proto3" json:"best_action_id,omitempty"`
-	// Whether the sampled action is not the best-scored one: the decision
-	// explored. False before the first model and when the breakdown is
-	// unavailable.
+	// Whether the sampled action scored worse than the best one: the
+	// decision explored. False before the first model and when the
+	// breakdown is unavailable.
 	Exploratory bool `protobuf:"varint,11,opt,name=exploratory,proto3" json:"exploratory,omitempty"`
 	// What the joiner made of the event.
 	Outcome *DecisionOutcome `protobuf:"bytes,12,opt,name=outcome,proto3" json:"outcome,omitempty"`
