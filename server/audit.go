@@ -284,10 +284,11 @@ func outcomeOf(recs *DecisionRecords) (*personalizerv1.DecisionOutcome, error) {
 		if err := json.Unmarshal(recs.Joined.Value, &j); err != nil {
 			return nil, fmt.Errorf("joined line at %d/%d: %w", recs.Joined.Partition, recs.Joined.Offset, err)
 		}
-		o.Status, o.Cost, o.Reward, o.Learnable = "joined", j.Cost, -j.Cost, !j.SkipLearn
+		// 0 - x, not -x: a cost of 0 is a reward of 0, not -0.
+		o.Status, o.Cost, o.Reward, o.Learnable = "joined", 0-(0-j.Cost), 0-j.Cost, !j.SkipLearn
 		o.OriginalReward = o.Reward
 		if j.Original != nil {
-			o.OriginalReward = -*j.Original
+			o.OriginalReward = 0 - *j.Original
 		}
 		for _, out := range j.Outcomes {
 			if out.ActionTaken {
