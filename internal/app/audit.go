@@ -26,9 +26,14 @@ func validateAuditScan(n int64) error {
 	return nil
 }
 
-// auditChunk is how many records a backward search for a rank reads at a
-// time, from the end of the partition back.
-const auditChunk = 10_000
+// A backward search for a rank reads the last auditFirstChunk records of
+// the partition, then each time twice as many before them, up to
+// auditMaxChunk at a time: a recent event costs little, an old one few
+// fetches more than reading forward would.
+const (
+	auditFirstChunk = 1_000
+	auditMaxChunk   = 64_000
+)
 
 // auditLookBehind is how long before its rank the search for an event's
 // audited outcomes starts: an outcome may be stamped before its rank
@@ -47,8 +52,8 @@ type kafkaDecisions struct {
 }
 
 // FindDecision implements [server.DecisionLog]: the rank record is
-// searched backwards from the end of its partition in chunks of
-// auditChunk records, or forwards from at when it is set; the joined line
+// searched backwards from the end of its partition in growing chunks, or
+// forwards from at when it is set; the joined line
 // forwards from the first joined record of the rank's time; the audits
 // from auditLookBehind before it. A lookup takes about 7 round trips to
 // the broker besides the fetches of its scans.
@@ -85,8 +90,8 @@ func (k kafkaDecisions) FindDecision(ctx context.Context, key string, at time.Ti
 		}
 		// Records before the log start are skipped by Scan; chunks
 		// below it read nothing.
-		for to := end; rank == nil && to > 0 && end-to < k.scan; {
-			from := max(0, to-auditChunk, end-k.scan)
+		for to, chunk := end, int64(auditFirstChunk); rank == nil && to > 0 && end-to < k.scan; chunk = min(2*chunk, auditMaxChunk) {
+			from := max(0, to-chunk, end-k.scan)
 			if err := k.insp.Scan(ctx, eventlog.EventsTopic, p, from, to, find); err != nil {
 				return nil, err
 			}
