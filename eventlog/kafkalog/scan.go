@@ -12,6 +12,11 @@ import (
 	"github.com/open-personalizer/personalizer/eventlog"
 )
 
+// scanMaxBytes bounds one fetch of [Inspector.Scan]: a scan often needs a
+// few records only (a search stops at its record), and the broker sends
+// up to this much whatever the range asked for.
+const scanMaxBytes = 256 << 10
+
 // Partition returns the partition, of n, that a [Writer] writes a record
 // keyed key to (kafka-go's Hash, as Sarama's: FNV-1a of the key).
 func Partition(key []byte, n int) int {
@@ -26,13 +31,13 @@ func Partition(key []byte, n int) int {
 // Scan calls fn with each stored record of partition p of topic whose
 // offset is in [from, to) and below the partition's high watermark, in
 // offset order, until fn returns false. Records the log no longer has
-// (retention) are skipped. It reads with plain fetches of up to 2 MiB:
+// (retention) are skipped. It reads with plain fetches of up to 256 KiB:
 // nothing is committed, nothing read ahead, and it never waits for
 // records to come.
 func (i *Inspector) Scan(ctx context.Context, topic string, p int, from, to int64, fn func(eventlog.Record) bool) error {
 	for off := from; off < to; {
 		resp, err := i.c.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: p, Offset: off,
-			MinBytes: 1, MaxBytes: fetchMaxBytes, MaxWait: logTimesMaxWait})
+			MinBytes: 1, MaxBytes: scanMaxBytes, MaxWait: logTimesMaxWait})
 		if err == nil {
 			err = resp.Error
 		}
