@@ -273,13 +273,22 @@ func TestDecisionAudit(t *testing.T) {
 		if n%10 == 0 { // the same over REST
 			code, body := restCall(t, "GET", base+"/events/"+ev.req.GetEventId(), nil)
 			var rd struct {
-				Ranking        []struct{ ID string; Probability float32 }
+				Ranking []struct {
+					ID          string
+					Probability float32
+				}
 				ModelVersion   string
 				RewardActionID string `json:"rewardActionId"`
-				Scores         []struct{ ID string; Score float32 }
-				Explanations   []struct {
+				Scores         []struct {
+					ID    string
+					Score float32
+				}
+				Explanations []struct {
 					ID       string
-					Features []struct{ Name string; Score float32 }
+					Features []struct {
+						Name  string
+						Score float32
+					}
 				}
 				Outcome struct{ Status string }
 			}
