@@ -47,31 +47,55 @@ func (m *Model) Explain(e *Event, p *Prediction, top int) []Explanation {
 		if len(names) != len(feats) {
 			continue // built without names
 		}
-		sum := make(map[string]float32)
+		sum := make(map[string]float32, len(feats))
 		for i, f := range feats {
 			if names[i] == "" {
 				continue
 			}
 			w := m.w[f.idx&m.mask]
-			if g != 0 {
+			if m.truncates() {
 				w = truncWeight(w, g)
 			}
 			sum[names[i]] += float32(w*f.x) * float32(m.contraction)
 		}
-		cs := make([]Contribution, 0, len(sum))
-		for name, s := range sum {
-			cs = append(cs, Contribution{Name: name, Score: s})
-		}
-		slices.SortFunc(cs, func(x, y Contribution) int {
-			if c := cmp.Compare(abs32(y.Score), abs32(x.Score)); c != 0 {
-				return c
-			}
-			return cmp.Compare(x.Name, y.Name)
-		})
-		if top > 0 && len(cs) > top {
-			cs = cs[:top]
-		}
-		ex.Features = cs
+		ex.Features = topContributions(sum, top)
 	}
 	return out
+}
+
+// topContributions returns the top largest of sum (all if top <= 0) in
+// the order Explain gives: by magnitude, largest first, ties by name. It
+// keeps the top in order as it goes rather than sorting them all: an
+// action of -q :: has hundreds of features, and Rank explains every action.
+func topContributions(sum map[string]float32, top int) []Contribution {
+	if top <= 0 || top > len(sum) {
+		top = len(sum)
+	}
+	cs := make([]Contribution, 0, top)
+	for name, s := range sum {
+		c := Contribution{Name: name, Score: s}
+		if len(cs) == top && !before(c, cs[top-1]) {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(cs, c, func(x, y Contribution) int {
+			if before(x, y) {
+				return -1
+			}
+			return 1 // names are distinct: never equal
+		})
+		if len(cs) < top {
+			cs = append(cs, Contribution{})
+		}
+		copy(cs[i+1:], cs[i:len(cs)-1])
+		cs[i] = c
+	}
+	return cs
+}
+
+// before reports whether x comes before y in an explanation.
+func before(x, y Contribution) bool {
+	if c := cmp.Compare(abs32(y.Score), abs32(x.Score)); c != 0 {
+		return c < 0
+	}
+	return x.Name < y.Name
 }

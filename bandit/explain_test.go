@@ -1,7 +1,11 @@
 package bandit
 
 import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -49,5 +53,35 @@ func TestExplain(t *testing.T) {
 	}
 	if top := m.Explain(&e, &p, 1); len(top[0].Features) != 1 || top[0].Features[0] != want[0].Features[0] {
 		t.Errorf("Explain top 1 = %+v, want only %+v", top[0].Features, want[0].Features[0])
+	}
+}
+
+// TestTopContributions: the top kept as they come equal the top of all
+// sorted, on contributions with many ties in magnitude (and in sign).
+func TestTopContributions(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(3, 4))
+	sum := map[string]float32{}
+	for i := range 500 {
+		sum[fmt.Sprintf("f%d", i)] = float32(r.IntN(40)-20) / 4
+	}
+	all := make([]Contribution, 0, len(sum))
+	for name, s := range sum {
+		all = append(all, Contribution{name, s})
+	}
+	slices.SortFunc(all, func(x, y Contribution) int {
+		if c := cmp.Compare(abs32(y.Score), abs32(x.Score)); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.Name, y.Name)
+	})
+	for _, top := range []int{0, 1, 2, 10, 499, 500, 600} {
+		want := all
+		if top > 0 && top < len(all) {
+			want = all[:top]
+		}
+		if got := topContributions(sum, top); !slices.Equal(got, want) {
+			t.Errorf("top %d = %v\nwant %v", top, got, want)
+		}
 	}
 }

@@ -17,7 +17,7 @@ var (
 // It generates the quadratic features on the fly (the hot path of Rank and
 // of learning) and sums in exactly VW's order.
 func (m *Model) score(p *Prediction, off uint64) float32 {
-	if m.gravity != 0 || m.policy.anyIgnoreLin {
+	if m.truncates() || m.policy.anyIgnoreLin {
 		p.feats = m.appendFeatures(p.feats[:0], p)
 		return m.scoreFeats(p.feats, off)
 	}
@@ -68,7 +68,7 @@ func (m *Model) score(p *Prediction, off uint64) float32 {
 // path applies (no --l1 truncation, no --ignore_linear) and every
 // interaction term is quadratic.
 func (m *Model) groupable(p *Prediction) bool {
-	if m.gravity != 0 || m.policy.anyIgnoreLin {
+	if m.truncates() || m.policy.anyIgnoreLin {
 		return false
 	}
 	for i := range p.terms {
@@ -328,7 +328,8 @@ func dotQuad(w []float32, off uint64, first, second []ftr, same bool, sum float3
 // --l1 VW predicts with the weights truncated by the accumulated gravity.
 func (m *Model) scoreFeats(feats []ftr, off uint64) float32 {
 	var sum float32
-	if g := float32(m.gravity); g != 0 {
+	if m.truncates() {
+		g := float32(m.gravity)
 		for _, f := range feats {
 			sum += float32(truncWeight(m.w[(f.idx+off)&m.mask], g) * f.x)
 		}
@@ -354,6 +355,12 @@ func dot(w []float32, off uint64, feats []ftr) float32 {
 	}
 	return sum
 }
+
+// truncates reports whether predictions truncate the weights by the
+// accumulated gravity: with --l1 only, as VW's reg_mode decides (a VW
+// model file keeps the gravity but not --l1, and VW then predicts with
+// the weights as they are).
+func (m *Model) truncates() bool { return m.gravity != 0 && m.policy.l1 > 0 }
 
 // truncWeight is VW's trunc_weight: w moved gravity towards 0, or 0.
 func truncWeight(w, gravity float32) float32 {

@@ -57,10 +57,11 @@ type mtrState struct {
 func NewModel(p *Policy) *Model {
 	m := shape(p)
 	m.w = make([]float32, 4<<p.bits)
-	if p.initialT > 0 {
+	if p.initialT > 0 && !p.sgdDefaultT {
 		// VW counts initial_t fake examples of norm 1, in the first model
 		// only, and with the adaptive update starts every weight's sum of
-		// squared gradients at initial_t.
+		// squared gradients at initial_t (plain SGD's default initial_t
+		// comes after: it counts none).
 		m.gd[0] = gdState{normSumNormX: float64(p.initialT), totalWeight: float64(p.initialT)}
 		if p.adaptive {
 			for i := 1; i < len(m.w); i += 4 {
@@ -78,7 +79,7 @@ func shape(p *Policy) *Model {
 	return &Model{
 		policy:      p,
 		mask:        4<<p.bits - 1,
-		mult:        width << 2,
+		mult:        nextPow2(width) << 2,
 		parseMask:   1<<p.bits - 1,
 		gd:          make([]gdState, width),
 		mtr:         make([]mtrState, p.bag),
@@ -425,3 +426,14 @@ func sameRel(a, b float32) bool {
 }
 
 func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
+
+// nextPow2 is the smallest power of two at least n: VW spaces the
+// features of the models it keeps per feature (parse_args.cc's
+// interleave shifts) that far apart, so that --bag 3 takes the room of 4.
+func nextPow2(n uint64) uint64 {
+	p := uint64(1)
+	for p < n {
+		p <<= 1
+	}
+	return p
+}

@@ -47,11 +47,13 @@ type Policy struct {
 	bag                       int  // --bag
 	greedify                  bool // --greedify
 	randomSeed                uint64
+	perModelSaveLoad          bool // --per_model_save_load: see Model.WriteVW
 
 	cbType string
 
 	// gd: VW's update rule and its options, resolved as gd_setup does.
 	eta, powerT, initialT float32
+	sgdDefaultT           bool // initialT is plain SGD's default, not given: VW counts no fake examples
 	sqrtRate              bool // power_t == 0.5: VW's specialised update
 	adaptive, normalized  bool
 	invariant             bool
@@ -148,6 +150,9 @@ var options = map[string]option{
 	"json":           {},
 	"quiet":          {},
 	"id":             {value: true, apply: func(*Policy, string) error { return nil }}, // a model id, as in Personalizer's "--id N/A"
+	// VW model files keep every model's normalizer sums and mtr counts,
+	// not only the first's (see Model.WriteVW).
+	"per_model_save_load": flag(func(p *Policy) *bool { return &p.perModelSaveLoad }),
 
 	// Exploration.
 	"epsilon":        number(func(p *Policy) *float32 { return &p.epsilon }, probability),
@@ -395,7 +400,7 @@ func (p *Policy) resolveUpdate(st *parsed) {
 		}
 		if !p.adaptive && !p.normalized {
 			if !st.given["initial_t"] {
-				p.initialT = 1
+				p.initialT, p.sgdDefaultT = 1, true
 			}
 			p.eta *= powf(p.initialT, p.powerT)
 		}

@@ -430,7 +430,7 @@ func (l *Local) apply(ctx context.Context, rs *personalizerv1.RankSettings) erro
 	next.set = decide.Settings{Mode: (&loop.Service{LearningMode: rs.GetLearningMode()}).Mode(), Epsilon: rs.GetEpsilon(), Policy: pol,
 		Limits: decide.Limits{MaxActions: int(lim.GetMaxActions()), MaxIDLength: int(lim.GetMaxIdLength()), MaxFeatureBytes: int(lim.GetMaxFeatureBytes()),
 			MaxFeatures: int(lim.GetMaxFeatures()), MaxInteractionFeatures: int(lim.GetMaxInteractionFeatures())},
-		MaxRecordBytes: int(rs.GetMaxRecordBytes())}
+		MaxRecordBytes: int(rs.GetMaxRecordBytes()), Explain: rs.GetInferenceExplanation()}
 	switch want := rs.GetModel(); {
 	case want == nil:
 		next.model, next.props = nil, nil

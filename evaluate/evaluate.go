@@ -110,6 +110,10 @@ type Result struct {
 	Start       time.Time `json:"startTime"` // the first and last event times
 	End         time.Time `json:"endTime"`
 	Counts
+	// Models are the custom policies' models (those of Policies[3:], in
+	// order) as the run left them, having learned every event it learned:
+	// what applying an evaluated policy with its model imports.
+	Models []*bandit.Model `json:"-"`
 }
 
 // Counts counts the lines of an evaluation.
@@ -303,6 +307,9 @@ func (e *evaluator) finish() *Result {
 		}
 		pr.TotalSummary = e.total[i].summary(res.Start, window)
 		res.Policies = append(res.Policies, pr)
+	}
+	for _, cm := range e.custom {
+		res.Models = append(res.Models, cm.m)
 	}
 	return res
 }

@@ -29,6 +29,7 @@ type TrainConfig struct {
 	Init *bandit.Model
 
 	Final      string // -f: write the model here, in the format servers load
+	FinalVW    bool   // write Final as a VW 9.11.2 model file instead (vw -i reads it)
 	Readable   string // --readable_model: write the weights as text here
 	InvertHash string // --invert_hash: the same with feature names
 
@@ -216,6 +217,9 @@ type vwReport struct {
 	sumLossSinceDump, oldLabeled float64
 	hoWeightedDump, hoLossDump   float64
 	dumpAt                       float64
+
+	counts *Counts // the engine's, as of the last line
+	passes int     // passes begun
 }
 
 // newVWReport creates the predictions file, if any, and prints VW's
@@ -272,6 +276,7 @@ func (v *vwReport) Example(s *Step) error {
 		}
 		return nil
 	}
+	v.counts, v.passes = s.Counts, s.Pass+1
 	ev := s.Event
 	if v.names != nil && s.Pass == 0 {
 		v.model.Names(ev, s.Pred, func(slot uint64, name string) {
@@ -340,13 +345,32 @@ func (v *vwReport) save(m *bandit.Model) error {
 		}
 		return nil
 	}
-	if err := write(v.cfg.Final, func(w io.Writer) error { _, err := m.WriteTo(w); return err }); err != nil {
+	if err := write(v.cfg.Final, func(w io.Writer) error {
+		if v.cfg.FinalVW {
+			return m.WriteVW(w, v.vwStats())
+		}
+		_, err := m.WriteTo(w)
+		return err
+	}); err != nil {
 		return err
 	}
 	if err := write(v.cfg.Readable, func(w io.Writer) error { return m.WriteReadable(w, nil) }); err != nil {
 		return err
 	}
 	return write(v.cfg.InvertHash, func(w io.Writer) error { return m.WriteReadable(w, v.names) })
+}
+
+// vwStats are VW's progress counters of the run so far, which a VW
+// model file carries.
+func (v *vwReport) vwStats() *bandit.VWStats {
+	st := &bandit.VWStats{DumpInterval: float32(v.dumpAt), Passes: uint64(v.passes)}
+	if c := v.counts; c != nil {
+		st.SumLoss, st.SumLossSinceDump = c.SumLoss, v.sumLossSinceDump
+		st.WeightedLabeled, st.WeightedUnlabeled = c.WeightedLabeled, c.WeightedExamples-c.WeightedLabeled
+		st.OldWeightedLabeled = v.oldLabeled
+		st.Examples, st.TotalFeatures = uint64(c.Examples), uint64(c.TotalFeatures)
+	}
+	return st
 }
 
 // writePMF writes one -p line as VW does: 0-based action:probability pairs,

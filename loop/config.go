@@ -63,6 +63,10 @@ type Service struct {
 	IsAutoOptimizationEnabled bool      `json:"isAutoOptimizationEnabled"`
 	AutoOptimizationFrequency Duration  `json:"autoOptimizationFrequency"`
 	AutoOptimizationStartDate time.Time `json:"autoOptimizationStartDate,omitzero"`
+	// IsInferenceExplainabilityEnabled makes Rank answer with each
+	// action's top features and their parts in its score
+	// (inferenceExplanation); Rank does more work when it is on.
+	IsInferenceExplainabilityEnabled bool `json:"isInferenceExplainabilityEnabled"`
 }
 
 // Policy is Personalizer's PolicyContract: a name and VW arguments.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -224,5 +225,31 @@ func TestEncode(t *testing.T) {
 	}
 	if _, err := Unmarshal([]byte("shop"), []byte("{")); err == nil {
 		t.Error("broken JSON was taken")
+	}
+}
+
+// TestEncodeExplainability: the configuration record keeps
+// isInferenceExplainabilityEnabled, and a record written before the
+// setting existed reads as off.
+func TestEncodeExplainability(t *testing.T) {
+	c := Default("shop")
+	if c.Service.IsInferenceExplainabilityEnabled {
+		t.Fatal("on by default")
+	}
+	c.Version = 2
+	c.Service.IsInferenceExplainabilityEnabled = true
+	b, err := Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"isInferenceExplainabilityEnabled":true`) {
+		t.Errorf("record %s", b)
+	}
+	if got, err := Unmarshal([]byte("shop"), b); err != nil || *got != *c {
+		t.Fatalf("round trip: %+v, %v; want %+v", got, err, c)
+	}
+	old := strings.Replace(string(b), `,"isInferenceExplainabilityEnabled":true`, "", 1)
+	if got, err := Unmarshal([]byte("shop"), []byte(old)); err != nil || got.Service.IsInferenceExplainabilityEnabled {
+		t.Fatalf("a record without the field: %+v, %v", got, err)
 	}
 }

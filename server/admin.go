@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -85,7 +84,11 @@ type AdminConfig struct {
 	History       ModelHistory
 	Decisions     DecisionLog
 	MaxModelBytes int64
-	Now           func() time.Time
+	// ModelSigningKey is the HMAC-SHA256 key that signs model exports
+	// (REST ?signed=true, gRPC ExportModel's signed) and checks signed
+	// imports; without one, both are refused (unsigned imports are taken).
+	ModelSigningKey []byte
+	Now             func() time.Time
 }
 
 // Admin answers the control plane, over REST ([REST.AddAdmin]) and gRPC
@@ -153,6 +156,8 @@ func (a *Admin) classify(err error, failCode string) *apiError {
 		return &apiError{http.StatusBadRequest, codes.InvalidArgument, "BadRequest", inv.Error()}
 	case errors.Is(err, ErrUnknownEvent):
 		return &apiError{http.StatusNotFound, codes.NotFound, "ResourceNotFound", err.Error()}
+	case errors.Is(err, ErrInvalidSignature):
+		return &apiError{http.StatusBadRequest, codes.InvalidArgument, "InvalidModelImportSignature", err.Error()}
 	case errors.Is(err, ErrNoLogs):
 		return &apiError{http.StatusNotFound, codes.NotFound, "LogsPropertiesNotFound", "no events are stored for the loop"}
 	case errors.Is(err, loop.ErrNotFound):
@@ -335,7 +340,8 @@ func propertiesOf(info *eventsv1.ModelInfo) modelProperties {
 }
 
 // importModel replaces the loop's model with data, which must be a model
-// file: one that is not changes nothing.
+// file (this server's, or VW's), or a signed zip of one (see
+// [Admin.importable]): anything else changes nothing.
 func (a *Admin) importModel(ctx context.Context, name string, data []byte) (*eventsv1.ModelInfo, error) {
 	l, err := a.loopOf(ctx, name)
 	if err != nil {
@@ -344,15 +350,9 @@ func (a *Admin) importModel(ctx context.Context, name string, data []byte) (*eve
 	if a.cfg.Models == nil {
 		return nil, errUnsupported
 	}
-	pol, err := bandit.ReadModelPolicy(data)
+	data, err = a.importable(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidModel, err)
-	}
-	if err := a.fits(pol, "InvalidModelImportFormat"); err != nil {
 		return nil, err
-	}
-	if _, err := bandit.ReadModel(bytes.NewReader(data)); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidModel, err)
 	}
 	info, err := a.cfg.Models.ImportModel(ctx, l, data)
 	if err != nil {

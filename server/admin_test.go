@@ -178,7 +178,8 @@ func newAdminEnv(t *testing.T, keys bool) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := NewAdmin(e.srv, AdminConfig{Guard: g, Configs: &fakeConfigs{reg: e.reg}, Models: e.models, Logs: e.logs})
+	a := NewAdmin(e.srv, AdminConfig{Guard: g, Configs: &fakeConfigs{reg: e.reg}, Models: e.models, Logs: e.logs,
+		ModelSigningKey: []byte(testSigningKey)})
 
 	rest := NewREST(e.srv, g, 1<<20)
 	rest.AddAdmin(a)
@@ -289,7 +290,8 @@ func TestAdminREST(t *testing.T) {
 			}
 			want := map[string]any{"rewardWaitTime": "PT10M", "defaultReward": 0.0, "rewardAggregation": "earliest",
 				"explorationPercentage": 0.2, "modelExportFrequency": "PT5M", "logMirrorEnabled": false, "logRetentionDays": 90.0,
-				"learningMode": "Online", "isAutoOptimizationEnabled": false, "autoOptimizationFrequency": "P28D"}
+				"learningMode": "Online", "isAutoOptimizationEnabled": false, "autoOptimizationFrequency": "P28D",
+				"isInferenceExplainabilityEnabled": false}
 			if !equalJSON(got, want) {
 				t.Errorf("GET service = %v, want %v", got, want)
 			}
@@ -395,7 +397,7 @@ func TestAdminREST(t *testing.T) {
 			if err := e.srv.Load(mv); err != nil {
 				t.Fatal(err)
 			}
-			for _, q := range []string{"", "?signed=true", "?signed=false"} {
+			for _, q := range []string{"", "?signed=false"} {
 				resp, body = call(t, "GET", base+"/model"+q, key, "")
 				if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/octet-stream" || !bytes.Equal(body, data) ||
 					resp.Header.Get("Last-Modified") != testNow.Add(time.Hour).Format(http.TimeFormat) {

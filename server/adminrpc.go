@@ -81,11 +81,10 @@ func (s *adminService) ResetPolicy(ctx context.Context, req *personalizerv1.Rese
 }
 
 func (s *adminService) ExportModel(req *personalizerv1.ExportModelRequest, stream grpc.ServerStreamingServer[personalizerv1.ExportModelResponse]) error {
-	sm, err := s.a.servedModel(stream.Context(), req.GetLoop())
+	sm, data, err := s.a.exportModel(stream.Context(), req.GetLoop(), req.GetFormat(), req.GetSigned())
 	if err != nil {
 		return s.status(err, "InternalServerError")
 	}
-	data := sm.data
 	resp := &personalizerv1.ExportModelResponse{Properties: propertiesToProto(sm.info)}
 	for first := true; first || len(data) > 0; first = false {
 		n := min(len(data), exportChunk)
@@ -233,6 +232,8 @@ func serviceToProto(s *loop.Service) *personalizerv1.ServiceConfiguration {
 		IsAutoOptimizationEnabled: s.IsAutoOptimizationEnabled,
 		AutoOptimizationFrequency: durationpb.New(time.Duration(s.AutoOptimizationFrequency)),
 		AutoOptimizationStartDate: timestampOrNil(s.AutoOptimizationStartDate),
+
+		IsInferenceExplainabilityEnabled: s.IsInferenceExplainabilityEnabled,
 	}
 }
 
@@ -250,6 +251,8 @@ func serviceFromProto(p *personalizerv1.ServiceConfiguration) loop.Service {
 		IsAutoOptimizationEnabled: p.GetIsAutoOptimizationEnabled(),
 		AutoOptimizationFrequency: loop.Duration(p.GetAutoOptimizationFrequency().AsDuration()),
 		AutoOptimizationStartDate: timeOrZero(p.GetAutoOptimizationStartDate()),
+
+		IsInferenceExplainabilityEnabled: p.GetIsInferenceExplainabilityEnabled(),
 	}
 }
 

@@ -40,7 +40,23 @@ const (
 	EvaluationRunning   = "running"
 	EvaluationCompleted = "completed"
 	EvaluationFailed    = "failed"
+	// An auto-optimization run ends in one of these instead of
+	// completed: it applied its optimal policy, or kept the loop's.
+	EvaluationOptimalPolicyApplied = "optimalPolicyApplied"
+	EvaluationOnlinePolicyRetained = "onlinePolicyRetained"
 )
+
+// Evaluation types: created through the API, or by auto-optimization.
+const (
+	EvaluationManual = "Manual"
+	EvaluationAuto   = "Auto"
+)
+
+// EvaluationFinished reports whether status is that of an evaluation
+// that ran to its end: completed, or an auto-optimization's outcome.
+func EvaluationFinished(status string) bool {
+	return status == EvaluationCompleted || status == EvaluationOptimalPolicyApplied || status == EvaluationOnlinePolicyRetained
+}
 
 // Evaluation is Personalizer's Evaluation, with its progress and the
 // reason of a failure.
@@ -53,7 +69,7 @@ type Evaluation struct {
 	Status            string                  `json:"status"`
 	PolicyResults     []evaluate.PolicyResult `json:"policyResults"`
 	FeatureImportance [][]string              `json:"featureImportance"` // always empty: not computed yet
-	EvaluationType    string                  `json:"evaluationType"`    // Manual
+	EvaluationType    string                  `json:"evaluationType"`    // Manual or Auto
 	OptimalPolicy     string                  `json:"optimalPolicy"`     // the arguments a search picked; "" without a search or if none beats Online
 	CreationTime      time.Time               `json:"creationTime"`
 	// Beyond Personalizer.
@@ -83,6 +99,11 @@ type EvaluationAdmin interface {
 	// Delete stops and deletes an evaluation, or returns an error
 	// wrapping [ErrEvaluationNotFound].
 	Delete(ctx context.Context, loop, id string) error
+	// Model returns the model file (bandit's format) of policy, a custom
+	// or searched policy of a finished evaluation, as the evaluation
+	// trained it, or an error wrapping [ErrEvaluationModelNotFound] when
+	// it is not kept.
+	Model(ctx context.Context, loop, id, policy string) ([]byte, error)
 }
 
 var (
@@ -90,6 +111,11 @@ var (
 	ErrEvaluationNotFound = errors.New("the evaluation does not exist")
 	// ErrNoLogsInRange is Personalizer's NoLogsExistInDateRange.
 	ErrNoLogsInRange = errors.New("no events are stored for the loop in the evaluation's date range")
+	// ErrEvaluationModelNotFound is Personalizer's EvaluationModelNotFound:
+	// the model an evaluation trained for a policy is not kept (by this
+	// process: models are kept in the memory of the process that ran
+	// the evaluation).
+	ErrEvaluationModelNotFound = errors.New("the model the evaluation trained for the policy is not kept by this server")
 )
 
 // MaxEvaluationNameLength and MaxPolicyArgumentsLength are Personalizer's
@@ -243,6 +269,8 @@ func classifyEvaluation(err error) *apiError {
 		return &apiError{http.StatusNotFound, codes.NotFound, "EvaluationNotFound", "the evaluation does not exist"}
 	case errors.Is(err, errLearningSettingsNotFound):
 		return &apiError{http.StatusNotFound, codes.NotFound, "LearningSettingsNotFound", errLearningSettingsNotFound.Error()}
+	case errors.Is(err, ErrEvaluationModelNotFound):
+		return &apiError{http.StatusNotFound, codes.NotFound, "EvaluationModelNotFound", ErrEvaluationModelNotFound.Error()}
 	case errors.Is(err, ErrNoLogsInRange):
 		return &apiError{http.StatusBadRequest, codes.InvalidArgument, "NoLogsExistInDateRange", ErrNoLogsInRange.Error()}
 	}
@@ -308,29 +336,48 @@ type PolicyReferenceContract struct {
 // the evaluation has no completed, learnable policy of that name.
 var errLearningSettingsNotFound = errors.New("the evaluation has no completed policy of that name with learning arguments (Online, Baseline and Random have none)")
 
-// applyFromEvaluation sets the loop's policy to the arguments of the
-// policy p names in a completed evaluation (a custom or searched one),
-// through the policy-change path of PUT /configurations/policy: the
-// learner then retrains a model for it from the log. The model the
-// evaluation trained is not kept, so it is not what is applied.
+// applyFromEvaluation applies the policy p names in a finished
+// evaluation (a custom or searched one) with the model the evaluation
+// trained for it, as Personalizer did: it imports the model (the path of
+// PUT /model), then sets the loop's policy to the policy's arguments (the
+// path of PUT /configurations/policy). In that order the learner does not
+// retrain: when the new policy reaches it, its model, the imported one,
+// already follows that policy, so it continues learning from it.
 func (a *Admin) applyFromEvaluation(ctx context.Context, name string, p PolicyReferenceContract) (*loop.Config, error) {
-	if _, _, err := a.evaluations(ctx, name); err != nil {
+	ev, l, err := a.evaluations(ctx, name)
+	if err != nil {
 		return nil, err
 	}
 	if p.EvaluationID == "" || len(p.EvaluationID) > MaxEvaluationNameLength || p.PolicyName == "" || len(p.PolicyName) > MaxEvaluationNameLength {
 		return nil, &loop.Error{Code: "BadRequest", Message: fmt.Sprintf("evaluationId and policyName are required, at most %d characters each.", MaxEvaluationNameLength)}
 	}
-	e, err := a.getEvaluation(ctx, name, p.EvaluationID)
+	e, err := ev.Get(ctx, l, p.EvaluationID)
 	if err != nil {
 		return nil, err
 	}
-	if e.Status != EvaluationCompleted {
+	if !EvaluationFinished(e.Status) {
 		return nil, errLearningSettingsNotFound
 	}
 	for _, r := range e.PolicyResults {
-		if r.Name == p.PolicyName && r.Arguments != "" {
-			return a.setPolicy(ctx, name, loop.Policy{Name: r.Name, Arguments: r.Arguments})
+		if r.Name != p.PolicyName || r.Arguments == "" {
+			continue
 		}
+		pol := loop.Policy{Name: r.Name, Arguments: r.Arguments}
+		if err := pol.Validate(); err != nil { // refused before the model changes
+			return nil, err
+		}
+		parsed, _ := bandit.ParsePolicy(pol.Arguments) // Validate parsed it
+		if err := a.fits(parsed, "InvalidPolicyConfiguration"); err != nil {
+			return nil, err
+		}
+		model, err := ev.Model(ctx, l, e.ID, r.Name)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := a.importModel(ctx, name, model); err != nil {
+			return nil, err
+		}
+		return a.setPolicy(ctx, name, pol)
 	}
 	return nil, errLearningSettingsNotFound
 }

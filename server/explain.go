@@ -2,22 +2,15 @@ package server
 
 import (
 	"github.com/open-personalizer/personalizer/bandit"
+	"github.com/open-personalizer/personalizer/internal/decide"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
 
-// explanations turns the learner's explanation of each action (indexed
-// as ids) into the API's, in the order of ranking (action indices): a
-// part's score is minus its contribution, since the model predicts cost.
+// explanations is [decide.Explanations] for the server's explanations
+// outside Rank; Rank's own answers are made in package decide
+// ([decide.Decision.Response]), which local inference shares.
 func explanations(ex []bandit.Explanation, ids []string, ranking []int) []*personalizerv1.ActionExplanation {
-	out := make([]*personalizerv1.ActionExplanation, 0, len(ranking))
-	for _, a := range ranking {
-		fs := make([]*personalizerv1.FeatureScore, len(ex[a].Features))
-		for i, c := range ex[a].Features {
-			fs[i] = &personalizerv1.FeatureScore{Name: c.Name, Score: -c.Score}
-		}
-		out = append(out, &personalizerv1.ActionExplanation{Id: ids[a], Features: fs})
-	}
-	return out
+	return decide.Explanations(ex, ids, ranking)
 }
 
 // restExplanation is an ActionExplanation in Personalizer's JSON:

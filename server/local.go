@@ -65,6 +65,8 @@ func rankSettings(l *loopState) *personalizerv1.RankSettings {
 		Limits: &personalizerv1.Limits{MaxActions: int64(lim.MaxActions), MaxIdLength: int64(lim.MaxIDLength),
 			MaxFeatureBytes: int64(lim.MaxFeatureBytes), MaxFeatures: int64(lim.MaxFeatures), MaxInteractionFeatures: int64(lim.MaxInteractionFeatures)},
 		MaxRecordBytes: int64(lc.set.MaxRecordBytes),
+
+		InferenceExplanation: lc.set.Explain,
 	}
 	if sm := l.model.Load(); sm != nil {
 		rs.Model = propertiesToProto(sm.info)

@@ -93,6 +93,9 @@ type restRankResponse struct {
 	Ranking        []restRankedAction `json:"ranking"`
 	EventID        string             `json:"eventId"`
 	RewardActionID string             `json:"rewardActionId"`
+	// InferenceExplanation is there only when the loop explains its
+	// ranks (isInferenceExplainabilityEnabled).
+	InferenceExplanation []restExplanation `json:"inferenceExplanation,omitempty"`
 }
 
 type restRankedAction struct {
@@ -121,6 +124,7 @@ func (h *REST) rank(w http.ResponseWriter, r *http.Request) {
 	for i, a := range resp.GetRanking() {
 		out.Ranking[i] = restRankedAction{ID: a.GetId(), Probability: a.GetProbability()}
 	}
+	out.InferenceExplanation = restExplanations(resp.GetInferenceExplanation())
 	writeJSON(w, http.StatusCreated, out)
 }
 

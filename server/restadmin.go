@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,16 +123,29 @@ func (h *REST) deletePolicy(w http.ResponseWriter, r *http.Request) {
 
 // getModel answers the model file of the version Rank uses, with
 // Last-Modified (its publication) and HEAD, which Personalizer's client
-// library polls. ?signed=true answers the same bytes: the file is what
-// PUT /model takes.
+// library polls: in this server's format, or with ?format=vw as a VW
+// 9.11.2 model file; ?signed=true wraps it in a zip with its signature
+// (see [Admin.exportModel]). PUT /model takes every one of them.
 func (h *REST) getModel(w http.ResponseWriter, r *http.Request) {
-	sm, err := h.admin.servedModel(r.Context(), "")
+	q := r.URL.Query()
+	signed := false
+	if v := q.Get("signed"); v != "" {
+		var err error
+		if signed, err = strconv.ParseBool(v); err != nil {
+			h.fail(w, "BadRequest", invalid("signed", "want true or false, got %q", v))
+			return
+		}
+	}
+	sm, data, err := h.admin.exportModel(r.Context(), "", q.Get("format"), signed)
 	if err != nil {
 		h.adminFail(w, "InternalServerError", err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, "", sm.info.GetCreated().AsTime(), bytes.NewReader(sm.data))
+	if signed {
+		w.Header().Set("Content-Type", "application/zip")
+	}
+	http.ServeContent(w, r, "", sm.info.GetCreated().AsTime(), bytes.NewReader(data))
 }
 
 func (h *REST) putModel(w http.ResponseWriter, r *http.Request) {

@@ -146,7 +146,7 @@ func seedConfig(cfg Config) *loop.Config {
 // setConfig makes c the configuration Rank uses in l.
 func (s *Server) setConfig(l *loopState, c *loop.Config) {
 	lc := &liveConfig{cfg: c, set: decide.Settings{Mode: c.Service.Mode(), Epsilon: c.Epsilon(), Policy: s.cfg.Policy,
-		Limits: s.cfg.Limits.Over(c.Limits), MaxRecordBytes: s.cfg.MaxRecordBytes}}
+		Limits: s.cfg.Limits.Over(c.Limits), MaxRecordBytes: s.cfg.MaxRecordBytes, Explain: c.Service.IsInferenceExplainabilityEnabled}}
 	if c.Version > 0 {
 		// Version 0 is made from this process's flags, which need not
 		// be the joiners': records made under it carry no rules, and the

@@ -101,6 +101,30 @@ async function main() {
   }
   console.log('rank: probabilities 0.625 / 0.125 x3 with exploration 0.5');
 
+  // Inline explanation: off by default; on, the v1.0 SDK's rank result
+  // carries inferenceExplanation (each action in ranking order, its top
+  // features and their scores); off again, it is gone.
+  assert.strictEqual(after.isInferenceExplainabilityEnabled, false);
+  const rankUntil = async (done) => {
+    for (let i = 0; i < 100; i++) {
+      const r = await v10.rank({ contextFeatures: context(i), actions });
+      if (done(r)) return r;
+      await sleep(100);
+    }
+    assert.fail('the explanation setting was not applied');
+  };
+  await rankUntil((r) => r.inferenceExplanation === undefined);
+  expect(await rest.path('/configurations/service').put({ body: { ...after, isInferenceExplainabilityEnabled: true } }), 200);
+  const explained = await rankUntil((r) => r.inferenceExplanation !== undefined);
+  assert.deepStrictEqual(explained.inferenceExplanation.map((x) => x.id), explained.ranking.map((a) => a.id));
+  for (const x of explained.inferenceExplanation) {
+    assert.ok(x.features.length === 10 && x.features.every((f) => typeof f.name === 'string' && typeof f.score === 'number'), JSON.stringify(x));
+  }
+  expect(await rest.path('/configurations/service').put({ body: { ...after, isInferenceExplainabilityEnabled: false } }), 200);
+  await rankUntil((r) => r.inferenceExplanation === undefined);
+  const top = explained.inferenceExplanation[0].features[0];
+  console.log(`rank: inferenceExplanation on (${explained.rewardActionId}: ${top.name} ${top.score}), then off`);
+
   // Evaluations: create one over the events above, follow it to completion,
   // list it, delete it; refuse a bad one.
   const contract = {

@@ -62,10 +62,13 @@ type apiDeps struct {
 // newAPIModule listens on cfg's addresses and wires the serving part; it
 // serves once runs' functions run.
 func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, error) {
+	signingKey, err := cfg.Security.modelSigningKey()
+	if err != nil {
+		return nil, err
+	}
 	m := &apiModule{pub: server.NewPublisher(deps.events, cfg.EventBuffer, cfg.MaxRecordBytes, log)}
 	m.srv = server.New(server.Config{Loop: cfg.Loop, LearningMode: cfg.LearningMode, Limits: cfg.Limits,
 		Policy: cfg.Policy, MaxRecordBytes: cfg.MaxRecordBytes, Configs: deps.configs.reg}, m.pub, log, time.Now)
-	var err error
 	m.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
 		server.Register(g, m.srv)
 		if deps.register != nil {
@@ -76,10 +79,12 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 		return nil, err
 	}
 	m.api.guard.ServeLoops(m.srv.Serves)
-	m.evals = newEvaluations(deps.brokers, deps.configs.w, log)
+	// The models of the evaluations run here are kept for
+	// applyFromEvaluation: up to 256 MiB of model files, the newest.
+	m.evals = newEvaluations(deps.brokers, deps.configs.w, server.DefaultMaxModelBytes, log)
 	m.audits = kafkalog.NewInspector(deps.brokers)
 	m.admin = server.NewAdmin(m.srv, server.AdminConfig{Guard: m.api.guard, Configs: deps.configs, Models: deps.models,
-		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, Now: time.Now,
+		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, ModelSigningKey: signingKey, Now: time.Now,
 		History: deps.history, Decisions: kafkaDecisions{m.audits, cfg.AuditScan}})
 	server.RegisterAdmin(m.api.grpc, m.admin) // before serving: the guard comes with the API
 	registerServer(m.api.metrics, m.srv, m.pub, deps.sourceUp)

@@ -8,6 +8,8 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -228,13 +230,18 @@ func rankedProbabilities(resp *personalizerv1.RankResponse) map[string]float32 {
 
 // TestModelExportImport exports the model of one loop over REST and
 // imports it into a new loop in another process: both rank the same
-// requests with the same probabilities. A corrupt file is refused and
+// requests with the same probabilities, also after importing the model
+// exported as a signed VW model file. A corrupt file is refused and
 // changes nothing; a reset over gRPC starts the new loop afresh.
 func TestModelExportImport(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	a, clientA := startTestDev(t, testConfig(t, t.TempDir()))
+	key := filepath.Join(t.TempDir(), "signing-key")
+	if err := os.WriteFile(key, []byte("a model signing key, 32 bytes or more\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, clientA := startTestDev(t, testConfig(t, t.TempDir(), "--model-signing-key", key))
 	defer a.close()
 	if _, err := sim.Run(ctx, clientA, sim.Config{Events: 400, Seed: 3, Concurrency: 4}, testWriter{t}); err != nil {
 		t.Fatal(err)
@@ -251,7 +258,12 @@ func TestModelExportImport(t *testing.T) {
 		t.Fatalf("GET /model: %d, %d bytes; want 200 and version %d's %d bytes", code, len(model), version, len(a.store.Latest().GetData()))
 	}
 
-	b, clientB := startTestDev(t, testConfig(t, t.TempDir(), "--loop", "imported"))
+	code, signedVW := restCall(t, "GET", "http://"+a.api.httpLis.Addr().String()+"/personalizer/v1.1-preview.3/model?format=vw&signed=true", nil)
+	if code != 200 {
+		t.Fatalf("GET /model?format=vw&signed=true: %d %s", code, signedVW)
+	}
+
+	b, clientB := startTestDev(t, testConfig(t, t.TempDir(), "--loop", "imported", "--model-signing-key", key))
 	defer b.close()
 	baseB := "http://" + b.api.httpLis.Addr().String() + "/personalizer/v1.1-preview.3"
 	if code, body := restCall(t, "PUT", baseB+"/model", model[:len(model)/2]); code != 400 || !bytes.Contains(body, []byte(`"InvalidModelImportFormat"`)) {
@@ -264,23 +276,31 @@ func TestModelExportImport(t *testing.T) {
 		t.Fatalf("PUT /model: %d %s", code, body)
 	}
 	// PUT returns once the imported version serves.
-	for i := range 50 {
-		// Deferred and never activated: the probes are not learned, so
-		// the exporting loop's model stays the one exported.
-		req := simRequest(uint64(i))
-		req.DeferActivation = true
-		ra, err := clientA.Rank(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rb, err := clientB.Rank(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if pa, pb := rankedProbabilities(ra), rankedProbabilities(rb); !maps.Equal(pa, pb) {
-			t.Fatalf("request %d: exporting loop %v, importing loop %v", i, pa, pb)
+	sameRanks := func(what string) {
+		t.Helper()
+		for i := range 50 {
+			// Deferred and never activated: the probes are not learned, so
+			// the exporting loop's model stays the one exported.
+			req := simRequest(uint64(i))
+			req.DeferActivation = true
+			ra, err := clientA.Rank(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rb, err := clientB.Rank(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pa, pb := rankedProbabilities(ra), rankedProbabilities(rb); !maps.Equal(pa, pb) {
+				t.Fatalf("%s, request %d: exporting loop %v, importing loop %v", what, i, pa, pb)
+			}
 		}
 	}
+	sameRanks("our format")
+	if code, body := restCall(t, "PUT", baseB+"/model", signedVW); code != 204 {
+		t.Fatalf("PUT /model of the signed VW file: %d %s", code, body)
+	}
+	sameRanks("signed VW model file")
 
 	// Reset over gRPC: a fresh model, every action equally likely.
 	admin := personalizerv1.NewAdminServiceClient(dial(t, b.grpcAddr()))

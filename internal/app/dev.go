@@ -43,6 +43,9 @@ type devConfig struct {
 	// Tracing records spans of Rank, the join and learning; nil is off.
 	// runDev sets it from the OTEL_* environment; tests set their own.
 	Tracing trace.TracerProvider
+	// AutoClock is the clock of the auto-optimization schedule; nil is
+	// time.Now. Tests set their own.
+	AutoClock func() time.Time
 }
 
 func (c *devConfig) registerFlags(fs *flag.FlagSet) {
@@ -58,6 +61,7 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	c.Learner.RegisterFlags(fs, "")
 	c.Limits.RegisterFlags(fs, "")
 	c.Security.registerFlags(fs)
+	c.Security.registerModelFlags(fs)
 	capacityIntervalVar(fs, &c.CapacityInterval)
 	auditScanVar(fs, &c.AuditScan)
 	// Seconds, not Personalizer's minutes, so that learning shows at once.
@@ -118,6 +122,7 @@ type dev struct {
 	*apiModule
 	configs  *configTopic
 	capacity *capacity // nil with --capacity-interval 0
+	auto     *autoOptimizer
 
 	// Each stage stops on its own, in shutdown order.
 	serve, publish, roles, follow stage
@@ -171,7 +176,8 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 		registerServerLoop(metrics, d.srv, name)
 		return func(ctx context.Context) error { return d.srv.WatchLoopModels(ctx, name, store) }
 	}
-	roles := append([]func(context.Context) error{d.joiner.Run}, d.learnerModule.serve(d.api.metrics, d.api)...)
+	d.auto = newAutoOptimizer(d.configs, d.evals, localModels{d.svc}, cfg.AutoClock, log)
+	roles := append([]func(context.Context) error{d.joiner.Run, d.auto.Run}, d.learnerModule.serve(d.api.metrics, d.api)...)
 	d.capacity = startCapacity(capacitySources{role: "dev", count: ranksAnswered(d.api.metrics), joiner: d.joiner, learners: learnersOf(d.svc)},
 		brokers, cfg.CapacityInterval, d.api.mux, d.api.metrics, log)
 	if d.capacity != nil {

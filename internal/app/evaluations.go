@@ -17,10 +17,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/evaluate"
 	"github.com/open-personalizer/personalizer/eventlog"
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/learner"
+	"github.com/open-personalizer/personalizer/loop"
 	"github.com/open-personalizer/personalizer/server"
 )
 
@@ -59,6 +61,9 @@ type evalRecord struct {
 	// a search (enableOfflineExperimentation) searches around.
 	Current string    `json:"current,omitempty"`
 	Updated time.Time `json:"updated"` // when this record was written
+	// Period is the scheduled time of an auto-optimization run (see
+	// autoSchedule); zero for the others.
+	Period time.Time `json:"period,omitzero"`
 }
 
 // evaluations is the [server.EvaluationAdmin] of a serving process: it
@@ -79,15 +84,70 @@ type evaluations struct {
 	runs    sync.WaitGroup                // the runs' goroutines, added to under mu while !stopped
 	stopped bool                          // follow has returned
 	ready   chan struct{}                 // closed once the topic's records at start are read
+	kept    evalModels                    // the models the evaluations run here trained
 
 	// hold, when set (by tests), is called by a run once its status is
 	// running, before it reads anything, with the run's context.
 	hold func(ctx context.Context)
+	// applyAuto, set by the process's autoOptimizer, applies an
+	// auto-optimization's optimal policy with its model.
+	applyAuto func(ctx context.Context, loop string, p loop.Policy, model []byte) error
 }
 
-func newEvaluations(brokers []string, w *kafkalog.Writer, log *slog.Logger) *evaluations {
+// newEvaluations returns the evaluations of a process that keeps in
+// memory up to keptBytes of the model files its evaluations trained, for
+// applyFromEvaluation (0: none).
+func newEvaluations(brokers []string, w *kafkalog.Writer, keptBytes int64, log *slog.Logger) *evaluations {
 	return &evaluations{brokers: brokers, w: w, log: log, all: map[string]*evalRecord{},
-		running: map[string]context.CancelFunc{}, changed: make(chan struct{}), ready: make(chan struct{}), slot: make(chan struct{}, 1)}
+		running: map[string]context.CancelFunc{}, changed: make(chan struct{}), ready: make(chan struct{}), slot: make(chan struct{}, 1),
+		kept: evalModels{limit: keptBytes, files: map[string]map[string][]byte{}}}
+}
+
+// evalModels are the model files of the custom and searched policies of
+// the evaluations that completed in this process, newest first kept, up
+// to limit bytes in all; guarded by the evaluations' mu.
+type evalModels struct {
+	limit int64
+	size  int64
+	order []string                     // evaluation keys, oldest first
+	files map[string]map[string][]byte // by evaluation key, then policy name
+}
+
+// keep keeps the model files of evaluation key, dropping the oldest
+// evaluations' to make room; an evaluation whose files alone take more
+// than the limit is not kept.
+func (k *evalModels) keep(key string, files map[string][]byte) {
+	var n int64
+	for _, f := range files {
+		n += int64(len(f))
+	}
+	k.drop(key)
+	if n > k.limit || len(files) == 0 {
+		return
+	}
+	for k.size+n > k.limit {
+		k.drop(k.order[0])
+	}
+	k.files[key], k.size, k.order = files, k.size+n, append(k.order, key)
+}
+
+func (k *evalModels) drop(key string) {
+	files, ok := k.files[key]
+	if !ok {
+		return
+	}
+	for _, f := range files {
+		k.size -= int64(len(f))
+	}
+	delete(k.files, key)
+	k.order = slices.DeleteFunc(k.order, func(o string) bool { return o == key })
+}
+
+// modelFile is m as a model file (bandit's format, what PUT /model takes).
+func modelFile(m *bandit.Model) []byte {
+	var b bytes.Buffer
+	m.WriteTo(&b) // a bytes.Buffer does not fail
+	return b.Bytes()
 }
 
 // follow applies the topic (created with the configuration topic, by
@@ -112,6 +172,7 @@ func (e *evaluations) apply(key, value []byte) {
 	defer e.notify()
 	if value == nil {
 		delete(e.all, k)
+		e.kept.drop(k)
 		if stop, ok := e.running[k]; ok { // deleted through another process
 			stop()
 			delete(e.running, k)
@@ -204,21 +265,43 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	if !some {
 		return nil, server.ErrNoLogsInRange
 	}
-	id := newID()
-	r := &evalRecord{Loop: loop, Contract: c, Evaluation: server.Evaluation{ID: id, JobID: id, Name: c.Name,
-		StartTime: c.StartTime, EndTime: c.EndTime, Status: server.EvaluationPending, FeatureImportance: [][]string{},
-		EvaluationType: "Manual", CreationTime: time.Now().UTC()}}
+	current := ""
 	if c.EnableOfflineExperimentation {
-		r.Current = c.Current // the loop's policy, set by the Admin
+		current = c.Current // the loop's policy, set by the Admin
 	}
-	pols, err := evalPolicies(c, r.Current)
+	r, err := newEvalRecord(loop, c, current, server.EvaluationManual, time.Now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := e.launch(ctx, runCtx, r, start, end); err != nil {
+		return nil, err
+	}
+	out := r.Evaluation
+	return &out, nil
+}
+
+// newEvalRecord is a pending evaluation of c on loop, with a search
+// around current if it is not "".
+func newEvalRecord(loop string, c server.EvaluationContract, current, typ string, created time.Time) (*evalRecord, error) {
+	id := newID()
+	r := &evalRecord{Loop: loop, Contract: c, Current: current, Evaluation: server.Evaluation{ID: id, JobID: id, Name: c.Name,
+		StartTime: c.StartTime, EndTime: c.EndTime, Status: server.EvaluationPending, FeatureImportance: [][]string{},
+		EvaluationType: typ, CreationTime: created}}
+	pols, err := evalPolicies(c, current)
 	if err != nil {
 		return nil, fmt.Errorf("search around the loop's policy: %w", err)
 	}
 	for _, p := range pols {
 		r.PolicyResults = append(r.PolicyResults, evaluate.PolicyResult{Policy: p, Summary: []evaluate.Summary{}})
 	}
-	key := evalKey(loop, id)
+	return r, nil
+}
+
+// launch stores r and runs it in the background, in runCtx, over the
+// joined records between the offsets start and end; the returned channel
+// is closed when the run ends.
+func (e *evaluations) launch(ctx, runCtx context.Context, r *evalRecord, start, end map[int]int64) (<-chan struct{}, error) {
+	key := evalKey(r.Loop, r.ID)
 	run, stop := context.WithCancel(runCtx)
 	e.mu.Lock()
 	e.running[key] = stop
@@ -239,12 +322,13 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	}
 	e.runs.Add(1)
 	e.mu.Unlock()
+	done := make(chan struct{})
 	go func() {
 		defer e.runs.Done()
+		defer close(done)
 		e.run(run, key, *r, start, end)
 	}()
-	out := r.Evaluation
-	return &out, nil
+	return done, nil
 }
 
 // forget stops running key here.
@@ -348,7 +432,7 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 	if e.hold != nil {
 		e.hold(ctx)
 	}
-	res, optimal, err := e.evaluate(ctx, &r.Contract, r.Loop, r.Current, start, end, func(p server.EvaluationProgress) {
+	res, err := e.evaluate(ctx, &r.Contract, r.Loop, r.Current, start, end, func(p server.EvaluationProgress) {
 		mu.Lock()
 		r.Progress = p
 		mu.Unlock()
@@ -364,27 +448,46 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 		log.Warn("evaluation failed", "err", err)
 	} else {
 		final.Status, final.PolicyResults, final.Counts = server.EvaluationCompleted, res.Policies, &res.Counts
-		final.OptimalPolicy = optimal
+		final.OptimalPolicy = res.OptimalPolicy
 		final.Progress.Evaluated = res.Evaluated
+		e.keep(key, res)
 		log.Info("evaluation completed", "evaluated", res.Evaluated, "lines", res.Lines)
+		if final.EvaluationType == server.EvaluationAuto {
+			e.finishAuto(ctx, final, res)
+			log.Info("auto-optimization "+final.Status, "optimal_policy", res.OptimalPolicy, "err", final.Error)
+		}
 	}
 	if err := e.store(context.WithoutCancel(ctx), key, final); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("evaluation result not stored", "err", err)
 	}
 }
 
+// keep keeps the model files of the custom and searched policies of
+// res, the result of evaluation key.
+func (e *evaluations) keep(key string, res *evaluate.SearchResult) {
+	files := map[string][]byte{}
+	for i, m := range res.Models {
+		files[res.Policies[3+i].Name] = modelFile(m)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.running[key]; ok { // not deleted meanwhile
+		e.kept.keep(key, files)
+	}
+}
+
 // evaluate runs the evaluation of c on loop's joined records between
 // start and end whose Timestamp is in [c.StartTime, c.EndTime), with a
-// search around current if it is not "": it returns the results and the
-// optimal policy ("" without a search or if none beats Online).
+// search around current if it is not "": it returns the results, with
+// the optimal policy ("" without a search or if none beats Online).
 func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract, loop, current string, start, end map[int]int64,
-	progress func(server.EvaluationProgress)) (*evaluate.Result, string, error) {
+	progress func(server.EvaluationProgress)) (*evaluate.SearchResult, error) {
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, e.brokers, eventlog.JoinedTopic, start)
 	}
 	src, err := learner.OpenJoined(ctx, open, loop, start, end, evalDedupe)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	defer src.Close()
 	in := &inRange{src: src, from: c.StartTime, to: c.EndTime}
@@ -397,13 +500,12 @@ func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract
 	}
 	if current == "" {
 		res, err := evaluate.Run(ctx, cfg, in)
-		return res, "", err
+		if err != nil {
+			return nil, err
+		}
+		return &evaluate.SearchResult{Result: res, Best: -1}, nil
 	}
-	found, err := evaluate.Search(ctx, cfg, current, evaluate.DefaultBudget, in)
-	if err != nil {
-		return nil, "", err
-	}
-	return found.Result, found.OptimalPolicy, nil
+	return evaluate.Search(ctx, cfg, current, evaluate.DefaultBudget, in)
 }
 
 // inRange passes on the lines of src whose "Timestamp" is in [from, to).
@@ -504,8 +606,24 @@ func (e *evaluations) Delete(ctx context.Context, loop, id string) error {
 		return fmt.Errorf("evaluation %q: %w", id, server.ErrEvaluationNotFound)
 	}
 	e.forget(key) // before the tombstone: a run writes nothing after it
+	e.mu.Lock()
+	e.kept.drop(key)
+	e.mu.Unlock()
 	if err := e.w.Write(ctx, eventlog.Record{Topic: eventlog.EvaluationsTopic, Key: []byte(key)}); err != nil {
 		return fmt.Errorf("delete evaluation: %w", err)
 	}
 	return e.await(ctx, key, func(cur *evalRecord) bool { return cur == nil })
+}
+
+func (e *evaluations) Model(ctx context.Context, loop, id, policy string) ([]byte, error) {
+	if err := e.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f, ok := e.kept.files[evalKey(loop, id)][policy]
+	if !ok {
+		return nil, fmt.Errorf("evaluation %q, policy %q: %w", id, policy, server.ErrEvaluationModelNotFound)
+	}
+	return f, nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/joiner"
+	"github.com/open-personalizer/personalizer/learner"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
@@ -385,6 +386,17 @@ func TestEvaluations(t *testing.T) {
 		t.Errorf("after applyFromEvaluation %s: policy %d %s, want %q", apply, code, got, applied)
 	}
 	t.Logf("applied %s: %s", apply, applied)
+	// With the model the evaluation trained: imported (and served here
+	// when the call returned), so the learner did not retrain.
+	if _, err := d.evals.Model(ctx, "default", created.ID, apply); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.learner.Wait(ctx, func(s learner.Stats) bool { return s.Policy == applied }); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.learner.Stats(); st.Imports != 1 || st.PolicyChanges != 0 {
+		t.Errorf("learner after applyFromEvaluation: %d imports, %d policy changes (retrains); want 1 import, no retrain", st.Imports, st.PolicyChanges)
+	}
 
 	// After a restart the completed evaluation is listed as it was.
 	if err := d.close(); err != nil {

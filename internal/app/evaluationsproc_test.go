@@ -92,4 +92,37 @@ func TestEvaluationsMultiProcess(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Errorf("after restart\n%s\nwant\n%s", a, b)
 	}
+
+	// Auto-optimization, turned on through the server, runs in the
+	// learner process (without a start date: at once), once, and is
+	// stored with the other evaluations.
+	svc := map[string]any{}
+	code, got = restCall(t, "GET", "http://"+httpAddr+"/personalizer/v1.0/configurations/service", nil)
+	if err := json.Unmarshal(got, &svc); code != 200 || err != nil {
+		t.Fatalf("GET service: %d %s", code, got)
+	}
+	svc["isAutoOptimizationEnabled"] = true
+	put, _ := json.Marshal(svc)
+	if code, got := restCall(t, "PUT", "http://"+httpAddr+"/personalizer/v1.0/configurations/service", put); code != 200 {
+		t.Fatalf("PUT service: %d %s", code, got)
+	}
+	autos := map[string]evalRecord{}
+	var auto evalRecord
+	follow, stop = context.WithCancel(ctx)
+	err = kafkalog.FollowCompacted(follow, h.brokers, eventlog.EvaluationsTopic, slog.New(slog.DiscardHandler), func(key, value []byte) {
+		var r evalRecord
+		if json.Unmarshal(value, &r) != nil || r.EvaluationType != server.EvaluationAuto {
+			return
+		}
+		autos[r.ID] = r
+		if r.Status != server.EvaluationPending && r.Status != server.EvaluationRunning {
+			auto = r
+			stop()
+		}
+	}, nil)
+	if err != nil || len(autos) != 1 || auto.Period.IsZero() || auto.Counts == nil || auto.Counts.Evaluated != events ||
+		auto.Status != server.EvaluationOptimalPolicyApplied && auto.Status != server.EvaluationOnlinePolicyRetained {
+		t.Fatalf("following the evaluations: %v; %d auto runs, the last %+v", err, len(autos), auto.Evaluation)
+	}
+	t.Logf("auto-optimization in the learner: %s, optimal policy %q", auto.Status, auto.OptimalPolicy)
 }

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	"github.com/open-personalizer/personalizer/learner"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
@@ -88,6 +90,7 @@ type learnerRole struct {
 	*learnerModule
 	api     *api
 	configs *configTopic
+	writer  *kafkalog.Writer // auto-optimization's evaluations and policy changes
 
 	// Each stage stops on its own, in shutdown order.
 	learn, serve, follow stage
@@ -99,22 +102,26 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 	l := new(learnerRole)
 	l.init(log)
 	brokers := splitBrokers(cfg.Brokers)
-	l.configs = followConfigs(ctx, &l.supervisor, &l.follow, brokers, nil,
+	l.writer = writerConfig{Compression: "none", MaxRecordBytes: eventlog.DefaultMaxRecordBytes}.writer(brokers, false)
+	l.configs = followConfigs(ctx, &l.supervisor, &l.follow, brokers, l.writer,
 		flagConfig(cfg.Loop, cfg.Learner.Policy, cfg.Learner.ExportEvery, nil), log)
 	var err error
 	if l.learnerModule, err = newLearnerModule(cfg.Learner, cfg.DataDir, brokers, l.configs, log); err != nil {
-		l.follow.stop()
-		return nil, err
+		return nil, errors.Join(err, l.follow.stop(), l.writer.Close())
 	}
 	l.api, err = listenAPI(cfg.GRPCAddr, cfg.HTTPAddr, cfg.Security, log, func(g *grpc.Server) {
 		eventsv1.RegisterModelServiceServer(g, l.svc)
 	}, append(tracingOptions(cfg.Learner.TracerProvider), grpc.MaxSendMsgSize(cfg.MaxModelBytes), grpc.MaxRecvMsgSize(cfg.MaxModelBytes+64<<10))...)
 	if err != nil {
-		l.follow.stop()
-		return nil, err
+		return nil, errors.Join(err, l.follow.stop(), l.writer.Close())
 	}
 	l.api.status = func() any { return learnerStatusOf(l.learner, l.store) }
-	learn := l.learnerModule.serve(l.api.metrics, l.api)
+	// Auto-optimization runs here, beside the learners it applies to: its
+	// runs are evaluations, in the store every server follows. Their
+	// models are applied here or not at all: none are kept.
+	evals := newEvaluations(brokers, l.writer, 0, log)
+	auto := newAutoOptimizer(l.configs, evals, localModels{l.svc}, nil, log)
+	learn := append(l.learnerModule.serve(l.api.metrics, l.api), evals.follow, auto.Run)
 	learners := learnersOf(l.svc)
 	if c := startCapacity(capacitySources{role: "learner", learners: learners},
 		brokers, cfg.CapacityInterval, l.api.mux, l.api.metrics, log); c != nil {
@@ -132,6 +139,6 @@ func startLearner(ctx context.Context, cfg learnerConfig, log *slog.Logger) (*le
 func (l *learnerRole) close() error {
 	errs := []error{l.learn.stop()}
 	l.svc.Shutdown()
-	errs = append(errs, l.api.drain(), l.serve.stop(), l.follow.stop())
+	errs = append(errs, l.api.drain(), l.serve.stop(), l.follow.stop(), l.writer.Close())
 	return errors.Join(append(errs, l.failure())...)
 }

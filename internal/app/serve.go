@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -50,6 +51,7 @@ type securityConfig struct {
 	RateLimit       float64
 	RateBurst       int
 	MaxMessageBytes int
+	ModelSigningKey string // file of the secret that signs model exports and checks signed imports
 	// Loop is the loop whose keys the API accepts; the role sets it.
 	Loop string
 	// HTTP bounds how long the HTTP listener waits for clients; zero
@@ -66,6 +68,31 @@ func (c *securityConfig) registerFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.RateLimit, "rate-limit", 0, "requests per second per API key; 0: no limit")
 	fs.IntVar(&c.RateBurst, "rate-burst", 100, "token bucket size: requests a key may make at once before --rate-limit paces it")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", 4<<20, "largest gRPC message or REST body read")
+}
+
+// registerModelFlags adds the flags of the roles that serve the admin
+// API's model routes (dev, server).
+func (c *securityConfig) registerModelFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ModelSigningKey, "model-signing-key", "", "`file` holding a secret of at least 32 bytes (surrounding whitespace ignored): the HMAC-SHA256 key of signed model exports (GET /model?signed=true) and imports; without it both are refused")
+}
+
+// minSigningKey is the shortest model signing key taken: HMAC-SHA256's
+// output size.
+const minSigningKey = 32
+
+// modelSigningKey reads --model-signing-key; nil without one.
+func (c *securityConfig) modelSigningKey() ([]byte, error) {
+	if c.ModelSigningKey == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.ModelSigningKey)
+	if err != nil {
+		return nil, fmt.Errorf("--model-signing-key: %w", err)
+	}
+	if b = bytes.TrimSpace(b); len(b) < minSigningKey {
+		return nil, fmt.Errorf("--model-signing-key %s: %d bytes, want at least %d", c.ModelSigningKey, len(b), minSigningKey)
+	}
+	return b, nil
 }
 
 func (c *securityConfig) validate() error {

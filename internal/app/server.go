@@ -70,6 +70,7 @@ func (c *serverConfig) registerFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxModelBytes, "max-model-bytes", defaultMaxModelBytes, "largest model version accepted from the learner")
 	c.Limits.RegisterFlags(fs, "")
 	c.Security.registerFlags(fs)
+	c.Security.registerModelFlags(fs)
 	capacityIntervalVar(fs, &c.CapacityInterval)
 	auditScanVar(fs, &c.AuditScan)
 	fs.StringVar(&c.LearnerTLSCA, "learner-tls-ca", "", "PEM CAs of the learner's TLS certificate; calls the learner over TLS, presenting --tls-cert if given (mTLS)")

@@ -14,7 +14,7 @@ import (
 
 // runTrain is `personalizer train`, VW's offline training with VW's flags:
 // personalizer train --dsjson FILE --policy "ARGS" [-p PREDS] [-f MODEL]
-// [-i MODEL] [-t] [--passes N].
+// [-i MODEL] [-t] [--passes N] [--vw-model].
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -32,7 +32,8 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	fs.StringVar(&cfg.Policy, "policy", "", "Vowpal Wabbit arguments (default: Personalizer's \""+bandit.DefaultPolicy+"\", or the -i model's)")
 	fs.StringVar(&cfg.Preds, "p", "", "write VW's predictions (one action:prob list per event) to this `file` (- for stdout)")
 	fs.StringVar(&cfg.Final, "f", "", "write the final model to this `file` (the format servers load)")
-	fs.StringVar(&initial, "i", "", "continue training the model in this `file`")
+	fs.BoolVar(&cfg.FinalVW, "vw-model", false, "write -f as a Vowpal Wabbit 9.11.2 model file, which vw -i reads (and -i, PUT /model take back)")
+	fs.StringVar(&initial, "i", "", "continue training the model in this `file`: one of -f's, or a VW 9.x model file vw -f wrote (told apart by its header)")
 	fs.BoolVar(&cfg.Test, "t", false, "test only: predict and report the loss, learn nothing")
 	fs.IntVar(&cfg.Passes, "passes", 1, "passes over the data; with more than one, every tenth event is held out")
 	fs.BoolVar(&cfg.HoldoutOff, "holdout_off", false, "no holdout set with several passes")
@@ -58,12 +59,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		return fmt.Errorf("train: --passes %d must be at least 1", cfg.Passes)
 	}
 	if initial != "" {
-		f, err := os.Open(initial)
+		b, err := os.ReadFile(initial)
 		if err != nil {
 			return fmt.Errorf("train: initial model: %w", err)
 		}
-		cfg.Init, err = bandit.ReadModel(f)
-		f.Close()
+		cfg.Init, err = bandit.ReadAnyModel(b)
 		if err != nil {
 			return fmt.Errorf("train: initial model %s: %w", initial, err)
 		}

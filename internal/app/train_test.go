@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,6 +89,7 @@ func TestTrainFlagErrors(t *testing.T) {
 		{[]string{"train", "--dsjson", filepath.Join(dir, "missing.dsjson")}, "open data"},
 		{[]string{"train", "--dsjson", trainData, "-i", filepath.Join(dir, "missing.model")}, "initial model"},
 		{[]string{"train", "--dsjson", trainData, "-i", notModel}, "not a bandit model file"},
+		{[]string{"train", "--dsjson", trainData, "-i", "../../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw"}, "options not supported: --cb_sample, --ccb_explore_adf"},
 		{[]string{"train", "--dsjson", trainData, "--passes", "0"}, "--passes 0 must be at least 1"},
 		{[]string{"train", "--dsjson", trainData, "extra"}, `unexpected arguments ["extra"]`},
 		{[]string{"train", "--dsjson", trainData, "-f", filepath.Join(dir, "no", "such", "dir", "m")}, "write model"},
@@ -98,5 +100,36 @@ func TestTrainFlagErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: err = %v, want %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestTrainVWModel writes a VW model file with -f --vw-model (the file
+// vw -f writes for the same run) and continues from a file vw -f wrote
+// with -i (vw -i's predictions).
+func TestTrainVWModel(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	all := strings.SplitAfter(string(gunzip(t, trainData)), "\n")
+	first, second := filepath.Join(dir, "first.dsjson"), filepath.Join(dir, "second.dsjson")
+	os.WriteFile(first, []byte(strings.Join(all[:2000], "")), 0o600)
+	os.WriteFile(second, []byte(strings.Join(all[2000:], "")), 0o600)
+	train := func(args ...string) {
+		t.Helper()
+		var stderr bytes.Buffer
+		if err := run(context.Background(), append([]string{"train", "--quiet"}, args...), io.Discard, &stderr, noEnv); err != nil {
+			t.Fatalf("train %q: %v\n%s", args, err, stderr.String())
+		}
+	}
+	const vwFile = "../../testdata/vw-models/cb_mtr_lr0.1_first2000.vw"
+	out := filepath.Join(dir, "model.vw")
+	train("-d", first, "--policy", "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 --cb_type mtr -q ::", "-f", out, "--vw-model")
+	got, _ := os.ReadFile(out)
+	want, _ := os.ReadFile(vwFile)
+	if len(want) == 0 || !bytes.Equal(got, want) {
+		t.Error("-f --vw-model wrote another file than vw -f")
+	}
+	train("-d", second, "-i", vwFile, "-p", filepath.Join(dir, "p"))
+	if p, _ := os.ReadFile(filepath.Join(dir, "p")); !bytes.Equal(p, gunzip(t, "../../testdata/vw-models/cont_mtr_lr0.1.pred.gz")) {
+		t.Error("-i of vw -f's file predicts differently from vw -i")
 	}
 }

@@ -39,6 +39,12 @@ type Settings struct {
 	// MaxRecordBytes is the largest record the event log takes: a request
 	// whose event, or the joined line made of it, would not fit is refused.
 	MaxRecordBytes int
+	// Explain makes a decision explain itself (the loop's
+	// isInferenceExplainabilityEnabled): the event is built with its
+	// features' names, and each eligible action's score is broken into
+	// its features' parts ([Decision.Explained]). Off, deciding does no
+	// more than without it.
+	Explain bool
 }
 
 // Model is a model version as decisions use it.
@@ -93,6 +99,11 @@ type Decision struct {
 	Logged, Answer []bandit.ActionProb
 	Mode           eventsv1.LearningMode
 	ModelVersion   string // empty before the first model
+	// Explained is, with [Settings.Explain], each eligible action's
+	// explanation under the model that decided (its top [ExplainTop]
+	// features); before the first model they name no features. Nil
+	// without Settings.Explain.
+	Explained []bandit.Explanation
 }
 
 // Scratch is a decision's working memory; pool it (see [Scratch.Keep]) so
@@ -112,6 +123,7 @@ type Scratch struct {
 // Keep reports whether sc may be pooled for the next decision.
 func (sc *Scratch) Keep() bool {
 	clear(sc.d.Eligible) // not to keep the request alive
+	sc.d.Explained = nil
 	return sc.scored <= keepScratchFeatures && cap(sc.context) <= keepScratchContextBytes
 }
 
@@ -162,6 +174,7 @@ func (sc *Scratch) Decide(req *personalizerv1.RankRequest, size int, eventID str
 	}
 	d := &sc.d
 	sc.pmf = sc.pmf[:0]
+	d.Explained = nil
 	if m == nil {
 		// Before the first model every action is equally likely
 		// (Personalizer's initial epsilon is 1), which is also what an
@@ -173,12 +186,19 @@ func (sc *Scratch) Decide(req *personalizerv1.RankRequest, size int, eventID str
 			sc.pmf = append(sc.pmf, bandit.ActionProb{Action: i, Prob: p})
 		}
 		d.ModelVersion = ""
+		if s.Explain {
+			d.Explained = make([]bandit.Explanation, len(d.Eligible))
+		}
 	} else {
 		sc.ev.Reset()
+		sc.ev.SetKeepNames(s.Explain) // names cost allocations: only to explain
 		features.Build(&sc.ev, req.GetContextFeatures(), d.Eligible)
 		m.Model.PredictEpsilon(&sc.ev, &sc.pred, s.Epsilon)
 		sc.pmf = append(sc.pmf, sc.pred.PMF()...)
 		d.ModelVersion = m.Version
+		if s.Explain { // the same model and event that scored the actions
+			d.Explained = m.Model.Explain(&sc.ev, &sc.pred, ExplainTop)
+		}
 	}
 	// Sample, then put the sampled action first as VW's clients do.
 	k := bandit.SampleIndex(eventID, sc.pmf)
@@ -230,7 +250,8 @@ func Recorded(eventID string, eligible []*personalizerv1.Action, ranking []uint3
 }
 
 // Response is the answer to req, which d decided: every action, the
-// excluded ones last with probability 0.
+// excluded ones last with probability 0; and, if d was explained, each
+// eligible action's explanation in the order of the ranking.
 func (d *Decision) Response(req *personalizerv1.RankRequest) *personalizerv1.RankResponse {
 	actions := req.GetActions()
 	resp := &personalizerv1.RankResponse{
@@ -253,6 +274,17 @@ func (d *Decision) Response(req *personalizerv1.RankRequest) *personalizerv1.Ran
 		r := &ranked[len(resp.Ranking)]
 		r.Id = a.GetId()
 		resp.Ranking = append(resp.Ranking, r)
+	}
+	if d.Explained != nil {
+		ids := make([]string, len(d.Eligible))
+		for i, a := range d.Eligible {
+			ids[i] = a.GetId()
+		}
+		ranking := make([]int, len(d.Answer))
+		for i, ap := range d.Answer {
+			ranking[i] = ap.Action
+		}
+		resp.InferenceExplanation = Explanations(d.Explained, ids, ranking)
 	}
 	return resp
 }
@@ -304,7 +336,7 @@ func (sc *Scratch) Logged(eventID string, ranking []uint32, probs []float32, mod
 			return nil, invalid("model_version", "want a model version number or none, got %q", version)
 		}
 	}
-	d.EventID, d.Logged, d.Answer, d.Mode, d.ModelVersion = eventID, sc.pmf, nil, mode, version
+	d.EventID, d.Logged, d.Answer, d.Mode, d.ModelVersion, d.Explained = eventID, sc.pmf, nil, mode, version, nil
 	return d, nil
 }
 

@@ -44,8 +44,11 @@ type ServiceConfiguration struct {
 	IsAutoOptimizationEnabled bool                   `protobuf:"varint,11,opt,name=is_auto_optimization_enabled,json=isAutoOptimizationEnabled,proto3" json:"is_auto_optimization_enabled,omitempty"`
 	AutoOptimizationFrequency *durationpb.Duration   `protobuf:"bytes,12,opt,name=auto_optimization_frequency,json=autoOptimizationFrequency,proto3" json:"auto_optimization_frequency,omitempty"`
 	AutoOptimizationStartDate *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=auto_optimization_start_date,json=autoOptimizationStartDate,proto3" json:"auto_optimization_start_date,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// Rank answers carry inference_explanation: per action, its features'
+	// largest parts in its score. Off by default; it costs Rank time when on.
+	IsInferenceExplainabilityEnabled bool `protobuf:"varint,14,opt,name=is_inference_explainability_enabled,json=isInferenceExplainabilityEnabled,proto3" json:"is_inference_explainability_enabled,omitempty"`
+	unknownFields                    protoimpl.UnknownFields
+	sizeCache                        protoimpl.SizeCache
 }
 
 func (x *ServiceConfiguration) Reset() {
@@ -167,6 +170,13 @@ func (x *ServiceConfiguration) GetAutoOptimizationStartDate() *timestamppb.Times
 		return x.AutoOptimizationStartDate
 	}
 	return nil
+}
+
+func (x *ServiceConfiguration) GetIsInferenceExplainabilityEnabled() bool {
+	if x != nil {
+		return x.IsInferenceExplainabilityEnabled
+	}
+	return false
 }
 
 // Policy is a learning policy: a name and Vowpal Wabbit arguments.
@@ -859,8 +869,14 @@ func (x *ResetPolicyResponse) GetVersion() uint64 {
 }
 
 type ExportModelRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Loop  string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	// The file's format: empty for this server's (what servers load), "vw"
+	// for a Vowpal Wabbit 9.11.2 model file (vw -i reads it).
+	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`
+	// Wrap the file in a zip with its signature under the server's model
+	// signing key, as REST GET /model?signed=true; ImportModel checks it.
+	Signed        bool `protobuf:"varint,3,opt,name=signed,proto3" json:"signed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -900,6 +916,20 @@ func (x *ExportModelRequest) GetLoop() string {
 		return x.Loop
 	}
 	return ""
+}
+
+func (x *ExportModelRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *ExportModelRequest) GetSigned() bool {
+	if x != nil {
+		return x.Signed
+	}
+	return false
 }
 
 // ExportModelResponse is a chunk of the model file; the first chunk
@@ -1152,7 +1182,8 @@ type ModelProperties struct {
 	Version          uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	// Examples learned into the current version since its creation.
 	Examples uint64 `protobuf:"varint,4,opt,name=examples,proto3" json:"examples,omitempty"`
-	// SHA-256 of the model file, as ExportModel streams it.
+	// SHA-256 of the model file, as ExportModel streams it in this
+	// server's format (unsigned).
 	Sha256 []byte `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// The version this one re-activated (RollbackModel); 0 when it is no
 	// rollback.
@@ -3036,7 +3067,7 @@ var File_personalizer_v1_admin_proto protoreflect.FileDescriptor
 
 const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1bpersonalizer/v1/admin.proto\x12\x0fpersonalizer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x06\n" +
+	"\x1bpersonalizer/v1/admin.proto\x12\x0fpersonalizer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\a\n" +
 	"\x14ServiceConfiguration\x12C\n" +
 	"\x10reward_wait_time\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0erewardWaitTime\x12%\n" +
 	"\x0edefault_reward\x18\x02 \x01(\x02R\rdefaultReward\x12-\n" +
@@ -3051,7 +3082,8 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	" \x01(\tR\flearningMode\x12?\n" +
 	"\x1cis_auto_optimization_enabled\x18\v \x01(\bR\x19isAutoOptimizationEnabled\x12Y\n" +
 	"\x1bauto_optimization_frequency\x18\f \x01(\v2\x19.google.protobuf.DurationR\x19autoOptimizationFrequency\x12[\n" +
-	"\x1cauto_optimization_start_date\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x19autoOptimizationStartDate\":\n" +
+	"\x1cauto_optimization_start_date\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x19autoOptimizationStartDate\x12M\n" +
+	"#is_inference_explainability_enabled\x18\x0e \x01(\bR isInferenceExplainabilityEnabled\":\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\targuments\x18\x02 \x01(\tR\targuments\"\xe4\x01\n" +
@@ -3092,9 +3124,11 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\"`\n" +
 	"\x13ResetPolicyResponse\x12/\n" +
 	"\x06policy\x18\x01 \x01(\v2\x17.personalizer.v1.PolicyR\x06policy\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"(\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"X\n" +
 	"\x12ExportModelRequest\x12\x12\n" +
-	"\x04loop\x18\x01 \x01(\tR\x04loop\"m\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x16\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\x12\x16\n" +
+	"\x06signed\x18\x03 \x01(\bR\x06signed\"m\n" +
 	"\x13ExportModelResponse\x12\x14\n" +
 	"\x05chunk\x18\x01 \x01(\fR\x05chunk\x12@\n" +
 	"\n" +

@@ -68,7 +68,8 @@ type AdminServiceClient interface {
 	// ExportModel streams the bytes of the model version Rank uses.
 	ExportModel(ctx context.Context, in *ExportModelRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportModelResponse], error)
 	// ImportModel replaces the loop's model with a model file (from
-	// `personalizer train -f` or ExportModel), sent in chunks.
+	// `personalizer train -f` or ExportModel, a VW 9.x model file from
+	// vw -f, or a signed zip of one), sent in chunks.
 	ImportModel(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportModelRequest, ImportModelResponse], error)
 	// ResetModel replaces the loop's model with a fresh one.
 	ResetModel(ctx context.Context, in *ResetModelRequest, opts ...grpc.CallOption) (*ResetModelResponse, error)
@@ -362,7 +363,8 @@ type AdminServiceServer interface {
 	// ExportModel streams the bytes of the model version Rank uses.
 	ExportModel(*ExportModelRequest, grpc.ServerStreamingServer[ExportModelResponse]) error
 	// ImportModel replaces the loop's model with a model file (from
-	// `personalizer train -f` or ExportModel), sent in chunks.
+	// `personalizer train -f` or ExportModel, a VW 9.x model file from
+	// vw -f, or a signed zip of one), sent in chunks.
 	ImportModel(grpc.ClientStreamingServer[ImportModelRequest, ImportModelResponse]) error
 	// ResetModel replaces the loop's model with a fresh one.
 	ResetModel(context.Context, *ResetModelRequest) (*ResetModelResponse, error)

@@ -50,6 +50,16 @@ func (m *ServiceConfiguration) MarshalToSizedBufferVT(dAtA []byte) (int, error) 
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.IsInferenceExplainabilityEnabled {
+		i--
+		if m.IsInferenceExplainabilityEnabled {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x70
+	}
 	if m.AutoOptimizationStartDate != nil {
 		size, err := (*timestamppb.Timestamp)(m.AutoOptimizationStartDate).MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
@@ -820,6 +830,23 @@ func (m *ExportModelRequest) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if m.Signed {
+		i--
+		if m.Signed {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x18
+	}
+	if len(m.Format) > 0 {
+		i -= len(m.Format)
+		copy(dAtA[i:], m.Format)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.Format)))
+		i--
+		dAtA[i] = 0x12
 	}
 	if len(m.Loop) > 0 {
 		i -= len(m.Loop)
@@ -2870,6 +2897,9 @@ func (m *ServiceConfiguration) SizeVT() (n int) {
 		l = (*timestamppb.Timestamp)(m.AutoOptimizationStartDate).SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
+	if m.IsInferenceExplainabilityEnabled {
+		n += 2
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -3112,6 +3142,13 @@ func (m *ExportModelRequest) SizeVT() (n int) {
 	l = len(m.Loop)
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	l = len(m.Format)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.Signed {
+		n += 2
 	}
 	n += len(m.unknownFields)
 	return n

@@ -933,9 +933,12 @@ type RankSettings struct {
 	// take more.
 	MaxRecordBytes int64 `protobuf:"varint,6,opt,name=max_record_bytes,json=maxRecordBytes,proto3" json:"max_record_bytes,omitempty"`
 	// The model version Rank uses; unset before the first model.
-	Model         *ModelProperties `protobuf:"bytes,7,opt,name=model,proto3" json:"model,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Model *ModelProperties `protobuf:"bytes,7,opt,name=model,proto3" json:"model,omitempty"`
+	// Rank explains its answers (the loop's isInferenceExplainabilityEnabled):
+	// RankResponse.inference_explanation.
+	InferenceExplanation bool `protobuf:"varint,8,opt,name=inference_explanation,json=inferenceExplanation,proto3" json:"inference_explanation,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *RankSettings) Reset() {
@@ -1015,6 +1018,13 @@ func (x *RankSettings) GetModel() *ModelProperties {
 		return x.Model
 	}
 	return nil
+}
+
+func (x *RankSettings) GetInferenceExplanation() bool {
+	if x != nil {
+		return x.InferenceExplanation
+	}
+	return false
 }
 
 // LogRanksRequest is a batch of ranks decided by local inference.
@@ -1763,7 +1773,7 @@ const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\x10ActivateResponse\"\x1a\n" +
 	"\x18WatchRankSettingsRequest\"V\n" +
 	"\x19WatchRankSettingsResponse\x129\n" +
-	"\bsettings\x18\x01 \x01(\v2\x1d.personalizer.v1.RankSettingsR\bsettings\"\x9f\x02\n" +
+	"\bsettings\x18\x01 \x01(\v2\x1d.personalizer.v1.RankSettingsR\bsettings\"\xd4\x02\n" +
 	"\fRankSettings\x12%\n" +
 	"\x0econfig_version\x18\x01 \x01(\x04R\rconfigVersion\x12#\n" +
 	"\rlearning_mode\x18\x02 \x01(\tR\flearningMode\x12\x18\n" +
@@ -1771,7 +1781,8 @@ const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\x06policy\x18\x04 \x01(\tR\x06policy\x12/\n" +
 	"\x06limits\x18\x05 \x01(\v2\x17.personalizer.v1.LimitsR\x06limits\x12(\n" +
 	"\x10max_record_bytes\x18\x06 \x01(\x03R\x0emaxRecordBytes\x126\n" +
-	"\x05model\x18\a \x01(\v2 .personalizer.v1.ModelPropertiesR\x05model\"H\n" +
+	"\x05model\x18\a \x01(\v2 .personalizer.v1.ModelPropertiesR\x05model\x123\n" +
+	"\x15inference_explanation\x18\b \x01(\bR\x14inferenceExplanation\"H\n" +
 	"\x0fLogRanksRequest\x125\n" +
 	"\aentries\x18\x01 \x03(\v2\x1b.personalizer.v1.LoggedRankR\aentries\"\xce\x01\n" +
 	"\n" +

@@ -865,6 +865,16 @@ func (m *RankSettings) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.InferenceExplanation {
+		i--
+		if m.InferenceExplanation {
+			dAtA[i] = 1
+		} else {
+			dAtA[i] = 0
+		}
+		i--
+		dAtA[i] = 0x40
+	}
 	if m.Model != nil {
 		size, err := m.Model.MarshalToSizedBufferVT(dAtA[:i])
 		if err != nil {
@@ -1902,6 +1912,9 @@ func (m *RankSettings) SizeVT() (n int) {
 	if m.Model != nil {
 		l = m.Model.SizeVT()
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if m.InferenceExplanation {
+		n += 2
 	}
 	n += len(m.unknownFields)
 	return n

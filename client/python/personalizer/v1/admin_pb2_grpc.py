@@ -177,7 +177,8 @@ class AdminServiceServicer(object):
 
     def ImportModel(self, request_iterator, context):
         """ImportModel replaces the loop's model with a model file (from
-        `personalizer train -f` or ExportModel), sent in chunks.
+        `personalizer train -f` or ExportModel, a VW 9.x model file from
+        vw -f, or a signed zip of one), sent in chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
