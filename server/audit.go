@@ -190,10 +190,10 @@ func (a *Admin) breakdown(ctx context.Context, l string, req *personalizerv1.Ran
 	for i, act := range rec.Eligible {
 		ids[i] = act.GetId()
 	}
-	ranking := make([]int, len(rec.Logged))
-	for i, ap := range rec.Logged {
+	ranking := make([]int, len(rec.Answer)) // in the order Rank answered
+	for i, ap := range rec.Answer {
 		ranking[i] = ap.Action
-		d.Scores = append(d.Scores, &personalizerv1.ActionScore{Id: ids[ap.Action], Score: -ex[ap.Action].Score})
+		d.Scores = append(d.Scores, &personalizerv1.ActionScore{Id: ids[ap.Action], Score: 0 - ex[ap.Action].Score})
 	}
 	d.Explanations = explanations(ex, ids, ranking)
 	d.BestActionId = ids[best]
