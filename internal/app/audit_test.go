@@ -90,7 +90,9 @@ func waitRecord(ctx context.Context, t *testing.T, d *dev, key, typ string) {
 // under that version and learning goes on from it. Unknown events and
 // versions are 404.
 func TestDecisionAudit(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// A bound for failures, not a wait: with -race on a 2-core machine
+	// that other processes keep busy the batches alone took 4 minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	cfg := testConfig(t, t.TempDir(), "--model-history", "1000")
 	d, client := startTestDev(t, cfg)
