@@ -22,7 +22,7 @@ help: ## list the targets
 build: ## build bin/personalizer
 	$(GO) build -o $(BIN)/personalizer ./cmd/personalizer
 
-run: build ## run everything in one process (gRPC 127.0.0.1:50051, HTTP :8080, Kafka :9092, data in ./data); ARGS adds dev flags
+run: build ## run everything in one process (gRPC 127.0.0.1:50051, HTTP and the dashboard http://127.0.0.1:8080/, Kafka :9092, data in ./data); ARGS adds dev flags
 	$(BIN)/personalizer dev $(ARGS)
 
 # gotestsum prints a line for each package and each top-level test as it
@@ -37,8 +37,9 @@ test: $(BIN)/gotestsum ## go vet, then every test with the race detector, a line
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-deps: ## install what the polyglot examples need (Debian packages, npm packages); needs root
+deps: ## install what the polyglot examples and the dashboard's browser tests need (Debian packages, npm packages); needs root
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
 	cd client/node && npm ci --no-audit --no-fund
 

@@ -15,6 +15,29 @@ import (
 // cost model, --bag's members). e must have been parsed or built with
 // [Event.SetKeepNames]; features without a name are skipped. It allocates.
 func (m *Model) Names(e *Event, p *Prediction, visit func(slot uint64, name string)) {
+	m.named(e, p, func(_ int, f ftr, k uint64, name string) {
+		visit(((f.idx+k<<2)&m.mask)>>2, name)
+	})
+}
+
+// Contributions calls visit for every action of e with each named
+// feature m scores it with, as [Model.Names] names them, its value x (an
+// interaction's is the product of its features' values) and the weight w
+// m predicts with: an action's score is the sum of w·x over its features
+// of model 0. e must keep names, as for Names. It allocates.
+func (m *Model) Contributions(e *Event, p *Prediction, visit func(action int, name string, x, w float32)) {
+	m.named(e, p, func(a int, f ftr, k uint64, name string) {
+		w := m.w[(f.idx+k<<2)&m.mask]
+		if g := float32(m.gravity); g != 0 {
+			w = truncWeight(w, g)
+		}
+		visit(a, name, f.x, w*float32(m.contraction))
+	})
+}
+
+// named calls visit for every action of e with each named feature m
+// scores it with, for each model k, and its name with the "[k]" suffix.
+func (m *Model) named(e *Event, p *Prediction, visit func(a int, f ftr, k uint64, name string)) {
 	m.prepare(e, p)
 	width := m.policy.width()
 	for a := range e.n {
@@ -32,7 +55,7 @@ func (m *Model) Names(e *Event, p *Prediction, visit func(slot uint64, name stri
 			}
 			for i, f := range feats {
 				if all[i] != "" {
-					visit(((f.idx+k<<2)&m.mask)>>2, all[i]+suffix)
+					visit(a, f, k, all[i]+suffix)
 				}
 			}
 		}

@@ -87,3 +87,44 @@ func cpuTime(b *testing.B) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkImportance is leave-one-out importance of Personalizer's
+// default policy (ImportanceFile: the sample of the first lines, then
+// Current, its 2 namespaces and K features left out), against plain
+// evaluations of as many custom policies (3+K variants of the default
+// one), which learn the same events without copying them.
+func BenchmarkImportance(b *testing.B) {
+	path := benchData(b)
+	for _, k := range []int{0, 5, 20} {
+		b.Run(fmt.Sprintf("features=%d", k), func(b *testing.B) {
+			cpu := cpuTime(b)
+			for range b.N {
+				res, err := ImportanceFile(context.Background(), Config{}, bandit.DefaultPolicy, k, path)
+				if err != nil || res.Evaluated != 4000 || len(res.Features) != k {
+					b.Fatal(err)
+				}
+			}
+			report(b, 4000, 3+k, cpu)
+		})
+		b.Run(fmt.Sprintf("plain=%d", 3+k), func(b *testing.B) {
+			cfg := Config{Custom: benchPolicies(3 + k)}
+			cpu := cpuTime(b)
+			for range b.N {
+				e, err := newEvaluatorLimit(cfg, 3+k) // more than MaxCustom
+				if err != nil {
+					b.Fatal(err)
+				}
+				src, err := learner.OpenExamples(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				res, err := e.run(context.Background(), src)
+				src.Close()
+				if err != nil || res.Evaluated != 4000 {
+					b.Fatal(err)
+				}
+			}
+			report(b, 4000, 3+k, cpu)
+		})
+	}
+}

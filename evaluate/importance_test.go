@@ -2,9 +2,11 @@ package evaluate
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -36,7 +38,7 @@ func TestImportanceNamespaces(t *testing.T) {
 func TestImportanceEqualsIgnore(t *testing.T) {
 	ctx := context.Background()
 	const policy = "--cb_explore_adf --epsilon 0.2 --cb_type ips -q UA -l 0.1"
-	res, err := ImportanceFile(ctx, Config{}, policy, vwData)
+	res, err := ImportanceFile(ctx, Config{}, policy, 0, vwData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,11 +134,11 @@ func TestImportanceScore(t *testing.T) {
 // TestImportanceErrors rejects a bad policy and a bad namespace.
 func TestImportanceErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, err := ImportanceFile(ctx, Config{}, "--no_such_option", vwData); err == nil {
+	if _, err := ImportanceFile(ctx, Config{}, "--no_such_option", 0, vwData); err == nil {
 		t.Error("a bad policy was accepted")
 	}
 	src := learner.ReadExamples("x", strings.NewReader(""))
-	if _, err := Importance(ctx, Config{}, "--cb_explore_adf", []string{"AB"}, src); err == nil || !strings.Contains(err.Error(), `namespace "AB"`) {
+	if _, err := Importance(ctx, Config{}, "--cb_explore_adf", Sample{Namespaces: []string{"AB"}}, src); err == nil || !strings.Contains(err.Error(), `namespace "AB"`) {
 		t.Errorf("namespace AB: %v", err)
 	}
 }
@@ -151,7 +153,7 @@ func TestImportanceOnEvent(t *testing.T) {
 		}
 		events++
 	}}
-	res, err := ImportanceFile(context.Background(), cfg, "--cb_explore_adf", vwData)
+	res, err := ImportanceFile(context.Background(), cfg, "--cb_explore_adf", 0, vwData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,10 +173,17 @@ func TestImportanceSimulated(t *testing.T) {
 	for _, line := range strings.SplitAfter(data, "\n") {
 		b.WriteString(strings.Replace(line, `"_multi"`, fmt.Sprintf(`"N":{"n":"x%d"},"_multi"`, r.IntN(10)), 1))
 	}
-	res, err := Importance(context.Background(), Config{}, "--cb_explore_adf --epsilon 0.2 -q UA -q NA",
-		[]string{"A", "N", "U"}, learner.ReadExamples("sim", strings.NewReader(b.String())))
+	s, err := SampleLines(context.Background(), learner.ReadExamples("sim", strings.NewReader(b.String())), ImportanceLines, DefaultFeatures)
 	if err != nil {
 		t.Fatal(err)
+	}
+	res, err := Importance(context.Background(), Config{}, "--cb_explore_adf --epsilon 0.2 -q UA -q NA",
+		*s, learner.ReadExamples("sim", strings.NewReader(b.String())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range res.Features {
+		t.Logf("%s (%d events): change %.6f interval %+v score %.3f", f.Name, f.Events, f.Change, *f.Interval, f.Score)
 	}
 	a, n, u := res.Namespaces[0], res.Namespaces[1], res.Namespaces[2]
 	for _, x := range res.Namespaces {
@@ -182,5 +191,145 @@ func TestImportanceSimulated(t *testing.T) {
 	}
 	if !(u.Change > n.Change) || !(u.Interval.Lower > 0) || n.Score != 0 || !(n.Interval.Lower < 0 && 0 < n.Interval.Upper) || max(a.Score, u.Score) != 1 {
 		t.Errorf("A %+v, N %+v, U %+v", a, n, u)
+	}
+}
+
+// TestImportanceFeatures checks that each feature row is exactly the
+// evaluation of the policy on the file with that feature removed from
+// every line's JSON (a number, a string in the shared namespace, an
+// action's string), and the sample's counts.
+func TestImportanceFeatures(t *testing.T) {
+	ctx := context.Background()
+	const policy = "--cb_explore_adf --epsilon 0.2 --cb_type ips -q UA -l 0.1"
+	src, err := learner.OpenExamples(vwData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := SampleLines(ctx, src, ImportanceLines, 1000)
+	src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]Feature{}
+	for _, f := range all.Features {
+		byName[f.Name] = f
+	}
+	// Removals from the JSON text, in the order of the rows.
+	edits := []struct {
+		name string
+		re   *regexp.Regexp
+	}{
+		{"U^u0", regexp.MustCompile(`"u0":[^,}]*,`)},
+		{"U^seg2", regexp.MustCompile(`,"seg":"2"`)},
+		{"A^id3", regexp.MustCompile(`"id":"3",`)},
+	}
+	var s Sample
+	for _, e := range edits {
+		f, ok := byName[e.name]
+		if !ok {
+			t.Fatalf("no feature %s in the sample", e.name)
+		}
+		s.Features = append(s.Features, f)
+	}
+	if f := s.Features[2]; f.Events != ImportanceLines || f.Namespace != "A" || f.FeatureName != "id3" {
+		t.Errorf("A^id3: %+v, want in all %d sampled events", f, ImportanceLines)
+	}
+	if top := all.Features[0]; top.Events != ImportanceLines {
+		t.Errorf("most frequent feature %+v", top)
+	}
+	src, err = learner.OpenExamples(vwData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Importance(ctx, Config{}, policy, s, src)
+	src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(gunzip(t, vwData))
+	cur := res.Policies[3].TotalSummary.AverageReward
+	for k, e := range edits {
+		edited := e.re.ReplaceAllString(text, "")
+		if edited == text {
+			t.Fatalf("%s: nothing removed", e.name)
+		}
+		want, err := Reader(ctx, Config{Custom: []Policy{{Arguments: policy}}}, e.name, strings.NewReader(edited))
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := res.Features[k]
+		got := res.Policies[row.Policy]
+		if row.Name != e.name || got.Name != WithoutFeatureName+e.name || got.Arguments != policy {
+			t.Errorf("row %d: %+v, policy %+v", k, row.Feature, got.Policy)
+		}
+		// All but DR, whose reward model learns from the edited lines there.
+		g, w := got.TotalSummary, want.Policies[3].TotalSummary
+		g.Estimates = append(g.Estimates[:2:2], g.Estimates[3])
+		w.Estimates = append(w.Estimates[:2:2], w.Estimates[3])
+		gj, _ := json.Marshal(g)
+		wj, _ := json.Marshal(w)
+		if string(gj) != string(wj) || got.TotalSummary.Estimates[2].Estimator != DR {
+			t.Errorf("%s: without-row %s differs from the policy on the edited file %s", e.name, gj, wj)
+		}
+		if row.Change != cur-got.TotalSummary.AverageReward || row.Interval == nil {
+			t.Errorf("%s: change %v interval %v", e.name, row.Change, row.Interval)
+		}
+		t.Logf("%s: change %v interval %+v score %v", e.name, row.Change, row.Interval, row.Score)
+	}
+	// Scores: by the largest change among the features.
+	top := res.Features[0].Change
+	for k, want := range []float64{1, 0, res.Features[2].Change / top} {
+		if res.Features[k].Score != want {
+			t.Errorf("%s: score %v, want %v", res.Features[k].Name, res.Features[k].Score, want)
+		}
+	}
+}
+
+// TestImportanceFeatureSimulated ranks the features of a simulated world
+// where the best of 3 actions depends on the sign of the user's number
+// "x" (0.8 against 0.2), not at all on "z": U^x's removal costs most, its
+// interval is above 0, and U^z's holds 0.
+func TestImportanceFeatureSimulated(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var b strings.Builder
+	sign := func() int { return 2*r.IntN(2) - 1 }
+	for range 6000 {
+		x, z := sign(), sign()
+		a := r.IntN(3)
+		mu := 0.2
+		if (x > 0 && a == 0) || (x < 0 && a == 1) {
+			mu = 0.8
+		}
+		cost := 0
+		if r.Float64() < mu {
+			cost = -1
+		}
+		ids := []int{a + 1}
+		for k := range 3 {
+			if k != a {
+				ids = append(ids, k+1)
+			}
+		}
+		fmt.Fprintf(&b, `{"_label_cost":%d,"_label_probability":0.333333,"_labelIndex":%d,"a":[%d,%d,%d],"c":{"U":{"x":%d,"z":%d},"_multi":[{"A":{"id":"a0"}},{"A":{"id":"a1"}},{"A":{"id":"a2"}}]},"p":[0.333333,0.333333,0.333333]}`+"\n",
+			cost, a, ids[0], ids[1], ids[2], x, z)
+	}
+	data := b.String()
+	s, err := SampleLines(context.Background(), learner.ReadExamples("sim", strings.NewReader(data)), ImportanceLines, DefaultFeatures)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Importance(context.Background(), Config{}, "--cb_explore_adf --epsilon 0.1 -q UA -l 0.1",
+		*s, learner.ReadExamples("sim", strings.NewReader(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]FeatureImportance{}
+	for _, f := range res.Features {
+		rows[f.Name] = f
+		t.Logf("%s (%d events): change %.6f interval %+v score %.3f", f.Name, f.Events, f.Change, *f.Interval, f.Score)
+	}
+	x, z := rows["U^x"], rows["U^z"]
+	if len(res.Features) != 5 || x.Score != 1 || !(x.Interval.Lower > 0) || !(z.Interval.Lower < 0 && 0 < z.Interval.Upper) {
+		t.Errorf("U^x %+v, U^z %+v", x, z)
 	}
 }

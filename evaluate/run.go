@@ -49,6 +49,10 @@ type customModel struct {
 	m    *bandit.Model
 	pred bandit.Prediction
 	pmfs [][]bandit.ActionProb // by batch item
+	// without, if set, is a feature the model learns and scores every
+	// event without (feature importance), through a copy of the event.
+	without *bandit.FeatureKey
+	copy    bandit.Event
 }
 
 // rewardModel is the reward model of DR and the range of the rewards it
@@ -409,7 +413,11 @@ func (cm *customModel) learn(items []item) {
 		if it.state == skipped {
 			continue
 		}
-		cm.m.Process(&it.ev, &cm.pred, bandit.ModeLearn)
+		ev := &it.ev
+		if cm.without != nil && ev.CopyWithout(&cm.copy, *cm.without) {
+			ev = &cm.copy
+		}
+		cm.m.Process(ev, &cm.pred, bandit.ModeLearn)
 		if it.state == evaluated {
 			cm.pmfs[i] = append(cm.pmfs[i][:0], cm.pred.PMF()...)
 		}

@@ -47,6 +47,12 @@ type Config struct {
 	// the cost of every event learned, after the model learned it. Tests
 	// use it to check exactly what reached the model.
 	Learned func(key []byte, cost float32)
+	// Observe, when set, is called from Run's goroutine with every event
+	// learned live, after the model learned it, and its line's logged
+	// decision and "Timestamp" ([bandit.DSJSONParser.Logged]): the
+	// dashboard's reward over time. The arguments are valid only during
+	// the call.
+	Observe func(ev *bandit.Event, ids []int, probs []float32, ts []byte)
 	// TracerProvider, when set, records a span for every joined line
 	// that carries trace context (its rank was traced), a child of the
 	// joiner's span. Nil records nothing.
@@ -559,6 +565,10 @@ func (l *Learner) learn(rec eventlog.Record, batch *Stats) {
 	if l.cfg.Learned != nil {
 		_, cost, _, _ := l.ev.Label()
 		l.cfg.Learned(rec.Key, cost)
+	}
+	if l.cfg.Observe != nil {
+		ids, probs, ts := l.parser.Logged()
+		l.cfg.Observe(&l.ev, ids, probs, ts)
 	}
 }
 

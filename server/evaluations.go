@@ -28,8 +28,16 @@ type EvaluationContract struct {
 	StartTime                    time.Time     `json:"startTime"`
 	EndTime                      time.Time     `json:"endTime"`
 	Policies                     []loop.Policy `json:"policies"`
-	// Current is set by the Admin when EnableOfflineExperimentation: the
-	// loop's policy arguments, which the search searches around.
+	// Ours: also evaluate the loop's current policy (named Current) and,
+	// in the same pass, leave out each namespace and each of the
+	// evaluate.DefaultFeatures features most frequent in the first
+	// evaluate.ImportanceLines events (evaluate.Importance): the result
+	// has Current's PolicyResult, FeatureImportance and FeatureScores.
+	// Not with EnableOfflineExperimentation.
+	EnableFeatureImportance bool `json:"enableFeatureImportance,omitempty"`
+	// Current is set by the Admin when EnableOfflineExperimentation or
+	// EnableFeatureImportance: the loop's policy arguments, which the
+	// search searches around or the importance evaluates.
 	Current string `json:"-"`
 }
 
@@ -68,7 +76,7 @@ type Evaluation struct {
 	JobID             string                  `json:"jobId"`
 	Status            string                  `json:"status"`
 	PolicyResults     []evaluate.PolicyResult `json:"policyResults"`
-	FeatureImportance [][]string              `json:"featureImportance"` // always empty: not computed yet
+	FeatureImportance [][]string              `json:"featureImportance"` // with enableFeatureImportance, the features by score tiers (evaluate.Tiers), most important first; else empty
 	EvaluationType    string                  `json:"evaluationType"`    // Manual or Auto
 	OptimalPolicy     string                  `json:"optimalPolicy"`     // the arguments a search picked; "" without a search or if none beats Online
 	CreationTime      time.Time               `json:"creationTime"`
@@ -76,6 +84,12 @@ type Evaluation struct {
 	Progress EvaluationProgress `json:"progress"`
 	Counts   *evaluate.Counts   `json:"counts,omitempty"` // the lines read, once completed
 	Error    string             `json:"error,omitempty"`  // why it failed
+
+	// FeatureScores, with enableFeatureImportance: a row per namespace
+	// left out, then per feature, as the featureScores of Personalizer's
+	// FeatureImportance with the change of the IPS estimate and its 95%
+	// interval (evaluate.ImportanceResult's).
+	FeatureScores []evaluate.FeatureScore `json:"featureScores,omitempty"`
 }
 
 // EvaluationProgress counts what an evaluation has read.
@@ -206,6 +220,43 @@ func (a *Admin) checkSearch(name string, c *EvaluationContract) error {
 	return nil
 }
 
+// checkImportance sets c.Current to loop's policy and refuses an
+// importance evaluation with a search, a custom policy named as one of
+// its policies, or whose models (Current and one per feature left out;
+// one more per namespace) and the custom ones would take together more
+// than the largest model this server takes.
+func (a *Admin) checkImportance(name string, c *EvaluationContract) error {
+	bad := func(code, format string, args ...any) error {
+		return &loop.Error{Code: code, Message: fmt.Sprintf(format, args...)}
+	}
+	if c.EnableOfflineExperimentation {
+		return bad("InvalidEvaluationContract", "enableFeatureImportance and enableOfflineExperimentation are separate evaluations.")
+	}
+	cfg, err := a.config(name)
+	if err != nil {
+		return err
+	}
+	c.Current = cfg.Policy.Arguments
+	pol, err := bandit.ParsePolicy(c.Current)
+	if err != nil {
+		return bad("InvalidEvaluationContract", "the loop's policy: %v", err)
+	}
+	total := int64(1+evaluate.DefaultFeatures) * pol.WeightBytes()
+	for _, p := range c.Policies {
+		if p.Name == evaluate.CurrentName || strings.HasPrefix(p.Name, evaluate.WithoutName) {
+			return bad("DuplicateCustomPolicyNames", "Custom policy names should be unique: %q names a feature importance policy.", p.Name)
+		}
+		cp, _ := bandit.ParsePolicy(p.Arguments) // checkEvaluation checked them
+		total += cp.WeightBytes()
+	}
+	if total > a.cfg.MaxModelBytes {
+		return bad("InvalidEvaluationContract",
+			"The custom policies' and the %d feature importance policies' models take %d bytes together, over the limit of %d bytes (--max-model-bytes); use fewer bits (-b) or evaluate without enableFeatureImportance.",
+			1+evaluate.DefaultFeatures, total, a.cfg.MaxModelBytes)
+	}
+	return nil
+}
+
 // evaluations returns the EvaluationAdmin and the loop the call addresses.
 func (a *Admin) evaluations(ctx context.Context, name string) (EvaluationAdmin, string, error) {
 	l, err := a.loopOf(ctx, name)
@@ -231,6 +282,11 @@ func (a *Admin) createEvaluation(ctx context.Context, name string, c EvaluationC
 	}
 	if c.EnableOfflineExperimentation {
 		if err := a.checkSearch(l, &c); err != nil {
+			return nil, err
+		}
+	}
+	if c.EnableFeatureImportance {
+		if err := a.checkImportance(l, &c); err != nil {
 			return nil, err
 		}
 	}

@@ -13,7 +13,7 @@ import (
 
 func (s *adminService) CreateEvaluation(ctx context.Context, req *personalizerv1.CreateEvaluationRequest) (*personalizerv1.CreateEvaluationResponse, error) {
 	p := req.GetEvaluation()
-	c := EvaluationContract{EnableOfflineExperimentation: p.GetEnableOfflineExperimentation(), Name: p.GetName(),
+	c := EvaluationContract{EnableOfflineExperimentation: p.GetEnableOfflineExperimentation(), EnableFeatureImportance: p.GetEnableFeatureImportance(), Name: p.GetName(),
 		StartTime: timeOrZero(p.GetStartTime()), EndTime: timeOrZero(p.GetEndTime())}
 	for _, pol := range p.GetPolicies() {
 		c.Policies = append(c.Policies, loop.Policy{Name: pol.GetName(), Arguments: pol.GetArguments()})
@@ -64,7 +64,22 @@ func evaluationToProto(e *Evaluation) *personalizerv1.Evaluation {
 		}
 		p.PolicyResults = append(p.PolicyResults, pr)
 	}
+	for _, g := range e.FeatureImportance {
+		p.FeatureImportance = append(p.FeatureImportance, &personalizerv1.FeatureGroup{Names: g})
+	}
+	for _, f := range e.FeatureScores {
+		p.FeatureScores = append(p.FeatureScores, &personalizerv1.FeatureImportanceScore{Namespace: f.Namespace, FeatureName: f.FeatureName,
+			Score: f.Score, Change: f.Change, Interval: interval(f.Interval)})
+	}
 	return p
+}
+
+// interval is iv over gRPC; nil stays unset.
+func interval(iv *evaluate.Interval) *personalizerv1.Interval {
+	if iv == nil {
+		return nil
+	}
+	return &personalizerv1.Interval{Lower: iv.Lower, Upper: iv.Upper}
 }
 
 func summaryToProto(s *evaluate.Summary) *personalizerv1.PolicyResultSummary {
@@ -72,12 +87,6 @@ func summaryToProto(s *evaluate.Summary) *personalizerv1.PolicyResultSummary {
 		IpsEstimatorDenominator: s.IPSDenominator, SnipsEstimatorDenominator: s.SNIPSDenominator,
 		AggregateTimeWindow: durationpb.New(time.Duration(s.AggregateWindow)), NonZeroProbability: s.NonZeroProbability,
 		SumOfSquares: s.SumOfSquares, ConfidenceInterval: s.ConfidenceInterval, AverageReward: s.AverageReward, Events: s.Events}
-	interval := func(iv *evaluate.Interval) *personalizerv1.Interval {
-		if iv == nil {
-			return nil
-		}
-		return &personalizerv1.Interval{Lower: iv.Lower, Upper: iv.Upper}
-	}
 	for _, e := range s.Estimates {
 		p.Estimates = append(p.Estimates, &personalizerv1.Estimate{Estimator: e.Estimator, Value: e.Value,
 			Gaussian: interval(e.Gaussian), CressieRead: interval(e.Robust)})

@@ -147,6 +147,7 @@ func (s *Server) logRanks(ctx context.Context, entries []vtcodec.LoggedRank) (*p
 		if err := s.publishValue(ctx, eventlog.TypeRank, []byte(l.prefix+r.GetEventId()), ev); err != nil {
 			return nil, s.toStatus(err)
 		}
+		l.ranks.Add(1)
 	}
 	return &personalizerv1.LogRanksResponse{}, nil
 }

@@ -34,6 +34,25 @@ type loopState struct {
 	// swaps counts the swaps of model and live, for the watchers of what
 	// Rank decides with (WatchRankSettings).
 	swaps watch.Value[uint64]
+	// counts are the calls answered for the loop, for [Server.LoopCounts].
+	ranks, rewards, activations atomic.Int64
+}
+
+// LoopCounts are the calls a server answered for a loop since it started.
+type LoopCounts struct {
+	Ranks       int64 `json:"ranks"` // Rank and RankStream decisions, and logged ranks (LogRanks)
+	Rewards     int64 `json:"rewards"`
+	Activations int64 `json:"activations"`
+}
+
+// LoopCounts returns the calls the server answered for loop name; false
+// if it does not serve it.
+func (s *Server) LoopCounts(name string) (LoopCounts, bool) {
+	l := s.loop(name)
+	if l == nil {
+		return LoopCounts{}, false
+	}
+	return LoopCounts{Ranks: l.ranks.Load(), Rewards: l.rewards.Load(), Activations: l.activations.Load()}, true
 }
 
 // changed tells the watchers of l's settings that model or live changed.

@@ -364,6 +364,7 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, buf 
 	if err := s.publishValue(ctx, eventlog.TypeRank, []byte(l.prefix+eventID), ev); err != nil && !errors.Is(err, errBufferFull) {
 		s.log.Error("rank event not logged", "event_id", eventID, "err", err)
 	}
+	l.ranks.Add(1)
 	return resp, nil
 }
 
@@ -388,6 +389,7 @@ func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) 
 	if err := s.publish(ctx, l, eventlog.TypeReward, req.GetEventId(), ev); err != nil {
 		return nil, s.toStatus(err)
 	}
+	l.rewards.Add(1)
 	return &personalizerv1.RewardResponse{}, nil
 }
 
@@ -404,6 +406,7 @@ func (s *Server) Activate(ctx context.Context, req *personalizerv1.ActivateReque
 	if err := s.publish(ctx, l, eventlog.TypeActivate, req.GetEventId(), ev); err != nil {
 		return nil, s.toStatus(err)
 	}
+	l.activations.Add(1)
 	return &personalizerv1.ActivateResponse{}, nil
 }
 

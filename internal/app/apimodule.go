@@ -42,6 +42,7 @@ type apiModule struct {
 	api   *api
 	admin *server.Admin
 	evals *evaluations // the loops' offline evaluations, run here
+	dash  *dashboard
 	// audits is the connection the decision audit reads the log over;
 	// the role closes it once it stops serving.
 	audits *kafkalog.Inspector
@@ -90,6 +91,8 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 	registerServer(m.api.metrics, m.srv, m.pub, deps.sourceUp)
 	registerServerLoop(forLoop(m.api.metrics, cfg.Loop), m.srv, cfg.Loop)
 	m.api.handleREST(m.srv, m.admin, cfg.Tracing)
+	m.dash = &dashboard{srv: m.srv}
+	m.dash.serve(m.api.mux, m.api.rest)
 	return m, nil
 }
 

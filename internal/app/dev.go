@@ -94,6 +94,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 		return err
 	}
 	fmt.Fprintf(stdout, "personalizer dev: gRPC %s, HTTP %s, Kafka %s, data %s\n", d.grpcAddr(), d.api.httpLis.Addr(), d.broker.Addrs()[0], cfg.DataDir)
+	fmt.Fprintf(stdout, "personalizer dev: dashboard %s\n", d.api.dashboardURL())
 	d.wait(ctx)
 	err = stopped(stdout, "dev", d.pub, d.close)
 	st := d.learner.Stats()
@@ -183,6 +184,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	if d.capacity != nil {
 		roles = append(roles, d.capacity.Run)
 	}
+	d.dash.joiner, d.dash.learners, d.dash.rewards, d.dash.capacity = d.joiner, learnersOf(d.svc), d.rewards, d.capacity
 	d.start(&d.roles, ctx, roles...)
 	d.start(&d.publish, ctx, d.publishes())
 	d.start(&d.serve, ctx, d.serves(d.store)...)

@@ -23,7 +23,7 @@ import (
 )
 
 // testConfig is `personalizer dev` with ephemeral ports and a fast loop.
-func testConfig(t *testing.T, dir string, extra ...string) devConfig {
+func testConfig(t testing.TB, dir string, extra ...string) devConfig {
 	t.Helper()
 	var cfg devConfig
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
@@ -46,7 +46,7 @@ func testConfig(t *testing.T, dir string, extra ...string) devConfig {
 	return cfg
 }
 
-func startTestDev(t *testing.T, cfg devConfig) (*dev, personalizerv1.PersonalizerServiceClient) {
+func startTestDev(t testing.TB, cfg devConfig) (*dev, personalizerv1.PersonalizerServiceClient) {
 	t.Helper()
 	log := slog.New(slog.NewJSONHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	d, err := startDev(context.Background(), cfg, log)
@@ -181,7 +181,7 @@ func TestDevRefusesCorruptCheckpoint(t *testing.T) {
 	t.Log(err)
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))

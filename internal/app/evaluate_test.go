@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/evaluate"
 )
 
@@ -148,17 +149,20 @@ func TestEvaluateSearch(t *testing.T) {
 }
 
 // TestEvaluateImportance runs `personalizer evaluate --importance`: its
-// --json namespaces are the evaluate package's, and the table prints them.
+// --json rows are the evaluate package's, and the table prints them.
 func TestEvaluateImportance(t *testing.T) {
 	t.Parallel()
 	const current = "--cb_explore_adf --epsilon 0.2 --cb_type ips -q UA -l 0.1"
 	const data = "../../testdata/vw/public_train.dsjson.gz"
-	want, err := evaluate.ImportanceFile(context.Background(), evaluate.Config{}, current, data)
+	want, err := evaluate.ImportanceFile(context.Background(), evaluate.Config{}, current, 3, data)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for k := range want.Features {
+		want.Features[k].Key = bandit.FeatureKey{} // not in the JSON
+	}
 	var stdout, stderr bytes.Buffer
-	args := []string{"evaluate", "--quiet", "--importance", "--current", current, "--dsjson", data}
+	args := []string{"evaluate", "--quiet", "--importance", "--features", "3", "--current", current, "--dsjson", data}
 	if err := run(context.Background(), append(args, "--json"), &stdout, &stderr, noEnv); err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
@@ -169,18 +173,96 @@ func TestEvaluateImportance(t *testing.T) {
 	if len(got.Namespaces) != 2 || !reflect.DeepEqual(got.Namespaces, want.Namespaces) || got.Current != current {
 		t.Errorf("--json namespaces %+v, want %+v", got.Namespaces, want.Namespaces)
 	}
+	if len(got.Features) != 3 || !reflect.DeepEqual(got.Features, want.Features) || !reflect.DeepEqual(got.FeatureImportance, want.FeatureImportance) {
+		t.Errorf("--json features %+v %q, want %+v %q", got.Features, got.FeatureImportance, want.Features, want.FeatureImportance)
+	}
 	stdout.Reset()
 	if err := run(context.Background(), args, &stdout, &stderr, noEnv); err != nil {
 		t.Fatal(err)
 	}
+	rows := map[string]bool{}
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		rows[strings.Join(strings.Fields(line), " ")] = true
+	}
+	row := func(kind, name string, e evaluate.Effect, events string) string {
+		return fmt.Sprintf("%s %s %.3f %.6f [%.6f, %.6f] %.6f %s", kind, name, e.Score, e.Change, e.Interval.Lower, e.Interval.Upper,
+			want.Policies[e.Policy].TotalSummary.AverageReward, events)
+	}
 	for _, n := range want.Namespaces {
-		row := fmt.Sprintf("%s          %.3f  %.6f  [%.6f, %.6f]  %.6f", n.Namespace, n.Score, n.Change, n.Interval.Lower, n.Interval.Upper,
-			want.Policies[n.Policy].TotalSummary.AverageReward)
-		if !strings.Contains(stdout.String(), row) {
-			t.Errorf("output lacks %q:\n%s", row, stdout.String())
+		if r := row("namespace", n.Namespace, n.Effect, "-"); !rows[r] {
+			t.Errorf("output lacks %q:\n%s", r, stdout.String())
+		}
+	}
+	for _, f := range want.Features {
+		if r := row("feature", f.Name, f.Effect, fmt.Sprint(f.Events)); !rows[r] {
+			t.Errorf("output lacks %q:\n%s", r, stdout.String())
 		}
 	}
 	if err := run(context.Background(), append(args, "--search"), &stdout, &stderr, noEnv); err == nil {
 		t.Error("--search with --importance was accepted")
+	}
+}
+
+// TestEvaluateImportanceModel runs `personalizer evaluate --importance
+// --model`: the weight-based importance of a model `train -f` wrote.
+func TestEvaluateImportanceModel(t *testing.T) {
+	t.Parallel()
+	const data = "../../testdata/vw/public_train.dsjson.gz"
+	model := filepath.Join(t.TempDir(), "model")
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"train", "--dsjson", data, "--policy", "--cb_explore_adf -q UA --cb_type ips -l 0.1", "-f", model, "--quiet"}, &stdout, &stderr, noEnv); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	want, err := evaluate.WeightsFile(context.Background(), model, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	args := []string{"evaluate", "--importance", "--model", model, "--dsjson", data}
+	if err := run(context.Background(), append(args, "--json"), &stdout, &stderr, noEnv); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	var got evaluate.WeightResult
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil || !reflect.DeepEqual(&got, want) {
+		t.Fatalf("--json %v: %s", err, stdout.String())
+	}
+	inter := 0
+	for _, f := range want.Features {
+		if strings.HasPrefix(f.Name, "U^") && strings.Contains(f.Name, "*A^") {
+			inter++
+		}
+	}
+	if want.Events != evaluate.ImportanceLines || want.Features[0].Score != 1 || inter == 0 {
+		t.Errorf("%d events, %d U*A interactions, first %+v", want.Events, inter, want.Features[0])
+	}
+	stdout.Reset()
+	if err := run(context.Background(), args, &stdout, &stderr, noEnv); err != nil {
+		t.Fatal(err)
+	}
+	first := fmt.Sprintf("%s %.3f %.6g", want.Features[0].Name, want.Features[0].Score, want.Features[0].Mean)
+	if !strings.Contains(strings.Join(strings.Fields(stdout.String()), " "), first) {
+		t.Errorf("output lacks %q:\n%s", first, stdout.String())
+	}
+	for _, bad := range [][]string{{"--model", model, "--dsjson", data}, {"--importance", "--model", model, "--loop", "x", "--from", "2024-01-01T00:00:00Z"}} {
+		if err := run(context.Background(), append([]string{"evaluate"}, bad...), &stdout, &stderr, noEnv); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestEvaluateNoEvents: every kind of run on a file without an event to
+// evaluate fails, naming the file.
+func TestEvaluateNoEvents(t *testing.T) {
+	t.Parallel()
+	empty := filepath.Join(t.TempDir(), "empty.json")
+	if err := os.WriteFile(empty, []byte("\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	for _, extra := range [][]string{nil, {"--search"}, {"--importance"}} {
+		err := run(context.Background(), append([]string{"evaluate", "--quiet", "--dsjson", empty}, extra...), &stdout, &stderr, noEnv)
+		if err == nil || !strings.Contains(err.Error(), "evaluate "+empty+": no event to evaluate") {
+			t.Errorf("%q: %v", extra, err)
+		}
 	}
 }

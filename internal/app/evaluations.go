@@ -250,23 +250,12 @@ func (e *evaluations) Create(ctx context.Context, loop string, c server.Evaluati
 	if runCtx == nil {
 		return nil, status.Error(codes.Unavailable, "evaluations are not read yet")
 	}
-	start, err := kafkalog.OffsetsAt(ctx, e.brokers, eventlog.JoinedTopic, c.StartTime)
+	start, end, err := joinedOffsets(ctx, e.brokers, c.StartTime)
 	if err != nil {
-		return nil, fmt.Errorf("find the joined events since %v: %w", c.StartTime, err)
-	}
-	end, err := kafkalog.EndOffsets(ctx, e.brokers, eventlog.JoinedTopic)
-	if err != nil {
-		return nil, fmt.Errorf("find the end of the joined events: %w", err)
-	}
-	some := false
-	for p, off := range start {
-		some = some || off < end[p]
-	}
-	if !some {
-		return nil, server.ErrNoLogsInRange
+		return nil, err
 	}
 	current := ""
-	if c.EnableOfflineExperimentation {
+	if c.EnableOfflineExperimentation || c.EnableFeatureImportance {
 		current = c.Current // the loop's policy, set by the Admin
 	}
 	r, err := newEvalRecord(loop, c, current, server.EvaluationManual, time.Now().UTC())
@@ -331,6 +320,43 @@ func (e *evaluations) launch(ctx, runCtx context.Context, r *evalRecord, start, 
 	return done, nil
 }
 
+// joinedOffsets returns the offsets of personalizer.joined from which its
+// records are written at from or later (the events from then on are in
+// them: a joined record is written after its event), and its end
+// offsets; an error wrapping server.ErrNoLogsInRange if there are none.
+func joinedOffsets(ctx context.Context, brokers []string, from time.Time) (start, end map[int]int64, err error) {
+	start, err = kafkalog.OffsetsAt(ctx, brokers, eventlog.JoinedTopic, from)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the joined events since %v: %w", from, err)
+	}
+	end, err = kafkalog.EndOffsets(ctx, brokers, eventlog.JoinedTopic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the end of the joined events: %w", err)
+	}
+	some := false
+	for p, off := range start {
+		some = some || off < end[p]
+	}
+	if !some {
+		return nil, nil, server.ErrNoLogsInRange
+	}
+	return start, end, nil
+}
+
+// joinedRange opens loop's records of personalizer.joined between the
+// offsets start and end, passing on those whose "Timestamp" is in
+// [from, to); done releases them.
+func joinedRange(ctx context.Context, brokers []string, loop string, start, end map[int]int64, from, to time.Time) (in *inRange, done func(), err error) {
+	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
+		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
+	}
+	src, err := learner.OpenJoined(ctx, open, loop, start, end, evalDedupe)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &inRange{src: src, from: from, to: to}, func() { src.Close() }, nil
+}
+
 // forget stops running key here.
 func (e *evaluations) forget(key string) {
 	e.mu.Lock()
@@ -343,12 +369,15 @@ func (e *evaluations) forget(key string) {
 
 // evalPolicies are the policies of an evaluation of c, in the order of
 // its results: with a search around current (not ""), its candidates
-// last.
+// last; with feature importance, current (named Current) last.
 func evalPolicies(c server.EvaluationContract, current string) ([]evaluate.Policy, error) {
 	ps := []evaluate.Policy{{Name: evaluate.Online, Source: evaluate.Online}, {Name: evaluate.Baseline, Source: evaluate.Baseline},
 		{Name: evaluate.Random, Source: evaluate.Random}}
 	for _, p := range c.Policies {
 		ps = append(ps, evaluate.Policy{Name: p.Name, Arguments: p.Arguments, Source: evaluate.Custom})
+	}
+	if c.EnableFeatureImportance {
+		return append(ps, evaluate.Policy{Name: evaluate.CurrentName, Arguments: current, Source: evaluate.Custom}), nil
 	}
 	if current == "" {
 		return ps, nil
@@ -448,12 +477,12 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 		log.Warn("evaluation failed", "err", err)
 	} else {
 		final.Status, final.PolicyResults, final.Counts = server.EvaluationCompleted, res.Policies, &res.Counts
-		final.OptimalPolicy = res.OptimalPolicy
+		final.OptimalPolicy, final.FeatureImportance, final.FeatureScores = res.OptimalPolicy, res.groups, res.scores
 		final.Progress.Evaluated = res.Evaluated
-		e.keep(key, res)
+		e.keep(key, res.SearchResult)
 		log.Info("evaluation completed", "evaluated", res.Evaluated, "lines", res.Lines)
 		if final.EvaluationType == server.EvaluationAuto {
-			e.finishAuto(ctx, final, res)
+			e.finishAuto(ctx, final, res.SearchResult)
 			log.Info("auto-optimization "+final.Status, "optimal_policy", res.OptimalPolicy, "err", final.Error)
 		}
 	}
@@ -476,21 +505,26 @@ func (e *evaluations) keep(key string, res *evaluate.SearchResult) {
 	}
 }
 
+// evalResult is what an evaluation found: its results with the optimal
+// policy ("" without a search or if none beats Online), and with feature
+// importance the featureImportance groups and featureScores.
+type evalResult struct {
+	*evaluate.SearchResult
+	groups [][]string
+	scores []evaluate.FeatureScore
+}
+
 // evaluate runs the evaluation of c on loop's joined records between
 // start and end whose Timestamp is in [c.StartTime, c.EndTime), with a
-// search around current if it is not "": it returns the results, with
-// the optimal policy ("" without a search or if none beats Online).
+// search around current or its feature importance if c asks.
 func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract, loop, current string, start, end map[int]int64,
-	progress func(server.EvaluationProgress)) (*evaluate.SearchResult, error) {
-	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
-		return kafkalog.NewTopicReader(ctx, e.brokers, eventlog.JoinedTopic, start)
+	progress func(server.EvaluationProgress)) (*evalResult, error) {
+	var in *inRange
+	open := func(ctx context.Context) (learner.Examples, func(), error) {
+		r, done, err := joinedRange(ctx, e.brokers, loop, start, end, c.StartTime, c.EndTime)
+		in = r
+		return r, done, err
 	}
-	src, err := learner.OpenJoined(ctx, open, loop, start, end, evalDedupe)
-	if err != nil {
-		return nil, err
-	}
-	defer src.Close()
-	in := &inRange{src: src, from: c.StartTime, to: c.EndTime}
 	cfg := evaluate.Config{Bucket: evalBucket(c.EndTime.Sub(c.StartTime)), Workers: 1,
 		Progress: func(p evaluate.Progress) {
 			progress(server.EvaluationProgress{Lines: in.lines.Load(), Evaluated: p.Evaluated, OutOfRange: in.outside.Load()})
@@ -498,14 +532,46 @@ func (e *evaluations) evaluate(ctx context.Context, c *server.EvaluationContract
 	for _, p := range c.Policies {
 		cfg.Custom = append(cfg.Custom, evaluate.Policy{Name: p.Name, Arguments: p.Arguments})
 	}
-	if current == "" {
-		res, err := evaluate.Run(ctx, cfg, in)
+	if c.EnableFeatureImportance {
+		imp, err := evaluate.ImportanceOpen(ctx, cfg, current, evaluate.DefaultFeatures, open)
 		if err != nil {
 			return nil, err
 		}
-		return &evaluate.SearchResult{Result: res, Best: -1}, nil
+		return importanceResult(imp), nil
 	}
-	return evaluate.Search(ctx, cfg, current, evaluate.DefaultBudget, in)
+	src, done, err := open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if current == "" {
+		res, err := evaluate.Run(ctx, cfg, src)
+		if err != nil {
+			return nil, err
+		}
+		return &evalResult{SearchResult: &evaluate.SearchResult{Result: res, Best: -1}}, nil
+	}
+	found, err := evaluate.Search(ctx, cfg, current, evaluate.DefaultBudget, src)
+	if err != nil {
+		return nil, err
+	}
+	return &evalResult{SearchResult: found}, nil
+}
+
+// importanceResult is an evaluation's result of a feature importance
+// run: its policies up to Current (the copies without a namespace or a
+// feature are summed up by the feature scores), featureImportance and
+// featureScores.
+func importanceResult(imp *evaluate.ImportanceResult) *evalResult {
+	res := *imp.Result
+	for k, p := range res.Policies {
+		if p.Name == evaluate.CurrentName && p.Arguments == imp.Current {
+			res.Policies = res.Policies[:k+1]
+			break
+		}
+	}
+	res.Models = res.Models[:min(len(res.Models), len(res.Policies)-3)] // the custom policies' and Current's
+	return &evalResult{SearchResult: &evaluate.SearchResult{Result: &res, Best: -1}, groups: imp.FeatureImportance, scores: imp.FeatureScores}
 }
 
 // inRange passes on the lines of src whose "Timestamp" is in [from, to).

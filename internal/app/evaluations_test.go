@@ -209,7 +209,7 @@ func TestEvaluations(t *testing.T) {
 		t.Errorf("Online %+v, want IPS %v over %d events", online.TotalSummary, rewards/float64(n), n)
 	}
 	if len(ev.FeatureImportance) != 0 {
-		t.Errorf("feature importance %v: not computed yet", ev.FeatureImportance)
+		t.Errorf("feature importance %v without enableFeatureImportance", ev.FeatureImportance)
 	}
 
 	// The same over gRPC.

@@ -62,6 +62,7 @@ type learnerHost struct {
 	metrics prometheus.Registerer
 	configs *configTopic
 	log     *slog.Logger
+	rewards *liveRewards
 	// also, when set, gives what runs beside each learner until it
 	// stops (dev: the server watching the loop's models), having
 	// registered its metrics with metrics.
@@ -72,9 +73,11 @@ type learnerHost struct {
 func (h *learnerHost) start(ctx context.Context, name string) (stop func()) {
 	cfg := h.tmpl
 	cfg.Loop, cfg.Dir, cfg.Learned = name, filepath.Join(h.dataDir, "learner", name), nil
+	cfg.Observe = h.rewards.observer(name)
 	store := learner.NewStore()
 	l, err := learner.New(cfg, h.log.With("loop", name), store, time.Now)
 	if err != nil {
+		h.rewards.remove(name)
 		h.log.Error("loop not learned: its learner did not start", "loop", name, "err", err)
 		return func() {}
 	}
@@ -98,6 +101,7 @@ func (h *learnerHost) start(ctx context.Context, name string) (stop func()) {
 		cancel()
 		wg.Wait()
 		h.svc.Remove(name)
+		h.rewards.remove(name)
 		metrics.unregister()
 	}
 }
@@ -113,13 +117,15 @@ type learnerModule struct {
 	svc     *learner.Service // every loop's learner's versions and model commands
 	host    *learnerHost
 	loop    string
+	rewards *liveRewards // every loop's reward over time, for the dashboard
 }
 
 // newLearnerModule makes the process's own loop's learner from cfg
 // (checkpoint in <dataDir>/learner/<loop>), following configs.
 func newLearnerModule(cfg learner.Config, dataDir string, brokers []string, configs *configTopic, log *slog.Logger) (*learnerModule, error) {
 	cfg.Configs, cfg.OffsetsAt = configs.reg, joinedOffsetsAt(brokers)
-	m := &learnerModule{store: learner.NewStore(), loop: cfg.Loop}
+	m := &learnerModule{store: learner.NewStore(), loop: cfg.Loop, rewards: newLiveRewards()}
+	cfg.Observe = m.rewards.observer(cfg.Loop)
 	var err error
 	if m.learner, err = learner.New(cfg, log, m.store, time.Now); err != nil {
 		return nil, err
@@ -128,7 +134,7 @@ func newLearnerModule(cfg learner.Config, dataDir string, brokers []string, conf
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
 	}
-	m.host = &learnerHost{tmpl: cfg, dataDir: dataDir, open: open, svc: m.svc, configs: configs, log: log}
+	m.host = &learnerHost{tmpl: cfg, dataDir: dataDir, open: open, svc: m.svc, configs: configs, log: log, rewards: m.rewards}
 	return m, nil
 }
 

@@ -290,6 +290,9 @@ func TestDevStopReport(t *testing.T) {
 	if _, err := fmt.Sscanf(lines.Text(), "personalizer dev: gRPC %s", &addr); err != nil {
 		t.Fatalf("first line %q: %v", lines.Text(), err)
 	}
+	if dash := regexp.MustCompile(`^personalizer dev: dashboard http://127\.0\.0\.1:[0-9]+/$`); !lines.Scan() || !dash.MatchString(lines.Text()) {
+		t.Fatalf("second line %q, want the dashboard's address", lines.Text())
+	}
 	conn, err := grpc.NewClient(strings.TrimSuffix(addr, ","), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

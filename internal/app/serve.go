@@ -216,6 +216,8 @@ type api struct {
 	wrapREST        func(http.Handler) http.Handler // the REST API's recovery, logging and metrics
 	hup             chan os.Signal                  // SIGHUP reloads the API keys
 	stopReload      chan struct{}                   // closed by drain
+	// rest is the REST API, once handleREST made it.
+	rest *server.REST
 	// status, when set before serving starts, is what GET /healthz
 	// answers, as JSON; without it the answer is "ok".
 	status func() any
@@ -326,6 +328,7 @@ func (a *api) handleREST(srv *server.Server, admin *server.Admin, tp trace.Trace
 	if admin != nil {
 		rest.AddAdmin(admin)
 	}
+	a.rest = rest
 	h := a.wrapREST(rest)
 	if tp != nil {
 		// Spans are named by method and route: "POST /personalizer/".

@@ -111,6 +111,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, get
 	}
 	fmt.Fprintf(stdout, "personalizer server: gRPC %s, HTTP %s, learner %s, brokers %s\n",
 		s.api.grpcAddr(), s.api.httpLis.Addr(), cfg.LearnerAddr, strings.Join(splitBrokers(cfg.Brokers), ","))
+	fmt.Fprintf(stdout, "personalizer server: dashboard %s\n", s.api.dashboardURL())
 	s.wait(ctx)
 	return stopped(stdout, "server", s.pub, s.close)
 }
@@ -172,6 +173,7 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	if c := startCapacity(capacitySources{role: "server", count: ranksAnswered(s.api.metrics)},
 		brokers, cfg.CapacityInterval, s.api.mux, s.api.metrics, log); c != nil {
 		serves = append(serves, c.Run)
+		s.dash.capacity = c
 	}
 	s.start(&s.serve, ctx, serves...)
 	s.api.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

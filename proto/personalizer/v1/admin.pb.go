@@ -1999,8 +1999,14 @@ type EvaluationContract struct {
 	Policies []*Policy `protobuf:"bytes,4,rep,name=policies,proto3" json:"policies,omitempty"`
 	// Accepted, not done yet: no policy search runs.
 	EnableOfflineExperimentation bool `protobuf:"varint,5,opt,name=enable_offline_experimentation,json=enableOfflineExperimentation,proto3" json:"enable_offline_experimentation,omitempty"`
-	unknownFields                protoimpl.UnknownFields
-	sizeCache                    protoimpl.SizeCache
+	// Ours: also evaluate the loop's current policy (named Current) and, in
+	// the same pass, leave out each namespace and each of the 20 features
+	// most frequent in the first 1000 events: the result has Current's
+	// policy result, feature_importance and feature_scores. Not with
+	// enable_offline_experimentation.
+	EnableFeatureImportance bool `protobuf:"varint,20,opt,name=enable_feature_importance,json=enableFeatureImportance,proto3" json:"enable_feature_importance,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *EvaluationContract) Reset() {
@@ -2068,6 +2074,13 @@ func (x *EvaluationContract) GetEnableOfflineExperimentation() bool {
 	return false
 }
 
+func (x *EvaluationContract) GetEnableFeatureImportance() bool {
+	if x != nil {
+		return x.EnableFeatureImportance
+	}
+	return false
+}
+
 // Evaluation is Personalizer's Evaluation.
 type Evaluation struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -2086,7 +2099,14 @@ type Evaluation struct {
 	CreationTime  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=creation_time,json=creationTime,proto3" json:"creation_time,omitempty"`
 	Progress      *EvaluationProgress    `protobuf:"bytes,11,opt,name=progress,proto3" json:"progress,omitempty"`
 	// Why the evaluation failed.
-	Error         string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	// Personalizer's featureImportance (string[][]): with
+	// enable_feature_importance, the features by score tiers (above 2/3,
+	// above 1/3, above 0, then 0), most important first.
+	FeatureImportance []*FeatureGroup `protobuf:"bytes,20,rep,name=feature_importance,json=featureImportance,proto3" json:"feature_importance,omitempty"`
+	// Ours, with enable_feature_importance: a row per namespace left out,
+	// then per feature.
+	FeatureScores []*FeatureImportanceScore `protobuf:"bytes,21,rep,name=feature_scores,json=featureScores,proto3" json:"feature_scores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2205,6 +2225,150 @@ func (x *Evaluation) GetError() string {
 	return ""
 }
 
+func (x *Evaluation) GetFeatureImportance() []*FeatureGroup {
+	if x != nil {
+		return x.FeatureImportance
+	}
+	return nil
+}
+
+func (x *Evaluation) GetFeatureScores() []*FeatureImportanceScore {
+	if x != nil {
+		return x.FeatureScores
+	}
+	return nil
+}
+
+// FeatureGroup is one group of Evaluation.feature_importance.
+type FeatureGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Names         []string               `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureGroup) Reset() {
+	*x = FeatureGroup{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureGroup) ProtoMessage() {}
+
+func (x *FeatureGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureGroup.ProtoReflect.Descriptor instead.
+func (*FeatureGroup) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *FeatureGroup) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+// FeatureImportanceScore is a row of Personalizer's featureScores with
+// what leaving it out of the current policy changes.
+type FeatureImportanceScore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A namespace row's index (its first letter), or a feature's namespace
+	// name ("" for the default namespace).
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// "" for a namespace row, else the feature's name in its namespace as
+	// VW names it (a string feature's key and value).
+	FeatureName string `protobuf:"bytes,2,opt,name=feature_name,json=featureName,proto3" json:"feature_name,omitempty"`
+	// 0 to 1: the change divided by the largest change of its kind.
+	Score float64 `protobuf:"fixed64,3,opt,name=score,proto3" json:"score,omitempty"`
+	// Current's IPS estimate minus the one without it.
+	Change float64 `protobuf:"fixed64,4,opt,name=change,proto3" json:"change,omitempty"`
+	// The change's 95% Gaussian interval; unset with fewer than 2 events.
+	Interval      *Interval `protobuf:"bytes,5,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureImportanceScore) Reset() {
+	*x = FeatureImportanceScore{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureImportanceScore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureImportanceScore) ProtoMessage() {}
+
+func (x *FeatureImportanceScore) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureImportanceScore.ProtoReflect.Descriptor instead.
+func (*FeatureImportanceScore) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FeatureImportanceScore) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *FeatureImportanceScore) GetFeatureName() string {
+	if x != nil {
+		return x.FeatureName
+	}
+	return ""
+}
+
+func (x *FeatureImportanceScore) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *FeatureImportanceScore) GetChange() float64 {
+	if x != nil {
+		return x.Change
+	}
+	return 0
+}
+
+func (x *FeatureImportanceScore) GetInterval() *Interval {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
 // EvaluationProgress counts what an evaluation has read.
 type EvaluationProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2220,7 +2384,7 @@ type EvaluationProgress struct {
 
 func (x *EvaluationProgress) Reset() {
 	*x = EvaluationProgress{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2396,7 @@ func (x *EvaluationProgress) String() string {
 func (*EvaluationProgress) ProtoMessage() {}
 
 func (x *EvaluationProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[39]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2409,7 @@ func (x *EvaluationProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluationProgress.ProtoReflect.Descriptor instead.
 func (*EvaluationProgress) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *EvaluationProgress) GetLines() int64 {
@@ -2284,7 +2448,7 @@ type PolicyResult struct {
 
 func (x *PolicyResult) Reset() {
 	*x = PolicyResult{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2460,7 @@ func (x *PolicyResult) String() string {
 func (*PolicyResult) ProtoMessage() {}
 
 func (x *PolicyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[40]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2473,7 @@ func (x *PolicyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyResult.ProtoReflect.Descriptor instead.
 func (*PolicyResult) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PolicyResult) GetName() string {
@@ -2368,7 +2532,7 @@ type PolicyResultSummary struct {
 
 func (x *PolicyResultSummary) Reset() {
 	*x = PolicyResultSummary{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2544,7 @@ func (x *PolicyResultSummary) String() string {
 func (*PolicyResultSummary) ProtoMessage() {}
 
 func (x *PolicyResultSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[41]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2557,7 @@ func (x *PolicyResultSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyResultSummary.ProtoReflect.Descriptor instead.
 func (*PolicyResultSummary) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PolicyResultSummary) GetTimeStamp() *timestamppb.Timestamp {
@@ -2488,7 +2652,7 @@ type Estimate struct {
 
 func (x *Estimate) Reset() {
 	*x = Estimate{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2500,7 +2664,7 @@ func (x *Estimate) String() string {
 func (*Estimate) ProtoMessage() {}
 
 func (x *Estimate) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[42]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2513,7 +2677,7 @@ func (x *Estimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Estimate.ProtoReflect.Descriptor instead.
 func (*Estimate) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Estimate) GetEstimator() string {
@@ -2555,7 +2719,7 @@ type Interval struct {
 
 func (x *Interval) Reset() {
 	*x = Interval{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2731,7 @@ func (x *Interval) String() string {
 func (*Interval) ProtoMessage() {}
 
 func (x *Interval) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[43]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2744,7 @@ func (x *Interval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interval.ProtoReflect.Descriptor instead.
 func (*Interval) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Interval) GetLower() float64 {
@@ -2607,7 +2771,7 @@ type CreateEvaluationRequest struct {
 
 func (x *CreateEvaluationRequest) Reset() {
 	*x = CreateEvaluationRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2783,7 @@ func (x *CreateEvaluationRequest) String() string {
 func (*CreateEvaluationRequest) ProtoMessage() {}
 
 func (x *CreateEvaluationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[44]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2796,7 @@ func (x *CreateEvaluationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEvaluationRequest.ProtoReflect.Descriptor instead.
 func (*CreateEvaluationRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateEvaluationRequest) GetLoop() string {
@@ -2658,7 +2822,7 @@ type CreateEvaluationResponse struct {
 
 func (x *CreateEvaluationResponse) Reset() {
 	*x = CreateEvaluationResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2670,7 +2834,7 @@ func (x *CreateEvaluationResponse) String() string {
 func (*CreateEvaluationResponse) ProtoMessage() {}
 
 func (x *CreateEvaluationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[45]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2683,7 +2847,7 @@ func (x *CreateEvaluationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEvaluationResponse.ProtoReflect.Descriptor instead.
 func (*CreateEvaluationResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateEvaluationResponse) GetEvaluation() *Evaluation {
@@ -2703,7 +2867,7 @@ type GetEvaluationRequest struct {
 
 func (x *GetEvaluationRequest) Reset() {
 	*x = GetEvaluationRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +2879,7 @@ func (x *GetEvaluationRequest) String() string {
 func (*GetEvaluationRequest) ProtoMessage() {}
 
 func (x *GetEvaluationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[46]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +2892,7 @@ func (x *GetEvaluationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvaluationRequest.ProtoReflect.Descriptor instead.
 func (*GetEvaluationRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetEvaluationRequest) GetLoop() string {
@@ -2754,7 +2918,7 @@ type GetEvaluationResponse struct {
 
 func (x *GetEvaluationResponse) Reset() {
 	*x = GetEvaluationResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2930,7 @@ func (x *GetEvaluationResponse) String() string {
 func (*GetEvaluationResponse) ProtoMessage() {}
 
 func (x *GetEvaluationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[47]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2943,7 @@ func (x *GetEvaluationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvaluationResponse.ProtoReflect.Descriptor instead.
 func (*GetEvaluationResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetEvaluationResponse) GetEvaluation() *Evaluation {
@@ -2798,7 +2962,7 @@ type ListEvaluationsRequest struct {
 
 func (x *ListEvaluationsRequest) Reset() {
 	*x = ListEvaluationsRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2810,7 +2974,7 @@ func (x *ListEvaluationsRequest) String() string {
 func (*ListEvaluationsRequest) ProtoMessage() {}
 
 func (x *ListEvaluationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[48]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2823,7 +2987,7 @@ func (x *ListEvaluationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEvaluationsRequest.ProtoReflect.Descriptor instead.
 func (*ListEvaluationsRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListEvaluationsRequest) GetLoop() string {
@@ -2842,7 +3006,7 @@ type ListEvaluationsResponse struct {
 
 func (x *ListEvaluationsResponse) Reset() {
 	*x = ListEvaluationsResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +3018,7 @@ func (x *ListEvaluationsResponse) String() string {
 func (*ListEvaluationsResponse) ProtoMessage() {}
 
 func (x *ListEvaluationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[49]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +3031,7 @@ func (x *ListEvaluationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEvaluationsResponse.ProtoReflect.Descriptor instead.
 func (*ListEvaluationsResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListEvaluationsResponse) GetEvaluations() []*Evaluation {
@@ -2887,7 +3051,7 @@ type DeleteEvaluationRequest struct {
 
 func (x *DeleteEvaluationRequest) Reset() {
 	*x = DeleteEvaluationRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3063,7 @@ func (x *DeleteEvaluationRequest) String() string {
 func (*DeleteEvaluationRequest) ProtoMessage() {}
 
 func (x *DeleteEvaluationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[50]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3076,7 @@ func (x *DeleteEvaluationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEvaluationRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEvaluationRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DeleteEvaluationRequest) GetLoop() string {
@@ -2937,7 +3101,7 @@ type DeleteEvaluationResponse struct {
 
 func (x *DeleteEvaluationResponse) Reset() {
 	*x = DeleteEvaluationResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3113,7 @@ func (x *DeleteEvaluationResponse) String() string {
 func (*DeleteEvaluationResponse) ProtoMessage() {}
 
 func (x *DeleteEvaluationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[51]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3126,7 @@ func (x *DeleteEvaluationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEvaluationResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEvaluationResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 type RollbackModelRequest struct {
@@ -2976,7 +3140,7 @@ type RollbackModelRequest struct {
 
 func (x *RollbackModelRequest) Reset() {
 	*x = RollbackModelRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[52]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3152,7 @@ func (x *RollbackModelRequest) String() string {
 func (*RollbackModelRequest) ProtoMessage() {}
 
 func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[52]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3165,7 @@ func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelRequest.ProtoReflect.Descriptor instead.
 func (*RollbackModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RollbackModelRequest) GetLoop() string {
@@ -3028,7 +3192,7 @@ type RollbackModelResponse struct {
 
 func (x *RollbackModelResponse) Reset() {
 	*x = RollbackModelResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[53]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3204,7 @@ func (x *RollbackModelResponse) String() string {
 func (*RollbackModelResponse) ProtoMessage() {}
 
 func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[53]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3217,7 @@ func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelResponse.ProtoReflect.Descriptor instead.
 func (*RollbackModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RollbackModelResponse) GetProperties() *ModelProperties {
@@ -3190,14 +3354,15 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12/\n" +
 	"\x06limits\x18\x02 \x01(\v2\x17.personalizer.v1.LimitsR\x06limits\"K\n" +
 	"\x11SetLimitsResponse\x126\n" +
-	"\x04loop\x18\x01 \x01(\v2\".personalizer.v1.LoopConfigurationR\x04loop\"\x95\x02\n" +
+	"\x04loop\x18\x01 \x01(\v2\".personalizer.v1.LoopConfigurationR\x04loop\"\xd1\x02\n" +
 	"\x12EvaluationContract\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\n" +
 	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x123\n" +
 	"\bpolicies\x18\x04 \x03(\v2\x17.personalizer.v1.PolicyR\bpolicies\x12D\n" +
-	"\x1eenable_offline_experimentation\x18\x05 \x01(\bR\x1cenableOfflineExperimentation\"\xff\x03\n" +
+	"\x1eenable_offline_experimentation\x18\x05 \x01(\bR\x1cenableOfflineExperimentation\x12:\n" +
+	"\x19enable_feature_importance\x18\x14 \x01(\bR\x17enableFeatureImportance\"\x9d\x05\n" +
 	"\n" +
 	"Evaluation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -3213,7 +3378,17 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\rcreation_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\fcreationTime\x12?\n" +
 	"\bprogress\x18\v \x01(\v2#.personalizer.v1.EvaluationProgressR\bprogress\x12\x14\n" +
-	"\x05error\x18\f \x01(\tR\x05error\"j\n" +
+	"\x05error\x18\f \x01(\tR\x05error\x12L\n" +
+	"\x12feature_importance\x18\x14 \x03(\v2\x1d.personalizer.v1.FeatureGroupR\x11featureImportance\x12N\n" +
+	"\x0efeature_scores\x18\x15 \x03(\v2'.personalizer.v1.FeatureImportanceScoreR\rfeatureScores\"$\n" +
+	"\fFeatureGroup\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"\xbe\x01\n" +
+	"\x16FeatureImportanceScore\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12!\n" +
+	"\ffeature_name\x18\x02 \x01(\tR\vfeatureName\x12\x14\n" +
+	"\x05score\x18\x03 \x01(\x01R\x05score\x12\x16\n" +
+	"\x06change\x18\x04 \x01(\x01R\x06change\x125\n" +
+	"\binterval\x18\x05 \x01(\v2\x19.personalizer.v1.IntervalR\binterval\"j\n" +
 	"\x12EvaluationProgress\x12\x14\n" +
 	"\x05lines\x18\x01 \x01(\x03R\x05lines\x12\x1c\n" +
 	"\tevaluated\x18\x02 \x01(\x03R\tevaluated\x12 \n" +
@@ -3318,7 +3493,7 @@ func file_personalizer_v1_admin_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_admin_proto_rawDescData
 }
 
-var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*ServiceConfiguration)(nil),               // 0: personalizer.v1.ServiceConfiguration
 	(*Policy)(nil),                             // 1: personalizer.v1.Policy
@@ -3359,30 +3534,32 @@ var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*SetLimitsResponse)(nil),                  // 36: personalizer.v1.SetLimitsResponse
 	(*EvaluationContract)(nil),                 // 37: personalizer.v1.EvaluationContract
 	(*Evaluation)(nil),                         // 38: personalizer.v1.Evaluation
-	(*EvaluationProgress)(nil),                 // 39: personalizer.v1.EvaluationProgress
-	(*PolicyResult)(nil),                       // 40: personalizer.v1.PolicyResult
-	(*PolicyResultSummary)(nil),                // 41: personalizer.v1.PolicyResultSummary
-	(*Estimate)(nil),                           // 42: personalizer.v1.Estimate
-	(*Interval)(nil),                           // 43: personalizer.v1.Interval
-	(*CreateEvaluationRequest)(nil),            // 44: personalizer.v1.CreateEvaluationRequest
-	(*CreateEvaluationResponse)(nil),           // 45: personalizer.v1.CreateEvaluationResponse
-	(*GetEvaluationRequest)(nil),               // 46: personalizer.v1.GetEvaluationRequest
-	(*GetEvaluationResponse)(nil),              // 47: personalizer.v1.GetEvaluationResponse
-	(*ListEvaluationsRequest)(nil),             // 48: personalizer.v1.ListEvaluationsRequest
-	(*ListEvaluationsResponse)(nil),            // 49: personalizer.v1.ListEvaluationsResponse
-	(*DeleteEvaluationRequest)(nil),            // 50: personalizer.v1.DeleteEvaluationRequest
-	(*DeleteEvaluationResponse)(nil),           // 51: personalizer.v1.DeleteEvaluationResponse
-	(*RollbackModelRequest)(nil),               // 52: personalizer.v1.RollbackModelRequest
-	(*RollbackModelResponse)(nil),              // 53: personalizer.v1.RollbackModelResponse
-	(*durationpb.Duration)(nil),                // 54: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),              // 55: google.protobuf.Timestamp
+	(*FeatureGroup)(nil),                       // 39: personalizer.v1.FeatureGroup
+	(*FeatureImportanceScore)(nil),             // 40: personalizer.v1.FeatureImportanceScore
+	(*EvaluationProgress)(nil),                 // 41: personalizer.v1.EvaluationProgress
+	(*PolicyResult)(nil),                       // 42: personalizer.v1.PolicyResult
+	(*PolicyResultSummary)(nil),                // 43: personalizer.v1.PolicyResultSummary
+	(*Estimate)(nil),                           // 44: personalizer.v1.Estimate
+	(*Interval)(nil),                           // 45: personalizer.v1.Interval
+	(*CreateEvaluationRequest)(nil),            // 46: personalizer.v1.CreateEvaluationRequest
+	(*CreateEvaluationResponse)(nil),           // 47: personalizer.v1.CreateEvaluationResponse
+	(*GetEvaluationRequest)(nil),               // 48: personalizer.v1.GetEvaluationRequest
+	(*GetEvaluationResponse)(nil),              // 49: personalizer.v1.GetEvaluationResponse
+	(*ListEvaluationsRequest)(nil),             // 50: personalizer.v1.ListEvaluationsRequest
+	(*ListEvaluationsResponse)(nil),            // 51: personalizer.v1.ListEvaluationsResponse
+	(*DeleteEvaluationRequest)(nil),            // 52: personalizer.v1.DeleteEvaluationRequest
+	(*DeleteEvaluationResponse)(nil),           // 53: personalizer.v1.DeleteEvaluationResponse
+	(*RollbackModelRequest)(nil),               // 54: personalizer.v1.RollbackModelRequest
+	(*RollbackModelResponse)(nil),              // 55: personalizer.v1.RollbackModelResponse
+	(*durationpb.Duration)(nil),                // 56: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),              // 57: google.protobuf.Timestamp
 }
 var file_personalizer_v1_admin_proto_depIdxs = []int32{
-	54, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
-	54, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
-	55, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
-	54, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
-	55, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
+	56, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
+	56, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
+	57, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
+	56, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
+	57, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
 	0,  // 5: personalizer.v1.LoopConfiguration.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 6: personalizer.v1.LoopConfiguration.policy:type_name -> personalizer.v1.Policy
 	3,  // 7: personalizer.v1.LoopConfiguration.limits:type_name -> personalizer.v1.Limits
@@ -3396,11 +3573,11 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	20, // 15: personalizer.v1.ExportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 16: personalizer.v1.ImportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 17: personalizer.v1.ResetModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	55, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
-	55, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
+	57, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
+	57, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
 	20, // 20: personalizer.v1.GetModelPropertiesResponse.properties:type_name -> personalizer.v1.ModelProperties
-	55, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
-	55, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
+	57, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
+	57, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
 	0,  // 23: personalizer.v1.CreateLoopRequest.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 24: personalizer.v1.CreateLoopRequest.policy:type_name -> personalizer.v1.Policy
 	3,  // 25: personalizer.v1.CreateLoopRequest.limits:type_name -> personalizer.v1.Limits
@@ -3409,73 +3586,76 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	2,  // 28: personalizer.v1.GetLoopResponse.loop:type_name -> personalizer.v1.LoopConfiguration
 	3,  // 29: personalizer.v1.SetLimitsRequest.limits:type_name -> personalizer.v1.Limits
 	2,  // 30: personalizer.v1.SetLimitsResponse.loop:type_name -> personalizer.v1.LoopConfiguration
-	55, // 31: personalizer.v1.EvaluationContract.start_time:type_name -> google.protobuf.Timestamp
-	55, // 32: personalizer.v1.EvaluationContract.end_time:type_name -> google.protobuf.Timestamp
+	57, // 31: personalizer.v1.EvaluationContract.start_time:type_name -> google.protobuf.Timestamp
+	57, // 32: personalizer.v1.EvaluationContract.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 33: personalizer.v1.EvaluationContract.policies:type_name -> personalizer.v1.Policy
-	55, // 34: personalizer.v1.Evaluation.start_time:type_name -> google.protobuf.Timestamp
-	55, // 35: personalizer.v1.Evaluation.end_time:type_name -> google.protobuf.Timestamp
-	40, // 36: personalizer.v1.Evaluation.policy_results:type_name -> personalizer.v1.PolicyResult
-	55, // 37: personalizer.v1.Evaluation.creation_time:type_name -> google.protobuf.Timestamp
-	39, // 38: personalizer.v1.Evaluation.progress:type_name -> personalizer.v1.EvaluationProgress
-	41, // 39: personalizer.v1.PolicyResult.summary:type_name -> personalizer.v1.PolicyResultSummary
-	41, // 40: personalizer.v1.PolicyResult.total_summary:type_name -> personalizer.v1.PolicyResultSummary
-	55, // 41: personalizer.v1.PolicyResultSummary.time_stamp:type_name -> google.protobuf.Timestamp
-	54, // 42: personalizer.v1.PolicyResultSummary.aggregate_time_window:type_name -> google.protobuf.Duration
-	42, // 43: personalizer.v1.PolicyResultSummary.estimates:type_name -> personalizer.v1.Estimate
-	43, // 44: personalizer.v1.Estimate.gaussian:type_name -> personalizer.v1.Interval
-	43, // 45: personalizer.v1.Estimate.cressie_read:type_name -> personalizer.v1.Interval
-	37, // 46: personalizer.v1.CreateEvaluationRequest.evaluation:type_name -> personalizer.v1.EvaluationContract
-	38, // 47: personalizer.v1.CreateEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
-	38, // 48: personalizer.v1.GetEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
-	38, // 49: personalizer.v1.ListEvaluationsResponse.evaluations:type_name -> personalizer.v1.Evaluation
-	20, // 50: personalizer.v1.RollbackModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	4,  // 51: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
-	6,  // 52: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
-	8,  // 53: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
-	10, // 54: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
-	12, // 55: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
-	14, // 56: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
-	16, // 57: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
-	18, // 58: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
-	21, // 59: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
-	23, // 60: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
-	25, // 61: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
-	27, // 62: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
-	29, // 63: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
-	31, // 64: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
-	33, // 65: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
-	35, // 66: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
-	44, // 67: personalizer.v1.AdminService.CreateEvaluation:input_type -> personalizer.v1.CreateEvaluationRequest
-	46, // 68: personalizer.v1.AdminService.GetEvaluation:input_type -> personalizer.v1.GetEvaluationRequest
-	48, // 69: personalizer.v1.AdminService.ListEvaluations:input_type -> personalizer.v1.ListEvaluationsRequest
-	50, // 70: personalizer.v1.AdminService.DeleteEvaluation:input_type -> personalizer.v1.DeleteEvaluationRequest
-	52, // 71: personalizer.v1.AdminService.RollbackModel:input_type -> personalizer.v1.RollbackModelRequest
-	5,  // 72: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
-	7,  // 73: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
-	9,  // 74: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
-	11, // 75: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
-	13, // 76: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
-	15, // 77: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
-	17, // 78: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
-	19, // 79: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
-	22, // 80: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
-	24, // 81: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
-	26, // 82: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
-	28, // 83: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
-	30, // 84: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
-	32, // 85: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
-	34, // 86: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
-	36, // 87: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
-	45, // 88: personalizer.v1.AdminService.CreateEvaluation:output_type -> personalizer.v1.CreateEvaluationResponse
-	47, // 89: personalizer.v1.AdminService.GetEvaluation:output_type -> personalizer.v1.GetEvaluationResponse
-	49, // 90: personalizer.v1.AdminService.ListEvaluations:output_type -> personalizer.v1.ListEvaluationsResponse
-	51, // 91: personalizer.v1.AdminService.DeleteEvaluation:output_type -> personalizer.v1.DeleteEvaluationResponse
-	53, // 92: personalizer.v1.AdminService.RollbackModel:output_type -> personalizer.v1.RollbackModelResponse
-	72, // [72:93] is the sub-list for method output_type
-	51, // [51:72] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	57, // 34: personalizer.v1.Evaluation.start_time:type_name -> google.protobuf.Timestamp
+	57, // 35: personalizer.v1.Evaluation.end_time:type_name -> google.protobuf.Timestamp
+	42, // 36: personalizer.v1.Evaluation.policy_results:type_name -> personalizer.v1.PolicyResult
+	57, // 37: personalizer.v1.Evaluation.creation_time:type_name -> google.protobuf.Timestamp
+	41, // 38: personalizer.v1.Evaluation.progress:type_name -> personalizer.v1.EvaluationProgress
+	39, // 39: personalizer.v1.Evaluation.feature_importance:type_name -> personalizer.v1.FeatureGroup
+	40, // 40: personalizer.v1.Evaluation.feature_scores:type_name -> personalizer.v1.FeatureImportanceScore
+	45, // 41: personalizer.v1.FeatureImportanceScore.interval:type_name -> personalizer.v1.Interval
+	43, // 42: personalizer.v1.PolicyResult.summary:type_name -> personalizer.v1.PolicyResultSummary
+	43, // 43: personalizer.v1.PolicyResult.total_summary:type_name -> personalizer.v1.PolicyResultSummary
+	57, // 44: personalizer.v1.PolicyResultSummary.time_stamp:type_name -> google.protobuf.Timestamp
+	56, // 45: personalizer.v1.PolicyResultSummary.aggregate_time_window:type_name -> google.protobuf.Duration
+	44, // 46: personalizer.v1.PolicyResultSummary.estimates:type_name -> personalizer.v1.Estimate
+	45, // 47: personalizer.v1.Estimate.gaussian:type_name -> personalizer.v1.Interval
+	45, // 48: personalizer.v1.Estimate.cressie_read:type_name -> personalizer.v1.Interval
+	37, // 49: personalizer.v1.CreateEvaluationRequest.evaluation:type_name -> personalizer.v1.EvaluationContract
+	38, // 50: personalizer.v1.CreateEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
+	38, // 51: personalizer.v1.GetEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
+	38, // 52: personalizer.v1.ListEvaluationsResponse.evaluations:type_name -> personalizer.v1.Evaluation
+	20, // 53: personalizer.v1.RollbackModelResponse.properties:type_name -> personalizer.v1.ModelProperties
+	4,  // 54: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
+	6,  // 55: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
+	8,  // 56: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
+	10, // 57: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
+	12, // 58: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
+	14, // 59: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
+	16, // 60: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
+	18, // 61: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
+	21, // 62: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
+	23, // 63: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
+	25, // 64: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
+	27, // 65: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
+	29, // 66: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
+	31, // 67: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
+	33, // 68: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
+	35, // 69: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
+	46, // 70: personalizer.v1.AdminService.CreateEvaluation:input_type -> personalizer.v1.CreateEvaluationRequest
+	48, // 71: personalizer.v1.AdminService.GetEvaluation:input_type -> personalizer.v1.GetEvaluationRequest
+	50, // 72: personalizer.v1.AdminService.ListEvaluations:input_type -> personalizer.v1.ListEvaluationsRequest
+	52, // 73: personalizer.v1.AdminService.DeleteEvaluation:input_type -> personalizer.v1.DeleteEvaluationRequest
+	54, // 74: personalizer.v1.AdminService.RollbackModel:input_type -> personalizer.v1.RollbackModelRequest
+	5,  // 75: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
+	7,  // 76: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
+	9,  // 77: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
+	11, // 78: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
+	13, // 79: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
+	15, // 80: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
+	17, // 81: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
+	19, // 82: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
+	22, // 83: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
+	24, // 84: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
+	26, // 85: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
+	28, // 86: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
+	30, // 87: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
+	32, // 88: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
+	34, // 89: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
+	36, // 90: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
+	47, // 91: personalizer.v1.AdminService.CreateEvaluation:output_type -> personalizer.v1.CreateEvaluationResponse
+	49, // 92: personalizer.v1.AdminService.GetEvaluation:output_type -> personalizer.v1.GetEvaluationResponse
+	51, // 93: personalizer.v1.AdminService.ListEvaluations:output_type -> personalizer.v1.ListEvaluationsResponse
+	53, // 94: personalizer.v1.AdminService.DeleteEvaluation:output_type -> personalizer.v1.DeleteEvaluationResponse
+	55, // 95: personalizer.v1.AdminService.RollbackModel:output_type -> personalizer.v1.RollbackModelResponse
+	75, // [75:96] is the sub-list for method output_type
+	54, // [54:75] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_admin_proto_init() }
@@ -3483,14 +3663,14 @@ func file_personalizer_v1_admin_proto_init() {
 	if File_personalizer_v1_admin_proto != nil {
 		return
 	}
-	file_personalizer_v1_admin_proto_msgTypes[42].OneofWrappers = []any{}
+	file_personalizer_v1_admin_proto_msgTypes[44].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_admin_proto_rawDesc), len(file_personalizer_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   54,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

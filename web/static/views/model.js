@@ -1,0 +1,36 @@
+// model.js: the loop's model versions over time, the version this server
+// serves and its age.
+"use strict";
+
+D.view({
+  id: "model", title: "Model",
+  init(el) {
+    this.box = D.el("div", { class: "chart" });
+    this.info = D.el("dl", { id: "model-info" });
+    el.append(this.box, this.info);
+    this.chart = D.chart(this.box, [
+      { label: "Version served", stroke: "#1f5fd6" },
+      { label: "Examples in the model", stroke: "#d67a1f", scale: "r" },
+    ], { height: 180 });
+  },
+  loop() { this.data = [[], [], []]; this.chart.setData(this.data); },
+  update(s) {
+    const t = new Date(s.time).getTime() / 1000;
+    const served = s.served ? s.served.version : 0;
+    this.data[0].push(t);
+    this.data[1].push(served);
+    this.data[2].push(s.learner ? s.learner.examples : (s.served ? s.served.examples : null));
+    if (this.data[0].length > 300) this.data.forEach(a => a.shift());
+    this.chart.setData(this.data);
+    const rows = [
+      ["Served by this server", s.served ? `version ${s.served.version}, made ${D.ago(s.served.created)}, ${D.fmt(s.served.examples, 0)} examples` : "none yet: the uniform policy"],
+    ];
+    if (s.learner) {
+      rows.push(["Learner's latest", `version ${s.learner.version}${s.learner.retraining ? " (retraining for a policy change)" : ""}`],
+        ["Learned live, all time", D.fmt(s.learner.learned, 0)],
+        ["Current model", `${D.fmt(s.learner.examples, 0)} examples since ${s.learner.modelCreated && !s.learner.modelCreated.startsWith("0001") ? new Date(s.learner.modelCreated).toLocaleString() : "–"}`]);
+    }
+    this.info.replaceChildren(...rows.flatMap(([k, v]) => [D.el("dt", {}, k), D.el("dd", {}, v)]));
+    this.info.dataset.version = served;
+  },
+});
