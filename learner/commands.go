@@ -20,10 +20,12 @@ var ErrBadModel = errors.New("bad model file")
 // published because its checkpoint could not be written; nothing changed.
 var errNotPublished = errors.New("model not published: the checkpoint could not be written")
 
-// command is a Reset (model nil) or an Import (the model read) for the
-// Run goroutine, which answers on done (buffered: it never waits).
+// command is a Reset (model nil), an Import (the model read) or a
+// Rollback (the model read and the version it comes from) for the Run
+// goroutine, which answers on done (buffered: it never waits).
 type command struct {
 	model *bandit.Model
+	from  *eventsv1.ModelInfo // a Rollback's version
 	done  chan commandResult
 }
 
@@ -58,6 +60,26 @@ func (l *Learner) Import(ctx context.Context, data []byte) (*eventsv1.ModelInfo,
 	return l.do(ctx, command{model: m})
 }
 
+// Rollback makes the model of a kept version (see [Config.History]) the
+// model again, and returns the version that publishes it, as
+// [Learner.Reset]: learning goes on from that version's model (what was
+// learned since is dropped) at the offsets the learner stands at, and the
+// new version records the one it rolls back to (ModelInfo.rollback_of).
+// Its examples and creation time are the old version's. The model brings
+// its own policy, as an import does. A version the history does not keep
+// is an error wrapping [ErrNotKept], and nothing changes.
+func (l *Learner) Rollback(ctx context.Context, version uint64) (*eventsv1.ModelInfo, error) {
+	mv, err := l.store.Get(version)
+	if err != nil {
+		return nil, fmt.Errorf("rollback: %w", err)
+	}
+	m, err := bandit.ReadModel(bytes.NewReader(mv.GetData()))
+	if err != nil {
+		return nil, fmt.Errorf("rollback: model version %d: %w", version, err)
+	}
+	return l.do(ctx, command{model: m, from: mv.GetInfo()})
+}
+
 // do hands c to the Run goroutine and waits for its answer.
 func (l *Learner) do(ctx context.Context, c command) (*eventsv1.ModelInfo, error) {
 	c.done = make(chan commandResult, 1)
@@ -83,8 +105,20 @@ func (l *Learner) command(c command) {
 		what, m = "reset", bandit.NewModel(l.model.Policy())
 	}
 	oldModel, oldCreated, oldDirty, oldStats := l.model, l.created, l.dirty, l.stats.Get()
-	l.swap(m, 0)
-	if err := l.checkpoint(); err != nil {
+	if c.from != nil {
+		what = "rollback"
+		l.swap(m, int64(c.from.GetExamples()))
+		if t := c.from.GetModelCreated(); t != nil {
+			l.created = t.AsTime()
+			l.stats.Update(func(s *Stats) { s.ModelCreated = l.created })
+		}
+		l.rollbackOf = c.from.GetVersion()
+	} else {
+		l.swap(m, 0)
+	}
+	err := l.checkpoint()
+	l.rollbackOf = 0
+	if err != nil {
 		l.model, l.created, l.dirty = oldModel, oldCreated, oldDirty
 		l.stats.Update(func(s *Stats) {
 			s.Examples, s.ModelCreated, s.Policy = oldStats.Examples, oldStats.ModelCreated, oldStats.Policy
@@ -95,9 +129,12 @@ func (l *Learner) command(c command) {
 		return
 	}
 	l.stats.Update(func(s *Stats) {
-		if c.model == nil {
+		switch {
+		case c.from != nil:
+			s.Rollbacks++
+		case c.model == nil:
 			s.Resets++
-		} else {
+		default:
 			s.Imports++
 		}
 	})

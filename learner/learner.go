@@ -39,6 +39,10 @@ type Config struct {
 	Dir string
 	// Remember is how many recent event keys are kept to drop repeats.
 	Remember int
+	// History is how many published versions are kept (the latest
+	// included), in Dir/history, for audits and rollbacks; 0 means
+	// [DefaultHistory].
+	History int
 	// Learned, when set, is called from Run's goroutine with the key and
 	// the cost of every event learned, after the model learned it. Tests
 	// use it to check exactly what reached the model.
@@ -78,6 +82,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, p string) {
 	fs.DurationVar(&c.ExportEvery, p+"model-export-frequency", 5*time.Minute, "how often a new model version is published")
 	fs.IntVar(&c.Remember, p+"dedupe-window", 1<<20, "how many recent event ids the learner remembers to drop repeated joined events")
 	fs.DurationVar(&c.RetrainWindow, p+"retrain-window", DefaultRetrainWindow, "how much of the joined log a policy change retrains the new model on (0: start it empty)")
+	fs.IntVar(&c.History, p+"model-history", DefaultHistory, "published model versions the learner keeps on disk (the latest included), for decision audits and rollbacks")
 }
 
 // DefaultRetrainWindow is the default [Config.RetrainWindow]:
@@ -94,6 +99,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("model export frequency must be positive, got %v", c.ExportEvery)
 	case c.Remember <= 0:
 		return fmt.Errorf("dedupe window must be positive, got %d", c.Remember)
+	case c.History < 0:
+		return fmt.Errorf("model history must not be negative, got %d", c.History)
 	case c.RetrainWindow < 0:
 		return fmt.Errorf("retrain window must not be negative, got %v", c.RetrainWindow)
 	case c.Dir == "":
@@ -128,9 +135,9 @@ type Stats struct {
 	Policy string
 	// ExportEvery is the current export cadence.
 	ExportEvery time.Duration
-	// Resets and Imports count the resets and imports published since
-	// the process started.
-	Resets, Imports int64
+	// Resets, Imports and Rollbacks count the resets, imports and
+	// rollbacks published since the process started.
+	Resets, Imports, Rollbacks int64
 
 	// Retraining is set while a policy change retrains a new model;
 	// RetrainLearned is how many examples that retrain (or the last one)
@@ -177,7 +184,9 @@ type Learner struct {
 	store *Store
 	now   func() time.Time
 	trace trace.Tracer
-	cmds  chan command // Reset and Import, to the Run goroutine
+	cmds  chan command // Reset, Import and Rollback, to the Run goroutine
+	// history keeps the published versions; Run's goroutine adds.
+	history *History
 
 	// Owned by the Run goroutine.
 	model   *bandit.Model
@@ -194,6 +203,9 @@ type Learner struct {
 	prefix      []byte // loop + "/"
 	dirty       bool   // learned since the last export
 	lastLearned int64  // Stats.Learned at the last checkpoint
+	// rollbackOf is the version the next checkpoint publishes a rollback
+	// to, 0 when it is none.
+	rollbackOf uint64
 
 	// Set up by Run, owned by its goroutine: the reader opener, the
 	// export timer and cadence, the configuration followed (nil before
@@ -258,7 +270,7 @@ func New(cfg Config, log *slog.Logger, store *Store, now func() time.Time) (*Lea
 	data, err := os.ReadFile(l.checkpointPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		l.stats.Update(func(s *Stats) { l.setModelStats(s, 0) })
-		return l, nil
+		return l, l.openHistory(0)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoint: %w", err)
@@ -270,7 +282,23 @@ func New(cfg Config, log *slog.Logger, store *Store, now func() time.Time) (*Lea
 	if err := l.restore(data, written); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", l.checkpointPath(), err)
 	}
-	return l, nil
+	return l, l.openHistory(l.stats.Get().Version)
+}
+
+// openHistory opens the model history of a learner whose checkpoint is
+// of version latest (0: none) and serves it through the store.
+func (l *Learner) openHistory(latest uint64) error {
+	keep := l.cfg.History
+	if keep == 0 {
+		keep = DefaultHistory
+	}
+	h, err := OpenHistory(filepath.Join(l.cfg.Dir, "history"), keep, latest)
+	if err != nil {
+		return err
+	}
+	l.history = h
+	l.store.setHistory(h)
+	return nil
 }
 
 func (l *Learner) checkpointPath() string { return filepath.Join(l.cfg.Dir, "checkpoint") }
@@ -339,6 +367,7 @@ func (l *Learner) version(model []byte, st Stats) *eventsv1.GetModelResponse {
 			Examples:      uint64(st.Examples),
 			ModelCreated:  timestamppb.New(l.created),
 			JoinedOffsets: offsets,
+			RollbackOf:    l.rollbackOf,
 		},
 		Data: model,
 	}
@@ -644,6 +673,12 @@ func (l *Learner) checkpoint() error {
 	}
 	if err := writeFileAtomic(l.checkpointPath(), c.marshal()); err != nil {
 		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	// Kept before it is published, so that whoever sees the version can
+	// get it again. A version that cannot be kept is still published (its
+	// checkpoint holds it): audits and rollbacks just cannot have it.
+	if err := l.history.Add(v); err != nil {
+		l.log.Warn("model version not kept in the history", "loop", l.cfg.Loop, "version", v.Info.Version, "err", err)
 	}
 	l.store.Publish(v)
 	l.dirty = false

@@ -15,11 +15,13 @@ import (
 )
 
 // Store holds the latest published model version of a loop and wakes
-// whoever waits for a newer one. It is safe for concurrent use.
+// whoever waits for a newer one; with a [History] ([Learner] sets its
+// own), earlier versions too. It is safe for concurrent use.
 type Store struct {
 	mu      sync.Mutex
 	cur     *eventsv1.GetModelResponse
 	changed chan struct{} // closed and replaced on every publish
+	history *History      // nil: only the latest version
 }
 
 // NewStore returns an empty store.
@@ -39,6 +41,30 @@ func (s *Store) Latest() *eventsv1.GetModelResponse {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cur
+}
+
+// setHistory makes the store answer [Store.Get] from h too.
+func (s *Store) setHistory(h *History) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.history = h
+}
+
+// Get returns version v: the latest version, or one the history keeps.
+// A version it does not have is an error wrapping [ErrNotKept].
+func (s *Store) Get(v uint64) (*eventsv1.GetModelResponse, error) {
+	s.mu.Lock()
+	cur, h := s.cur, s.history
+	s.mu.Unlock()
+	switch {
+	case cur != nil && cur.GetInfo().GetVersion() == v:
+		return cur, nil
+	case h != nil:
+		return h.Get(v)
+	case cur == nil:
+		return nil, notKeptf("model version %d is not kept; no version is", v)
+	}
+	return nil, notKeptf("model version %d is not kept; only the latest, %d, is", v, cur.GetInfo().GetVersion())
 }
 
 // Next blocks until a version newer than after is published and returns
@@ -80,6 +106,7 @@ type serviceLoop struct {
 type Commands interface {
 	Reset(ctx context.Context) (*eventsv1.ModelInfo, error)
 	Import(ctx context.Context, data []byte) (*eventsv1.ModelInfo, error)
+	Rollback(ctx context.Context, version uint64) (*eventsv1.ModelInfo, error)
 }
 
 // NewService returns the ModelService of loop's store. cmds carries out
@@ -176,19 +203,27 @@ func (s *Service) stopping() bool {
 	}
 }
 
-// GetModel implements ModelService.GetModel. Only the latest version is
-// kept; version 0 asks for it.
+// GetModel implements ModelService.GetModel: version 0 asks for the
+// latest version, another for that version if the store keeps it
+// (NotFound if not).
 func (s *Service) GetModel(_ context.Context, req *eventsv1.GetModelRequest) (*eventsv1.GetModelResponse, error) {
 	l, err := s.checkLoop(req.GetLoop())
 	if err != nil {
 		return nil, err
 	}
-	v := l.store.Latest()
-	switch {
-	case v == nil:
-		return nil, status.Error(codes.NotFound, "no model published yet")
-	case req.GetVersion() != 0 && req.GetVersion() != v.GetInfo().GetVersion():
-		return nil, status.Errorf(codes.NotFound, "model version %d is not the latest (%d)", req.GetVersion(), v.GetInfo().GetVersion())
+	if req.GetVersion() == 0 {
+		v := l.store.Latest()
+		if v == nil {
+			return nil, status.Error(codes.NotFound, "no model published yet")
+		}
+		return v, nil
+	}
+	v, err := l.store.Get(req.GetVersion())
+	if st := notKeptStatus(err); st != nil {
+		return nil, st
+	}
+	if err != nil {
+		return nil, status.Error(codes.Internal, "internal error")
 	}
 	return v, nil
 }
@@ -236,6 +271,22 @@ func (s *Service) ImportModel(ctx context.Context, req *eventsv1.ImportModelRequ
 	return &eventsv1.ImportModelResponse{Info: info}, nil
 }
 
+// RollbackModel implements ModelService.RollbackModel: a kept version's
+// model, published as the next version. A version not kept is NotFound.
+func (s *Service) RollbackModel(ctx context.Context, req *eventsv1.RollbackModelRequest) (*eventsv1.RollbackModelResponse, error) {
+	l, err := s.checkCommand(req.GetLoop())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.commandContext(ctx)
+	defer cancel()
+	info, err := l.cmds.Rollback(ctx, req.GetVersion())
+	if err != nil {
+		return nil, s.commandStatus(err)
+	}
+	return &eventsv1.RollbackModelResponse{Info: info}, nil
+}
+
 func (s *Service) checkCommand(loop string) (serviceLoop, error) {
 	l, err := s.checkLoop(loop)
 	switch {
@@ -266,6 +317,9 @@ func (s *Service) commandContext(ctx context.Context) (context.Context, context.
 // commandStatus translates a command's error to a gRPC status.
 func (s *Service) commandStatus(err error) error {
 	switch {
+	case errors.Is(err, ErrNotKept):
+		// The message names the versions kept, nothing internal.
+		return notKeptStatus(err)
 	case errors.Is(err, ErrBadModel):
 		// The message describes the caller's file, nothing internal.
 		return status.Error(codes.InvalidArgument, err.Error())

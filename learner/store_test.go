@@ -36,6 +36,10 @@ type fakeCommands struct {
 
 func (f *fakeCommands) Reset(context.Context) (*eventsv1.ModelInfo, error) { return f.info, f.err }
 
+func (f *fakeCommands) Rollback(context.Context, uint64) (*eventsv1.ModelInfo, error) {
+	return f.info, f.err
+}
+
 func (f *fakeCommands) Import(_ context.Context, data []byte) (*eventsv1.ModelInfo, error) {
 	f.data = data
 	return f.info, f.err

@@ -74,9 +74,15 @@ type AdminConfig struct {
 	Configs ConfigWriter
 	// Models and Logs may be nil: their operations then answer
 	// OperationNotAllowed (gRPC Unimplemented).
-	Models        ModelAdmin
-	Logs          LogAdmin
-	Evaluations   EvaluationAdmin // nil: the evaluation routes answer OperationNotAllowed
+	Models      ModelAdmin
+	Logs        LogAdmin
+	Evaluations EvaluationAdmin // nil: the evaluation routes answer OperationNotAllowed
+	// History serves the audit's past model versions and rollbacks, and
+	// Decisions finds events in the log for the audit; nil answers
+	// OperationNotAllowed (the audit without History gives no breakdown
+	// of versions other than the one served).
+	History       ModelHistory
+	Decisions     DecisionLog
 	MaxModelBytes int64
 	// ModelSigningKey is the HMAC-SHA256 key that signs model exports
 	// (REST ?signed=true, gRPC ExportModel's signed) and checks signed
@@ -93,9 +99,10 @@ type AdminConfig struct {
 // themselves. A loop key addresses its own loop only; an admin key any
 // loop, and only it creates, lists and deletes loops.
 type Admin struct {
-	s   *Server
-	cfg AdminConfig
-	mu  sync.Mutex // one configuration change at a time: each builds on the last
+	s      *Server
+	cfg    AdminConfig
+	mu     sync.Mutex // one configuration change at a time: each builds on the last
+	models modelCache // past model versions loaded for audits
 }
 
 // NewAdmin returns the control plane of s's loops.
@@ -109,7 +116,9 @@ func NewAdmin(s *Server, cfg AdminConfig) *Admin {
 	if cfg.Now == nil {
 		cfg.Now = s.now
 	}
-	return &Admin{s: s, cfg: cfg}
+	a := &Admin{s: s, cfg: cfg}
+	s.audit = a // PersonalizerService.GetDecision answers through a
+	return a
 }
 
 // apiError is an admin operation's failure as both APIs answer it.
@@ -132,6 +141,7 @@ var (
 func (a *Admin) classify(err error, failCode string) *apiError {
 	var ae *apiError
 	var le *loop.Error
+	var inv *invalidError
 	if e := classifyEvaluation(err); e != nil {
 		return e
 	}
@@ -142,6 +152,10 @@ func (a *Admin) classify(err error, failCode string) *apiError {
 		return &apiError{http.StatusBadRequest, codes.InvalidArgument, le.Code, le.Message}
 	case errors.Is(err, ErrInvalidModel):
 		return &apiError{http.StatusBadRequest, codes.InvalidArgument, "InvalidModelImportFormat", err.Error()}
+	case errors.As(err, &inv):
+		return &apiError{http.StatusBadRequest, codes.InvalidArgument, "BadRequest", inv.Error()}
+	case errors.Is(err, ErrUnknownEvent):
+		return &apiError{http.StatusNotFound, codes.NotFound, "ResourceNotFound", err.Error()}
 	case errors.Is(err, ErrInvalidSignature):
 		return &apiError{http.StatusBadRequest, codes.InvalidArgument, "InvalidModelImportSignature", err.Error()}
 	case errors.Is(err, ErrNoLogs):
@@ -152,6 +166,9 @@ func (a *Admin) classify(err error, failCode string) *apiError {
 		return &apiError{StatusClientClosedRequest, codes.Canceled, "ClientClosedRequest", err.Error()}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &apiError{http.StatusRequestTimeout, codes.DeadlineExceeded, "RequestTimeout", err.Error()}
+	}
+	if msg, ok := notFound(err); ok { // a model version the learner does not keep
+		return &apiError{http.StatusNotFound, codes.NotFound, "ResourceNotFound", msg}
 	}
 	switch st, _ := status.FromError(err); st.Code() {
 	case codes.Unavailable: // the learner, say: the caller may retry

@@ -139,6 +139,14 @@ func (s *adminService) ResetModel(ctx context.Context, req *personalizerv1.Reset
 	return &personalizerv1.ResetModelResponse{Properties: propertiesToProto(info)}, nil
 }
 
+func (s *adminService) RollbackModel(ctx context.Context, req *personalizerv1.RollbackModelRequest) (*personalizerv1.RollbackModelResponse, error) {
+	info, err := s.a.rollbackModel(ctx, req.GetLoop(), req.GetVersion())
+	if err != nil {
+		return nil, s.status(err, "ModelPublishFailed")
+	}
+	return &personalizerv1.RollbackModelResponse{Properties: propertiesToProto(info)}, nil
+}
+
 func (s *adminService) GetModelProperties(ctx context.Context, req *personalizerv1.GetModelPropertiesRequest) (*personalizerv1.GetModelPropertiesResponse, error) {
 	sm, err := s.a.servedModel(ctx, req.GetLoop())
 	if err != nil {
@@ -304,7 +312,7 @@ func (s *adminService) SetLimits(ctx context.Context, req *personalizerv1.SetLim
 func propertiesToProto(info *eventsv1.ModelInfo) *personalizerv1.ModelProperties {
 	p := propertiesOf(info)
 	return &personalizerv1.ModelProperties{CreationTime: timestampOrNil(p.created), LastModifiedTime: timestampOrNil(p.modified),
-		Version: p.version, Examples: p.examples, Sha256: info.GetSha256()}
+		Version: p.version, Examples: p.examples, Sha256: info.GetSha256(), RollbackOf: info.GetRollbackOf()}
 }
 
 func timestampOrNil(t time.Time) *timestamppb.Timestamp {

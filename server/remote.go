@@ -113,3 +113,23 @@ func (r *RemoteModelAdmin) ImportModel(ctx context.Context, loop string, data []
 	}
 	return resp.GetInfo(), nil
 }
+
+// ModelVersion gets version of loop's model from the learner's history;
+// a version it does not keep is its NotFound status.
+func (r *RemoteModelAdmin) ModelVersion(ctx context.Context, loop string, version uint64) (*eventsv1.GetModelResponse, error) {
+	mv, err := r.client.GetModel(ctx, &eventsv1.GetModelRequest{Loop: loop, Version: version})
+	if err != nil {
+		return nil, fmt.Errorf("get model version %d: %w", version, err)
+	}
+	return mv, nil
+}
+
+// RollbackModel asks the learner to make a kept version loop's model
+// again; a version it does not keep is its NotFound status.
+func (r *RemoteModelAdmin) RollbackModel(ctx context.Context, loop string, version uint64) (*eventsv1.ModelInfo, error) {
+	resp, err := r.client.RollbackModel(ctx, &eventsv1.RollbackModelRequest{Loop: loop, Version: version})
+	if err != nil {
+		return nil, fmt.Errorf("rollback model: %w", err)
+	}
+	return resp.GetInfo(), nil
+}

@@ -18,7 +18,8 @@ import (
 // AddAdmin serves a's routes of Personalizer's REST API under every
 // version of [RESTVersions]: /configurations/service and /policy, /model
 // (export, import, reset) and /model/properties, /logs and
-// /logs/properties, /evaluations, /configurations/applyFromEvaluation, and /loops ([REST.addLoops]). A REST call addresses the loop of its key (an admin
+// /logs/properties, /evaluations, /configurations/applyFromEvaluation, and /loops ([REST.addLoops]),
+// and beyond Personalizer /model/rollback and the audit, GET /events/{eventId}. A REST call addresses the loop of its key (an admin
 // key's: the server's). Call it before serving.
 func (h *REST) AddAdmin(a *Admin) {
 	h.admin = a
@@ -40,6 +41,8 @@ func (h *REST) AddAdmin(a *Admin) {
 		h.mux.HandleFunc("GET "+base+"/evaluations/{id}", h.getEvaluation)
 		h.mux.HandleFunc("DELETE "+base+"/evaluations/{id}", h.deleteEvaluation)
 		h.mux.HandleFunc("POST "+base+"/configurations/applyFromEvaluation", h.applyFromEvaluation)
+		h.mux.HandleFunc("POST "+base+"/model/rollback", h.rollbackModel)
+		h.mux.HandleFunc("GET "+base+"/events/{eventId}", h.getDecision)
 		h.addLoops(base)
 	}
 }

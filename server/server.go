@@ -76,6 +76,7 @@ type Server struct {
 	done   chan struct{}                         // closed by Shutdown to end streams
 	once   sync.Once
 	pool   sync.Pool // *scratch
+	audit  *Admin    // answers GetDecision; set by NewAdmin, before serving
 }
 
 // servingModel is a model version as Rank uses it.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
+	"github.com/open-personalizer/personalizer/eventlog/kafkalog"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
@@ -28,6 +29,7 @@ type apiConfig struct {
 	Security       securityConfig
 	MaxModelBytes  int64 // largest model import; 0: server.DefaultMaxModelBytes
 	Tracing        trace.TracerProvider
+	AuditScan      int64 // --audit-scan-records
 }
 
 // apiModule is the serving part of a process: the server of every loop
@@ -41,6 +43,9 @@ type apiModule struct {
 	admin *server.Admin
 	evals *evaluations // the loops' offline evaluations, run here
 	dash  *dashboard
+	// audits is the connection the decision audit reads the log over;
+	// the role closes it once it stops serving.
+	audits *kafkalog.Inspector
 }
 
 // apiDeps are what the serving part takes from the rest of its process.
@@ -49,6 +54,7 @@ type apiDeps struct {
 	brokers  []string        // for the logs admin
 	configs  *configTopic
 	models   server.ModelAdmin    // resets and imports models
+	history  server.ModelHistory  // past model versions and rollbacks
 	register func(g *grpc.Server) // more gRPC services (dev: the ModelService)
 	sourceUp func() bool          // whether the model source is reachable
 	opts     []grpc.ServerOption  // more gRPC server options
@@ -77,8 +83,10 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 	// The models of the evaluations run here are kept for
 	// applyFromEvaluation: up to 256 MiB of model files, the newest.
 	m.evals = newEvaluations(deps.brokers, deps.configs.w, server.DefaultMaxModelBytes, log)
+	m.audits = kafkalog.NewInspector(deps.brokers)
 	m.admin = server.NewAdmin(m.srv, server.AdminConfig{Guard: m.api.guard, Configs: deps.configs, Models: deps.models,
-		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, ModelSigningKey: signingKey, Now: time.Now})
+		Logs: kafkaLogs{deps.brokers, deps.configs.reg}, Evaluations: m.evals, MaxModelBytes: cfg.MaxModelBytes, ModelSigningKey: signingKey, Now: time.Now,
+		History: deps.history, Decisions: kafkaDecisions{m.audits, cfg.AuditScan}})
 	server.RegisterAdmin(m.api.grpc, m.admin) // before serving: the guard comes with the API
 	registerServer(m.api.metrics, m.srv, m.pub, deps.sourceUp)
 	registerServerLoop(forLoop(m.api.metrics, cfg.Loop), m.srv, cfg.Loop)

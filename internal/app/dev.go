@@ -39,6 +39,7 @@ type devConfig struct {
 	Security    securityConfig
 	// CapacityInterval is how often lag and capacity are sampled; 0: never.
 	CapacityInterval time.Duration
+	AuditScan        int64 // --audit-scan-records
 	// Tracing records spans of Rank, the join and learning; nil is off.
 	// runDev sets it from the OTEL_* environment; tests set their own.
 	Tracing trace.TracerProvider
@@ -62,6 +63,7 @@ func (c *devConfig) registerFlags(fs *flag.FlagSet) {
 	c.Security.registerFlags(fs)
 	c.Security.registerModelFlags(fs)
 	capacityIntervalVar(fs, &c.CapacityInterval)
+	auditScanVar(fs, &c.AuditScan)
 	// Seconds, not Personalizer's minutes, so that learning shows at once.
 	setDefault(fs, "reward-wait", "2s")
 	setDefault(fs, "join-slack", "250ms")
@@ -76,7 +78,7 @@ func (c *devConfig) validate() error {
 	c.Security.Loop = c.Loop
 	c.Joiner.MaxRecordBytes = c.Kafka.MaxRecordBytes
 	return errors.Join(c.Broker.Validate(), c.Joiner.Validate(), c.Learner.Validate(), c.EventBuffer.Validate(),
-		c.Kafka.validate(), c.Limits.Validate(), c.Security.validate())
+		c.Kafka.validate(), c.Limits.Validate(), c.Security.validate(), validateAuditScan(c.AuditScan))
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -152,8 +154,8 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	// The model source is this process's own learner, always reachable.
 	d.apiModule, err = newAPIModule(apiConfig{Loop: cfg.Loop, GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, EventBuffer: cfg.EventBuffer,
 		MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Policy: policy, LearningMode: cfg.Joiner.LearningMode, Limits: cfg.Limits,
-		Security: cfg.Security, Tracing: cfg.Tracing},
-		apiDeps{events: d.events, brokers: brokers, configs: d.configs, models: localModels{d.svc},
+		Security: cfg.Security, Tracing: cfg.Tracing, AuditScan: cfg.AuditScan},
+		apiDeps{events: d.events, brokers: brokers, configs: d.configs, models: localModels{d.svc}, history: localModels{d.svc},
 			register: func(g *grpc.Server) { eventsv1.RegisterModelServiceServer(g, d.svc) }, sourceUp: func() bool { return true }}, log)
 	if err != nil {
 		d.closeKafka()
@@ -199,6 +201,7 @@ func (d *dev) close() error {
 	d.srv.Shutdown()
 	d.svc.Shutdown()
 	errs := []error{d.api.drain(), d.serve.stop(), d.publish.stop(), d.roles.stop()}
+	d.audits.Close()
 	d.closeKafka()
 	return errors.Join(append(errs, d.failure())...)
 }

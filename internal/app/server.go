@@ -53,6 +53,7 @@ type serverConfig struct {
 	Tracing       trace.TracerProvider // from the OTEL_* environment; nil is off
 	// CapacityInterval is how often CPU per Rank is sampled; 0: never.
 	CapacityInterval time.Duration
+	AuditScan        int64 // --audit-scan-records
 }
 
 func (c *serverConfig) registerFlags(fs *flag.FlagSet) {
@@ -71,6 +72,7 @@ func (c *serverConfig) registerFlags(fs *flag.FlagSet) {
 	c.Security.registerFlags(fs)
 	c.Security.registerModelFlags(fs)
 	capacityIntervalVar(fs, &c.CapacityInterval)
+	auditScanVar(fs, &c.AuditScan)
 	fs.StringVar(&c.LearnerTLSCA, "learner-tls-ca", "", "PEM CAs of the learner's TLS certificate; calls the learner over TLS, presenting --tls-cert if given (mTLS)")
 }
 
@@ -92,7 +94,7 @@ func (c *serverConfig) validate() error {
 		errs = append(errs, fmt.Errorf("--max-model-bytes must be positive, got %d", c.MaxModelBytes))
 	}
 	c.Security.Loop = c.Loop
-	return errors.Join(append(errs, c.EventBuffer.Validate(), c.Kafka.validate(), c.Limits.Validate(), c.Security.validate())...)
+	return errors.Join(append(errs, c.EventBuffer.Validate(), c.Kafka.validate(), c.Limits.Validate(), c.Security.validate(), validateAuditScan(c.AuditScan))...)
 }
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -151,8 +153,8 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	models := eventsv1.NewModelServiceClient(s.conn)
 	s.apiModule, err = newAPIModule(apiConfig{Loop: cfg.Loop, GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, EventBuffer: cfg.EventBuffer,
 		MaxRecordBytes: cfg.Kafka.MaxRecordBytes, Policy: policy, LearningMode: cfg.LearningMode, Limits: cfg.Limits,
-		Security: cfg.Security, MaxModelBytes: int64(cfg.MaxModelBytes), Tracing: cfg.Tracing},
-		apiDeps{events: s.events, brokers: brokers, configs: s.configs, models: server.NewRemoteModelAdmin(models),
+		Security: cfg.Security, MaxModelBytes: int64(cfg.MaxModelBytes), Tracing: cfg.Tracing, AuditScan: cfg.AuditScan},
+		apiDeps{events: s.events, brokers: brokers, configs: s.configs, models: server.NewRemoteModelAdmin(models), history: server.NewRemoteModelAdmin(models),
 			sourceUp: func() bool { return s.remote.Reachable() }}, log)
 	if err != nil {
 		return nil, errors.Join(err, s.follow.stop(), s.events.Close(), s.conn.Close())
@@ -245,6 +247,7 @@ func modelStatus(srv *server.Server, learnerReachable bool) serverStatus {
 func (s *serverRole) close() error {
 	s.srv.Shutdown()
 	errs := []error{s.api.drain(), s.serve.stop(), s.publish.stop()}
+	s.audits.Close()
 	if lost := s.pub.Stats().Lost; lost > 0 {
 		errs = append(errs, fmt.Errorf("%d accepted events were not written to Kafka before shutdown gave up", lost))
 	}

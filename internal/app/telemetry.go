@@ -237,6 +237,8 @@ func registerLearner(reg *loopRegisterer, l *learner.Learner, store *learner.Sto
 			stat(func(s learner.Stats) int64 { return s.Resets })},
 		metric{"personalizer_learner_model_imports_total", "Model imports (PUT /model, ImportModel).", true,
 			stat(func(s learner.Stats) int64 { return s.Imports })},
+		metric{"personalizer_learner_model_rollbacks_total", "Model rollbacks (POST /model/rollback, RollbackModel).", true,
+			stat(func(s learner.Stats) int64 { return s.Rollbacks })},
 	)
 }
 

@@ -210,19 +210,43 @@ func (sc *Scratch) Decide(req *personalizerv1.RankRequest, size int, eventID str
 	}
 	d.Logged, d.Answer = sc.pmf, sc.pmf
 	if d.Mode != eventsv1.LearningMode_LEARNING_MODE_ONLINE {
-		sc.baseline = sc.baseline[:0]
-		for i := range d.Eligible {
-			sc.baseline = append(sc.baseline, bandit.ActionProb{Action: i})
-		}
-		for _, ap := range sc.pmf {
-			sc.baseline[ap.Action].Prob = ap.Prob
-		}
+		sc.baseline = baseline(sc.baseline[:0], sc.pmf)
 		d.Answer = sc.baseline
 		if d.Mode == eventsv1.LearningMode_LEARNING_MODE_LOGGING_ONLY {
 			d.Logged = sc.baseline
 		}
 	}
 	return d, nil
+}
+
+// baseline appends to dst the baseline order (the eligible actions in
+// request order) with the probabilities pmf gives them.
+func baseline(dst, pmf []bandit.ActionProb) []bandit.ActionProb {
+	n := len(dst)
+	for i := range pmf {
+		dst = append(dst, bandit.ActionProb{Action: i})
+	}
+	for _, ap := range pmf {
+		dst[n+ap.Action].Prob = ap.Prob
+	}
+	return dst
+}
+
+// Recorded is the decision a rank record logged for the request whose
+// eligible actions are eligible: ranking and probabilities (indices into
+// eligible, the shown action first), learning mode and model version, as
+// [Decision.Logged] and the record carry them. Its Answer is the one Rank
+// gave, so that [Decision.Response] answers what Rank answered.
+func Recorded(eventID string, eligible []*personalizerv1.Action, ranking []uint32, probs []float32, mode eventsv1.LearningMode, version string) *Decision {
+	d := &Decision{EventID: eventID, Eligible: eligible, Mode: mode, ModelVersion: version}
+	for i, a := range ranking {
+		d.Logged = append(d.Logged, bandit.ActionProb{Action: int(a), Prob: probs[i]})
+	}
+	d.Answer = d.Logged
+	if mode == eventsv1.LearningMode_LEARNING_MODE_APPRENTICE {
+		d.Answer = baseline(nil, d.Logged)
+	}
+	return d
 }
 
 // Response is the answer to req, which d decided: every action, the

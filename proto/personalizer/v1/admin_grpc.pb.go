@@ -39,6 +39,7 @@ const (
 	AdminService_GetEvaluation_FullMethodName              = "/personalizer.v1.AdminService/GetEvaluation"
 	AdminService_ListEvaluations_FullMethodName            = "/personalizer.v1.AdminService/ListEvaluations"
 	AdminService_DeleteEvaluation_FullMethodName           = "/personalizer.v1.AdminService/DeleteEvaluation"
+	AdminService_RollbackModel_FullMethodName              = "/personalizer.v1.AdminService/RollbackModel"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -99,6 +100,11 @@ type AdminServiceClient interface {
 	ListEvaluations(ctx context.Context, in *ListEvaluationsRequest, opts ...grpc.CallOption) (*ListEvaluationsResponse, error)
 	// DeleteEvaluation deletes an evaluation, stopping it if it runs.
 	DeleteEvaluation(ctx context.Context, in *DeleteEvaluationRequest, opts ...grpc.CallOption) (*DeleteEvaluationResponse, error)
+	// RollbackModel re-activates a model version the learner keeps (its
+	// model history): the learner goes on learning from that version's
+	// model and publishes it as a new version, which records the version it
+	// rolls back to. A version not kept is NotFound.
+	RollbackModel(ctx context.Context, in *RollbackModelRequest, opts ...grpc.CallOption) (*RollbackModelResponse, error)
 }
 
 type adminServiceClient struct {
@@ -321,6 +327,16 @@ func (c *adminServiceClient) DeleteEvaluation(ctx context.Context, in *DeleteEva
 	return out, nil
 }
 
+func (c *adminServiceClient) RollbackModel(ctx context.Context, in *RollbackModelRequest, opts ...grpc.CallOption) (*RollbackModelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackModelResponse)
+	err := c.cc.Invoke(ctx, AdminService_RollbackModel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -379,6 +395,11 @@ type AdminServiceServer interface {
 	ListEvaluations(context.Context, *ListEvaluationsRequest) (*ListEvaluationsResponse, error)
 	// DeleteEvaluation deletes an evaluation, stopping it if it runs.
 	DeleteEvaluation(context.Context, *DeleteEvaluationRequest) (*DeleteEvaluationResponse, error)
+	// RollbackModel re-activates a model version the learner keeps (its
+	// model history): the learner goes on learning from that version's
+	// model and publishes it as a new version, which records the version it
+	// rolls back to. A version not kept is NotFound.
+	RollbackModel(context.Context, *RollbackModelRequest) (*RollbackModelResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -448,6 +469,9 @@ func (UnimplementedAdminServiceServer) ListEvaluations(context.Context, *ListEva
 }
 func (UnimplementedAdminServiceServer) DeleteEvaluation(context.Context, *DeleteEvaluationRequest) (*DeleteEvaluationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEvaluation not implemented")
+}
+func (UnimplementedAdminServiceServer) RollbackModel(context.Context, *RollbackModelRequest) (*RollbackModelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackModel not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -812,6 +836,24 @@ func _AdminService_DeleteEvaluation_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RollbackModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackModelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RollbackModel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RollbackModel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RollbackModel(ctx, req.(*RollbackModelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -890,6 +932,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteEvaluation",
 			Handler:    _AdminService_DeleteEvaluation_Handler,
+		},
+		{
+			MethodName: "RollbackModel",
+			Handler:    _AdminService_RollbackModel_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -9,6 +9,7 @@ package personalizerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1194,11 +1195,536 @@ func (*LogRanksResponse) Descriptor() ([]byte, []int) {
 	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{19}
 }
 
+type GetDecisionRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	EventId string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// Optional: a time at or before the rank (its timestamp, or a little
+	// earlier). The search for the rank record then starts there instead of
+	// going backwards from the end of the log.
+	At *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// Features per action in the breakdown, largest first; 0: 10.
+	Top           int32 `protobuf:"varint,4,opt,name=top,proto3" json:"top,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDecisionRequest) Reset() {
+	*x = GetDecisionRequest{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDecisionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDecisionRequest) ProtoMessage() {}
+
+func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
+func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetDecisionRequest) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *GetDecisionRequest) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *GetDecisionRequest) GetTop() int32 {
+	if x != nil {
+		return x.Top
+	}
+	return 0
+}
+
+type GetDecisionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decision      *Decision              `protobuf:"bytes,1,opt,name=decision,proto3" json:"decision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDecisionResponse) Reset() {
+	*x = GetDecisionResponse{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDecisionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDecisionResponse) ProtoMessage() {}
+
+func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
+func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetDecisionResponse) GetDecision() *Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+// Decision is a past Rank as the service logged it and joined it.
+type Decision struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	EventId string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// When the rank was made: its reward window starts there.
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// The request as the server received it (its features, actions,
+	// exclusions). Unset for a record from before requests were logged.
+	Request *RankRequest `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	// The model version that decided; empty before the first model
+	// (every action equally likely).
+	ModelVersion string `protobuf:"bytes,4,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// The ranking with probabilities and the action to reward, exactly as
+	// Rank returned them.
+	Ranking        []*RankedAction `protobuf:"bytes,5,rep,name=ranking,proto3" json:"ranking,omitempty"`
+	RewardActionId string          `protobuf:"bytes,6,opt,name=reward_action_id,json=rewardActionId,proto3" json:"reward_action_id,omitempty"`
+	// Online, Apprentice or LoggingOnly: the mode the rank was made in.
+	LearningMode string `protobuf:"bytes,7,opt,name=learning_mode,json=learningMode,proto3" json:"learning_mode,omitempty"`
+	Deferred     bool   `protobuf:"varint,8,opt,name=deferred,proto3" json:"deferred,omitempty"`
+	// The action the model sampled (ranking[0] in Online mode; in the other
+	// modes Rank answered with the baseline).
+	ChosenActionId string `protobuf:"bytes,9,opt,name=chosen_action_id,json=chosenActionId,proto3" json:"chosen_action_id,omitempty"`
+	// The action the model scored best (lowest predicted cost); empty
+	// when the breakdown is unavailable.
+	BestActionId string `protobuf:"bytes,10,opt,name=best_action_id,json=bestActionId,proto3" json:"best_action_id,omitempty"`
+	// Whether the sampled action scored worse than the best one: the
+	// decision explored. False before the first model and when the
+	// breakdown is unavailable.
+	Exploratory bool `protobuf:"varint,11,opt,name=exploratory,proto3" json:"exploratory,omitempty"`
+	// What the joiner made of the event.
+	Outcome *DecisionOutcome `protobuf:"bytes,12,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Each eligible action's score under model_version, in ranking order:
+	// the predicted reward (minus the model's predicted cost).
+	Scores []*ActionScore `protobuf:"bytes,13,rep,name=scores,proto3" json:"scores,omitempty"`
+	// The top features of each eligible action's score, in ranking order.
+	Explanations []*ActionExplanation `protobuf:"bytes,14,rep,name=explanations,proto3" json:"explanations,omitempty"`
+	// Why scores and explanations are empty, if they are: no model yet,
+	// a version the learner no longer keeps, a record without its request.
+	BreakdownUnavailable string `protobuf:"bytes,15,opt,name=breakdown_unavailable,json=breakdownUnavailable,proto3" json:"breakdown_unavailable,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *Decision) Reset() {
+	*x = Decision{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Decision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Decision) ProtoMessage() {}
+
+func (x *Decision) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Decision.ProtoReflect.Descriptor instead.
+func (*Decision) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Decision) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *Decision) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *Decision) GetRequest() *RankRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *Decision) GetModelVersion() string {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return ""
+}
+
+func (x *Decision) GetRanking() []*RankedAction {
+	if x != nil {
+		return x.Ranking
+	}
+	return nil
+}
+
+func (x *Decision) GetRewardActionId() string {
+	if x != nil {
+		return x.RewardActionId
+	}
+	return ""
+}
+
+func (x *Decision) GetLearningMode() string {
+	if x != nil {
+		return x.LearningMode
+	}
+	return ""
+}
+
+func (x *Decision) GetDeferred() bool {
+	if x != nil {
+		return x.Deferred
+	}
+	return false
+}
+
+func (x *Decision) GetChosenActionId() string {
+	if x != nil {
+		return x.ChosenActionId
+	}
+	return ""
+}
+
+func (x *Decision) GetBestActionId() string {
+	if x != nil {
+		return x.BestActionId
+	}
+	return ""
+}
+
+func (x *Decision) GetExploratory() bool {
+	if x != nil {
+		return x.Exploratory
+	}
+	return false
+}
+
+func (x *Decision) GetOutcome() *DecisionOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *Decision) GetScores() []*ActionScore {
+	if x != nil {
+		return x.Scores
+	}
+	return nil
+}
+
+func (x *Decision) GetExplanations() []*ActionExplanation {
+	if x != nil {
+		return x.Explanations
+	}
+	return nil
+}
+
+func (x *Decision) GetBreakdownUnavailable() string {
+	if x != nil {
+		return x.BreakdownUnavailable
+	}
+	return ""
+}
+
+// ActionScore is an action's score under a model version.
+type ActionScore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Predicted reward: minus the model's predicted cost.
+	Score         float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActionScore) Reset() {
+	*x = ActionScore{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActionScore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActionScore) ProtoMessage() {}
+
+func (x *ActionScore) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActionScore.ProtoReflect.Descriptor instead.
+func (*ActionScore) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ActionScore) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ActionScore) GetScore() float32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+// DecisionOutcome is an event's join outcome.
+type DecisionOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "pending": no joined line yet (the reward window is open, or the
+	// joiner has not reached it); "joined": its window closed.
+	Status string `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	// The rewards joined (pending: the rewards received so far), in arrival
+	// order.
+	Rewards []float32 `protobuf:"fixed32,2,rep,packed,name=rewards,proto3" json:"rewards,omitempty"`
+	// Whether an Activate joined (pending: was received).
+	Activated bool `protobuf:"varint,3,opt,name=activated,proto3" json:"activated,omitempty"`
+	// Joined: the reward learned (the aggregated reward, the default reward
+	// when none came, in Apprentice mode 1 or 0) and the aggregated or
+	// default reward itself.
+	Reward         float32 `protobuf:"fixed32,4,opt,name=reward,proto3" json:"reward,omitempty"`
+	OriginalReward float32 `protobuf:"fixed32,5,opt,name=original_reward,json=originalReward,proto3" json:"original_reward,omitempty"`
+	// Joined: the label's cost (minus reward).
+	Cost float32 `protobuf:"fixed32,6,opt,name=cost,proto3" json:"cost,omitempty"`
+	// Joined without any reward: the default reward applied.
+	DefaultReward bool `protobuf:"varint,7,opt,name=default_reward,json=defaultReward,proto3" json:"default_reward,omitempty"`
+	// Joined: whether the learner learns it (false for a deferred event
+	// never activated, and in LoggingOnly mode).
+	Learnable bool `protobuf:"varint,8,opt,name=learnable,proto3" json:"learnable,omitempty"`
+	// Outcomes that were not learned: "late" (after the window) or
+	// "dangling".
+	Unjoined      []*UnjoinedOutcome `protobuf:"bytes,9,rep,name=unjoined,proto3" json:"unjoined,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecisionOutcome) Reset() {
+	*x = DecisionOutcome{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecisionOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecisionOutcome) ProtoMessage() {}
+
+func (x *DecisionOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecisionOutcome.ProtoReflect.Descriptor instead.
+func (*DecisionOutcome) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DecisionOutcome) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *DecisionOutcome) GetRewards() []float32 {
+	if x != nil {
+		return x.Rewards
+	}
+	return nil
+}
+
+func (x *DecisionOutcome) GetActivated() bool {
+	if x != nil {
+		return x.Activated
+	}
+	return false
+}
+
+func (x *DecisionOutcome) GetReward() float32 {
+	if x != nil {
+		return x.Reward
+	}
+	return 0
+}
+
+func (x *DecisionOutcome) GetOriginalReward() float32 {
+	if x != nil {
+		return x.OriginalReward
+	}
+	return 0
+}
+
+func (x *DecisionOutcome) GetCost() float32 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *DecisionOutcome) GetDefaultReward() bool {
+	if x != nil {
+		return x.DefaultReward
+	}
+	return false
+}
+
+func (x *DecisionOutcome) GetLearnable() bool {
+	if x != nil {
+		return x.Learnable
+	}
+	return false
+}
+
+func (x *DecisionOutcome) GetUnjoined() []*UnjoinedOutcome {
+	if x != nil {
+		return x.Unjoined
+	}
+	return nil
+}
+
+// UnjoinedOutcome is a reward or activation the joiner audited.
+type UnjoinedOutcome struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Set for a reward; an activation has none.
+	Value         *float32               `protobuf:"fixed32,2,opt,name=value,proto3,oneof" json:"value,omitempty"`
+	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnjoinedOutcome) Reset() {
+	*x = UnjoinedOutcome{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnjoinedOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnjoinedOutcome) ProtoMessage() {}
+
+func (x *UnjoinedOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnjoinedOutcome.ProtoReflect.Descriptor instead.
+func (*UnjoinedOutcome) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *UnjoinedOutcome) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *UnjoinedOutcome) GetValue() float32 {
+	if x != nil && x.Value != nil {
+		return *x.Value
+	}
+	return 0
+}
+
+func (x *UnjoinedOutcome) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
 var File_personalizer_v1_personalizer_proto protoreflect.FileDescriptor
 
 const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\n" +
-	"\"personalizer/v1/personalizer.proto\x12\x0fpersonalizer.v1\x1a\x1bpersonalizer/v1/admin.proto\"\x91\x01\n" +
+	"\"personalizer/v1/personalizer.proto\x12\x0fpersonalizer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpersonalizer/v1/admin.proto\"\x91\x01\n" +
 	"\aFeature\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\fstring_value\x18\x02 \x01(\tH\x00R\vstringValue\x12#\n" +
@@ -1266,7 +1792,48 @@ const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\rprobabilities\x18\x03 \x03(\x02R\rprobabilities\x12#\n" +
 	"\rmodel_version\x18\x04 \x01(\tR\fmodelVersion\x12#\n" +
 	"\rlearning_mode\x18\x05 \x01(\tR\flearningMode\"\x12\n" +
-	"\x10LogRanksResponse2\x90\x04\n" +
+	"\x10LogRanksResponse\"m\n" +
+	"\x12GetDecisionRequest\x12\x19\n" +
+	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x10\n" +
+	"\x03top\x18\x04 \x01(\x05R\x03top\"L\n" +
+	"\x13GetDecisionResponse\x125\n" +
+	"\bdecision\x18\x01 \x01(\v2\x19.personalizer.v1.DecisionR\bdecision\"\xc1\x05\n" +
+	"\bDecision\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x128\n" +
+	"\ttimestamp\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x126\n" +
+	"\arequest\x18\x03 \x01(\v2\x1c.personalizer.v1.RankRequestR\arequest\x12#\n" +
+	"\rmodel_version\x18\x04 \x01(\tR\fmodelVersion\x127\n" +
+	"\aranking\x18\x05 \x03(\v2\x1d.personalizer.v1.RankedActionR\aranking\x12(\n" +
+	"\x10reward_action_id\x18\x06 \x01(\tR\x0erewardActionId\x12#\n" +
+	"\rlearning_mode\x18\a \x01(\tR\flearningMode\x12\x1a\n" +
+	"\bdeferred\x18\b \x01(\bR\bdeferred\x12(\n" +
+	"\x10chosen_action_id\x18\t \x01(\tR\x0echosenActionId\x12$\n" +
+	"\x0ebest_action_id\x18\n" +
+	" \x01(\tR\fbestActionId\x12 \n" +
+	"\vexploratory\x18\v \x01(\bR\vexploratory\x12:\n" +
+	"\aoutcome\x18\f \x01(\v2 .personalizer.v1.DecisionOutcomeR\aoutcome\x124\n" +
+	"\x06scores\x18\r \x03(\v2\x1c.personalizer.v1.ActionScoreR\x06scores\x12F\n" +
+	"\fexplanations\x18\x0e \x03(\v2\".personalizer.v1.ActionExplanationR\fexplanations\x123\n" +
+	"\x15breakdown_unavailable\x18\x0f \x01(\tR\x14breakdownUnavailable\"3\n" +
+	"\vActionScore\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\"\xb9\x02\n" +
+	"\x0fDecisionOutcome\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\x12\x18\n" +
+	"\arewards\x18\x02 \x03(\x02R\arewards\x12\x1c\n" +
+	"\tactivated\x18\x03 \x01(\bR\tactivated\x12\x16\n" +
+	"\x06reward\x18\x04 \x01(\x02R\x06reward\x12'\n" +
+	"\x0foriginal_reward\x18\x05 \x01(\x02R\x0eoriginalReward\x12\x12\n" +
+	"\x04cost\x18\x06 \x01(\x02R\x04cost\x12%\n" +
+	"\x0edefault_reward\x18\a \x01(\bR\rdefaultReward\x12\x1c\n" +
+	"\tlearnable\x18\b \x01(\bR\tlearnable\x12<\n" +
+	"\bunjoined\x18\t \x03(\v2 .personalizer.v1.UnjoinedOutcomeR\bunjoined\"\x88\x01\n" +
+	"\x0fUnjoinedOutcome\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x19\n" +
+	"\x05value\x18\x02 \x01(\x02H\x00R\x05value\x88\x01\x01\x128\n" +
+	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestampB\b\n" +
+	"\x06_value2\xea\x04\n" +
 	"\x13PersonalizerService\x12C\n" +
 	"\x04Rank\x12\x1c.personalizer.v1.RankRequest\x1a\x1d.personalizer.v1.RankResponse\x12Y\n" +
 	"\n" +
@@ -1274,7 +1841,8 @@ const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\x06Reward\x12\x1e.personalizer.v1.RewardRequest\x1a\x1f.personalizer.v1.RewardResponse\x12O\n" +
 	"\bActivate\x12 .personalizer.v1.ActivateRequest\x1a!.personalizer.v1.ActivateResponse\x12l\n" +
 	"\x11WatchRankSettings\x12).personalizer.v1.WatchRankSettingsRequest\x1a*.personalizer.v1.WatchRankSettingsResponse0\x01\x12O\n" +
-	"\bLogRanks\x12 .personalizer.v1.LogRanksRequest\x1a!.personalizer.v1.LogRanksResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
+	"\bLogRanks\x12 .personalizer.v1.LogRanksRequest\x1a!.personalizer.v1.LogRanksResponse\x12X\n" +
+	"\vGetDecision\x12#.personalizer.v1.GetDecisionRequest\x1a$.personalizer.v1.GetDecisionResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
 
 var (
 	file_personalizer_v1_personalizer_proto_rawDescOnce sync.Once
@@ -1288,7 +1856,7 @@ func file_personalizer_v1_personalizer_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_personalizer_proto_rawDescData
 }
 
-var file_personalizer_v1_personalizer_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_personalizer_v1_personalizer_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_personalizer_v1_personalizer_proto_goTypes = []any{
 	(*Feature)(nil),                   // 0: personalizer.v1.Feature
 	(*Namespace)(nil),                 // 1: personalizer.v1.Namespace
@@ -1310,8 +1878,15 @@ var file_personalizer_v1_personalizer_proto_goTypes = []any{
 	(*LogRanksRequest)(nil),           // 17: personalizer.v1.LogRanksRequest
 	(*LoggedRank)(nil),                // 18: personalizer.v1.LoggedRank
 	(*LogRanksResponse)(nil),          // 19: personalizer.v1.LogRanksResponse
-	(*Limits)(nil),                    // 20: personalizer.v1.Limits
-	(*ModelProperties)(nil),           // 21: personalizer.v1.ModelProperties
+	(*GetDecisionRequest)(nil),        // 20: personalizer.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),       // 21: personalizer.v1.GetDecisionResponse
+	(*Decision)(nil),                  // 22: personalizer.v1.Decision
+	(*ActionScore)(nil),               // 23: personalizer.v1.ActionScore
+	(*DecisionOutcome)(nil),           // 24: personalizer.v1.DecisionOutcome
+	(*UnjoinedOutcome)(nil),           // 25: personalizer.v1.UnjoinedOutcome
+	(*Limits)(nil),                    // 26: personalizer.v1.Limits
+	(*ModelProperties)(nil),           // 27: personalizer.v1.ModelProperties
+	(*timestamppb.Timestamp)(nil),     // 28: google.protobuf.Timestamp
 }
 var file_personalizer_v1_personalizer_proto_depIdxs = []int32{
 	0,  // 0: personalizer.v1.Namespace.features:type_name -> personalizer.v1.Feature
@@ -1324,27 +1899,39 @@ var file_personalizer_v1_personalizer_proto_depIdxs = []int32{
 	3,  // 7: personalizer.v1.RankStreamRequest.request:type_name -> personalizer.v1.RankRequest
 	5,  // 8: personalizer.v1.RankStreamResponse.response:type_name -> personalizer.v1.RankResponse
 	16, // 9: personalizer.v1.WatchRankSettingsResponse.settings:type_name -> personalizer.v1.RankSettings
-	20, // 10: personalizer.v1.RankSettings.limits:type_name -> personalizer.v1.Limits
-	21, // 11: personalizer.v1.RankSettings.model:type_name -> personalizer.v1.ModelProperties
+	26, // 10: personalizer.v1.RankSettings.limits:type_name -> personalizer.v1.Limits
+	27, // 11: personalizer.v1.RankSettings.model:type_name -> personalizer.v1.ModelProperties
 	18, // 12: personalizer.v1.LogRanksRequest.entries:type_name -> personalizer.v1.LoggedRank
 	3,  // 13: personalizer.v1.LoggedRank.request:type_name -> personalizer.v1.RankRequest
-	3,  // 14: personalizer.v1.PersonalizerService.Rank:input_type -> personalizer.v1.RankRequest
-	8,  // 15: personalizer.v1.PersonalizerService.RankStream:input_type -> personalizer.v1.RankStreamRequest
-	10, // 16: personalizer.v1.PersonalizerService.Reward:input_type -> personalizer.v1.RewardRequest
-	12, // 17: personalizer.v1.PersonalizerService.Activate:input_type -> personalizer.v1.ActivateRequest
-	14, // 18: personalizer.v1.PersonalizerService.WatchRankSettings:input_type -> personalizer.v1.WatchRankSettingsRequest
-	17, // 19: personalizer.v1.PersonalizerService.LogRanks:input_type -> personalizer.v1.LogRanksRequest
-	5,  // 20: personalizer.v1.PersonalizerService.Rank:output_type -> personalizer.v1.RankResponse
-	9,  // 21: personalizer.v1.PersonalizerService.RankStream:output_type -> personalizer.v1.RankStreamResponse
-	11, // 22: personalizer.v1.PersonalizerService.Reward:output_type -> personalizer.v1.RewardResponse
-	13, // 23: personalizer.v1.PersonalizerService.Activate:output_type -> personalizer.v1.ActivateResponse
-	15, // 24: personalizer.v1.PersonalizerService.WatchRankSettings:output_type -> personalizer.v1.WatchRankSettingsResponse
-	19, // 25: personalizer.v1.PersonalizerService.LogRanks:output_type -> personalizer.v1.LogRanksResponse
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	28, // 14: personalizer.v1.GetDecisionRequest.at:type_name -> google.protobuf.Timestamp
+	22, // 15: personalizer.v1.GetDecisionResponse.decision:type_name -> personalizer.v1.Decision
+	28, // 16: personalizer.v1.Decision.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 17: personalizer.v1.Decision.request:type_name -> personalizer.v1.RankRequest
+	4,  // 18: personalizer.v1.Decision.ranking:type_name -> personalizer.v1.RankedAction
+	24, // 19: personalizer.v1.Decision.outcome:type_name -> personalizer.v1.DecisionOutcome
+	23, // 20: personalizer.v1.Decision.scores:type_name -> personalizer.v1.ActionScore
+	6,  // 21: personalizer.v1.Decision.explanations:type_name -> personalizer.v1.ActionExplanation
+	25, // 22: personalizer.v1.DecisionOutcome.unjoined:type_name -> personalizer.v1.UnjoinedOutcome
+	28, // 23: personalizer.v1.UnjoinedOutcome.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 24: personalizer.v1.PersonalizerService.Rank:input_type -> personalizer.v1.RankRequest
+	8,  // 25: personalizer.v1.PersonalizerService.RankStream:input_type -> personalizer.v1.RankStreamRequest
+	10, // 26: personalizer.v1.PersonalizerService.Reward:input_type -> personalizer.v1.RewardRequest
+	12, // 27: personalizer.v1.PersonalizerService.Activate:input_type -> personalizer.v1.ActivateRequest
+	14, // 28: personalizer.v1.PersonalizerService.WatchRankSettings:input_type -> personalizer.v1.WatchRankSettingsRequest
+	17, // 29: personalizer.v1.PersonalizerService.LogRanks:input_type -> personalizer.v1.LogRanksRequest
+	20, // 30: personalizer.v1.PersonalizerService.GetDecision:input_type -> personalizer.v1.GetDecisionRequest
+	5,  // 31: personalizer.v1.PersonalizerService.Rank:output_type -> personalizer.v1.RankResponse
+	9,  // 32: personalizer.v1.PersonalizerService.RankStream:output_type -> personalizer.v1.RankStreamResponse
+	11, // 33: personalizer.v1.PersonalizerService.Reward:output_type -> personalizer.v1.RewardResponse
+	13, // 34: personalizer.v1.PersonalizerService.Activate:output_type -> personalizer.v1.ActivateResponse
+	15, // 35: personalizer.v1.PersonalizerService.WatchRankSettings:output_type -> personalizer.v1.WatchRankSettingsResponse
+	19, // 36: personalizer.v1.PersonalizerService.LogRanks:output_type -> personalizer.v1.LogRanksResponse
+	21, // 37: personalizer.v1.PersonalizerService.GetDecision:output_type -> personalizer.v1.GetDecisionResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_personalizer_proto_init() }
@@ -1359,13 +1946,14 @@ func file_personalizer_v1_personalizer_proto_init() {
 		(*Feature_BoolValue)(nil),
 	}
 	file_personalizer_v1_personalizer_proto_msgTypes[3].OneofWrappers = []any{}
+	file_personalizer_v1_personalizer_proto_msgTypes[25].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_personalizer_proto_rawDesc), len(file_personalizer_v1_personalizer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	PersonalizerService_Activate_FullMethodName          = "/personalizer.v1.PersonalizerService/Activate"
 	PersonalizerService_WatchRankSettings_FullMethodName = "/personalizer.v1.PersonalizerService/WatchRankSettings"
 	PersonalizerService_LogRanks_FullMethodName          = "/personalizer.v1.PersonalizerService/LogRanks"
+	PersonalizerService_GetDecision_FullMethodName       = "/personalizer.v1.PersonalizerService/GetDecision"
 )
 
 // PersonalizerServiceClient is the client API for PersonalizerService service.
@@ -58,6 +59,13 @@ type PersonalizerServiceClient interface {
 	// those after it are not. Sending a batch again (a retry) is safe: a
 	// rank logged twice for one event is learned once.
 	LogRanks(ctx context.Context, in *LogRanksRequest, opts ...grpc.CallOption) (*LogRanksResponse, error)
+	// GetDecision audits a past Rank of the caller's loop by its event id:
+	// the request, the model version that served it, the ranking as Rank
+	// returned it, whether the choice explored, the join outcome, and each
+	// action's score broken down by its top features under that model
+	// version (recomputed off the request path). An event not found is
+	// NotFound.
+	GetDecision(ctx context.Context, in *GetDecisionRequest, opts ...grpc.CallOption) (*GetDecisionResponse, error)
 }
 
 type personalizerServiceClient struct {
@@ -140,6 +148,16 @@ func (c *personalizerServiceClient) LogRanks(ctx context.Context, in *LogRanksRe
 	return out, nil
 }
 
+func (c *personalizerServiceClient) GetDecision(ctx context.Context, in *GetDecisionRequest, opts ...grpc.CallOption) (*GetDecisionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDecisionResponse)
+	err := c.cc.Invoke(ctx, PersonalizerService_GetDecision_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PersonalizerServiceServer is the server API for PersonalizerService service.
 // All implementations must embed UnimplementedPersonalizerServiceServer
 // for forward compatibility.
@@ -171,6 +189,13 @@ type PersonalizerServiceServer interface {
 	// those after it are not. Sending a batch again (a retry) is safe: a
 	// rank logged twice for one event is learned once.
 	LogRanks(context.Context, *LogRanksRequest) (*LogRanksResponse, error)
+	// GetDecision audits a past Rank of the caller's loop by its event id:
+	// the request, the model version that served it, the ranking as Rank
+	// returned it, whether the choice explored, the join outcome, and each
+	// action's score broken down by its top features under that model
+	// version (recomputed off the request path). An event not found is
+	// NotFound.
+	GetDecision(context.Context, *GetDecisionRequest) (*GetDecisionResponse, error)
 	mustEmbedUnimplementedPersonalizerServiceServer()
 }
 
@@ -198,6 +223,9 @@ func (UnimplementedPersonalizerServiceServer) WatchRankSettings(*WatchRankSettin
 }
 func (UnimplementedPersonalizerServiceServer) LogRanks(context.Context, *LogRanksRequest) (*LogRanksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LogRanks not implemented")
+}
+func (UnimplementedPersonalizerServiceServer) GetDecision(context.Context, *GetDecisionRequest) (*GetDecisionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDecision not implemented")
 }
 func (UnimplementedPersonalizerServiceServer) mustEmbedUnimplementedPersonalizerServiceServer() {}
 func (UnimplementedPersonalizerServiceServer) testEmbeddedByValue()                             {}
@@ -310,6 +338,24 @@ func _PersonalizerService_LogRanks_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PersonalizerService_GetDecision_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDecisionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersonalizerServiceServer).GetDecision(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersonalizerService_GetDecision_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersonalizerServiceServer).GetDecision(ctx, req.(*GetDecisionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PersonalizerService_ServiceDesc is the grpc.ServiceDesc for PersonalizerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -332,6 +378,10 @@ var PersonalizerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LogRanks",
 			Handler:    _PersonalizerService_LogRanks_Handler,
+		},
+		{
+			MethodName: "GetDecision",
+			Handler:    _PersonalizerService_GetDecision_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

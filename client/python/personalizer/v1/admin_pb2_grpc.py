@@ -120,6 +120,11 @@ class AdminServiceStub(object):
                 request_serializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationRequest.SerializeToString,
                 response_deserializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationResponse.FromString,
                 )
+        self.RollbackModel = channel.unary_unary(
+                '/personalizer.v1.AdminService/RollbackModel',
+                request_serializer=personalizer_dot_v1_dot_admin__pb2.RollbackModelRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_admin__pb2.RollbackModelResponse.FromString,
+                )
 
 
 class AdminServiceServicer(object):
@@ -278,6 +283,16 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RollbackModel(self, request, context):
+        """RollbackModel re-activates a model version the learner keeps (its
+        model history): the learner goes on learning from that version's
+        model and publishes it as a new version, which records the version it
+        rolls back to. A version not kept is NotFound.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -380,6 +395,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DeleteEvaluation,
                     request_deserializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationRequest.FromString,
                     response_serializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationResponse.SerializeToString,
+            ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=personalizer_dot_v1_dot_admin__pb2.RollbackModelRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_admin__pb2.RollbackModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -734,5 +754,22 @@ class AdminService(object):
         return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/DeleteEvaluation',
             personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationRequest.SerializeToString,
             personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/RollbackModel',
+            personalizer_dot_v1_dot_admin__pb2.RollbackModelRequest.SerializeToString,
+            personalizer_dot_v1_dot_admin__pb2.RollbackModelResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

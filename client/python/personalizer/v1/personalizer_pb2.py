@@ -11,10 +11,11 @@ from google.protobuf import symbol_database as _symbol_database
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from personalizer.v1 import admin_pb2 as personalizer_dot_v1_dot_admin__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"personalizer/v1/personalizer.proto\x12\x0fpersonalizer.v1\x1a\x1bpersonalizer/v1/admin.proto\"\x91\x01\n\x07\x46\x65\x61ture\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12#\n\x0cstring_value\x18\x02 \x01(\tH\x00R\x0bstringValue\x12#\n\x0cnumber_value\x18\x03 \x01(\x01H\x00R\x0bnumberValue\x12\x1f\n\nbool_value\x18\x04 \x01(\x08H\x00R\tboolValueB\x07\n\x05value\"U\n\tNamespace\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x34\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x18.personalizer.v1.FeatureR\x08\x66\x65\x61tures\"P\n\x06\x41\x63tion\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x36\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1a.personalizer.v1.NamespaceR\x08\x66\x65\x61tures\"\x8a\x02\n\x0bRankRequest\x12\x45\n\x10\x63ontext_features\x18\x01 \x03(\x0b\x32\x1a.personalizer.v1.NamespaceR\x0f\x63ontextFeatures\x12\x31\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\x17.personalizer.v1.ActionR\x07\x61\x63tions\x12)\n\x10\x65xcluded_actions\x18\x03 \x03(\tR\x0f\x65xcludedActions\x12\x1e\n\x08\x65vent_id\x18\x04 \x01(\tH\x00R\x07\x65ventId\x88\x01\x01\x12)\n\x10\x64\x65\x66\x65r_activation\x18\x05 \x01(\x08R\x0f\x64\x65\x66\x65rActivationB\x0b\n\t_event_id\"@\n\x0cRankedAction\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12 \n\x0bprobability\x18\x02 \x01(\x02R\x0bprobability\"\x8a\x02\n\x0cRankResponse\x12\x37\n\x07ranking\x18\x01 \x03(\x0b\x32\x1d.personalizer.v1.RankedActionR\x07ranking\x12\x19\n\x08\x65vent_id\x18\x02 \x01(\tR\x07\x65ventId\x12(\n\x10reward_action_id\x18\x03 \x01(\tR\x0erewardActionId\x12#\n\rmodel_version\x18\x04 \x01(\tR\x0cmodelVersion\x12W\n\x15inference_explanation\x18\x05 \x03(\x0b\x32\".personalizer.v1.ActionExplanationR\x14inferenceExplanation\"^\n\x11\x41\x63tionExplanation\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x39\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1d.personalizer.v1.FeatureScoreR\x08\x66\x65\x61tures\"8\n\x0c\x46\x65\x61tureScore\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05score\x18\x02 \x01(\x02R\x05score\"K\n\x11RankStreamRequest\x12\x36\n\x07request\x18\x01 \x01(\x0b\x32\x1c.personalizer.v1.RankRequestR\x07request\"O\n\x12RankStreamResponse\x12\x39\n\x08response\x18\x01 \x01(\x0b\x32\x1d.personalizer.v1.RankResponseR\x08response\"@\n\rRewardRequest\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x14\n\x05value\x18\x02 \x01(\x02R\x05value\"\x10\n\x0eRewardResponse\",\n\x0f\x41\x63tivateRequest\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\"\x12\n\x10\x41\x63tivateResponse\"\x1a\n\x18WatchRankSettingsRequest\"V\n\x19WatchRankSettingsResponse\x12\x39\n\x08settings\x18\x01 \x01(\x0b\x32\x1d.personalizer.v1.RankSettingsR\x08settings\"\xd4\x02\n\x0cRankSettings\x12%\n\x0e\x63onfig_version\x18\x01 \x01(\x04R\rconfigVersion\x12#\n\rlearning_mode\x18\x02 \x01(\tR\x0clearningMode\x12\x18\n\x07\x65psilon\x18\x03 \x01(\x02R\x07\x65psilon\x12\x16\n\x06policy\x18\x04 \x01(\tR\x06policy\x12/\n\x06limits\x18\x05 \x01(\x0b\x32\x17.personalizer.v1.LimitsR\x06limits\x12(\n\x10max_record_bytes\x18\x06 \x01(\x03R\x0emaxRecordBytes\x12\x36\n\x05model\x18\x07 \x01(\x0b\x32 .personalizer.v1.ModelPropertiesR\x05model\x12\x33\n\x15inference_explanation\x18\x08 \x01(\x08R\x14inferenceExplanation\"H\n\x0fLogRanksRequest\x12\x35\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.personalizer.v1.LoggedRankR\x07\x65ntries\"\xce\x01\n\nLoggedRank\x12\x36\n\x07request\x18\x01 \x01(\x0b\x32\x1c.personalizer.v1.RankRequestR\x07request\x12\x18\n\x07ranking\x18\x02 \x03(\rR\x07ranking\x12$\n\rprobabilities\x18\x03 \x03(\x02R\rprobabilities\x12#\n\rmodel_version\x18\x04 \x01(\tR\x0cmodelVersion\x12#\n\rlearning_mode\x18\x05 \x01(\tR\x0clearningMode\"\x12\n\x10LogRanksResponse2\x90\x04\n\x13PersonalizerService\x12\x43\n\x04Rank\x12\x1c.personalizer.v1.RankRequest\x1a\x1d.personalizer.v1.RankResponse\x12Y\n\nRankStream\x12\".personalizer.v1.RankStreamRequest\x1a#.personalizer.v1.RankStreamResponse(\x01\x30\x01\x12I\n\x06Reward\x12\x1e.personalizer.v1.RewardRequest\x1a\x1f.personalizer.v1.RewardResponse\x12O\n\x08\x41\x63tivate\x12 .personalizer.v1.ActivateRequest\x1a!.personalizer.v1.ActivateResponse\x12l\n\x11WatchRankSettings\x12).personalizer.v1.WatchRankSettingsRequest\x1a*.personalizer.v1.WatchRankSettingsResponse0\x01\x12O\n\x08LogRanks\x12 .personalizer.v1.LogRanksRequest\x1a!.personalizer.v1.LogRanksResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"personalizer/v1/personalizer.proto\x12\x0fpersonalizer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpersonalizer/v1/admin.proto\"\x91\x01\n\x07\x46\x65\x61ture\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12#\n\x0cstring_value\x18\x02 \x01(\tH\x00R\x0bstringValue\x12#\n\x0cnumber_value\x18\x03 \x01(\x01H\x00R\x0bnumberValue\x12\x1f\n\nbool_value\x18\x04 \x01(\x08H\x00R\tboolValueB\x07\n\x05value\"U\n\tNamespace\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x34\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x18.personalizer.v1.FeatureR\x08\x66\x65\x61tures\"P\n\x06\x41\x63tion\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x36\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1a.personalizer.v1.NamespaceR\x08\x66\x65\x61tures\"\x8a\x02\n\x0bRankRequest\x12\x45\n\x10\x63ontext_features\x18\x01 \x03(\x0b\x32\x1a.personalizer.v1.NamespaceR\x0f\x63ontextFeatures\x12\x31\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\x17.personalizer.v1.ActionR\x07\x61\x63tions\x12)\n\x10\x65xcluded_actions\x18\x03 \x03(\tR\x0f\x65xcludedActions\x12\x1e\n\x08\x65vent_id\x18\x04 \x01(\tH\x00R\x07\x65ventId\x88\x01\x01\x12)\n\x10\x64\x65\x66\x65r_activation\x18\x05 \x01(\x08R\x0f\x64\x65\x66\x65rActivationB\x0b\n\t_event_id\"@\n\x0cRankedAction\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12 \n\x0bprobability\x18\x02 \x01(\x02R\x0bprobability\"\x8a\x02\n\x0cRankResponse\x12\x37\n\x07ranking\x18\x01 \x03(\x0b\x32\x1d.personalizer.v1.RankedActionR\x07ranking\x12\x19\n\x08\x65vent_id\x18\x02 \x01(\tR\x07\x65ventId\x12(\n\x10reward_action_id\x18\x03 \x01(\tR\x0erewardActionId\x12#\n\rmodel_version\x18\x04 \x01(\tR\x0cmodelVersion\x12W\n\x15inference_explanation\x18\x05 \x03(\x0b\x32\".personalizer.v1.ActionExplanationR\x14inferenceExplanation\"^\n\x11\x41\x63tionExplanation\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x39\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1d.personalizer.v1.FeatureScoreR\x08\x66\x65\x61tures\"8\n\x0c\x46\x65\x61tureScore\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05score\x18\x02 \x01(\x02R\x05score\"K\n\x11RankStreamRequest\x12\x36\n\x07request\x18\x01 \x01(\x0b\x32\x1c.personalizer.v1.RankRequestR\x07request\"O\n\x12RankStreamResponse\x12\x39\n\x08response\x18\x01 \x01(\x0b\x32\x1d.personalizer.v1.RankResponseR\x08response\"@\n\rRewardRequest\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x14\n\x05value\x18\x02 \x01(\x02R\x05value\"\x10\n\x0eRewardResponse\",\n\x0f\x41\x63tivateRequest\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\"\x12\n\x10\x41\x63tivateResponse\"\x1a\n\x18WatchRankSettingsRequest\"V\n\x19WatchRankSettingsResponse\x12\x39\n\x08settings\x18\x01 \x01(\x0b\x32\x1d.personalizer.v1.RankSettingsR\x08settings\"\xd4\x02\n\x0cRankSettings\x12%\n\x0e\x63onfig_version\x18\x01 \x01(\x04R\rconfigVersion\x12#\n\rlearning_mode\x18\x02 \x01(\tR\x0clearningMode\x12\x18\n\x07\x65psilon\x18\x03 \x01(\x02R\x07\x65psilon\x12\x16\n\x06policy\x18\x04 \x01(\tR\x06policy\x12/\n\x06limits\x18\x05 \x01(\x0b\x32\x17.personalizer.v1.LimitsR\x06limits\x12(\n\x10max_record_bytes\x18\x06 \x01(\x03R\x0emaxRecordBytes\x12\x36\n\x05model\x18\x07 \x01(\x0b\x32 .personalizer.v1.ModelPropertiesR\x05model\x12\x33\n\x15inference_explanation\x18\x08 \x01(\x08R\x14inferenceExplanation\"H\n\x0fLogRanksRequest\x12\x35\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.personalizer.v1.LoggedRankR\x07\x65ntries\"\xce\x01\n\nLoggedRank\x12\x36\n\x07request\x18\x01 \x01(\x0b\x32\x1c.personalizer.v1.RankRequestR\x07request\x12\x18\n\x07ranking\x18\x02 \x03(\rR\x07ranking\x12$\n\rprobabilities\x18\x03 \x03(\x02R\rprobabilities\x12#\n\rmodel_version\x18\x04 \x01(\tR\x0cmodelVersion\x12#\n\rlearning_mode\x18\x05 \x01(\tR\x0clearningMode\"\x12\n\x10LogRanksResponse\"m\n\x12GetDecisionRequest\x12\x19\n\x08\x65vent_id\x18\x02 \x01(\tR\x07\x65ventId\x12*\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02\x61t\x12\x10\n\x03top\x18\x04 \x01(\x05R\x03top\"L\n\x13GetDecisionResponse\x12\x35\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x19.personalizer.v1.DecisionR\x08\x64\x65\x63ision\"\xc1\x05\n\x08\x44\x65\x63ision\x12\x19\n\x08\x65vent_id\x18\x01 \x01(\tR\x07\x65ventId\x12\x38\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ttimestamp\x12\x36\n\x07request\x18\x03 \x01(\x0b\x32\x1c.personalizer.v1.RankRequestR\x07request\x12#\n\rmodel_version\x18\x04 \x01(\tR\x0cmodelVersion\x12\x37\n\x07ranking\x18\x05 \x03(\x0b\x32\x1d.personalizer.v1.RankedActionR\x07ranking\x12(\n\x10reward_action_id\x18\x06 \x01(\tR\x0erewardActionId\x12#\n\rlearning_mode\x18\x07 \x01(\tR\x0clearningMode\x12\x1a\n\x08\x64\x65\x66\x65rred\x18\x08 \x01(\x08R\x08\x64\x65\x66\x65rred\x12(\n\x10\x63hosen_action_id\x18\t \x01(\tR\x0e\x63hosenActionId\x12$\n\x0e\x62\x65st_action_id\x18\n \x01(\tR\x0c\x62\x65stActionId\x12 \n\x0b\x65xploratory\x18\x0b \x01(\x08R\x0b\x65xploratory\x12:\n\x07outcome\x18\x0c \x01(\x0b\x32 .personalizer.v1.DecisionOutcomeR\x07outcome\x12\x34\n\x06scores\x18\r \x03(\x0b\x32\x1c.personalizer.v1.ActionScoreR\x06scores\x12\x46\n\x0c\x65xplanations\x18\x0e \x03(\x0b\x32\".personalizer.v1.ActionExplanationR\x0c\x65xplanations\x12\x33\n\x15\x62reakdown_unavailable\x18\x0f \x01(\tR\x14\x62reakdownUnavailable\"3\n\x0b\x41\x63tionScore\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n\x05score\x18\x02 \x01(\x02R\x05score\"\xb9\x02\n\x0f\x44\x65\x63isionOutcome\x12\x16\n\x06status\x18\x01 \x01(\tR\x06status\x12\x18\n\x07rewards\x18\x02 \x03(\x02R\x07rewards\x12\x1c\n\tactivated\x18\x03 \x01(\x08R\tactivated\x12\x16\n\x06reward\x18\x04 \x01(\x02R\x06reward\x12\'\n\x0foriginal_reward\x18\x05 \x01(\x02R\x0eoriginalReward\x12\x12\n\x04\x63ost\x18\x06 \x01(\x02R\x04\x63ost\x12%\n\x0e\x64\x65\x66\x61ult_reward\x18\x07 \x01(\x08R\rdefaultReward\x12\x1c\n\tlearnable\x18\x08 \x01(\x08R\tlearnable\x12<\n\x08unjoined\x18\t \x03(\x0b\x32 .personalizer.v1.UnjoinedOutcomeR\x08unjoined\"\x88\x01\n\x0fUnjoinedOutcome\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\x12\x19\n\x05value\x18\x02 \x01(\x02H\x00R\x05value\x88\x01\x01\x12\x38\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ttimestampB\x08\n\x06_value2\xea\x04\n\x13PersonalizerService\x12\x43\n\x04Rank\x12\x1c.personalizer.v1.RankRequest\x1a\x1d.personalizer.v1.RankResponse\x12Y\n\nRankStream\x12\".personalizer.v1.RankStreamRequest\x1a#.personalizer.v1.RankStreamResponse(\x01\x30\x01\x12I\n\x06Reward\x12\x1e.personalizer.v1.RewardRequest\x1a\x1f.personalizer.v1.RewardResponse\x12O\n\x08\x41\x63tivate\x12 .personalizer.v1.ActivateRequest\x1a!.personalizer.v1.ActivateResponse\x12l\n\x11WatchRankSettings\x12).personalizer.v1.WatchRankSettingsRequest\x1a*.personalizer.v1.WatchRankSettingsResponse0\x01\x12O\n\x08LogRanks\x12 .personalizer.v1.LogRanksRequest\x1a!.personalizer.v1.LogRanksResponse\x12X\n\x0bGetDecision\x12#.personalizer.v1.GetDecisionRequest\x1a$.personalizer.v1.GetDecisionResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'personalizer.v1.personalizer_pb2', globals())
@@ -22,46 +23,58 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'ZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1'
-  _FEATURE._serialized_start=85
-  _FEATURE._serialized_end=230
-  _NAMESPACE._serialized_start=232
-  _NAMESPACE._serialized_end=317
-  _ACTION._serialized_start=319
-  _ACTION._serialized_end=399
-  _RANKREQUEST._serialized_start=402
-  _RANKREQUEST._serialized_end=668
-  _RANKEDACTION._serialized_start=670
-  _RANKEDACTION._serialized_end=734
-  _RANKRESPONSE._serialized_start=737
-  _RANKRESPONSE._serialized_end=1003
-  _ACTIONEXPLANATION._serialized_start=1005
-  _ACTIONEXPLANATION._serialized_end=1099
-  _FEATURESCORE._serialized_start=1101
-  _FEATURESCORE._serialized_end=1157
-  _RANKSTREAMREQUEST._serialized_start=1159
-  _RANKSTREAMREQUEST._serialized_end=1234
-  _RANKSTREAMRESPONSE._serialized_start=1236
-  _RANKSTREAMRESPONSE._serialized_end=1315
-  _REWARDREQUEST._serialized_start=1317
-  _REWARDREQUEST._serialized_end=1381
-  _REWARDRESPONSE._serialized_start=1383
-  _REWARDRESPONSE._serialized_end=1399
-  _ACTIVATEREQUEST._serialized_start=1401
-  _ACTIVATEREQUEST._serialized_end=1445
-  _ACTIVATERESPONSE._serialized_start=1447
-  _ACTIVATERESPONSE._serialized_end=1465
-  _WATCHRANKSETTINGSREQUEST._serialized_start=1467
-  _WATCHRANKSETTINGSREQUEST._serialized_end=1493
-  _WATCHRANKSETTINGSRESPONSE._serialized_start=1495
-  _WATCHRANKSETTINGSRESPONSE._serialized_end=1581
-  _RANKSETTINGS._serialized_start=1584
-  _RANKSETTINGS._serialized_end=1924
-  _LOGRANKSREQUEST._serialized_start=1926
-  _LOGRANKSREQUEST._serialized_end=1998
-  _LOGGEDRANK._serialized_start=2001
-  _LOGGEDRANK._serialized_end=2207
-  _LOGRANKSRESPONSE._serialized_start=2209
-  _LOGRANKSRESPONSE._serialized_end=2227
-  _PERSONALIZERSERVICE._serialized_start=2230
-  _PERSONALIZERSERVICE._serialized_end=2758
+  _FEATURE._serialized_start=118
+  _FEATURE._serialized_end=263
+  _NAMESPACE._serialized_start=265
+  _NAMESPACE._serialized_end=350
+  _ACTION._serialized_start=352
+  _ACTION._serialized_end=432
+  _RANKREQUEST._serialized_start=435
+  _RANKREQUEST._serialized_end=701
+  _RANKEDACTION._serialized_start=703
+  _RANKEDACTION._serialized_end=767
+  _RANKRESPONSE._serialized_start=770
+  _RANKRESPONSE._serialized_end=1036
+  _ACTIONEXPLANATION._serialized_start=1038
+  _ACTIONEXPLANATION._serialized_end=1132
+  _FEATURESCORE._serialized_start=1134
+  _FEATURESCORE._serialized_end=1190
+  _RANKSTREAMREQUEST._serialized_start=1192
+  _RANKSTREAMREQUEST._serialized_end=1267
+  _RANKSTREAMRESPONSE._serialized_start=1269
+  _RANKSTREAMRESPONSE._serialized_end=1348
+  _REWARDREQUEST._serialized_start=1350
+  _REWARDREQUEST._serialized_end=1414
+  _REWARDRESPONSE._serialized_start=1416
+  _REWARDRESPONSE._serialized_end=1432
+  _ACTIVATEREQUEST._serialized_start=1434
+  _ACTIVATEREQUEST._serialized_end=1478
+  _ACTIVATERESPONSE._serialized_start=1480
+  _ACTIVATERESPONSE._serialized_end=1498
+  _WATCHRANKSETTINGSREQUEST._serialized_start=1500
+  _WATCHRANKSETTINGSREQUEST._serialized_end=1526
+  _WATCHRANKSETTINGSRESPONSE._serialized_start=1528
+  _WATCHRANKSETTINGSRESPONSE._serialized_end=1614
+  _RANKSETTINGS._serialized_start=1617
+  _RANKSETTINGS._serialized_end=1957
+  _LOGRANKSREQUEST._serialized_start=1959
+  _LOGRANKSREQUEST._serialized_end=2031
+  _LOGGEDRANK._serialized_start=2034
+  _LOGGEDRANK._serialized_end=2240
+  _LOGRANKSRESPONSE._serialized_start=2242
+  _LOGRANKSRESPONSE._serialized_end=2260
+  _GETDECISIONREQUEST._serialized_start=2262
+  _GETDECISIONREQUEST._serialized_end=2371
+  _GETDECISIONRESPONSE._serialized_start=2373
+  _GETDECISIONRESPONSE._serialized_end=2449
+  _DECISION._serialized_start=2452
+  _DECISION._serialized_end=3157
+  _ACTIONSCORE._serialized_start=3159
+  _ACTIONSCORE._serialized_end=3210
+  _DECISIONOUTCOME._serialized_start=3213
+  _DECISIONOUTCOME._serialized_end=3526
+  _UNJOINEDOUTCOME._serialized_start=3529
+  _UNJOINEDOUTCOME._serialized_end=3665
+  _PERSONALIZERSERVICE._serialized_start=3668
+  _PERSONALIZERSERVICE._serialized_end=4286
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,11 @@ class PersonalizerServiceStub(object):
                 request_serializer=personalizer_dot_v1_dot_personalizer__pb2.LogRanksRequest.SerializeToString,
                 response_deserializer=personalizer_dot_v1_dot_personalizer__pb2.LogRanksResponse.FromString,
                 )
+        self.GetDecision = channel.unary_unary(
+                '/personalizer.v1.PersonalizerService/GetDecision',
+                request_serializer=personalizer_dot_v1_dot_personalizer__pb2.GetDecisionRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_personalizer__pb2.GetDecisionResponse.FromString,
+                )
 
 
 class PersonalizerServiceServicer(object):
@@ -107,6 +112,18 @@ class PersonalizerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDecision(self, request, context):
+        """GetDecision audits a past Rank of the caller's loop by its event id:
+        the request, the model version that served it, the ranking as Rank
+        returned it, whether the choice explored, the join outcome, and each
+        action's score broken down by its top features under that model
+        version (recomputed off the request path). An event not found is
+        NotFound.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersonalizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +156,11 @@ def add_PersonalizerServiceServicer_to_server(servicer, server):
                     servicer.LogRanks,
                     request_deserializer=personalizer_dot_v1_dot_personalizer__pb2.LogRanksRequest.FromString,
                     response_serializer=personalizer_dot_v1_dot_personalizer__pb2.LogRanksResponse.SerializeToString,
+            ),
+            'GetDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDecision,
+                    request_deserializer=personalizer_dot_v1_dot_personalizer__pb2.GetDecisionRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_personalizer__pb2.GetDecisionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,5 +273,22 @@ class PersonalizerService(object):
         return grpc.experimental.unary_unary(request, target, '/personalizer.v1.PersonalizerService/LogRanks',
             personalizer_dot_v1_dot_personalizer__pb2.LogRanksRequest.SerializeToString,
             personalizer_dot_v1_dot_personalizer__pb2.LogRanksResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.PersonalizerService/GetDecision',
+            personalizer_dot_v1_dot_personalizer__pb2.GetDecisionRequest.SerializeToString,
+            personalizer_dot_v1_dot_personalizer__pb2.GetDecisionResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

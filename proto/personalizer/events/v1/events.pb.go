@@ -479,6 +479,102 @@ func (*TickEvent) Descriptor() ([]byte, []int) {
 	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
+type RollbackModelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackModelRequest) Reset() {
+	*x = RollbackModelRequest{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackModelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackModelRequest) ProtoMessage() {}
+
+func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackModelRequest.ProtoReflect.Descriptor instead.
+func (*RollbackModelRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RollbackModelRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+func (x *RollbackModelRequest) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type RollbackModelResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *ModelInfo             `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackModelResponse) Reset() {
+	*x = RollbackModelResponse{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackModelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackModelResponse) ProtoMessage() {}
+
+func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackModelResponse.ProtoReflect.Descriptor instead.
+func (*RollbackModelResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RollbackModelResponse) GetInfo() *ModelInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
 type ResetModelRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
@@ -488,7 +584,7 @@ type ResetModelRequest struct {
 
 func (x *ResetModelRequest) Reset() {
 	*x = ResetModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +596,7 @@ func (x *ResetModelRequest) String() string {
 func (*ResetModelRequest) ProtoMessage() {}
 
 func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +609,7 @@ func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelRequest.ProtoReflect.Descriptor instead.
 func (*ResetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ResetModelRequest) GetLoop() string {
@@ -532,7 +628,7 @@ type ResetModelResponse struct {
 
 func (x *ResetModelResponse) Reset() {
 	*x = ResetModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +640,7 @@ func (x *ResetModelResponse) String() string {
 func (*ResetModelResponse) ProtoMessage() {}
 
 func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +653,7 @@ func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelResponse.ProtoReflect.Descriptor instead.
 func (*ResetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResetModelResponse) GetInfo() *ModelInfo {
@@ -578,7 +674,7 @@ type ImportModelRequest struct {
 
 func (x *ImportModelRequest) Reset() {
 	*x = ImportModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +686,7 @@ func (x *ImportModelRequest) String() string {
 func (*ImportModelRequest) ProtoMessage() {}
 
 func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +699,7 @@ func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelRequest.ProtoReflect.Descriptor instead.
 func (*ImportModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ImportModelRequest) GetLoop() string {
@@ -629,7 +725,7 @@ type ImportModelResponse struct {
 
 func (x *ImportModelResponse) Reset() {
 	*x = ImportModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +737,7 @@ func (x *ImportModelResponse) String() string {
 func (*ImportModelResponse) ProtoMessage() {}
 
 func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +750,7 @@ func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelResponse.ProtoReflect.Descriptor instead.
 func (*ImportModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ImportModelResponse) GetInfo() *ModelInfo {
@@ -673,7 +769,7 @@ type WatchModelRequest struct {
 
 func (x *WatchModelRequest) Reset() {
 	*x = WatchModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +781,7 @@ func (x *WatchModelRequest) String() string {
 func (*WatchModelRequest) ProtoMessage() {}
 
 func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +794,7 @@ func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelRequest.ProtoReflect.Descriptor instead.
 func (*WatchModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchModelRequest) GetLoop() string {
@@ -729,13 +825,15 @@ type ModelInfo struct {
 	// reset or an import starts a model that has learned none of those, a
 	// policy change one retrained on its retrain window's).
 	JoinedOffsets map[int32]int64 `protobuf:"bytes,7,rep,name=joined_offsets,json=joinedOffsets,proto3" json:"joined_offsets,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The version this one re-activated (a rollback); 0 when it is none.
+	RollbackOf    uint64 `protobuf:"varint,8,opt,name=rollback_of,json=rollbackOf,proto3" json:"rollback_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +845,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +858,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ModelInfo) GetLoop() string {
@@ -812,6 +910,13 @@ func (x *ModelInfo) GetJoinedOffsets() map[int32]int64 {
 	return nil
 }
 
+func (x *ModelInfo) GetRollbackOf() uint64 {
+	if x != nil {
+		return x.RollbackOf
+	}
+	return 0
+}
+
 // WatchModelResponse announces a model version.
 type WatchModelResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -822,7 +927,7 @@ type WatchModelResponse struct {
 
 func (x *WatchModelResponse) Reset() {
 	*x = WatchModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +939,7 @@ func (x *WatchModelResponse) String() string {
 func (*WatchModelResponse) ProtoMessage() {}
 
 func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +952,7 @@ func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelResponse.ProtoReflect.Descriptor instead.
 func (*WatchModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchModelResponse) GetInfo() *ModelInfo {
@@ -857,6 +962,8 @@ func (x *WatchModelResponse) GetInfo() *ModelInfo {
 	return nil
 }
 
+// GetModelRequest asks for a version: the latest (version 0), or one the
+// learner keeps in its model history.
 type GetModelRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
@@ -867,7 +974,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +986,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +999,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetModelRequest) GetLoop() string {
@@ -920,7 +1027,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1039,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1052,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetModelResponse) GetInfo() *ModelInfo {
@@ -994,7 +1101,12 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\x06R\x02id\"\v\n" +
-	"\tTickEvent\"'\n" +
+	"\tTickEvent\"D\n" +
+	"\x14RollbackModelRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"N\n" +
+	"\x15RollbackModelResponse\x125\n" +
+	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\"'\n" +
 	"\x11ResetModelRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\"K\n" +
 	"\x12ResetModelResponse\x125\n" +
@@ -1005,7 +1117,7 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x13ImportModelResponse\x125\n" +
 	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\"'\n" +
 	"\x11WatchModelRequest\x12\x12\n" +
-	"\x04loop\x18\x01 \x01(\tR\x04loop\"\x83\x03\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\"\xa4\x03\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x16\n" +
@@ -1013,7 +1125,9 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x1a\n" +
 	"\bexamples\x18\x05 \x01(\x04R\bexamples\x12?\n" +
 	"\rmodel_created\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\fmodelCreated\x12[\n" +
-	"\x0ejoined_offsets\x18\a \x03(\v24.personalizer.events.v1.ModelInfo.JoinedOffsetsEntryR\rjoinedOffsets\x1a@\n" +
+	"\x0ejoined_offsets\x18\a \x03(\v24.personalizer.events.v1.ModelInfo.JoinedOffsetsEntryR\rjoinedOffsets\x12\x1f\n" +
+	"\vrollback_of\x18\b \x01(\x04R\n" +
+	"rollbackOf\x1a@\n" +
 	"\x12JoinedOffsetsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"K\n" +
@@ -1029,14 +1143,15 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x19LEARNING_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LEARNING_MODE_ONLINE\x10\x01\x12\x1c\n" +
 	"\x18LEARNING_MODE_APPRENTICE\x10\x02\x12\x1e\n" +
-	"\x1aLEARNING_MODE_LOGGING_ONLY\x10\x032\xa1\x03\n" +
+	"\x1aLEARNING_MODE_LOGGING_ONLY\x10\x032\x8f\x04\n" +
 	"\fModelService\x12e\n" +
 	"\n" +
 	"WatchModel\x12).personalizer.events.v1.WatchModelRequest\x1a*.personalizer.events.v1.WatchModelResponse0\x01\x12]\n" +
 	"\bGetModel\x12'.personalizer.events.v1.GetModelRequest\x1a(.personalizer.events.v1.GetModelResponse\x12c\n" +
 	"\n" +
 	"ResetModel\x12).personalizer.events.v1.ResetModelRequest\x1a*.personalizer.events.v1.ResetModelResponse\x12f\n" +
-	"\vImportModel\x12*.personalizer.events.v1.ImportModelRequest\x1a+.personalizer.events.v1.ImportModelResponseBQZOgithub.com/open-personalizer/personalizer/proto/personalizer/events/v1;eventsv1b\x06proto3"
+	"\vImportModel\x12*.personalizer.events.v1.ImportModelRequest\x1a+.personalizer.events.v1.ImportModelResponse\x12l\n" +
+	"\rRollbackModel\x12,.personalizer.events.v1.RollbackModelRequest\x1a-.personalizer.events.v1.RollbackModelResponseBQZOgithub.com/open-personalizer/personalizer/proto/personalizer/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_personalizer_events_v1_events_proto_rawDescOnce sync.Once
@@ -1051,7 +1166,7 @@ func file_personalizer_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_personalizer_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_personalizer_events_v1_events_proto_goTypes = []any{
 	(LearningMode)(0),             // 0: personalizer.events.v1.LearningMode
 	(*RankEvent)(nil),             // 1: personalizer.events.v1.RankEvent
@@ -1059,41 +1174,46 @@ var file_personalizer_events_v1_events_proto_goTypes = []any{
 	(*RewardEvent)(nil),           // 3: personalizer.events.v1.RewardEvent
 	(*ActivateEvent)(nil),         // 4: personalizer.events.v1.ActivateEvent
 	(*TickEvent)(nil),             // 5: personalizer.events.v1.TickEvent
-	(*ResetModelRequest)(nil),     // 6: personalizer.events.v1.ResetModelRequest
-	(*ResetModelResponse)(nil),    // 7: personalizer.events.v1.ResetModelResponse
-	(*ImportModelRequest)(nil),    // 8: personalizer.events.v1.ImportModelRequest
-	(*ImportModelResponse)(nil),   // 9: personalizer.events.v1.ImportModelResponse
-	(*WatchModelRequest)(nil),     // 10: personalizer.events.v1.WatchModelRequest
-	(*ModelInfo)(nil),             // 11: personalizer.events.v1.ModelInfo
-	(*WatchModelResponse)(nil),    // 12: personalizer.events.v1.WatchModelResponse
-	(*GetModelRequest)(nil),       // 13: personalizer.events.v1.GetModelRequest
-	(*GetModelResponse)(nil),      // 14: personalizer.events.v1.GetModelResponse
-	nil,                           // 15: personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*RollbackModelRequest)(nil),  // 6: personalizer.events.v1.RollbackModelRequest
+	(*RollbackModelResponse)(nil), // 7: personalizer.events.v1.RollbackModelResponse
+	(*ResetModelRequest)(nil),     // 8: personalizer.events.v1.ResetModelRequest
+	(*ResetModelResponse)(nil),    // 9: personalizer.events.v1.ResetModelResponse
+	(*ImportModelRequest)(nil),    // 10: personalizer.events.v1.ImportModelRequest
+	(*ImportModelResponse)(nil),   // 11: personalizer.events.v1.ImportModelResponse
+	(*WatchModelRequest)(nil),     // 12: personalizer.events.v1.WatchModelRequest
+	(*ModelInfo)(nil),             // 13: personalizer.events.v1.ModelInfo
+	(*WatchModelResponse)(nil),    // 14: personalizer.events.v1.WatchModelResponse
+	(*GetModelRequest)(nil),       // 15: personalizer.events.v1.GetModelRequest
+	(*GetModelResponse)(nil),      // 16: personalizer.events.v1.GetModelResponse
+	nil,                           // 17: personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_personalizer_events_v1_events_proto_depIdxs = []int32{
 	0,  // 0: personalizer.events.v1.RankEvent.learning_mode:type_name -> personalizer.events.v1.LearningMode
 	2,  // 1: personalizer.events.v1.RankEvent.rules:type_name -> personalizer.events.v1.JoinRules
-	11, // 2: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	11, // 3: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	16, // 4: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
-	16, // 5: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
-	15, // 6: personalizer.events.v1.ModelInfo.joined_offsets:type_name -> personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
-	11, // 7: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	11, // 8: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	10, // 9: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
-	13, // 10: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
-	6,  // 11: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
-	8,  // 12: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
-	12, // 13: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
-	14, // 14: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
-	7,  // 15: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
-	9,  // 16: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	13, // 2: personalizer.events.v1.RollbackModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	13, // 3: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	13, // 4: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	18, // 5: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
+	18, // 6: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
+	17, // 7: personalizer.events.v1.ModelInfo.joined_offsets:type_name -> personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	13, // 8: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	13, // 9: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	12, // 10: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
+	15, // 11: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
+	8,  // 12: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
+	10, // 13: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
+	6,  // 14: personalizer.events.v1.ModelService.RollbackModel:input_type -> personalizer.events.v1.RollbackModelRequest
+	14, // 15: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
+	16, // 16: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
+	9,  // 17: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
+	11, // 18: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
+	7,  // 19: personalizer.events.v1.ModelService.RollbackModel:output_type -> personalizer.events.v1.RollbackModelResponse
+	15, // [15:20] is the sub-list for method output_type
+	10, // [10:15] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_events_v1_events_proto_init() }
@@ -1107,7 +1227,7 @@ func file_personalizer_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_events_v1_events_proto_rawDesc), len(file_personalizer_events_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ModelService_WatchModel_FullMethodName  = "/personalizer.events.v1.ModelService/WatchModel"
-	ModelService_GetModel_FullMethodName    = "/personalizer.events.v1.ModelService/GetModel"
-	ModelService_ResetModel_FullMethodName  = "/personalizer.events.v1.ModelService/ResetModel"
-	ModelService_ImportModel_FullMethodName = "/personalizer.events.v1.ModelService/ImportModel"
+	ModelService_WatchModel_FullMethodName    = "/personalizer.events.v1.ModelService/WatchModel"
+	ModelService_GetModel_FullMethodName      = "/personalizer.events.v1.ModelService/GetModel"
+	ModelService_ResetModel_FullMethodName    = "/personalizer.events.v1.ModelService/ResetModel"
+	ModelService_ImportModel_FullMethodName   = "/personalizer.events.v1.ModelService/ImportModel"
+	ModelService_RollbackModel_FullMethodName = "/personalizer.events.v1.ModelService/RollbackModel"
 )
 
 // ModelServiceClient is the client API for ModelService service.
@@ -40,6 +41,9 @@ type ModelServiceClient interface {
 	ResetModel(ctx context.Context, in *ResetModelRequest, opts ...grpc.CallOption) (*ResetModelResponse, error)
 	// ImportModel replaces the loop's model with a model file and publishes it.
 	ImportModel(ctx context.Context, in *ImportModelRequest, opts ...grpc.CallOption) (*ImportModelResponse, error)
+	// RollbackModel makes a kept version's model the loop's model again and
+	// publishes it as the next version. A version not kept is NotFound.
+	RollbackModel(ctx context.Context, in *RollbackModelRequest, opts ...grpc.CallOption) (*RollbackModelResponse, error)
 }
 
 type modelServiceClient struct {
@@ -99,6 +103,16 @@ func (c *modelServiceClient) ImportModel(ctx context.Context, in *ImportModelReq
 	return out, nil
 }
 
+func (c *modelServiceClient) RollbackModel(ctx context.Context, in *RollbackModelRequest, opts ...grpc.CallOption) (*RollbackModelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackModelResponse)
+	err := c.cc.Invoke(ctx, ModelService_RollbackModel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ModelServiceServer is the server API for ModelService service.
 // All implementations must embed UnimplementedModelServiceServer
 // for forward compatibility.
@@ -114,6 +128,9 @@ type ModelServiceServer interface {
 	ResetModel(context.Context, *ResetModelRequest) (*ResetModelResponse, error)
 	// ImportModel replaces the loop's model with a model file and publishes it.
 	ImportModel(context.Context, *ImportModelRequest) (*ImportModelResponse, error)
+	// RollbackModel makes a kept version's model the loop's model again and
+	// publishes it as the next version. A version not kept is NotFound.
+	RollbackModel(context.Context, *RollbackModelRequest) (*RollbackModelResponse, error)
 	mustEmbedUnimplementedModelServiceServer()
 }
 
@@ -135,6 +152,9 @@ func (UnimplementedModelServiceServer) ResetModel(context.Context, *ResetModelRe
 }
 func (UnimplementedModelServiceServer) ImportModel(context.Context, *ImportModelRequest) (*ImportModelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ImportModel not implemented")
+}
+func (UnimplementedModelServiceServer) RollbackModel(context.Context, *RollbackModelRequest) (*RollbackModelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackModel not implemented")
 }
 func (UnimplementedModelServiceServer) mustEmbedUnimplementedModelServiceServer() {}
 func (UnimplementedModelServiceServer) testEmbeddedByValue()                      {}
@@ -222,6 +242,24 @@ func _ModelService_ImportModel_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ModelService_RollbackModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackModelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).RollbackModel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ModelService_RollbackModel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).RollbackModel(ctx, req.(*RollbackModelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ModelService_ServiceDesc is the grpc.ServiceDesc for ModelService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -240,6 +278,10 @@ var ModelService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ImportModel",
 			Handler:    _ModelService_ImportModel_Handler,
+		},
+		{
+			MethodName: "RollbackModel",
+			Handler:    _ModelService_RollbackModel_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
