@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/open-personalizer/personalizer/bandit"
 )
 
 // The multi-slot reference runs of VW 9.11.2 (testdata/vw-ccb/README.md).
@@ -243,20 +241,6 @@ func TestTrainCCBErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "one pass") {
 		t.Errorf("two passes: error %v", err)
 	}
-}
-
-func readModelFile(t *testing.T, path string) *bandit.Model {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := bandit.ReadModel(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // TestTrainCCBVariants replays VW on a variant of the public set that

@@ -392,15 +392,7 @@ func (v *vwReport) vwStats() *bandit.VWStats {
 // writePMF writes one -p line as VW does: 0-based action:probability pairs,
 // probabilities with at most 6 decimals, the tag, then an empty line.
 func writePMF(w *bufio.Writer, pmf []bandit.ActionProb, tag string) error {
-	var num [32]byte
-	for i, ap := range pmf {
-		if i > 0 {
-			w.WriteByte(',')
-		}
-		w.Write(strconv.AppendInt(num[:0], int64(ap.Action), 10))
-		w.WriteByte(':')
-		w.Write(appendFloat(num[:0], ap.Prob, 6))
-	}
+	writeActionProbs(w, pmf)
 	if tag != "" {
 		w.WriteByte(' ')
 		w.WriteString(tag)
@@ -413,19 +405,25 @@ func writePMF(w *bufio.Writer, pmf []bandit.ActionProb, tag string) error {
 // action:probability list per slot (empty for a slot without candidates),
 // then an empty line.
 func writeSlots(w *bufio.Writer, slots [][]bandit.ActionProb) error {
-	var num [32]byte
 	for _, pmf := range slots {
-		for i, ap := range pmf {
-			if i > 0 {
-				w.WriteByte(',')
-			}
-			w.Write(strconv.AppendInt(num[:0], int64(ap.Action), 10))
-			w.WriteByte(':')
-			w.Write(appendFloat(num[:0], ap.Prob, 6))
-		}
+		writeActionProbs(w, pmf)
 		w.WriteByte('\n')
 	}
 	return w.WriteByte('\n')
+}
+
+// writeActionProbs writes pmf as VW's -p does: comma-separated 0-based
+// action:probability pairs, probabilities with at most 6 decimals.
+func writeActionProbs(w *bufio.Writer, pmf []bandit.ActionProb) {
+	var num [32]byte
+	for i, ap := range pmf {
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		w.Write(strconv.AppendInt(num[:0], int64(ap.Action), 10))
+		w.WriteByte(':')
+		w.Write(appendFloat(num[:0], ap.Prob, 6))
+	}
 }
 
 // appendFloat is VW's fmt_float: fixed decimals with trailing zeros removed.

@@ -50,9 +50,16 @@ var vwModelRuns = []struct {
 
 const vwBase = "--cb_explore_adf --epsilon 0.2 --power_t 0 -q :: --dsjson "
 
+// readVWModelFile reads a model file of testdata/vw-models in either format.
 func readVWModelFile(t *testing.T, name string) *bandit.Model {
 	t.Helper()
-	b, err := os.ReadFile("../testdata/vw-models/" + name)
+	return readModelFile(t, "../testdata/vw-models/"+name)
+}
+
+// readModelFile reads a model file in either format.
+func readModelFile(t *testing.T, path string) *bandit.Model {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -195,7 +195,7 @@ func (a *Admin) breakdown(ctx context.Context, l string, req *personalizerv1.Ran
 		ranking[i] = ap.Action
 		d.Scores = append(d.Scores, &personalizerv1.ActionScore{Id: ids[ap.Action], Score: 0 - ex[ap.Action].Score})
 	}
-	d.Explanations = explanations(ex, ids, ranking)
+	d.Explanations = decide.Explanations(ex, ids, ranking)
 	d.BestActionId = ids[best]
 	// Tied with the best, the sampled action was as good a choice: only
 	// one scored worse explored.

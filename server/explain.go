@@ -1,17 +1,8 @@
 package server
 
 import (
-	"github.com/open-personalizer/personalizer/bandit"
-	"github.com/open-personalizer/personalizer/internal/decide"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 )
-
-// explanations is [decide.Explanations] for the server's explanations
-// outside Rank; Rank's own answers are made in package decide
-// ([decide.Decision.Response]), which local inference shares.
-func explanations(ex []bandit.Explanation, ids []string, ranking []int) []*personalizerv1.ActionExplanation {
-	return decide.Explanations(ex, ids, ranking)
-}
 
 // restExplanation is an ActionExplanation in Personalizer's JSON:
 // {"id": ..., "features": [{"name": ..., "score": ...}]}.
