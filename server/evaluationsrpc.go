@@ -52,6 +52,14 @@ func (s *adminService) DeleteEvaluation(ctx context.Context, req *personalizerv1
 	return &personalizerv1.DeleteEvaluationResponse{}, nil
 }
 
+func (s *adminService) ApplyFromEvaluation(ctx context.Context, req *personalizerv1.ApplyFromEvaluationRequest) (*personalizerv1.ApplyFromEvaluationResponse, error) {
+	c, err := s.a.applyFromEvaluation(ctx, req.GetLoop(), PolicyReferenceContract{EvaluationID: req.GetEvaluationId(), PolicyName: req.GetPolicyName()})
+	if err != nil {
+		return nil, s.status(err, "UpdateConfigurationFailed")
+	}
+	return &personalizerv1.ApplyFromEvaluationResponse{Policy: policyToProto(c.Policy), Version: c.Version}, nil
+}
+
 func evaluationToProto(e *Evaluation) *personalizerv1.Evaluation {
 	p := &personalizerv1.Evaluation{Id: e.ID, Name: e.Name, StartTime: timestampOrNil(e.StartTime), EndTime: timestampOrNil(e.EndTime),
 		JobId: e.JobID, Status: e.Status, EvaluationType: e.EvaluationType, OptimalPolicy: e.OptimalPolicy,

@@ -397,6 +397,20 @@ func TestEvaluations(t *testing.T) {
 	if st := d.learner.Stats(); st.Imports != 1 || st.PolicyChanges != 0 {
 		t.Errorf("learner after applyFromEvaluation: %d imports, %d policy changes (retrains); want 1 import, no retrain", st.Imports, st.PolicyChanges)
 	}
+	// The same over gRPC: refusals, then applying it again.
+	if _, err := admin.ApplyFromEvaluation(ctx, &personalizerv1.ApplyFromEvaluationRequest{EvaluationId: "no-such-id", PolicyName: apply}); status.Code(err) != codes.NotFound {
+		t.Errorf("gRPC ApplyFromEvaluation unknown: %v", err)
+	}
+	if _, err := admin.ApplyFromEvaluation(ctx, &personalizerv1.ApplyFromEvaluationRequest{EvaluationId: created.ID}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("gRPC ApplyFromEvaluation without a policy name: %v", err)
+	}
+	if resp, err := admin.ApplyFromEvaluation(ctx, &personalizerv1.ApplyFromEvaluationRequest{EvaluationId: created.ID, PolicyName: apply}); err != nil ||
+		resp.GetPolicy().GetName() != apply || resp.GetPolicy().GetArguments() != applied {
+		t.Errorf("gRPC ApplyFromEvaluation: %v, %v; want policy %s %q", resp, err, apply, applied)
+	}
+	if st := d.learner.Stats(); st.Imports != 2 || st.PolicyChanges != 0 {
+		t.Errorf("learner after applying again over gRPC: %d imports, %d policy changes; want 2 imports, no retrain", st.Imports, st.PolicyChanges)
+	}
 
 	// After a restart the completed evaluation is listed as it was.
 	if err := d.close(); err != nil {

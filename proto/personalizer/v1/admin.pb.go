@@ -3129,6 +3129,120 @@ func (*DeleteEvaluationResponse) Descriptor() ([]byte, []int) {
 	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
+type ApplyFromEvaluationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	EvaluationId  string                 `protobuf:"bytes,2,opt,name=evaluation_id,json=evaluationId,proto3" json:"evaluation_id,omitempty"`
+	PolicyName    string                 `protobuf:"bytes,3,opt,name=policy_name,json=policyName,proto3" json:"policy_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyFromEvaluationRequest) Reset() {
+	*x = ApplyFromEvaluationRequest{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyFromEvaluationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyFromEvaluationRequest) ProtoMessage() {}
+
+func (x *ApplyFromEvaluationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyFromEvaluationRequest.ProtoReflect.Descriptor instead.
+func (*ApplyFromEvaluationRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ApplyFromEvaluationRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+func (x *ApplyFromEvaluationRequest) GetEvaluationId() string {
+	if x != nil {
+		return x.EvaluationId
+	}
+	return ""
+}
+
+func (x *ApplyFromEvaluationRequest) GetPolicyName() string {
+	if x != nil {
+		return x.PolicyName
+	}
+	return ""
+}
+
+// ApplyFromEvaluationResponse is the loop's policy once applied.
+type ApplyFromEvaluationResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Policy *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The configuration version that holds it.
+	Version       uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyFromEvaluationResponse) Reset() {
+	*x = ApplyFromEvaluationResponse{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyFromEvaluationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyFromEvaluationResponse) ProtoMessage() {}
+
+func (x *ApplyFromEvaluationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyFromEvaluationResponse.ProtoReflect.Descriptor instead.
+func (*ApplyFromEvaluationResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ApplyFromEvaluationResponse) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *ApplyFromEvaluationResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type RollbackModelRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Loop  string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
@@ -3140,7 +3254,7 @@ type RollbackModelRequest struct {
 
 func (x *RollbackModelRequest) Reset() {
 	*x = RollbackModelRequest{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[54]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3266,7 @@ func (x *RollbackModelRequest) String() string {
 func (*RollbackModelRequest) ProtoMessage() {}
 
 func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[54]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3279,7 @@ func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelRequest.ProtoReflect.Descriptor instead.
 func (*RollbackModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RollbackModelRequest) GetLoop() string {
@@ -3192,7 +3306,7 @@ type RollbackModelResponse struct {
 
 func (x *RollbackModelResponse) Reset() {
 	*x = RollbackModelResponse{}
-	mi := &file_personalizer_v1_admin_proto_msgTypes[55]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +3318,7 @@ func (x *RollbackModelResponse) String() string {
 func (*RollbackModelResponse) ProtoMessage() {}
 
 func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_admin_proto_msgTypes[55]
+	mi := &file_personalizer_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +3331,7 @@ func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelResponse.ProtoReflect.Descriptor instead.
 func (*RollbackModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RollbackModelResponse) GetProperties() *ModelProperties {
@@ -3446,14 +3560,22 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x17DeleteEvaluationRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"\x1a\n" +
-	"\x18DeleteEvaluationResponse\"D\n" +
+	"\x18DeleteEvaluationResponse\"v\n" +
+	"\x1aApplyFromEvaluationRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12#\n" +
+	"\revaluation_id\x18\x02 \x01(\tR\fevaluationId\x12\x1f\n" +
+	"\vpolicy_name\x18\x03 \x01(\tR\n" +
+	"policyName\"h\n" +
+	"\x1bApplyFromEvaluationResponse\x12/\n" +
+	"\x06policy\x18\x01 \x01(\v2\x17.personalizer.v1.PolicyR\x06policy\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"D\n" +
 	"\x14RollbackModelRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"Y\n" +
 	"\x15RollbackModelResponse\x12@\n" +
 	"\n" +
 	"properties\x18\x01 \x01(\v2 .personalizer.v1.ModelPropertiesR\n" +
-	"properties2\xf9\x0f\n" +
+	"properties2\xeb\x10\n" +
 	"\fAdminService\x12|\n" +
 	"\x17GetServiceConfiguration\x12/.personalizer.v1.GetServiceConfigurationRequest\x1a0.personalizer.v1.GetServiceConfigurationResponse\x12\x85\x01\n" +
 	"\x1aUpdateServiceConfiguration\x122.personalizer.v1.UpdateServiceConfigurationRequest\x1a3.personalizer.v1.UpdateServiceConfigurationResponse\x12R\n" +
@@ -3478,7 +3600,8 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x10CreateEvaluation\x12(.personalizer.v1.CreateEvaluationRequest\x1a).personalizer.v1.CreateEvaluationResponse\x12^\n" +
 	"\rGetEvaluation\x12%.personalizer.v1.GetEvaluationRequest\x1a&.personalizer.v1.GetEvaluationResponse\x12d\n" +
 	"\x0fListEvaluations\x12'.personalizer.v1.ListEvaluationsRequest\x1a(.personalizer.v1.ListEvaluationsResponse\x12g\n" +
-	"\x10DeleteEvaluation\x12(.personalizer.v1.DeleteEvaluationRequest\x1a).personalizer.v1.DeleteEvaluationResponse\x12^\n" +
+	"\x10DeleteEvaluation\x12(.personalizer.v1.DeleteEvaluationRequest\x1a).personalizer.v1.DeleteEvaluationResponse\x12p\n" +
+	"\x13ApplyFromEvaluation\x12+.personalizer.v1.ApplyFromEvaluationRequest\x1a,.personalizer.v1.ApplyFromEvaluationResponse\x12^\n" +
 	"\rRollbackModel\x12%.personalizer.v1.RollbackModelRequest\x1a&.personalizer.v1.RollbackModelResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
 
 var (
@@ -3493,7 +3616,7 @@ func file_personalizer_v1_admin_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_admin_proto_rawDescData
 }
 
-var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*ServiceConfiguration)(nil),               // 0: personalizer.v1.ServiceConfiguration
 	(*Policy)(nil),                             // 1: personalizer.v1.Policy
@@ -3549,17 +3672,19 @@ var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*ListEvaluationsResponse)(nil),            // 51: personalizer.v1.ListEvaluationsResponse
 	(*DeleteEvaluationRequest)(nil),            // 52: personalizer.v1.DeleteEvaluationRequest
 	(*DeleteEvaluationResponse)(nil),           // 53: personalizer.v1.DeleteEvaluationResponse
-	(*RollbackModelRequest)(nil),               // 54: personalizer.v1.RollbackModelRequest
-	(*RollbackModelResponse)(nil),              // 55: personalizer.v1.RollbackModelResponse
-	(*durationpb.Duration)(nil),                // 56: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),              // 57: google.protobuf.Timestamp
+	(*ApplyFromEvaluationRequest)(nil),         // 54: personalizer.v1.ApplyFromEvaluationRequest
+	(*ApplyFromEvaluationResponse)(nil),        // 55: personalizer.v1.ApplyFromEvaluationResponse
+	(*RollbackModelRequest)(nil),               // 56: personalizer.v1.RollbackModelRequest
+	(*RollbackModelResponse)(nil),              // 57: personalizer.v1.RollbackModelResponse
+	(*durationpb.Duration)(nil),                // 58: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),              // 59: google.protobuf.Timestamp
 }
 var file_personalizer_v1_admin_proto_depIdxs = []int32{
-	56, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
-	56, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
-	57, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
-	56, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
-	57, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
+	58, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
+	58, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
+	59, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
+	58, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
+	59, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
 	0,  // 5: personalizer.v1.LoopConfiguration.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 6: personalizer.v1.LoopConfiguration.policy:type_name -> personalizer.v1.Policy
 	3,  // 7: personalizer.v1.LoopConfiguration.limits:type_name -> personalizer.v1.Limits
@@ -3573,11 +3698,11 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	20, // 15: personalizer.v1.ExportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 16: personalizer.v1.ImportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 17: personalizer.v1.ResetModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	57, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
-	57, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
+	59, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
+	59, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
 	20, // 20: personalizer.v1.GetModelPropertiesResponse.properties:type_name -> personalizer.v1.ModelProperties
-	57, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
-	57, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
+	59, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
+	59, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
 	0,  // 23: personalizer.v1.CreateLoopRequest.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 24: personalizer.v1.CreateLoopRequest.policy:type_name -> personalizer.v1.Policy
 	3,  // 25: personalizer.v1.CreateLoopRequest.limits:type_name -> personalizer.v1.Limits
@@ -3586,21 +3711,21 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	2,  // 28: personalizer.v1.GetLoopResponse.loop:type_name -> personalizer.v1.LoopConfiguration
 	3,  // 29: personalizer.v1.SetLimitsRequest.limits:type_name -> personalizer.v1.Limits
 	2,  // 30: personalizer.v1.SetLimitsResponse.loop:type_name -> personalizer.v1.LoopConfiguration
-	57, // 31: personalizer.v1.EvaluationContract.start_time:type_name -> google.protobuf.Timestamp
-	57, // 32: personalizer.v1.EvaluationContract.end_time:type_name -> google.protobuf.Timestamp
+	59, // 31: personalizer.v1.EvaluationContract.start_time:type_name -> google.protobuf.Timestamp
+	59, // 32: personalizer.v1.EvaluationContract.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 33: personalizer.v1.EvaluationContract.policies:type_name -> personalizer.v1.Policy
-	57, // 34: personalizer.v1.Evaluation.start_time:type_name -> google.protobuf.Timestamp
-	57, // 35: personalizer.v1.Evaluation.end_time:type_name -> google.protobuf.Timestamp
+	59, // 34: personalizer.v1.Evaluation.start_time:type_name -> google.protobuf.Timestamp
+	59, // 35: personalizer.v1.Evaluation.end_time:type_name -> google.protobuf.Timestamp
 	42, // 36: personalizer.v1.Evaluation.policy_results:type_name -> personalizer.v1.PolicyResult
-	57, // 37: personalizer.v1.Evaluation.creation_time:type_name -> google.protobuf.Timestamp
+	59, // 37: personalizer.v1.Evaluation.creation_time:type_name -> google.protobuf.Timestamp
 	41, // 38: personalizer.v1.Evaluation.progress:type_name -> personalizer.v1.EvaluationProgress
 	39, // 39: personalizer.v1.Evaluation.feature_importance:type_name -> personalizer.v1.FeatureGroup
 	40, // 40: personalizer.v1.Evaluation.feature_scores:type_name -> personalizer.v1.FeatureImportanceScore
 	45, // 41: personalizer.v1.FeatureImportanceScore.interval:type_name -> personalizer.v1.Interval
 	43, // 42: personalizer.v1.PolicyResult.summary:type_name -> personalizer.v1.PolicyResultSummary
 	43, // 43: personalizer.v1.PolicyResult.total_summary:type_name -> personalizer.v1.PolicyResultSummary
-	57, // 44: personalizer.v1.PolicyResultSummary.time_stamp:type_name -> google.protobuf.Timestamp
-	56, // 45: personalizer.v1.PolicyResultSummary.aggregate_time_window:type_name -> google.protobuf.Duration
+	59, // 44: personalizer.v1.PolicyResultSummary.time_stamp:type_name -> google.protobuf.Timestamp
+	58, // 45: personalizer.v1.PolicyResultSummary.aggregate_time_window:type_name -> google.protobuf.Duration
 	44, // 46: personalizer.v1.PolicyResultSummary.estimates:type_name -> personalizer.v1.Estimate
 	45, // 47: personalizer.v1.Estimate.gaussian:type_name -> personalizer.v1.Interval
 	45, // 48: personalizer.v1.Estimate.cressie_read:type_name -> personalizer.v1.Interval
@@ -3608,54 +3733,57 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	38, // 50: personalizer.v1.CreateEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
 	38, // 51: personalizer.v1.GetEvaluationResponse.evaluation:type_name -> personalizer.v1.Evaluation
 	38, // 52: personalizer.v1.ListEvaluationsResponse.evaluations:type_name -> personalizer.v1.Evaluation
-	20, // 53: personalizer.v1.RollbackModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	4,  // 54: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
-	6,  // 55: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
-	8,  // 56: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
-	10, // 57: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
-	12, // 58: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
-	14, // 59: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
-	16, // 60: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
-	18, // 61: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
-	21, // 62: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
-	23, // 63: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
-	25, // 64: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
-	27, // 65: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
-	29, // 66: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
-	31, // 67: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
-	33, // 68: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
-	35, // 69: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
-	46, // 70: personalizer.v1.AdminService.CreateEvaluation:input_type -> personalizer.v1.CreateEvaluationRequest
-	48, // 71: personalizer.v1.AdminService.GetEvaluation:input_type -> personalizer.v1.GetEvaluationRequest
-	50, // 72: personalizer.v1.AdminService.ListEvaluations:input_type -> personalizer.v1.ListEvaluationsRequest
-	52, // 73: personalizer.v1.AdminService.DeleteEvaluation:input_type -> personalizer.v1.DeleteEvaluationRequest
-	54, // 74: personalizer.v1.AdminService.RollbackModel:input_type -> personalizer.v1.RollbackModelRequest
-	5,  // 75: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
-	7,  // 76: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
-	9,  // 77: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
-	11, // 78: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
-	13, // 79: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
-	15, // 80: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
-	17, // 81: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
-	19, // 82: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
-	22, // 83: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
-	24, // 84: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
-	26, // 85: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
-	28, // 86: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
-	30, // 87: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
-	32, // 88: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
-	34, // 89: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
-	36, // 90: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
-	47, // 91: personalizer.v1.AdminService.CreateEvaluation:output_type -> personalizer.v1.CreateEvaluationResponse
-	49, // 92: personalizer.v1.AdminService.GetEvaluation:output_type -> personalizer.v1.GetEvaluationResponse
-	51, // 93: personalizer.v1.AdminService.ListEvaluations:output_type -> personalizer.v1.ListEvaluationsResponse
-	53, // 94: personalizer.v1.AdminService.DeleteEvaluation:output_type -> personalizer.v1.DeleteEvaluationResponse
-	55, // 95: personalizer.v1.AdminService.RollbackModel:output_type -> personalizer.v1.RollbackModelResponse
-	75, // [75:96] is the sub-list for method output_type
-	54, // [54:75] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	1,  // 53: personalizer.v1.ApplyFromEvaluationResponse.policy:type_name -> personalizer.v1.Policy
+	20, // 54: personalizer.v1.RollbackModelResponse.properties:type_name -> personalizer.v1.ModelProperties
+	4,  // 55: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
+	6,  // 56: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
+	8,  // 57: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
+	10, // 58: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
+	12, // 59: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
+	14, // 60: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
+	16, // 61: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
+	18, // 62: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
+	21, // 63: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
+	23, // 64: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
+	25, // 65: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
+	27, // 66: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
+	29, // 67: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
+	31, // 68: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
+	33, // 69: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
+	35, // 70: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
+	46, // 71: personalizer.v1.AdminService.CreateEvaluation:input_type -> personalizer.v1.CreateEvaluationRequest
+	48, // 72: personalizer.v1.AdminService.GetEvaluation:input_type -> personalizer.v1.GetEvaluationRequest
+	50, // 73: personalizer.v1.AdminService.ListEvaluations:input_type -> personalizer.v1.ListEvaluationsRequest
+	52, // 74: personalizer.v1.AdminService.DeleteEvaluation:input_type -> personalizer.v1.DeleteEvaluationRequest
+	54, // 75: personalizer.v1.AdminService.ApplyFromEvaluation:input_type -> personalizer.v1.ApplyFromEvaluationRequest
+	56, // 76: personalizer.v1.AdminService.RollbackModel:input_type -> personalizer.v1.RollbackModelRequest
+	5,  // 77: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
+	7,  // 78: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
+	9,  // 79: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
+	11, // 80: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
+	13, // 81: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
+	15, // 82: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
+	17, // 83: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
+	19, // 84: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
+	22, // 85: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
+	24, // 86: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
+	26, // 87: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
+	28, // 88: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
+	30, // 89: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
+	32, // 90: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
+	34, // 91: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
+	36, // 92: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
+	47, // 93: personalizer.v1.AdminService.CreateEvaluation:output_type -> personalizer.v1.CreateEvaluationResponse
+	49, // 94: personalizer.v1.AdminService.GetEvaluation:output_type -> personalizer.v1.GetEvaluationResponse
+	51, // 95: personalizer.v1.AdminService.ListEvaluations:output_type -> personalizer.v1.ListEvaluationsResponse
+	53, // 96: personalizer.v1.AdminService.DeleteEvaluation:output_type -> personalizer.v1.DeleteEvaluationResponse
+	55, // 97: personalizer.v1.AdminService.ApplyFromEvaluation:output_type -> personalizer.v1.ApplyFromEvaluationResponse
+	57, // 98: personalizer.v1.AdminService.RollbackModel:output_type -> personalizer.v1.RollbackModelResponse
+	77, // [77:99] is the sub-list for method output_type
+	55, // [55:77] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_admin_proto_init() }
@@ -3670,7 +3798,7 @@ func file_personalizer_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_admin_proto_rawDesc), len(file_personalizer_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   56,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

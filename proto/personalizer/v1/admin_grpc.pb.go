@@ -39,6 +39,7 @@ const (
 	AdminService_GetEvaluation_FullMethodName              = "/personalizer.v1.AdminService/GetEvaluation"
 	AdminService_ListEvaluations_FullMethodName            = "/personalizer.v1.AdminService/ListEvaluations"
 	AdminService_DeleteEvaluation_FullMethodName           = "/personalizer.v1.AdminService/DeleteEvaluation"
+	AdminService_ApplyFromEvaluation_FullMethodName        = "/personalizer.v1.AdminService/ApplyFromEvaluation"
 	AdminService_RollbackModel_FullMethodName              = "/personalizer.v1.AdminService/RollbackModel"
 )
 
@@ -100,6 +101,10 @@ type AdminServiceClient interface {
 	ListEvaluations(ctx context.Context, in *ListEvaluationsRequest, opts ...grpc.CallOption) (*ListEvaluationsResponse, error)
 	// DeleteEvaluation deletes an evaluation, stopping it if it runs.
 	DeleteEvaluation(ctx context.Context, in *DeleteEvaluationRequest, opts ...grpc.CallOption) (*DeleteEvaluationResponse, error)
+	// ApplyFromEvaluation applies a policy of a finished evaluation (a
+	// custom or searched one) with the model the evaluation trained for it:
+	// REST's POST /configurations/applyFromEvaluation.
+	ApplyFromEvaluation(ctx context.Context, in *ApplyFromEvaluationRequest, opts ...grpc.CallOption) (*ApplyFromEvaluationResponse, error)
 	// RollbackModel re-activates a model version the learner keeps (its
 	// model history): the learner goes on learning from that version's
 	// model and publishes it as a new version, which records the version it
@@ -327,6 +332,16 @@ func (c *adminServiceClient) DeleteEvaluation(ctx context.Context, in *DeleteEva
 	return out, nil
 }
 
+func (c *adminServiceClient) ApplyFromEvaluation(ctx context.Context, in *ApplyFromEvaluationRequest, opts ...grpc.CallOption) (*ApplyFromEvaluationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyFromEvaluationResponse)
+	err := c.cc.Invoke(ctx, AdminService_ApplyFromEvaluation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) RollbackModel(ctx context.Context, in *RollbackModelRequest, opts ...grpc.CallOption) (*RollbackModelResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RollbackModelResponse)
@@ -395,6 +410,10 @@ type AdminServiceServer interface {
 	ListEvaluations(context.Context, *ListEvaluationsRequest) (*ListEvaluationsResponse, error)
 	// DeleteEvaluation deletes an evaluation, stopping it if it runs.
 	DeleteEvaluation(context.Context, *DeleteEvaluationRequest) (*DeleteEvaluationResponse, error)
+	// ApplyFromEvaluation applies a policy of a finished evaluation (a
+	// custom or searched one) with the model the evaluation trained for it:
+	// REST's POST /configurations/applyFromEvaluation.
+	ApplyFromEvaluation(context.Context, *ApplyFromEvaluationRequest) (*ApplyFromEvaluationResponse, error)
 	// RollbackModel re-activates a model version the learner keeps (its
 	// model history): the learner goes on learning from that version's
 	// model and publishes it as a new version, which records the version it
@@ -469,6 +488,9 @@ func (UnimplementedAdminServiceServer) ListEvaluations(context.Context, *ListEva
 }
 func (UnimplementedAdminServiceServer) DeleteEvaluation(context.Context, *DeleteEvaluationRequest) (*DeleteEvaluationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEvaluation not implemented")
+}
+func (UnimplementedAdminServiceServer) ApplyFromEvaluation(context.Context, *ApplyFromEvaluationRequest) (*ApplyFromEvaluationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyFromEvaluation not implemented")
 }
 func (UnimplementedAdminServiceServer) RollbackModel(context.Context, *RollbackModelRequest) (*RollbackModelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RollbackModel not implemented")
@@ -836,6 +858,24 @@ func _AdminService_DeleteEvaluation_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ApplyFromEvaluation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyFromEvaluationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ApplyFromEvaluation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ApplyFromEvaluation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ApplyFromEvaluation(ctx, req.(*ApplyFromEvaluationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_RollbackModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RollbackModelRequest)
 	if err := dec(in); err != nil {
@@ -932,6 +972,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteEvaluation",
 			Handler:    _AdminService_DeleteEvaluation_Handler,
+		},
+		{
+			MethodName: "ApplyFromEvaluation",
+			Handler:    _AdminService_ApplyFromEvaluation_Handler,
 		},
 		{
 			MethodName: "RollbackModel",

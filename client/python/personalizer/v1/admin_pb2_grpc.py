@@ -120,6 +120,11 @@ class AdminServiceStub(object):
                 request_serializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationRequest.SerializeToString,
                 response_deserializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationResponse.FromString,
                 )
+        self.ApplyFromEvaluation = channel.unary_unary(
+                '/personalizer.v1.AdminService/ApplyFromEvaluation',
+                request_serializer=personalizer_dot_v1_dot_admin__pb2.ApplyFromEvaluationRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_admin__pb2.ApplyFromEvaluationResponse.FromString,
+                )
         self.RollbackModel = channel.unary_unary(
                 '/personalizer.v1.AdminService/RollbackModel',
                 request_serializer=personalizer_dot_v1_dot_admin__pb2.RollbackModelRequest.SerializeToString,
@@ -283,6 +288,15 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyFromEvaluation(self, request, context):
+        """ApplyFromEvaluation applies a policy of a finished evaluation (a
+        custom or searched one) with the model the evaluation trained for it:
+        REST's POST /configurations/applyFromEvaluation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RollbackModel(self, request, context):
         """RollbackModel re-activates a model version the learner keeps (its
         model history): the learner goes on learning from that version's
@@ -395,6 +409,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DeleteEvaluation,
                     request_deserializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationRequest.FromString,
                     response_serializer=personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationResponse.SerializeToString,
+            ),
+            'ApplyFromEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyFromEvaluation,
+                    request_deserializer=personalizer_dot_v1_dot_admin__pb2.ApplyFromEvaluationRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_admin__pb2.ApplyFromEvaluationResponse.SerializeToString,
             ),
             'RollbackModel': grpc.unary_unary_rpc_method_handler(
                     servicer.RollbackModel,
@@ -754,6 +773,23 @@ class AdminService(object):
         return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/DeleteEvaluation',
             personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationRequest.SerializeToString,
             personalizer_dot_v1_dot_admin__pb2.DeleteEvaluationResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ApplyFromEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/ApplyFromEvaluation',
+            personalizer_dot_v1_dot_admin__pb2.ApplyFromEvaluationRequest.SerializeToString,
+            personalizer_dot_v1_dot_admin__pb2.ApplyFromEvaluationResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
