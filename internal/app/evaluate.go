@@ -70,7 +70,7 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	fs.StringVar(&data, "dsjson", "", "DSJson `file` of joined events, gzip-compressed or not")
 	fs.Var(&custom, "policy", "a custom policy: Vowpal Wabbit `arguments`, optionally named NAME=ARGS; repeat for up to 10")
 	fs.DurationVar(&cfg.Bucket, "bucket", 0, "summarize per time bucket of this `duration` (by the events' Timestamp); 0 for totals only")
-	fs.BoolVar(&asJSON, "json", false, "print the whole result as JSON (Personalizer's policyResults, per bucket and total)")
+	fs.BoolVar(&asJSON, "json", false, "print the result as the Evaluations API's Evaluation object (JSON: policyResults per bucket and total, optimalPolicy, featureImportance, featureScores)")
 	fs.BoolVar(&quiet, "quiet", false, "print no progress")
 	fs.Float64Var(&rewardLo, "reward-min", rewardLo, "the smallest possible reward, for the Cressie-Read interval (rewards seen below widen it)")
 	fs.Float64Var(&rewardHi, "reward-max", rewardHi, "the largest possible reward, for the Cressie-Read interval (rewards seen above widen it)")
@@ -155,13 +155,12 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		found  *evaluate.SearchResult
 		ranked *evaluate.ImportanceResult
 		err    error
-		result any
 	)
 	switch {
 	case imp:
 		ranked, err = evaluate.ImportanceOpen(ctx, cfg, current, features, open)
 		if ranked != nil {
-			res, result = ranked.Result, ranked
+			res = ranked.Result
 		}
 	case search:
 		if _, err := evaluate.Candidates(current, budget); err != nil { // a bad policy before a bad source
@@ -173,7 +172,7 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 			found, err = evaluate.Search(ctx, cfg, current, budget, src)
 			done()
 			if found != nil {
-				res, result = found.Result, found
+				res = found.Result
 			}
 		}
 	default:
@@ -182,7 +181,6 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		if src, done, err = open(ctx); err == nil {
 			res, err = evaluate.Run(ctx, cfg, src)
 			done()
-			result = res
 		}
 	}
 	if err != nil {
@@ -195,7 +193,18 @@ func runEvaluate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 		fmt.Fprintf(stderr, "warning: %d more lines skipped\n", more)
 	}
 	if asJSON {
-		return writeIndented(stdout, result)
+		// The Evaluations API's Evaluation object, completed.
+		out := &evalResult{SearchResult: found}
+		switch {
+		case ranked != nil:
+			out = importanceResult(ranked)
+		case found == nil:
+			out.SearchResult = &evaluate.SearchResult{Result: res, Best: -1}
+		}
+		ev := server.Evaluation{Name: name, StartTime: res.Start, EndTime: res.End, EvaluationType: server.EvaluationManual,
+			CreationTime: time.Now().UTC(), Progress: server.EvaluationProgress{Lines: res.Lines}}
+		out.complete(&ev)
+		return writeIndented(stdout, &ev)
 	}
 	if err := printEvaluation(stdout, res); err != nil {
 		return err

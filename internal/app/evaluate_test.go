@@ -13,6 +13,7 @@ import (
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/evaluate"
+	"github.com/open-personalizer/personalizer/server"
 )
 
 const evalData = "../../evaluate/testdata/tiny.dsjson"
@@ -49,12 +50,13 @@ func TestEvaluate(t *testing.T) {
 	if err := run(context.Background(), append(args, "--json", "--quiet"), &stdout, &stderr, noEnv); err != nil {
 		t.Fatal(err)
 	}
-	var res evaluate.Result
+	var res server.Evaluation
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 		t.Fatalf("--json: %v\n%s", err, stdout.String())
 	}
-	if len(res.Policies) != 5 || res.Policies[3].Name != "fast" || res.Policies[4].Source != "Custom" ||
-		len(res.Policies[0].Summary) != 3 || res.Policies[0].TotalSummary.AverageReward != 0.8 {
+	if res.Status != server.EvaluationCompleted || res.Name != evalData || res.Counts.Evaluated != 5 || len(res.PolicyResults) != 5 ||
+		res.PolicyResults[3].Name != "fast" || res.PolicyResults[4].Source != "Custom" ||
+		len(res.PolicyResults[0].Summary) != 3 || res.PolicyResults[0].TotalSummary.AverageReward != 0.8 {
 		t.Errorf("--json result: %+v", res)
 	}
 	for _, key := range []string{`"policyResults"`, `"ipsEstimatorNumerator": 4`, `"aggregateTimeWindow": "PT1H"`, `"policySource": "Baseline"`, `"cressieRead"`} {
@@ -128,17 +130,7 @@ func TestEvaluateSearch(t *testing.T) {
 	if err := run(context.Background(), append(args, "--json"), &stdout, &stderr, noEnv); err != nil {
 		t.Fatal(err)
 	}
-	var got struct {
-		evaluate.Result
-		OptimalPolicy string `json:"optimalPolicy"`
-		Best          int    `json:"best"`
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
-		t.Fatal(err)
-	}
-	if got.OptimalPolicy != want.OptimalPolicy || got.Best != 3 || len(got.Policies) != 6 || got.Policies[3].Source != "OfflineExperimentation" {
-		t.Errorf("--json: optimal %q best %d, %d policies", got.OptimalPolicy, got.Best, len(got.Policies))
-	}
+	sameResults(t, "evaluate --search --json", stdout.Bytes(), &evalResult{SearchResult: want})
 
 	for _, bad := range [][]string{{"--budget", "0"}, {"--budget", "33"}, {"--current", "--cb_explore_adf --nope"}} {
 		err := run(context.Background(), append([]string{"evaluate", "--dsjson", data, "--search", "--quiet"}, bad...), &stdout, &stderr, noEnv)
@@ -166,15 +158,9 @@ func TestEvaluateImportance(t *testing.T) {
 	if err := run(context.Background(), append(args, "--json"), &stdout, &stderr, noEnv); err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	var got evaluate.ImportanceResult
-	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
-		t.Fatalf("--json: %v\n%s", err, stdout.String())
-	}
-	if len(got.Namespaces) != 2 || !reflect.DeepEqual(got.Namespaces, want.Namespaces) || got.Current != current {
-		t.Errorf("--json namespaces %+v, want %+v", got.Namespaces, want.Namespaces)
-	}
-	if len(got.Features) != 3 || !reflect.DeepEqual(got.Features, want.Features) || !reflect.DeepEqual(got.FeatureImportance, want.FeatureImportance) {
-		t.Errorf("--json features %+v %q, want %+v %q", got.Features, got.FeatureImportance, want.Features, want.FeatureImportance)
+	sameResults(t, "evaluate --importance --json", stdout.Bytes(), importanceResult(want))
+	if len(want.Namespaces) != 2 || len(want.Features) != 3 || len(want.FeatureScores) != 5 {
+		t.Errorf("importance of %d namespaces, %d features, %d feature scores; want 2, 3, 5", len(want.Namespaces), len(want.Features), len(want.FeatureScores))
 	}
 	stdout.Reset()
 	if err := run(context.Background(), args, &stdout, &stderr, noEnv); err != nil {

@@ -476,9 +476,7 @@ func (e *evaluations) run(ctx context.Context, key string, r evalRecord, start, 
 		final.Status, final.Error = server.EvaluationFailed, err.Error()
 		log.Warn("evaluation failed", "err", err)
 	} else {
-		final.Status, final.PolicyResults, final.Counts = server.EvaluationCompleted, res.Policies, &res.Counts
-		final.OptimalPolicy, final.FeatureImportance, final.FeatureScores = res.OptimalPolicy, res.groups, res.scores
-		final.Progress.Evaluated = res.Evaluated
+		res.complete(&final.Evaluation)
 		e.keep(key, res.SearchResult)
 		log.Info("evaluation completed", "evaluated", res.Evaluated, "lines", res.Lines)
 		if final.EvaluationType == server.EvaluationAuto {
@@ -512,6 +510,16 @@ type evalResult struct {
 	*evaluate.SearchResult
 	groups [][]string
 	scores []evaluate.FeatureScore
+}
+
+// complete makes e a completed evaluation with r's results.
+func (r *evalResult) complete(e *server.Evaluation) {
+	e.Status, e.PolicyResults, e.Counts = server.EvaluationCompleted, r.Policies, &r.Counts
+	e.OptimalPolicy, e.FeatureImportance, e.FeatureScores = r.OptimalPolicy, r.groups, r.scores
+	if e.FeatureImportance == nil {
+		e.FeatureImportance = [][]string{}
+	}
+	e.Progress.Evaluated = r.Evaluated
 }
 
 // evaluate runs the evaluation of c on loop's joined records between

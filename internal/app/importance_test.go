@@ -204,15 +204,7 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 	if err := run(ctx, args, &stdout, &stderr, noEnv); err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	var cli evaluate.ImportanceResult
-	if err := json.Unmarshal(stdout.Bytes(), &cli); err != nil {
-		t.Fatal(err)
-	}
-	wantAll, _ := json.Marshal(want)
-	gotAll, _ := json.Marshal(&cli)
-	if !bytes.Equal(gotAll, wantAll) {
-		t.Errorf("evaluate --loop --importance --json\n%s\nwant the file's\n%s", gotAll, wantAll)
-	}
+	sameResults(t, "evaluate --loop --importance --json", stdout.Bytes(), importanceResult(want))
 	// Weight-based importance of the loop's current model (GET /model).
 	code, got = restCall(t, "GET", base+"/model", nil)
 	if code != 200 {
@@ -244,14 +236,9 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 		&stdout, &stderr, noEnv); err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	wantAll, _ = json.Marshal(plain)
-	var res evaluate.Result
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		t.Fatal(err)
-	}
-	gotAll, _ = json.Marshal(&res)
-	if !bytes.Equal(gotAll, wantAll) || res.Evaluated == 0 || res.Evaluated == events {
-		t.Errorf("evaluate --loop --from %v: %d events\n%s\nwant\n%s", mid, res.Evaluated, gotAll, wantAll)
+	sameResults(t, "evaluate --loop --from", stdout.Bytes(), &evalResult{SearchResult: &evaluate.SearchResult{Result: plain, Best: -1}})
+	if plain.Evaluated == 0 || plain.Evaluated == events {
+		t.Errorf("evaluate --loop --from %v: %d of %d events", mid, plain.Evaluated, events)
 	}
 	for _, bad := range [][]string{
 		{"--loop", "default"},
@@ -267,5 +254,29 @@ func TestEvaluationFeatureImportance(t *testing.T) {
 	if err := run(ctx, []string{"evaluate", "--loop", "default", "--from", to.Add(time.Hour).Format(time.RFC3339Nano), "--to", to.Add(2 * time.Hour).Format(time.RFC3339Nano),
 		"--kafka-brokers", d.broker.Addrs()[0]}, &stdout, &stderr, noEnv); err == nil {
 		t.Error("a range without events was accepted")
+	}
+}
+
+// sameResults checks that out, the output of evaluate --json, is a
+// completed Evaluation with want's results.
+func sameResults(t *testing.T, what string, out []byte, want *evalResult) {
+	t.Helper()
+	var got server.Evaluation
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%s: %v\n%s", what, err, out)
+	}
+	if got.Status != server.EvaluationCompleted || got.EvaluationType != server.EvaluationManual || got.Name == "" ||
+		!got.StartTime.Equal(want.Start) || !got.EndTime.Equal(want.End) || got.Progress.Lines != want.Lines {
+		t.Errorf("%s: %s %s %q [%v, %v] %d lines, want a completed Manual evaluation of [%v, %v], %d lines", what,
+			got.Status, got.EvaluationType, got.Name, got.StartTime, got.EndTime, got.Progress.Lines, want.Start, want.End, want.Lines)
+	}
+	var w server.Evaluation
+	want.complete(&w)
+	results := func(e *server.Evaluation) []byte {
+		b, _ := json.Marshal([]any{e.PolicyResults, e.Counts, e.OptimalPolicy, e.FeatureImportance, e.FeatureScores, e.Progress.Evaluated})
+		return b
+	}
+	if g, w := results(&got), results(&w); !bytes.Equal(g, w) {
+		t.Errorf("%s: results\n%s\nwant\n%s", what, g, w)
 	}
 }
