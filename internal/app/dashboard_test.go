@@ -606,7 +606,8 @@ func BenchmarkDashboardPoll(b *testing.B) {
 // TestDashboardAudit looks up decisions on the page of a dev fed by the
 // simulator: an event ranked with a known id shows the model version,
 // the ranking and the probabilities Rank returned; an unknown id shows
-// the API's 404 message.
+// the API's 404 message; a rollback to that version, confirmed on the
+// page, is published by the learner.
 func TestDashboardAudit(t *testing.T) {
 	// A bound for failures, not a wait.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -671,5 +672,20 @@ func TestDashboardAudit(t *testing.T) {
 	// An unknown event: the API's message.
 	b.run(t, chromedp.SetValue("#audit-event", "no-such-event", chromedp.ByQuery), chromedp.Click("#audit-lookup", chromedp.ByQuery))
 	b.until(t, "the 404 message", `/no rank of the event was found/.test(document.getElementById("audit-msg").textContent) && document.getElementById("audit-msg").className == "error" && !document.getElementById("audit-ranking")`, time.Minute)
+
+	// A rollback to the version that served it, confirmed on the page:
+	// the learner publishes that model again as a new version.
+	b.run(t, chromedp.SetValue("#rollback-version", resp.GetModelVersion(), chromedp.ByQuery),
+		chromedp.Click("#model-rollback", chromedp.ByQuery), chromedp.Click(`#model .confirm button.danger`, chromedp.ByQuery))
+	b.until(t, "the rollback", `/serves version \d+'s model/.test(document.getElementById("rollback-msg").textContent)`, time.Minute)
+	var next uint64
+	msg := b.text(t, "#rollback-msg")
+	_, err = fmt.Sscanf(msg, "version %d serves version "+resp.GetModelVersion()+"'s model", &next)
+	// The learner may publish more versions since (the last joins).
+	served, _ := strconv.ParseUint(resp.GetModelVersion(), 10, 64)
+	if st := d.learner.Stats(); err != nil || st.Rollbacks != 1 || next <= served || next > st.Version {
+		t.Errorf("after the rollback: %q (%v), %d rollbacks, latest version %d; want a version after %s and 1 rollback", msg, err, st.Rollbacks, st.Version, resp.GetModelVersion())
+	}
+	b.shoot(t, "#model", "model-rollback")
 	b.noErrors(t, "404 (Not Found) "+base+"/personalizer/v1.0/events/no-such-event")
 }
