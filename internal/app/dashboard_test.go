@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/joiner"
+	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
 
@@ -599,4 +601,91 @@ func BenchmarkDashboardPoll(b *testing.B) {
 			b.ReportMetric(float64(bytes), "bytes/poll")
 		})
 	}
+}
+
+// TestDashboardAudit looks up decisions on the page of a dev fed by the
+// simulator: an event ranked with a known id shows the model version,
+// the ranking and the probabilities Rank returned; an unknown id shows
+// the API's 404 message; a rollback to that version, confirmed on the
+// page, is published by the learner.
+func TestDashboardAudit(t *testing.T) {
+	// A bound for failures, not a wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, client := startTestDev(t, testConfig(t, t.TempDir()))
+	defer d.close()
+	base := "http://" + d.api.httpLis.Addr().String()
+	if _, err := sim.Run(ctx, client, sim.Config{Events: 2000, Seed: 7, Concurrency: 4}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+
+	b := newBrowser(t, ctx)
+	b.run(t, chromedp.Navigate(base+"/"))
+	// The server serves a model: Rank answers with its version.
+	b.until(t, "a model served", `!!document.getElementById("model-info") && +document.getElementById("model-info").dataset.version >= 1`, time.Minute)
+	num := func(v float64) *personalizerv1.Feature {
+		return &personalizerv1.Feature{Name: "n", Value: &personalizerv1.Feature_NumberValue{NumberValue: v}}
+	}
+	eventID := "dash-audit-1"
+	req := &personalizerv1.RankRequest{EventId: &eventID,
+		ContextFeatures: []*personalizerv1.Namespace{{Name: "User", Features: []*personalizerv1.Feature{
+			{Name: "segment", Value: &personalizerv1.Feature_StringValue{StringValue: "student"}}, num(0.5)}}},
+		Actions: []*personalizerv1.Action{
+			{Id: "a-news", Features: []*personalizerv1.Namespace{{Features: []*personalizerv1.Feature{{Name: "topic", Value: &personalizerv1.Feature_StringValue{StringValue: "news"}}}}}},
+			{Id: "a-sports", Features: []*personalizerv1.Namespace{{Features: []*personalizerv1.Feature{{Name: "topic", Value: &personalizerv1.Feature_StringValue{StringValue: "sports"}}}}}},
+			{Id: "a-music", Features: []*personalizerv1.Namespace{{Features: []*personalizerv1.Feature{{Name: "topic", Value: &personalizerv1.Feature_StringValue{StringValue: "music"}}}}}},
+		}}
+	resp, err := client.Rank(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetModelVersion() == "" {
+		t.Fatalf("Rank answered without a model version: %v", resp)
+	}
+
+	b.run(t, chromedp.SetValue("#audit-event", "dash-audit-1", chromedp.ByQuery), chromedp.Click("#audit-lookup", chromedp.ByQuery))
+	b.until(t, "the decision", `!!document.getElementById("audit-ranking")`, time.Minute)
+	var shown struct {
+		Version string
+		Ranking []struct{ ID, P string }
+	}
+	b.run(t, chromedp.Evaluate(`({ Version: document.getElementById("audit-info").dataset.version,
+		Ranking: [...document.querySelectorAll("#audit-ranking tr[data-id]")].map(r => ({ ID: r.dataset.id, P: r.dataset.probability })) })`, &shown))
+	if shown.Version != resp.GetModelVersion() {
+		t.Errorf("model version shown %q, Rank's %q", shown.Version, resp.GetModelVersion())
+	}
+	if len(shown.Ranking) != len(resp.GetRanking()) {
+		t.Fatalf("ranking shown %v, Rank's %v", shown.Ranking, resp.GetRanking())
+	}
+	for i, a := range resp.GetRanking() {
+		p, err := strconv.ParseFloat(shown.Ranking[i].P, 32)
+		if shown.Ranking[i].ID != a.GetId() || err != nil || float32(p) != a.GetProbability() {
+			t.Errorf("ranking row %d shown %v, Rank's %s %v", i, shown.Ranking[i], a.GetId(), a.GetProbability())
+		}
+	}
+	if txt := b.text(t, "#audit-request"); !strings.Contains(txt, "segment=student") || !strings.Contains(txt, "topic=sports") {
+		t.Errorf("request shown %q, want its features", txt)
+	}
+	b.until(t, "the breakdown", `document.querySelectorAll("#audit-breakdown tr[data-id]").length == 3`, time.Second)
+	b.shoot(t, "#audit", "audit")
+
+	// An unknown event: the API's message.
+	b.run(t, chromedp.SetValue("#audit-event", "no-such-event", chromedp.ByQuery), chromedp.Click("#audit-lookup", chromedp.ByQuery))
+	b.until(t, "the 404 message", `/no rank of the event was found/.test(document.getElementById("audit-msg").textContent) && document.getElementById("audit-msg").className == "error" && !document.getElementById("audit-ranking")`, time.Minute)
+
+	// A rollback to the version that served it, confirmed on the page:
+	// the learner publishes that model again as a new version.
+	b.run(t, chromedp.SetValue("#rollback-version", resp.GetModelVersion(), chromedp.ByQuery),
+		chromedp.Click("#model-rollback", chromedp.ByQuery), chromedp.Click(`#model .confirm button.danger`, chromedp.ByQuery))
+	b.until(t, "the rollback", `/serves version \d+'s model/.test(document.getElementById("rollback-msg").textContent)`, time.Minute)
+	var next uint64
+	msg := b.text(t, "#rollback-msg")
+	_, err = fmt.Sscanf(msg, "version %d serves version "+resp.GetModelVersion()+"'s model", &next)
+	// The learner may publish more versions since (the last joins).
+	served, _ := strconv.ParseUint(resp.GetModelVersion(), 10, 64)
+	if st := d.learner.Stats(); err != nil || st.Rollbacks != 1 || next <= served || next > st.Version {
+		t.Errorf("after the rollback: %q (%v), %d rollbacks, latest version %d; want a version after %s and 1 rollback", msg, err, st.Rollbacks, st.Version, resp.GetModelVersion())
+	}
+	b.shoot(t, "#model", "model-rollback")
+	b.noErrors(t, "404 (Not Found) "+base+"/personalizer/v1.0/events/no-such-event")
 }

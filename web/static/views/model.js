@@ -1,5 +1,5 @@
 // model.js: the loop's model versions over time, the version this server
-// serves and its age.
+// serves and its age, and a rollback to a version the learner keeps.
 "use strict";
 
 D.view({
@@ -7,13 +7,29 @@ D.view({
   init(el) {
     this.box = D.el("div", { class: "chart" });
     this.info = D.el("dl", { id: "model-info" });
-    el.append(this.box, this.info);
+    this.rollbackTo = D.el("input", { id: "rollback-version", type: "number", min: 1, step: 1, placeholder: "version" });
+    this.rollbackMsg = D.el("span", { id: "rollback-msg" });
+    el.append(this.box, this.info,
+      D.el("div", { class: "row" }, D.el("label", { for: "rollback-version" }, "Roll back to"), this.rollbackTo,
+        D.confirmed(D.el("button", { class: "danger", id: "model-rollback" }, "Roll back"), "Serve that version's model again (what was learned since is dropped)?", () => this.rollback()),
+        this.rollbackMsg),
+      D.el("p", { class: "muted" }, "The learner keeps its last versions (--model-history, 20 by default); the rollback publishes the old model as the next version."));
     this.chart = D.chart(this.box, [
       { label: "Version served", stroke: "#1f5fd6" },
       { label: "Examples in the model", stroke: "#d67a1f", scale: "r" },
     ], { height: 180 });
   },
-  loop() { this.data = [[], [], []]; this.chart.setData(this.data); },
+  async rollback() {
+    D.show(this.rollbackMsg, null, "rolling back…");
+    try {
+      const r = await D.call("POST", "/model/rollback", { version: this.rollbackTo.value.trim() });
+      D.show(this.rollbackMsg, null, `version ${r.version} serves version ${r.rollbackOf}'s model`);
+    } catch (e) {
+      if (!(e instanceof D.ApiError)) throw e;
+      D.show(this.rollbackMsg, e);
+    }
+  },
+  loop() { D.show(this.rollbackMsg, null); this.data = [[], [], []]; this.chart.setData(this.data); },
   update(s) {
     const t = new Date(s.time).getTime() / 1000;
     const served = s.served ? s.served.version : 0;
