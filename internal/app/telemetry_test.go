@@ -234,6 +234,8 @@ func TestMetrics(t *testing.T) {
 	if err := d.joiner.Wait(ctx, func(s joiner.Stats) bool { return s.Emitted == events }); err != nil {
 		t.Fatal(err)
 	}
+	// The server pulls the version after the learner publishes it.
+	waitServed(ctx, t, d, d.store.Latest().GetInfo().GetVersion())
 	got := scrape(t, d.api.httpLis.Addr().String())
 	checkMetrics(t, got, map[string]float64{
 		"personalizer_rank_duration_seconds_count":                events,
