@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -40,6 +41,20 @@ func TestHistoryAndRollback(t *testing.T) {
 			data[v+1] = latest.GetData()
 		}
 		svc := NewService(testLoop, r.store, r.l)
+		list, err := svc.ListModels(t.Context(), &eventsv1.ListModelsRequest{Loop: testLoop})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, info := range list.GetModels() {
+			got = append(got, fmt.Sprintf("%d:%d:%d", info.GetVersion(), info.GetExamples(), info.GetRollbackOf()))
+		}
+		if want := []string{"5:10:0", "4:8:0", "3:6:0"}; !slices.Equal(got, want) {
+			t.Errorf("ListModels = %v, want %v (version:examples:rollbackOf, newest first)", got, want)
+		}
+		if _, err := svc.ListModels(t.Context(), &eventsv1.ListModelsRequest{Loop: "other"}); status.Code(err) != codes.NotFound {
+			t.Errorf("ListModels(other loop) = %v, want NotFound", err)
+		}
 		for v := uint64(1); v <= 5; v++ {
 			mv, err := svc.GetModel(t.Context(), &eventsv1.GetModelRequest{Loop: testLoop, Version: v})
 			switch {
@@ -70,6 +85,10 @@ func TestHistoryAndRollback(t *testing.T) {
 		}
 		if st := r.l.Stats(); st.Version != 6 || st.Examples != 6 || st.Learned != 10 || st.Rollbacks != 1 {
 			t.Errorf("stats after the rollback: %+v", st)
+		}
+		if list, err := svc.ListModels(t.Context(), &eventsv1.ListModelsRequest{Loop: testLoop}); err != nil || len(list.GetModels()) != 3 ||
+			list.GetModels()[0].GetVersion() != 6 || list.GetModels()[0].GetRollbackOf() != 3 || list.GetModels()[2].GetVersion() != 4 {
+			t.Errorf("ListModels after the rollback = %v, %v, want 6 (rollback of 3), 5, 4", list.GetModels(), err)
 		}
 		checkCheckpoint(t, dir, 6, 6, map[int]int64{0: 10}, keySet(0, 10))
 

@@ -67,6 +67,33 @@ func (s *Store) Get(v uint64) (*eventsv1.GetModelResponse, error) {
 	return nil, notKeptf("model version %d is not kept; only the latest, %d, is", v, cur.GetInfo().GetVersion())
 }
 
+// List returns the metadata of the versions the store has, newest
+// first: those the history keeps, or the latest alone without one.
+func (s *Store) List() ([]*eventsv1.ModelInfo, error) {
+	s.mu.Lock()
+	cur, h := s.cur, s.history
+	s.mu.Unlock()
+	if h == nil {
+		if cur == nil {
+			return nil, nil
+		}
+		return []*eventsv1.ModelInfo{cur.GetInfo()}, nil
+	}
+	vs := h.Versions()
+	out := make([]*eventsv1.ModelInfo, 0, len(vs))
+	for _, v := range slices.Backward(vs) {
+		mv, err := h.Get(v)
+		if errors.Is(err, ErrNotKept) { // evicted meanwhile
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, mv.GetInfo())
+	}
+	return out, nil
+}
+
 // Next blocks until a version newer than after is published and returns
 // the latest one.
 func (s *Store) Next(ctx context.Context, after uint64) (*eventsv1.GetModelResponse, error) {
@@ -226,6 +253,20 @@ func (s *Service) GetModel(_ context.Context, req *eventsv1.GetModelRequest) (*e
 		return nil, status.Error(codes.Internal, "internal error")
 	}
 	return v, nil
+}
+
+// ListModels implements ModelService.ListModels: the kept versions'
+// metadata, newest first.
+func (s *Service) ListModels(_ context.Context, req *eventsv1.ListModelsRequest) (*eventsv1.ListModelsResponse, error) {
+	l, err := s.checkLoop(req.GetLoop())
+	if err != nil {
+		return nil, err
+	}
+	infos, err := l.store.List()
+	if err != nil {
+		return nil, status.Error(codes.Internal, "internal error")
+	}
+	return &eventsv1.ListModelsResponse{Models: infos}, nil
 }
 
 func (s *Service) checkLoop(loop string) (serviceLoop, error) {

@@ -479,6 +479,95 @@ func (*TickEvent) Descriptor() ([]byte, []int) {
 	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
+type ListModelsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelsRequest) Reset() {
+	*x = ListModelsRequest{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelsRequest) ProtoMessage() {}
+
+func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
+func (*ListModelsRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListModelsRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+type ListModelsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The kept versions, newest first.
+	Models        []*ModelInfo `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelsResponse) Reset() {
+	*x = ListModelsResponse{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelsResponse) ProtoMessage() {}
+
+func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
+func (*ListModelsResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListModelsResponse) GetModels() []*ModelInfo {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
 type RollbackModelRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
@@ -489,7 +578,7 @@ type RollbackModelRequest struct {
 
 func (x *RollbackModelRequest) Reset() {
 	*x = RollbackModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +590,7 @@ func (x *RollbackModelRequest) String() string {
 func (*RollbackModelRequest) ProtoMessage() {}
 
 func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +603,7 @@ func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelRequest.ProtoReflect.Descriptor instead.
 func (*RollbackModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RollbackModelRequest) GetLoop() string {
@@ -540,7 +629,7 @@ type RollbackModelResponse struct {
 
 func (x *RollbackModelResponse) Reset() {
 	*x = RollbackModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +641,7 @@ func (x *RollbackModelResponse) String() string {
 func (*RollbackModelResponse) ProtoMessage() {}
 
 func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +654,7 @@ func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelResponse.ProtoReflect.Descriptor instead.
 func (*RollbackModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RollbackModelResponse) GetInfo() *ModelInfo {
@@ -584,7 +673,7 @@ type ResetModelRequest struct {
 
 func (x *ResetModelRequest) Reset() {
 	*x = ResetModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +685,7 @@ func (x *ResetModelRequest) String() string {
 func (*ResetModelRequest) ProtoMessage() {}
 
 func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +698,7 @@ func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelRequest.ProtoReflect.Descriptor instead.
 func (*ResetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResetModelRequest) GetLoop() string {
@@ -628,7 +717,7 @@ type ResetModelResponse struct {
 
 func (x *ResetModelResponse) Reset() {
 	*x = ResetModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +729,7 @@ func (x *ResetModelResponse) String() string {
 func (*ResetModelResponse) ProtoMessage() {}
 
 func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +742,7 @@ func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelResponse.ProtoReflect.Descriptor instead.
 func (*ResetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResetModelResponse) GetInfo() *ModelInfo {
@@ -674,7 +763,7 @@ type ImportModelRequest struct {
 
 func (x *ImportModelRequest) Reset() {
 	*x = ImportModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +775,7 @@ func (x *ImportModelRequest) String() string {
 func (*ImportModelRequest) ProtoMessage() {}
 
 func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +788,7 @@ func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelRequest.ProtoReflect.Descriptor instead.
 func (*ImportModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ImportModelRequest) GetLoop() string {
@@ -725,7 +814,7 @@ type ImportModelResponse struct {
 
 func (x *ImportModelResponse) Reset() {
 	*x = ImportModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +826,7 @@ func (x *ImportModelResponse) String() string {
 func (*ImportModelResponse) ProtoMessage() {}
 
 func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +839,7 @@ func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelResponse.ProtoReflect.Descriptor instead.
 func (*ImportModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ImportModelResponse) GetInfo() *ModelInfo {
@@ -769,7 +858,7 @@ type WatchModelRequest struct {
 
 func (x *WatchModelRequest) Reset() {
 	*x = WatchModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +870,7 @@ func (x *WatchModelRequest) String() string {
 func (*WatchModelRequest) ProtoMessage() {}
 
 func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +883,7 @@ func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelRequest.ProtoReflect.Descriptor instead.
 func (*WatchModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchModelRequest) GetLoop() string {
@@ -833,7 +922,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +934,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +947,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ModelInfo) GetLoop() string {
@@ -927,7 +1016,7 @@ type WatchModelResponse struct {
 
 func (x *WatchModelResponse) Reset() {
 	*x = WatchModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1028,7 @@ func (x *WatchModelResponse) String() string {
 func (*WatchModelResponse) ProtoMessage() {}
 
 func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1041,7 @@ func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelResponse.ProtoReflect.Descriptor instead.
 func (*WatchModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchModelResponse) GetInfo() *ModelInfo {
@@ -974,7 +1063,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1075,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1088,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetModelRequest) GetLoop() string {
@@ -1027,7 +1116,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1128,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1141,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetModelResponse) GetInfo() *ModelInfo {
@@ -1101,7 +1190,11 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\x06R\x02id\"\v\n" +
-	"\tTickEvent\"D\n" +
+	"\tTickEvent\"'\n" +
+	"\x11ListModelsRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\"O\n" +
+	"\x12ListModelsResponse\x129\n" +
+	"\x06models\x18\x01 \x03(\v2!.personalizer.events.v1.ModelInfoR\x06models\"D\n" +
 	"\x14RollbackModelRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"N\n" +
@@ -1143,7 +1236,7 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x19LEARNING_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LEARNING_MODE_ONLINE\x10\x01\x12\x1c\n" +
 	"\x18LEARNING_MODE_APPRENTICE\x10\x02\x12\x1e\n" +
-	"\x1aLEARNING_MODE_LOGGING_ONLY\x10\x032\x8f\x04\n" +
+	"\x1aLEARNING_MODE_LOGGING_ONLY\x10\x032\xf4\x04\n" +
 	"\fModelService\x12e\n" +
 	"\n" +
 	"WatchModel\x12).personalizer.events.v1.WatchModelRequest\x1a*.personalizer.events.v1.WatchModelResponse0\x01\x12]\n" +
@@ -1151,7 +1244,9 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"ResetModel\x12).personalizer.events.v1.ResetModelRequest\x1a*.personalizer.events.v1.ResetModelResponse\x12f\n" +
 	"\vImportModel\x12*.personalizer.events.v1.ImportModelRequest\x1a+.personalizer.events.v1.ImportModelResponse\x12l\n" +
-	"\rRollbackModel\x12,.personalizer.events.v1.RollbackModelRequest\x1a-.personalizer.events.v1.RollbackModelResponseBQZOgithub.com/open-personalizer/personalizer/proto/personalizer/events/v1;eventsv1b\x06proto3"
+	"\rRollbackModel\x12,.personalizer.events.v1.RollbackModelRequest\x1a-.personalizer.events.v1.RollbackModelResponse\x12c\n" +
+	"\n" +
+	"ListModels\x12).personalizer.events.v1.ListModelsRequest\x1a*.personalizer.events.v1.ListModelsResponseBQZOgithub.com/open-personalizer/personalizer/proto/personalizer/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_personalizer_events_v1_events_proto_rawDescOnce sync.Once
@@ -1166,7 +1261,7 @@ func file_personalizer_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_personalizer_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_personalizer_events_v1_events_proto_goTypes = []any{
 	(LearningMode)(0),             // 0: personalizer.events.v1.LearningMode
 	(*RankEvent)(nil),             // 1: personalizer.events.v1.RankEvent
@@ -1174,46 +1269,51 @@ var file_personalizer_events_v1_events_proto_goTypes = []any{
 	(*RewardEvent)(nil),           // 3: personalizer.events.v1.RewardEvent
 	(*ActivateEvent)(nil),         // 4: personalizer.events.v1.ActivateEvent
 	(*TickEvent)(nil),             // 5: personalizer.events.v1.TickEvent
-	(*RollbackModelRequest)(nil),  // 6: personalizer.events.v1.RollbackModelRequest
-	(*RollbackModelResponse)(nil), // 7: personalizer.events.v1.RollbackModelResponse
-	(*ResetModelRequest)(nil),     // 8: personalizer.events.v1.ResetModelRequest
-	(*ResetModelResponse)(nil),    // 9: personalizer.events.v1.ResetModelResponse
-	(*ImportModelRequest)(nil),    // 10: personalizer.events.v1.ImportModelRequest
-	(*ImportModelResponse)(nil),   // 11: personalizer.events.v1.ImportModelResponse
-	(*WatchModelRequest)(nil),     // 12: personalizer.events.v1.WatchModelRequest
-	(*ModelInfo)(nil),             // 13: personalizer.events.v1.ModelInfo
-	(*WatchModelResponse)(nil),    // 14: personalizer.events.v1.WatchModelResponse
-	(*GetModelRequest)(nil),       // 15: personalizer.events.v1.GetModelRequest
-	(*GetModelResponse)(nil),      // 16: personalizer.events.v1.GetModelResponse
-	nil,                           // 17: personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*ListModelsRequest)(nil),     // 6: personalizer.events.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),    // 7: personalizer.events.v1.ListModelsResponse
+	(*RollbackModelRequest)(nil),  // 8: personalizer.events.v1.RollbackModelRequest
+	(*RollbackModelResponse)(nil), // 9: personalizer.events.v1.RollbackModelResponse
+	(*ResetModelRequest)(nil),     // 10: personalizer.events.v1.ResetModelRequest
+	(*ResetModelResponse)(nil),    // 11: personalizer.events.v1.ResetModelResponse
+	(*ImportModelRequest)(nil),    // 12: personalizer.events.v1.ImportModelRequest
+	(*ImportModelResponse)(nil),   // 13: personalizer.events.v1.ImportModelResponse
+	(*WatchModelRequest)(nil),     // 14: personalizer.events.v1.WatchModelRequest
+	(*ModelInfo)(nil),             // 15: personalizer.events.v1.ModelInfo
+	(*WatchModelResponse)(nil),    // 16: personalizer.events.v1.WatchModelResponse
+	(*GetModelRequest)(nil),       // 17: personalizer.events.v1.GetModelRequest
+	(*GetModelResponse)(nil),      // 18: personalizer.events.v1.GetModelResponse
+	nil,                           // 19: personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_personalizer_events_v1_events_proto_depIdxs = []int32{
 	0,  // 0: personalizer.events.v1.RankEvent.learning_mode:type_name -> personalizer.events.v1.LearningMode
 	2,  // 1: personalizer.events.v1.RankEvent.rules:type_name -> personalizer.events.v1.JoinRules
-	13, // 2: personalizer.events.v1.RollbackModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	13, // 3: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	13, // 4: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	18, // 5: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
-	18, // 6: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
-	17, // 7: personalizer.events.v1.ModelInfo.joined_offsets:type_name -> personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
-	13, // 8: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	13, // 9: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	12, // 10: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
-	15, // 11: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
-	8,  // 12: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
-	10, // 13: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
-	6,  // 14: personalizer.events.v1.ModelService.RollbackModel:input_type -> personalizer.events.v1.RollbackModelRequest
-	14, // 15: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
-	16, // 16: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
-	9,  // 17: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
-	11, // 18: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
-	7,  // 19: personalizer.events.v1.ModelService.RollbackModel:output_type -> personalizer.events.v1.RollbackModelResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 2: personalizer.events.v1.ListModelsResponse.models:type_name -> personalizer.events.v1.ModelInfo
+	15, // 3: personalizer.events.v1.RollbackModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	15, // 4: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	15, // 5: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	20, // 6: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
+	20, // 7: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
+	19, // 8: personalizer.events.v1.ModelInfo.joined_offsets:type_name -> personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	15, // 9: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	15, // 10: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	14, // 11: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
+	17, // 12: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
+	10, // 13: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
+	12, // 14: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
+	8,  // 15: personalizer.events.v1.ModelService.RollbackModel:input_type -> personalizer.events.v1.RollbackModelRequest
+	6,  // 16: personalizer.events.v1.ModelService.ListModels:input_type -> personalizer.events.v1.ListModelsRequest
+	16, // 17: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
+	18, // 18: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
+	11, // 19: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
+	13, // 20: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
+	9,  // 21: personalizer.events.v1.ModelService.RollbackModel:output_type -> personalizer.events.v1.RollbackModelResponse
+	7,  // 22: personalizer.events.v1.ModelService.ListModels:output_type -> personalizer.events.v1.ListModelsResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_events_v1_events_proto_init() }
@@ -1227,7 +1327,7 @@ func file_personalizer_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_events_v1_events_proto_rawDesc), len(file_personalizer_events_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

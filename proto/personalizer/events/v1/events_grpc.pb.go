@@ -24,6 +24,7 @@ const (
 	ModelService_ResetModel_FullMethodName    = "/personalizer.events.v1.ModelService/ResetModel"
 	ModelService_ImportModel_FullMethodName   = "/personalizer.events.v1.ModelService/ImportModel"
 	ModelService_RollbackModel_FullMethodName = "/personalizer.events.v1.ModelService/RollbackModel"
+	ModelService_ListModels_FullMethodName    = "/personalizer.events.v1.ModelService/ListModels"
 )
 
 // ModelServiceClient is the client API for ModelService service.
@@ -44,6 +45,9 @@ type ModelServiceClient interface {
 	// RollbackModel makes a kept version's model the loop's model again and
 	// publishes it as the next version. A version not kept is NotFound.
 	RollbackModel(ctx context.Context, in *RollbackModelRequest, opts ...grpc.CallOption) (*RollbackModelResponse, error)
+	// ListModels returns the metadata of the versions the learner keeps
+	// (its model history), newest first.
+	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 }
 
 type modelServiceClient struct {
@@ -113,6 +117,16 @@ func (c *modelServiceClient) RollbackModel(ctx context.Context, in *RollbackMode
 	return out, nil
 }
 
+func (c *modelServiceClient) ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListModelsResponse)
+	err := c.cc.Invoke(ctx, ModelService_ListModels_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ModelServiceServer is the server API for ModelService service.
 // All implementations must embed UnimplementedModelServiceServer
 // for forward compatibility.
@@ -131,6 +145,9 @@ type ModelServiceServer interface {
 	// RollbackModel makes a kept version's model the loop's model again and
 	// publishes it as the next version. A version not kept is NotFound.
 	RollbackModel(context.Context, *RollbackModelRequest) (*RollbackModelResponse, error)
+	// ListModels returns the metadata of the versions the learner keeps
+	// (its model history), newest first.
+	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	mustEmbedUnimplementedModelServiceServer()
 }
 
@@ -155,6 +172,9 @@ func (UnimplementedModelServiceServer) ImportModel(context.Context, *ImportModel
 }
 func (UnimplementedModelServiceServer) RollbackModel(context.Context, *RollbackModelRequest) (*RollbackModelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RollbackModel not implemented")
+}
+func (UnimplementedModelServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
 }
 func (UnimplementedModelServiceServer) mustEmbedUnimplementedModelServiceServer() {}
 func (UnimplementedModelServiceServer) testEmbeddedByValue()                      {}
@@ -260,6 +280,24 @@ func _ModelService_RollbackModel_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ModelService_ListModels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListModelsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).ListModels(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ModelService_ListModels_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).ListModels(ctx, req.(*ListModelsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ModelService_ServiceDesc is the grpc.ServiceDesc for ModelService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -282,6 +320,10 @@ var ModelService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RollbackModel",
 			Handler:    _ModelService_RollbackModel_Handler,
+		},
+		{
+			MethodName: "ListModels",
+			Handler:    _ModelService_ListModels_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
