@@ -475,6 +475,7 @@ var adminRoutes = []struct{ method, path, body string }{
 	{"POST", "/events/e/reward", `{"value":1}`},
 	{"POST", "/events/e/activate", ""},
 	{"POST", "/model/rollback", `{"version":"1"}`},
+	{"GET", "/model/history", ""},
 	{"GET", "/events/e", ""},
 }
 
@@ -497,7 +498,7 @@ func TestAdminRESTKeys(t *testing.T) {
 			// PUT /model takes no "x"; this server has no model history
 			// nor event log for rollbacks and audits (503).
 			if resp, body = call(t, r.method, url, e.adminKey, r.body); resp.StatusCode >= 300 && !(r.path == "/model" && r.method == "PUT") &&
-				!(resp.StatusCode == 503 && (r.path == "/model/rollback" || r.path == "/events/e")) {
+				!(resp.StatusCode == 503 && (r.path == "/model/rollback" || r.path == "/model/history" || r.path == "/events/e")) {
 				t.Errorf("%s %s with an admin key: %d %s", r.method, url, resp.StatusCode, body)
 			}
 		}

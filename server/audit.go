@@ -34,6 +34,9 @@ type ModelHistory interface {
 	// RollbackModel makes a kept version loop's model again, published
 	// as the next version; a version not kept is a NotFound status.
 	RollbackModel(ctx context.Context, loop string, version uint64) (*eventsv1.ModelInfo, error)
+	// ListModels returns the metadata of the versions the learner keeps,
+	// newest first.
+	ListModels(ctx context.Context, loop string) ([]*eventsv1.ModelInfo, error)
 }
 
 // DecisionLog finds an event's records in the event log, for the audit.
@@ -342,6 +345,23 @@ func (a *Admin) rollbackModel(ctx context.Context, name string, version uint64) 
 		return nil, fmt.Errorf("roll loop %q back to model version %d: %w", l, version, err)
 	}
 	return info, a.served(ctx, l, info)
+}
+
+// listModels returns the model versions the learner keeps of the loop
+// the call addresses, newest first.
+func (a *Admin) listModels(ctx context.Context, name string) ([]*eventsv1.ModelInfo, error) {
+	l, err := a.loopOf(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if a.cfg.History == nil {
+		return nil, errUnsupported
+	}
+	infos, err := a.cfg.History.ListModels(ctx, l)
+	if err != nil {
+		return nil, fmt.Errorf("list the model versions of loop %q: %w", l, err)
+	}
+	return infos, nil
 }
 
 // notFound returns the message of the NotFound status err is or wraps.

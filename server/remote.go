@@ -124,6 +124,16 @@ func (r *RemoteModelAdmin) ModelVersion(ctx context.Context, loop string, versio
 	return mv, nil
 }
 
+// ListModels asks the learner for the versions of loop's model it keeps,
+// newest first.
+func (r *RemoteModelAdmin) ListModels(ctx context.Context, loop string) ([]*eventsv1.ModelInfo, error) {
+	resp, err := r.client.ListModels(ctx, &eventsv1.ListModelsRequest{Loop: loop})
+	if err != nil {
+		return nil, fmt.Errorf("list models: %w", err)
+	}
+	return resp.GetModels(), nil
+}
+
 // RollbackModel asks the learner to make a kept version loop's model
 // again; a version it does not keep is its NotFound status.
 func (r *RemoteModelAdmin) RollbackModel(ctx context.Context, loop string, version uint64) (*eventsv1.ModelInfo, error) {

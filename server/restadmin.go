@@ -19,7 +19,7 @@ import (
 // version of [RESTVersions]: /configurations/service and /policy, /model
 // (export, import, reset) and /model/properties, /logs and
 // /logs/properties, /evaluations, /configurations/applyFromEvaluation, and /loops ([REST.addLoops]),
-// and beyond Personalizer /model/rollback and the audit, GET /events/{eventId}. A REST call addresses the loop of its key (an admin
+// and beyond Personalizer /model/history, /model/rollback and the audit, GET /events/{eventId}. A REST call addresses the loop of its key (an admin
 // key's: the server's). Call it before serving.
 func (h *REST) AddAdmin(a *Admin) {
 	h.admin = a
@@ -42,6 +42,7 @@ func (h *REST) AddAdmin(a *Admin) {
 		h.mux.HandleFunc("DELETE "+base+"/evaluations/{id}", h.deleteEvaluation)
 		h.mux.HandleFunc("POST "+base+"/configurations/applyFromEvaluation", h.applyFromEvaluation)
 		h.mux.HandleFunc("POST "+base+"/model/rollback", h.rollbackModel)
+		h.mux.HandleFunc("GET "+base+"/model/history", h.modelHistory)
 		h.mux.HandleFunc("GET "+base+"/events/{eventId}", h.getDecision)
 		h.addLoops(base)
 	}

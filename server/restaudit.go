@@ -46,6 +46,37 @@ func (h *REST) rollbackModel(w http.ResponseWriter, r *http.Request) {
 		CreationTime: p.created, LastModifiedTime: p.modified})
 }
 
+// restModelVersion is a kept model version in GET /model/history.
+type restModelVersion struct {
+	Version          string    `json:"version"`
+	CreationTime     time.Time `json:"creationTime"`
+	LastModifiedTime time.Time `json:"lastModifiedTime"`
+	Examples         uint64    `json:"examples"`
+	RollbackOf       string    `json:"rollbackOf,omitempty"`
+}
+
+// modelHistory serves GET /model/history: the model versions the learner
+// keeps, newest first, {"versions": [...]}.
+func (h *REST) modelHistory(w http.ResponseWriter, r *http.Request) {
+	infos, err := h.admin.listModels(r.Context(), "")
+	if err != nil {
+		h.adminFail(w, "InternalServerError", err)
+		return
+	}
+	out := struct {
+		Versions []restModelVersion `json:"versions"`
+	}{Versions: make([]restModelVersion, len(infos))}
+	for i, info := range infos {
+		p := propertiesOf(info)
+		out.Versions[i] = restModelVersion{Version: strconv.FormatUint(p.version, 10), CreationTime: p.created, LastModifiedTime: p.modified,
+			Examples: p.examples}
+		if info.GetRollbackOf() != 0 {
+			out.Versions[i].RollbackOf = strconv.FormatUint(info.GetRollbackOf(), 10)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "none"

@@ -163,3 +163,11 @@ func (m localModels) RollbackModel(ctx context.Context, name string, version uin
 	}
 	return resp.GetInfo(), nil
 }
+
+func (m localModels) ListModels(ctx context.Context, name string) ([]*eventsv1.ModelInfo, error) {
+	resp, err := m.svc.ListModels(ctx, &eventsv1.ListModelsRequest{Loop: name})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetModels(), nil
+}
