@@ -23,6 +23,7 @@ import (
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/joiner"
+	"github.com/open-personalizer/personalizer/learner"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
@@ -623,6 +624,21 @@ func TestDashboardAudit(t *testing.T) {
 	b.run(t, chromedp.Navigate(base+"/"))
 	// The server serves a model: Rank answers with its version.
 	b.until(t, "a model served", `!!document.getElementById("model-info") && +document.getElementById("model-info").dataset.version >= 1`, time.Minute)
+	// Once the learner has learned every event, the model view's table
+	// lists the versions GET /model/history lists.
+	if err := d.learner.Wait(ctx, func(learner.Stats) bool { return d.store.Latest().GetInfo().GetExamples() >= 2000 }); err != nil {
+		t.Fatal(err)
+	}
+	code, body := restCall(t, "GET", base+"/personalizer/v1.0/model/history", nil)
+	var hist struct{ Versions []struct{ Version string } }
+	if err := json.Unmarshal(body, &hist); code != http.StatusOK || err != nil || len(hist.Versions) < 2 {
+		t.Fatalf("GET /model/history: %d %s", code, body)
+	}
+	var listed []string
+	for _, v := range hist.Versions {
+		listed = append(listed, v.Version)
+	}
+	b.until(t, "the kept versions", `[...document.querySelectorAll("#model-history tr[data-version]")].map(r => r.dataset.version).join(",") == "`+strings.Join(listed, ",")+`"`, time.Minute)
 	num := func(v float64) *personalizerv1.Feature {
 		return &personalizerv1.Feature{Name: "n", Value: &personalizerv1.Feature_NumberValue{NumberValue: v}}
 	}

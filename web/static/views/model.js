@@ -1,5 +1,6 @@
 // model.js: the loop's model versions over time, the version this server
-// serves and its age, and a rollback to a version the learner keeps.
+// serves and its age, the versions the learner keeps (GET /model/history)
+// and a rollback to one of them.
 "use strict";
 
 D.view({
@@ -9,10 +10,12 @@ D.view({
     this.info = D.el("dl", { id: "model-info" });
     this.rollbackTo = D.el("input", { id: "rollback-version", type: "number", min: 1, step: 1, placeholder: "version" });
     this.rollbackMsg = D.el("span", { id: "rollback-msg" });
-    el.append(this.box, this.info,
+    this.rollbackButton = D.confirmed(D.el("button", { class: "danger", id: "model-rollback" }, "Roll back"), "Serve that version's model again (what was learned since is dropped)?", () => this.rollback());
+    this.history = D.el("table", { id: "model-history" });
+    this.historyMsg = D.el("p", { class: "muted", id: "model-history-msg" });
+    el.append(this.box, this.info, D.el("h3", {}, "Kept versions"), this.history, this.historyMsg,
       D.el("div", { class: "row" }, D.el("label", { for: "rollback-version" }, "Roll back to"), this.rollbackTo,
-        D.confirmed(D.el("button", { class: "danger", id: "model-rollback" }, "Roll back"), "Serve that version's model again (what was learned since is dropped)?", () => this.rollback()),
-        this.rollbackMsg),
+        this.rollbackButton, this.rollbackMsg),
       D.el("p", { class: "muted" }, "The learner keeps its last versions (--model-history, 20 by default); the rollback publishes the old model as the next version."));
     this.chart = D.chart(this.box, [
       { label: "Version served", stroke: "#1f5fd6" },
@@ -24,12 +27,42 @@ D.view({
     try {
       const r = await D.call("POST", "/model/rollback", { version: this.rollbackTo.value.trim() });
       D.show(this.rollbackMsg, null, `version ${r.version} serves version ${r.rollbackOf}'s model`);
+      this.loadHistory();
     } catch (e) {
       if (!(e instanceof D.ApiError)) throw e;
       D.show(this.rollbackMsg, e);
     }
   },
-  loop() { D.show(this.rollbackMsg, null); this.data = [[], [], []]; this.chart.setData(this.data); },
+  loop() {
+    D.show(this.rollbackMsg, null);
+    this.data = [[], [], []];
+    this.chart.setData(this.data);
+    this.listed = -1;
+    this.loadHistory();
+  },
+  // loadHistory lists the kept versions, newest first, each with a
+  // button that asks to roll back to it, and draws the older ones into
+  // the chart, before the points polled since the page opened.
+  async loadHistory() {
+    let list;
+    try {
+      list = (await D.call("GET", "/model/history")).versions;
+    } catch (e) {
+      if (!(e instanceof D.ApiError)) throw e;
+      D.show(this.historyMsg, e);
+      return;
+    }
+    D.show(this.historyMsg, null, list.length ? "" : "none yet");
+    this.history.replaceChildren(D.el("tr", {}, ["Version", "Made", "Examples", "Rollback of", ""].map(h => D.el("th", {}, h))),
+      ...list.map(v => D.el("tr", { "data-version": v.version },
+        D.el("td", {}, v.version), D.el("td", {}, new Date(v.lastModifiedTime).toLocaleString()), D.el("td", {}, D.fmt(v.examples, 0)),
+        D.el("td", {}, v.rollbackOf || "–"),
+        D.el("td", {}, D.el("button", { onclick: () => { this.rollbackTo.value = v.version; this.rollbackButton.click(); } }, "Roll back")))));
+    const first = this.data[0].length ? this.data[0][0] : Infinity;
+    const older = list.map(v => [new Date(v.lastModifiedTime).getTime() / 1000, +v.version, v.examples]).filter(p => p[0] < first).reverse();
+    this.data = this.data.map((a, i) => older.map(p => p[i]).concat(a));
+    this.chart.setData(this.data);
+  },
   update(s) {
     const t = new Date(s.time).getTime() / 1000;
     const served = s.served ? s.served.version : 0;
@@ -48,5 +81,7 @@ D.view({
     }
     this.info.replaceChildren(...rows.flatMap(([k, v]) => [D.el("dt", {}, k), D.el("dd", {}, v)]));
     this.info.dataset.version = served;
+    const latest = s.learner ? s.learner.version : served;
+    if (latest !== this.listed) { this.listed = latest; this.loadHistory(); }
   },
 });
