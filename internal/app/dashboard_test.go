@@ -689,10 +689,12 @@ func TestDashboardAudit(t *testing.T) {
 	b.run(t, chromedp.SetValue("#audit-event", "no-such-event", chromedp.ByQuery), chromedp.Click("#audit-lookup", chromedp.ByQuery))
 	b.until(t, "the 404 message", `/no rank of the event was found/.test(document.getElementById("audit-msg").textContent) && document.getElementById("audit-msg").className == "error" && !document.getElementById("audit-ranking")`, time.Minute)
 
-	// A rollback to the version that served it, confirmed on the page:
-	// the learner publishes that model again as a new version.
-	b.run(t, chromedp.SetValue("#rollback-version", resp.GetModelVersion(), chromedp.ByQuery),
-		chromedp.Click("#model-rollback", chromedp.ByQuery), chromedp.Click(`#model .confirm button.danger`, chromedp.ByQuery))
+	// A rollback to the version that served it, from its row of the kept
+	// versions and confirmed on the page: the learner publishes that
+	// model again as a new version, which the table lists.
+	row := `#model-history tr[data-version="` + resp.GetModelVersion() + `"]`
+	b.until(t, "the served version's row", `!!document.querySelector('`+row+`')`, time.Minute)
+	b.run(t, chromedp.Click(row+" button", chromedp.ByQuery), chromedp.Click(`#model .confirm button.danger`, chromedp.ByQuery))
 	b.until(t, "the rollback", `/serves version \d+'s model/.test(document.getElementById("rollback-msg").textContent)`, time.Minute)
 	var next uint64
 	msg := b.text(t, "#rollback-msg")
@@ -702,6 +704,7 @@ func TestDashboardAudit(t *testing.T) {
 	if st := d.learner.Stats(); err != nil || st.Rollbacks != 1 || next <= served || next > st.Version {
 		t.Errorf("after the rollback: %q (%v), %d rollbacks, latest version %d; want a version after %s and 1 rollback", msg, err, st.Rollbacks, st.Version, resp.GetModelVersion())
 	}
+	b.until(t, "the rollback's row", fmt.Sprintf(`(document.querySelector('#model-history tr[data-version="%d"] td:nth-child(4)') || {}).textContent == %q`, next, resp.GetModelVersion()), time.Minute)
 	b.shoot(t, "#model", "model-rollback")
 	b.noErrors(t, "404 (Not Found) "+base+"/personalizer/v1.0/events/no-such-event")
 }
