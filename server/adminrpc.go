@@ -147,6 +147,18 @@ func (s *adminService) RollbackModel(ctx context.Context, req *personalizerv1.Ro
 	return &personalizerv1.RollbackModelResponse{Properties: propertiesToProto(info)}, nil
 }
 
+func (s *adminService) ListModelVersions(ctx context.Context, req *personalizerv1.ListModelVersionsRequest) (*personalizerv1.ListModelVersionsResponse, error) {
+	infos, err := s.a.listModels(ctx, req.GetLoop())
+	if err != nil {
+		return nil, s.status(err, "InternalServerError")
+	}
+	out := &personalizerv1.ListModelVersionsResponse{Versions: make([]*personalizerv1.ModelProperties, len(infos))}
+	for i, info := range infos {
+		out.Versions[i] = propertiesToProto(info)
+	}
+	return out, nil
+}
+
 func (s *adminService) GetModelProperties(ctx context.Context, req *personalizerv1.GetModelPropertiesRequest) (*personalizerv1.GetModelPropertiesResponse, error) {
 	sm, err := s.a.servedModel(ctx, req.GetLoop())
 	if err != nil {

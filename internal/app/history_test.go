@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/open-personalizer/personalizer/internal/sim"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/open-personalizer/personalizer/learner"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
@@ -74,6 +77,20 @@ func TestModelHistoryREST(t *testing.T) {
 	base := "http://" + d.api.httpLis.Addr().String() + "/personalizer/v1.0"
 	if code, body := keyedREST(t, ctx, "GET", base+"/model/history", "", keyDefault, ""); code != 200 || body != string(wantJSON)+"\n" {
 		t.Errorf("GET /model/history: %d %s\nwant %s", code, body, wantJSON)
+	}
+	// gRPC: the same versions.
+	resp, err := personalizerv1.NewAdminServiceClient(keyedConn(t, d.grpcAddr(), keyDefault)).ListModelVersions(ctx, &personalizerv1.ListModelVersionsRequest{})
+	if err != nil || len(resp.GetVersions()) != len(want.Versions) {
+		t.Fatalf("ListModelVersions = %v, %v", resp, err)
+	}
+	for i, p := range resp.GetVersions() {
+		w := want.Versions[i]
+		if strconv.FormatUint(p.GetVersion(), 10) != w.Version || p.GetExamples() != w.Examples || !p.GetLastModifiedTime().AsTime().Equal(w.LastModifiedTime) || p.GetRollbackOf() != 0 {
+			t.Errorf("ListModelVersions[%d] = %v, want %+v", i, p, w)
+		}
+	}
+	if _, err := personalizerv1.NewAdminServiceClient(keyedConn(t, d.grpcAddr(), keyShop)).ListModelVersions(ctx, &personalizerv1.ListModelVersionsRequest{Loop: "default"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("ListModelVersions of another loop: %v, want PermissionDenied", err)
 	}
 	if code, body := keyedREST(t, ctx, "GET", base+"/model/history", "", keyShop, "default"); code != 403 {
 		t.Errorf("GET /model/history of another loop: %d %s, want 403", code, body)

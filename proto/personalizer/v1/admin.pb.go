@@ -3341,6 +3341,95 @@ func (x *RollbackModelResponse) GetProperties() *ModelProperties {
 	return nil
 }
 
+type ListModelVersionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelVersionsRequest) Reset() {
+	*x = ListModelVersionsRequest{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelVersionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelVersionsRequest) ProtoMessage() {}
+
+func (x *ListModelVersionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelVersionsRequest.ProtoReflect.Descriptor instead.
+func (*ListModelVersionsRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ListModelVersionsRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+type ListModelVersionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The kept versions, newest first.
+	Versions      []*ModelProperties `protobuf:"bytes,1,rep,name=versions,proto3" json:"versions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListModelVersionsResponse) Reset() {
+	*x = ListModelVersionsResponse{}
+	mi := &file_personalizer_v1_admin_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListModelVersionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListModelVersionsResponse) ProtoMessage() {}
+
+func (x *ListModelVersionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_admin_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListModelVersionsResponse.ProtoReflect.Descriptor instead.
+func (*ListModelVersionsResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_admin_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ListModelVersionsResponse) GetVersions() []*ModelProperties {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
 var File_personalizer_v1_admin_proto protoreflect.FileDescriptor
 
 const file_personalizer_v1_admin_proto_rawDesc = "" +
@@ -3575,7 +3664,11 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x15RollbackModelResponse\x12@\n" +
 	"\n" +
 	"properties\x18\x01 \x01(\v2 .personalizer.v1.ModelPropertiesR\n" +
-	"properties2\xeb\x10\n" +
+	"properties\".\n" +
+	"\x18ListModelVersionsRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\"Y\n" +
+	"\x19ListModelVersionsResponse\x12<\n" +
+	"\bversions\x18\x01 \x03(\v2 .personalizer.v1.ModelPropertiesR\bversions2\xd7\x11\n" +
 	"\fAdminService\x12|\n" +
 	"\x17GetServiceConfiguration\x12/.personalizer.v1.GetServiceConfigurationRequest\x1a0.personalizer.v1.GetServiceConfigurationResponse\x12\x85\x01\n" +
 	"\x1aUpdateServiceConfiguration\x122.personalizer.v1.UpdateServiceConfigurationRequest\x1a3.personalizer.v1.UpdateServiceConfigurationResponse\x12R\n" +
@@ -3602,7 +3695,8 @@ const file_personalizer_v1_admin_proto_rawDesc = "" +
 	"\x0fListEvaluations\x12'.personalizer.v1.ListEvaluationsRequest\x1a(.personalizer.v1.ListEvaluationsResponse\x12g\n" +
 	"\x10DeleteEvaluation\x12(.personalizer.v1.DeleteEvaluationRequest\x1a).personalizer.v1.DeleteEvaluationResponse\x12p\n" +
 	"\x13ApplyFromEvaluation\x12+.personalizer.v1.ApplyFromEvaluationRequest\x1a,.personalizer.v1.ApplyFromEvaluationResponse\x12^\n" +
-	"\rRollbackModel\x12%.personalizer.v1.RollbackModelRequest\x1a&.personalizer.v1.RollbackModelResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
+	"\rRollbackModel\x12%.personalizer.v1.RollbackModelRequest\x1a&.personalizer.v1.RollbackModelResponse\x12j\n" +
+	"\x11ListModelVersions\x12).personalizer.v1.ListModelVersionsRequest\x1a*.personalizer.v1.ListModelVersionsResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
 
 var (
 	file_personalizer_v1_admin_proto_rawDescOnce sync.Once
@@ -3616,7 +3710,7 @@ func file_personalizer_v1_admin_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_admin_proto_rawDescData
 }
 
-var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_personalizer_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*ServiceConfiguration)(nil),               // 0: personalizer.v1.ServiceConfiguration
 	(*Policy)(nil),                             // 1: personalizer.v1.Policy
@@ -3676,15 +3770,17 @@ var file_personalizer_v1_admin_proto_goTypes = []any{
 	(*ApplyFromEvaluationResponse)(nil),        // 55: personalizer.v1.ApplyFromEvaluationResponse
 	(*RollbackModelRequest)(nil),               // 56: personalizer.v1.RollbackModelRequest
 	(*RollbackModelResponse)(nil),              // 57: personalizer.v1.RollbackModelResponse
-	(*durationpb.Duration)(nil),                // 58: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),              // 59: google.protobuf.Timestamp
+	(*ListModelVersionsRequest)(nil),           // 58: personalizer.v1.ListModelVersionsRequest
+	(*ListModelVersionsResponse)(nil),          // 59: personalizer.v1.ListModelVersionsResponse
+	(*durationpb.Duration)(nil),                // 60: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),              // 61: google.protobuf.Timestamp
 }
 var file_personalizer_v1_admin_proto_depIdxs = []int32{
-	58, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
-	58, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
-	59, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
-	58, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
-	59, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
+	60, // 0: personalizer.v1.ServiceConfiguration.reward_wait_time:type_name -> google.protobuf.Duration
+	60, // 1: personalizer.v1.ServiceConfiguration.model_export_frequency:type_name -> google.protobuf.Duration
+	61, // 2: personalizer.v1.ServiceConfiguration.last_configuration_edit_date:type_name -> google.protobuf.Timestamp
+	60, // 3: personalizer.v1.ServiceConfiguration.auto_optimization_frequency:type_name -> google.protobuf.Duration
+	61, // 4: personalizer.v1.ServiceConfiguration.auto_optimization_start_date:type_name -> google.protobuf.Timestamp
 	0,  // 5: personalizer.v1.LoopConfiguration.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 6: personalizer.v1.LoopConfiguration.policy:type_name -> personalizer.v1.Policy
 	3,  // 7: personalizer.v1.LoopConfiguration.limits:type_name -> personalizer.v1.Limits
@@ -3698,11 +3794,11 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	20, // 15: personalizer.v1.ExportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 16: personalizer.v1.ImportModelResponse.properties:type_name -> personalizer.v1.ModelProperties
 	20, // 17: personalizer.v1.ResetModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	59, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
-	59, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
+	61, // 18: personalizer.v1.ModelProperties.creation_time:type_name -> google.protobuf.Timestamp
+	61, // 19: personalizer.v1.ModelProperties.last_modified_time:type_name -> google.protobuf.Timestamp
 	20, // 20: personalizer.v1.GetModelPropertiesResponse.properties:type_name -> personalizer.v1.ModelProperties
-	59, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
-	59, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
+	61, // 21: personalizer.v1.GetLogPropertiesResponse.from:type_name -> google.protobuf.Timestamp
+	61, // 22: personalizer.v1.GetLogPropertiesResponse.to:type_name -> google.protobuf.Timestamp
 	0,  // 23: personalizer.v1.CreateLoopRequest.service:type_name -> personalizer.v1.ServiceConfiguration
 	1,  // 24: personalizer.v1.CreateLoopRequest.policy:type_name -> personalizer.v1.Policy
 	3,  // 25: personalizer.v1.CreateLoopRequest.limits:type_name -> personalizer.v1.Limits
@@ -3711,21 +3807,21 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	2,  // 28: personalizer.v1.GetLoopResponse.loop:type_name -> personalizer.v1.LoopConfiguration
 	3,  // 29: personalizer.v1.SetLimitsRequest.limits:type_name -> personalizer.v1.Limits
 	2,  // 30: personalizer.v1.SetLimitsResponse.loop:type_name -> personalizer.v1.LoopConfiguration
-	59, // 31: personalizer.v1.EvaluationContract.start_time:type_name -> google.protobuf.Timestamp
-	59, // 32: personalizer.v1.EvaluationContract.end_time:type_name -> google.protobuf.Timestamp
+	61, // 31: personalizer.v1.EvaluationContract.start_time:type_name -> google.protobuf.Timestamp
+	61, // 32: personalizer.v1.EvaluationContract.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 33: personalizer.v1.EvaluationContract.policies:type_name -> personalizer.v1.Policy
-	59, // 34: personalizer.v1.Evaluation.start_time:type_name -> google.protobuf.Timestamp
-	59, // 35: personalizer.v1.Evaluation.end_time:type_name -> google.protobuf.Timestamp
+	61, // 34: personalizer.v1.Evaluation.start_time:type_name -> google.protobuf.Timestamp
+	61, // 35: personalizer.v1.Evaluation.end_time:type_name -> google.protobuf.Timestamp
 	42, // 36: personalizer.v1.Evaluation.policy_results:type_name -> personalizer.v1.PolicyResult
-	59, // 37: personalizer.v1.Evaluation.creation_time:type_name -> google.protobuf.Timestamp
+	61, // 37: personalizer.v1.Evaluation.creation_time:type_name -> google.protobuf.Timestamp
 	41, // 38: personalizer.v1.Evaluation.progress:type_name -> personalizer.v1.EvaluationProgress
 	39, // 39: personalizer.v1.Evaluation.feature_importance:type_name -> personalizer.v1.FeatureGroup
 	40, // 40: personalizer.v1.Evaluation.feature_scores:type_name -> personalizer.v1.FeatureImportanceScore
 	45, // 41: personalizer.v1.FeatureImportanceScore.interval:type_name -> personalizer.v1.Interval
 	43, // 42: personalizer.v1.PolicyResult.summary:type_name -> personalizer.v1.PolicyResultSummary
 	43, // 43: personalizer.v1.PolicyResult.total_summary:type_name -> personalizer.v1.PolicyResultSummary
-	59, // 44: personalizer.v1.PolicyResultSummary.time_stamp:type_name -> google.protobuf.Timestamp
-	58, // 45: personalizer.v1.PolicyResultSummary.aggregate_time_window:type_name -> google.protobuf.Duration
+	61, // 44: personalizer.v1.PolicyResultSummary.time_stamp:type_name -> google.protobuf.Timestamp
+	60, // 45: personalizer.v1.PolicyResultSummary.aggregate_time_window:type_name -> google.protobuf.Duration
 	44, // 46: personalizer.v1.PolicyResultSummary.estimates:type_name -> personalizer.v1.Estimate
 	45, // 47: personalizer.v1.Estimate.gaussian:type_name -> personalizer.v1.Interval
 	45, // 48: personalizer.v1.Estimate.cressie_read:type_name -> personalizer.v1.Interval
@@ -3735,55 +3831,58 @@ var file_personalizer_v1_admin_proto_depIdxs = []int32{
 	38, // 52: personalizer.v1.ListEvaluationsResponse.evaluations:type_name -> personalizer.v1.Evaluation
 	1,  // 53: personalizer.v1.ApplyFromEvaluationResponse.policy:type_name -> personalizer.v1.Policy
 	20, // 54: personalizer.v1.RollbackModelResponse.properties:type_name -> personalizer.v1.ModelProperties
-	4,  // 55: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
-	6,  // 56: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
-	8,  // 57: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
-	10, // 58: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
-	12, // 59: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
-	14, // 60: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
-	16, // 61: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
-	18, // 62: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
-	21, // 63: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
-	23, // 64: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
-	25, // 65: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
-	27, // 66: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
-	29, // 67: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
-	31, // 68: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
-	33, // 69: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
-	35, // 70: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
-	46, // 71: personalizer.v1.AdminService.CreateEvaluation:input_type -> personalizer.v1.CreateEvaluationRequest
-	48, // 72: personalizer.v1.AdminService.GetEvaluation:input_type -> personalizer.v1.GetEvaluationRequest
-	50, // 73: personalizer.v1.AdminService.ListEvaluations:input_type -> personalizer.v1.ListEvaluationsRequest
-	52, // 74: personalizer.v1.AdminService.DeleteEvaluation:input_type -> personalizer.v1.DeleteEvaluationRequest
-	54, // 75: personalizer.v1.AdminService.ApplyFromEvaluation:input_type -> personalizer.v1.ApplyFromEvaluationRequest
-	56, // 76: personalizer.v1.AdminService.RollbackModel:input_type -> personalizer.v1.RollbackModelRequest
-	5,  // 77: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
-	7,  // 78: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
-	9,  // 79: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
-	11, // 80: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
-	13, // 81: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
-	15, // 82: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
-	17, // 83: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
-	19, // 84: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
-	22, // 85: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
-	24, // 86: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
-	26, // 87: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
-	28, // 88: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
-	30, // 89: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
-	32, // 90: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
-	34, // 91: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
-	36, // 92: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
-	47, // 93: personalizer.v1.AdminService.CreateEvaluation:output_type -> personalizer.v1.CreateEvaluationResponse
-	49, // 94: personalizer.v1.AdminService.GetEvaluation:output_type -> personalizer.v1.GetEvaluationResponse
-	51, // 95: personalizer.v1.AdminService.ListEvaluations:output_type -> personalizer.v1.ListEvaluationsResponse
-	53, // 96: personalizer.v1.AdminService.DeleteEvaluation:output_type -> personalizer.v1.DeleteEvaluationResponse
-	55, // 97: personalizer.v1.AdminService.ApplyFromEvaluation:output_type -> personalizer.v1.ApplyFromEvaluationResponse
-	57, // 98: personalizer.v1.AdminService.RollbackModel:output_type -> personalizer.v1.RollbackModelResponse
-	77, // [77:99] is the sub-list for method output_type
-	55, // [55:77] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	20, // 55: personalizer.v1.ListModelVersionsResponse.versions:type_name -> personalizer.v1.ModelProperties
+	4,  // 56: personalizer.v1.AdminService.GetServiceConfiguration:input_type -> personalizer.v1.GetServiceConfigurationRequest
+	6,  // 57: personalizer.v1.AdminService.UpdateServiceConfiguration:input_type -> personalizer.v1.UpdateServiceConfigurationRequest
+	8,  // 58: personalizer.v1.AdminService.GetPolicy:input_type -> personalizer.v1.GetPolicyRequest
+	10, // 59: personalizer.v1.AdminService.UpdatePolicy:input_type -> personalizer.v1.UpdatePolicyRequest
+	12, // 60: personalizer.v1.AdminService.ResetPolicy:input_type -> personalizer.v1.ResetPolicyRequest
+	14, // 61: personalizer.v1.AdminService.ExportModel:input_type -> personalizer.v1.ExportModelRequest
+	16, // 62: personalizer.v1.AdminService.ImportModel:input_type -> personalizer.v1.ImportModelRequest
+	18, // 63: personalizer.v1.AdminService.ResetModel:input_type -> personalizer.v1.ResetModelRequest
+	21, // 64: personalizer.v1.AdminService.GetModelProperties:input_type -> personalizer.v1.GetModelPropertiesRequest
+	23, // 65: personalizer.v1.AdminService.GetLogProperties:input_type -> personalizer.v1.GetLogPropertiesRequest
+	25, // 66: personalizer.v1.AdminService.DeleteLogs:input_type -> personalizer.v1.DeleteLogsRequest
+	27, // 67: personalizer.v1.AdminService.CreateLoop:input_type -> personalizer.v1.CreateLoopRequest
+	29, // 68: personalizer.v1.AdminService.ListLoops:input_type -> personalizer.v1.ListLoopsRequest
+	31, // 69: personalizer.v1.AdminService.GetLoop:input_type -> personalizer.v1.GetLoopRequest
+	33, // 70: personalizer.v1.AdminService.DeleteLoop:input_type -> personalizer.v1.DeleteLoopRequest
+	35, // 71: personalizer.v1.AdminService.SetLimits:input_type -> personalizer.v1.SetLimitsRequest
+	46, // 72: personalizer.v1.AdminService.CreateEvaluation:input_type -> personalizer.v1.CreateEvaluationRequest
+	48, // 73: personalizer.v1.AdminService.GetEvaluation:input_type -> personalizer.v1.GetEvaluationRequest
+	50, // 74: personalizer.v1.AdminService.ListEvaluations:input_type -> personalizer.v1.ListEvaluationsRequest
+	52, // 75: personalizer.v1.AdminService.DeleteEvaluation:input_type -> personalizer.v1.DeleteEvaluationRequest
+	54, // 76: personalizer.v1.AdminService.ApplyFromEvaluation:input_type -> personalizer.v1.ApplyFromEvaluationRequest
+	56, // 77: personalizer.v1.AdminService.RollbackModel:input_type -> personalizer.v1.RollbackModelRequest
+	58, // 78: personalizer.v1.AdminService.ListModelVersions:input_type -> personalizer.v1.ListModelVersionsRequest
+	5,  // 79: personalizer.v1.AdminService.GetServiceConfiguration:output_type -> personalizer.v1.GetServiceConfigurationResponse
+	7,  // 80: personalizer.v1.AdminService.UpdateServiceConfiguration:output_type -> personalizer.v1.UpdateServiceConfigurationResponse
+	9,  // 81: personalizer.v1.AdminService.GetPolicy:output_type -> personalizer.v1.GetPolicyResponse
+	11, // 82: personalizer.v1.AdminService.UpdatePolicy:output_type -> personalizer.v1.UpdatePolicyResponse
+	13, // 83: personalizer.v1.AdminService.ResetPolicy:output_type -> personalizer.v1.ResetPolicyResponse
+	15, // 84: personalizer.v1.AdminService.ExportModel:output_type -> personalizer.v1.ExportModelResponse
+	17, // 85: personalizer.v1.AdminService.ImportModel:output_type -> personalizer.v1.ImportModelResponse
+	19, // 86: personalizer.v1.AdminService.ResetModel:output_type -> personalizer.v1.ResetModelResponse
+	22, // 87: personalizer.v1.AdminService.GetModelProperties:output_type -> personalizer.v1.GetModelPropertiesResponse
+	24, // 88: personalizer.v1.AdminService.GetLogProperties:output_type -> personalizer.v1.GetLogPropertiesResponse
+	26, // 89: personalizer.v1.AdminService.DeleteLogs:output_type -> personalizer.v1.DeleteLogsResponse
+	28, // 90: personalizer.v1.AdminService.CreateLoop:output_type -> personalizer.v1.CreateLoopResponse
+	30, // 91: personalizer.v1.AdminService.ListLoops:output_type -> personalizer.v1.ListLoopsResponse
+	32, // 92: personalizer.v1.AdminService.GetLoop:output_type -> personalizer.v1.GetLoopResponse
+	34, // 93: personalizer.v1.AdminService.DeleteLoop:output_type -> personalizer.v1.DeleteLoopResponse
+	36, // 94: personalizer.v1.AdminService.SetLimits:output_type -> personalizer.v1.SetLimitsResponse
+	47, // 95: personalizer.v1.AdminService.CreateEvaluation:output_type -> personalizer.v1.CreateEvaluationResponse
+	49, // 96: personalizer.v1.AdminService.GetEvaluation:output_type -> personalizer.v1.GetEvaluationResponse
+	51, // 97: personalizer.v1.AdminService.ListEvaluations:output_type -> personalizer.v1.ListEvaluationsResponse
+	53, // 98: personalizer.v1.AdminService.DeleteEvaluation:output_type -> personalizer.v1.DeleteEvaluationResponse
+	55, // 99: personalizer.v1.AdminService.ApplyFromEvaluation:output_type -> personalizer.v1.ApplyFromEvaluationResponse
+	57, // 100: personalizer.v1.AdminService.RollbackModel:output_type -> personalizer.v1.RollbackModelResponse
+	59, // 101: personalizer.v1.AdminService.ListModelVersions:output_type -> personalizer.v1.ListModelVersionsResponse
+	79, // [79:102] is the sub-list for method output_type
+	56, // [56:79] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_admin_proto_init() }
@@ -3798,7 +3897,7 @@ func file_personalizer_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_admin_proto_rawDesc), len(file_personalizer_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   58,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

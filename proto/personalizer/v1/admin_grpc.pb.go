@@ -41,6 +41,7 @@ const (
 	AdminService_DeleteEvaluation_FullMethodName           = "/personalizer.v1.AdminService/DeleteEvaluation"
 	AdminService_ApplyFromEvaluation_FullMethodName        = "/personalizer.v1.AdminService/ApplyFromEvaluation"
 	AdminService_RollbackModel_FullMethodName              = "/personalizer.v1.AdminService/RollbackModel"
+	AdminService_ListModelVersions_FullMethodName          = "/personalizer.v1.AdminService/ListModelVersions"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -110,6 +111,9 @@ type AdminServiceClient interface {
 	// model and publishes it as a new version, which records the version it
 	// rolls back to. A version not kept is NotFound.
 	RollbackModel(ctx context.Context, in *RollbackModelRequest, opts ...grpc.CallOption) (*RollbackModelResponse, error)
+	// ListModelVersions lists the model versions the learner keeps (its
+	// model history), newest first.
+	ListModelVersions(ctx context.Context, in *ListModelVersionsRequest, opts ...grpc.CallOption) (*ListModelVersionsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -352,6 +356,16 @@ func (c *adminServiceClient) RollbackModel(ctx context.Context, in *RollbackMode
 	return out, nil
 }
 
+func (c *adminServiceClient) ListModelVersions(ctx context.Context, in *ListModelVersionsRequest, opts ...grpc.CallOption) (*ListModelVersionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListModelVersionsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListModelVersions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -419,6 +433,9 @@ type AdminServiceServer interface {
 	// model and publishes it as a new version, which records the version it
 	// rolls back to. A version not kept is NotFound.
 	RollbackModel(context.Context, *RollbackModelRequest) (*RollbackModelResponse, error)
+	// ListModelVersions lists the model versions the learner keeps (its
+	// model history), newest first.
+	ListModelVersions(context.Context, *ListModelVersionsRequest) (*ListModelVersionsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -494,6 +511,9 @@ func (UnimplementedAdminServiceServer) ApplyFromEvaluation(context.Context, *App
 }
 func (UnimplementedAdminServiceServer) RollbackModel(context.Context, *RollbackModelRequest) (*RollbackModelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RollbackModel not implemented")
+}
+func (UnimplementedAdminServiceServer) ListModelVersions(context.Context, *ListModelVersionsRequest) (*ListModelVersionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListModelVersions not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -894,6 +914,24 @@ func _AdminService_RollbackModel_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListModelVersions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListModelVersionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListModelVersions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListModelVersions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListModelVersions(ctx, req.(*ListModelVersionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -980,6 +1018,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RollbackModel",
 			Handler:    _AdminService_RollbackModel_Handler,
+		},
+		{
+			MethodName: "ListModelVersions",
+			Handler:    _AdminService_ListModelVersions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
