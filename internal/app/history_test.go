@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/open-personalizer/personalizer/internal/sim"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/learner"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"

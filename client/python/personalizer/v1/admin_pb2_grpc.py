@@ -130,6 +130,11 @@ class AdminServiceStub(object):
                 request_serializer=personalizer_dot_v1_dot_admin__pb2.RollbackModelRequest.SerializeToString,
                 response_deserializer=personalizer_dot_v1_dot_admin__pb2.RollbackModelResponse.FromString,
                 )
+        self.ListModelVersions = channel.unary_unary(
+                '/personalizer.v1.AdminService/ListModelVersions',
+                request_serializer=personalizer_dot_v1_dot_admin__pb2.ListModelVersionsRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_admin__pb2.ListModelVersionsResponse.FromString,
+                )
 
 
 class AdminServiceServicer(object):
@@ -307,6 +312,14 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModelVersions(self, request, context):
+        """ListModelVersions lists the model versions the learner keeps (its
+        model history), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -419,6 +432,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RollbackModel,
                     request_deserializer=personalizer_dot_v1_dot_admin__pb2.RollbackModelRequest.FromString,
                     response_serializer=personalizer_dot_v1_dot_admin__pb2.RollbackModelResponse.SerializeToString,
+            ),
+            'ListModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelVersions,
+                    request_deserializer=personalizer_dot_v1_dot_admin__pb2.ListModelVersionsRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_admin__pb2.ListModelVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -807,5 +825,22 @@ class AdminService(object):
         return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/RollbackModel',
             personalizer_dot_v1_dot_admin__pb2.RollbackModelRequest.SerializeToString,
             personalizer_dot_v1_dot_admin__pb2.RollbackModelResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.AdminService/ListModelVersions',
+            personalizer_dot_v1_dot_admin__pb2.ListModelVersionsRequest.SerializeToString,
+            personalizer_dot_v1_dot_admin__pb2.ListModelVersionsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
