@@ -34,31 +34,22 @@ type Explanation struct {
 // explanation paths, not for ranking.
 func (m *Model) Explain(e *Event, p *Prediction, top int) []Explanation {
 	m.prepare(e, p)
-	g := float32(m.gravity)
+	m.rank(e, p, 0, false)
 	out := make([]Explanation, e.n)
-	p.shared.epoch++ // as rank does: score caches shared products per event
-	for a := range e.n {
-		m.expand(e, a, p)
-		ex := &out[a]
-		ex.Action, ex.Score = a, m.score(p, 0)
-		feats := m.appendFeatures(p.feats[:0], p)
-		p.feats = feats
-		names := m.appendNames(nil, p, m.linNames(e, a))
-		if len(names) != len(feats) {
-			continue // built without names
+	for _, r := range p.ranked {
+		out[r.action] = Explanation{Action: r.action, Score: r.score}
+	}
+	sums := make([]map[string]float32, e.n)
+	m.named(e, p, 1, func(a int, f ftr, _ uint64, name string) {
+		if sums[a] == nil {
+			sums[a] = make(map[string]float32)
 		}
-		sum := make(map[string]float32, len(feats))
-		for i, f := range feats {
-			if names[i] == "" {
-				continue
-			}
-			w := m.w[f.idx&m.mask]
-			if m.truncates() {
-				w = truncWeight(w, g)
-			}
-			sum[names[i]] += float32(w*f.x) * float32(m.contraction)
+		sums[a][name] += float32(m.predictWeight(f.idx)*f.x) * float32(m.contraction)
+	})
+	for a, sum := range sums {
+		if sum != nil {
+			out[a].Features = topContributions(sum, top)
 		}
-		ex.Features = topContributions(sum, top)
 	}
 	return out
 }

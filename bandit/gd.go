@@ -362,6 +362,16 @@ func dot(w []float32, off uint64, feats []ftr) float32 {
 // the weights as they are).
 func (m *Model) truncates() bool { return m.gravity != 0 && m.policy.l1 > 0 }
 
+// predictWeight is the weight at index idx (unmasked) that m predicts
+// with: with --l1, truncated by the accumulated gravity.
+func (m *Model) predictWeight(idx uint64) float32 {
+	w := m.w[idx&m.mask]
+	if m.truncates() {
+		w = truncWeight(w, float32(m.gravity))
+	}
+	return w
+}
+
 // truncWeight is VW's trunc_weight: w moved gravity towards 0, or 0.
 func truncWeight(w, gravity float32) float32 {
 	if gravity < abs32(w) {

@@ -22,7 +22,7 @@ func (m *Model) Names(e *Event, p *Prediction, visit func(slot uint64, name stri
 		m.namesCCB(e, p, visit)
 		return
 	}
-	m.named(e, p, func(_ int, f ftr, k uint64, name string) {
+	m.named(e, p, m.policy.width(), func(_ int, f ftr, k uint64, name string) {
 		visit(((f.idx+k<<2)&m.mask)>>2, name)
 	})
 }
@@ -33,20 +33,16 @@ func (m *Model) Names(e *Event, p *Prediction, visit func(slot uint64, name stri
 // m predicts with: an action's score is the sum of w·x over its features
 // of model 0. e must keep names, as for Names. It allocates.
 func (m *Model) Contributions(e *Event, p *Prediction, visit func(action int, name string, x, w float32)) {
-	m.named(e, p, func(a int, f ftr, k uint64, name string) {
-		w := m.w[(f.idx+k<<2)&m.mask]
-		if g := float32(m.gravity); g != 0 {
-			w = truncWeight(w, g)
-		}
-		visit(a, name, f.x, w*float32(m.contraction))
+	m.named(e, p, m.policy.width(), func(a int, f ftr, k uint64, name string) {
+		visit(a, name, f.x, m.predictWeight(f.idx+k<<2)*float32(m.contraction))
 	})
 }
 
 // named calls visit for every action of e with each named feature m
-// scores it with, for each model k, and its name with the "[k]" suffix.
-func (m *Model) named(e *Event, p *Prediction, visit func(a int, f ftr, k uint64, name string)) {
+// scores it with, for each of the first models k, and its name with the
+// "[k]" suffix.
+func (m *Model) named(e *Event, p *Prediction, models uint64, visit func(a int, f ftr, k uint64, name string)) {
 	m.prepare(e, p)
-	width := m.policy.width()
 	for a := range e.n {
 		m.expand(e, a, p)
 		names := m.linNames(e, a)
@@ -55,7 +51,7 @@ func (m *Model) named(e *Event, p *Prediction, visit func(a int, f ftr, k uint64
 		if len(all) != len(feats) {
 			continue // an event built without names
 		}
-		for k := range width {
+		for k := range models {
 			suffix := ""
 			if k > 0 {
 				suffix = "[" + strconv.FormatUint(k, 10) + "]"
