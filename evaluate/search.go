@@ -224,12 +224,21 @@ const SearchBound = "lower end of the 95% Cressie-Read (CR) interval"
 
 // LowerBound returns a summary's SearchBound.
 func LowerBound(s Summary) float64 {
-	for _, e := range s.Estimates {
-		if e.Estimator == CR && e.Robust != nil {
-			return e.Robust.Lower
-		}
+	if e := CREstimate(s); e != nil && e.Robust != nil {
+		return e.Robust.Lower
 	}
 	return math.Inf(-1)
+}
+
+// CREstimate returns the Cressie-Read estimate of s, the one a search
+// picks by, or nil if s has none.
+func CREstimate(s Summary) *Estimate {
+	for i := range s.Estimates {
+		if s.Estimates[i].Estimator == CR {
+			return &s.Estimates[i]
+		}
+	}
+	return nil
 }
 
 // Search evaluates cfg's policies and budget candidates around current

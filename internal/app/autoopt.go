@@ -268,10 +268,8 @@ func autoApplies(online, best evaluate.Summary) bool {
 // crEstimate returns the Cressie-Read estimate of s and the lower end of
 // its interval, if defined.
 func crEstimate(s evaluate.Summary) (value, lower float64, ok bool) {
-	for _, e := range s.Estimates {
-		if e.Estimator == evaluate.CR && e.Value != nil && e.Robust != nil {
-			return *e.Value, e.Robust.Lower, true
-		}
+	if e := evaluate.CREstimate(s); e != nil && e.Value != nil && e.Robust != nil {
+		return *e.Value, e.Robust.Lower, true
 	}
 	return 0, 0, false
 }
