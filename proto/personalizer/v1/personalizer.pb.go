@@ -324,6 +324,528 @@ func (x *RankRequest) GetDeferActivation() bool {
 	return false
 }
 
+// Slot is one place to fill in a multi-slot rank, with its own features.
+type Slot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique within the request, 1 to 256 characters.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The slot's features. The unnamed namespace's go to Vowpal Wabbit's
+	// slot namespace, named ones keep their names.
+	Features []*Namespace `protobuf:"bytes,2,rep,name=features,proto3" json:"features,omitempty"`
+	// Ids of actions this slot must not take; each must name an action.
+	ExcludedActions []string `protobuf:"bytes,3,rep,name=excluded_actions,json=excludedActions,proto3" json:"excluded_actions,omitempty"`
+	// The action the application would show in this slot: required, unique
+	// among the slots, not excluded. Apprentice and LoggingOnly modes answer
+	// with it.
+	BaselineAction string `protobuf:"bytes,4,opt,name=baseline_action,json=baselineAction,proto3" json:"baseline_action,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Slot) Reset() {
+	*x = Slot{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Slot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Slot) ProtoMessage() {}
+
+func (x *Slot) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Slot.ProtoReflect.Descriptor instead.
+func (*Slot) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Slot) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Slot) GetFeatures() []*Namespace {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *Slot) GetExcludedActions() []string {
+	if x != nil {
+		return x.ExcludedActions
+	}
+	return nil
+}
+
+func (x *Slot) GetBaselineAction() string {
+	if x != nil {
+		return x.BaselineAction
+	}
+	return ""
+}
+
+// MultiSlotRankRequest asks for one action per slot.
+type MultiSlotRankRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Context (shared) features.
+	ContextFeatures []*Namespace `protobuf:"bytes,1,rep,name=context_features,json=contextFeatures,proto3" json:"context_features,omitempty"`
+	// 1 to 50 actions.
+	Actions []*Action `protobuf:"bytes,2,rep,name=actions,proto3" json:"actions,omitempty"`
+	// 1 to 50 slots, no more than there are actions, in the order they are
+	// filled (most prominent first).
+	Slots []*Slot `protobuf:"bytes,3,rep,name=slots,proto3" json:"slots,omitempty"`
+	// As RankRequest's: it seeds every slot's exploration sample.
+	EventId *string `protobuf:"bytes,4,opt,name=event_id,json=eventId,proto3,oneof" json:"event_id,omitempty"`
+	// When true, the event is learned from only after Activate.
+	DeferActivation bool `protobuf:"varint,5,opt,name=defer_activation,json=deferActivation,proto3" json:"defer_activation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MultiSlotRankRequest) Reset() {
+	*x = MultiSlotRankRequest{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiSlotRankRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiSlotRankRequest) ProtoMessage() {}
+
+func (x *MultiSlotRankRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiSlotRankRequest.ProtoReflect.Descriptor instead.
+func (*MultiSlotRankRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MultiSlotRankRequest) GetContextFeatures() []*Namespace {
+	if x != nil {
+		return x.ContextFeatures
+	}
+	return nil
+}
+
+func (x *MultiSlotRankRequest) GetActions() []*Action {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+func (x *MultiSlotRankRequest) GetSlots() []*Slot {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+func (x *MultiSlotRankRequest) GetEventId() string {
+	if x != nil && x.EventId != nil {
+		return *x.EventId
+	}
+	return ""
+}
+
+func (x *MultiSlotRankRequest) GetDeferActivation() bool {
+	if x != nil {
+		return x.DeferActivation
+	}
+	return false
+}
+
+// SlotResponse is the action chosen for one slot.
+type SlotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The action to show in the slot and to reward.
+	RewardActionId string `protobuf:"bytes,2,opt,name=reward_action_id,json=rewardActionId,proto3" json:"reward_action_id,omitempty"`
+	// The slot's candidates with the probabilities they had, the chosen
+	// action first (the answer's, the baseline in Apprentice and
+	// LoggingOnly modes); the other actions had probability 0 for it.
+	Ranking       []*RankedAction `protobuf:"bytes,3,rep,name=ranking,proto3" json:"ranking,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotResponse) Reset() {
+	*x = SlotResponse{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotResponse) ProtoMessage() {}
+
+func (x *SlotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotResponse.ProtoReflect.Descriptor instead.
+func (*SlotResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SlotResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SlotResponse) GetRewardActionId() string {
+	if x != nil {
+		return x.RewardActionId
+	}
+	return ""
+}
+
+func (x *SlotResponse) GetRanking() []*RankedAction {
+	if x != nil {
+		return x.Ranking
+	}
+	return nil
+}
+
+// MultiSlotRankResponse fills every slot of the request, in its order.
+type MultiSlotRankResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Slots   []*SlotResponse        `protobuf:"bytes,1,rep,name=slots,proto3" json:"slots,omitempty"`
+	EventId string                 `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// The model version that decided; empty before the first model.
+	ModelVersion  string `protobuf:"bytes,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiSlotRankResponse) Reset() {
+	*x = MultiSlotRankResponse{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiSlotRankResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiSlotRankResponse) ProtoMessage() {}
+
+func (x *MultiSlotRankResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiSlotRankResponse.ProtoReflect.Descriptor instead.
+func (*MultiSlotRankResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MultiSlotRankResponse) GetSlots() []*SlotResponse {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+func (x *MultiSlotRankResponse) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *MultiSlotRankResponse) GetModelVersion() string {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return ""
+}
+
+type MultiSlotRankStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *MultiSlotRankRequest  `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiSlotRankStreamRequest) Reset() {
+	*x = MultiSlotRankStreamRequest{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiSlotRankStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiSlotRankStreamRequest) ProtoMessage() {}
+
+func (x *MultiSlotRankStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiSlotRankStreamRequest.ProtoReflect.Descriptor instead.
+func (*MultiSlotRankStreamRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MultiSlotRankStreamRequest) GetRequest() *MultiSlotRankRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type MultiSlotRankStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Response      *MultiSlotRankResponse `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiSlotRankStreamResponse) Reset() {
+	*x = MultiSlotRankStreamResponse{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiSlotRankStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiSlotRankStreamResponse) ProtoMessage() {}
+
+func (x *MultiSlotRankStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiSlotRankStreamResponse.ProtoReflect.Descriptor instead.
+func (*MultiSlotRankStreamResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *MultiSlotRankStreamResponse) GetResponse() *MultiSlotRankResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+// SlotReward is the outcome of one slot.
+type SlotReward struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The slot's id, as the rank request named it.
+	SlotId string `protobuf:"bytes,1,opt,name=slot_id,json=slotId,proto3" json:"slot_id,omitempty"`
+	// A finite number in [-1, 1].
+	Value         float32 `protobuf:"fixed32,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotReward) Reset() {
+	*x = SlotReward{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotReward) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotReward) ProtoMessage() {}
+
+func (x *SlotReward) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotReward.ProtoReflect.Descriptor instead.
+func (*SlotReward) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SlotReward) GetSlotId() string {
+	if x != nil {
+		return x.SlotId
+	}
+	return ""
+}
+
+func (x *SlotReward) GetValue() float32 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+// MultiSlotRewardRequest reports outcomes of a multi-slot event.
+type MultiSlotRewardRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	EventId string                 `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// At least one; several for one slot are aggregated as the loop's
+	// rewardAggregation says.
+	Rewards       []*SlotReward `protobuf:"bytes,2,rep,name=rewards,proto3" json:"rewards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiSlotRewardRequest) Reset() {
+	*x = MultiSlotRewardRequest{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiSlotRewardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiSlotRewardRequest) ProtoMessage() {}
+
+func (x *MultiSlotRewardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiSlotRewardRequest.ProtoReflect.Descriptor instead.
+func (*MultiSlotRewardRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MultiSlotRewardRequest) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *MultiSlotRewardRequest) GetRewards() []*SlotReward {
+	if x != nil {
+		return x.Rewards
+	}
+	return nil
+}
+
+// MultiSlotRewardResponse is empty: the rewards are accepted for the
+// event's window.
+type MultiSlotRewardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiSlotRewardResponse) Reset() {
+	*x = MultiSlotRewardResponse{}
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiSlotRewardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiSlotRewardResponse) ProtoMessage() {}
+
+func (x *MultiSlotRewardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiSlotRewardResponse.ProtoReflect.Descriptor instead.
+func (*MultiSlotRewardResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{12}
+}
+
 // RankedAction is an action with the probability it was chosen with.
 type RankedAction struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -335,7 +857,7 @@ type RankedAction struct {
 
 func (x *RankedAction) Reset() {
 	*x = RankedAction{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[4]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +869,7 @@ func (x *RankedAction) String() string {
 func (*RankedAction) ProtoMessage() {}
 
 func (x *RankedAction) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[4]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +882,7 @@ func (x *RankedAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankedAction.ProtoReflect.Descriptor instead.
 func (*RankedAction) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{4}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RankedAction) GetId() string {
@@ -397,7 +919,7 @@ type RankResponse struct {
 
 func (x *RankResponse) Reset() {
 	*x = RankResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[5]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +931,7 @@ func (x *RankResponse) String() string {
 func (*RankResponse) ProtoMessage() {}
 
 func (x *RankResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[5]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +944,7 @@ func (x *RankResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankResponse.ProtoReflect.Descriptor instead.
 func (*RankResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{5}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RankResponse) GetRanking() []*RankedAction {
@@ -472,7 +994,7 @@ type ActionExplanation struct {
 
 func (x *ActionExplanation) Reset() {
 	*x = ActionExplanation{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[6]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +1006,7 @@ func (x *ActionExplanation) String() string {
 func (*ActionExplanation) ProtoMessage() {}
 
 func (x *ActionExplanation) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[6]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +1019,7 @@ func (x *ActionExplanation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActionExplanation.ProtoReflect.Descriptor instead.
 func (*ActionExplanation) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{6}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ActionExplanation) GetId() string {
@@ -529,7 +1051,7 @@ type FeatureScore struct {
 
 func (x *FeatureScore) Reset() {
 	*x = FeatureScore{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[7]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +1063,7 @@ func (x *FeatureScore) String() string {
 func (*FeatureScore) ProtoMessage() {}
 
 func (x *FeatureScore) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[7]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +1076,7 @@ func (x *FeatureScore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureScore.ProtoReflect.Descriptor instead.
 func (*FeatureScore) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{7}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FeatureScore) GetName() string {
@@ -581,7 +1103,7 @@ type RankStreamRequest struct {
 
 func (x *RankStreamRequest) Reset() {
 	*x = RankStreamRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[8]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +1115,7 @@ func (x *RankStreamRequest) String() string {
 func (*RankStreamRequest) ProtoMessage() {}
 
 func (x *RankStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[8]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +1128,7 @@ func (x *RankStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStreamRequest.ProtoReflect.Descriptor instead.
 func (*RankStreamRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{8}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RankStreamRequest) GetRequest() *RankRequest {
@@ -626,7 +1148,7 @@ type RankStreamResponse struct {
 
 func (x *RankStreamResponse) Reset() {
 	*x = RankStreamResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[9]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +1160,7 @@ func (x *RankStreamResponse) String() string {
 func (*RankStreamResponse) ProtoMessage() {}
 
 func (x *RankStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[9]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +1173,7 @@ func (x *RankStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStreamResponse.ProtoReflect.Descriptor instead.
 func (*RankStreamResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{9}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RankStreamResponse) GetResponse() *RankResponse {
@@ -673,7 +1195,7 @@ type RewardRequest struct {
 
 func (x *RewardRequest) Reset() {
 	*x = RewardRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[10]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +1207,7 @@ func (x *RewardRequest) String() string {
 func (*RewardRequest) ProtoMessage() {}
 
 func (x *RewardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[10]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +1220,7 @@ func (x *RewardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewardRequest.ProtoReflect.Descriptor instead.
 func (*RewardRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{10}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RewardRequest) GetEventId() string {
@@ -724,7 +1246,7 @@ type RewardResponse struct {
 
 func (x *RewardResponse) Reset() {
 	*x = RewardResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[11]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +1258,7 @@ func (x *RewardResponse) String() string {
 func (*RewardResponse) ProtoMessage() {}
 
 func (x *RewardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[11]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +1271,7 @@ func (x *RewardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewardResponse.ProtoReflect.Descriptor instead.
 func (*RewardResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{11}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{20}
 }
 
 // ActivateRequest activates a deferred event.
@@ -762,7 +1284,7 @@ type ActivateRequest struct {
 
 func (x *ActivateRequest) Reset() {
 	*x = ActivateRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +1296,7 @@ func (x *ActivateRequest) String() string {
 func (*ActivateRequest) ProtoMessage() {}
 
 func (x *ActivateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[12]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +1309,7 @@ func (x *ActivateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateRequest.ProtoReflect.Descriptor instead.
 func (*ActivateRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{12}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ActivateRequest) GetEventId() string {
@@ -806,7 +1328,7 @@ type ActivateResponse struct {
 
 func (x *ActivateResponse) Reset() {
 	*x = ActivateResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1340,7 @@ func (x *ActivateResponse) String() string {
 func (*ActivateResponse) ProtoMessage() {}
 
 func (x *ActivateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[13]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1353,7 @@ func (x *ActivateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateResponse.ProtoReflect.Descriptor instead.
 func (*ActivateResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{13}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{22}
 }
 
 type WatchRankSettingsRequest struct {
@@ -842,7 +1364,7 @@ type WatchRankSettingsRequest struct {
 
 func (x *WatchRankSettingsRequest) Reset() {
 	*x = WatchRankSettingsRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1376,7 @@ func (x *WatchRankSettingsRequest) String() string {
 func (*WatchRankSettingsRequest) ProtoMessage() {}
 
 func (x *WatchRankSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[14]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1389,7 @@ func (x *WatchRankSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRankSettingsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRankSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{14}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{23}
 }
 
 // WatchRankSettingsResponse carries the settings, whole, after a change.
@@ -880,7 +1402,7 @@ type WatchRankSettingsResponse struct {
 
 func (x *WatchRankSettingsResponse) Reset() {
 	*x = WatchRankSettingsResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1414,7 @@ func (x *WatchRankSettingsResponse) String() string {
 func (*WatchRankSettingsResponse) ProtoMessage() {}
 
 func (x *WatchRankSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[15]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1427,7 @@ func (x *WatchRankSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRankSettingsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRankSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{15}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchRankSettingsResponse) GetSettings() *RankSettings {
@@ -943,7 +1465,7 @@ type RankSettings struct {
 
 func (x *RankSettings) Reset() {
 	*x = RankSettings{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1477,7 @@ func (x *RankSettings) String() string {
 func (*RankSettings) ProtoMessage() {}
 
 func (x *RankSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[16]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1490,7 @@ func (x *RankSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankSettings.ProtoReflect.Descriptor instead.
 func (*RankSettings) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{16}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RankSettings) GetConfigVersion() uint64 {
@@ -1037,7 +1559,7 @@ type LogRanksRequest struct {
 
 func (x *LogRanksRequest) Reset() {
 	*x = LogRanksRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1571,7 @@ func (x *LogRanksRequest) String() string {
 func (*LogRanksRequest) ProtoMessage() {}
 
 func (x *LogRanksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[17]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1584,7 @@ func (x *LogRanksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRanksRequest.ProtoReflect.Descriptor instead.
 func (*LogRanksRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{17}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogRanksRequest) GetEntries() []*LoggedRank {
@@ -1095,7 +1617,7 @@ type LoggedRank struct {
 
 func (x *LoggedRank) Reset() {
 	*x = LoggedRank{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[18]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1629,7 @@ func (x *LoggedRank) String() string {
 func (*LoggedRank) ProtoMessage() {}
 
 func (x *LoggedRank) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[18]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1642,7 @@ func (x *LoggedRank) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoggedRank.ProtoReflect.Descriptor instead.
 func (*LoggedRank) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{18}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LoggedRank) GetRequest() *RankRequest {
@@ -1167,7 +1689,7 @@ type LogRanksResponse struct {
 
 func (x *LogRanksResponse) Reset() {
 	*x = LogRanksResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[19]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1701,7 @@ func (x *LogRanksResponse) String() string {
 func (*LogRanksResponse) ProtoMessage() {}
 
 func (x *LogRanksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[19]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1714,7 @@ func (x *LogRanksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRanksResponse.ProtoReflect.Descriptor instead.
 func (*LogRanksResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{19}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{28}
 }
 
 type GetDecisionRequest struct {
@@ -1210,7 +1732,7 @@ type GetDecisionRequest struct {
 
 func (x *GetDecisionRequest) Reset() {
 	*x = GetDecisionRequest{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[20]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1744,7 @@ func (x *GetDecisionRequest) String() string {
 func (*GetDecisionRequest) ProtoMessage() {}
 
 func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[20]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1757,7 @@ func (x *GetDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionRequest.ProtoReflect.Descriptor instead.
 func (*GetDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{20}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetDecisionRequest) GetEventId() string {
@@ -1268,7 +1790,7 @@ type GetDecisionResponse struct {
 
 func (x *GetDecisionResponse) Reset() {
 	*x = GetDecisionResponse{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[21]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1802,7 @@ func (x *GetDecisionResponse) String() string {
 func (*GetDecisionResponse) ProtoMessage() {}
 
 func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[21]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1815,7 @@ func (x *GetDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDecisionResponse.ProtoReflect.Descriptor instead.
 func (*GetDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{21}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetDecisionResponse) GetDecision() *Decision {
@@ -1348,7 +1870,7 @@ type Decision struct {
 
 func (x *Decision) Reset() {
 	*x = Decision{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[22]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1882,7 @@ func (x *Decision) String() string {
 func (*Decision) ProtoMessage() {}
 
 func (x *Decision) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[22]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1895,7 @@ func (x *Decision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decision.ProtoReflect.Descriptor instead.
 func (*Decision) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{22}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Decision) GetEventId() string {
@@ -1493,7 +2015,7 @@ type ActionScore struct {
 
 func (x *ActionScore) Reset() {
 	*x = ActionScore{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[23]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +2027,7 @@ func (x *ActionScore) String() string {
 func (*ActionScore) ProtoMessage() {}
 
 func (x *ActionScore) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[23]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +2040,7 @@ func (x *ActionScore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActionScore.ProtoReflect.Descriptor instead.
 func (*ActionScore) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{23}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ActionScore) GetId() string {
@@ -1567,7 +2089,7 @@ type DecisionOutcome struct {
 
 func (x *DecisionOutcome) Reset() {
 	*x = DecisionOutcome{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[24]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +2101,7 @@ func (x *DecisionOutcome) String() string {
 func (*DecisionOutcome) ProtoMessage() {}
 
 func (x *DecisionOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[24]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +2114,7 @@ func (x *DecisionOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionOutcome.ProtoReflect.Descriptor instead.
 func (*DecisionOutcome) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{24}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DecisionOutcome) GetStatus() string {
@@ -1671,7 +2193,7 @@ type UnjoinedOutcome struct {
 
 func (x *UnjoinedOutcome) Reset() {
 	*x = UnjoinedOutcome{}
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[25]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +2205,7 @@ func (x *UnjoinedOutcome) String() string {
 func (*UnjoinedOutcome) ProtoMessage() {}
 
 func (x *UnjoinedOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_v1_personalizer_proto_msgTypes[25]
+	mi := &file_personalizer_v1_personalizer_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +2218,7 @@ func (x *UnjoinedOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnjoinedOutcome.ProtoReflect.Descriptor instead.
 func (*UnjoinedOutcome) Descriptor() ([]byte, []int) {
-	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{25}
+	return file_personalizer_v1_personalizer_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UnjoinedOutcome) GetReason() string {
@@ -1744,7 +2266,39 @@ const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\x10excluded_actions\x18\x03 \x03(\tR\x0fexcludedActions\x12\x1e\n" +
 	"\bevent_id\x18\x04 \x01(\tH\x00R\aeventId\x88\x01\x01\x12)\n" +
 	"\x10defer_activation\x18\x05 \x01(\bR\x0fdeferActivationB\v\n" +
-	"\t_event_id\"@\n" +
+	"\t_event_id\"\xa2\x01\n" +
+	"\x04Slot\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
+	"\bfeatures\x18\x02 \x03(\v2\x1a.personalizer.v1.NamespaceR\bfeatures\x12)\n" +
+	"\x10excluded_actions\x18\x03 \x03(\tR\x0fexcludedActions\x12'\n" +
+	"\x0fbaseline_action\x18\x04 \x01(\tR\x0ebaselineAction\"\x95\x02\n" +
+	"\x14MultiSlotRankRequest\x12E\n" +
+	"\x10context_features\x18\x01 \x03(\v2\x1a.personalizer.v1.NamespaceR\x0fcontextFeatures\x121\n" +
+	"\aactions\x18\x02 \x03(\v2\x17.personalizer.v1.ActionR\aactions\x12+\n" +
+	"\x05slots\x18\x03 \x03(\v2\x15.personalizer.v1.SlotR\x05slots\x12\x1e\n" +
+	"\bevent_id\x18\x04 \x01(\tH\x00R\aeventId\x88\x01\x01\x12)\n" +
+	"\x10defer_activation\x18\x05 \x01(\bR\x0fdeferActivationB\v\n" +
+	"\t_event_id\"\x81\x01\n" +
+	"\fSlotResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
+	"\x10reward_action_id\x18\x02 \x01(\tR\x0erewardActionId\x127\n" +
+	"\aranking\x18\x03 \x03(\v2\x1d.personalizer.v1.RankedActionR\aranking\"\x8c\x01\n" +
+	"\x15MultiSlotRankResponse\x123\n" +
+	"\x05slots\x18\x01 \x03(\v2\x1d.personalizer.v1.SlotResponseR\x05slots\x12\x19\n" +
+	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12#\n" +
+	"\rmodel_version\x18\x03 \x01(\tR\fmodelVersion\"]\n" +
+	"\x1aMultiSlotRankStreamRequest\x12?\n" +
+	"\arequest\x18\x01 \x01(\v2%.personalizer.v1.MultiSlotRankRequestR\arequest\"a\n" +
+	"\x1bMultiSlotRankStreamResponse\x12B\n" +
+	"\bresponse\x18\x01 \x01(\v2&.personalizer.v1.MultiSlotRankResponseR\bresponse\";\n" +
+	"\n" +
+	"SlotReward\x12\x17\n" +
+	"\aslot_id\x18\x01 \x01(\tR\x06slotId\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x02R\x05value\"j\n" +
+	"\x16MultiSlotRewardRequest\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x125\n" +
+	"\arewards\x18\x02 \x03(\v2\x1b.personalizer.v1.SlotRewardR\arewards\"\x19\n" +
+	"\x17MultiSlotRewardResponse\"@\n" +
 	"\fRankedAction\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
 	"\vprobability\x18\x02 \x01(\x02R\vprobability\"\x8a\x02\n" +
@@ -1833,7 +2387,7 @@ const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\x02H\x00R\x05value\x88\x01\x01\x128\n" +
 	"\ttimestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestampB\b\n" +
-	"\x06_value2\xea\x04\n" +
+	"\x06_value2\xa6\a\n" +
 	"\x13PersonalizerService\x12C\n" +
 	"\x04Rank\x12\x1c.personalizer.v1.RankRequest\x1a\x1d.personalizer.v1.RankResponse\x12Y\n" +
 	"\n" +
@@ -1842,7 +2396,10 @@ const file_personalizer_v1_personalizer_proto_rawDesc = "" +
 	"\bActivate\x12 .personalizer.v1.ActivateRequest\x1a!.personalizer.v1.ActivateResponse\x12l\n" +
 	"\x11WatchRankSettings\x12).personalizer.v1.WatchRankSettingsRequest\x1a*.personalizer.v1.WatchRankSettingsResponse0\x01\x12O\n" +
 	"\bLogRanks\x12 .personalizer.v1.LogRanksRequest\x1a!.personalizer.v1.LogRanksResponse\x12X\n" +
-	"\vGetDecision\x12#.personalizer.v1.GetDecisionRequest\x1a$.personalizer.v1.GetDecisionResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
+	"\vGetDecision\x12#.personalizer.v1.GetDecisionRequest\x1a$.personalizer.v1.GetDecisionResponse\x12^\n" +
+	"\rMultiSlotRank\x12%.personalizer.v1.MultiSlotRankRequest\x1a&.personalizer.v1.MultiSlotRankResponse\x12t\n" +
+	"\x13MultiSlotRankStream\x12+.personalizer.v1.MultiSlotRankStreamRequest\x1a,.personalizer.v1.MultiSlotRankStreamResponse(\x010\x01\x12d\n" +
+	"\x0fMultiSlotReward\x12'.personalizer.v1.MultiSlotRewardRequest\x1a(.personalizer.v1.MultiSlotRewardResponseBPZNgithub.com/open-personalizer/personalizer/proto/personalizer/v1;personalizerv1b\x06proto3"
 
 var (
 	file_personalizer_v1_personalizer_proto_rawDescOnce sync.Once
@@ -1856,82 +2413,106 @@ func file_personalizer_v1_personalizer_proto_rawDescGZIP() []byte {
 	return file_personalizer_v1_personalizer_proto_rawDescData
 }
 
-var file_personalizer_v1_personalizer_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_personalizer_v1_personalizer_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_personalizer_v1_personalizer_proto_goTypes = []any{
-	(*Feature)(nil),                   // 0: personalizer.v1.Feature
-	(*Namespace)(nil),                 // 1: personalizer.v1.Namespace
-	(*Action)(nil),                    // 2: personalizer.v1.Action
-	(*RankRequest)(nil),               // 3: personalizer.v1.RankRequest
-	(*RankedAction)(nil),              // 4: personalizer.v1.RankedAction
-	(*RankResponse)(nil),              // 5: personalizer.v1.RankResponse
-	(*ActionExplanation)(nil),         // 6: personalizer.v1.ActionExplanation
-	(*FeatureScore)(nil),              // 7: personalizer.v1.FeatureScore
-	(*RankStreamRequest)(nil),         // 8: personalizer.v1.RankStreamRequest
-	(*RankStreamResponse)(nil),        // 9: personalizer.v1.RankStreamResponse
-	(*RewardRequest)(nil),             // 10: personalizer.v1.RewardRequest
-	(*RewardResponse)(nil),            // 11: personalizer.v1.RewardResponse
-	(*ActivateRequest)(nil),           // 12: personalizer.v1.ActivateRequest
-	(*ActivateResponse)(nil),          // 13: personalizer.v1.ActivateResponse
-	(*WatchRankSettingsRequest)(nil),  // 14: personalizer.v1.WatchRankSettingsRequest
-	(*WatchRankSettingsResponse)(nil), // 15: personalizer.v1.WatchRankSettingsResponse
-	(*RankSettings)(nil),              // 16: personalizer.v1.RankSettings
-	(*LogRanksRequest)(nil),           // 17: personalizer.v1.LogRanksRequest
-	(*LoggedRank)(nil),                // 18: personalizer.v1.LoggedRank
-	(*LogRanksResponse)(nil),          // 19: personalizer.v1.LogRanksResponse
-	(*GetDecisionRequest)(nil),        // 20: personalizer.v1.GetDecisionRequest
-	(*GetDecisionResponse)(nil),       // 21: personalizer.v1.GetDecisionResponse
-	(*Decision)(nil),                  // 22: personalizer.v1.Decision
-	(*ActionScore)(nil),               // 23: personalizer.v1.ActionScore
-	(*DecisionOutcome)(nil),           // 24: personalizer.v1.DecisionOutcome
-	(*UnjoinedOutcome)(nil),           // 25: personalizer.v1.UnjoinedOutcome
-	(*Limits)(nil),                    // 26: personalizer.v1.Limits
-	(*ModelProperties)(nil),           // 27: personalizer.v1.ModelProperties
-	(*timestamppb.Timestamp)(nil),     // 28: google.protobuf.Timestamp
+	(*Feature)(nil),                     // 0: personalizer.v1.Feature
+	(*Namespace)(nil),                   // 1: personalizer.v1.Namespace
+	(*Action)(nil),                      // 2: personalizer.v1.Action
+	(*RankRequest)(nil),                 // 3: personalizer.v1.RankRequest
+	(*Slot)(nil),                        // 4: personalizer.v1.Slot
+	(*MultiSlotRankRequest)(nil),        // 5: personalizer.v1.MultiSlotRankRequest
+	(*SlotResponse)(nil),                // 6: personalizer.v1.SlotResponse
+	(*MultiSlotRankResponse)(nil),       // 7: personalizer.v1.MultiSlotRankResponse
+	(*MultiSlotRankStreamRequest)(nil),  // 8: personalizer.v1.MultiSlotRankStreamRequest
+	(*MultiSlotRankStreamResponse)(nil), // 9: personalizer.v1.MultiSlotRankStreamResponse
+	(*SlotReward)(nil),                  // 10: personalizer.v1.SlotReward
+	(*MultiSlotRewardRequest)(nil),      // 11: personalizer.v1.MultiSlotRewardRequest
+	(*MultiSlotRewardResponse)(nil),     // 12: personalizer.v1.MultiSlotRewardResponse
+	(*RankedAction)(nil),                // 13: personalizer.v1.RankedAction
+	(*RankResponse)(nil),                // 14: personalizer.v1.RankResponse
+	(*ActionExplanation)(nil),           // 15: personalizer.v1.ActionExplanation
+	(*FeatureScore)(nil),                // 16: personalizer.v1.FeatureScore
+	(*RankStreamRequest)(nil),           // 17: personalizer.v1.RankStreamRequest
+	(*RankStreamResponse)(nil),          // 18: personalizer.v1.RankStreamResponse
+	(*RewardRequest)(nil),               // 19: personalizer.v1.RewardRequest
+	(*RewardResponse)(nil),              // 20: personalizer.v1.RewardResponse
+	(*ActivateRequest)(nil),             // 21: personalizer.v1.ActivateRequest
+	(*ActivateResponse)(nil),            // 22: personalizer.v1.ActivateResponse
+	(*WatchRankSettingsRequest)(nil),    // 23: personalizer.v1.WatchRankSettingsRequest
+	(*WatchRankSettingsResponse)(nil),   // 24: personalizer.v1.WatchRankSettingsResponse
+	(*RankSettings)(nil),                // 25: personalizer.v1.RankSettings
+	(*LogRanksRequest)(nil),             // 26: personalizer.v1.LogRanksRequest
+	(*LoggedRank)(nil),                  // 27: personalizer.v1.LoggedRank
+	(*LogRanksResponse)(nil),            // 28: personalizer.v1.LogRanksResponse
+	(*GetDecisionRequest)(nil),          // 29: personalizer.v1.GetDecisionRequest
+	(*GetDecisionResponse)(nil),         // 30: personalizer.v1.GetDecisionResponse
+	(*Decision)(nil),                    // 31: personalizer.v1.Decision
+	(*ActionScore)(nil),                 // 32: personalizer.v1.ActionScore
+	(*DecisionOutcome)(nil),             // 33: personalizer.v1.DecisionOutcome
+	(*UnjoinedOutcome)(nil),             // 34: personalizer.v1.UnjoinedOutcome
+	(*Limits)(nil),                      // 35: personalizer.v1.Limits
+	(*ModelProperties)(nil),             // 36: personalizer.v1.ModelProperties
+	(*timestamppb.Timestamp)(nil),       // 37: google.protobuf.Timestamp
 }
 var file_personalizer_v1_personalizer_proto_depIdxs = []int32{
 	0,  // 0: personalizer.v1.Namespace.features:type_name -> personalizer.v1.Feature
 	1,  // 1: personalizer.v1.Action.features:type_name -> personalizer.v1.Namespace
 	1,  // 2: personalizer.v1.RankRequest.context_features:type_name -> personalizer.v1.Namespace
 	2,  // 3: personalizer.v1.RankRequest.actions:type_name -> personalizer.v1.Action
-	4,  // 4: personalizer.v1.RankResponse.ranking:type_name -> personalizer.v1.RankedAction
-	6,  // 5: personalizer.v1.RankResponse.inference_explanation:type_name -> personalizer.v1.ActionExplanation
-	7,  // 6: personalizer.v1.ActionExplanation.features:type_name -> personalizer.v1.FeatureScore
-	3,  // 7: personalizer.v1.RankStreamRequest.request:type_name -> personalizer.v1.RankRequest
-	5,  // 8: personalizer.v1.RankStreamResponse.response:type_name -> personalizer.v1.RankResponse
-	16, // 9: personalizer.v1.WatchRankSettingsResponse.settings:type_name -> personalizer.v1.RankSettings
-	26, // 10: personalizer.v1.RankSettings.limits:type_name -> personalizer.v1.Limits
-	27, // 11: personalizer.v1.RankSettings.model:type_name -> personalizer.v1.ModelProperties
-	18, // 12: personalizer.v1.LogRanksRequest.entries:type_name -> personalizer.v1.LoggedRank
-	3,  // 13: personalizer.v1.LoggedRank.request:type_name -> personalizer.v1.RankRequest
-	28, // 14: personalizer.v1.GetDecisionRequest.at:type_name -> google.protobuf.Timestamp
-	22, // 15: personalizer.v1.GetDecisionResponse.decision:type_name -> personalizer.v1.Decision
-	28, // 16: personalizer.v1.Decision.timestamp:type_name -> google.protobuf.Timestamp
-	3,  // 17: personalizer.v1.Decision.request:type_name -> personalizer.v1.RankRequest
-	4,  // 18: personalizer.v1.Decision.ranking:type_name -> personalizer.v1.RankedAction
-	24, // 19: personalizer.v1.Decision.outcome:type_name -> personalizer.v1.DecisionOutcome
-	23, // 20: personalizer.v1.Decision.scores:type_name -> personalizer.v1.ActionScore
-	6,  // 21: personalizer.v1.Decision.explanations:type_name -> personalizer.v1.ActionExplanation
-	25, // 22: personalizer.v1.DecisionOutcome.unjoined:type_name -> personalizer.v1.UnjoinedOutcome
-	28, // 23: personalizer.v1.UnjoinedOutcome.timestamp:type_name -> google.protobuf.Timestamp
-	3,  // 24: personalizer.v1.PersonalizerService.Rank:input_type -> personalizer.v1.RankRequest
-	8,  // 25: personalizer.v1.PersonalizerService.RankStream:input_type -> personalizer.v1.RankStreamRequest
-	10, // 26: personalizer.v1.PersonalizerService.Reward:input_type -> personalizer.v1.RewardRequest
-	12, // 27: personalizer.v1.PersonalizerService.Activate:input_type -> personalizer.v1.ActivateRequest
-	14, // 28: personalizer.v1.PersonalizerService.WatchRankSettings:input_type -> personalizer.v1.WatchRankSettingsRequest
-	17, // 29: personalizer.v1.PersonalizerService.LogRanks:input_type -> personalizer.v1.LogRanksRequest
-	20, // 30: personalizer.v1.PersonalizerService.GetDecision:input_type -> personalizer.v1.GetDecisionRequest
-	5,  // 31: personalizer.v1.PersonalizerService.Rank:output_type -> personalizer.v1.RankResponse
-	9,  // 32: personalizer.v1.PersonalizerService.RankStream:output_type -> personalizer.v1.RankStreamResponse
-	11, // 33: personalizer.v1.PersonalizerService.Reward:output_type -> personalizer.v1.RewardResponse
-	13, // 34: personalizer.v1.PersonalizerService.Activate:output_type -> personalizer.v1.ActivateResponse
-	15, // 35: personalizer.v1.PersonalizerService.WatchRankSettings:output_type -> personalizer.v1.WatchRankSettingsResponse
-	19, // 36: personalizer.v1.PersonalizerService.LogRanks:output_type -> personalizer.v1.LogRanksResponse
-	21, // 37: personalizer.v1.PersonalizerService.GetDecision:output_type -> personalizer.v1.GetDecisionResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	1,  // 4: personalizer.v1.Slot.features:type_name -> personalizer.v1.Namespace
+	1,  // 5: personalizer.v1.MultiSlotRankRequest.context_features:type_name -> personalizer.v1.Namespace
+	2,  // 6: personalizer.v1.MultiSlotRankRequest.actions:type_name -> personalizer.v1.Action
+	4,  // 7: personalizer.v1.MultiSlotRankRequest.slots:type_name -> personalizer.v1.Slot
+	13, // 8: personalizer.v1.SlotResponse.ranking:type_name -> personalizer.v1.RankedAction
+	6,  // 9: personalizer.v1.MultiSlotRankResponse.slots:type_name -> personalizer.v1.SlotResponse
+	5,  // 10: personalizer.v1.MultiSlotRankStreamRequest.request:type_name -> personalizer.v1.MultiSlotRankRequest
+	7,  // 11: personalizer.v1.MultiSlotRankStreamResponse.response:type_name -> personalizer.v1.MultiSlotRankResponse
+	10, // 12: personalizer.v1.MultiSlotRewardRequest.rewards:type_name -> personalizer.v1.SlotReward
+	13, // 13: personalizer.v1.RankResponse.ranking:type_name -> personalizer.v1.RankedAction
+	15, // 14: personalizer.v1.RankResponse.inference_explanation:type_name -> personalizer.v1.ActionExplanation
+	16, // 15: personalizer.v1.ActionExplanation.features:type_name -> personalizer.v1.FeatureScore
+	3,  // 16: personalizer.v1.RankStreamRequest.request:type_name -> personalizer.v1.RankRequest
+	14, // 17: personalizer.v1.RankStreamResponse.response:type_name -> personalizer.v1.RankResponse
+	25, // 18: personalizer.v1.WatchRankSettingsResponse.settings:type_name -> personalizer.v1.RankSettings
+	35, // 19: personalizer.v1.RankSettings.limits:type_name -> personalizer.v1.Limits
+	36, // 20: personalizer.v1.RankSettings.model:type_name -> personalizer.v1.ModelProperties
+	27, // 21: personalizer.v1.LogRanksRequest.entries:type_name -> personalizer.v1.LoggedRank
+	3,  // 22: personalizer.v1.LoggedRank.request:type_name -> personalizer.v1.RankRequest
+	37, // 23: personalizer.v1.GetDecisionRequest.at:type_name -> google.protobuf.Timestamp
+	31, // 24: personalizer.v1.GetDecisionResponse.decision:type_name -> personalizer.v1.Decision
+	37, // 25: personalizer.v1.Decision.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 26: personalizer.v1.Decision.request:type_name -> personalizer.v1.RankRequest
+	13, // 27: personalizer.v1.Decision.ranking:type_name -> personalizer.v1.RankedAction
+	33, // 28: personalizer.v1.Decision.outcome:type_name -> personalizer.v1.DecisionOutcome
+	32, // 29: personalizer.v1.Decision.scores:type_name -> personalizer.v1.ActionScore
+	15, // 30: personalizer.v1.Decision.explanations:type_name -> personalizer.v1.ActionExplanation
+	34, // 31: personalizer.v1.DecisionOutcome.unjoined:type_name -> personalizer.v1.UnjoinedOutcome
+	37, // 32: personalizer.v1.UnjoinedOutcome.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 33: personalizer.v1.PersonalizerService.Rank:input_type -> personalizer.v1.RankRequest
+	17, // 34: personalizer.v1.PersonalizerService.RankStream:input_type -> personalizer.v1.RankStreamRequest
+	19, // 35: personalizer.v1.PersonalizerService.Reward:input_type -> personalizer.v1.RewardRequest
+	21, // 36: personalizer.v1.PersonalizerService.Activate:input_type -> personalizer.v1.ActivateRequest
+	23, // 37: personalizer.v1.PersonalizerService.WatchRankSettings:input_type -> personalizer.v1.WatchRankSettingsRequest
+	26, // 38: personalizer.v1.PersonalizerService.LogRanks:input_type -> personalizer.v1.LogRanksRequest
+	29, // 39: personalizer.v1.PersonalizerService.GetDecision:input_type -> personalizer.v1.GetDecisionRequest
+	5,  // 40: personalizer.v1.PersonalizerService.MultiSlotRank:input_type -> personalizer.v1.MultiSlotRankRequest
+	8,  // 41: personalizer.v1.PersonalizerService.MultiSlotRankStream:input_type -> personalizer.v1.MultiSlotRankStreamRequest
+	11, // 42: personalizer.v1.PersonalizerService.MultiSlotReward:input_type -> personalizer.v1.MultiSlotRewardRequest
+	14, // 43: personalizer.v1.PersonalizerService.Rank:output_type -> personalizer.v1.RankResponse
+	18, // 44: personalizer.v1.PersonalizerService.RankStream:output_type -> personalizer.v1.RankStreamResponse
+	20, // 45: personalizer.v1.PersonalizerService.Reward:output_type -> personalizer.v1.RewardResponse
+	22, // 46: personalizer.v1.PersonalizerService.Activate:output_type -> personalizer.v1.ActivateResponse
+	24, // 47: personalizer.v1.PersonalizerService.WatchRankSettings:output_type -> personalizer.v1.WatchRankSettingsResponse
+	28, // 48: personalizer.v1.PersonalizerService.LogRanks:output_type -> personalizer.v1.LogRanksResponse
+	30, // 49: personalizer.v1.PersonalizerService.GetDecision:output_type -> personalizer.v1.GetDecisionResponse
+	7,  // 50: personalizer.v1.PersonalizerService.MultiSlotRank:output_type -> personalizer.v1.MultiSlotRankResponse
+	9,  // 51: personalizer.v1.PersonalizerService.MultiSlotRankStream:output_type -> personalizer.v1.MultiSlotRankStreamResponse
+	12, // 52: personalizer.v1.PersonalizerService.MultiSlotReward:output_type -> personalizer.v1.MultiSlotRewardResponse
+	43, // [43:53] is the sub-list for method output_type
+	33, // [33:43] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_v1_personalizer_proto_init() }
@@ -1946,14 +2527,15 @@ func file_personalizer_v1_personalizer_proto_init() {
 		(*Feature_BoolValue)(nil),
 	}
 	file_personalizer_v1_personalizer_proto_msgTypes[3].OneofWrappers = []any{}
-	file_personalizer_v1_personalizer_proto_msgTypes[25].OneofWrappers = []any{}
+	file_personalizer_v1_personalizer_proto_msgTypes[5].OneofWrappers = []any{}
+	file_personalizer_v1_personalizer_proto_msgTypes[34].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_v1_personalizer_proto_rawDesc), len(file_personalizer_v1_personalizer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,13 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PersonalizerService_Rank_FullMethodName              = "/personalizer.v1.PersonalizerService/Rank"
-	PersonalizerService_RankStream_FullMethodName        = "/personalizer.v1.PersonalizerService/RankStream"
-	PersonalizerService_Reward_FullMethodName            = "/personalizer.v1.PersonalizerService/Reward"
-	PersonalizerService_Activate_FullMethodName          = "/personalizer.v1.PersonalizerService/Activate"
-	PersonalizerService_WatchRankSettings_FullMethodName = "/personalizer.v1.PersonalizerService/WatchRankSettings"
-	PersonalizerService_LogRanks_FullMethodName          = "/personalizer.v1.PersonalizerService/LogRanks"
-	PersonalizerService_GetDecision_FullMethodName       = "/personalizer.v1.PersonalizerService/GetDecision"
+	PersonalizerService_Rank_FullMethodName                = "/personalizer.v1.PersonalizerService/Rank"
+	PersonalizerService_RankStream_FullMethodName          = "/personalizer.v1.PersonalizerService/RankStream"
+	PersonalizerService_Reward_FullMethodName              = "/personalizer.v1.PersonalizerService/Reward"
+	PersonalizerService_Activate_FullMethodName            = "/personalizer.v1.PersonalizerService/Activate"
+	PersonalizerService_WatchRankSettings_FullMethodName   = "/personalizer.v1.PersonalizerService/WatchRankSettings"
+	PersonalizerService_LogRanks_FullMethodName            = "/personalizer.v1.PersonalizerService/LogRanks"
+	PersonalizerService_GetDecision_FullMethodName         = "/personalizer.v1.PersonalizerService/GetDecision"
+	PersonalizerService_MultiSlotRank_FullMethodName       = "/personalizer.v1.PersonalizerService/MultiSlotRank"
+	PersonalizerService_MultiSlotRankStream_FullMethodName = "/personalizer.v1.PersonalizerService/MultiSlotRankStream"
+	PersonalizerService_MultiSlotReward_FullMethodName     = "/personalizer.v1.PersonalizerService/MultiSlotReward"
 )
 
 // PersonalizerServiceClient is the client API for PersonalizerService service.
@@ -66,6 +69,22 @@ type PersonalizerServiceClient interface {
 	// version (recomputed off the request path). An event not found is
 	// NotFound.
 	GetDecision(ctx context.Context, in *GetDecisionRequest, opts ...grpc.CallOption) (*GetDecisionResponse, error)
+	// MultiSlotRank fills the request's slots, in order, each with one
+	// action that no earlier slot took and the slot does not exclude:
+	// Vowpal Wabbit's conditional contextual bandit (--ccb_explore_adf),
+	// each slot explored and sampled as VW does, seeded by the event id and
+	// the slot's id. Only a multi-slot loop (its policy has
+	// --ccb_explore_adf) answers it; a single-slot loop answers
+	// FailedPrecondition, as Rank does on a multi-slot loop.
+	MultiSlotRank(ctx context.Context, in *MultiSlotRankRequest, opts ...grpc.CallOption) (*MultiSlotRankResponse, error)
+	// MultiSlotRankStream is MultiSlotRank for many requests on one stream,
+	// as RankStream is for Rank.
+	MultiSlotRankStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[MultiSlotRankStreamRequest, MultiSlotRankStreamResponse], error)
+	// MultiSlotReward reports the outcome of some slots of a multi-slot
+	// event, each a number in [-1, 1]; a slot no reward names gets the
+	// loop's default reward. Rewards may come in several calls. Activate
+	// activates every slot of a deferred multi-slot event.
+	MultiSlotReward(ctx context.Context, in *MultiSlotRewardRequest, opts ...grpc.CallOption) (*MultiSlotRewardResponse, error)
 }
 
 type personalizerServiceClient struct {
@@ -158,6 +177,39 @@ func (c *personalizerServiceClient) GetDecision(ctx context.Context, in *GetDeci
 	return out, nil
 }
 
+func (c *personalizerServiceClient) MultiSlotRank(ctx context.Context, in *MultiSlotRankRequest, opts ...grpc.CallOption) (*MultiSlotRankResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MultiSlotRankResponse)
+	err := c.cc.Invoke(ctx, PersonalizerService_MultiSlotRank_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *personalizerServiceClient) MultiSlotRankStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[MultiSlotRankStreamRequest, MultiSlotRankStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PersonalizerService_ServiceDesc.Streams[2], PersonalizerService_MultiSlotRankStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MultiSlotRankStreamRequest, MultiSlotRankStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PersonalizerService_MultiSlotRankStreamClient = grpc.BidiStreamingClient[MultiSlotRankStreamRequest, MultiSlotRankStreamResponse]
+
+func (c *personalizerServiceClient) MultiSlotReward(ctx context.Context, in *MultiSlotRewardRequest, opts ...grpc.CallOption) (*MultiSlotRewardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MultiSlotRewardResponse)
+	err := c.cc.Invoke(ctx, PersonalizerService_MultiSlotReward_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PersonalizerServiceServer is the server API for PersonalizerService service.
 // All implementations must embed UnimplementedPersonalizerServiceServer
 // for forward compatibility.
@@ -196,6 +248,22 @@ type PersonalizerServiceServer interface {
 	// version (recomputed off the request path). An event not found is
 	// NotFound.
 	GetDecision(context.Context, *GetDecisionRequest) (*GetDecisionResponse, error)
+	// MultiSlotRank fills the request's slots, in order, each with one
+	// action that no earlier slot took and the slot does not exclude:
+	// Vowpal Wabbit's conditional contextual bandit (--ccb_explore_adf),
+	// each slot explored and sampled as VW does, seeded by the event id and
+	// the slot's id. Only a multi-slot loop (its policy has
+	// --ccb_explore_adf) answers it; a single-slot loop answers
+	// FailedPrecondition, as Rank does on a multi-slot loop.
+	MultiSlotRank(context.Context, *MultiSlotRankRequest) (*MultiSlotRankResponse, error)
+	// MultiSlotRankStream is MultiSlotRank for many requests on one stream,
+	// as RankStream is for Rank.
+	MultiSlotRankStream(grpc.BidiStreamingServer[MultiSlotRankStreamRequest, MultiSlotRankStreamResponse]) error
+	// MultiSlotReward reports the outcome of some slots of a multi-slot
+	// event, each a number in [-1, 1]; a slot no reward names gets the
+	// loop's default reward. Rewards may come in several calls. Activate
+	// activates every slot of a deferred multi-slot event.
+	MultiSlotReward(context.Context, *MultiSlotRewardRequest) (*MultiSlotRewardResponse, error)
 	mustEmbedUnimplementedPersonalizerServiceServer()
 }
 
@@ -226,6 +294,15 @@ func (UnimplementedPersonalizerServiceServer) LogRanks(context.Context, *LogRank
 }
 func (UnimplementedPersonalizerServiceServer) GetDecision(context.Context, *GetDecisionRequest) (*GetDecisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetDecision not implemented")
+}
+func (UnimplementedPersonalizerServiceServer) MultiSlotRank(context.Context, *MultiSlotRankRequest) (*MultiSlotRankResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MultiSlotRank not implemented")
+}
+func (UnimplementedPersonalizerServiceServer) MultiSlotRankStream(grpc.BidiStreamingServer[MultiSlotRankStreamRequest, MultiSlotRankStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method MultiSlotRankStream not implemented")
+}
+func (UnimplementedPersonalizerServiceServer) MultiSlotReward(context.Context, *MultiSlotRewardRequest) (*MultiSlotRewardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MultiSlotReward not implemented")
 }
 func (UnimplementedPersonalizerServiceServer) mustEmbedUnimplementedPersonalizerServiceServer() {}
 func (UnimplementedPersonalizerServiceServer) testEmbeddedByValue()                             {}
@@ -356,6 +433,49 @@ func _PersonalizerService_GetDecision_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PersonalizerService_MultiSlotRank_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MultiSlotRankRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersonalizerServiceServer).MultiSlotRank(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersonalizerService_MultiSlotRank_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersonalizerServiceServer).MultiSlotRank(ctx, req.(*MultiSlotRankRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PersonalizerService_MultiSlotRankStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PersonalizerServiceServer).MultiSlotRankStream(&grpc.GenericServerStream[MultiSlotRankStreamRequest, MultiSlotRankStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PersonalizerService_MultiSlotRankStreamServer = grpc.BidiStreamingServer[MultiSlotRankStreamRequest, MultiSlotRankStreamResponse]
+
+func _PersonalizerService_MultiSlotReward_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MultiSlotRewardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PersonalizerServiceServer).MultiSlotReward(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PersonalizerService_MultiSlotReward_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PersonalizerServiceServer).MultiSlotReward(ctx, req.(*MultiSlotRewardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PersonalizerService_ServiceDesc is the grpc.ServiceDesc for PersonalizerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -383,6 +503,14 @@ var PersonalizerService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetDecision",
 			Handler:    _PersonalizerService_GetDecision_Handler,
 		},
+		{
+			MethodName: "MultiSlotRank",
+			Handler:    _PersonalizerService_MultiSlotRank_Handler,
+		},
+		{
+			MethodName: "MultiSlotReward",
+			Handler:    _PersonalizerService_MultiSlotReward_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -395,6 +523,12 @@ var PersonalizerService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "WatchRankSettings",
 			Handler:       _PersonalizerService_WatchRankSettings_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "MultiSlotRankStream",
+			Handler:       _PersonalizerService_MultiSlotRankStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "personalizer/v1/personalizer.proto",

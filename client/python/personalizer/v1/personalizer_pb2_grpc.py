@@ -51,6 +51,21 @@ class PersonalizerServiceStub(object):
                 request_serializer=personalizer_dot_v1_dot_personalizer__pb2.GetDecisionRequest.SerializeToString,
                 response_deserializer=personalizer_dot_v1_dot_personalizer__pb2.GetDecisionResponse.FromString,
                 )
+        self.MultiSlotRank = channel.unary_unary(
+                '/personalizer.v1.PersonalizerService/MultiSlotRank',
+                request_serializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankResponse.FromString,
+                )
+        self.MultiSlotRankStream = channel.stream_stream(
+                '/personalizer.v1.PersonalizerService/MultiSlotRankStream',
+                request_serializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankStreamRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankStreamResponse.FromString,
+                )
+        self.MultiSlotReward = channel.unary_unary(
+                '/personalizer.v1.PersonalizerService/MultiSlotReward',
+                request_serializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRewardRequest.SerializeToString,
+                response_deserializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRewardResponse.FromString,
+                )
 
 
 class PersonalizerServiceServicer(object):
@@ -124,6 +139,37 @@ class PersonalizerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MultiSlotRank(self, request, context):
+        """MultiSlotRank fills the request's slots, in order, each with one
+        action that no earlier slot took and the slot does not exclude:
+        Vowpal Wabbit's conditional contextual bandit (--ccb_explore_adf),
+        each slot explored and sampled as VW does, seeded by the event id and
+        the slot's id. Only a multi-slot loop (its policy has
+        --ccb_explore_adf) answers it; a single-slot loop answers
+        FailedPrecondition, as Rank does on a multi-slot loop.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MultiSlotRankStream(self, request_iterator, context):
+        """MultiSlotRankStream is MultiSlotRank for many requests on one stream,
+        as RankStream is for Rank.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MultiSlotReward(self, request, context):
+        """MultiSlotReward reports the outcome of some slots of a multi-slot
+        event, each a number in [-1, 1]; a slot no reward names gets the
+        loop's default reward. Rewards may come in several calls. Activate
+        activates every slot of a deferred multi-slot event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersonalizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +207,21 @@ def add_PersonalizerServiceServicer_to_server(servicer, server):
                     servicer.GetDecision,
                     request_deserializer=personalizer_dot_v1_dot_personalizer__pb2.GetDecisionRequest.FromString,
                     response_serializer=personalizer_dot_v1_dot_personalizer__pb2.GetDecisionResponse.SerializeToString,
+            ),
+            'MultiSlotRank': grpc.unary_unary_rpc_method_handler(
+                    servicer.MultiSlotRank,
+                    request_deserializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankResponse.SerializeToString,
+            ),
+            'MultiSlotRankStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.MultiSlotRankStream,
+                    request_deserializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankStreamRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankStreamResponse.SerializeToString,
+            ),
+            'MultiSlotReward': grpc.unary_unary_rpc_method_handler(
+                    servicer.MultiSlotReward,
+                    request_deserializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRewardRequest.FromString,
+                    response_serializer=personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRewardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -290,5 +351,56 @@ class PersonalizerService(object):
         return grpc.experimental.unary_unary(request, target, '/personalizer.v1.PersonalizerService/GetDecision',
             personalizer_dot_v1_dot_personalizer__pb2.GetDecisionRequest.SerializeToString,
             personalizer_dot_v1_dot_personalizer__pb2.GetDecisionResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MultiSlotRank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.PersonalizerService/MultiSlotRank',
+            personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankRequest.SerializeToString,
+            personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MultiSlotRankStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/personalizer.v1.PersonalizerService/MultiSlotRankStream',
+            personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankStreamRequest.SerializeToString,
+            personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRankStreamResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def MultiSlotReward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/personalizer.v1.PersonalizerService/MultiSlotReward',
+            personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRewardRequest.SerializeToString,
+            personalizer_dot_v1_dot_personalizer__pb2.MultiSlotRewardResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

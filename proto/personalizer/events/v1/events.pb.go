@@ -121,9 +121,17 @@ type RankEvent struct {
 	// from its context features and its eligible actions (those
 	// excluded_actions does not name, in request order), which ranking
 	// indexes: rendering moves off the Rank call.
-	Request       []byte `protobuf:"bytes,11,opt,name=request,proto3" json:"request,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Request []byte `protobuf:"bytes,11,opt,name=request,proto3" json:"request,omitempty"`
+	// A multi-slot rank (a loop whose policy has --ccb_explore_adf) carries
+	// instead of request, context, ranking and probabilities the
+	// personalizer.v1.MultiSlotRankRequest message and each slot's decision,
+	// in slot order. The joiner renders a CCB DSJson line of it: "c" with
+	// every action under "_multi" and the slots under "_slots", one
+	// "_outcomes" element per slot.
+	MultiSlotRequest []byte          `protobuf:"bytes,12,opt,name=multi_slot_request,json=multiSlotRequest,proto3" json:"multi_slot_request,omitempty"`
+	Slots            []*SlotDecision `protobuf:"bytes,13,rep,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RankEvent) Reset() {
@@ -233,6 +241,78 @@ func (x *RankEvent) GetRequest() []byte {
 	return nil
 }
 
+func (x *RankEvent) GetMultiSlotRequest() []byte {
+	if x != nil {
+		return x.MultiSlotRequest
+	}
+	return nil
+}
+
+func (x *RankEvent) GetSlots() []*SlotDecision {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+// SlotDecision is one slot's decision in a multi-slot rank record.
+type SlotDecision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0-based indices into the request's actions (all of them, as DSJson
+	// "_multi" lists them): the action logged for the slot first, then the
+	// slot's other candidates. In LEARNING_MODE_LOGGING_ONLY the logged
+	// action is the slot's baseline action.
+	Ranking []uint32 `protobuf:"varint,1,rep,packed,name=ranking,proto3" json:"ranking,omitempty"`
+	// Probabilities aligned with ranking.
+	Probabilities []float32 `protobuf:"fixed32,2,rep,packed,name=probabilities,proto3" json:"probabilities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotDecision) Reset() {
+	*x = SlotDecision{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotDecision) ProtoMessage() {}
+
+func (x *SlotDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotDecision.ProtoReflect.Descriptor instead.
+func (*SlotDecision) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SlotDecision) GetRanking() []uint32 {
+	if x != nil {
+		return x.Ranking
+	}
+	return nil
+}
+
+func (x *SlotDecision) GetProbabilities() []float32 {
+	if x != nil {
+		return x.Probabilities
+	}
+	return nil
+}
+
 // JoinRules are the reward settings of a loop's configuration.
 type JoinRules struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -249,7 +329,7 @@ type JoinRules struct {
 
 func (x *JoinRules) Reset() {
 	*x = JoinRules{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[1]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +341,7 @@ func (x *JoinRules) String() string {
 func (*JoinRules) ProtoMessage() {}
 
 func (x *JoinRules) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[1]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +354,7 @@ func (x *JoinRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRules.ProtoReflect.Descriptor instead.
 func (*JoinRules) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{1}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JoinRules) GetRewardWaitMs() int64 {
@@ -315,14 +395,17 @@ type RewardEvent struct {
 	// could not confirm may store it twice; both copies carry the same id, so
 	// the joiner counts the reward once. 0 (records from before the field)
 	// is never deduplicated.
-	Id            uint64 `protobuf:"fixed64,4,opt,name=id,proto3" json:"id,omitempty"`
+	Id uint64 `protobuf:"fixed64,4,opt,name=id,proto3" json:"id,omitempty"`
+	// The slot rewarded, for a multi-slot event (MultiSlotReward): its id as
+	// the rank request named it. Empty for a single-slot event.
+	SlotId        string `protobuf:"bytes,5,opt,name=slot_id,json=slotId,proto3" json:"slot_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RewardEvent) Reset() {
 	*x = RewardEvent{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[2]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +417,7 @@ func (x *RewardEvent) String() string {
 func (*RewardEvent) ProtoMessage() {}
 
 func (x *RewardEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[2]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +430,7 @@ func (x *RewardEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewardEvent.ProtoReflect.Descriptor instead.
 func (*RewardEvent) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RewardEvent) GetLoop() string {
@@ -378,6 +461,13 @@ func (x *RewardEvent) GetId() uint64 {
 	return 0
 }
 
+func (x *RewardEvent) GetSlotId() string {
+	if x != nil {
+		return x.SlotId
+	}
+	return ""
+}
+
 // ActivateEvent is one Activate call. Header "type" is "activate".
 type ActivateEvent struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -391,7 +481,7 @@ type ActivateEvent struct {
 
 func (x *ActivateEvent) Reset() {
 	*x = ActivateEvent{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[3]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +493,7 @@ func (x *ActivateEvent) String() string {
 func (*ActivateEvent) ProtoMessage() {}
 
 func (x *ActivateEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[3]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +506,7 @@ func (x *ActivateEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateEvent.ProtoReflect.Descriptor instead.
 func (*ActivateEvent) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ActivateEvent) GetLoop() string {
@@ -451,7 +541,7 @@ type TickEvent struct {
 
 func (x *TickEvent) Reset() {
 	*x = TickEvent{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[4]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +553,7 @@ func (x *TickEvent) String() string {
 func (*TickEvent) ProtoMessage() {}
 
 func (x *TickEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[4]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +566,7 @@ func (x *TickEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TickEvent.ProtoReflect.Descriptor instead.
 func (*TickEvent) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
 type ListModelsRequest struct {
@@ -488,7 +578,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +590,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[5]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +603,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListModelsRequest) GetLoop() string {
@@ -533,7 +623,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +635,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +648,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -578,7 +668,7 @@ type RollbackModelRequest struct {
 
 func (x *RollbackModelRequest) Reset() {
 	*x = RollbackModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +680,7 @@ func (x *RollbackModelRequest) String() string {
 func (*RollbackModelRequest) ProtoMessage() {}
 
 func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +693,7 @@ func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelRequest.ProtoReflect.Descriptor instead.
 func (*RollbackModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RollbackModelRequest) GetLoop() string {
@@ -629,7 +719,7 @@ type RollbackModelResponse struct {
 
 func (x *RollbackModelResponse) Reset() {
 	*x = RollbackModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +731,7 @@ func (x *RollbackModelResponse) String() string {
 func (*RollbackModelResponse) ProtoMessage() {}
 
 func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +744,7 @@ func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelResponse.ProtoReflect.Descriptor instead.
 func (*RollbackModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RollbackModelResponse) GetInfo() *ModelInfo {
@@ -673,7 +763,7 @@ type ResetModelRequest struct {
 
 func (x *ResetModelRequest) Reset() {
 	*x = ResetModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +775,7 @@ func (x *ResetModelRequest) String() string {
 func (*ResetModelRequest) ProtoMessage() {}
 
 func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +788,7 @@ func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelRequest.ProtoReflect.Descriptor instead.
 func (*ResetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResetModelRequest) GetLoop() string {
@@ -717,7 +807,7 @@ type ResetModelResponse struct {
 
 func (x *ResetModelResponse) Reset() {
 	*x = ResetModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +819,7 @@ func (x *ResetModelResponse) String() string {
 func (*ResetModelResponse) ProtoMessage() {}
 
 func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +832,7 @@ func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelResponse.ProtoReflect.Descriptor instead.
 func (*ResetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResetModelResponse) GetInfo() *ModelInfo {
@@ -763,7 +853,7 @@ type ImportModelRequest struct {
 
 func (x *ImportModelRequest) Reset() {
 	*x = ImportModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +865,7 @@ func (x *ImportModelRequest) String() string {
 func (*ImportModelRequest) ProtoMessage() {}
 
 func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +878,7 @@ func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelRequest.ProtoReflect.Descriptor instead.
 func (*ImportModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ImportModelRequest) GetLoop() string {
@@ -814,7 +904,7 @@ type ImportModelResponse struct {
 
 func (x *ImportModelResponse) Reset() {
 	*x = ImportModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +916,7 @@ func (x *ImportModelResponse) String() string {
 func (*ImportModelResponse) ProtoMessage() {}
 
 func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +929,7 @@ func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelResponse.ProtoReflect.Descriptor instead.
 func (*ImportModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ImportModelResponse) GetInfo() *ModelInfo {
@@ -858,7 +948,7 @@ type WatchModelRequest struct {
 
 func (x *WatchModelRequest) Reset() {
 	*x = WatchModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +960,7 @@ func (x *WatchModelRequest) String() string {
 func (*WatchModelRequest) ProtoMessage() {}
 
 func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +973,7 @@ func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelRequest.ProtoReflect.Descriptor instead.
 func (*WatchModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchModelRequest) GetLoop() string {
@@ -922,7 +1012,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1024,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1037,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ModelInfo) GetLoop() string {
@@ -1016,7 +1106,7 @@ type WatchModelResponse struct {
 
 func (x *WatchModelResponse) Reset() {
 	*x = WatchModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1118,7 @@ func (x *WatchModelResponse) String() string {
 func (*WatchModelResponse) ProtoMessage() {}
 
 func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1131,7 @@ func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelResponse.ProtoReflect.Descriptor instead.
 func (*WatchModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchModelResponse) GetInfo() *ModelInfo {
@@ -1063,7 +1153,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1165,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1178,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{16}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetModelRequest) GetLoop() string {
@@ -1116,7 +1206,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1218,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1231,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{17}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetModelResponse) GetInfo() *ModelInfo {
@@ -1162,7 +1252,7 @@ var File_personalizer_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x03\n" +
+	"#personalizer/events/v1/events.proto\x12\x16personalizer.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x03\n" +
 	"\tRankEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x18\n" +
@@ -1175,17 +1265,23 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x05pdrop\x18\t \x01(\x02R\x05pdrop\x127\n" +
 	"\x05rules\x18\n" +
 	" \x01(\v2!.personalizer.events.v1.JoinRulesR\x05rules\x12\x18\n" +
-	"\arequest\x18\v \x01(\fR\arequest\"\xa1\x01\n" +
+	"\arequest\x18\v \x01(\fR\arequest\x12,\n" +
+	"\x12multi_slot_request\x18\f \x01(\fR\x10multiSlotRequest\x12:\n" +
+	"\x05slots\x18\r \x03(\v2$.personalizer.events.v1.SlotDecisionR\x05slots\"N\n" +
+	"\fSlotDecision\x12\x18\n" +
+	"\aranking\x18\x01 \x03(\rR\aranking\x12$\n" +
+	"\rprobabilities\x18\x02 \x03(\x02R\rprobabilities\"\xa1\x01\n" +
 	"\tJoinRules\x12$\n" +
 	"\x0ereward_wait_ms\x18\x01 \x01(\x03R\frewardWaitMs\x12%\n" +
 	"\x0edefault_reward\x18\x02 \x01(\x02R\rdefaultReward\x12 \n" +
 	"\vaggregation\x18\x03 \x01(\tR\vaggregation\x12%\n" +
-	"\x0econfig_version\x18\x04 \x01(\x04R\rconfigVersion\"b\n" +
+	"\x0econfig_version\x18\x04 \x01(\x04R\rconfigVersion\"{\n" +
 	"\vRewardEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\x02R\x05value\x12\x0e\n" +
-	"\x02id\x18\x04 \x01(\x06R\x02id\"N\n" +
+	"\x02id\x18\x04 \x01(\x06R\x02id\x12\x17\n" +
+	"\aslot_id\x18\x05 \x01(\tR\x06slotId\"N\n" +
 	"\rActivateEvent\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x0e\n" +
@@ -1261,59 +1357,61 @@ func file_personalizer_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_personalizer_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_personalizer_events_v1_events_proto_goTypes = []any{
 	(LearningMode)(0),             // 0: personalizer.events.v1.LearningMode
 	(*RankEvent)(nil),             // 1: personalizer.events.v1.RankEvent
-	(*JoinRules)(nil),             // 2: personalizer.events.v1.JoinRules
-	(*RewardEvent)(nil),           // 3: personalizer.events.v1.RewardEvent
-	(*ActivateEvent)(nil),         // 4: personalizer.events.v1.ActivateEvent
-	(*TickEvent)(nil),             // 5: personalizer.events.v1.TickEvent
-	(*ListModelsRequest)(nil),     // 6: personalizer.events.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),    // 7: personalizer.events.v1.ListModelsResponse
-	(*RollbackModelRequest)(nil),  // 8: personalizer.events.v1.RollbackModelRequest
-	(*RollbackModelResponse)(nil), // 9: personalizer.events.v1.RollbackModelResponse
-	(*ResetModelRequest)(nil),     // 10: personalizer.events.v1.ResetModelRequest
-	(*ResetModelResponse)(nil),    // 11: personalizer.events.v1.ResetModelResponse
-	(*ImportModelRequest)(nil),    // 12: personalizer.events.v1.ImportModelRequest
-	(*ImportModelResponse)(nil),   // 13: personalizer.events.v1.ImportModelResponse
-	(*WatchModelRequest)(nil),     // 14: personalizer.events.v1.WatchModelRequest
-	(*ModelInfo)(nil),             // 15: personalizer.events.v1.ModelInfo
-	(*WatchModelResponse)(nil),    // 16: personalizer.events.v1.WatchModelResponse
-	(*GetModelRequest)(nil),       // 17: personalizer.events.v1.GetModelRequest
-	(*GetModelResponse)(nil),      // 18: personalizer.events.v1.GetModelResponse
-	nil,                           // 19: personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*SlotDecision)(nil),          // 2: personalizer.events.v1.SlotDecision
+	(*JoinRules)(nil),             // 3: personalizer.events.v1.JoinRules
+	(*RewardEvent)(nil),           // 4: personalizer.events.v1.RewardEvent
+	(*ActivateEvent)(nil),         // 5: personalizer.events.v1.ActivateEvent
+	(*TickEvent)(nil),             // 6: personalizer.events.v1.TickEvent
+	(*ListModelsRequest)(nil),     // 7: personalizer.events.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),    // 8: personalizer.events.v1.ListModelsResponse
+	(*RollbackModelRequest)(nil),  // 9: personalizer.events.v1.RollbackModelRequest
+	(*RollbackModelResponse)(nil), // 10: personalizer.events.v1.RollbackModelResponse
+	(*ResetModelRequest)(nil),     // 11: personalizer.events.v1.ResetModelRequest
+	(*ResetModelResponse)(nil),    // 12: personalizer.events.v1.ResetModelResponse
+	(*ImportModelRequest)(nil),    // 13: personalizer.events.v1.ImportModelRequest
+	(*ImportModelResponse)(nil),   // 14: personalizer.events.v1.ImportModelResponse
+	(*WatchModelRequest)(nil),     // 15: personalizer.events.v1.WatchModelRequest
+	(*ModelInfo)(nil),             // 16: personalizer.events.v1.ModelInfo
+	(*WatchModelResponse)(nil),    // 17: personalizer.events.v1.WatchModelResponse
+	(*GetModelRequest)(nil),       // 18: personalizer.events.v1.GetModelRequest
+	(*GetModelResponse)(nil),      // 19: personalizer.events.v1.GetModelResponse
+	nil,                           // 20: personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_personalizer_events_v1_events_proto_depIdxs = []int32{
 	0,  // 0: personalizer.events.v1.RankEvent.learning_mode:type_name -> personalizer.events.v1.LearningMode
-	2,  // 1: personalizer.events.v1.RankEvent.rules:type_name -> personalizer.events.v1.JoinRules
-	15, // 2: personalizer.events.v1.ListModelsResponse.models:type_name -> personalizer.events.v1.ModelInfo
-	15, // 3: personalizer.events.v1.RollbackModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	15, // 4: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	15, // 5: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	20, // 6: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
-	20, // 7: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
-	19, // 8: personalizer.events.v1.ModelInfo.joined_offsets:type_name -> personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
-	15, // 9: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	15, // 10: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	14, // 11: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
-	17, // 12: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
-	10, // 13: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
-	12, // 14: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
-	8,  // 15: personalizer.events.v1.ModelService.RollbackModel:input_type -> personalizer.events.v1.RollbackModelRequest
-	6,  // 16: personalizer.events.v1.ModelService.ListModels:input_type -> personalizer.events.v1.ListModelsRequest
-	16, // 17: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
-	18, // 18: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
-	11, // 19: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
-	13, // 20: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
-	9,  // 21: personalizer.events.v1.ModelService.RollbackModel:output_type -> personalizer.events.v1.RollbackModelResponse
-	7,  // 22: personalizer.events.v1.ModelService.ListModels:output_type -> personalizer.events.v1.ListModelsResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	3,  // 1: personalizer.events.v1.RankEvent.rules:type_name -> personalizer.events.v1.JoinRules
+	2,  // 2: personalizer.events.v1.RankEvent.slots:type_name -> personalizer.events.v1.SlotDecision
+	16, // 3: personalizer.events.v1.ListModelsResponse.models:type_name -> personalizer.events.v1.ModelInfo
+	16, // 4: personalizer.events.v1.RollbackModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	16, // 5: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	16, // 6: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	21, // 7: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
+	21, // 8: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
+	20, // 9: personalizer.events.v1.ModelInfo.joined_offsets:type_name -> personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	16, // 10: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	16, // 11: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	15, // 12: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
+	18, // 13: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
+	11, // 14: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
+	13, // 15: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
+	9,  // 16: personalizer.events.v1.ModelService.RollbackModel:input_type -> personalizer.events.v1.RollbackModelRequest
+	7,  // 17: personalizer.events.v1.ModelService.ListModels:input_type -> personalizer.events.v1.ListModelsRequest
+	17, // 18: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
+	19, // 19: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
+	12, // 20: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
+	14, // 21: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
+	10, // 22: personalizer.events.v1.ModelService.RollbackModel:output_type -> personalizer.events.v1.RollbackModelResponse
+	8,  // 23: personalizer.events.v1.ModelService.ListModels:output_type -> personalizer.events.v1.ListModelsResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_events_v1_events_proto_init() }
@@ -1327,7 +1425,7 @@ func file_personalizer_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_events_v1_events_proto_rawDesc), len(file_personalizer_events_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

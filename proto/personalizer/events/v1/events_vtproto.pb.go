@@ -49,6 +49,25 @@ func (m *RankEvent) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if len(m.Slots) > 0 {
+		for iNdEx := len(m.Slots) - 1; iNdEx >= 0; iNdEx-- {
+			size, err := m.Slots[iNdEx].MarshalToSizedBufferVT(dAtA[:i])
+			if err != nil {
+				return 0, err
+			}
+			i -= size
+			i = protohelpers.EncodeVarint(dAtA, i, uint64(size))
+			i--
+			dAtA[i] = 0x6a
+		}
+	}
+	if len(m.MultiSlotRequest) > 0 {
+		i -= len(m.MultiSlotRequest)
+		copy(dAtA[i:], m.MultiSlotRequest)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.MultiSlotRequest)))
+		i--
+		dAtA[i] = 0x62
+	}
 	if len(m.Request) > 0 {
 		i -= len(m.Request)
 		copy(dAtA[i:], m.Request)
@@ -148,6 +167,69 @@ func (m *RankEvent) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	return len(dAtA) - i, nil
 }
 
+func (m *SlotDecision) MarshalVT() (dAtA []byte, err error) {
+	if m == nil {
+		return nil, nil
+	}
+	size := m.SizeVT()
+	dAtA = make([]byte, size)
+	n, err := m.MarshalToSizedBufferVT(dAtA[:size])
+	if err != nil {
+		return nil, err
+	}
+	return dAtA[:n], nil
+}
+
+func (m *SlotDecision) MarshalToVT(dAtA []byte) (int, error) {
+	size := m.SizeVT()
+	return m.MarshalToSizedBufferVT(dAtA[:size])
+}
+
+func (m *SlotDecision) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
+	if m == nil {
+		return 0, nil
+	}
+	i := len(dAtA)
+	_ = i
+	var l int
+	_ = l
+	if m.unknownFields != nil {
+		i -= len(m.unknownFields)
+		copy(dAtA[i:], m.unknownFields)
+	}
+	if len(m.Probabilities) > 0 {
+		for iNdEx := len(m.Probabilities) - 1; iNdEx >= 0; iNdEx-- {
+			f1 := math.Float32bits(float32(m.Probabilities[iNdEx]))
+			i -= 4
+			binary.LittleEndian.PutUint32(dAtA[i:], uint32(f1))
+		}
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.Probabilities)*4))
+		i--
+		dAtA[i] = 0x12
+	}
+	if len(m.Ranking) > 0 {
+		var pksize3 int
+		for _, num := range m.Ranking {
+			pksize3 += protohelpers.SizeOfVarint(uint64(num))
+		}
+		i -= pksize3
+		j2 := i
+		for _, num := range m.Ranking {
+			for num >= 1<<7 {
+				dAtA[j2] = uint8(uint64(num)&0x7f | 0x80)
+				num >>= 7
+				j2++
+			}
+			dAtA[j2] = uint8(num)
+			j2++
+		}
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(pksize3))
+		i--
+		dAtA[i] = 0xa
+	}
+	return len(dAtA) - i, nil
+}
+
 func (m *JoinRules) MarshalVT() (dAtA []byte, err error) {
 	if m == nil {
 		return nil, nil
@@ -233,6 +315,13 @@ func (m *RewardEvent) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 	if m.unknownFields != nil {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
+	}
+	if len(m.SlotId) > 0 {
+		i -= len(m.SlotId)
+		copy(dAtA[i:], m.SlotId)
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(len(m.SlotId)))
+		i--
+		dAtA[i] = 0x2a
 	}
 	if m.Id != 0 {
 		i -= 8
@@ -1019,6 +1108,36 @@ func (m *RankEvent) SizeVT() (n int) {
 	if l > 0 {
 		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
+	l = len(m.MultiSlotRequest)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+	}
+	if len(m.Slots) > 0 {
+		for _, e := range m.Slots {
+			l = e.SizeVT()
+			n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
+		}
+	}
+	n += len(m.unknownFields)
+	return n
+}
+
+func (m *SlotDecision) SizeVT() (n int) {
+	if m == nil {
+		return 0
+	}
+	var l int
+	_ = l
+	if len(m.Ranking) > 0 {
+		l = 0
+		for _, e := range m.Ranking {
+			l += protohelpers.SizeOfVarint(uint64(e))
+		}
+		n += 1 + protohelpers.SizeOfVarint(uint64(l)) + l
+	}
+	if len(m.Probabilities) > 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(len(m.Probabilities)*4)) + len(m.Probabilities)*4
+	}
 	n += len(m.unknownFields)
 	return n
 }
@@ -1065,6 +1184,10 @@ func (m *RewardEvent) SizeVT() (n int) {
 	}
 	if m.Id != 0 {
 		n += 9
+	}
+	l = len(m.SlotId)
+	if l > 0 {
+		n += 1 + l + protohelpers.SizeOfVarint(uint64(l))
 	}
 	n += len(m.unknownFields)
 	return n
