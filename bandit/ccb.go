@@ -448,6 +448,14 @@ func (x *Example) appendGroup(ns byte, fs []feature, names []string) {
 	}
 }
 
+// SampleSlot draws an entry of pmf as VW samples a multi-slot event's slot
+// tagged "seed=<seed>" ([Event.SetSlotTag]), normalizing pmf in place:
+// what a model's prediction does for each slot, for slots decided without
+// a model (every candidate equally likely).
+func SampleSlot(seed string, pmf []ActionProb) int {
+	return sampleNormalized(uint64(murmur3(seed, 0)), pmf)
+}
+
 // sampleNormalized is VW's sample_after_normalizing: it draws an entry of
 // pmf with seed, as [SampleIndex] does, and divides the probabilities by
 // their sum in place (negative ones become 0).

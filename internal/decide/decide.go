@@ -118,6 +118,7 @@ type Scratch struct {
 	context  []byte // the DSJson context, rendered only to size a request near the record limit
 	scored   int    // features scored, interactions included
 	d        Decision
+	slots    slotScratch // a multi-slot decision's
 }
 
 // Keep reports whether sc may be pooled for the next decision.

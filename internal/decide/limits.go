@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -103,42 +104,101 @@ func invalid(field, format string, args ...any) error { return Invalid(field, fo
 // ValidateRank checks a RankRequest and returns, for each action, whether
 // it is excluded (in excluded, reused).
 func (l Limits) ValidateRank(req *personalizerv1.RankRequest, excluded []bool) ([]bool, error) {
-	actions := req.GetActions()
-	if n := len(actions); n < 1 || n > l.MaxActions {
-		return nil, invalid("actions", "action count should be between 1 and %d, got %d", l.MaxActions, n)
-	}
-	if req.EventId != nil {
-		if err := l.ValidateEventID("event_id", req.GetEventId()); err != nil {
-			return nil, err
-		}
-	}
-	budget := featureBudget{bytes: l.MaxFeatureBytes, features: l.MaxFeatures}
-	if err := l.validateNamespaces(func() string { return "context_features" }, req.GetContextFeatures(), &budget); err != nil {
+	if _, err := l.validateActions(req.GetActions(), req.EventId, req.GetContextFeatures()); err != nil {
 		return nil, err
 	}
-	for i, a := range actions {
-		id := a.GetId()
-		if id == "" {
-			return nil, invalid(fmt.Sprintf("actions[%d].id", i), "action ids must not be empty")
-		}
-		if len(id) > l.MaxIDLength {
-			return nil, invalid(fmt.Sprintf("actions[%d].id", i), "longer than %d bytes", l.MaxIDLength)
-		}
-		for j := range i {
-			if actions[j].GetId() == id {
-				return nil, invalid(fmt.Sprintf("actions[%d].id", i), "duplicate action id %q (also actions[%d])", id, j)
-			}
-		}
-		if err := l.validateNamespaces(func() string { return fmt.Sprintf("actions[%d].features", i) }, a.GetFeatures(), &budget); err != nil {
-			return nil, err
-		}
-	}
-	excluded, eligible, unknown := features.Excluded(excluded, actions, req.GetExcludedActions())
+	excluded, eligible, unknown := features.Excluded(excluded, req.GetActions(), req.GetExcludedActions())
 	if unknown >= 0 {
 		return nil, invalid(fmt.Sprintf("excluded_actions[%d]", unknown), "no action has id %q", req.GetExcludedActions()[unknown])
 	}
 	if eligible == 0 {
 		return nil, invalid("excluded_actions", "every action is excluded")
+	}
+	return excluded, nil
+}
+
+// validateActions checks what Rank and MultiSlotRank requests share: the
+// actions, the event id and the context features. It returns what is
+// left of the request's feature budget.
+func (l Limits) validateActions(actions []*personalizerv1.Action, eventID *string, context []*personalizerv1.Namespace) (featureBudget, error) {
+	budget := featureBudget{bytes: l.MaxFeatureBytes, features: l.MaxFeatures}
+	if n := len(actions); n < 1 || n > l.MaxActions {
+		return budget, invalid("actions", "action count should be between 1 and %d, got %d", l.MaxActions, n)
+	}
+	if eventID != nil {
+		if err := l.ValidateEventID("event_id", *eventID); err != nil {
+			return budget, err
+		}
+	}
+	if err := l.validateNamespaces(func() string { return "context_features" }, context, &budget); err != nil {
+		return budget, err
+	}
+	for i, a := range actions {
+		id := a.GetId()
+		if id == "" {
+			return budget, invalid(fmt.Sprintf("actions[%d].id", i), "action ids must not be empty")
+		}
+		if len(id) > l.MaxIDLength {
+			return budget, invalid(fmt.Sprintf("actions[%d].id", i), "longer than %d bytes", l.MaxIDLength)
+		}
+		for j := range i {
+			if actions[j].GetId() == id {
+				return budget, invalid(fmt.Sprintf("actions[%d].id", i), "duplicate action id %q (also actions[%d])", id, j)
+			}
+		}
+		if err := l.validateNamespaces(func() string { return fmt.Sprintf("actions[%d].features", i) }, a.GetFeatures(), &budget); err != nil {
+			return budget, err
+		}
+	}
+	return budget, nil
+}
+
+// ValidateMultiSlotRank checks a MultiSlotRankRequest and returns, for
+// each slot, which actions it excludes (in excluded, reused). The slot
+// rules and their messages are Personalizer's.
+func (l Limits) ValidateMultiSlotRank(req *personalizerv1.MultiSlotRankRequest, excluded [][]bool) ([][]bool, error) {
+	actions, slots := req.GetActions(), req.GetSlots()
+	budget, err := l.validateActions(actions, req.EventId, req.GetContextFeatures())
+	if err != nil {
+		return nil, err
+	}
+	switch n := len(slots); {
+	case n == 0:
+		return nil, invalid("slots", "At lease one slot must be defined in a multi-slot rank request.") // sic, Personalizer's
+	case n > len(actions) || n > l.MaxActions:
+		return nil, invalid("slots", "Slots count should be between 1 and the number of actions (%d), got %d.", len(actions), n)
+	}
+	for k, s := range slots {
+		id := s.GetId()
+		if id == "" || len(id) > l.MaxIDLength {
+			return nil, invalid(fmt.Sprintf("slots[%d].id", k), "All slot's must contain unique, non empty ID (at most %d bytes).", l.MaxIDLength)
+		}
+		for j := range k {
+			if slots[j].GetId() == id {
+				return nil, invalid(fmt.Sprintf("slots[%d].id", k), "All slot's must contain unique, non empty ID: %q is also slots[%d]'s.", id, j)
+			}
+		}
+		if err := l.validateNamespaces(func() string { return fmt.Sprintf("slots[%d].features", k) }, s.GetFeatures(), &budget); err != nil {
+			return nil, err
+		}
+	}
+	excluded, k, unknown := features.SlotExcluded(excluded, actions, slots)
+	if k >= 0 {
+		return nil, invalid(fmt.Sprintf("slots[%d].excluded_actions[%d]", k, unknown), "All excluded action ID's must have corresponding action ID: no action has id %q.", slots[k].GetExcludedActions()[unknown])
+	}
+	for k, s := range slots {
+		if !slices.Contains(excluded[k], false) {
+			return nil, invalid(fmt.Sprintf("slots[%d].excluded_actions", k), "Slot %q excludes every action.", s.GetId())
+		}
+		b := s.GetBaselineAction()
+		i := slices.IndexFunc(actions, func(a *personalizerv1.Action) bool { return a.GetId() == b })
+		unique := !slices.ContainsFunc(slots[:k], func(o *personalizerv1.Slot) bool { return o.GetBaselineAction() == b })
+		if i < 0 || !unique {
+			return nil, invalid(fmt.Sprintf("slots[%d].baseline_action", k), "Each slot must contain a unique BaselineAction with an ID corresponding to an element of Actions, got %q.", b)
+		}
+		if excluded[k][i] {
+			return nil, invalid(fmt.Sprintf("slots[%d].baseline_action", k), "BaselineAction cannot be part of ExcludedActions (%q).", b)
+		}
 	}
 	return excluded, nil
 }

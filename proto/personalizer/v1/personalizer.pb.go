@@ -489,9 +489,12 @@ type SlotResponse struct {
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The action to show in the slot and to reward.
 	RewardActionId string `protobuf:"bytes,2,opt,name=reward_action_id,json=rewardActionId,proto3" json:"reward_action_id,omitempty"`
-	// The slot's candidates with the probabilities they had, the chosen
-	// action first (the answer's, the baseline in Apprentice and
-	// LoggingOnly modes); the other actions had probability 0 for it.
+	// The slot's candidates (the actions no earlier slot took and the slot
+	// does not exclude) as the model ranked them, with their probabilities,
+	// the sampled action first; the other actions had probability 0. In
+	// Apprentice and LoggingOnly modes reward_action_id is the slot's
+	// baseline action instead of the sampled one. Empty when no candidate
+	// was left for the slot (reward_action_id is empty then too).
 	Ranking       []*RankedAction `protobuf:"bytes,3,rep,name=ranking,proto3" json:"ranking,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

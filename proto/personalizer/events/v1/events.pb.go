@@ -260,8 +260,8 @@ type SlotDecision struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 0-based indices into the request's actions (all of them, as DSJson
 	// "_multi" lists them): the action logged for the slot first, then the
-	// slot's other candidates. In LEARNING_MODE_LOGGING_ONLY the logged
-	// action is the slot's baseline action.
+	// slot's other candidates: the model's decision in every learning mode
+	// (Apprentice and LoggingOnly answered the slots' baseline actions).
 	Ranking []uint32 `protobuf:"varint,1,rep,packed,name=ranking,proto3" json:"ranking,omitempty"`
 	// Probabilities aligned with ranking.
 	Probabilities []float32 `protobuf:"fixed32,2,rep,packed,name=probabilities,proto3" json:"probabilities,omitempty"`
