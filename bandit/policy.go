@@ -11,6 +11,10 @@ import (
 // DefaultPolicy is Azure Personalizer's default learning policy.
 const DefaultPolicy = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
 
+// DefaultMultiSlotPolicy is DefaultPolicy for multi-slot events: VW's
+// conditional contextual bandit with the same settings.
+const DefaultMultiSlotPolicy = "--ccb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
+
 // CB types: how a logged bandit label becomes regression examples.
 const (
 	cbMTR = "mtr" // learn the chosen action's cost, importance weighted

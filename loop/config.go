@@ -189,13 +189,26 @@ func (p *Policy) Validate() error {
 		return invalid("InvalidPolicyContract", "The policy name is longer than %d characters.", MaxNameLength)
 	case utf8.RuneCountInString(p.Arguments) > MaxArgumentsLength:
 		return invalid("InvalidPolicyContract", "The policy arguments are longer than %d characters.", MaxArgumentsLength)
-	case !strings.Contains(p.Arguments, "--cb_explore_adf"):
-		return invalid("InvalidPolicyConfiguration", "The learning policy must contain --cb_explore_adf.")
+	case !strings.Contains(p.Arguments, "--cb_explore_adf") && !strings.Contains(p.Arguments, "--ccb_explore_adf"):
+		return invalid("InvalidPolicyConfiguration", "The learning policy must contain --cb_explore_adf (single-slot) or --ccb_explore_adf (multi-slot).")
 	}
 	if _, err := bandit.ParsePolicy(p.Arguments); err != nil {
 		return invalid("InvalidPolicyConfiguration", "The learning policy is not valid: %v.", err)
 	}
 	return nil
+}
+
+// MultiSlot reports whether p is a multi-slot policy (--ccb_explore_adf):
+// the loop's problem type.
+func (p *Policy) MultiSlot() bool { return strings.Contains(p.Arguments, "--ccb_explore_adf") }
+
+// DefaultFor returns the default policy of p's problem type: what
+// resetting a loop's policy sets.
+func (p *Policy) DefaultFor() Policy {
+	if p.MultiSlot() {
+		return Policy{Name: DefaultPolicyName, Arguments: bandit.DefaultMultiSlotPolicy}
+	}
+	return Policy{Name: DefaultPolicyName, Arguments: bandit.DefaultPolicy}
 }
 
 // aggregations are the reward aggregations, by name.
@@ -272,10 +285,15 @@ func (c *Config) Update(s Service, now time.Time) (*Config, error) {
 	return &next, nil
 }
 
-// SetPolicy returns c with policy p, as the next version.
+// SetPolicy returns c with policy p, as the next version. p must be of
+// c's problem type ([Policy.MultiSlot]).
 func (c *Config) SetPolicy(p Policy, now time.Time) (*Config, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
+	}
+	if p.MultiSlot() != c.Policy.MultiSlot() {
+		kind := map[bool]string{false: "single-slot (--cb_explore_adf)", true: "multi-slot (--ccb_explore_adf)"}
+		return nil, invalid("InvalidPolicyConfiguration", "Loop %q is %s and a loop's problem type is fixed when it is made, so that its log and models never mix the two; make a new loop for a %s policy.", c.Loop, kind[c.Policy.MultiSlot()], kind[p.MultiSlot()])
 	}
 	next := *c
 	next.Version++

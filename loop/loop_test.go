@@ -253,3 +253,34 @@ func TestEncodeExplainability(t *testing.T) {
 		t.Fatalf("a record without the field: %+v, %v", got, err)
 	}
 }
+
+// TestProblemTypeFixed: a loop takes policies of its own problem type
+// only, and resetting its policy keeps the type.
+func TestProblemTypeFixed(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	single := Default("s")
+	multi, err := single.SetPolicy(Policy{Name: "ccb", Arguments: "--ccb_explore_adf --epsilon 0.1"}, now)
+	var le *Error
+	if !errors.As(err, &le) || le.Code != "InvalidPolicyConfiguration" || !strings.Contains(le.Message, "problem type is fixed") {
+		t.Fatalf("single-slot loop took a multi-slot policy: %v, %v", multi, err)
+	}
+	m := Default("m")
+	m.Policy = m.Policy.DefaultFor()
+	m.Policy.Arguments = strings.Replace(m.Policy.Arguments, "--cb_explore_adf", "--ccb_explore_adf", 1)
+	if err := m.Validate(); err != nil || !m.Policy.MultiSlot() {
+		t.Fatalf("multi-slot config: %v", err)
+	}
+	next, err := m.SetPolicy(Policy{Name: "faster", Arguments: "--ccb_explore_adf -l 0.1"}, now)
+	if err != nil || next.Version != m.Version+1 {
+		t.Fatalf("multi-slot loop refused a multi-slot policy: %v", err)
+	}
+	if _, err := next.SetPolicy(Policy{Name: "cb", Arguments: "--cb_explore_adf"}, now); !errors.As(err, &le) {
+		t.Fatalf("multi-slot loop took a single-slot policy: %v", err)
+	}
+	if d := next.Policy.DefaultFor(); !d.MultiSlot() || d.Name != DefaultPolicyName {
+		t.Errorf("a multi-slot loop's default policy is %v", d)
+	}
+	if d := single.Policy.DefaultFor(); d.MultiSlot() {
+		t.Errorf("a single-slot loop's default policy is %v", d)
+	}
+}

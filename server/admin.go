@@ -281,10 +281,15 @@ func (a *Admin) updateService(ctx context.Context, name string, svc loop.Service
 	})
 }
 
-// setPolicy sets the learning policy.
-func (a *Admin) setPolicy(ctx context.Context, name string, p loop.Policy) (*loop.Config, error) {
+// setPolicy sets the learning policy; nil resets it to the default of
+// the loop's problem type.
+func (a *Admin) setPolicy(ctx context.Context, name string, p *loop.Policy) (*loop.Config, error) {
 	return a.change(ctx, name, func(cur *loop.Config) (*loop.Config, error) {
-		next, err := cur.SetPolicy(p, a.cfg.Now())
+		if p == nil {
+			d := cur.Policy.DefaultFor()
+			p = &d
+		}
+		next, err := cur.SetPolicy(*p, a.cfg.Now())
 		if err != nil {
 			return nil, err
 		}
@@ -302,9 +307,6 @@ func (a *Admin) fits(p *bandit.Policy, code string) error {
 	}
 	return nil
 }
-
-// defaultPolicy is what resetting the policy sets.
-var defaultPolicy = loop.Policy{Name: loop.DefaultPolicyName, Arguments: bandit.DefaultPolicy}
 
 // servedModel returns the model version the server serves for the loop
 // the call addresses.

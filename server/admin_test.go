@@ -917,10 +917,10 @@ func TestAdminModelSizeBound(t *testing.T) {
 		return fmt.Sprint(err)
 	}
 	big := loop.Policy{Name: "big", Arguments: "--cb_explore_adf -b 18"} // 4 MiB
-	if _, err := a.setPolicy(ctx, "", big); code(err) != "InvalidPolicyConfiguration" || !strings.Contains(err.Error(), "4194304 bytes") {
+	if _, err := a.setPolicy(ctx, "", &big); code(err) != "InvalidPolicyConfiguration" || !strings.Contains(err.Error(), "4194304 bytes") {
 		t.Errorf("a 4 MiB policy under a 1 MiB limit: %v", err)
 	}
-	if _, err := a.setPolicy(ctx, "", loop.Policy{Name: "small", Arguments: "--cb_explore_adf -b 15"}); err != nil {
+	if _, err := a.setPolicy(ctx, "", &loop.Policy{Name: "small", Arguments: "--cb_explore_adf -b 15"}); err != nil {
 		t.Errorf("a 512 KiB policy: %v", err)
 	}
 	c := loop.Default("big")

@@ -65,7 +65,7 @@ func (s *adminService) GetPolicy(ctx context.Context, req *personalizerv1.GetPol
 }
 
 func (s *adminService) UpdatePolicy(ctx context.Context, req *personalizerv1.UpdatePolicyRequest) (*personalizerv1.UpdatePolicyResponse, error) {
-	c, err := s.a.setPolicy(ctx, req.GetLoop(), loop.Policy{Name: req.GetPolicy().GetName(), Arguments: req.GetPolicy().GetArguments()})
+	c, err := s.a.setPolicy(ctx, req.GetLoop(), &loop.Policy{Name: req.GetPolicy().GetName(), Arguments: req.GetPolicy().GetArguments()})
 	if err != nil {
 		return nil, s.status(err, "UpdateConfigurationFailed")
 	}
@@ -73,7 +73,7 @@ func (s *adminService) UpdatePolicy(ctx context.Context, req *personalizerv1.Upd
 }
 
 func (s *adminService) ResetPolicy(ctx context.Context, req *personalizerv1.ResetPolicyRequest) (*personalizerv1.ResetPolicyResponse, error) {
-	c, err := s.a.setPolicy(ctx, req.GetLoop(), defaultPolicy)
+	c, err := s.a.setPolicy(ctx, req.GetLoop(), nil)
 	if err != nil {
 		return nil, s.status(err, "UpdateConfigurationFailed")
 	}

@@ -15,9 +15,12 @@ var errShuttingDown = errors.New("server is shutting down")
 // sent.
 func (s *Server) toStatus(err error) error {
 	var inv *invalidError
+	var pt *problemTypeError
 	switch {
 	case errors.As(err, &inv):
 		return inv.GRPCStatus().Err()
+	case errors.As(err, &pt):
+		return pt.GRPCStatus().Err()
 	case errors.Is(err, errBufferFull):
 		return status.Error(codes.ResourceExhausted, "event buffer is full; retry later")
 	case errors.Is(err, errShuttingDown):

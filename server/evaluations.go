@@ -433,7 +433,7 @@ func (a *Admin) applyFromEvaluation(ctx context.Context, name string, p PolicyRe
 		if _, err := a.importModel(ctx, name, model); err != nil {
 			return nil, err
 		}
-		return a.setPolicy(ctx, name, pol)
+		return a.setPolicy(ctx, name, &pol)
 	}
 	return nil, errLearningSettingsNotFound
 }

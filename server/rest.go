@@ -429,6 +429,14 @@ func (h *REST) fail(w http.ResponseWriter, code string, err error) {
 			}
 		}
 		writeError(w, http.StatusBadRequest, code, msg, target)
+	case codes.FailedPrecondition: // a call the loop's problem type does not answer
+		reason := code
+		for _, d := range st.Details() {
+			if ei, ok := d.(*errdetails.ErrorInfo); ok {
+				reason = ei.GetReason()
+			}
+		}
+		writeError(w, http.StatusBadRequest, reason, st.Message(), "")
 	case codes.Unauthenticated:
 		writeError(w, http.StatusUnauthorized, "401", st.Message(), "")
 	case codes.PermissionDenied:

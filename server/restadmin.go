@@ -106,7 +106,7 @@ func (h *REST) putPolicy(w http.ResponseWriter, r *http.Request) {
 		h.adminFail(w, "", err)
 		return
 	}
-	c, err := h.admin.setPolicy(r.Context(), "", p)
+	c, err := h.admin.setPolicy(r.Context(), "", &p)
 	if err != nil {
 		h.adminFail(w, "UpdateConfigurationFailed", err)
 		return
@@ -115,7 +115,7 @@ func (h *REST) putPolicy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *REST) deletePolicy(w http.ResponseWriter, r *http.Request) {
-	c, err := h.admin.setPolicy(r.Context(), "", defaultPolicy)
+	c, err := h.admin.setPolicy(r.Context(), "", nil)
 	if err != nil {
 		h.adminFail(w, "UpdateConfigurationFailed", err)
 		return

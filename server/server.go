@@ -287,17 +287,29 @@ func (s *Server) rankWire(ctx context.Context, req *personalizerv1.RankRequest, 
 // RankStream implements PersonalizerService.RankStream: requests are
 // answered one by one, in order.
 func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStreamServer) error {
-	type recv struct {
-		req *personalizerv1.RankStreamRequest
+	return serveStream(s, stream.Context(), stream.Recv, func(req *personalizerv1.RankStreamRequest) error {
+		resp, err := s.rank(stream.Context(), req.GetRequest(), nil)
+		if err != nil {
+			return s.toStatus(err)
+		}
+		return stream.Send(&personalizerv1.RankStreamResponse{Response: resp})
+	})
+}
+
+// serveStream answers a stream's requests one by one, in order, with
+// answer, until the client closes its side (nil), the call ends, the
+// server shuts down, or answer fails (its error ends the stream).
+func serveStream[T any](s *Server, ctx context.Context, recv func() (T, error), answer func(T) error) error {
+	type received struct {
+		req T
 		err error
 	}
-	ch := make(chan recv)
-	ctx := stream.Context()
-	go func() { // exits when Recv fails, which it does once the call ends
+	ch := make(chan received)
+	go func() { // exits when recv fails, which it does once the call ends
 		for {
-			req, err := stream.Recv()
+			req, err := recv()
 			select {
-			case ch <- recv{req, err}:
+			case ch <- received{req, err}:
 			case <-ctx.Done():
 				return
 			}
@@ -307,7 +319,7 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 		}
 	}()
 	for {
-		var r recv
+		var r received
 		select {
 		case r = <-ch:
 		case <-ctx.Done():
@@ -321,11 +333,7 @@ func (s *Server) RankStream(stream personalizerv1.PersonalizerService_RankStream
 		if r.err != nil {
 			return r.err
 		}
-		resp, err := s.rank(ctx, r.req.GetRequest(), nil)
-		if err != nil {
-			return s.toStatus(err)
-		}
-		if err := stream.Send(&personalizerv1.RankStreamResponse{Response: resp}); err != nil {
+		if err := answer(r.req); err != nil {
 			return err
 		}
 	}
@@ -342,6 +350,9 @@ func (s *Server) rank(ctx context.Context, req *personalizerv1.RankRequest, buf 
 		return nil, err
 	}
 	lc := l.live.Load()
+	if lc.multiSlot() {
+		return nil, &problemTypeError{loop: l.name, multiSlot: true}
+	}
 	eventID := req.GetEventId()
 	if req.EventId == nil {
 		eventID = rand.Text()
@@ -382,7 +393,11 @@ func (s *Server) Reward(ctx context.Context, req *personalizerv1.RewardRequest) 
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	if err := validateReward(l.live.Load().set.Limits, req); err != nil {
+	lc := l.live.Load()
+	if lc.multiSlot() {
+		return nil, s.toStatus(&problemTypeError{loop: l.name, multiSlot: true})
+	}
+	if err := validateReward(lc.set.Limits, req); err != nil {
 		return nil, s.toStatus(err)
 	}
 	ev := &eventsv1.RewardEvent{Loop: l.name, EventId: req.GetEventId(), Value: req.GetValue(), Id: outcomeID()}

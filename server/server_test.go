@@ -35,10 +35,16 @@ var testNow = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // records go to the returned log.
 func newTestServer(t *testing.T) (personalizerv1.PersonalizerServiceClient, *eventlog.Mem, *Server) {
 	t.Helper()
+	return newTestServerWith(t, Config{Loop: "test"})
+}
+
+// newTestServerWith is newTestServer of a server configured with cfg.
+func newTestServerWith(t *testing.T, cfg Config) (personalizerv1.PersonalizerServiceClient, *eventlog.Mem, *Server) {
+	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	mem := eventlog.NewMem(map[string]int{eventlog.EventsTopic: 4})
 	pub := NewPublisher(mem, BufferLimits{Records: 1000, Bytes: 1 << 30}, 0, log)
-	srv := New(Config{Loop: "test"}, pub, log, func() time.Time { return testNow })
+	srv := New(cfg, pub, log, func() time.Time { return testNow })
 	ctx, cancel := context.WithCancel(context.Background())
 	pubDone := make(chan error, 1)
 	go func() { pubDone <- pub.Run(ctx, time.Second) }()
