@@ -269,6 +269,9 @@ func (a *Admin) updateService(ctx context.Context, name string, svc loop.Service
 		if err != nil {
 			return nil, err
 		}
+		if err := autoOptimizable(next); err != nil {
+			return nil, err
+		}
 		if days := next.Service.LogRetentionDays; days != cur.Service.LogRetentionDays {
 			if a.cfg.Logs == nil {
 				return nil, errUnsupported
@@ -279,6 +282,15 @@ func (a *Admin) updateService(ctx context.Context, name string, svc loop.Service
 		}
 		return next, nil
 	})
+}
+
+// autoOptimizable refuses auto-optimization for a multi-slot loop, as
+// Personalizer did: offline evaluation does not take multi-slot logs.
+func autoOptimizable(c *loop.Config) error {
+	if c.Service.IsAutoOptimizationEnabled && c.Policy.MultiSlot() {
+		return &apiError{http.StatusForbidden, codes.FailedPrecondition, "ProblemTypeIncompatibleWithAutoOptimization", "Auto-optimization is not available for a multi-slot loop."}
+	}
+	return nil
 }
 
 // setPolicy sets the learning policy; nil resets it to the default of
@@ -454,6 +466,9 @@ func (a *Admin) createLoop(ctx context.Context, c *loop.Config) (*loop.Config, e
 	}
 	c.Service.RewardAggregation = strings.ToLower(c.Service.RewardAggregation)
 	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if err := autoOptimizable(c); err != nil {
 		return nil, err
 	}
 	pol, _ := bandit.ParsePolicy(c.Policy.Arguments) // Validate checked it

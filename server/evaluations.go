@@ -273,6 +273,11 @@ func (a *Admin) evaluations(ctx context.Context, name string) (EvaluationAdmin, 
 }
 
 func (a *Admin) createEvaluation(ctx context.Context, name string, c EvaluationContract) (*Evaluation, error) {
+	if l, err := a.loopOf(ctx, name); err == nil {
+		if cfg, err := a.config(l); err == nil && cfg.Policy.MultiSlot() {
+			return nil, &apiError{http.StatusBadRequest, codes.FailedPrecondition, "InvalidEvaluationContract", "Offline evaluation of a multi-slot loop is not supported."}
+		}
+	}
 	ev, l, err := a.evaluations(ctx, name)
 	if err != nil {
 		return nil, err

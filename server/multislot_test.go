@@ -8,8 +8,10 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
@@ -196,5 +198,48 @@ func TestMultiSlotRejectsBadInput(t *testing.T) {
 		if _, err := client.MultiSlotReward(ctx, r); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("MultiSlotReward(%v): %v", r, err)
 		}
+	}
+}
+
+// TestMultiSlotLoop: a loop made with a --ccb_explore_adf policy answers
+// multi-slot calls, keeps its problem type through policy changes and
+// resets, and refuses auto-optimization and offline evaluation.
+func TestMultiSlotLoop(t *testing.T) {
+	t.Parallel()
+	e := newAdminEnv(t, false)
+	ctx := context.Background()
+	ccb := &personalizerv1.Policy{Name: "carousel", Arguments: bandit.DefaultMultiSlotPolicy}
+	auto := &personalizerv1.ServiceConfiguration{IsAutoOptimizationEnabled: true}
+	if _, err := e.admin.CreateLoop(ctx, &personalizerv1.CreateLoopRequest{Loop: "ms", Policy: ccb, Service: auto}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("create a multi-slot loop with auto-optimization: %v", err)
+	}
+	if _, err := e.admin.CreateLoop(ctx, &personalizerv1.CreateLoopRequest{Loop: "ms", Policy: ccb}); err != nil {
+		t.Fatal(err)
+	}
+	ms := metadata.NewIncomingContext(ctx, metadata.Pairs("x-personalizer-loop", "ms"))
+	if _, err := e.srv.MultiSlotRank(ms, validMultiSlot()); err != nil {
+		t.Errorf("MultiSlotRank on the multi-slot loop: %v", err)
+	}
+	if _, err := e.srv.MultiSlotRank(ctx, validMultiSlot()); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("MultiSlotRank on the single-slot loop: %v", err)
+	}
+	if _, err := e.admin.UpdatePolicy(ctx, &personalizerv1.UpdatePolicyRequest{Loop: "ms", Policy: &personalizerv1.Policy{Name: "cb", Arguments: bandit.DefaultPolicy}}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a single-slot policy for the multi-slot loop: %v", err)
+	}
+	reset, err := e.admin.ResetPolicy(ctx, &personalizerv1.ResetPolicyRequest{Loop: "ms"})
+	if err != nil || reset.GetPolicy().GetArguments() != bandit.DefaultMultiSlotPolicy {
+		t.Errorf("reset the multi-slot loop's policy: %v, %v", reset, err)
+	}
+	svc, err := e.admin.GetServiceConfiguration(ctx, &personalizerv1.GetServiceConfigurationRequest{Loop: "ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.GetConfiguration().IsAutoOptimizationEnabled = true
+	if _, err := e.admin.UpdateServiceConfiguration(ctx, &personalizerv1.UpdateServiceConfigurationRequest{Loop: "ms", Configuration: svc.GetConfiguration()}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("auto-optimization for the multi-slot loop: %v", err)
+	}
+	if _, err := e.admin.CreateEvaluation(ctx, &personalizerv1.CreateEvaluationRequest{Loop: "ms", Evaluation: &personalizerv1.EvaluationContract{
+		Name: "e", StartTime: timestamppb.New(testNow.Add(-time.Hour)), EndTime: timestamppb.New(testNow)}}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("an evaluation of the multi-slot loop: %v", err)
 	}
 }

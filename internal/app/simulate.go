@@ -24,6 +24,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	fs.IntVar(&cfg.Window, "window", 0, "events per reported window (default events/10)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 4, "users in parallel")
 	fs.Float64Var(&cfg.Rate, "rate", 1000, "events per second (0: as fast as the service answers)")
+	fs.IntVar(&cfg.Slots, "slots", 0, "rank a carousel of this many slots per event (MultiSlotRank, for a multi-slot loop: a --ccb_explore_adf policy); 0: single-slot Rank")
 	var caller callerConfig
 	caller.registerFlags(fs)
 	if err := parseFlags(fs, args, getenv); err != nil {

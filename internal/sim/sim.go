@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,6 +26,9 @@ type Config struct {
 	Window      int     // events per reported window; 0 means Events/10
 	Concurrency int     // parallel users; 0 means 1
 	Rate        float64 // events per second over all users; 0 means as fast as possible
+	// Slots makes each event a multi-slot rank of that many slots (a
+	// carousel: MultiSlotRank and MultiSlotReward); 0 is single-slot.
+	Slots int
 }
 
 // Result summarises a simulation.
@@ -34,7 +38,9 @@ type Result struct {
 	RewardLastWindow  float64 `json:"reward_last_window"`
 	// RandomPolicyReward and BestPolicyReward are the expected rewards of
 	// choosing uniformly at random and of always choosing the best action,
-	// over the same users.
+	// over the same users. With slots, rewards are per slot: an event's
+	// summed over its slots, divided by their number; the best policy
+	// fills the slots with the best actions in order.
 	RandomPolicyReward float64 `json:"random_policy_reward"`
 	BestPolicyReward   float64 `json:"best_policy_reward"`
 }
@@ -55,6 +61,10 @@ type world struct {
 	actions  []*personalizerv1.Action
 	lengths  []float64
 }
+
+// attention is how likely a user looks at each slot of a carousel: a
+// click in slot k is attention[k] times the chance of a click at all.
+var attention = []float64{1, 0.7, 0.5, 0.35, 0.25, 0.2, 0.15, 0.1}
 
 func newWorld(r *rand.Rand) *world {
 	w := &world{bias: -1.5}
@@ -119,6 +129,9 @@ func Run(ctx context.Context, client personalizerv1.PersonalizerServiceClient, c
 	if cfg.Window <= 0 {
 		cfg.Window = max(cfg.Events/10, 1)
 	}
+	if cfg.Slots < 0 || cfg.Slots > len(attention) {
+		return Result{}, fmt.Errorf("slots must be 0 to %d, got %d", len(attention), cfg.Slots)
+	}
 	cfg.Concurrency = max(cfg.Concurrency, 1)
 	r := rand.New(rand.NewPCG(cfg.Seed, 0x5eed))
 	w := newWorld(r)
@@ -126,13 +139,9 @@ func Run(ctx context.Context, client personalizerv1.PersonalizerServiceClient, c
 	var res Result
 	for i := range users {
 		users[i] = w.user(r)
-		best, sum := 0.0, 0.0
-		for a := range topics {
-			p := w.clickProb(users[i], a)
-			best, sum = max(best, p), sum+p
-		}
+		best, random := w.expected(users[i], cfg.Slots)
 		res.BestPolicyReward += best / float64(cfg.Events)
-		res.RandomPolicyReward += sum / float64(len(topics)) / float64(cfg.Events)
+		res.RandomPolicyReward += random / float64(cfg.Events)
 	}
 
 	// Events are numbered in the order they are handed out; rewards are
@@ -180,7 +189,13 @@ func Run(ctx context.Context, client personalizerv1.PersonalizerServiceClient, c
 					case <-time.After(time.Until(at)):
 					}
 				}
-				reward, err := w.visit(ctx, client, users[i], ur)
+				visit := w.visit
+				if cfg.Slots > 0 {
+					visit = func(ctx context.Context, client personalizerv1.PersonalizerServiceClient, u user, r *rand.Rand) (float64, error) {
+						return w.visitSlots(ctx, client, u, r, cfg.Slots)
+					}
+				}
+				reward, err := visit(ctx, client, users[i], ur)
 				if err != nil {
 					return fmt.Errorf("event %d: %w", i, err)
 				}
@@ -223,6 +238,71 @@ func (w *world) visit(ctx context.Context, client personalizerv1.PersonalizerSer
 		return 0, fmt.Errorf("reward: %w", err)
 	}
 	return reward, nil
+}
+
+// expected returns u's expected reward (per slot, with slots) under the
+// best policy and under a uniformly random one.
+func (w *world) expected(u user, slots int) (best, random float64) {
+	ps := make([]float64, len(topics))
+	sum := 0.0
+	for a := range topics {
+		ps[a] = w.clickProb(u, a)
+		sum += ps[a]
+	}
+	if slots == 0 {
+		return slices.Max(ps), sum / float64(len(ps))
+	}
+	// Random without replacement: each slot's action is uniform over all.
+	slices.Sort(ps)
+	slices.Reverse(ps)
+	for k := range slots {
+		best += attention[k] * ps[k]
+		random += attention[k] * sum / float64(len(ps))
+	}
+	return best / float64(slots), random / float64(slots)
+}
+
+// visitSlots ranks a carousel of slots for u, draws each slot's click and
+// rewards every slot; it returns the reward per slot.
+func (w *world) visitSlots(ctx context.Context, client personalizerv1.PersonalizerServiceClient, u user, r *rand.Rand, slots int) (float64, error) {
+	single := w.request(u)
+	req := &personalizerv1.MultiSlotRankRequest{ContextFeatures: single.GetContextFeatures(), Actions: single.GetActions()}
+	for k := range slots {
+		req.Slots = append(req.Slots, &personalizerv1.Slot{
+			Id:             fmt.Sprintf("slot-%d", k+1),
+			BaselineAction: w.actions[k].GetId(),
+			Features: []*personalizerv1.Namespace{{Name: "Slot", Features: []*personalizerv1.Feature{
+				{Name: "position", Value: &personalizerv1.Feature_StringValue{StringValue: fmt.Sprint(k + 1)}},
+			}}},
+		})
+	}
+	resp, err := client.MultiSlotRank(ctx, req)
+	if err != nil {
+		return 0, fmt.Errorf("multi-slot rank: %w", err)
+	}
+	rewards := &personalizerv1.MultiSlotRewardRequest{EventId: resp.GetEventId()}
+	total := 0.0
+	seen := map[int]bool{}
+	for k, s := range resp.GetSlots() {
+		a := slices.IndexFunc(w.actions, func(x *personalizerv1.Action) bool { return x.GetId() == s.GetRewardActionId() })
+		if a < 0 || seen[a] || s.GetId() != req.Slots[k].GetId() {
+			return 0, fmt.Errorf("multi-slot rank filled slot %q with %q: unknown, or taken twice", s.GetId(), s.GetRewardActionId())
+		}
+		seen[a] = true
+		reward := 0.0
+		if r.Float64() < attention[k]*w.clickProb(u, a) {
+			reward = 1
+		}
+		total += reward
+		rewards.Rewards = append(rewards.Rewards, &personalizerv1.SlotReward{SlotId: s.GetId(), Value: float32(reward)})
+	}
+	if len(seen) != slots {
+		return 0, fmt.Errorf("multi-slot rank filled %d of %d slots", len(seen), slots)
+	}
+	if _, err := client.MultiSlotReward(ctx, rewards); err != nil {
+		return 0, fmt.Errorf("multi-slot reward: %w", err)
+	}
+	return total / float64(slots), nil
 }
 
 func mean(xs []float64) float64 {
