@@ -2,6 +2,7 @@ package joiner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -438,5 +439,61 @@ func TestJoinerSlots(t *testing.T) {
 				t.Errorf("dead letters %q", dead)
 			}
 		})
+	}
+}
+
+// TestJoinerSlotsFlood floods one slot of a multi-slot event with rewards:
+// its line is written with the outcomes that fit the record size limit,
+// while each slot's reward is aggregated from all of its rewards.
+func TestJoinerSlotsFlood(t *testing.T) {
+	t.Parallel()
+	const limit = 20_000
+	m := newMem()
+	recs := []eventlog.Record{record(eventlog.TypeRank, "l/e1", slotsRank("e1", nil, false, online), t0),
+		record(eventlog.TypeReward, "l/e1", &eventsv1.RewardEvent{Value: 0.5, Id: 1, SlotId: "hero"}, t0.Add(time.Second))}
+	var sum float32
+	for i := range 1000 {
+		v := float32(i%4) / 4
+		sum += v
+		recs = append(recs, record(eventlog.TypeReward, "l/e1", &eventsv1.RewardEvent{Value: v, Id: uint64(10 + i), SlotId: "side"}, t0.Add(2*time.Second)))
+	}
+	if err := m.Write(context.Background(), recs...); err != nil {
+		t.Fatal(err)
+	}
+	m.MaxRecordBytes = limit
+	cfg := Config{Rules: testRules(), TickInterval: 10 * time.Millisecond, MaxRecordBytes: limit}
+	cfg.Aggregation = Sum
+	j := New(cfg, slog.New(slog.DiscardHandler), memSource{m}, m.Direct(), m, func() time.Time { return t0.Add(time.Hour) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	waitFor(t, j, "the event", func(s Stats) bool { return s.Emitted == 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c := j.Counters(); c != (Stats{Emitted: 1, Learnable: 1, Truncated: 1}) {
+		t.Errorf("counters %+v", c)
+	}
+	var lines []eventlog.Record
+	for p := range 2 {
+		lines = append(lines, m.Records(eventlog.JoinedTopic, p)...)
+	}
+	if len(lines) != 1 {
+		t.Fatalf("%d lines", len(lines))
+	}
+	var line struct {
+		Outcomes []struct {
+			Cost float32           `json:"_label_cost"`
+			O    []json.RawMessage `json:"_o"`
+		} `json:"_outcomes"`
+	}
+	v := lines[0].Value
+	if err := json.Unmarshal(v, &line); err != nil || len(line.Outcomes) != 2 {
+		t.Fatalf("line %s: %v", v, err)
+	}
+	hero, side := line.Outcomes[0], line.Outcomes[1]
+	if hero.Cost != -0.5 || len(hero.O) != 1 || side.Cost != -sum || len(side.O) == 0 || len(side.O) >= 1000 || len(v)+len("l/e1")+len("typejoined") > limit {
+		t.Errorf("flooded line: %d bytes, costs %v and %v (want -0.5 and %v), %d and %d outcomes", len(v), hero.Cost, side.Cost, -sum, len(hero.O), len(side.O))
 	}
 }
