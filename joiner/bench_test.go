@@ -193,7 +193,7 @@ func BenchmarkRankCache(b *testing.B) {
 		for i := 0; i < 2*budget/5000; i++ {
 			rank, _ := g.event(i)
 			in := decode(rank)
-			c.put(in.Offset, in.Key, in.Rank, in.Trace, rankBytes(rank.Value, in.Rank))
+			c.put(in, rankBytes(rank.Value, in.Rank))
 		}
 		b.StopTimer()
 		held := float64(heapInUse() - before)

@@ -22,6 +22,12 @@ func randomRank(r *rand.Rand) *eventsv1.RankEvent {
 		ev.Rules = &eventsv1.JoinRules{RewardWaitMs: r.Int64N(1 << 40), DefaultReward: r.Float32()*2 - 1,
 			Aggregation: []string{"earliest", "sum", ""}[r.IntN(3)], ConfigVersion: r.Uint64N(100)}
 	}
+	if r.IntN(3) == 0 { // a multi-slot rank's fields
+		ev.MultiSlotRequest = []byte{0x22, 0x01, 'e'}
+		for k := range 1 + r.IntN(3) {
+			ev.Slots = append(ev.Slots, &eventsv1.SlotDecision{Ranking: []uint32{uint32(k), 7}, Probabilities: []float32{r.Float32(), 0}})
+		}
+	}
 	return ev
 }
 

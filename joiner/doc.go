@@ -37,6 +37,15 @@
 //     learnable. A rank with rules is learnable by the mode it logged (the
 //     one in force when it was made); one without is not learnable if it
 //     logged another mode than the joiner's.
+//   - A multi-slot rank (a --ccb_explore_adf loop's) is joined slot by
+//     slot: a reward names its slot (RewardEvent.slot_id), and when the
+//     window closes each slot combines the rewards that name it with the
+//     rank's aggregation, or gets its default reward; Apprentice judges
+//     each slot by its own baseline; an activation activates every slot.
+//     A reward that names no slot of the request (or none) is counted as
+//     UnknownSlots and left out of the line. The window keeps a reward's
+//     slot as [SlotHash] of its id, in an outcome entry of its own, so
+//     that single-slot events keep what they cost.
 //   - A repeated rank (same key) and a repeated outcome (same id) count
 //     once while their event is remembered: until Backward after its
 //     window, after its latest late outcome, or after the window the
@@ -69,7 +78,9 @@
 // against the hash the window kept, and writes the line from it. A rank
 // that cannot be read back (retention deleted it, another record is at
 // its offset) is counted as Unread and dead-lettered as a reference; the
-// partition goes on.
+// partition goes on. A multi-slot rank is checked and rendered as it is
+// decoded, each time: its request must decode and its slot decisions fit
+// it, else it is a record that does not decode.
 //
 // The joiner never reads the wall clock inside the join: now only stamps
 // tick records and paces commits.

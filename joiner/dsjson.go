@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/open-personalizer/personalizer/internal/features"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 )
 
 // timestampLayout is DSJson's Timestamp: UTC with seven fraction digits.
@@ -21,11 +22,26 @@ const timestampLayout = "2006-01-02T15:04:05.0000000Z"
 // in "a" (1-based, never empty), "p" aligned with "a", every joined outcome
 // in "o", "pdrop" when the server subsampled, and "_skipLearn" for events
 // that must not be learned.
+//
+// A multi-slot event (its rank has slot decisions) is written as the CCB
+// line `vw --ccb_explore_adf --dsjson` reads: "c" (the request's context,
+// every action under "_multi", the slots under "_slots"), then in
+// "_outcomes" one object per slot, in order, with its id, the cost
+// -reward of the slot ([Slot]), its ranking ("_a", 0-based indices into
+// "_multi", the logged action first) and probabilities ("_p"), the
+// outcomes it joined in "_o" (the rewards that name it, and every
+// activation) and "_original_label_cost"; then each slot's baseline
+// action in "_ba", "pdrop" when the server subsampled, and "_skipLearn"
+// for events that must not be learned. j.Slots must be filled in, as the
+// joiner fills them in.
 func AppendDSJSON(b []byte, j *Joined) []byte { return appendDSJSON(b, j, nil) }
 
 // appendDSJSON is AppendDSJSON writing floats through fc, which may be nil.
 func appendDSJSON(b []byte, j *Joined, fc *floatCache) []byte {
 	r := j.Rank
+	if len(r.GetSlots()) > 0 {
+		return appendSlotsDSJSON(b, j, fc)
+	}
 	ranking, probs := r.GetRanking(), r.GetProbabilities()
 	pdrop := r.GetPdrop()
 	b = append(b, `{"_label_cost":`...)
@@ -77,18 +93,118 @@ func appendDSJSON(b []byte, j *Joined, fc *floatCache) []byte {
 		}
 		b = fc.append(b, p)
 	}
-	b = append(b, `],"VWState":{"m":`...)
-	m := r.GetModelVersion()
-	if m == "" {
-		m = "N/A"
-	}
-	b = features.AppendString(b, m)
-	b = append(b, `},"_original_label_cost":`...)
+	b = append(b, `],`...)
+	b = appendVWState(b, r)
+	b = append(b, `,"_original_label_cost":`...)
 	b = appendFloat32(b, -j.Original)
 	if !j.Learnable {
 		b = append(b, `,"_skipLearn":true`...)
 	}
 	return append(b, '}')
+}
+
+// appendVWState appends "VWState": the model version that decided r, or
+// "N/A" before the first model.
+func appendVWState(b []byte, r *eventsv1.RankEvent) []byte {
+	b = append(b, `"VWState":{"m":`...)
+	m := r.GetModelVersion()
+	if m == "" {
+		m = "N/A"
+	}
+	b = features.AppendString(b, m)
+	return append(b, '}')
+}
+
+// appendSlotsDSJSON is appendDSJSON of a multi-slot event, its keys in
+// the order of the CCB lines VW 9.11.2 is known to read ("_outcomes"
+// must come after "c": vw crashes otherwise).
+func appendSlotsDSJSON(b []byte, j *Joined, fc *floatCache) []byte {
+	r := j.Rank
+	b = append(b, `{"Timestamp":"`...)
+	b = j.Time.UTC().AppendFormat(b, timestampLayout)
+	b = append(b, `","Version":"1","EventId":`...)
+	b = features.AppendString(b, r.GetEventId())
+	if pdrop := r.GetPdrop(); pdrop > 0 {
+		b = append(b, `,"pdrop":`...)
+		b = appendFloat32(b, pdrop)
+	}
+	b = append(b, `,"c":`...)
+	b = append(b, r.GetContext()...)
+	b = append(b, `,"_outcomes":[`...)
+	decisions := r.GetSlots()
+	for k, d := range decisions {
+		if k > 0 {
+			b = append(b, ',')
+		}
+		s := slotAt(j, k)
+		b = append(b, `{"_label_cost":`...)
+		b = appendFloat32(b, -s.Reward)
+		b = append(b, `,"_id":`...)
+		b = features.AppendString(b, s.ID)
+		b = append(b, `,"_a":[`...)
+		for i, a := range d.GetRanking() {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendUint(b, uint64(a), 10)
+		}
+		b = append(b, `],"_p":[`...)
+		for i, p := range d.GetProbabilities() {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = fc.append(b, p)
+		}
+		b = append(b, `],"_o":[`...)
+		h, n := SlotHash(s.ID), 0
+		for _, o := range j.Outcomes {
+			if !o.Activate && o.Slot != h {
+				continue // another slot's
+			}
+			if n++; n > 1 {
+				b = append(b, ',')
+			}
+			b = append(b, '{')
+			if !o.Activate {
+				b = append(b, `"v":`...)
+				b = appendFloat32(b, o.Value)
+				b = append(b, ',')
+			}
+			b = append(b, `"EventId":`...)
+			b = features.AppendString(b, r.GetEventId())
+			if !o.Activate {
+				b = append(b, `,"Index":`...)
+				b = features.AppendString(b, s.ID)
+			}
+			b = append(b, `,"ActionTaken":`...)
+			b = strconv.AppendBool(b, o.Activate)
+			b = append(b, '}')
+		}
+		b = append(b, `],"_original_label_cost":`...)
+		b = appendFloat32(b, -s.Original)
+		b = append(b, '}')
+	}
+	b = append(b, `],"_ba":[`...)
+	for k := range decisions {
+		if k > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, uint64(slotAt(j, k).Baseline), 10)
+	}
+	b = append(b, `],`...)
+	b = appendVWState(b, r)
+	if !j.Learnable {
+		b = append(b, `,"_skipLearn":true`...)
+	}
+	return append(b, '}')
+}
+
+// slotAt returns j's slot k, or none if j lacks it.
+func slotAt(j *Joined, k int) Slot {
+	if k < len(j.Slots) {
+		return j.Slots[k]
+	}
+	return Slot{}
 }
 
 // AppendAudit appends a as one JSON object: why the outcome was not

@@ -2,7 +2,9 @@ package joiner
 
 import (
 	"fmt"
+	"hash/fnv"
 	"hash/maphash"
+	"io"
 	"math"
 	"slices"
 	"strings"
@@ -110,7 +112,13 @@ type Input struct {
 	// Trace is a Rank record's W3C trace context (its traceparent
 	// header), nil when the call was not traced; it goes to the joined line.
 	Trace []byte
+	// Slots are a multi-slot Rank's slots, in request order (nil for a
+	// single-slot rank): what its joined line needs of the request.
+	Slots []Slot
 	Value float32 // for Reward
+	// Slot is the slot a Reward of a multi-slot event names: [SlotHash]
+	// of its id, 0 for none.
+	Slot uint64
 	// ID is a Reward's or Activate's id: copies of one record carry the
 	// same id and count once. 0 is never deduplicated.
 	ID uint64
@@ -124,6 +132,34 @@ type Outcome struct {
 	Value    float32
 	Time     time.Time
 	ID       uint64
+	Slot     uint64 // the slot a reward of a multi-slot event names: [SlotHash] of its id, 0 for none
+}
+
+// SlotHash identifies a slot by its id, as outcomes carry it: the 64-bit
+// FNV-1a hash of the id (the same in every process, so that a replay
+// joins alike), 0 for the empty id, which names no slot.
+func SlotHash(id string) uint64 {
+	if id == "" {
+		return 0
+	}
+	h := fnv.New64a()
+	io.WriteString(h, id)
+	return max(h.Sum64(), 1) // 0 is no slot
+}
+
+// Slot is one slot of a multi-slot event, in its request's order.
+type Slot struct {
+	ID string // as the request names it
+	// Baseline is the slot's baseline action: its 0-based index among the
+	// request's actions (DSJson "_multi").
+	Baseline uint32
+	// Reward is what the slot learns: the rewards that name it, combined
+	// with the event's aggregation, or the event's default reward when
+	// none came; in Apprentice mode 1 if the slot's logged action is its
+	// baseline and 0 if not.
+	Reward float32
+	// Original is the combined (or default) reward, whatever the mode.
+	Original float32
 }
 
 // Joined is one event whose window has closed. A [Window] keeps neither
@@ -137,9 +173,14 @@ type Joined struct {
 	Trace    []byte    // the rank's trace context, see [Input.Trace]
 	hash     keyHash   // of Key
 	Outcomes []Outcome // every outcome joined, in arrival order
+	// Slots are a multi-slot event's slots with the reward each learns
+	// (see [Slot]), nil for a single-slot event. Whoever fills in Rank
+	// fills them in too.
+	Slots []Slot
 	// Reward is the reward to learn: the aggregated reward, the default
 	// reward when none came, or in Apprentice mode 1 if the model chose
-	// the baseline and 0 if not.
+	// the baseline and 0 if not. For a multi-slot event it is of all its
+	// rewards together; each slot's is in Slots.
 	Reward float32
 	// Original is the aggregated (or default) reward, whatever the mode.
 	Original float32
@@ -147,6 +188,11 @@ type Joined struct {
 	// LoggingOnly event, and an event without rules logged in another
 	// learning mode than the loop's.
 	Learnable bool
+	// How the event was judged, for its slots' rewards: its aggregation,
+	// its default reward and whether it was logged in Apprentice mode.
+	agg        Aggregation
+	dflt       float32
+	apprentice bool
 }
 
 // AuditReason says why an outcome was not learned.
@@ -214,7 +260,10 @@ type Stats struct {
 	Refused   int64 // outputs over the record size limit or refused by the log, written to the dead-letter topic as a reference
 	Dropped   int64 // outputs the log refused even as a dead-letter reference: skipped
 	Unread    int64 // joined events whose rank record could not be read back (deleted by retention, or another record at its offset): dead-lettered as a reference
-	Errors    int64 // failed attempts to fetch, to read a rank record back or to write (each retried)
+	// UnknownSlots are rewards of multi-slot events that named none of
+	// the event's slots (or no slot): left out of the line, not learned.
+	UnknownSlots int64
+	Errors       int64 // failed attempts to fetch, to read a rank record back or to write (each retried)
 }
 
 // Add adds o to s.
@@ -237,6 +286,7 @@ func (s *Stats) Add(o Stats) {
 	s.Refused += o.Refused
 	s.Dropped += o.Dropped
 	s.Unread += o.Unread
+	s.UnknownSlots += o.UnknownSlots
 	s.Errors += o.Errors
 }
 
@@ -246,7 +296,7 @@ func (s Stats) Sub(o Stats) Stats {
 	o.LoggingOnly, o.OtherMode, o.BadRules, o.Late, o.Dangling = -o.LoggingOnly, -o.OtherMode, -o.BadRules, -o.Late, -o.Dangling
 	o.DuplicateRanks, o.DuplicateOutcomes, o.Undecodable, o.Suppressed = -o.DuplicateRanks, -o.DuplicateOutcomes, -o.Undecodable, -o.Suppressed
 	o.Skewed, o.Truncated, o.Refused, o.Dropped, o.Errors = -o.Skewed, -o.Truncated, -o.Refused, -o.Dropped, -o.Errors
-	o.Unread = -o.Unread
+	o.Unread, o.UnknownSlots = -o.Unread, -o.UnknownSlots
 	s.Add(o)
 	return s
 }
@@ -347,9 +397,12 @@ func (c clock) nanos() nclock { return nclock{unixNano(c.time), unixNano(c.tick)
 func (c nclock) clock() clock { return clock{fromUnixNano(c.time), fromUnixNano(c.tick)} }
 
 // outcome is an outcome of an event, in a slab: 24 bytes without
-// pointers. The two high bits of next say whether it is an activation and
+// pointers. The three high bits of next say whether it is an activation,
 // whether it is only the id of a late outcome (kept so that a copy counts
-// once).
+// once), and whether it is only the slot of the outcome before it in the
+// list: a joined outcome that names a slot (a reward of a multi-slot
+// event) is followed by an entry that holds its [SlotHash] as id, so that
+// the others keep their 24 bytes.
 type outcome struct {
 	time  int64
 	id    uint64
@@ -360,7 +413,8 @@ type outcome struct {
 const (
 	outActivate = 1 << 31
 	outLate     = 1 << 30
-	outNext     = outLate - 1
+	outSlot     = 1 << 29
+	outNext     = outSlot - 1
 )
 
 // aggregations are the [Aggregation]s by their index in an event.
@@ -636,7 +690,7 @@ func (w *Window) takeEarly(s uint32, q *earlyQueue) {
 }
 
 func (w *Window) addOutcome(in Input, before clock) {
-	o := Outcome{Activate: in.Kind == Activate, Value: in.Value, Time: in.Time, ID: in.ID}
+	o := Outcome{Activate: in.Kind == Activate, Value: in.Value, Time: in.Time, ID: in.ID, Slot: in.Slot}
 	if s := w.index.find(w.hash(in.Key), &w.events); s != 0 {
 		if w.hasID(s, o.ID) {
 			w.count(&w.stats.DuplicateOutcomes)
@@ -668,8 +722,9 @@ func (w *Window) addOutcome(in Input, before clock) {
 	w.live.pushOther(other{offset: in.Offset, before: before, out: e})
 }
 
-// keepID adds outcome o to event s: joined, or only its id if it is late
-// (an outcome without id is not kept then: it is never deduplicated).
+// keepID adds outcome o to event s: joined (followed by the entry of its
+// slot if it names one), or only its id if it is late (an outcome without
+// id is not kept then: it is never deduplicated).
 func (w *Window) keepID(s uint32, o Outcome, late bool) {
 	if late && o.ID == 0 {
 		return
@@ -677,6 +732,11 @@ func (w *Window) keepID(s uint32, o Outcome, late bool) {
 	i := w.outcomes.alloc()
 	ev := w.events.at(s)
 	next := ev.outs
+	if o.Slot != 0 && !late {
+		c := w.outcomes.alloc()
+		*w.outcomes.at(c) = outcome{id: o.Slot, next: next | outSlot}
+		next = c
+	}
 	if o.Activate {
 		next |= outActivate
 	}
@@ -701,8 +761,8 @@ func (w *Window) keepID(s uint32, o Outcome, late bool) {
 	if n > idSetSmall {
 		ids := map[uint64]struct{}{}
 		for i := ev.outs; i != 0; i = w.outcomes.at(i).next & outNext {
-			if id := w.outcomes.at(i).id; id != 0 {
-				ids[id] = struct{}{}
+			if o := w.outcomes.at(i); o.id != 0 && o.next&outSlot == 0 {
+				ids[o.id] = struct{}{}
 			}
 		}
 		if w.manyIDs == nil {
@@ -723,7 +783,7 @@ func (w *Window) hasID(s uint32, id uint64) bool {
 	}
 	for i := w.events.at(s).outs; i != 0; {
 		o := w.outcomes.at(i)
-		if o.id == id {
+		if o.id == id && o.next&outSlot == 0 {
 			return true
 		}
 		i = o.next & outNext
@@ -903,7 +963,7 @@ func (w *Window) close(s uint32) {
 	n := 0
 	for i := ev.outs; i != 0; {
 		o := w.outcomes.at(i)
-		if o.next&outLate == 0 {
+		if o.next&(outLate|outSlot) == 0 {
 			n++
 			activated = activated || o.next&outActivate != 0
 		}
@@ -922,21 +982,25 @@ func (w *Window) close(s uint32) {
 	if !w.count(&w.stats.Emitted) {
 		return
 	}
-	j := Joined{Offset: ev.offset, Time: time.Unix(0, ev.time), hash: ev.hash, Learnable: notLearnable == nil}
+	j := Joined{Offset: ev.offset, Time: time.Unix(0, ev.time), hash: ev.hash, Learnable: notLearnable == nil,
+		agg: aggregations[ev.agg], dflt: ev.dflt, apprentice: ev.flags&evApprentice != 0}
 	if n > 0 {
 		// In arrival order: the list is newest first.
 		j.Outcomes = make([]Outcome, n)
 		for i := ev.outs; i != 0; {
 			o := w.outcomes.at(i)
-			if o.next&outLate == 0 {
+			if o.next&(outLate|outSlot) == 0 {
 				n--
 				j.Outcomes[n] = Outcome{Activate: o.next&outActivate != 0, Value: o.value, Time: time.Unix(0, o.time), ID: o.id}
+				if c := o.next & outNext; c != 0 && w.outcomes.at(c).next&outSlot != 0 {
+					j.Outcomes[n].Slot = w.outcomes.at(c).id // its slot's entry follows it
+				}
 			}
 			i = o.next & outNext
 		}
 	}
 	var k int
-	j.Original, k = aggregate(aggregations[ev.agg], j.Outcomes)
+	j.Original, k = aggregate(j.agg, j.Outcomes)
 	if k == 0 {
 		j.Original = ev.dflt
 		w.stats.DefaultRewards++
@@ -956,6 +1020,52 @@ func (w *Window) close(s uint32) {
 		*notLearnable++
 	}
 	w.out.Joined = append(w.out.Joined, j)
+}
+
+// setRank fills in what a [Window] leaves out of j (see [Joined]) from
+// the rank record of its event, decoded as in: its key, rank and trace,
+// and for a multi-slot event its slots with their rewards. It returns
+// how many rewards of a multi-slot event named none of its slots (or no
+// slot): those are not learned.
+func (j *Joined) setRank(in *Input) (unknown int) {
+	j.Key, j.Rank, j.Trace = in.Key, in.Rank, in.Trace
+	if in.Slots == nil {
+		return 0
+	}
+	j.Slots = slices.Clone(in.Slots)
+	hashes := make([]uint64, len(j.Slots))
+	for k := range j.Slots {
+		hashes[k] = SlotHash(j.Slots[k].ID)
+	}
+	for _, o := range j.Outcomes {
+		if !o.Activate && !slices.Contains(hashes, o.Slot) {
+			unknown++
+		}
+	}
+	var rewards []Outcome
+	for k := range j.Slots {
+		s := &j.Slots[k]
+		rewards = rewards[:0]
+		for _, o := range j.Outcomes {
+			if !o.Activate && o.Slot == hashes[k] {
+				rewards = append(rewards, o)
+			}
+		}
+		var n int
+		if s.Original, n = aggregate(j.agg, rewards); n == 0 {
+			s.Original = j.dflt
+		}
+		s.Reward = s.Original
+		if j.apprentice {
+			// Imitation, slot by slot: rewarded for logging the slot's
+			// baseline action.
+			s.Reward = 0
+			if d := j.Rank.GetSlots(); k < len(d) && len(d[k].GetRanking()) > 0 && d[k].GetRanking()[0] == s.Baseline {
+				s.Reward = 1
+			}
+		}
+	}
+	return unknown
 }
 
 // aggregate combines the rewards among outcomes, in float32 as

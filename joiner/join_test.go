@@ -94,14 +94,14 @@ func run(w *Window, s script) []string {
 
 // resolve fills in what a window leaves to its caller (see [Joined]):
 // the key, rank and trace of the rank record at j.Offset in s, whose
-// offsets are consecutive, as the joiner does with the record it reads
-// back.
+// offsets are consecutive, and the slots of a multi-slot rank, as the
+// joiner does with the record it reads back.
 func resolve(w *Window, j *Joined, s script) {
 	in := s[j.Offset-s[0].Offset]
 	if in.Offset != j.Offset || in.Kind != Rank || !w.IsKey(j, []byte(in.Key)) {
 		panic(fmt.Sprintf("joined offset %d is not a rank of the script", j.Offset))
 	}
-	j.Key, j.Rank, j.Trace = in.Key, in.Rank, in.Trace
+	j.setRank(&in)
 }
 
 // describe renders what the tests check of a joined event: key, reward,

@@ -32,11 +32,8 @@ type rankCache struct {
 }
 
 type cachedRank struct {
-	offset int64
-	key    string
-	rank   *eventsv1.RankEvent // nil once taken
-	trace  []byte
-	size   int
+	in   Input // its Rank nil once taken
+	size int
 }
 
 // rankBytes is about what a rank decoded from a record of value holds
@@ -47,35 +44,34 @@ func rankBytes(value []byte, rank *eventsv1.RankEvent) int {
 	return max(len(value), len(rank.GetContext()))
 }
 
-// put adds the rank decoded from the record at offset, if it fits; value
-// is its [rankBytes].
-func (c *rankCache) put(offset int64, key string, rank *eventsv1.RankEvent, trace []byte, value int) {
-	size := len(key) + value + rankCacheOverhead
+// put adds the rank decoded as in, if it fits; value is its [rankBytes].
+func (c *rankCache) put(in Input, value int) {
+	size := len(in.Key) + value + rankCacheOverhead
 	if size > c.budget {
 		return
 	}
 	for c.size+size > c.budget {
 		c.size -= c.q.pop().size
 	}
-	c.q.push(cachedRank{offset: offset, key: key, rank: rank, trace: trace, size: size})
+	c.q.push(cachedRank{in: in, size: size})
 	c.size += size
 }
 
 // take returns the rank at offset and forgets it.
-func (c *rankCache) take(offset int64) (cachedRank, bool) {
+func (c *rankCache) take(offset int64) (Input, bool) {
 	live := c.q.q[c.q.head:]
-	i, ok := slices.BinarySearchFunc(live, offset, func(r cachedRank, off int64) int { return cmp.Compare(r.offset, off) })
-	if !ok || live[i].rank == nil {
-		return cachedRank{}, false
+	i, ok := slices.BinarySearchFunc(live, offset, func(r cachedRank, off int64) int { return cmp.Compare(r.in.Offset, off) })
+	if !ok || live[i].in.Rank == nil {
+		return Input{}, false
 	}
 	r := live[i]
-	live[i].rank, live[i].trace = nil, nil
+	live[i].in = Input{Offset: offset}
 	c.size -= r.size
 	live[i].size = 0
-	for c.q.len() > 0 && c.q.front().rank == nil {
+	for c.q.len() > 0 && c.q.front().in.Rank == nil {
 		c.q.pop()
 	}
-	return r, true
+	return r.in, true
 }
 
 // rereadSkip is how many records a rereader reads through to reach a
@@ -155,7 +151,8 @@ func (rr *rereader) close() {
 }
 
 // resolve fills in the key, rank and trace of each event in out.Joined,
-// from the cache or by reading its rank record again (in offset order,
+// and the slots of a multi-slot one (counting the rewards that name none
+// of them in b.stats), from the cache or by reading its rank record again (in offset order,
 // so that the reads go forward). An event whose rank cannot be read back
 // (deleted by retention, another record at its offset) is taken out of
 // out.Joined and goes to the dead-letter topic as a reference to its
@@ -166,8 +163,8 @@ func (j *Joiner) resolve(ctx context.Context, p int, w *Window, out *Output, b *
 	var missing []int
 	for i := range out.Joined {
 		jd := &out.Joined[i]
-		if r, ok := cache.take(jd.Offset); ok {
-			jd.Key, jd.Rank, jd.Trace = r.key, r.rank, r.trace
+		if in, ok := cache.take(jd.Offset); ok {
+			b.stats.UnknownSlots += int64(jd.setRank(&in))
 			continue
 		}
 		missing = append(missing, i)
@@ -212,7 +209,7 @@ func (j *Joiner) resolve(ctx context.Context, p int, w *Window, out *Output, b *
 			jd.Offset = -1
 			continue
 		}
-		jd.Key, jd.Rank, jd.Trace = in.Key, in.Rank, in.Trace
+		b.stats.UnknownSlots += int64(jd.setRank(&in))
 	}
 	if lost {
 		out.Joined = slices.DeleteFunc(out.Joined, func(jd Joined) bool { return jd.Offset < 0 })

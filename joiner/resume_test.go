@@ -124,13 +124,51 @@ func from(lines []string, next int64) []string {
 // on, byte for byte, joined lines and audits alike.
 func TestWindowResume(t *testing.T) {
 	t.Parallel()
+	testWindowResume(t, func(s script) script { return s })
+}
+
+// TestWindowResumeSlots is TestWindowResume with multi-slot ranks, whose
+// rewards name a slot (or another, or none), written as CCB lines.
+func TestWindowResumeSlots(t *testing.T) {
+	t.Parallel()
+	lines := strings.Join(testWindowResume(t, withSlots), "\n")
+	for _, want := range []string{`"Index":"hero"`, `"Index":"side"`, `"ActionTaken":true}],"_original_label_cost"`, `"_skipLearn":true`} {
+		if !strings.Contains(lines, want) {
+			t.Errorf("no line has %s", want)
+		}
+	}
+}
+
+// withSlots makes the ranks of s multi-slot ones (slotsRank, with the
+// same key, deferral, mode and rules) and gives its rewards a slot by
+// their id: hero, side, an unknown one or none.
+func withSlots(s script) script {
+	s = slices.Clone(s)
+	for i, in := range s {
+		switch in.Kind {
+		case Rank:
+			ev := slotsRank(in.Key, nil, in.Rank.GetDeferred(), in.Rank.GetLearningMode())
+			ev.Rules = in.Rank.GetRules()
+			n := decoded(in.Key, ev)
+			n.Time, n.Offset = in.Time, in.Offset
+			s[i] = n
+		case Reward:
+			s[i].Slot = SlotHash([]string{"hero", "side", "footer", ""}[in.ID%4])
+		}
+	}
+	return s
+}
+
+// testWindowResume is TestWindowResume of the scripts transform makes of
+// the random ones; it returns the lines of the uninterrupted runs.
+func testWindowResume(t *testing.T, transform func(script) script) (lines []string) {
 	aggs := []Aggregation{Earliest, Sum, Average, Median, Min, Max}
 	var total Stats
 	resumes, suppressed := 0, int64(0)
 	for seed := range uint64(60) {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		skewed := seed%2 == 1
-		s := randomScript(rng, 400, skewed, seed%3 != 0)
+		s := transform(randomScript(rng, 400, skewed, seed%3 != 0))
 		rules := Rules{RewardWait: 3 * time.Second, Backward: 2 * time.Second, Slack: time.Duration(rng.IntN(2)) * 500 * ms,
 			DefaultReward: -0.25, Aggregation: aggs[seed%uint64(len(aggs))], LearningMode: online}
 		if skewed {
@@ -138,6 +176,7 @@ func TestWindowResume(t *testing.T) {
 		}
 		full := NewWindow(rules)
 		wantJoined, wantAudits := outputs(full, s)
+		lines = append(lines, wantJoined...)
 		total.Add(full.Stats())
 		for range 15 {
 			// First owner: s[:k1]. Second: from its checkpoint to k2.
@@ -184,6 +223,7 @@ func TestWindowResume(t *testing.T) {
 		suppressed == 0 {
 		t.Errorf("random scripts miss a case: %+v, %d suppressed", total, suppressed)
 	}
+	return lines
 }
 
 // TestWindowDeterministic checks that the same input gives the same output,

@@ -498,7 +498,7 @@ func (j *Joiner) join(ctx context.Context, p int, w *Window, records <-chan even
 		for n := 1; ; n++ {
 			in := decode(rec)
 			if in.Kind == Rank {
-				cache.put(in.Offset, in.Key, in.Rank, in.Trace, rankBytes(rec.Value, in.Rank))
+				cache.put(in, rankBytes(rec.Value, in.Rank))
 			}
 			w.Add(in, &out)
 			if err := j.resolve(ctx, p, w, &out, &b, &cache, rr); err != nil {
@@ -569,6 +569,9 @@ func (j *Joiner) render(b *batch, p int, out *Output, rec *eventlog.Record, r *r
 			}
 		}
 		size := len(jd.Rank.GetContext()) + 40*len(jd.Rank.GetRanking()) + 60*len(line.Outcomes) + 512
+		for _, d := range jd.Rank.GetSlots() {
+			size += 100 + 40*len(d.GetRanking()) + 60*len(line.Outcomes)
+		}
 		b.append(jd.Offset, eventlog.JoinedTopic, p, jd.Key, headers, jd.Time, size, func(buf []byte) []byte { return appendDSJSON(buf, line, &r.fc) })
 	}
 	for i := range out.Audits {
@@ -601,9 +604,16 @@ func (j *Joiner) refuse(b *batch, line eventlog.Record, size int) {
 // dsjsonBound is at least the length of j's DSJson line, found without
 // writing it: the context, and for everything else the longest text it
 // can take (ids escaped as control characters, floats at their longest).
+// A multi-slot line lists each outcome in the slots it concerns, at most
+// every slot.
 func dsjsonBound(j *Joined) int {
 	id, model := 6*len(j.Rank.GetEventId())+2, 6*len(j.Rank.GetModelVersion())+5
-	return 512 + len(j.Rank.GetContext()) + id + model + 27*len(j.Rank.GetRanking()) + (60+id)*len(j.Outcomes)
+	n := 512 + len(j.Rank.GetContext()) + id + model + 27*len(j.Rank.GetRanking()) + (60+id)*len(j.Outcomes)
+	for k, d := range j.Rank.GetSlots() {
+		slot := 6*len(slotAt(j, k).ID) + 2
+		n += 128 + 2*slot + 27*len(d.GetRanking()) + (70+id+slot)*len(j.Outcomes)
+	}
+	return n
 }
 
 // dsjsonSize is the length of j's DSJson line; scratch is reused memory.
@@ -774,7 +784,7 @@ func decode(rec eventlog.Record) Input {
 	case eventlog.TypeRank:
 		var ev *eventsv1.RankEvent
 		if ev, err = unmarshalRank(rec.Value); err == nil {
-			if err = renderRequest(ev); err == nil {
+			if in.Slots, err = renderRequest(ev); err == nil {
 				err = checkRank(ev)
 			}
 		}
@@ -784,7 +794,7 @@ func decode(rec eventlog.Record) Input {
 		if err = proto.Unmarshal(rec.Value, &ev); err == nil && !finite(ev.GetValue()) {
 			err = fmt.Errorf("reward value %v", ev.GetValue())
 		}
-		in.Kind, in.Value, in.ID = Reward, ev.GetValue(), ev.GetId()
+		in.Kind, in.Value, in.ID, in.Slot = Reward, ev.GetValue(), ev.GetId(), SlotHash(ev.GetSlotId())
 	case eventlog.TypeActivate:
 		var ev eventsv1.ActivateEvent
 		err = proto.Unmarshal(rec.Value, &ev)
@@ -846,6 +856,13 @@ func unmarshalRank(b []byte) (*eventsv1.RankEvent, error) {
 			ev.Context = v[:len(v):len(v)]
 		case num == 11 && typ == protowire.BytesType:
 			ev.Request = v[:len(v):len(v)]
+		case num == 12 && typ == protowire.BytesType:
+			ev.MultiSlotRequest = v[:len(v):len(v)]
+		case num == 13 && typ == protowire.BytesType:
+			d := new(eventsv1.SlotDecision)
+			if err = proto.Unmarshal(v, d); err == nil {
+				ev.Slots = append(ev.Slots, d)
+			}
 		case num == 4 && typ == protowire.VarintType:
 			ev.Ranking = append(ev.Ranking, uint32(x))
 		case num == 4 && typ == protowire.BytesType: // packed
@@ -882,7 +899,7 @@ func unmarshalRank(b []byte) (*eventsv1.RankEvent, error) {
 				ev.Rules = new(eventsv1.JoinRules)
 			}
 			err = proto.UnmarshalOptions{Merge: true}.Unmarshal(v, ev.Rules)
-		case num >= 1 && num <= 11:
+		case num >= 1 && num <= 13:
 			return nil, fmt.Errorf("field %d has wire type %d", num, typ)
 		}
 		if err != nil {
@@ -910,16 +927,19 @@ func utf8String(b []byte) (string, error) {
 	return string(b), nil
 }
 
-// checkRank rejects a rank the DSJson line could not be written from.
+// checkRank rejects a rank the DSJson line could not be written from. (A
+// multi-slot rank's decisions are checked against its request as it is
+// rendered, see [renderSlots].)
 func checkRank(ev *eventsv1.RankEvent) error {
 	ranking, probs := ev.GetRanking(), ev.GetProbabilities()
 	n := len(ranking)
+	multi := len(ev.GetSlots()) > 0
 	switch ctx := ev.GetContext(); {
-	case n == 0 || len(probs) != n:
+	case !multi && (n == 0 || len(probs) != n):
 		return fmt.Errorf("%d ranked actions, %d probabilities", n, len(probs))
 	case len(ctx) < 2 || ctx[0] != '{' || ctx[len(ctx)-1] != '}':
 		return errors.New("context is not a JSON object")
-	case !(probs[0] > 0 && probs[0] <= 1):
+	case !multi && !(probs[0] > 0 && probs[0] <= 1):
 		return fmt.Errorf("chosen action has probability %v", probs[0])
 	case !(ev.GetPdrop() >= 0 && ev.GetPdrop() < 1):
 		return fmt.Errorf("pdrop %v is not in [0, 1)", ev.GetPdrop())

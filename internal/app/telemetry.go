@@ -194,6 +194,8 @@ func registerJoiner(reg prometheus.Registerer, j *joiner.Joiner) {
 			stat(func(s joiner.Stats) int64 { return s.Dropped })},
 		metric{"personalizer_joiner_unread_total", "Events whose window closed but whose rank record could not be read back (deleted by retention, or another record at its offset): not joined, written to personalizer.deadletter as a reference, each logged at ERROR.", true,
 			stat(func(s joiner.Stats) int64 { return s.Unread })},
+		metric{"personalizer_joiner_unknown_slot_rewards_total", "Rewards of multi-slot events that named none of the event's slots (or no slot): left out of the joined line, not learned.", true,
+			stat(func(s joiner.Stats) int64 { return s.UnknownSlots })},
 		metric{"personalizer_joiner_errors_total", "Failed attempts to fetch records, read a rank record back or write output (each retried).", true,
 			stat(func(s joiner.Stats) int64 { return s.Errors })},
 		metric{"personalizer_joiner_stalled_partitions", "Partitions of this joiner whose fetch or output write is failing and being retried: they do not move on.", false,

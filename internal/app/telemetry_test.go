@@ -250,6 +250,7 @@ func TestMetrics(t *testing.T) {
 		"personalizer_joiner_late_total":                          0,
 		"personalizer_joiner_dangling_total":                      0,
 		"personalizer_joiner_dead_letter_total":                   0,
+		"personalizer_joiner_unknown_slot_rewards_total":          0,
 		"personalizer_joiner_pending_events":                      0,
 		"personalizer_learner_examples_total{loop=\"default\"}":   events,
 		"personalizer_learner_duplicates_total{loop=\"default\"}": 0,
