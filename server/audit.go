@@ -125,6 +125,9 @@ func (a *Admin) decision(ctx context.Context, name, eventID string, at time.Time
 	if err := proto.Unmarshal(recs.Rank.Value, ev); err != nil {
 		return nil, fmt.Errorf("rank record of %s/%s at %d/%d: %w", l, eventID, recs.Rank.Partition, recs.Rank.Offset, err)
 	}
+	if len(ev.GetMultiSlotRequest()) > 0 {
+		return nil, &apiError{http.StatusBadRequest, codes.FailedPrecondition, "BadRequest", fmt.Sprintf("event %s is a multi-slot rank: multi-slot decisions are not audited yet", eventID)}
+	}
 	mode := ev.GetLearningMode()
 	if mode == eventsv1.LearningMode_LEARNING_MODE_UNSPECIFIED {
 		mode = eventsv1.LearningMode_LEARNING_MODE_ONLINE
