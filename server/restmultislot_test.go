@@ -1,14 +1,20 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/eventlog"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
@@ -198,4 +204,62 @@ func TestRESTMultiSlotErrors(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzRESTMultiSlot feeds arbitrary bodies to the multi-slot route: it
+// never panics, answers 201 exactly when the mapping and validation accept
+// the body and 400 otherwise, always with a JSON body, and a 201 fills
+// every slot, in order, with an action no earlier slot took and the slot
+// does not exclude.
+func FuzzRESTMultiSlot(f *testing.F) {
+	log := slog.New(slog.DiscardHandler)
+	pol, err := bandit.ParsePolicy(bandit.DefaultMultiSlotPolicy)
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := New(Config{Loop: "fuzz", Policy: pol}, NewPublisher(discard{}, BufferLimits{Records: 1, Bytes: 1 << 30}, 0, log), log, time.Now)
+	g, err := NewGuard(GuardConfig{Loop: "fuzz"}, time.Now)
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := NewREST(srv, g, 1<<20)
+	f.Add([]byte(restMultiSlot("")))
+	f.Add([]byte(restMultiSlot(`"slots":[{"id":"a","baselineAction":"film","excludedActions":["news","sports"]},{"id":"b","baselineAction":"news","excludedActions":["sports","music"]},{"id":"c","baselineAction":"sports"}]`)))
+	f.Add([]byte(restMultiSlot(`"slots":[null,{"id":1}]`)))
+	f.Add([]byte(`{"actions":[{"id":"x"}],"slots":[{"id":"s","baselineAction":"x","features":[{"a":{"b":null}}]}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/personalizer/v1.1-preview.3/multislot/rank", bytes.NewReader(body)))
+		if !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("%d %q is not JSON", rec.Code, rec.Body)
+		}
+		var in restMultiSlotRankRequest
+		var req *personalizerv1.MultiSlotRankRequest
+		err := json.Unmarshal(body, &in)
+		if err == nil {
+			req, err = multiSlotFromREST(&in)
+		}
+		if err == nil {
+			_, err = DefaultLimits.ValidateMultiSlotRank(req, nil)
+		}
+		if want := map[bool]int{true: http.StatusCreated, false: http.StatusBadRequest}[err == nil]; rec.Code != want {
+			t.Fatalf("status %d %s, want %d (%v)", rec.Code, rec.Body, want, err)
+		}
+		if err != nil {
+			return
+		}
+		var out restMultiSlotRankResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out.Slots) != len(req.Slots) {
+			t.Fatalf("response %s (%v)", rec.Body, err)
+		}
+		taken := map[string]bool{}
+		for k, s := range out.Slots {
+			a := s.RewardActionID
+			if s.ID != req.Slots[k].Id || taken[a] || slices.Contains(req.Slots[k].ExcludedActions, a) ||
+				a != "" && !slices.ContainsFunc(req.Actions, func(x *personalizerv1.Action) bool { return x.Id == a }) {
+				t.Fatalf("slot %d of %s", k, rec.Body)
+			}
+			taken[a] = a != ""
+		}
+	})
 }
