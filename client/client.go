@@ -73,10 +73,42 @@ func (c *Client) Reward(ctx context.Context, eventID string, value float32) erro
 	})
 }
 
-// Activate activates the deferred event eventID.
+// Activate activates the deferred event eventID, single- or multi-slot.
 func (c *Client) Activate(ctx context.Context, eventID string) error {
 	return c.do(ctx, func(ctx context.Context) error {
 		_, err := c.pc.Activate(ctx, &personalizerv1.ActivateRequest{EventId: eventID})
+		return err
+	})
+}
+
+// MultiSlotRank fills req's slots, each with an action no earlier slot
+// took and the slot does not exclude; only a multi-slot loop answers it.
+// A request without an event id gets a new one first, so that retries
+// reuse it; req itself is not modified.
+func (c *Client) MultiSlotRank(ctx context.Context, req *personalizerv1.MultiSlotRankRequest) (*personalizerv1.MultiSlotRankResponse, error) {
+	if req.EventId == nil {
+		req = &personalizerv1.MultiSlotRankRequest{
+			ContextFeatures: req.ContextFeatures,
+			Actions:         req.Actions,
+			Slots:           req.Slots,
+			EventId:         proto.String(rand.Text()),
+			DeferActivation: req.DeferActivation,
+		}
+	}
+	var resp *personalizerv1.MultiSlotRankResponse
+	err := c.do(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.pc.MultiSlotRank(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
+// MultiSlotReward reports rewards, each a slot's id and a value in
+// [-1, 1], for the multi-slot event eventID. A slot no call rewards gets
+// the loop's default reward.
+func (c *Client) MultiSlotReward(ctx context.Context, eventID string, rewards ...*personalizerv1.SlotReward) error {
+	return c.do(ctx, func(ctx context.Context) error {
+		_, err := c.pc.MultiSlotReward(ctx, &personalizerv1.MultiSlotRewardRequest{EventId: eventID, Rewards: rewards})
 		return err
 	})
 }

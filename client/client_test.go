@@ -60,6 +60,17 @@ func (f *flaky) Activate(_ context.Context, req *personalizerv1.ActivateRequest)
 	return &personalizerv1.ActivateResponse{}, f.fail("activate", req.GetEventId())
 }
 
+func (f *flaky) MultiSlotRank(_ context.Context, req *personalizerv1.MultiSlotRankRequest) (*personalizerv1.MultiSlotRankResponse, error) {
+	if err := f.fail("multislot", req.GetEventId()); err != nil {
+		return nil, err
+	}
+	return &personalizerv1.MultiSlotRankResponse{EventId: req.GetEventId()}, nil
+}
+
+func (f *flaky) MultiSlotReward(_ context.Context, req *personalizerv1.MultiSlotRewardRequest) (*personalizerv1.MultiSlotRewardResponse, error) {
+	return &personalizerv1.MultiSlotRewardResponse{}, f.fail("multislot reward", req.GetEventId())
+}
+
 // RankStream answers in order; while failures remain, each stream fails
 // after answering two requests.
 func (f *flaky) RankStream(st personalizerv1.PersonalizerService_RankStreamServer) error {
@@ -159,6 +170,21 @@ func TestRewardAndActivateRetry(t *testing.T) {
 	}
 	if srv.calls["reward"] != 2 || srv.calls["activate"] != 2 {
 		t.Errorf("calls %v, want 2 of each", srv.calls)
+	}
+}
+
+// TestMultiSlotRetries: MultiSlotRank retries with the event id it made,
+// MultiSlotReward as Reward.
+func TestMultiSlotRetries(t *testing.T) {
+	t.Parallel()
+	srv := &flaky{code: codes.Unavailable, failures: 2}
+	c := newClient(t, srv)
+	resp, err := c.MultiSlotRank(context.Background(), &personalizerv1.MultiSlotRankRequest{})
+	if err != nil || srv.calls["multislot"] != 3 || len(srv.ids) != 3 || srv.ids[0] == "" || srv.ids[1] != srv.ids[0] || srv.ids[2] != srv.ids[0] || resp.GetEventId() != srv.ids[0] {
+		t.Fatalf("%v after calls %v with event ids %q (%v)", resp, srv.calls, srv.ids, err)
+	}
+	if err := c.MultiSlotReward(context.Background(), "e1", &personalizerv1.SlotReward{SlotId: "s", Value: 1}); err != nil || srv.calls["multislot reward"] != 3 {
+		t.Errorf("MultiSlotReward after %d calls: %v", srv.calls["multislot reward"], err)
 	}
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Python and Node examples against a live `personalizer dev` on
-# ports of its own, with a throwaway data directory. Needs bin/personalizer
+# ports of its own, with a throwaway data directory: each example ranks on
+# the dev's single-slot loop, then makes a multi-slot loop of its own (a
+# --ccb_explore_adf policy), ranks on it and deletes it. Needs bin/personalizer
 # (make build), Debian's python3-grpcio and python3-protobuf, and Node.js
 # with client/node's packages (npm ci); `make deps` installs them.
 set -euo pipefail

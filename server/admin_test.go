@@ -324,6 +324,11 @@ func TestAdminREST(t *testing.T) {
 				t.Errorf("retention set to %v, want [30]", e.logs.retention)
 			}
 
+			// Multi-slot came with v1.1-preview.1; this loop is single-slot.
+			msStatus, msCode := 400, "InvalidMultiSlotApiAccess"
+			if v == "v1.0" {
+				msStatus, msCode = 404, "ResourceNotFound"
+			}
 			// Errors: wrong types name the field; invalid values carry loop's code.
 			errTests := []struct {
 				name, method, path, body string
@@ -347,7 +352,7 @@ func TestAdminREST(t *testing.T) {
 				{"evaluations", "GET", "/evaluations", "", 503, "OperationNotAllowed", ""},
 				{"evaluation", "POST", "/evaluations", `{}`, 503, "OperationNotAllowed", ""},
 				{"apply from evaluation", "POST", "/configurations/applyFromEvaluation", `{}`, 503, "OperationNotAllowed", ""},
-				{"multi-slot", "POST", "/multislot/rank", `{}`, 404, "ResourceNotFound", ""},
+				{"multi-slot", "POST", "/multislot/rank", `{}`, msStatus, msCode, ""},
 				{"feature importances", "GET", "/featureImportances", "", 404, "ResourceNotFound", ""},
 			}
 			for _, tt := range errTests {

@@ -23,10 +23,10 @@ import (
 var RESTVersions = []string{"v1.0", "v1.1-preview.3"}
 
 // REST serves Personalizer's REST API for Rank, Reward and Activate,
-// under /personalizer/{version}/, and with [REST.AddAdmin] the
-// configuration, model and logs routes. Routes it does not serve
-// (evaluations, multi-slot, feature importances) answer 404
-// ResourceNotFound. Requests are mapped onto the gRPC request
+// under /personalizer/{version}/, multi-slot Rank, Reward and Activate
+// under v1.1-preview.3, and with [REST.AddAdmin] the configuration,
+// model, logs and evaluations routes. Routes it does not serve (feature
+// importances) answer 404 ResourceNotFound. Requests are mapped onto the gRPC request
 // types and answered by the same [Server] methods, so a request gets the
 // same answer, and logs the same event, over either API.
 type REST struct {
@@ -46,6 +46,11 @@ func NewREST(s *Server, g *Guard, maxBodyBytes int64) *REST {
 		h.mux.HandleFunc("POST "+base+"/rank", h.rank)
 		h.mux.HandleFunc("POST "+base+"/events/{eventId}/reward", h.reward)
 		h.mux.HandleFunc("POST "+base+"/events/{eventId}/activate", h.activate)
+		if v != "v1.0" { // multi-slot came with v1.1-preview.1
+			h.mux.HandleFunc("POST "+base+"/multislot/rank", h.multiSlotRank)
+			h.mux.HandleFunc("POST "+base+"/multislot/events/{eventId}/reward", h.multiSlotReward)
+			h.mux.HandleFunc("POST "+base+"/multislot/events/{eventId}/activate", h.multiSlotActivate)
+		}
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "ResourceNotFound", "no such route: "+r.Method+" "+r.URL.Path, "")
@@ -209,22 +214,33 @@ func rankFromREST(in *restRankRequest) (*personalizerv1.RankRequest, error) {
 		ExcludedActions: in.ExcludedActions,
 		EventId:         in.EventID,
 		DeferActivation: in.DeferActivation,
-		Actions:         make([]*personalizerv1.Action, len(in.Actions)),
 	}
 	var err error
-	if req.ContextFeatures, err = namespaces("contextFeatures", in.ContextFeatures); err != nil {
+	req.ContextFeatures, req.Actions, err = contextAndActions(in.ContextFeatures, in.Actions)
+	if err != nil {
 		return nil, err
 	}
-	for i, a := range in.Actions {
+	return req, nil
+}
+
+// contextAndActions maps the context features and the actions that Rank
+// and multi-slot Rank requests share, as [rankFromREST] describes.
+func contextAndActions(context []json.RawMessage, in []*restAction) ([]*personalizerv1.Namespace, []*personalizerv1.Action, error) {
+	ctx, err := namespaces("contextFeatures", context)
+	if err != nil {
+		return nil, nil, err
+	}
+	actions := make([]*personalizerv1.Action, len(in))
+	for i, a := range in {
 		if a == nil {
-			return nil, invalid(fmt.Sprintf("actions[%d]", i), "actions contains a null value")
+			return nil, nil, invalid(fmt.Sprintf("actions[%d]", i), "actions contains a null value")
 		}
-		req.Actions[i] = &personalizerv1.Action{Id: a.ID}
-		if req.Actions[i].Features, err = namespaces(fmt.Sprintf("actions[%d].features", i), a.Features); err != nil {
-			return nil, err
+		actions[i] = &personalizerv1.Action{Id: a.ID}
+		if actions[i].Features, err = namespaces(fmt.Sprintf("actions[%d].features", i), a.Features); err != nil {
+			return nil, nil, err
 		}
 	}
-	return req, nil
+	return ctx, actions, nil
 }
 
 // namespaces maps a list of feature objects onto namespaces.
@@ -382,7 +398,8 @@ type restErrorBody struct {
 // protoFields renames the gRPC field names validation reports to their
 // REST names; the rest of a path (indices, .id) is the same in both.
 var protoFields = strings.NewReplacer("context_features", "contextFeatures", "excluded_actions", "excludedActions",
-	"event_id", "eventId", "number_value", "numberValue")
+	"event_id", "eventId", "number_value", "numberValue", "baseline_action", "baselineAction", "slot_id", "slotId",
+	"rewards", "reward")
 
 // fail writes err as Personalizer's error body; code is the route's error
 // code for invalid requests.

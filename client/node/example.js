@@ -1,4 +1,5 @@
 // Rank, Reward and RankStream against a running personalizer, from Node.js,
+// then MultiSlotRank and MultiSlotReward on a multi-slot loop it makes,
 // with @grpc/grpc-js and @grpc/proto-loader reading proto/ directly.
 // Run: npm ci && node example.js --addr 127.0.0.1:50051
 'use strict';
@@ -8,17 +9,22 @@ const assert = require('assert');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
-const addrFlag = process.argv.indexOf('--addr');
-const addr = addrFlag > 0 ? process.argv[addrFlag + 1] : '127.0.0.1:50051';
+const flag = (name, def) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : def;
+};
+const addr = flag('--addr', '127.0.0.1:50051');
+const multiSlotLoop = flag('--multislot-loop', 'node-carousel'); // made, used and deleted
 
-const def = protoLoader.loadSync('personalizer/v1/personalizer.proto', {
+const def = protoLoader.loadSync(['personalizer/v1/personalizer.proto', 'personalizer/v1/admin.proto'], {
   includeDirs: [path.join(__dirname, '..', '..', 'proto')],
   keepCase: false,
   defaults: true,
   oneofs: true,
 });
-const { PersonalizerService } = grpc.loadPackageDefinition(def).personalizer.v1;
+const { PersonalizerService, AdminService } = grpc.loadPackageDefinition(def).personalizer.v1;
 const client = new PersonalizerService(addr, grpc.credentials.createInsecure());
+const admin = new AdminService(addr, grpc.credentials.createInsecure());
 const deadline = () => ({ deadline: Date.now() + 10000 });
 
 function feature(name, value) {
@@ -45,8 +51,77 @@ function request(eventId) {
   return req;
 }
 
-const call = (method, req) =>
-  new Promise((resolve, reject) => client[method](req, deadline(), (err, resp) => (err ? reject(err) : resolve(resp))));
+// call calls a PersonalizerService method (an AdminService one with
+// svc = admin); md, if given, is the call's metadata.
+const call = (method, req, md = new grpc.Metadata(), svc = client) =>
+  new Promise((resolve, reject) => svc[method](req, md, deadline(), (err, resp) => (err ? reject(err) : resolve(resp))));
+
+// A loop's problem type is its policy's, fixed when the loop is made:
+// --ccb_explore_adf makes it multi-slot.
+const multiSlotPolicy = '--ccb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::';
+
+function multiSlotRequest(eventId) {
+  const req = {
+    contextFeatures: [namespace('User', { tier: 'gold', visits: 3 })],
+    actions: ['News', 'Sports', 'Music', 'Film', 'Radio'].map((t) => ({ id: t.toLowerCase(), features: [namespace('', { type: t })] })),
+    slots: [
+      { id: 'hero', baselineAction: 'news', features: [namespace('', { size: 'large' })] },
+      { id: 'side', baselineAction: 'sports', excludedActions: ['news', 'radio'], features: [namespace('', { size: 'small' })] },
+      { id: 'footer', baselineAction: 'film', excludedActions: ['music'] },
+    ],
+  };
+  if (eventId !== undefined) req.eventId = eventId;
+  return req;
+}
+
+// checkSlots: every slot answered, in order, with an action no earlier
+// slot took and it does not exclude.
+function checkSlots(req, resp) {
+  assert.deepStrictEqual(resp.slots.map((s) => s.id), req.slots.map((s) => s.id));
+  const taken = new Set();
+  resp.slots.forEach((got, k) => {
+    const a = got.rewardActionId;
+    assert.ok(a && !taken.has(a), `slot ${got.id}: ${a} again or none`);
+    assert.ok(!(req.slots[k].excludedActions || []).includes(a), `slot ${got.id} got its excluded action ${a}`);
+    taken.add(a);
+  });
+}
+
+async function multiSlot() {
+  await call('CreateLoop', { loop: multiSlotLoop, policy: { name: 'multi-slot', arguments: multiSlotPolicy } }, undefined, admin).catch((err) => {
+    if (err.code !== grpc.status.ALREADY_EXISTS) throw err;
+  });
+  const md = new grpc.Metadata();
+  md.set('x-personalizer-loop', multiSlotLoop);
+  try {
+    let resp;
+    for (let i = 0; i < 10; i++) {
+      const req = multiSlotRequest();
+      resp = await call('MultiSlotRank', req, md);
+      checkSlots(req, resp);
+    }
+    console.log(`multi-slot rank: event ${resp.eventId} fills ${resp.slots.map((s) => `${s.id}=${s.rewardActionId}`).join(', ')}`);
+
+    const again = await call('MultiSlotRank', multiSlotRequest(resp.eventId), md);
+    assert.deepStrictEqual(again.slots, resp.slots, 'same event id, different answer');
+
+    await call('MultiSlotReward', { eventId: resp.eventId, rewards: [{ slotId: 'hero', value: 1 }, { slotId: 'side', value: 0.5 }] }, md);
+    console.log(`multi-slot reward: hero 1, side 0.5 for event ${resp.eventId}`);
+
+    await assert.rejects(call('MultiSlotRank', { ...multiSlotRequest(), slots: [] }, md), (err) => {
+      assert.strictEqual(err.code, grpc.status.INVALID_ARGUMENT);
+      console.log(`no slots refused: ${err.details}`);
+      return true;
+    });
+    await assert.rejects(call('MultiSlotRank', multiSlotRequest()), (err) => {
+      assert.strictEqual(err.code, grpc.status.FAILED_PRECONDITION);
+      console.log(`multi-slot rank on the single-slot loop refused: ${err.details}`);
+      return true;
+    });
+  } finally {
+    await call('DeleteLoop', { loop: multiSlotLoop }, undefined, admin);
+  }
+}
 
 async function main() {
   const resp = await call('Rank', request());
@@ -81,11 +156,16 @@ async function main() {
   });
   assert.deepStrictEqual(got, ids);
   console.log(`rank stream: ${got.length} answers in order`);
+
+  await multiSlot();
   console.log('node example: ok');
 }
 
 main()
-  .then(() => client.close())
+  .then(() => {
+    client.close();
+    admin.close();
+  })
   .catch((err) => {
     console.error(err);
     process.exit(1);

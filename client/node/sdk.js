@@ -1,7 +1,8 @@
 // The official Azure Personalizer SDKs, unchanged, against a running
 // personalizer: @azure/cognitiveservices-personalizer 2.0.1 (v1.0: rank,
 // reward, activate) and @azure-rest/ai-personalizer 1.0.0-beta.1
-// (v1.1-preview.3: configuration, policy, evaluations, model and logs).
+// (v1.1-preview.3: configuration, policy, evaluations, model and logs, and
+// multi-slot rank, reward and activate on a multi-slot loop it makes).
 // Run: npm ci && node sdk.js --endpoint http://127.0.0.1:8080
 'use strict';
 
@@ -58,6 +59,75 @@ function expectAt(resp, status, code) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// multiSlot runs the SDK's multi-slot calls on a multi-slot loop of their
+// own (a loop's problem type is its policy's, fixed when the loop is
+// made), addressed by the X-Personalizer-Loop header, which the SDK sends
+// as given.
+async function multiSlot() {
+  const loop = flag('--multislot-loop', 'sdk-carousel');
+  const policy = { name: 'multi-slot', arguments: '--ccb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::' };
+  const made = await rest.pathUnchecked('/loops').post({ body: { loop, policy } });
+  assert.ok(made.status === '201' || made.body.error.code === 'LoopAlreadyExists', `${made.status} ${JSON.stringify(made.body)}`);
+  const headers = { 'X-Personalizer-Loop': loop };
+  const slotsAt = (...ids) => ids.map((id, k) => ({ id, baselineAction: actions[k].id }));
+  const request = (eventId) => ({
+    contextFeatures: context(1),
+    actions,
+    slots: [
+      { id: 'hero', features: [{ size: 'large' }], baselineAction: 'news' },
+      { id: 'side', features: [{ size: 'small' }], excludedActions: ['news', 'film'], baselineAction: 'sports' },
+      { id: 'footer', excludedActions: ['sports'], baselineAction: 'music' },
+    ],
+    eventId,
+    deferActivation: true,
+  });
+  const rank = (body) => rest.path('/multislot/rank').post({ body, headers });
+  try {
+    let first;
+    for (let i = 0; i < 20; i++) {
+      const req = request(`sdk-multislot-${i}`);
+      const resp = expect(await rank(req), 201);
+      // Personalizer's MultiSlotRankResponse, nothing more.
+      assert.deepStrictEqual(Object.keys(resp), ['slots', 'eventId']);
+      assert.strictEqual(resp.eventId, req.eventId);
+      assert.deepStrictEqual(resp.slots.map((s) => s.id), ['hero', 'side', 'footer']);
+      const taken = new Set();
+      resp.slots.forEach((s, k) => {
+        assert.deepStrictEqual(Object.keys(s), ['id', 'rewardActionId']);
+        assert.ok(!taken.has(s.rewardActionId), `${s.rewardActionId} in two slots: ${JSON.stringify(resp.slots)}`);
+        assert.ok(!(req.slots[k].excludedActions || []).includes(s.rewardActionId), `slot ${s.id} got an excluded action: ${JSON.stringify(resp.slots)}`);
+        taken.add(s.rewardActionId);
+      });
+      assert.deepStrictEqual(expect(await rank(req), 201), resp, 'same event id, different answer');
+      first = first || resp;
+    }
+    expectAt(await rest.path('/multislot/events/{eventId}/activate', first.eventId).post({ headers }), 204);
+    const reward = [{ slotId: 'hero', value: 1 }, { slotId: 'side', value: 0.5 }];
+    expectAt(await rest.path('/multislot/events/{eventId}/reward', first.eventId).post({ body: { reward }, headers }), 204);
+    console.log(`multi-slot: ${first.slots.map((s) => `${s.id}=${s.rewardActionId}`).join(', ')} for ${first.eventId}; activated, rewarded`);
+
+    // Bad input gets Personalizer's error codes.
+    const bad = [
+      ['no slots', { ...request(), slots: [] }],
+      ['more slots than actions', { ...request(), slots: slotsAt('a', 'b', 'c', 'd').concat([{ id: 'e', baselineAction: 'news' }]) }],
+      ['duplicate slot ids', { ...request(), slots: slotsAt('a', 'a') }],
+      ['unknown baseline', { ...request(), slots: [{ id: 'a', baselineAction: 'radio' }] }],
+      ['all actions excluded for a slot', { ...request(), slots: [{ id: 'a', baselineAction: 'news', excludedActions: actions.map((a) => a.id) }] }],
+    ];
+    for (const [name, body] of bad) {
+      const e = expect(await rank(body), 400, 'InvalidRankRequest');
+      console.log(`multi-slot ${name}: ${e.error.message}`);
+    }
+    expectAt(await rest.path('/multislot/events/{eventId}/reward', first.eventId).post({ body: { reward: [{ slotId: 'hero', value: 2 }] }, headers }),
+      400, 'InvalidRewardRequest');
+    expect(await rest.path('/rank').post({ body: { contextFeatures: context(0), actions }, headers }), 400, 'InvalidRankRequest');
+    expect(await rest.path('/multislot/rank').post({ body: request() }), 400, 'InvalidMultiSlotApiAccess');
+    console.log('multi-slot: bad input and calls of the other problem type refused with Personalizer\'s codes');
+  } finally {
+    expectAt(await rest.pathUnchecked('/loops/{loop}', loop).delete(), 204);
+  }
+}
 
 async function main() {
   // Configuration: read, change, read back, refuse a bad one.
@@ -183,6 +253,8 @@ async function main() {
   assert.ok(Date.parse(logs.dateRange.from) <= Date.parse(logs.dateRange.to), JSON.stringify(logs));
   expect(await rest.path('/logs').delete(), 204);
   console.log(`logs: events from ${logs.dateRange.from} to ${logs.dateRange.to}, deleted`);
+
+  await multiSlot();
 
   // Leave the loop as it was.
   expect(await rest.path('/configurations/service').put({ body: { ...before, lastConfigurationEditDate: undefined } }), 200);
