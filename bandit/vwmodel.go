@@ -14,8 +14,9 @@ import (
 )
 
 // Vowpal Wabbit 9.11.2 model files, as vw -f writes them and vw -i reads
-// them for --cb_explore_adf (VW saves the full resume state by default).
-// The layout, little-endian, as VW's save_load functions write it:
+// them for --cb_explore_adf and --ccb_explore_adf (VW saves the full
+// resume state by default). The layout, little-endian, as VW's save_load
+// functions write it:
 //
 //	version       uint32 length + "9.11.2\0"
 //	header        uint32 length + model id + '\0', 'm', min and max label
@@ -23,6 +24,8 @@ import (
 //	              uint32 length + the options VW keeps + '\0', then
 //	              uint32 4 + the checksum: MurmurHash3 chained over every
 //	              write of the header after the version
+//	ccb state     --ccb_explore_adf: whether a multi-slot event was seen
+//	              (1 byte), which turns the slot-index feature on
 //	explore state --first: tau, --squarecb: counter (uint64)
 //	cb_adf state  mtr's event and action sums (uint64 each; per model
 //	              with --per_model_save_load)
@@ -99,18 +102,26 @@ type vwOption struct{ name, value string }
 // widened to double and printed with 15 significant digits. Options not
 // listed are not kept: --bit_precision and --id have their own header
 // fields, --initial_t is in gd's state, --random_seed becomes VW's random
-// state, and VW does not store --l1 and --l2 at all.
+// state, and VW does not store --l1 and --l2 at all, nor ccb's
+// --all_slots_loss and --ccb_no_slot_index.
 var vwKept = map[string]byte{
 	"cb_explore_adf": 'b', "cb_adf": 'b', "cb_type": 's', "epsilon": 'f', "first_only": 'b', "first": 'u',
 	"softmax": 'b', "lambda": 'f', "squarecb": 'b', "gamma_scale": 'f', "gamma_exponent": 'f',
 	"bag": 'u', "greedify": 'b', "learning_rate": 'f', "power_t": 'f', "sgd": 'b', "adaptive": 'b',
 	"normalized": 'b', "invariant": 'b', "hash": 's', "noconstant": 'b', "quadratic": 's', "cubic": 's',
-	"interactions": 's', "per_model_save_load": 'b',
+	"interactions": 's', "per_model_save_load": 'b', "ccb_explore_adf": 'b',
 }
 
-// vwImplied are options VW keeps that the policy implies: --cb_explore_adf
-// stacks cb_adf on csoaa_ldf in multiline rank mode.
-var vwImplied = []vwOption{{"cb_adf", ""}, {"csoaa_ldf", "multiline"}, {"csoaa_rank", ""}}
+// vwImplied returns the options VW keeps that a policy implies:
+// --cb_explore_adf stacks cb_adf on csoaa_ldf in multiline rank mode, and
+// --ccb_explore_adf (ccb) adds cb_explore_adf and cb_sample on top.
+func vwImplied(ccb bool) []vwOption {
+	opts := []vwOption{{"cb_adf", ""}, {"csoaa_ldf", "multiline"}, {"csoaa_rank", ""}}
+	if ccb {
+		opts = append(opts, vwOption{"cb_explore_adf", ""}, vwOption{"cb_sample", ""})
+	}
+	return opts
+}
 
 // policyOptions returns the options of p's command line by long name, in
 // the order given, as VW reads them: an option given twice counts once
@@ -139,13 +150,13 @@ func (p *Policy) policyOptions() []vwOption {
 }
 
 // vwOptions returns the options string VW writes into a model file of
-// m: its kept options sorted by name (the values of a repeated option in
-// the order given), the namespaces of --ignore and --ignore_linear merged,
-// then VW's random state if it is not 0. It starts with a space, as VW's.
+// m: its kept options and those the policy implies, once each, sorted by
+// name (the values of a repeated option in the order given), the
+// namespaces of --ignore and --ignore_linear merged, then VW's random
+// state if it is not 0. It starts with a space, as VW's.
 func (m *Model) vwOptions() string {
 	var kept []vwOption
 	ignore := map[string]map[byte]bool{"ignore": {}, "ignore_linear": {}}
-	hasCBType := false
 	for _, o := range m.policy.policyOptions() {
 		if set, ok := ignore[o.name]; ok {
 			for _, c := range []byte(decodeInlineHex(o.value)) {
@@ -165,12 +176,13 @@ func (m *Model) vwOptions() string {
 			n, _ := strconv.ParseUint(o.value, 10, 64)
 			o.value = strconv.FormatUint(n, 10)
 		}
-		hasCBType = hasCBType || o.name == "cb_type"
 		kept = append(kept, o)
 	}
-	kept = append(kept, vwImplied...)
-	if !hasCBType {
-		kept = append(kept, vwOption{"cb_type", m.policy.cbType}) // VW always keeps it
+	// VW always keeps cb_type.
+	for _, o := range append(vwImplied(m.policy.ccb), vwOption{"cb_type", m.policy.cbType}) {
+		if !slices.ContainsFunc(kept, func(k vwOption) bool { return k.name == o.name }) {
+			kept = append(kept, o)
+		}
 	}
 	slices.SortStableFunc(kept, func(a, b vwOption) int { return strings.Compare(a.name, b.name) })
 	var b strings.Builder
@@ -264,6 +276,13 @@ func (m *Model) WriteVW(w io.Writer, st *VWStats) error {
 	v.sized(binary.LittleEndian.AppendUint32(nil, v.sum))
 	v.hash = false
 
+	if pol.ccb {
+		var seen byte
+		if m.ccbMulti {
+			seen = 1
+		}
+		v.raw([]byte{seen})
+	}
 	switch pol.explore {
 	case exploreFirst:
 		v.u64(m.tau)
@@ -438,14 +457,15 @@ func (d *vwReader) cstring(n uint32) string {
 }
 
 // vwPolicy turns the options of a VW model file's header into a policy:
-// the options VW keeps for --cb_explore_adf, less those the policy
-// implies, with the bits, the id and gd's initial_t. Options this package
-// does not implement are an error that names every one of them.
+// the options VW keeps for --cb_explore_adf or --ccb_explore_adf, less
+// those the policy implies, with the bits, the id and gd's initial_t.
+// Options this package does not implement are an error that names every
+// one of them.
 func vwPolicy(h *vwHeader, initialT float32) (*Policy, error) {
 	fields := strings.Fields(h.options)
 	var args, unsupported []string
 	implied := map[string]string{}
-	for _, o := range vwImplied {
+	for _, o := range vwImplied(slices.Contains(fields, "--ccb_explore_adf")) {
 		implied[o.name] = o.value
 	}
 	for i := 0; i < len(fields); i++ {
@@ -488,7 +508,7 @@ func vwPolicy(h *vwHeader, initialT float32) (*Policy, error) {
 		}
 	}
 	if len(unsupported) > 0 {
-		return nil, fmt.Errorf("VW model file: options not supported: %s (supported: --cb_explore_adf with --cb_type mtr, ips or dr and the exploration and update options of the learning policy)", strings.Join(unsupported, ", "))
+		return nil, fmt.Errorf("VW model file: options not supported: %s (supported: --cb_explore_adf or --ccb_explore_adf with --cb_type mtr, ips or dr and the exploration and update options of the learning policy)", strings.Join(unsupported, ", "))
 	}
 	if h.bits != 18 {
 		args = append(args, "-b", strconv.FormatUint(uint64(h.bits), 10))
@@ -518,10 +538,11 @@ func ReadVWModelPolicy(b []byte) (*Policy, error) {
 }
 
 // ReadVWModel reads a VW 9.x model file written by vw -f for
-// --cb_explore_adf with a policy this package implements, so that the
-// model predicts and goes on learning exactly as vw -i FILE does: VW's
-// progress counters restart, as VW restarts them, and a file saved
-// without its learning state (--predict_only_model) starts it afresh.
+// --cb_explore_adf or --ccb_explore_adf with a policy this package
+// implements, so that the model predicts and goes on learning exactly as
+// vw -i FILE does: VW's progress counters restart, as VW restarts them,
+// and a file saved without its learning state (--predict_only_model)
+// starts it afresh.
 func ReadVWModel(b []byte) (*Model, error) {
 	h, d, err := readVWHeader(b)
 	if err != nil {
@@ -535,6 +556,12 @@ func ReadVWModel(b []byte) (*Model, error) {
 		return nil, err
 	}
 	fail := func(err error) (*Model, error) { return nil, fmt.Errorf("VW model file: %w", err) }
+	var multi bool // ccb's state
+	if pol.ccb {
+		if b := d.bytes(1); b != nil {
+			multi = b[0] != 0
+		}
+	}
 	var tau, counter uint64
 	switch pol.explore {
 	case exploreFirst:
@@ -559,7 +586,7 @@ func ReadVWModel(b []byte) (*Model, error) {
 		// weights alone. VW starts the rest afresh, as for a new model,
 		// with the header's label range.
 		m := NewModel(pol)
-		m.tau, m.counter = tau, counter
+		m.tau, m.counter, m.ccbMulti = tau, counter, multi
 		copy(m.mtr, mtr)
 		m.minLabel, m.maxLabel = h.minLabel, h.maxLabel
 		if err := readVWWeights(m, d.b, []int{0}); err != nil {
@@ -577,7 +604,7 @@ func ReadVWModel(b []byte) (*Model, error) {
 		}
 	}
 	m := shape(pol)
-	m.tau, m.counter = tau, counter
+	m.tau, m.counter, m.ccbMulti = tau, counter, multi
 	copy(m.mtr, mtr)
 	gdN := 1
 	if pol.perModelSaveLoad {

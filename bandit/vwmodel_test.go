@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -31,6 +32,14 @@ func TestVWOptions(t *testing.T) {
 			" --cb_adf --cb_explore_adf --cb_type mtr --csoaa_ldf multiline --csoaa_rank --quadratic :: --random_seed 3"},
 		{"--cb_explore_adf --bag 3 --greedify --epsilon 0.2 --epsilon 0.3",
 			" --bag 3 --cb_adf --cb_explore_adf --cb_type mtr --csoaa_ldf multiline --csoaa_rank --epsilon 0.200000002980232 --greedify"},
+		// Given, an implied option is kept once.
+		{"--cb_explore_adf --cb_adf --cb_type ips", " --cb_adf --cb_explore_adf --cb_type ips --csoaa_ldf multiline --csoaa_rank"},
+		// --ccb_explore_adf implies cb_explore_adf and cb_sample too; VW
+		// keeps neither --all_slots_loss nor --ccb_no_slot_index.
+		{"--ccb_explore_adf --epsilon 0.2 --power_t 0 -q :: -l 0.1 --dsjson",
+			" --cb_adf --cb_explore_adf --cb_sample --cb_type mtr --ccb_explore_adf --csoaa_ldf multiline --csoaa_rank --epsilon 0.200000002980232 --learning_rate 0.100000001490116 --power_t 0 --quadratic ::"},
+		{"--ccb_explore_adf --cb_explore_adf --cb_type dr --all_slots_loss --ccb_no_slot_index",
+			" --cb_adf --cb_explore_adf --cb_sample --cb_type dr --ccb_explore_adf --csoaa_ldf multiline --csoaa_rank"},
 	}
 	for _, tt := range tests {
 		if got := NewModel(mustPolicy(t, tt.args+" -b 2")).vwOptions(); got != tt.want {
@@ -80,6 +89,58 @@ func TestVWModelRoundTrip(t *testing.T) {
 	}
 }
 
+// TestVWModelRoundTripCCB writes a --ccb_explore_adf model as a VW file
+// and reads it back: the multi-slot state (the slot index on) and the
+// random state that sampled an unlabelled slot come back, and the model
+// goes on learning as the original does.
+func TestVWModelRoundTripCCB(t *testing.T) {
+	t.Parallel()
+	lines := readLines(t, "../testdata/vw-ccb/first2.dsjson")
+	// The second slot is unlabelled and untagged: it samples from the
+	// model's random state.
+	partial := []byte(`{"c":{"U":{"u":1},"_multi":[{"A":{"x":1}},{"A":{"y":1}},{"A":{"z":1}}],"_slots":[{"S":{"s":1}},{"S":{"s":2}}]},` +
+		`"_outcomes":[{"_label_cost":-1,"_a":[2,0,1],"_p":[0.5,0.25,0.25]},{}]}`)
+	m := NewModel(mustPolicy(t, ccbTestPolicy+" -b 12 --all_slots_loss"))
+	var p Prediction
+	m.Learn(parseCCB(t, lines[0]), &p)
+	m.Learn(parseCCB(t, partial), &p)
+	if !m.ccbMulti || m.rand == 0 {
+		t.Fatalf("multi-slot state %v, random state %d", m.ccbMulti, m.rand)
+	}
+	var buf bytes.Buffer
+	if err := m.WriteVW(&buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ReadAnyModel(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// VW does not keep --all_slots_loss.
+	want := "--cb_type mtr --ccb_explore_adf --epsilon 0.2 --learning_rate 0.1 --power_t 0 --quadratic :: --random_seed " + strconv.FormatUint(m.rand, 10) + " -b 12"
+	if got := r.Policy().String(); got != want {
+		t.Errorf("policy %q, want %q", got, want)
+	}
+	if !r.ccbMulti || r.rand != m.rand || r.t != m.t || r.mtr[0] != m.mtr[0] || r.gd[0] != m.gd[0] {
+		t.Errorf("state multi %v rand %d t %v mtr %v gd %v, want %v %d %v %v %v", r.ccbMulti, r.rand, r.t, r.mtr, r.gd, m.ccbMulti, m.rand, m.t, m.mtr, m.gd)
+	}
+	var q Prediction
+	for _, e := range []*Event{parseCCB(t, partial), parseCCB(t, lines[1]), parseCCB(t, partial)} {
+		l1, _ := m.Learn(e, &p)
+		l2, _ := r.Learn(e, &q)
+		if got, want := slotsString(q.Slots()), slotsString(p.Slots()); l1 != l2 || got != want {
+			t.Fatalf("read back: loss %v, decisions %s; original %v, %s", l2, got, l1, want)
+		}
+	}
+	// A model that saw single slots only keeps the slot index off.
+	one := NewModel(mustPolicy(t, ccbTestPolicy+" -b 12"))
+	one.Learn(parseCCB(t, []byte(`{"c":{"U":{"u":1},"_multi":[{"A":{"x":1}},{"A":{"y":1}}],"_slots":[{"_id":"only"}]},"_outcomes":[{"_label_cost":-1,"_a":0,"_p":0.5}]}`)), &p)
+	buf.Reset()
+	one.WriteVW(&buf, nil)
+	if r, err := ReadVWModel(buf.Bytes()); err != nil || r.ccbMulti || !r.Policy().CCB() {
+		t.Errorf("single-slot model read back: %v, multi-slot state %v", err, r != nil && r.ccbMulti)
+	}
+}
+
 // TestReadVWModelErrors checks that damaged and unsupported files are
 // refused with errors that say why.
 func TestReadVWModelErrors(t *testing.T) {
@@ -116,8 +177,12 @@ func TestReadVWModelErrors(t *testing.T) {
 		{"truncated", good[:header+10], "VW model file: header: file is truncated"},
 		{"checksum", edit(func(b []byte) []byte { b[header+8] ^= 1; return b }), "header checksum"},
 		{"version 8", edit(func(b []byte) []byte { b[4] = '8'; return b }), "version 8.11.2: only version 9.x files are read"},
-		{"ccb", withOptions(" --ccb_explore_adf --cb_sample --cb_adf --epsilon 0.2 --slates --csoaa_ldf multiline"),
-			"options not supported: --cb_sample, --slates"},
+		{"ccb", withOptions(" --ccb_explore_adf --cb_sample --cb_adf --epsilon 0.2 --slates --no_predict --csoaa_ldf multiline"),
+			"options not supported: --slates, --no_predict (supported: --cb_explore_adf or --ccb_explore_adf with"},
+		{"cb_sample without ccb", withOptions(" --cb_explore_adf --cb_sample --cb_adf --csoaa_ldf multiline --csoaa_rank"), "options not supported: --cb_sample ("},
+		{"ccb first", withOptions(" --ccb_explore_adf --cb_explore_adf --cb_sample --cb_adf --first 2 --csoaa_ldf multiline --csoaa_rank"),
+			"--first is not supported with --ccb_explore_adf"},
+		{"ccb csoaa_ldf", withOptions(" --ccb_explore_adf --cb_explore_adf --cb_sample --cb_adf --csoaa_ldf mc --csoaa_rank"), "options not supported: --csoaa_ldf mc"},
 		{"csoaa_ldf", withOptions(" --cb_explore_adf --cb_adf --csoaa_ldf m --csoaa_rank"), "options not supported: --csoaa_ldf m"},
 		{"cb_type dm", withOptions(" --cb_explore_adf --cb_adf --cb_type dm"), `--cb_type "dm" is not supported`},
 		{"no state", edit(func(b []byte) []byte { return b[:len(b)-10] }), "file is truncated"},
