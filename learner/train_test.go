@@ -236,7 +236,14 @@ func TestTrainSkipsBadLines(t *testing.T) {
 // files.
 func splitData(t *testing.T, n int) (first, second string) {
 	t.Helper()
-	lines := strings.SplitAfter(string(gunzipFile(t, vwTrainData)), "\n")
+	return splitFile(t, vwTrainData, n)
+}
+
+// splitFile writes the first n lines of the gzipped file at path and the
+// rest to two files.
+func splitFile(t *testing.T, path string, n int) (first, second string) {
+	t.Helper()
+	lines := strings.SplitAfter(string(gunzipFile(t, path)), "\n")
 	dir := t.TempDir()
 	first, second = filepath.Join(dir, "first"), filepath.Join(dir, "second")
 	if err := os.WriteFile(first, []byte(strings.Join(lines[:n], "")), 0o600); err != nil {

@@ -136,14 +136,7 @@ func TestVWModelWrite(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got, want) {
-				for i := range min(len(got), len(want)) {
-					if got[i] != want[i] {
-						t.Fatalf("the file differs from VW's at byte %d of %d (VW's has %d)", i, len(got), len(want))
-					}
-				}
-				t.Fatalf("the file has %d bytes, VW's %d", len(got), len(want))
-			}
+			sameBytes(t, got, want)
 		})
 	}
 }
@@ -178,18 +171,60 @@ func TestVWModelProgressCounters(t *testing.T) {
 	samePredictions(t, preds, gunzipFile(t, "../testdata/vw-models/"+vwModelRuns[1].cont))
 }
 
-// TestVWModelUnsupported reads a VW model file of a reduction this
-// learner does not implement: the error names its options.
-func TestVWModelUnsupported(t *testing.T) {
+// TestVWModelCCB reads the model vw --ccb_explore_adf -f wrote after the
+// first 1,500 multi-slot events and learns on from it: every slot's -p
+// line and the average loss must be those of vw -i on the last 1,500.
+// Training on the first 1,500 and writing the model must give VW's file
+// byte for byte.
+func TestVWModelCCB(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile("../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw")
-	if err != nil {
-		t.Fatal(err)
+	const file = "../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw"
+	first, second := splitFile(t, ccbDir+"ccb_public.dsjson.gz", 1500)
+	t.Run("continue", func(t *testing.T) {
+		t.Parallel()
+		m := readModelFile(t, file)
+		if got, want := m.Policy().String(), "--cb_type mtr --ccb_explore_adf --epsilon 0.2 --learning_rate 0.1 --power_t 0 --quadratic ::"; got != want {
+			t.Errorf("policy %q, want %q", got, want)
+		}
+		s, _, got := trainCCB(t, TrainConfig{Data: second, Init: m, Quiet: true})
+		if loss := strconv.FormatFloat(s.AverageLoss, 'f', 6, 64); loss != "-0.696000" {
+			t.Errorf("average loss %s, vw -i -0.696000", loss)
+		}
+		if s.Examples != 1500 {
+			t.Errorf("%d examples, want 1500", s.Examples)
+		}
+		if want := gunzipFile(t, "../testdata/vw-models/ccb_cont_mtr_lr0.1.pred.gz"); !bytes.Equal(got, want) {
+			t.Errorf("predictions differ from vw -i's at %s", firstDiff(got, want))
+		}
+	})
+	t.Run("write", func(t *testing.T) {
+		t.Parallel()
+		out := filepath.Join(t.TempDir(), "model.vw")
+		trainCCB(t, TrainConfig{Data: first, Policy: ccbPolicy + " -l 0.1", Final: out, FinalVW: true, Quiet: true})
+		got, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameBytes(t, got, want)
+	})
+}
+
+// sameBytes fails unless got is want, naming the first byte that differs.
+func sameBytes(t *testing.T, got, want []byte) {
+	t.Helper()
+	if bytes.Equal(got, want) {
+		return
 	}
-	_, err = bandit.ReadAnyModel(b)
-	if err == nil || !strings.Contains(err.Error(), "options not supported: --cb_sample") {
-		t.Errorf("ReadAnyModel(ccb model) = %v", err)
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			t.Fatalf("the file differs from VW's at byte %d of %d (VW's has %d)", i, len(got), len(want))
+		}
 	}
+	t.Fatalf("the file has %d bytes, VW's %d", len(got), len(want))
 }
 
 // distributionsDiffer counts the events whose -p lines differ as
