@@ -10,7 +10,10 @@ import (
 	"testing"
 )
 
-const trainData = "../../testdata/vw/public_train.dsjson.gz"
+const (
+	trainData = "../../testdata/vw/public_train.dsjson.gz"
+	ccbData   = "../../testdata/vw-ccb/ccb_public.dsjson.gz"
+)
 
 // TestTrainFlags runs `personalizer train` as a VW user would: VW's way of
 // naming the data file, -f then -i on the two halves of the reference data
@@ -89,7 +92,9 @@ func TestTrainFlagErrors(t *testing.T) {
 		{[]string{"train", "--dsjson", filepath.Join(dir, "missing.dsjson")}, "open data"},
 		{[]string{"train", "--dsjson", trainData, "-i", filepath.Join(dir, "missing.model")}, "initial model"},
 		{[]string{"train", "--dsjson", trainData, "-i", notModel}, "not a bandit model file"},
-		{[]string{"train", "--dsjson", trainData, "-i", "../../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw"}, "options not supported: --cb_sample"},
+		// VW's multi-slot model file gives its policy.
+		{[]string{"train", "--dsjson", ccbData, "-i", "../../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw", "--passes", "2"},
+			"multi-slot (--ccb_explore_adf) training makes one pass"},
 		{[]string{"train", "--dsjson", trainData, "--passes", "0"}, "--passes 0 must be at least 1"},
 		{[]string{"train", "--dsjson", trainData, "extra"}, `unexpected arguments ["extra"]`},
 		{[]string{"train", "--dsjson", trainData, "-f", filepath.Join(dir, "no", "such", "dir", "m")}, "write model"},
@@ -105,31 +110,53 @@ func TestTrainFlagErrors(t *testing.T) {
 
 // TestTrainVWModel writes a VW model file with -f --vw-model (the file
 // vw -f writes for the same run) and continues from a file vw -f wrote
-// with -i (vw -i's predictions).
+// with -i (vw -i's predictions and average loss), for single-slot and
+// multi-slot (--ccb_explore_adf) policies.
 func TestTrainVWModel(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	all := strings.SplitAfter(string(gunzip(t, trainData)), "\n")
-	first, second := filepath.Join(dir, "first.dsjson"), filepath.Join(dir, "second.dsjson")
-	os.WriteFile(first, []byte(strings.Join(all[:2000], "")), 0o600)
-	os.WriteFile(second, []byte(strings.Join(all[2000:], "")), 0o600)
-	train := func(args ...string) {
-		t.Helper()
-		var stderr bytes.Buffer
-		if err := run(context.Background(), append([]string{"train", "--quiet"}, args...), io.Discard, &stderr, noEnv); err != nil {
-			t.Fatalf("train %q: %v\n%s", args, err, stderr.String())
-		}
+	const models = "../../testdata/vw-models/"
+	tests := []struct {
+		name, data string
+		split      int
+		policy     string
+		vwFile     string
+		cont, loss string
+	}{
+		{"cb", trainData, 2000, "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 --cb_type mtr -q ::",
+			"cb_mtr_lr0.1_first2000.vw", "cont_mtr_lr0.1.pred.gz", "-0.560500"},
+		{"ccb", ccbData, 1500, "--ccb_explore_adf --epsilon 0.2 --power_t 0 -q :: -l 0.1",
+			"ccb_mtr_lr0.1_first1500.vw", "ccb_cont_mtr_lr0.1.pred.gz", "-0.696000"},
 	}
-	const vwFile = "../../testdata/vw-models/cb_mtr_lr0.1_first2000.vw"
-	out := filepath.Join(dir, "model.vw")
-	train("-d", first, "--policy", "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.1 --cb_type mtr -q ::", "-f", out, "--vw-model")
-	got, _ := os.ReadFile(out)
-	want, _ := os.ReadFile(vwFile)
-	if len(want) == 0 || !bytes.Equal(got, want) {
-		t.Error("-f --vw-model wrote another file than vw -f")
-	}
-	train("-d", second, "-i", vwFile, "-p", filepath.Join(dir, "p"))
-	if p, _ := os.ReadFile(filepath.Join(dir, "p")); !bytes.Equal(p, gunzip(t, "../../testdata/vw-models/cont_mtr_lr0.1.pred.gz")) {
-		t.Error("-i of vw -f's file predicts differently from vw -i")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			all := strings.SplitAfter(string(gunzip(t, tt.data)), "\n")
+			first, second := filepath.Join(dir, "first.dsjson"), filepath.Join(dir, "second.dsjson")
+			os.WriteFile(first, []byte(strings.Join(all[:tt.split], "")), 0o600)
+			os.WriteFile(second, []byte(strings.Join(all[tt.split:], "")), 0o600)
+			train := func(args ...string) string {
+				t.Helper()
+				var stderr bytes.Buffer
+				if err := run(context.Background(), append([]string{"train"}, args...), io.Discard, &stderr, noEnv); err != nil {
+					t.Fatalf("train %q: %v\n%s", args, err, stderr.String())
+				}
+				return stderr.String()
+			}
+			out := filepath.Join(dir, "model.vw")
+			train("-d", first, "--policy", tt.policy, "-f", out, "--vw-model", "--quiet")
+			got, _ := os.ReadFile(out)
+			want, _ := os.ReadFile(models + tt.vwFile)
+			if len(want) == 0 || !bytes.Equal(got, want) {
+				t.Error("-f --vw-model wrote another file than vw -f")
+			}
+			summary := train("-d", second, "-i", models+tt.vwFile, "-p", filepath.Join(dir, "p"))
+			if p, _ := os.ReadFile(filepath.Join(dir, "p")); !bytes.Equal(p, gunzip(t, models+tt.cont)) {
+				t.Error("-i of vw -f's file predicts differently from vw -i")
+			}
+			if !strings.Contains(summary, "\naverage loss = "+tt.loss+"\n") {
+				t.Errorf("-i of vw -f's file: the summary lacks vw -i's average loss %s:\n%s", tt.loss, summary)
+			}
+		})
 	}
 }
