@@ -354,8 +354,8 @@ func propertiesOf(info *eventsv1.ModelInfo) modelProperties {
 }
 
 // importModel replaces the loop's model with data, which must be a model
-// file (this server's, or VW's), or a signed zip of one (see
-// [Admin.importable]): anything else changes nothing.
+// file (this server's, or VW's) of the loop's problem type, or a signed zip
+// of one (see [Admin.importable]): anything else changes nothing.
 func (a *Admin) importModel(ctx context.Context, name string, data []byte) (*eventsv1.ModelInfo, error) {
 	l, err := a.loopOf(ctx, name)
 	if err != nil {
@@ -364,7 +364,11 @@ func (a *Admin) importModel(ctx context.Context, name string, data []byte) (*eve
 	if a.cfg.Models == nil {
 		return nil, errUnsupported
 	}
-	data, err = a.importable(data)
+	cfg, err := a.config(l)
+	if err != nil {
+		return nil, err
+	}
+	data, err = a.importable(data, l, cfg.Policy.MultiSlot())
 	if err != nil {
 		return nil, err
 	}

@@ -207,6 +207,38 @@ func newAdminEnv(t *testing.T, keys bool) *adminEnv {
 
 // call sends a REST request with key (none if empty) and returns the
 // response with its body read.
+// exportModel is the file gRPC ExportModel streams for req.
+func (e *adminEnv) exportModel(ctx context.Context, req *personalizerv1.ExportModelRequest) ([]byte, error) {
+	s, err := e.admin.ExportModel(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m.GetChunk()...)
+	}
+}
+
+// importModel imports data into loop name with gRPC ImportModel, in two
+// chunks.
+func (e *adminEnv) importModel(ctx context.Context, name string, data []byte) error {
+	s, err := e.admin.ImportModel(ctx)
+	if err != nil {
+		return err
+	}
+	s.Send(&personalizerv1.ImportModelRequest{Loop: name, Chunk: data[:len(data)/2]})
+	s.Send(&personalizerv1.ImportModelRequest{Chunk: data[len(data)/2:]})
+	_, err = s.CloseAndRecv()
+	return err
+}
+
 func call(t *testing.T, method, url, key, body string) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
@@ -526,33 +558,6 @@ func TestAdminGRPC(t *testing.T) {
 	}
 	svc := &personalizerv1.ServiceConfiguration{RewardWaitTime: durationpb.New(time.Minute), RewardAggregation: "earliest",
 		ExplorationPercentage: 0.3, ModelExportFrequency: durationpb.New(time.Minute), LogRetentionDays: 90}
-	exportModel := func(ctx context.Context, name string) ([]byte, error) {
-		s, err := e.admin.ExportModel(ctx, &personalizerv1.ExportModelRequest{Loop: name})
-		if err != nil {
-			return nil, err
-		}
-		var out []byte
-		for {
-			m, err := s.Recv()
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, m.GetChunk()...)
-		}
-	}
-	importModel := func(ctx context.Context, name string, data []byte) error {
-		s, err := e.admin.ImportModel(ctx)
-		if err != nil {
-			return err
-		}
-		s.Send(&personalizerv1.ImportModelRequest{Loop: name, Chunk: data[:len(data)/2]})
-		s.Send(&personalizerv1.ImportModelRequest{Chunk: data[len(data)/2:]})
-		_, err = s.CloseAndRecv()
-		return err
-	}
 	// Every loop-scoped method, for a loop name.
 	ops := []struct {
 		name string
@@ -579,10 +584,10 @@ func TestAdminGRPC(t *testing.T) {
 			return err
 		}},
 		{"ExportModel", func(ctx context.Context, n string) error {
-			_, err := exportModel(ctx, n)
+			_, err := e.exportModel(ctx, &personalizerv1.ExportModelRequest{Loop: n})
 			return err
 		}},
-		{"ImportModel", func(ctx context.Context, n string) error { return importModel(ctx, n, data) }},
+		{"ImportModel", func(ctx context.Context, n string) error { return e.importModel(ctx, n, data) }},
 		{"ResetModel", func(ctx context.Context, n string) error {
 			_, err := e.admin.ResetModel(ctx, &personalizerv1.ResetModelRequest{Loop: n})
 			return err
@@ -628,10 +633,10 @@ func TestAdminGRPC(t *testing.T) {
 	// Exports answer the served bytes; an invalid file and an invalid
 	// configuration carry Personalizer's code.
 	ctx := keyed(e.testKey)
-	if got, err := exportModel(ctx, ""); err != nil || !bytes.Equal(got, data) {
+	if got, err := e.exportModel(ctx, &personalizerv1.ExportModelRequest{}); err != nil || !bytes.Equal(got, data) {
 		t.Errorf("export: %d bytes, %v", len(got), err)
 	}
-	if err := importModel(ctx, "", []byte("corrupt model file")); status.Code(err) != codes.InvalidArgument ||
+	if err := e.importModel(ctx, "", []byte("corrupt model file")); status.Code(err) != codes.InvalidArgument ||
 		!strings.HasPrefix(status.Convert(err).Message(), "InvalidModelImportFormat: ") {
 		t.Errorf("import of a corrupt file: %v", err)
 	}

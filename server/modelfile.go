@@ -158,10 +158,12 @@ func openSigned(key, data []byte, max int64) ([]byte, error) {
 }
 
 // importable returns data as a model file in this server's format, ready
-// for [ModelAdmin.ImportModel]: a signed zip's model once its signature
-// is checked, a VW model file converted. The model's weights must fit in
-// MaxModelBytes.
-func (a *Admin) importable(data []byte) ([]byte, error) {
+// for [ModelAdmin.ImportModel] into loop l: a signed zip's model once its
+// signature is checked, a VW model file converted. The model's weights
+// must fit in MaxModelBytes, and its policy must be multi-slot
+// (--ccb_explore_adf) exactly when the loop is: a loop's models never mix
+// the two problem types.
+func (a *Admin) importable(data []byte, l string, multiSlot bool) ([]byte, error) {
 	if isZip(data) {
 		var err error
 		if data, err = openSigned(a.cfg.ModelSigningKey, data, a.cfg.MaxModelBytes); err != nil {
@@ -171,6 +173,12 @@ func (a *Admin) importable(data []byte) ([]byte, error) {
 	pol, err := bandit.ReadAnyModelPolicy(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidModel, err)
+	}
+	if pol.CCB() != multiSlot {
+		if multiSlot {
+			return nil, fmt.Errorf("%w: the model is single-slot (--cb_explore_adf) and loop %q is multi-slot (--ccb_explore_adf): import a multi-slot model", ErrInvalidModel, l)
+		}
+		return nil, fmt.Errorf("%w: the model is multi-slot (--ccb_explore_adf) and loop %q is single-slot (--cb_explore_adf): import it into a multi-slot loop", ErrInvalidModel, l)
 	}
 	if err := a.fits(pol, "InvalidModelImportFormat"); err != nil {
 		return nil, err

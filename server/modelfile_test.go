@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/open-personalizer/personalizer/bandit"
@@ -71,13 +73,18 @@ func unzip(t *testing.T, data []byte) map[string][]byte {
 	return out
 }
 
-// TestAdminModelFormatsCCB exports a served --ccb_explore_adf model as
-// VW's model file and imports the one vw --ccb_explore_adf -f wrote: the
-// learner gets it in this server's format, with its multi-slot policy.
+// TestAdminModelFormatsCCB exports a multi-slot loop's --ccb_explore_adf
+// model as VW's model file and imports the one vw --ccb_explore_adf -f
+// wrote: the learner gets it in this server's format. A model of the
+// other problem type than the loop's is refused.
 func TestAdminModelFormatsCCB(t *testing.T) {
 	t.Parallel()
 	e := newAdminEnv(t, false)
-	base := e.url + "/v1.1-preview.3"
+	ctx := context.Background()
+	ccb := &personalizerv1.Policy{Name: "carousel", Arguments: bandit.DefaultMultiSlotPolicy}
+	if _, err := e.admin.CreateLoop(ctx, &personalizerv1.CreateLoopRequest{Loop: "ms", Policy: ccb}); err != nil {
+		t.Fatal(err)
+	}
 	vwFile := readTestFile(t, "../testdata/vw-models/ccb_mtr_lr0.1_first1500.vw")
 	m, err := bandit.ReadVWModel(vwFile)
 	if err != nil {
@@ -86,21 +93,41 @@ func TestAdminModelFormatsCCB(t *testing.T) {
 	var buf bytes.Buffer
 	m.WriteTo(&buf)
 	data := buf.Bytes()
-	if err := e.srv.Load(versionOf(data, 3)); err != nil {
+	mv := versionOf(data, 3)
+	mv.Info.Loop = "ms"
+	if err := e.srv.Load(mv); err != nil {
 		t.Fatal(err)
 	}
 	// VW's bytes but for its progress counters (from sum_loss to the l1
 	// and l2 state), which a loaded model restarts.
-	resp, got := call(t, "GET", base+"/model?format=vw", "", "")
-	if resp.StatusCode != 200 || len(got) != len(vwFile) || !bytes.Equal(got[:0x11e], vwFile[:0x11e]) || !bytes.Equal(got[0x189:], vwFile[0x189:]) {
-		t.Fatalf("GET /model?format=vw: %d, %d bytes (VW's file %d)", resp.StatusCode, len(got), len(vwFile))
+	got, err := e.exportModel(ctx, &personalizerv1.ExportModelRequest{Loop: "ms", Format: "vw"})
+	if err != nil || len(got) != len(vwFile) || !bytes.Equal(got[:0x11e], vwFile[:0x11e]) || !bytes.Equal(got[0x189:], vwFile[0x189:]) {
+		t.Fatalf("ExportModel(ms, vw): %v, %d bytes (VW's file %d)", err, len(got), len(vwFile))
 	}
-	if resp, body := call(t, "PUT", base+"/model", "", string(vwFile)); resp.StatusCode != 204 {
-		t.Fatalf("PUT /model of vw -f's file: %d %s", resp.StatusCode, body)
+	if err := e.importModel(ctx, "ms", vwFile); err != nil {
+		t.Fatalf("import vw -f's file into the multi-slot loop: %v", err)
 	}
-	_, imports := e.models.calls()
-	if len(imports) != 1 || !bytes.Equal(imports[0], data) {
+	if _, imports := e.models.calls(); len(imports) != 1 || !bytes.Equal(imports[0], data) {
 		t.Fatalf("%d imports; VW's file must reach the learner converted", len(imports))
+	}
+
+	// The other problem type: refused, over gRPC and REST (loop "test" is
+	// single-slot), and nothing reaches the learner.
+	for _, tt := range []struct{ loop, file, msg string }{
+		{"test", "ccb_mtr_lr0.1_first1500.vw", `the model is multi-slot (--ccb_explore_adf) and loop "test" is single-slot`},
+		{"ms", "cb_mtr_lr0.1_first2000.vw", `the model is single-slot (--cb_explore_adf) and loop "ms" is multi-slot`},
+	} {
+		err := e.importModel(ctx, tt.loop, readTestFile(t, "../testdata/vw-models/"+tt.file))
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("import %s into loop %s: %v, want InvalidArgument %q", tt.file, tt.loop, err, tt.msg)
+		}
+	}
+	resp, body := call(t, "PUT", e.url+"/v1.1-preview.3/model", "", string(vwFile))
+	if code, _ := errorCode(t, body); resp.StatusCode != 400 || code != "InvalidModelImportFormat" || !strings.Contains(string(body), `is single-slot`) {
+		t.Errorf("PUT /model of a multi-slot model into the single-slot loop: %d %s", resp.StatusCode, body)
+	}
+	if _, imports := e.models.calls(); len(imports) != 1 {
+		t.Errorf("%d imports of the other problem type reached the learner", len(imports)-1)
 	}
 }
 
@@ -156,20 +183,9 @@ func TestAdminModelFormats(t *testing.T) {
 
 	// The gRPC export gives the same files.
 	for _, req := range []*personalizerv1.ExportModelRequest{{Format: "vw"}, {Signed: true, Format: "vw"}} {
-		stream, err := e.admin.ExportModel(context.Background(), req)
+		file, err := e.exportModel(context.Background(), req)
 		if err != nil {
-			t.Fatal(err)
-		}
-		var file []byte
-		for {
-			r, err := stream.Recv()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("ExportModel(%v): %v", req, err)
-			}
-			file = append(file, r.GetChunk()...)
+			t.Fatalf("ExportModel(%v): %v", req, err)
 		}
 		if !req.Signed && !bytes.Equal(file, exportedVW) || req.Signed && !bytes.Equal(unzip(t, file)["model"], exportedVW) {
 			t.Errorf("ExportModel(%v): %d bytes, not REST's file", req, len(file))
