@@ -1,13 +1,17 @@
 package learner
 
 import (
+	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -179,3 +183,51 @@ func TestLearnJoinedSlots(t *testing.T) {
 		}
 	})
 }
+
+var updateJoined = flag.Bool("update-joined", false, "rewrite testdata/vw-ccb/joined_slots.dsjson from the joiner")
+
+// TestJoinedSlotsVW: the joiner's CCB lines of 300 multi-slot ranks are
+// testdata/vw-ccb/joined_slots.dsjson byte for byte (-update-joined
+// rewrites it), and VW 9.11.2 read that file as labelled CCB events:
+// `personalizer train` gives VW's example count, average loss and every
+// slot's -p line (testdata/vw-ccb/README.md).
+func TestJoinedSlotsVW(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	events, skipped := slotsEvents(t, n)
+	joined, _ := joinAll(t, events, n)
+	var data []byte
+	for _, r := range joined {
+		data = append(append(data, r.Value...), '\n')
+	}
+	path := ccbDir + "joined_slots.dsjson"
+	if *updateJoined {
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(data, want) {
+		t.Fatalf("the joiner's lines differ from %s at %s", path, firstDiff(data, want))
+	}
+	s, stderr, got := trainCCB(t, TrainConfig{Data: path, Policy: ccbPolicy + " -l 0.1"})
+	learnable := n - len(skipped)
+	for _, line := range []string{"number of examples = " + strconv.Itoa(learnable), "average loss = " + joinedSlotsVWLoss, "total feature number = 82228"} {
+		if !strings.Contains(stderr, "\n"+line+"\n") {
+			t.Errorf("summary lacks VW's %q:\n%s", line, stderr)
+		}
+	}
+	if s.Labeled != int64(learnable) || s.Dropped != len(skipped) || s.Malformed != 0 {
+		t.Errorf("summary %+v, want %d labelled, %d dropped", s.Counts, learnable, len(skipped))
+	}
+	if w := gunzipFile(t, ccbDir+"joined_slots.pred.gz"); !bytes.Equal(got, w) {
+		t.Errorf("predictions differ from VW's at %s", firstDiff(got, w))
+	}
+}
+
+// joinedSlotsVWLoss is VW 9.11.2's average loss on joined_slots.dsjson
+// (testdata/vw-ccb/README.md).
+const joinedSlotsVWLoss = "-0.480000"
