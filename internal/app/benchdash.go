@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,8 +38,9 @@ type pageClient struct {
 	base     string // http://host:port
 	key      string
 	http     *http.Client
-	loop     string // the page's loop: the first answer's
-	requests int    // made so far
+	loop     string        // the page's loop: the first answer's
+	every    time.Duration // between an answer and the next poll: pagePoll
+	requests int           // made so far
 
 	newest time.Time // the newest reward bucket's start
 	listed int64     // the version whose kept versions were listed; -1: none
@@ -47,7 +49,7 @@ type pageClient struct {
 }
 
 func newPageClient(addr, key string) *pageClient {
-	return &pageClient{base: "http://" + addr, key: key, http: &http.Client{Timeout: 30 * time.Second}, listed: -1}
+	return &pageClient{base: "http://" + addr, key: key, http: &http.Client{Timeout: 30 * time.Second}, every: pagePoll, listed: -1}
 }
 
 // pageFiles are the files index.html loads.
@@ -60,7 +62,7 @@ func (p *pageClient) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(pagePoll):
+		case <-time.After(p.every):
 		}
 		err = p.poll(ctx)
 	}
@@ -200,7 +202,10 @@ func (p *pageClient) get(ctx context.Context, path string, loop bool) ([]byte, e
 // dashboardCost runs Rank at qps for d with the page closed and open
 // (pageClient), alternating, pairs times each, and reports the server
 // process pid's CPU in each run and the difference per pair as a share of
-// the closed run's.
+// the closed run's. Then, without Rank, it measures the server's CPU
+// idle and with the page polling back to back for d each, and reports
+// what the page's requests cost the server each and at the rate of the
+// open runs, as a share of the closed runs' median.
 func dashboardCost(ctx context.Context, stdout io.Writer, rank func(context.Context) error, concurrency int, d time.Duration, qps float64,
 	pairs, pid int, page func() *pageClient) error {
 	fmt.Fprintf(stdout, "dashboard cost: server pid %d, Rank at %.0f QPS, %d in flight, %d pairs of %v runs (page closed, then open), after a %v warm-up\n",
@@ -208,12 +213,14 @@ func dashboardCost(ctx context.Context, stdout io.Writer, rank func(context.Cont
 	if _, err := measure(ctx, rank, concurrency, d, qps); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
-	// run is one run: the server's CPU in cores over it.
-	run := func(name string, open bool) (float64, error) {
+	// run is one run: the server's CPU per Rank and in cores over it.
+	// The page's requests are added to openRequests.
+	openRequests := 0
+	run := func(name string, open bool) (perRank time.Duration, cores float64, err error) {
 		load := loadAverage()
 		cpu0, err := processCPU(pid)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		start := time.Now()
 		pageErr := make(chan error, 1)
@@ -231,37 +238,82 @@ func dashboardCost(ctx context.Context, stdout io.Writer, rank func(context.Cont
 			}
 		}
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		elapsed := time.Since(start)
 		cpu1, err := processCPU(pid)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		cores := (cpu1 - cpu0).Seconds() / elapsed.Seconds()
-		fmt.Fprintf(stdout, "%-12s load %s  server %.3f cores, %.0f µs/Rank  %s", name, load, cores, float64((cpu1-cpu0).Microseconds())/float64(len(r.lat)), r)
+		perRank, cores = (cpu1-cpu0)/time.Duration(len(r.lat)), (cpu1-cpu0).Seconds()/elapsed.Seconds()
+		fmt.Fprintf(stdout, "%-12s load %s  server %.3f cores, %.1f µs/Rank  %s", name, load, cores, float64(perRank.Nanoseconds())/1000, r)
 		if open {
 			fmt.Fprintf(stdout, "  page: %d requests", p.requests)
+			openRequests += p.requests
 		}
 		fmt.Fprintln(stdout)
-		return cores, nil
+		return perRank, cores, nil
 	}
-	var diffs []float64
+	// Each run makes the same ranks, so the difference of their CPU is
+	// taken per Rank: a run the machine's load stretched past d still
+	// did the same work.
+	var diffs, closedCores []float64
 	for i := range pairs {
-		closed, err := run(fmt.Sprintf("%d closed", i+1), false)
+		closed, cores, err := run(fmt.Sprintf("%d closed", i+1), false)
 		if err != nil {
 			return err
 		}
-		open, err := run(fmt.Sprintf("%d open", i+1), true)
+		open, _, err := run(fmt.Sprintf("%d open", i+1), true)
 		if err != nil {
 			return err
 		}
-		diffs = append(diffs, (open-closed)/closed)
+		diffs, closedCores = append(diffs, float64(open-closed)/float64(closed)), append(closedCores, cores)
 	}
-	slices.Sort(diffs)
-	fmt.Fprintf(stdout, "page open - closed, share of the closed run's server CPU: min %+.2f%%  median %+.2f%%  max %+.2f%%\n",
-		100*diffs[0], 100*(diffs[(len(diffs)-1)/2]+diffs[len(diffs)/2])/2, 100*diffs[len(diffs)-1])
+	fmt.Fprintf(stdout, "page open - closed, share of the closed run's server CPU per Rank: min %+.2f%%  median %+.2f%%  max %+.2f%%\n",
+		100*slices.Min(diffs), 100*median(diffs), 100*slices.Max(diffs))
+
+	// The page's own cost: the server idle, then the page alone polling
+	// back to back.
+	cpuOver := func(work func(ctx context.Context) error) (time.Duration, error) {
+		cpu0, err := processCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		if err := work(wctx); err != nil {
+			return 0, err
+		}
+		cpu1, err := processCPU(pid)
+		return cpu1 - cpu0, err
+	}
+	idle, err := cpuOver(func(ctx context.Context) error { <-ctx.Done(); return nil })
+	if err != nil {
+		return err
+	}
+	p := page()
+	p.every = 0
+	busy, err := cpuOver(p.run)
+	if err != nil {
+		return fmt.Errorf("page: %w", err)
+	}
+	if p.requests == 0 {
+		return errors.New("page: no request answered in the page-alone run")
+	}
+	each := (busy - idle) / time.Duration(p.requests)
+	rate := float64(openRequests) / float64(pairs) / d.Seconds()
+	perSecond := each.Seconds() * rate
+	fmt.Fprintf(stdout, "page alone   load %s  server idle %.3f cores; %d page requests back to back in %v: %.0f µs of server CPU each (less idle)\n",
+		loadAverage(), idle.Seconds()/d.Seconds(), p.requests, d, float64(each.Microseconds()))
+	fmt.Fprintf(stdout, "page's cost at its rate in the open runs, %.2f requests/s: %.3f ms of server CPU per second, %.3f%% of the closed runs' median\n",
+		rate, 1000*perSecond, 100*perSecond/median(closedCores))
 	return nil
+}
+
+// median is the median of xs.
+func median(xs []float64) float64 {
+	xs = slices.Sorted(slices.Values(xs))
+	return (xs[(len(xs)-1)/2] + xs[len(xs)/2]) / 2
 }
 
 // loadAverage is the machine's 1-minute load average, "?" off Linux.
