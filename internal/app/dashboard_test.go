@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -758,4 +759,26 @@ func TestDashboardServers(t *testing.T) {
 	check("with a server watching", func(s dashboardStats) []servingServer {
 		return []servingServer{self(s), {Server: "other:50051", Version: 2, Created: &created}}
 	})
+}
+
+// TestServerName checks how a server names itself to its learners.
+func TestServerName(t *testing.T) {
+	t.Parallel()
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50051}, "127.0.0.1:50051"},
+		{&net.TCPAddr{IP: net.IPv4zero, Port: 50051}, net.JoinHostPort(host, "50051")},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 7}, net.JoinHostPort(host, "7")},
+		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 7}, "[fe80::1]:7"},
+	} {
+		if got := serverName(tt.addr); got != tt.want {
+			t.Errorf("serverName(%v) = %q, want %q", tt.addr, got, tt.want)
+		}
+	}
 }
