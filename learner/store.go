@@ -5,7 +5,9 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -116,11 +118,18 @@ func (s *Store) Next(ctx context.Context, after uint64) (*eventsv1.GetModelRespo
 // processes, and passes model resets and imports on to the loop's learner.
 type Service struct {
 	eventsv1.UnimplementedModelServiceServer
-	mu    sync.Mutex
-	loops map[string]serviceLoop
-	done  chan struct{} // closed by Shutdown to end watches and commands
-	once  sync.Once
+	mu      sync.Mutex
+	loops   map[string]serviceLoop
+	servers map[string]map[string]*eventsv1.ServerInfo // loop, server: what its open watch said
+	rewards Rewards                                    // nil: GetLiveRewards is Unimplemented
+	done    chan struct{}                              // closed by Shutdown to end watches and commands
+	once    sync.Once
 }
+
+// Rewards answers GetLiveRewards for a loop the [Service] serves: its
+// buckets that start at or after since (the zero time: every one); false
+// when the loop has no reward over time.
+type Rewards func(loop string, since time.Time) (*eventsv1.GetLiveRewardsResponse, bool)
 
 // serviceLoop is what a [Service] serves of one loop.
 type serviceLoop struct {
@@ -139,7 +148,7 @@ type Commands interface {
 // NewService returns the ModelService of loop's store. cmds carries out
 // ResetModel and ImportModel; nil answers them Unimplemented.
 func NewService(loop string, store *Store, cmds Commands) *Service {
-	s := &Service{loops: map[string]serviceLoop{}, done: make(chan struct{})}
+	s := &Service{loops: map[string]serviceLoop{}, servers: map[string]map[string]*eventsv1.ServerInfo{}, done: make(chan struct{})}
 	s.Add(loop, store, cmds)
 	return s
 }
@@ -150,6 +159,10 @@ func (s *Service) Add(loop string, store *Store, cmds Commands) {
 	defer s.mu.Unlock()
 	s.loops[loop] = serviceLoop{store, cmds}
 }
+
+// ServeRewards makes the service answer GetLiveRewards from r. Call it
+// before serving.
+func (s *Service) ServeRewards(r Rewards) { s.rewards = r }
 
 // Commands returns what carries out loop's model commands (its
 // [*Learner]), nil for a loop the service does not serve.
@@ -188,7 +201,12 @@ func (s *Service) WatchModel(req *eventsv1.WatchModelRequest, stream eventsv1.Mo
 	if s.stopping() {
 		return errStopping
 	}
-	// Headers now tell the watcher it is connected, model or not.
+	if req.GetServer() != "" {
+		info := &eventsv1.ServerInfo{Server: req.GetServer(), Version: req.GetServingVersion(), Created: req.GetServingCreated()}
+		s.watching(req.GetLoop(), info)
+		defer s.unwatching(req.GetLoop(), info)
+	}
+	// Headers now tell the watcher it is connected (and listed), model or not.
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
@@ -215,6 +233,68 @@ func (s *Service) WatchModel(req *eventsv1.WatchModelRequest, stream eventsv1.Mo
 		}
 		after = v.GetInfo().GetVersion()
 	}
+}
+
+// watching lists info's server as serving its version of loop, until
+// unwatching(info).
+func (s *Service) watching(loop string, info *eventsv1.ServerInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.servers[loop] == nil {
+		s.servers[loop] = map[string]*eventsv1.ServerInfo{}
+	}
+	s.servers[loop][info.GetServer()] = info
+}
+
+// unwatching ends what watching(info) listed, unless a newer watch of
+// the same server replaced it.
+func (s *Service) unwatching(loop string, info *eventsv1.ServerInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.servers[loop][info.GetServer()] == info {
+		delete(s.servers[loop], info.GetServer())
+	}
+	if len(s.servers[loop]) == 0 {
+		delete(s.servers, loop)
+	}
+}
+
+// Servers returns the servers watching loop's versions, sorted.
+func (s *Service) Servers(loop string) []*eventsv1.ServerInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Collect(maps.Values(s.servers[loop]))
+	slices.SortFunc(out, func(a, b *eventsv1.ServerInfo) int { return strings.Compare(a.GetServer(), b.GetServer()) })
+	return out
+}
+
+// ListServers implements ModelService.ListServers: the servers watching
+// the loop's versions.
+func (s *Service) ListServers(_ context.Context, req *eventsv1.ListServersRequest) (*eventsv1.ListServersResponse, error) {
+	if _, err := s.checkLoop(req.GetLoop()); err != nil {
+		return nil, err
+	}
+	return &eventsv1.ListServersResponse{Servers: s.Servers(req.GetLoop())}, nil
+}
+
+// GetLiveRewards implements ModelService.GetLiveRewards: the loop's
+// reward over time, from [Service.ServeRewards]'s source.
+func (s *Service) GetLiveRewards(_ context.Context, req *eventsv1.GetLiveRewardsRequest) (*eventsv1.GetLiveRewardsResponse, error) {
+	if _, err := s.checkLoop(req.GetLoop()); err != nil {
+		return nil, err
+	}
+	if s.rewards == nil {
+		return nil, status.Error(codes.Unimplemented, "this learner keeps no reward over time")
+	}
+	var since time.Time
+	if req.GetSince() != nil {
+		since = req.GetSince().AsTime()
+	}
+	r, ok := s.rewards(req.GetLoop(), since)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "loop %q has no reward over time", req.GetLoop())
+	}
+	return r, nil
 }
 
 // errStopping ends the watches of a learner that shuts down; the watchers

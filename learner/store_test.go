@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/open-personalizer/personalizer/bandit"
 	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
@@ -174,5 +175,83 @@ func TestCheckpointFormat01(t *testing.T) {
 	l2, err := New(Config{Loop: testLoop, Policy: policyB, ExportEvery: time.Second, Dir: dir, Remember: 10}, testLogger(), NewStore(), time.Now)
 	if err == nil || !strings.Contains(err.Error(), "use that policy or remove the checkpoint") {
 		t.Errorf("New with another policy: %v, %v", l2, err)
+	}
+}
+
+// TestServiceServers checks that the servers watching a loop are listed
+// with the version each said it serves, while their watches are open.
+func TestServiceServers(t *testing.T) {
+	t.Parallel()
+	svc := NewService("loop", NewStore(), nil)
+	c := serveModels(t, svc)
+	created := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	watch := func(req *eventsv1.WatchModelRequest) {
+		t.Helper()
+		stream, err := c.WatchModel(t.Context(), req)
+		if err == nil {
+			_, err = stream.Header() // sent once the watch is listed
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	watch(&eventsv1.WatchModelRequest{Loop: "loop", Server: "b:1", ServingVersion: 3, ServingCreated: timestamppb.New(created)})
+	watch(&eventsv1.WatchModelRequest{Loop: "loop", Server: "a:1"})
+	watch(&eventsv1.WatchModelRequest{Loop: "loop"}) // a tool: not listed
+	got, err := c.ListServers(t.Context(), &eventsv1.ListServersRequest{Loop: "loop"})
+	want := &eventsv1.ListServersResponse{Servers: []*eventsv1.ServerInfo{
+		{Server: "a:1"}, {Server: "b:1", Version: 3, Created: timestamppb.New(created)}}}
+	if err != nil || !proto.Equal(got, want) {
+		t.Errorf("ListServers: %v, %v; want %v", got, err, want)
+	}
+	if _, err := c.ListServers(t.Context(), &eventsv1.ListServersRequest{Loop: "other"}); status.Code(err) != codes.NotFound {
+		t.Errorf("ListServers of another loop: %v, want NotFound", err)
+	}
+
+	// A server's newer watch replaces its older one, whose end then
+	// leaves it listed; the end of its last watch does not.
+	older, newer := &eventsv1.ServerInfo{Server: "c:1", Version: 4}, &eventsv1.ServerInfo{Server: "c:1", Version: 5}
+	svc.watching("loop2", older)
+	svc.watching("loop2", newer)
+	svc.unwatching("loop2", older)
+	if got := svc.Servers("loop2"); len(got) != 1 || got[0] != newer {
+		t.Errorf("after the older watch ended: %v, want %v", got, newer)
+	}
+	svc.unwatching("loop2", newer)
+	if got := svc.Servers("loop2"); len(got) != 0 {
+		t.Errorf("after the last watch ended: %v, want none", got)
+	}
+}
+
+// TestServiceLiveRewards checks how GetLiveRewards answers.
+func TestServiceLiveRewards(t *testing.T) {
+	t.Parallel()
+	svc := NewService("loop", NewStore(), nil)
+	c := serveModels(t, svc)
+	since := time.Date(2026, 5, 1, 12, 0, 5, 0, time.UTC)
+	if _, err := c.GetLiveRewards(t.Context(), &eventsv1.GetLiveRewardsRequest{Loop: "loop"}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("without rewards: %v, want Unimplemented", err)
+	}
+	answer := &eventsv1.GetLiveRewardsResponse{BucketSeconds: 5, Buckets: []*eventsv1.LiveRewardBucket{{
+		Start: timestamppb.New(since), Events: 2, Reward: 0.5, Explored: 0.5,
+		Baseline: &eventsv1.LiveEstimate{Value: 1, Interval: &eventsv1.LiveInterval{Lower: 0.25, Upper: 1.75}}, Random: &eventsv1.LiveEstimate{Value: 0.5}}}}
+	var asked []time.Time
+	svc.ServeRewards(func(loop string, since time.Time) (*eventsv1.GetLiveRewardsResponse, bool) {
+		asked = append(asked, since)
+		return answer, loop == "loop"
+	})
+	svc.Add("quiet", NewStore(), nil)
+	got, err := c.GetLiveRewards(t.Context(), &eventsv1.GetLiveRewardsRequest{Loop: "loop", Since: timestamppb.New(since)})
+	if err != nil || !proto.Equal(got, answer) {
+		t.Errorf("GetLiveRewards: %v, %v; want %v", got, err, answer)
+	}
+	if _, err := c.GetLiveRewards(t.Context(), &eventsv1.GetLiveRewardsRequest{Loop: "quiet"}); status.Code(err) != codes.NotFound {
+		t.Errorf("a loop without rewards: %v, want NotFound", err)
+	}
+	if _, err := c.GetLiveRewards(t.Context(), &eventsv1.GetLiveRewardsRequest{Loop: "other"}); status.Code(err) != codes.NotFound {
+		t.Errorf("an unknown loop: %v, want NotFound", err)
+	}
+	if want := []time.Time{since, {}}; len(asked) != 2 || !asked[0].Equal(want[0]) || !asked[1].IsZero() {
+		t.Errorf("asked since %v, want %v", asked, want)
 	}
 }

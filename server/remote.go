@@ -19,8 +19,10 @@ type RemoteModels struct {
 	client eventsv1.ModelServiceClient
 	loop   string
 	notify func(reachable bool)
+	server string // see Announce
 
 	reachable atomic.Bool
+	last      atomic.Pointer[eventsv1.ModelInfo] // the version Next returned last
 }
 
 // NewRemoteModels returns a source of loop's models behind client. notify,
@@ -29,6 +31,11 @@ type RemoteModels struct {
 func NewRemoteModels(client eventsv1.ModelServiceClient, loop string, notify func(reachable bool)) *RemoteModels {
 	return &RemoteModels{client: client, loop: loop, notify: notify}
 }
+
+// Announce makes every watch name server and the version it serves (the
+// after of Next), so that the learner lists it (ListServers). Call it
+// before Next.
+func (r *RemoteModels) Announce(server string) { r.server = server }
 
 // Reachable reports whether the learner answered the last attempt to
 // watch it and the watch is still open.
@@ -54,7 +61,14 @@ func (r *RemoteModels) Next(ctx context.Context, after uint64) (*eventsv1.GetMod
 func (r *RemoteModels) next(ctx context.Context, after uint64) (*eventsv1.GetModelResponse, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the watch
-	stream, err := r.client.WatchModel(ctx, &eventsv1.WatchModelRequest{Loop: r.loop})
+	req := &eventsv1.WatchModelRequest{Loop: r.loop}
+	if r.server != "" {
+		req.Server, req.ServingVersion = r.server, after
+		if last := r.last.Load(); last.GetVersion() == after {
+			req.ServingCreated = last.GetCreated()
+		}
+	}
+	stream, err := r.client.WatchModel(ctx, req)
 	if err == nil {
 		_, err = stream.Header() // the learner answered, with or without a model
 	}
@@ -75,6 +89,7 @@ func (r *RemoteModels) next(ctx context.Context, after uint64) (*eventsv1.GetMod
 			if err != nil {
 				return nil, fmt.Errorf("get model version %d: %w", v, err)
 			}
+			r.last.Store(mv.GetInfo())
 			return mv, nil
 		}
 	}

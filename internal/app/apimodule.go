@@ -91,7 +91,7 @@ func newAPIModule(cfg apiConfig, deps apiDeps, log *slog.Logger) (*apiModule, er
 	registerServer(m.api.metrics, m.srv, m.pub, deps.sourceUp)
 	registerServerLoop(forLoop(m.api.metrics, cfg.Loop), m.srv, cfg.Loop)
 	m.api.handleREST(m.srv, m.admin, cfg.Tracing)
-	m.dash = &dashboard{srv: m.srv}
+	m.dash = &dashboard{srv: m.srv, self: serverName(m.api.grpcLis.Addr())}
 	m.dash.serve(m.api.mux, m.api.rest)
 	return m, nil
 }

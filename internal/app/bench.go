@@ -36,8 +36,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	qps := fs.Float64("qps", 0, "send at this fixed rate, latency counted from when each request was due (0: as fast as possible)")
 	echo := fs.Bool("echo", true, "also measure a plain gRPC echo of the same request, served in this process, and report Rank's share of its QPS")
 	serverPID := fs.Int("server-pid", 0, "report the CPU time this local process (the server) spends per request, from /proc")
+	dashboardAddr := fs.String("dashboard-addr", "", "dashboard: HTTP address of the server whose dashboard the page polls (with --spawn, the spawned server's)")
+	pairs := fs.Int("pairs", 5, "dashboard: how many pairs of runs, page closed and open")
 	method := fs.String("call", "rank", "what to call at --addr: rank, stream (Rank over RankStream, one stream per request in flight), "+
 		"local (rank in this process with the Go client's local inference, the records sent to the service in LogRanks batches; the run ends when all are sent), echo or transport on a bench --serve-echo process, "+
+		"dashboard (Rank at --qps with the dashboard page closed and open, alternating, --pairs times, each run --duration: the --server-pid's CPU in each and the difference; the page's requests made as it makes them, without a browser, to --dashboard-addr), "+
 		"pipeline (Rank and Reward until learned: events/s, MB/s, CPU per event of the --pids) reward-to-model (time from each Reward call to the first served model version that learned it), or plain on a bench --serve-plain process")
 	serveEcho := fs.String("serve-echo", "", "serve the echo and transport services on this address until interrupted, and measure nothing")
 	servePlain := fs.String("serve-plain", "", "serve the plain-protobuf service (a plain grpc-go server: decodes the request with grpc-go's standard protobuf codec, answers an empty RankResponse) on this address until interrupted, and measure nothing")
@@ -108,7 +111,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 				err = fmt.Errorf("--spawn: %w", cerr)
 			}
 		}()
-		*addr, *modelAddr, brokers, pids = s.addr, s.modelAddr, s.brokers, s.pids
+		*addr, *modelAddr, brokers, pids, *dashboardAddr = s.addr, s.modelAddr, s.brokers, s.pids, s.httpAddr
+		for _, p := range s.pids {
+			if p.role == "server" || p.role == "dev" {
+				*serverPID = p.pid
+			}
+		}
 		var roles []string
 		for _, p := range s.pids {
 			roles = append(roles, fmt.Sprintf("%s %d", p.role, p.pid))
@@ -125,7 +133,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	var rank func(context.Context) error
 	var local *client.Local
 	switch *method {
-	case "rank":
+	case "rank", "dashboard":
 		client := personalizerv1.NewPersonalizerServiceClient(conn)
 		rank = func(ctx context.Context) error {
 			_, err := client.Rank(ctx, req)
@@ -173,10 +181,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 			return err
 		}
 	default:
-		return fmt.Errorf("--call %q: want rank, stream, local, echo, transport, plain, pipeline or reward-to-model", *method)
+		return fmt.Errorf("--call %q: want rank, stream, local, echo, transport, plain, dashboard, pipeline or reward-to-model", *method)
 	}
 	if err := rank(ctx); err != nil {
 		return fmt.Errorf("%s: %w", *method, err)
+	}
+	if *method == "dashboard" {
+		switch {
+		case *qps <= 0:
+			return errors.New("dashboard: --qps: want a fixed rate")
+		case *serverPID == 0 || *dashboardAddr == "":
+			return errors.New("dashboard: want --server-pid and --dashboard-addr, or --spawn")
+		case *pairs < 1:
+			return errors.New("dashboard: --pairs: want at least 1")
+		}
+		return dashboardCost(ctx, stdout, rank, *concurrency, *duration, *qps, *pairs, *serverPID,
+			func() *pageClient { return newPageClient(*dashboardAddr, caller.APIKey) })
 	}
 	var cpu0 time.Duration
 	if *serverPID != 0 {

@@ -265,6 +265,9 @@ func TestBenchCommandErrors(t *testing.T) {
 		{[]string{"--server-pid", "-3"}, "--server-pid"},
 		{[]string{"--actions", "0"}, "rank"}, // the server refuses a request without actions
 		{[]string{"--call", "bogus"}, `--call "bogus"`},
+		{[]string{"--call", "dashboard"}, "dashboard: --qps: want a fixed rate"},
+		{[]string{"--call", "dashboard", "--qps", "10"}, "dashboard: want --server-pid and --dashboard-addr, or --spawn"},
+		{[]string{"--call", "dashboard", "--qps", "10", "--server-pid", "1", "--dashboard-addr", "x", "--pairs", "0"}, "dashboard: --pairs"},
 		{[]string{"--serve-echo", "127.0.0.1:-1"}, "--serve-echo"},
 		{[]string{"--serve-plain", "127.0.0.1:-1"}, "--serve-plain"},
 	} {

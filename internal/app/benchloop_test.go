@@ -14,7 +14,9 @@ import (
 // joiner reads its rank and reward, the learner one line each, and the
 // dev process's CPU is reported), and reward-to-model on the
 // multi-process topology (every event sent is found in a served model
-// version). That a version covers exactly what it learned is
+// version), and dashboard there too (the spawned server's CPU with the
+// page closed and open, the page's requests made; which requests,
+// TestPageClient's). That a version covers exactly what it learned is
 // TestVersionJoinedOffsets's (learner).
 func TestBenchLoop(t *testing.T) {
 	spawnEnv = []string{asCommand + "=1"}
@@ -51,6 +53,19 @@ func TestBenchLoop(t *testing.T) {
 				`stages p50/p99  reward to joined line read \S+/\S+  to version announced \S+/\S+  to version served \S+/\S+`,
 			},
 		},
+		{
+			"dashboard",
+			[]string{"--spawn", "multi", "--call", "dashboard", "--concurrency", "2", "--qps", "100", "--pairs", "1"},
+			[]string{
+				`spawned multi: broker [0-9]+, learner [0-9]+, joiner [0-9]+, server ([0-9]+); reward wait 200ms, join slack 250ms, tick interval 500ms, model export frequency 200ms`,
+				`dashboard cost: server pid (N), Rank at 100 QPS, 2 in flight, 1 pairs of 500ms runs \(page closed, then open\), after a 500ms warm-up`,
+				`1 closed +load \S+  server [0-9.]+ cores, [0-9.]+ µs/Rank  requests [1-9][0-9]*  QPS [0-9]+  latency p50 \S+  p90 \S+  p99 \S+  max \S+`,
+				`1 open +load \S+  server [0-9.]+ cores, [0-9.]+ µs/Rank  requests [1-9][0-9]*  QPS [0-9]+  latency p50 \S+  p90 \S+  p99 \S+  max \S+  page: [1-9][0-9]* requests`,
+				`page open - closed, share of the closed run's server CPU per Rank: min \S+%  median \S+%  max \S+%`,
+				`page alone   load \S+  server idle [0-9.]+ cores; [1-9][0-9]* page requests back to back in 500ms: -?[0-9]+ µs of server CPU each \(less idle\)`,
+				`page's cost at its rate in the open runs, [0-9.]+ requests/s: -?[0-9.]+ ms of server CPU per second, -?\S+% of the closed runs' median`,
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut strings.Builder
@@ -69,8 +84,8 @@ func TestBenchLoop(t *testing.T) {
 					t.Errorf("line %q does not match %q", lines[i], re)
 					continue
 				}
-				if re == sent {
-					n = m[1]
+				if re == sent || tc.name == "dashboard" && i == 0 {
+					n = m[1] // the events sent; the server's pid
 				}
 				if strings.HasPrefix(re, "joiner") {
 					// Each event's rank and reward, and the joiner's ticks.

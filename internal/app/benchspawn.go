@@ -29,6 +29,7 @@ const (
 // binary on loopback ports, with its data in a temporary directory.
 type spawnedLoop struct {
 	addr      string // gRPC API
+	httpAddr  string // the server's (dev's) HTTP address
 	modelAddr string // the learner's ModelService
 	brokers   string
 	pids      []rolePID
@@ -116,7 +117,7 @@ func spawnLoop(ctx context.Context, topology string, rewardWait, export time.Dur
 		if err != nil {
 			return nil, err
 		}
-		s.addr, s.modelAddr, s.brokers = f["gRPC"], f["gRPC"], f["Kafka"]
+		s.addr, s.httpAddr, s.modelAddr, s.brokers = f["gRPC"], f["HTTP"], f["gRPC"], f["Kafka"]
 	case "multi":
 		f, err := start("broker", "--broker-addr", "127.0.0.1:0", "--data-dir", dir)
 		if err != nil {
@@ -136,7 +137,7 @@ func spawnLoop(ctx context.Context, topology string, rewardWait, export time.Dur
 			"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"); err != nil {
 			return nil, err
 		}
-		s.addr = f["gRPC"]
+		s.addr, s.httpAddr = f["gRPC"], f["HTTP"]
 	default:
 		return nil, fmt.Errorf("--spawn %q: want dev or multi", topology)
 	}

@@ -1,15 +1,24 @@
 package app
 
 import (
+	"context"
 	"encoding/json"
+	"net"
 	"net/http"
+	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/evaluate"
 	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/learner"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	"github.com/open-personalizer/personalizer/server"
 	"github.com/open-personalizer/personalizer/web"
 )
@@ -33,12 +42,26 @@ const dashboardRoute = "dashboard"
 // than srv are nil where the process does not run the part; they are set
 // before serving starts.
 type dashboard struct {
-	srv      *server.Server
+	srv *server.Server
+	// self is the server's name in the learners' lists of servers
+	// ([serverName]).
+	self     string
 	joiner   *joiner.Joiner
 	learners func() map[string]*learner.Learner
 	rewards  *liveRewards
 	capacity *capacity
+	// svc, in a process that learns, lists the servers of other
+	// processes that watch its learners.
+	svc *learner.Service
+	// models, in a server without a learner, is its learner's
+	// ModelService: the reward over time and the servers watching come
+	// from there.
+	models eventsv1.ModelServiceClient
 }
+
+// learnerTimeout bounds a dashboard's call to its learner: without an
+// answer the page goes without what it would have said.
+const learnerTimeout = 2 * time.Second
 
 // serve adds the dashboard's routes to mux and rest: the page at / and
 // its files under /ui/.
@@ -80,9 +103,22 @@ type dashboardStats struct {
 	// Capacity is the process's latest GET /capacity sample (every
 	// loop's), when sampled.
 	Capacity *capacityReport `json:"capacity,omitempty"`
-	// Rewards is the loop's reward over time, when its learner runs in
-	// this process.
-	Rewards *rewardSeries `json:"rewards,omitempty"`
+	// Rewards is the loop's reward over time, from its learner (in this
+	// process or, for a server, over the learner's ModelService); absent
+	// when the learner did not answer (RewardsError says why).
+	Rewards      *rewardSeries `json:"rewards,omitempty"`
+	RewardsError string        `json:"rewardsError,omitempty"`
+	// Servers are the servers of the loop and the version each serves:
+	// this one, and those watching the loop's learner, sorted.
+	Servers []servingServer `json:"servers"`
+}
+
+// servingServer is a server and the model version it serves in a loop.
+type servingServer struct {
+	Server  string     `json:"server"`  // its gRPC address ([serverName])
+	Self    bool       `json:"self"`    // the server answering
+	Version uint64     `json:"version"` // 0: none yet, the uniform policy
+	Created *time.Time `json:"created"` // when the learner made the version; null when not known
 }
 
 type modelVersion struct {
@@ -134,17 +170,74 @@ func (d *dashboard) stats(w http.ResponseWriter, r *http.Request, name string, a
 	if d.capacity != nil {
 		out.Capacity = d.capacity.report()
 	}
-	if live := d.rewards.get(name); live != nil {
-		since, _ := time.Parse(time.RFC3339, r.URL.Query().Get("since")) // none or bad: every bucket
-		s := &rewardSeries{BucketSeconds: live.Bucket().Seconds(), Points: []evaluate.LivePoint{}}
-		for _, p := range live.Points() {
-			if !p.Start.Before(since) {
-				s.Points = append(s.Points, p)
-			}
+	since, _ := time.Parse(time.RFC3339, r.URL.Query().Get("since")) // none or bad: every bucket
+	var watching []*eventsv1.ServerInfo
+	if d.models != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), learnerTimeout)
+		defer cancel()
+		var err error
+		if out.Rewards, err = d.remoteRewards(ctx, name, since); err != nil {
+			out.RewardsError = "the learner did not answer: " + status.Convert(err).Message()
 		}
-		out.Rewards = s
+		if resp, err := d.models.ListServers(ctx, &eventsv1.ListServersRequest{Loop: name}); err == nil {
+			watching = resp.GetServers()
+		}
+	} else if resp, ok := d.rewards.response(name, since); ok {
+		out.Rewards = rewardSeriesOf(resp)
 	}
+	if d.svc != nil {
+		watching = d.svc.Servers(name)
+	}
+	out.Servers = d.servers(watching, out.Served)
 	writeJSON(w, out)
+}
+
+// remoteRewards asks the learner for loop name's reward over time.
+func (d *dashboard) remoteRewards(ctx context.Context, name string, since time.Time) (*rewardSeries, error) {
+	req := &eventsv1.GetLiveRewardsRequest{Loop: name}
+	if !since.IsZero() {
+		req.Since = timestamppb.New(since)
+	}
+	resp, err := d.models.GetLiveRewards(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return rewardSeriesOf(resp), nil
+}
+
+// servers lists the servers watching a loop's learner and this one,
+// which serves served, as it serves it now (what its watch said may be
+// a version behind).
+func (d *dashboard) servers(watching []*eventsv1.ServerInfo, served *modelVersion) []servingServer {
+	out := []servingServer{{Server: d.self, Self: true}}
+	if served != nil {
+		out[0].Version, out[0].Created = served.Version, &served.Created
+	}
+	for _, w := range watching {
+		if w.GetServer() == d.self {
+			continue
+		}
+		s := servingServer{Server: w.GetServer(), Version: w.GetVersion()}
+		if w.GetCreated() != nil {
+			t := w.GetCreated().AsTime()
+			s.Created = &t
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b servingServer) int { return strings.Compare(a.Server, b.Server) })
+	return out
+}
+
+// serverName is how a server names itself to its learners: the address
+// its gRPC API listens on, with the host's name for an unspecified IP.
+func serverName(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsUnspecified() {
+		if name, err := os.Hostname(); err == nil {
+			return net.JoinHostPort(name, port)
+		}
+	}
+	return addr.String()
 }
 
 // liveRewards holds the reward over time of each loop learned in the
@@ -174,6 +267,24 @@ func (lr *liveRewards) remove(name string) {
 	lr.mu.Unlock()
 }
 
+// response is loop name's series as ModelService.GetLiveRewards answers
+// it: the buckets that start at or after since; false for a loop without
+// one (or a nil lr).
+func (lr *liveRewards) response(name string, since time.Time) (*eventsv1.GetLiveRewardsResponse, bool) {
+	live := lr.get(name)
+	if live == nil {
+		return nil, false
+	}
+	out := &eventsv1.GetLiveRewardsResponse{BucketSeconds: live.Bucket().Seconds(), Buckets: []*eventsv1.LiveRewardBucket{}}
+	for _, p := range live.Points() {
+		if !p.Start.Before(since) {
+			out.Buckets = append(out.Buckets, &eventsv1.LiveRewardBucket{Start: timestamppb.New(p.Start), Events: p.Events,
+				Reward: p.Reward, Explored: p.Explored, Baseline: liveEstimateProto(p.Baseline), Random: liveEstimateProto(p.Random)})
+		}
+	}
+	return out, true
+}
+
 // get returns loop name's series; nil for none (or a nil lr).
 func (lr *liveRewards) get(name string) *evaluate.Live {
 	if lr == nil {
@@ -182,6 +293,32 @@ func (lr *liveRewards) get(name string) *evaluate.Live {
 	lr.mu.Lock()
 	defer lr.mu.Unlock()
 	return lr.loops[name]
+}
+
+func liveEstimateProto(e evaluate.LiveEstimate) *eventsv1.LiveEstimate {
+	out := &eventsv1.LiveEstimate{Value: e.Value}
+	if e.Interval != nil {
+		out.Interval = &eventsv1.LiveInterval{Lower: e.Interval.Lower, Upper: e.Interval.Upper}
+	}
+	return out
+}
+
+// rewardSeriesOf is the dashboard's form of a GetLiveRewards answer.
+func rewardSeriesOf(resp *eventsv1.GetLiveRewardsResponse) *rewardSeries {
+	s := &rewardSeries{BucketSeconds: resp.GetBucketSeconds(), Points: make([]evaluate.LivePoint, 0, len(resp.GetBuckets()))}
+	for _, b := range resp.GetBuckets() {
+		s.Points = append(s.Points, evaluate.LivePoint{Start: b.GetStart().AsTime(), Events: b.GetEvents(), Reward: b.GetReward(),
+			Explored: b.GetExplored(), Baseline: liveEstimateOf(b.GetBaseline()), Random: liveEstimateOf(b.GetRandom())})
+	}
+	return s
+}
+
+func liveEstimateOf(e *eventsv1.LiveEstimate) evaluate.LiveEstimate {
+	out := evaluate.LiveEstimate{Value: e.GetValue()}
+	if iv := e.GetInterval(); iv != nil {
+		out.Interval = &evaluate.Interval{Lower: iv.GetLower(), Upper: iv.GetUpper()}
+	}
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,11 +20,13 @@ import (
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/open-personalizer/personalizer/bandit"
 	"github.com/open-personalizer/personalizer/internal/sim"
 	"github.com/open-personalizer/personalizer/joiner"
 	"github.com/open-personalizer/personalizer/learner"
+	eventsv1 "github.com/open-personalizer/personalizer/proto/personalizer/events/v1"
 	personalizerv1 "github.com/open-personalizer/personalizer/proto/personalizer/v1"
 	"github.com/open-personalizer/personalizer/server"
 )
@@ -241,6 +244,12 @@ func TestDashboard(t *testing.T) {
 	var v0 int
 	b.run(t, chromedp.Evaluate(`+document.getElementById("model-info").dataset.version`, &v0))
 	b.until(t, "a newer model version", fmt.Sprintf(`+document.getElementById("model-info").dataset.version > %d`, v0), time.Minute)
+	// The model view lists this server, the dev's one, as it serves.
+	b.until(t, "this server in the servers' list", fmt.Sprintf(`(() => {
+		const rows = document.querySelectorAll("#model-servers tr[data-server]");
+		return rows.length == 1 && rows[0].dataset.server == %q && rows[0].hasAttribute("data-self") &&
+			rows[0].dataset.version == document.getElementById("model-info").dataset.version && rows[0].dataset.version > 0 &&
+			/ago/.test(rows[0].textContent) })()`, d.grpcAddr()), time.Minute)
 	b.until(t, "traffic", `document.querySelectorAll("#traffic .u-over").length == 1 && /events joined/.test(document.getElementById("traffic-shares").textContent)`, time.Minute)
 	for _, v := range []string{"rewards", "traffic", "model", "capacity"} {
 		b.shoot(t, "#"+v, v)
@@ -707,4 +716,69 @@ func TestDashboardAudit(t *testing.T) {
 	b.until(t, "the rollback's row", fmt.Sprintf(`(document.querySelector('#model-history tr[data-version="%d"] td:nth-child(4)') || {}).textContent == %q`, next, resp.GetModelVersion()), time.Minute)
 	b.shoot(t, "#model", "model-rollback")
 	b.noErrors(t, "404 (Not Found) "+base+"/personalizer/v1.0/events/no-such-event")
+}
+
+// TestDashboardServers checks the servers GET .../dashboard lists in dev:
+// its own, as it serves, and one of another process watching the dev's
+// learner, as its watch said.
+func TestDashboardServers(t *testing.T) {
+	t.Parallel()
+	d, _ := startTestDev(t, testConfig(t, t.TempDir()))
+	defer d.close()
+	base := "http://" + d.api.httpLis.Addr().String()
+	self := func(s dashboardStats) servingServer {
+		out := servingServer{Server: d.grpcAddr(), Self: true}
+		if s.Served != nil {
+			out.Version, out.Created = s.Served.Version, &s.Served.Created
+		}
+		return out
+	}
+	check := func(what string, want func(dashboardStats) []servingServer) {
+		t.Helper()
+		var s dashboardStats
+		if code := restGet(t, base, "/dashboard", "", "", &s); code != http.StatusOK {
+			t.Fatalf("GET /dashboard: %d", code)
+		}
+		got, _ := json.Marshal(s.Servers)
+		w, _ := json.Marshal(want(s))
+		if string(got) != string(w) {
+			t.Errorf("%s: servers %s, want %s", what, got, w)
+		}
+	}
+	check("alone", func(s dashboardStats) []servingServer { return []servingServer{self(s)} })
+
+	created := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	stream, err := eventsv1.NewModelServiceClient(dial(t, d.grpcAddr())).WatchModel(t.Context(),
+		&eventsv1.WatchModelRequest{Loop: "default", Server: "other:50051", ServingVersion: 2, ServingCreated: timestamppb.New(created)})
+	if err == nil {
+		_, err = stream.Header() // sent once the watch is listed
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("with a server watching", func(s dashboardStats) []servingServer {
+		return []servingServer{self(s), {Server: "other:50051", Version: 2, Created: &created}}
+	})
+}
+
+// TestServerName checks how a server names itself to its learners.
+func TestServerName(t *testing.T) {
+	t.Parallel()
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50051}, "127.0.0.1:50051"},
+		{&net.TCPAddr{IP: net.IPv4zero, Port: 50051}, net.JoinHostPort(host, "50051")},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 7}, net.JoinHostPort(host, "7")},
+		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 7}, "[fe80::1]:7"},
+	} {
+		if got := serverName(tt.addr); got != tt.want {
+			t.Errorf("serverName(%v) = %q, want %q", tt.addr, got, tt.want)
+		}
+	}
 }

@@ -184,7 +184,7 @@ func startDev(ctx context.Context, cfg devConfig, log *slog.Logger) (*dev, error
 	if d.capacity != nil {
 		roles = append(roles, d.capacity.Run)
 	}
-	d.dash.joiner, d.dash.learners, d.dash.rewards, d.dash.capacity = d.joiner, learnersOf(d.svc), d.rewards, d.capacity
+	d.dash.joiner, d.dash.learners, d.dash.rewards, d.dash.capacity, d.dash.svc = d.joiner, learnersOf(d.svc), d.rewards, d.capacity, d.svc
 	d.start(&d.roles, ctx, roles...)
 	d.start(&d.publish, ctx, d.publishes())
 	d.start(&d.serve, ctx, d.serves(d.store)...)

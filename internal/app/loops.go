@@ -131,6 +131,7 @@ func newLearnerModule(cfg learner.Config, dataDir string, brokers []string, conf
 		return nil, err
 	}
 	m.svc = learner.NewService(cfg.Loop, m.store, m.learner)
+	m.svc.ServeRewards(m.rewards.response)
 	open := func(ctx context.Context, start map[int]int64) (eventlog.Reader, error) {
 		return kafkalog.NewTopicReader(ctx, brokers, eventlog.JoinedTopic, start)
 	}

@@ -163,6 +163,8 @@ func startServer(ctx context.Context, cfg serverConfig, log *slog.Logger) (*serv
 	s.api.status = func() any { return s.status() }
 	s.api.health.SetServingStatus(modelSourceService, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.remote = server.NewRemoteModels(models, cfg.Loop, s.learnerReachable)
+	s.remote.Announce(s.dash.self)
+	s.dash.models = models
 
 	s.start(&s.publish, ctx, s.publishes())
 	serves := append(s.serves(s.remote), func(ctx context.Context) error {
@@ -189,6 +191,7 @@ func (s *serverRole) watchLoop(ctx context.Context, models eventsv1.ModelService
 	remote := server.NewRemoteModels(models, name, func(ok bool) {
 		s.log.Info("learner of loop reachable", "loop", name, "reachable", ok)
 	})
+	remote.Announce(s.dash.self)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

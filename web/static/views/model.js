@@ -1,5 +1,6 @@
 // model.js: the loop's model versions over time, the version this server
-// serves and its age, the versions the learner keeps (GET /model/history)
+// serves and its age, the servers of the loop (this one and those watching
+// its learner) with the version each serves and its age, the versions the learner keeps (GET /model/history)
 // and a rollback to one of them.
 "use strict";
 
@@ -8,12 +9,13 @@ D.view({
   init(el) {
     this.box = D.el("div", { class: "chart" });
     this.info = D.el("dl", { id: "model-info" });
+    this.servers = D.el("table", { id: "model-servers" });
     this.rollbackTo = D.el("input", { id: "rollback-version", type: "number", min: 1, step: 1, placeholder: "version" });
     this.rollbackMsg = D.el("span", { id: "rollback-msg" });
     this.rollbackButton = D.confirmed(D.el("button", { class: "danger", id: "model-rollback" }, "Roll back"), "Serve that version's model again (what was learned since is dropped)?", () => this.rollback());
     this.history = D.el("table", { id: "model-history" });
     this.historyMsg = D.el("p", { class: "muted", id: "model-history-msg" });
-    el.append(this.box, this.info, D.el("h3", {}, "Kept versions"), this.history, this.historyMsg,
+    el.append(this.box, this.info, D.el("h3", {}, "Servers"), this.servers, D.el("h3", {}, "Kept versions"), this.history, this.historyMsg,
       D.el("div", { class: "row" }, D.el("label", { for: "rollback-version" }, "Roll back to"), this.rollbackTo,
         this.rollbackButton, this.rollbackMsg),
       D.el("p", { class: "muted" }, "The learner keeps its last versions (--model-history, 20 by default); the rollback publishes the old model as the next version."));
@@ -81,6 +83,11 @@ D.view({
     }
     this.info.replaceChildren(...rows.flatMap(([k, v]) => [D.el("dt", {}, k), D.el("dd", {}, v)]));
     this.info.dataset.version = served;
+    this.servers.replaceChildren(D.el("tr", {}, ["Server", "Serves", "Model made"].map(h => D.el("th", {}, h))),
+      ...(s.servers || []).map(v => D.el("tr", { "data-server": v.server, "data-version": v.version, "data-self": v.self },
+        D.el("td", {}, v.server + (v.self ? " (this server)" : "")),
+        D.el("td", {}, v.version ? `version ${v.version}` : "none yet: the uniform policy"),
+        D.el("td", {}, v.created ? D.ago(v.created) : "–"))));
     const latest = s.learner ? s.learner.version : served;
     if (latest !== this.listed) { this.listed = latest; this.loadHistory(); }
   },

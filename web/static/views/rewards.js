@@ -1,5 +1,6 @@
 // rewards.js: the loop's reward over time, from its learner's live
-// estimates (GET .../dashboard's rewards): the realized average reward
+// estimates (GET .../dashboard's rewards; a server in its own process
+// asks its learner for them): the realized average reward
 // per bucket, the Baseline and Random policies' IPS estimates and the
 // share of exploratory decisions.
 "use strict";
@@ -28,7 +29,7 @@ D.view({
   },
   update(s) {
     if (!s.rewards) {
-      this.note.textContent = "Reward over time is computed by the loop's learner; this process does not run it (open the dashboard of `personalizer dev`).";
+      this.note.textContent = s.rewardsError ? `No reward over time: ${s.rewardsError}.` : "The loop's learner has no reward over time for it yet.";
       return;
     }
     this.note.textContent = `Buckets of ${s.rewards.bucketSeconds} s by decision time, the last hour; Baseline always shows the first action, Random picks uniformly (estimated from the logged decisions). Exploratory: the chosen action was not the most probable.`;

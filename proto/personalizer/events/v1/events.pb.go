@@ -569,6 +569,462 @@ func (*TickEvent) Descriptor() ([]byte, []int) {
 	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
+type ListServersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServersRequest) Reset() {
+	*x = ListServersRequest{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServersRequest) ProtoMessage() {}
+
+func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
+func (*ListServersRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListServersRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+type ListServersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by server.
+	Servers       []*ServerInfo `protobuf:"bytes,1,rep,name=servers,proto3" json:"servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServersResponse) Reset() {
+	*x = ListServersResponse{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServersResponse) ProtoMessage() {}
+
+func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
+func (*ListServersResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListServersResponse) GetServers() []*ServerInfo {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+// ServerInfo is a server watching a loop's versions and the version it
+// serves, as its watch said.
+type ServerInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server's name for itself: the address of its gRPC API.
+	Server string `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// 0: none yet (the uniform policy).
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// When the learner created that version; absent when not known.
+	Created       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerInfo) Reset() {
+	*x = ServerInfo{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerInfo) ProtoMessage() {}
+
+func (x *ServerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerInfo.ProtoReflect.Descriptor instead.
+func (*ServerInfo) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ServerInfo) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *ServerInfo) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ServerInfo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+type GetLiveRewardsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Loop  string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	// Leave out the buckets that start before it; absent: every bucket.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLiveRewardsRequest) Reset() {
+	*x = GetLiveRewardsRequest{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLiveRewardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLiveRewardsRequest) ProtoMessage() {}
+
+func (x *GetLiveRewardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLiveRewardsRequest.ProtoReflect.Descriptor instead.
+func (*GetLiveRewardsRequest) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetLiveRewardsRequest) GetLoop() string {
+	if x != nil {
+		return x.Loop
+	}
+	return ""
+}
+
+func (x *GetLiveRewardsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type GetLiveRewardsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The length of a bucket, in seconds.
+	BucketSeconds float64 `protobuf:"fixed64,1,opt,name=bucket_seconds,json=bucketSeconds,proto3" json:"bucket_seconds,omitempty"`
+	// The kept buckets that have events, oldest first.
+	Buckets       []*LiveRewardBucket `protobuf:"bytes,2,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLiveRewardsResponse) Reset() {
+	*x = GetLiveRewardsResponse{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLiveRewardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLiveRewardsResponse) ProtoMessage() {}
+
+func (x *GetLiveRewardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLiveRewardsResponse.ProtoReflect.Descriptor instead.
+func (*GetLiveRewardsResponse) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetLiveRewardsResponse) GetBucketSeconds() float64 {
+	if x != nil {
+		return x.BucketSeconds
+	}
+	return 0
+}
+
+func (x *GetLiveRewardsResponse) GetBuckets() []*LiveRewardBucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+// LiveRewardBucket is one time bucket of a loop's decisions, by decision
+// time, as the learner learned them.
+type LiveRewardBucket struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Start  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	Events int64                  `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	// The realized average reward.
+	Reward float64 `protobuf:"fixed64,3,opt,name=reward,proto3" json:"reward,omitempty"`
+	// The share of decisions whose chosen action was not the most probable.
+	Explored float64 `protobuf:"fixed64,4,opt,name=explored,proto3" json:"explored,omitempty"`
+	// IPS estimates of the Baseline policy (the first action) and the
+	// Random policy (uniform).
+	Baseline      *LiveEstimate `protobuf:"bytes,5,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	Random        *LiveEstimate `protobuf:"bytes,6,opt,name=random,proto3" json:"random,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LiveRewardBucket) Reset() {
+	*x = LiveRewardBucket{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LiveRewardBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LiveRewardBucket) ProtoMessage() {}
+
+func (x *LiveRewardBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LiveRewardBucket.ProtoReflect.Descriptor instead.
+func (*LiveRewardBucket) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LiveRewardBucket) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *LiveRewardBucket) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *LiveRewardBucket) GetReward() float64 {
+	if x != nil {
+		return x.Reward
+	}
+	return 0
+}
+
+func (x *LiveRewardBucket) GetExplored() float64 {
+	if x != nil {
+		return x.Explored
+	}
+	return 0
+}
+
+func (x *LiveRewardBucket) GetBaseline() *LiveEstimate {
+	if x != nil {
+		return x.Baseline
+	}
+	return nil
+}
+
+func (x *LiveRewardBucket) GetRandom() *LiveEstimate {
+	if x != nil {
+		return x.Random
+	}
+	return nil
+}
+
+type LiveEstimate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Value float64                `protobuf:"fixed64,1,opt,name=value,proto3" json:"value,omitempty"`
+	// The Gaussian interval; absent with fewer than two events.
+	Interval      *LiveInterval `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LiveEstimate) Reset() {
+	*x = LiveEstimate{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LiveEstimate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LiveEstimate) ProtoMessage() {}
+
+func (x *LiveEstimate) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LiveEstimate.ProtoReflect.Descriptor instead.
+func (*LiveEstimate) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LiveEstimate) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *LiveEstimate) GetInterval() *LiveInterval {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+type LiveInterval struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lower         float64                `protobuf:"fixed64,1,opt,name=lower,proto3" json:"lower,omitempty"`
+	Upper         float64                `protobuf:"fixed64,2,opt,name=upper,proto3" json:"upper,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LiveInterval) Reset() {
+	*x = LiveInterval{}
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LiveInterval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LiveInterval) ProtoMessage() {}
+
+func (x *LiveInterval) ProtoReflect() protoreflect.Message {
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LiveInterval.ProtoReflect.Descriptor instead.
+func (*LiveInterval) Descriptor() ([]byte, []int) {
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LiveInterval) GetLower() float64 {
+	if x != nil {
+		return x.Lower
+	}
+	return 0
+}
+
+func (x *LiveInterval) GetUpper() float64 {
+	if x != nil {
+		return x.Upper
+	}
+	return 0
+}
+
 type ListModelsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
@@ -578,7 +1034,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +1046,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[6]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +1059,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListModelsRequest) GetLoop() string {
@@ -623,7 +1079,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +1091,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[7]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +1104,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListModelsResponse) GetModels() []*ModelInfo {
@@ -668,7 +1124,7 @@ type RollbackModelRequest struct {
 
 func (x *RollbackModelRequest) Reset() {
 	*x = RollbackModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +1136,7 @@ func (x *RollbackModelRequest) String() string {
 func (*RollbackModelRequest) ProtoMessage() {}
 
 func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[8]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +1149,7 @@ func (x *RollbackModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelRequest.ProtoReflect.Descriptor instead.
 func (*RollbackModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RollbackModelRequest) GetLoop() string {
@@ -719,7 +1175,7 @@ type RollbackModelResponse struct {
 
 func (x *RollbackModelResponse) Reset() {
 	*x = RollbackModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +1187,7 @@ func (x *RollbackModelResponse) String() string {
 func (*RollbackModelResponse) ProtoMessage() {}
 
 func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[9]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +1200,7 @@ func (x *RollbackModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackModelResponse.ProtoReflect.Descriptor instead.
 func (*RollbackModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RollbackModelResponse) GetInfo() *ModelInfo {
@@ -763,7 +1219,7 @@ type ResetModelRequest struct {
 
 func (x *ResetModelRequest) Reset() {
 	*x = ResetModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +1231,7 @@ func (x *ResetModelRequest) String() string {
 func (*ResetModelRequest) ProtoMessage() {}
 
 func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[10]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1244,7 @@ func (x *ResetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelRequest.ProtoReflect.Descriptor instead.
 func (*ResetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResetModelRequest) GetLoop() string {
@@ -807,7 +1263,7 @@ type ResetModelResponse struct {
 
 func (x *ResetModelResponse) Reset() {
 	*x = ResetModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1275,7 @@ func (x *ResetModelResponse) String() string {
 func (*ResetModelResponse) ProtoMessage() {}
 
 func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[11]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1288,7 @@ func (x *ResetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetModelResponse.ProtoReflect.Descriptor instead.
 func (*ResetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResetModelResponse) GetInfo() *ModelInfo {
@@ -853,7 +1309,7 @@ type ImportModelRequest struct {
 
 func (x *ImportModelRequest) Reset() {
 	*x = ImportModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1321,7 @@ func (x *ImportModelRequest) String() string {
 func (*ImportModelRequest) ProtoMessage() {}
 
 func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[12]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1334,7 @@ func (x *ImportModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelRequest.ProtoReflect.Descriptor instead.
 func (*ImportModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{12}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImportModelRequest) GetLoop() string {
@@ -904,7 +1360,7 @@ type ImportModelResponse struct {
 
 func (x *ImportModelResponse) Reset() {
 	*x = ImportModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1372,7 @@ func (x *ImportModelResponse) String() string {
 func (*ImportModelResponse) ProtoMessage() {}
 
 func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[13]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1385,7 @@ func (x *ImportModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportModelResponse.ProtoReflect.Descriptor instead.
 func (*ImportModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{13}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportModelResponse) GetInfo() *ModelInfo {
@@ -940,15 +1396,22 @@ func (x *ImportModelResponse) GetInfo() *ModelInfo {
 }
 
 type WatchModelRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Loop          string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Loop  string                 `protobuf:"bytes,1,opt,name=loop,proto3" json:"loop,omitempty"`
+	// A server watching names itself (ServerInfo.server) and the version it
+	// serves; the learner lists it in ListServers while the watch is open.
+	// Empty: not listed (a tool, a test).
+	Server         string `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	ServingVersion uint64 `protobuf:"varint,3,opt,name=serving_version,json=servingVersion,proto3" json:"serving_version,omitempty"`
+	// When the learner created the version served; absent when not known.
+	ServingCreated *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=serving_created,json=servingCreated,proto3" json:"serving_created,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WatchModelRequest) Reset() {
 	*x = WatchModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1423,7 @@ func (x *WatchModelRequest) String() string {
 func (*WatchModelRequest) ProtoMessage() {}
 
 func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[14]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1436,7 @@ func (x *WatchModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelRequest.ProtoReflect.Descriptor instead.
 func (*WatchModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{14}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchModelRequest) GetLoop() string {
@@ -981,6 +1444,27 @@ func (x *WatchModelRequest) GetLoop() string {
 		return x.Loop
 	}
 	return ""
+}
+
+func (x *WatchModelRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *WatchModelRequest) GetServingVersion() uint64 {
+	if x != nil {
+		return x.ServingVersion
+	}
+	return 0
+}
+
+func (x *WatchModelRequest) GetServingCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ServingCreated
+	}
+	return nil
 }
 
 // ModelInfo describes a published model version.
@@ -1012,7 +1496,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1508,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[15]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1521,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{15}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ModelInfo) GetLoop() string {
@@ -1106,7 +1590,7 @@ type WatchModelResponse struct {
 
 func (x *WatchModelResponse) Reset() {
 	*x = WatchModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1602,7 @@ func (x *WatchModelResponse) String() string {
 func (*WatchModelResponse) ProtoMessage() {}
 
 func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[16]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1615,7 @@ func (x *WatchModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelResponse.ProtoReflect.Descriptor instead.
 func (*WatchModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{16}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchModelResponse) GetInfo() *ModelInfo {
@@ -1153,7 +1637,7 @@ type GetModelRequest struct {
 
 func (x *GetModelRequest) Reset() {
 	*x = GetModelRequest{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1649,7 @@ func (x *GetModelRequest) String() string {
 func (*GetModelRequest) ProtoMessage() {}
 
 func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[17]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1662,7 @@ func (x *GetModelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelRequest.ProtoReflect.Descriptor instead.
 func (*GetModelRequest) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{17}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetModelRequest) GetLoop() string {
@@ -1206,7 +1690,7 @@ type GetModelResponse struct {
 
 func (x *GetModelResponse) Reset() {
 	*x = GetModelResponse{}
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[18]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1702,7 @@ func (x *GetModelResponse) String() string {
 func (*GetModelResponse) ProtoMessage() {}
 
 func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_personalizer_events_v1_events_proto_msgTypes[18]
+	mi := &file_personalizer_events_v1_events_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1715,7 @@ func (x *GetModelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetModelResponse.ProtoReflect.Descriptor instead.
 func (*GetModelResponse) Descriptor() ([]byte, []int) {
-	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{18}
+	return file_personalizer_events_v1_events_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetModelResponse) GetInfo() *ModelInfo {
@@ -1286,7 +1770,35 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\x06R\x02id\"\v\n" +
-	"\tTickEvent\"'\n" +
+	"\tTickEvent\"(\n" +
+	"\x12ListServersRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\"S\n" +
+	"\x13ListServersResponse\x12<\n" +
+	"\aservers\x18\x01 \x03(\v2\".personalizer.events.v1.ServerInfoR\aservers\"t\n" +
+	"\n" +
+	"ServerInfo\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x124\n" +
+	"\acreated\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\"]\n" +
+	"\x15GetLiveRewardsRequest\x12\x12\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x83\x01\n" +
+	"\x16GetLiveRewardsResponse\x12%\n" +
+	"\x0ebucket_seconds\x18\x01 \x01(\x01R\rbucketSeconds\x12B\n" +
+	"\abuckets\x18\x02 \x03(\v2(.personalizer.events.v1.LiveRewardBucketR\abuckets\"\x90\x02\n" +
+	"\x10LiveRewardBucket\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\x03R\x06events\x12\x16\n" +
+	"\x06reward\x18\x03 \x01(\x01R\x06reward\x12\x1a\n" +
+	"\bexplored\x18\x04 \x01(\x01R\bexplored\x12@\n" +
+	"\bbaseline\x18\x05 \x01(\v2$.personalizer.events.v1.LiveEstimateR\bbaseline\x12<\n" +
+	"\x06random\x18\x06 \x01(\v2$.personalizer.events.v1.LiveEstimateR\x06random\"f\n" +
+	"\fLiveEstimate\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\x01R\x05value\x12@\n" +
+	"\binterval\x18\x02 \x01(\v2$.personalizer.events.v1.LiveIntervalR\binterval\":\n" +
+	"\fLiveInterval\x12\x14\n" +
+	"\x05lower\x18\x01 \x01(\x01R\x05lower\x12\x14\n" +
+	"\x05upper\x18\x02 \x01(\x01R\x05upper\"'\n" +
 	"\x11ListModelsRequest\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\"O\n" +
 	"\x12ListModelsResponse\x129\n" +
@@ -1304,9 +1816,12 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"L\n" +
 	"\x13ImportModelResponse\x125\n" +
-	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\"'\n" +
+	"\x04info\x18\x01 \x01(\v2!.personalizer.events.v1.ModelInfoR\x04info\"\xad\x01\n" +
 	"\x11WatchModelRequest\x12\x12\n" +
-	"\x04loop\x18\x01 \x01(\tR\x04loop\"\xa4\x03\n" +
+	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12'\n" +
+	"\x0fserving_version\x18\x03 \x01(\x04R\x0eservingVersion\x12C\n" +
+	"\x0fserving_created\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0eservingCreated\"\xa4\x03\n" +
 	"\tModelInfo\x12\x12\n" +
 	"\x04loop\x18\x01 \x01(\tR\x04loop\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x16\n" +
@@ -1332,7 +1847,7 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\x19LEARNING_MODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LEARNING_MODE_ONLINE\x10\x01\x12\x1c\n" +
 	"\x18LEARNING_MODE_APPRENTICE\x10\x02\x12\x1e\n" +
-	"\x1aLEARNING_MODE_LOGGING_ONLY\x10\x032\xf4\x04\n" +
+	"\x1aLEARNING_MODE_LOGGING_ONLY\x10\x032\xcd\x06\n" +
 	"\fModelService\x12e\n" +
 	"\n" +
 	"WatchModel\x12).personalizer.events.v1.WatchModelRequest\x1a*.personalizer.events.v1.WatchModelResponse0\x01\x12]\n" +
@@ -1342,7 +1857,9 @@ const file_personalizer_events_v1_events_proto_rawDesc = "" +
 	"\vImportModel\x12*.personalizer.events.v1.ImportModelRequest\x1a+.personalizer.events.v1.ImportModelResponse\x12l\n" +
 	"\rRollbackModel\x12,.personalizer.events.v1.RollbackModelRequest\x1a-.personalizer.events.v1.RollbackModelResponse\x12c\n" +
 	"\n" +
-	"ListModels\x12).personalizer.events.v1.ListModelsRequest\x1a*.personalizer.events.v1.ListModelsResponseBQZOgithub.com/open-personalizer/personalizer/proto/personalizer/events/v1;eventsv1b\x06proto3"
+	"ListModels\x12).personalizer.events.v1.ListModelsRequest\x1a*.personalizer.events.v1.ListModelsResponse\x12f\n" +
+	"\vListServers\x12*.personalizer.events.v1.ListServersRequest\x1a+.personalizer.events.v1.ListServersResponse\x12o\n" +
+	"\x0eGetLiveRewards\x12-.personalizer.events.v1.GetLiveRewardsRequest\x1a..personalizer.events.v1.GetLiveRewardsResponseBQZOgithub.com/open-personalizer/personalizer/proto/personalizer/events/v1;eventsv1b\x06proto3"
 
 var (
 	file_personalizer_events_v1_events_proto_rawDescOnce sync.Once
@@ -1357,61 +1874,82 @@ func file_personalizer_events_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_personalizer_events_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_personalizer_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_personalizer_events_v1_events_proto_goTypes = []any{
-	(LearningMode)(0),             // 0: personalizer.events.v1.LearningMode
-	(*RankEvent)(nil),             // 1: personalizer.events.v1.RankEvent
-	(*SlotDecision)(nil),          // 2: personalizer.events.v1.SlotDecision
-	(*JoinRules)(nil),             // 3: personalizer.events.v1.JoinRules
-	(*RewardEvent)(nil),           // 4: personalizer.events.v1.RewardEvent
-	(*ActivateEvent)(nil),         // 5: personalizer.events.v1.ActivateEvent
-	(*TickEvent)(nil),             // 6: personalizer.events.v1.TickEvent
-	(*ListModelsRequest)(nil),     // 7: personalizer.events.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),    // 8: personalizer.events.v1.ListModelsResponse
-	(*RollbackModelRequest)(nil),  // 9: personalizer.events.v1.RollbackModelRequest
-	(*RollbackModelResponse)(nil), // 10: personalizer.events.v1.RollbackModelResponse
-	(*ResetModelRequest)(nil),     // 11: personalizer.events.v1.ResetModelRequest
-	(*ResetModelResponse)(nil),    // 12: personalizer.events.v1.ResetModelResponse
-	(*ImportModelRequest)(nil),    // 13: personalizer.events.v1.ImportModelRequest
-	(*ImportModelResponse)(nil),   // 14: personalizer.events.v1.ImportModelResponse
-	(*WatchModelRequest)(nil),     // 15: personalizer.events.v1.WatchModelRequest
-	(*ModelInfo)(nil),             // 16: personalizer.events.v1.ModelInfo
-	(*WatchModelResponse)(nil),    // 17: personalizer.events.v1.WatchModelResponse
-	(*GetModelRequest)(nil),       // 18: personalizer.events.v1.GetModelRequest
-	(*GetModelResponse)(nil),      // 19: personalizer.events.v1.GetModelResponse
-	nil,                           // 20: personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(LearningMode)(0),              // 0: personalizer.events.v1.LearningMode
+	(*RankEvent)(nil),              // 1: personalizer.events.v1.RankEvent
+	(*SlotDecision)(nil),           // 2: personalizer.events.v1.SlotDecision
+	(*JoinRules)(nil),              // 3: personalizer.events.v1.JoinRules
+	(*RewardEvent)(nil),            // 4: personalizer.events.v1.RewardEvent
+	(*ActivateEvent)(nil),          // 5: personalizer.events.v1.ActivateEvent
+	(*TickEvent)(nil),              // 6: personalizer.events.v1.TickEvent
+	(*ListServersRequest)(nil),     // 7: personalizer.events.v1.ListServersRequest
+	(*ListServersResponse)(nil),    // 8: personalizer.events.v1.ListServersResponse
+	(*ServerInfo)(nil),             // 9: personalizer.events.v1.ServerInfo
+	(*GetLiveRewardsRequest)(nil),  // 10: personalizer.events.v1.GetLiveRewardsRequest
+	(*GetLiveRewardsResponse)(nil), // 11: personalizer.events.v1.GetLiveRewardsResponse
+	(*LiveRewardBucket)(nil),       // 12: personalizer.events.v1.LiveRewardBucket
+	(*LiveEstimate)(nil),           // 13: personalizer.events.v1.LiveEstimate
+	(*LiveInterval)(nil),           // 14: personalizer.events.v1.LiveInterval
+	(*ListModelsRequest)(nil),      // 15: personalizer.events.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),     // 16: personalizer.events.v1.ListModelsResponse
+	(*RollbackModelRequest)(nil),   // 17: personalizer.events.v1.RollbackModelRequest
+	(*RollbackModelResponse)(nil),  // 18: personalizer.events.v1.RollbackModelResponse
+	(*ResetModelRequest)(nil),      // 19: personalizer.events.v1.ResetModelRequest
+	(*ResetModelResponse)(nil),     // 20: personalizer.events.v1.ResetModelResponse
+	(*ImportModelRequest)(nil),     // 21: personalizer.events.v1.ImportModelRequest
+	(*ImportModelResponse)(nil),    // 22: personalizer.events.v1.ImportModelResponse
+	(*WatchModelRequest)(nil),      // 23: personalizer.events.v1.WatchModelRequest
+	(*ModelInfo)(nil),              // 24: personalizer.events.v1.ModelInfo
+	(*WatchModelResponse)(nil),     // 25: personalizer.events.v1.WatchModelResponse
+	(*GetModelRequest)(nil),        // 26: personalizer.events.v1.GetModelRequest
+	(*GetModelResponse)(nil),       // 27: personalizer.events.v1.GetModelResponse
+	nil,                            // 28: personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
 }
 var file_personalizer_events_v1_events_proto_depIdxs = []int32{
 	0,  // 0: personalizer.events.v1.RankEvent.learning_mode:type_name -> personalizer.events.v1.LearningMode
 	3,  // 1: personalizer.events.v1.RankEvent.rules:type_name -> personalizer.events.v1.JoinRules
 	2,  // 2: personalizer.events.v1.RankEvent.slots:type_name -> personalizer.events.v1.SlotDecision
-	16, // 3: personalizer.events.v1.ListModelsResponse.models:type_name -> personalizer.events.v1.ModelInfo
-	16, // 4: personalizer.events.v1.RollbackModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	16, // 5: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	16, // 6: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	21, // 7: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
-	21, // 8: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
-	20, // 9: personalizer.events.v1.ModelInfo.joined_offsets:type_name -> personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
-	16, // 10: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	16, // 11: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
-	15, // 12: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
-	18, // 13: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
-	11, // 14: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
-	13, // 15: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
-	9,  // 16: personalizer.events.v1.ModelService.RollbackModel:input_type -> personalizer.events.v1.RollbackModelRequest
-	7,  // 17: personalizer.events.v1.ModelService.ListModels:input_type -> personalizer.events.v1.ListModelsRequest
-	17, // 18: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
-	19, // 19: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
-	12, // 20: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
-	14, // 21: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
-	10, // 22: personalizer.events.v1.ModelService.RollbackModel:output_type -> personalizer.events.v1.RollbackModelResponse
-	8,  // 23: personalizer.events.v1.ModelService.ListModels:output_type -> personalizer.events.v1.ListModelsResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	9,  // 3: personalizer.events.v1.ListServersResponse.servers:type_name -> personalizer.events.v1.ServerInfo
+	29, // 4: personalizer.events.v1.ServerInfo.created:type_name -> google.protobuf.Timestamp
+	29, // 5: personalizer.events.v1.GetLiveRewardsRequest.since:type_name -> google.protobuf.Timestamp
+	12, // 6: personalizer.events.v1.GetLiveRewardsResponse.buckets:type_name -> personalizer.events.v1.LiveRewardBucket
+	29, // 7: personalizer.events.v1.LiveRewardBucket.start:type_name -> google.protobuf.Timestamp
+	13, // 8: personalizer.events.v1.LiveRewardBucket.baseline:type_name -> personalizer.events.v1.LiveEstimate
+	13, // 9: personalizer.events.v1.LiveRewardBucket.random:type_name -> personalizer.events.v1.LiveEstimate
+	14, // 10: personalizer.events.v1.LiveEstimate.interval:type_name -> personalizer.events.v1.LiveInterval
+	24, // 11: personalizer.events.v1.ListModelsResponse.models:type_name -> personalizer.events.v1.ModelInfo
+	24, // 12: personalizer.events.v1.RollbackModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	24, // 13: personalizer.events.v1.ResetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	24, // 14: personalizer.events.v1.ImportModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	29, // 15: personalizer.events.v1.WatchModelRequest.serving_created:type_name -> google.protobuf.Timestamp
+	29, // 16: personalizer.events.v1.ModelInfo.created:type_name -> google.protobuf.Timestamp
+	29, // 17: personalizer.events.v1.ModelInfo.model_created:type_name -> google.protobuf.Timestamp
+	28, // 18: personalizer.events.v1.ModelInfo.joined_offsets:type_name -> personalizer.events.v1.ModelInfo.JoinedOffsetsEntry
+	24, // 19: personalizer.events.v1.WatchModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	24, // 20: personalizer.events.v1.GetModelResponse.info:type_name -> personalizer.events.v1.ModelInfo
+	23, // 21: personalizer.events.v1.ModelService.WatchModel:input_type -> personalizer.events.v1.WatchModelRequest
+	26, // 22: personalizer.events.v1.ModelService.GetModel:input_type -> personalizer.events.v1.GetModelRequest
+	19, // 23: personalizer.events.v1.ModelService.ResetModel:input_type -> personalizer.events.v1.ResetModelRequest
+	21, // 24: personalizer.events.v1.ModelService.ImportModel:input_type -> personalizer.events.v1.ImportModelRequest
+	17, // 25: personalizer.events.v1.ModelService.RollbackModel:input_type -> personalizer.events.v1.RollbackModelRequest
+	15, // 26: personalizer.events.v1.ModelService.ListModels:input_type -> personalizer.events.v1.ListModelsRequest
+	7,  // 27: personalizer.events.v1.ModelService.ListServers:input_type -> personalizer.events.v1.ListServersRequest
+	10, // 28: personalizer.events.v1.ModelService.GetLiveRewards:input_type -> personalizer.events.v1.GetLiveRewardsRequest
+	25, // 29: personalizer.events.v1.ModelService.WatchModel:output_type -> personalizer.events.v1.WatchModelResponse
+	27, // 30: personalizer.events.v1.ModelService.GetModel:output_type -> personalizer.events.v1.GetModelResponse
+	20, // 31: personalizer.events.v1.ModelService.ResetModel:output_type -> personalizer.events.v1.ResetModelResponse
+	22, // 32: personalizer.events.v1.ModelService.ImportModel:output_type -> personalizer.events.v1.ImportModelResponse
+	18, // 33: personalizer.events.v1.ModelService.RollbackModel:output_type -> personalizer.events.v1.RollbackModelResponse
+	16, // 34: personalizer.events.v1.ModelService.ListModels:output_type -> personalizer.events.v1.ListModelsResponse
+	8,  // 35: personalizer.events.v1.ModelService.ListServers:output_type -> personalizer.events.v1.ListServersResponse
+	11, // 36: personalizer.events.v1.ModelService.GetLiveRewards:output_type -> personalizer.events.v1.GetLiveRewardsResponse
+	29, // [29:37] is the sub-list for method output_type
+	21, // [21:29] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_personalizer_events_v1_events_proto_init() }
@@ -1425,7 +1963,7 @@ func file_personalizer_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_personalizer_events_v1_events_proto_rawDesc), len(file_personalizer_events_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

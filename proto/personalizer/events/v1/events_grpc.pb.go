@@ -19,12 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ModelService_WatchModel_FullMethodName    = "/personalizer.events.v1.ModelService/WatchModel"
-	ModelService_GetModel_FullMethodName      = "/personalizer.events.v1.ModelService/GetModel"
-	ModelService_ResetModel_FullMethodName    = "/personalizer.events.v1.ModelService/ResetModel"
-	ModelService_ImportModel_FullMethodName   = "/personalizer.events.v1.ModelService/ImportModel"
-	ModelService_RollbackModel_FullMethodName = "/personalizer.events.v1.ModelService/RollbackModel"
-	ModelService_ListModels_FullMethodName    = "/personalizer.events.v1.ModelService/ListModels"
+	ModelService_WatchModel_FullMethodName     = "/personalizer.events.v1.ModelService/WatchModel"
+	ModelService_GetModel_FullMethodName       = "/personalizer.events.v1.ModelService/GetModel"
+	ModelService_ResetModel_FullMethodName     = "/personalizer.events.v1.ModelService/ResetModel"
+	ModelService_ImportModel_FullMethodName    = "/personalizer.events.v1.ModelService/ImportModel"
+	ModelService_RollbackModel_FullMethodName  = "/personalizer.events.v1.ModelService/RollbackModel"
+	ModelService_ListModels_FullMethodName     = "/personalizer.events.v1.ModelService/ListModels"
+	ModelService_ListServers_FullMethodName    = "/personalizer.events.v1.ModelService/ListServers"
+	ModelService_GetLiveRewards_FullMethodName = "/personalizer.events.v1.ModelService/GetLiveRewards"
 )
 
 // ModelServiceClient is the client API for ModelService service.
@@ -48,6 +50,12 @@ type ModelServiceClient interface {
 	// ListModels returns the metadata of the versions the learner keeps
 	// (its model history), newest first.
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
+	// ListServers returns the servers watching the loop's versions
+	// (WatchModel calls that name a server) and the version each serves.
+	ListServers(ctx context.Context, in *ListServersRequest, opts ...grpc.CallOption) (*ListServersResponse, error)
+	// GetLiveRewards returns the loop's reward over time: the learner's
+	// live estimates per time bucket of the decisions it learned.
+	GetLiveRewards(ctx context.Context, in *GetLiveRewardsRequest, opts ...grpc.CallOption) (*GetLiveRewardsResponse, error)
 }
 
 type modelServiceClient struct {
@@ -127,6 +135,26 @@ func (c *modelServiceClient) ListModels(ctx context.Context, in *ListModelsReque
 	return out, nil
 }
 
+func (c *modelServiceClient) ListServers(ctx context.Context, in *ListServersRequest, opts ...grpc.CallOption) (*ListServersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServersResponse)
+	err := c.cc.Invoke(ctx, ModelService_ListServers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *modelServiceClient) GetLiveRewards(ctx context.Context, in *GetLiveRewardsRequest, opts ...grpc.CallOption) (*GetLiveRewardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLiveRewardsResponse)
+	err := c.cc.Invoke(ctx, ModelService_GetLiveRewards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ModelServiceServer is the server API for ModelService service.
 // All implementations must embed UnimplementedModelServiceServer
 // for forward compatibility.
@@ -148,6 +176,12 @@ type ModelServiceServer interface {
 	// ListModels returns the metadata of the versions the learner keeps
 	// (its model history), newest first.
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
+	// ListServers returns the servers watching the loop's versions
+	// (WatchModel calls that name a server) and the version each serves.
+	ListServers(context.Context, *ListServersRequest) (*ListServersResponse, error)
+	// GetLiveRewards returns the loop's reward over time: the learner's
+	// live estimates per time bucket of the decisions it learned.
+	GetLiveRewards(context.Context, *GetLiveRewardsRequest) (*GetLiveRewardsResponse, error)
 	mustEmbedUnimplementedModelServiceServer()
 }
 
@@ -175,6 +209,12 @@ func (UnimplementedModelServiceServer) RollbackModel(context.Context, *RollbackM
 }
 func (UnimplementedModelServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
+}
+func (UnimplementedModelServiceServer) ListServers(context.Context, *ListServersRequest) (*ListServersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServers not implemented")
+}
+func (UnimplementedModelServiceServer) GetLiveRewards(context.Context, *GetLiveRewardsRequest) (*GetLiveRewardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLiveRewards not implemented")
 }
 func (UnimplementedModelServiceServer) mustEmbedUnimplementedModelServiceServer() {}
 func (UnimplementedModelServiceServer) testEmbeddedByValue()                      {}
@@ -298,6 +338,42 @@ func _ModelService_ListModels_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ModelService_ListServers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).ListServers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ModelService_ListServers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).ListServers(ctx, req.(*ListServersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ModelService_GetLiveRewards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLiveRewardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).GetLiveRewards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ModelService_GetLiveRewards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).GetLiveRewards(ctx, req.(*GetLiveRewardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ModelService_ServiceDesc is the grpc.ServiceDesc for ModelService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -324,6 +400,14 @@ var ModelService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListModels",
 			Handler:    _ModelService_ListModels_Handler,
+		},
+		{
+			MethodName: "ListServers",
+			Handler:    _ModelService_ListServers_Handler,
+		},
+		{
+			MethodName: "GetLiveRewards",
+			Handler:    _ModelService_GetLiveRewards_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
