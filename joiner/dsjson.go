@@ -61,17 +61,7 @@ func appendDSJSON(b []byte, j *Joined, fc *floatCache) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, '{')
-		if !o.Activate {
-			b = append(b, `"v":`...)
-			b = appendFloat32(b, o.Value)
-			b = append(b, ',')
-		}
-		b = append(b, `"EventId":`...)
-		b = features.AppendString(b, r.GetEventId())
-		b = append(b, `,"ActionTaken":`...)
-		b = strconv.AppendBool(b, o.Activate)
-		b = append(b, '}')
+		b = appendOutcome(b, &o, r.GetEventId(), "")
 	}
 	b = append(b, `],"Timestamp":"`...)
 	b = j.Time.UTC().AppendFormat(b, timestampLayout)
@@ -164,21 +154,7 @@ func appendSlotsDSJSON(b []byte, j *Joined, fc *floatCache) []byte {
 			if n++; n > 1 {
 				b = append(b, ',')
 			}
-			b = append(b, '{')
-			if !o.Activate {
-				b = append(b, `"v":`...)
-				b = appendFloat32(b, o.Value)
-				b = append(b, ',')
-			}
-			b = append(b, `"EventId":`...)
-			b = features.AppendString(b, r.GetEventId())
-			if !o.Activate {
-				b = append(b, `,"Index":`...)
-				b = features.AppendString(b, s.ID)
-			}
-			b = append(b, `,"ActionTaken":`...)
-			b = strconv.AppendBool(b, o.Activate)
-			b = append(b, '}')
+			b = appendOutcome(b, &o, r.GetEventId(), s.ID)
 		}
 		b = append(b, `],"_original_label_cost":`...)
 		b = appendFloat32(b, -s.Original)
@@ -205,6 +181,27 @@ func slotAt(j *Joined, k int) Slot {
 		return j.Slots[k]
 	}
 	return Slot{}
+}
+
+// appendOutcome appends o as an element of DSJson "o" (or a CCB slot's
+// "_o"): its value unless it is an activation, the event id, for a slot's
+// reward the slot's id as "Index", and whether it is an activation.
+func appendOutcome(b []byte, o *Outcome, eventID, slot string) []byte {
+	b = append(b, '{')
+	if !o.Activate {
+		b = append(b, `"v":`...)
+		b = appendFloat32(b, o.Value)
+		b = append(b, ',')
+	}
+	b = append(b, `"EventId":`...)
+	b = features.AppendString(b, eventID)
+	if slot != "" && !o.Activate {
+		b = append(b, `,"Index":`...)
+		b = features.AppendString(b, slot)
+	}
+	b = append(b, `,"ActionTaken":`...)
+	b = strconv.AppendBool(b, o.Activate)
+	return append(b, '}')
 }
 
 // AppendAudit appends a as one JSON object: why the outcome was not

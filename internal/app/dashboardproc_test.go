@@ -22,26 +22,13 @@ func TestDashboardMultiProcess(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
-	dir := t.TempDir()
-	field := func(p *process, prefix, name string) string {
-		_, v, _ := strings.Cut(p.waitLine(ctx, t, prefix), name+" ")
-		v, _, _ = strings.Cut(v, ",")
-		return v
-	}
-	broker := startProcess(t, "broker", "--broker-addr", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn")
-	h := &harness{t: t, ctx: ctx, brokers: []string{field(broker, "personalizer broker:", "Kafka")}, rules: faultRules(500 * time.Millisecond)}
-	brokers := h.brokers[0]
-	lp := startProcess(t, "learner", "--kafka-brokers", brokers, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--data-dir", dir, "--log-level", "warn", "--model-export-frequency", "100ms")
-	learnerAddr := field(lp, "personalizer learner:", "gRPC")
+	top := startTopology(ctx, t)
+	learnerAddr := top.learnerAddr
 	models := eventsv1.NewModelServiceClient(dial(t, learnerAddr))
-	startProcess(t, h.joinerArgs(true)...).waitLine(ctx, t, "personalizer joiner:")
 	var grpcAddrs, httpAddrs []string
 	for range 2 {
-		p := startProcess(t, "server", "--kafka-brokers", brokers, "--learner-addr", learnerAddr,
-			"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "warn")
-		grpcAddrs = append(grpcAddrs, field(p, "personalizer server:", "gRPC"))
-		httpAddrs = append(httpAddrs, field(p, "personalizer server:", "HTTP"))
+		_, g, h := top.server()
+		grpcAddrs, httpAddrs = append(grpcAddrs, g), append(httpAddrs, h)
 	}
 
 	const events = 800

@@ -18,6 +18,44 @@ import (
 	"github.com/open-personalizer/personalizer/server"
 )
 
+// topology is the production topology, each role its own OS process: a
+// broker, a learner (models exported every 100 ms) and a joiner; servers
+// start with server.
+type topology struct {
+	t           *testing.T
+	ctx         context.Context
+	h           *harness
+	learnerAddr string
+}
+
+func startTopology(ctx context.Context, t *testing.T) *topology {
+	dir := t.TempDir()
+	top := &topology{t: t, ctx: ctx}
+	broker := startProcess(t, "broker", "--broker-addr", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn")
+	top.h = &harness{t: t, ctx: ctx, brokers: []string{top.field(broker, "personalizer broker:", "Kafka")}, rules: faultRules(500 * time.Millisecond)}
+	lp := startProcess(t, "learner", "--kafka-brokers", top.h.brokers[0], "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--data-dir", dir, "--log-level", "warn", "--model-export-frequency", "100ms")
+	top.learnerAddr = top.field(lp, "personalizer learner:", "gRPC")
+	startProcess(t, top.h.joinerArgs(true)...).waitLine(ctx, t, "personalizer joiner:")
+	return top
+}
+
+// field is the value after name in p's first line that starts with
+// prefix ("name value, ...").
+func (top *topology) field(p *process, prefix, name string) string {
+	_, v, _ := strings.Cut(p.waitLine(top.ctx, top.t, prefix), name+" ")
+	v, _, _ = strings.Cut(v, ",")
+	return v
+}
+
+// server starts a server process and returns it with its gRPC and HTTP
+// addresses.
+func (top *topology) server() (*process, string, string) {
+	p := startProcess(top.t, "server", "--kafka-brokers", top.h.brokers[0], "--learner-addr", top.learnerAddr,
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "warn")
+	return p, top.field(p, "personalizer server:", "gRPC"), top.field(p, "personalizer server:", "HTTP")
+}
+
 // TestEvaluationsMultiProcess runs an evaluation in the production
 // topology, each role its own OS process: the server process that takes
 // the POST runs it and stores it in personalizer.evaluations, and a new
@@ -26,24 +64,8 @@ func TestEvaluationsMultiProcess(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
-	dir := t.TempDir()
-	field := func(p *process, prefix, name string) string {
-		_, v, _ := strings.Cut(p.waitLine(ctx, t, prefix), name+" ")
-		v, _, _ = strings.Cut(v, ",")
-		return v
-	}
-	broker := startProcess(t, "broker", "--broker-addr", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn")
-	h := &harness{t: t, ctx: ctx, brokers: []string{field(broker, "personalizer broker:", "Kafka")}, rules: faultRules(500 * time.Millisecond)}
-	brokers := h.brokers[0]
-	lp := startProcess(t, "learner", "--kafka-brokers", brokers, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--data-dir", dir, "--log-level", "warn", "--model-export-frequency", "100ms")
-	learnerAddr := field(lp, "personalizer learner:", "gRPC")
-	startProcess(t, h.joinerArgs(true)...).waitLine(ctx, t, "personalizer joiner:")
-	startServerProcess := func() (*process, string, string) {
-		p := startProcess(t, "server", "--kafka-brokers", brokers, "--learner-addr", learnerAddr,
-			"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "warn")
-		return p, field(p, "personalizer server:", "gRPC"), field(p, "personalizer server:", "HTTP")
-	}
+	top := startTopology(ctx, t)
+	h, learnerAddr, startServerProcess := top.h, top.learnerAddr, top.server
 	sp, grpcAddr, httpAddr := startServerProcess()
 
 	const events = 1000
