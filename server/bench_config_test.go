@@ -34,12 +34,8 @@ func BenchmarkRankLiveConfig(b *testing.B) {
 	}
 	// The loop of benchmarkRankOf, on this server.
 	b.SetBytes(int64(proto.Size(req)))
-	b.ReportAllocs()
-	cpu0 := cpuTime(b)
-	for b.Loop() {
-		if _, err := srv.Rank(context.Background(), req); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+	loopCPU(b, func() error {
+		_, err := srv.Rank(context.Background(), req)
+		return err
+	})
 }

@@ -384,12 +384,8 @@ func benchmarkRankExplained(b *testing.B, policy string, on bool) {
 		b.Fatalf("explanation of %d actions (%v), want 20: %v", len(resp.GetInferenceExplanation()), err, on)
 	}
 	b.SetBytes(int64(proto.Size(req)))
-	b.ReportAllocs()
-	cpu0 := cpuTime(b)
-	for b.Loop() {
-		if _, err := srv.Rank(context.Background(), req); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+	loopCPU(b, func() error {
+		_, err := srv.Rank(context.Background(), req)
+		return err
+	})
 }

@@ -36,14 +36,10 @@ func BenchmarkMultiSlotRank(b *testing.B) {
 			srv, stop := benchMultiSlotServer(b, req)
 			defer stop()
 			b.SetBytes(int64(proto.Size(req)))
-			b.ReportAllocs()
-			cpu0 := cpuTime(b)
-			for b.Loop() {
-				if _, err := srv.MultiSlotRank(context.Background(), req); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+			loopCPU(b, func() error {
+				_, err := srv.MultiSlotRank(context.Background(), req)
+				return err
+			})
 		})
 	}
 }
