@@ -116,8 +116,19 @@ func TestSearchRaisesLiveReward(t *testing.T) {
 
 	// The same users twice, exploring as usual, from the same 4000
 	// events: first with the default policy's model, then with the model
-	// the search trained.
-	editService(t, base, func(svc map[string]any) { svc["explorationPercentage"] = 0.2 })
+	// the search trained. Neither learns during its phase: the ranks of
+	// the phases get a reward wait longer than the test, so that how much
+	// a model learns while it is measured does not depend on how fast the
+	// machine runs the simulation.
+	editService(t, base, func(svc map[string]any) {
+		svc["explorationPercentage"] = 0.2
+		svc["rewardWaitTime"] = "PT1H"
+	})
+	// The default policy's model is the one of all the first events.
+	if err := d.learner.Wait(ctx, func(learner.Stats) bool { return d.store.Latest().GetInfo().GetExamples() >= first }); err != nil {
+		t.Fatal(err)
+	}
+	waitServed(ctx, t, d, d.store.Latest().GetInfo().GetVersion())
 	def := live()
 	apply, _ := json.Marshal(map[string]string{"evaluationId": ev.ID, "policyName": best.Name})
 	if code, got := restCall(t, "POST", base+"/configurations/applyFromEvaluation", apply); code != 204 {
