@@ -146,9 +146,9 @@ func appendSlotsDSJSON(b []byte, j *Joined, fc *floatCache) []byte {
 			b = fc.append(b, p)
 		}
 		b = append(b, `],"_o":[`...)
-		h, n := SlotHash(s.ID), 0
+		n := 0
 		for _, o := range j.Outcomes {
-			if !o.Activate && o.Slot != h {
+			if !o.Activate && o.Slot != s.hash {
 				continue // another slot's
 			}
 			if n++; n > 1 {

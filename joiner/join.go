@@ -2,9 +2,7 @@ package joiner
 
 import (
 	"fmt"
-	"hash/fnv"
 	"hash/maphash"
-	"io"
 	"math"
 	"slices"
 	"strings"
@@ -142,14 +140,17 @@ func SlotHash(id string) uint64 {
 	if id == "" {
 		return 0
 	}
-	h := fnv.New64a()
-	io.WriteString(h, id)
-	return max(h.Sum64(), 1) // 0 is no slot
+	h := uint64(14695981039346656037) // FNV-1a, without hash/fnv's allocation
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint64(id[i])) * 1099511628211
+	}
+	return max(h, 1) // 0 is no slot
 }
 
 // Slot is one slot of a multi-slot event, in its request's order.
 type Slot struct {
-	ID string // as the request names it
+	ID   string // as the request names it
+	hash uint64 // SlotHash(ID), as its outcomes carry it; set with the rewards
 	// Baseline is the slot's baseline action: its 0-based index among the
 	// request's actions (DSJson "_multi").
 	Baseline uint32
@@ -1033,12 +1034,11 @@ func (j *Joined) setRank(in *Input) (unknown int) {
 		return 0
 	}
 	j.Slots = slices.Clone(in.Slots)
-	hashes := make([]uint64, len(j.Slots))
 	for k := range j.Slots {
-		hashes[k] = SlotHash(j.Slots[k].ID)
+		j.Slots[k].hash = SlotHash(j.Slots[k].ID)
 	}
 	for _, o := range j.Outcomes {
-		if !o.Activate && !slices.Contains(hashes, o.Slot) {
+		if !o.Activate && !slices.ContainsFunc(j.Slots, func(s Slot) bool { return s.hash == o.Slot }) {
 			unknown++
 		}
 	}
@@ -1047,7 +1047,7 @@ func (j *Joined) setRank(in *Input) (unknown int) {
 		s := &j.Slots[k]
 		rewards = rewards[:0]
 		for _, o := range j.Outcomes {
-			if !o.Activate && o.Slot == hashes[k] {
+			if !o.Activate && o.Slot == s.hash {
 				rewards = append(rewards, o)
 			}
 		}
